@@ -1,0 +1,170 @@
+/**
+ * Configuration: parsed once, at start, from environment variables into a typed, frozen
+ * object. A wrong value throws a ConfigError naming the variable; `main.ts` files print it
+ * and exit. No other code reads the environment.
+ *
+ * Every variable, its default and its meaning is listed in `configHelp()` (printed by
+ * `fleet --help` and in the README).
+ */
+import type { LogLevel } from "./log";
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+interface Spec<T> {
+  name: string;
+  help: string;
+  def: T;
+  parse: (raw: string, name: string) => T;
+}
+
+const specs: Spec<unknown>[] = [];
+
+function define<T>(name: string, def: T, help: string, parse: (raw: string, name: string) => T): Spec<T> {
+  const spec = { name, def, help, parse };
+  specs.push(spec as Spec<unknown>);
+  return spec;
+}
+
+function str(name: string, def: string, help: string): Spec<string> {
+  return define(name, def, help, (raw) => raw);
+}
+
+function int(name: string, def: number, help: string, min = 0, max = Number.MAX_SAFE_INTEGER): Spec<number> {
+  return define(name, def, help, (raw, n) => {
+    const v = Number(raw);
+    if (!Number.isInteger(v) || v < min || v > max) {
+      throw new ConfigError(n, `expected a whole number from ${min} to ${max}, got "${raw}"`);
+    }
+    return v;
+  });
+}
+
+function num(name: string, def: number, help: string, min = 0): Spec<number> {
+  return define(name, def, help, (raw, n) => {
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v < min) throw new ConfigError(n, `expected a number ≥ ${min}, got "${raw}"`);
+    return v;
+  });
+}
+
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "250ms", "30s", "5m", "2h", "7d" (or a bare number of milliseconds) into milliseconds. */
+export function parseDuration(raw: string, name = "duration"): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(raw.trim());
+  if (!m) throw new ConfigError(name, `expected a duration like 250ms, 30s, 5m, 2h or 7d, got "${raw}"`);
+  return Math.round(Number(m[1]) * durationUnits[m[2] ?? "ms"]!);
+}
+
+function duration(name: string, def: string, help: string): Spec<number> {
+  return define(name, parseDuration(def), `${help} (default ${def})`, parseDuration);
+}
+
+function bool(name: string, def: boolean, help: string): Spec<boolean> {
+  return define(name, def, help, (raw, n) => {
+    if (/^(1|true|yes|on)$/i.test(raw)) return true;
+    if (/^(0|false|no|off)$/i.test(raw)) return false;
+    throw new ConfigError(n, `expected true or false, got "${raw}"`);
+  });
+}
+
+function oneOf<T extends string>(name: string, def: T, values: readonly T[], help: string): Spec<T> {
+  return define(name, def, help, (raw, n) => {
+    if (!(values as readonly string[]).includes(raw)) {
+      throw new ConfigError(n, `expected one of ${values.join(", ")}, got "${raw}"`);
+    }
+    return raw as T;
+  });
+}
+
+const DEV_SECRET = "fleet-local-development-secret-change-me";
+
+const S = {
+  logLevel: oneOf<LogLevel>("LOG_LEVEL", "info", ["debug", "info", "warn", "error"], "log level"),
+  host: str("FLEET_HOST", "127.0.0.1", "address the services listen on"),
+  // auth
+  secret: str("FLEET_JWT_SECRET", DEV_SECRET, "HS256 secret that signs and checks tokens; set your own outside local use"),
+  issuer: str("FLEET_JWT_ISSUER", "fleet", "required `iss` of tokens"),
+  audience: str("FLEET_JWT_AUDIENCE", "fleet", "required `aud` of tokens"),
+  // external services; empty means `fleet up` starts its own
+  natsUrl: str("NATS_URL", "", "NATS server with JetStream (empty: `fleet up` starts one)"),
+  redisUrl: str("REDIS_URL", "", "Redis server (empty: `fleet up` starts one)"),
+  databaseUrl: str("DATABASE_URL", "", "PostgreSQL connection URL (empty: `fleet up` starts one)"),
+  s3Endpoint: str("S3_ENDPOINT", "", "S3-compatible endpoint URL (empty: `fleet up` starts one; see ARCHIVE_DIR)"),
+  s3Bucket: str("S3_BUCKET", "fleet-archive", "bucket of the Parquet archive"),
+  s3AccessKeyId: str("S3_ACCESS_KEY_ID", "S3RVER", "S3 access key id"),
+  s3SecretAccessKey: str("S3_SECRET_ACCESS_KEY", "S3RVER", "S3 secret access key"),
+  s3Region: str("S3_REGION", "us-east-1", "S3 region"),
+  archiveDir: str("ARCHIVE_DIR", "", "write the archive to this local folder instead of S3"),
+  // stream
+  partitions: int("FLEET_PARTITIONS", 16, "subjects the positions stream is split into", 1, 1024),
+  duplicateWindow: duration("FLEET_DUPLICATE_WINDOW", "5m", "JetStream duplicate window, also how far back a gateway rebuilds its resume state"),
+  streamMaxAge: duration("FLEET_STREAM_MAX_AGE", "7d", "how long JetStream keeps positions"),
+  // gateway
+  gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
+  tlsKey: str("GATEWAY_TLS_KEY", "", "PEM private key file for GATEWAY_TLS_CERT"),
+  maxMessageBytes: int("GATEWAY_MAX_MESSAGE_BYTES", 256 * 1024, "largest request message accepted", 1024, 16 * 1024 * 1024),
+  maxStreamsPerConnection: int("GATEWAY_MAX_STREAMS_PER_CONNECTION", 1000, "HTTP/2 concurrent streams per connection", 1, 100000),
+  idleTimeout: duration("GATEWAY_IDLE_TIMEOUT", "60s", "a stream that sends nothing for this long is ended"),
+  batchDelay: duration("GATEWAY_BATCH_DELAY", "2ms", "how long a partition batch waits for more points"),
+  batchMaxPoints: int("GATEWAY_BATCH_MAX_POINTS", 1000, "points per JetStream message at most", 1, 100000),
+  maxInFlight: int("GATEWAY_MAX_IN_FLIGHT", 50000, "points accepted but not yet durable, across all streams", 1),
+  rateLimit: num("GATEWAY_RATE_LIMIT", 50, "points per second one vehicle may send, sustained"),
+  rateBurst: int("GATEWAY_RATE_BURST", 500, "points one vehicle may send at once", 1),
+  maxClockSkew: duration("GATEWAY_MAX_CLOCK_SKEW", "30s", "how far in the future recorded_at may be"),
+  maxPointAge: duration("GATEWAY_MAX_POINT_AGE", "7d", "how old recorded_at may be"),
+  maxSpeed: num("GATEWAY_MAX_SPEED", 100, "plausible speed limit in m/s"),
+  drainTimeout: duration("GATEWAY_DRAIN_TIMEOUT", "10s", "on SIGTERM, how long to finish in-flight points"),
+  // tracker
+  trackerPort: int("TRACKER_PORT", 50052, "tracker port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  staleAfter: duration("TRACKER_STALE_AFTER", "5m", "a vehicle not heard from for this long goes offline"),
+  // history
+  historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
+  // demo / simulator
+  simVehicles: int("SIM_VEHICLES", 50, "vehicles the simulator drives", 1),
+  simInterval: duration("SIM_INTERVAL", "1s", "how often each simulated vehicle reports"),
+  simBadFixes: num("SIM_BAD_FIX_RATE", 0.002, "share of simulated fixes that are deliberately bad"),
+  simDisconnects: num("SIM_DISCONNECT_RATE", 0.001, "chance per report that a simulated vehicle drops its connection"),
+  tlsInsecure: bool("FLEET_TLS_INSECURE", false, "clients skip TLS certificate checks (local testing only)"),
+} as const;
+
+type Specs = typeof S;
+export type Config = { readonly [K in keyof Specs]: Specs[K] extends Spec<infer T> ? T : never };
+
+/** Parses the environment (by default `process.env`) into a frozen Config; throws ConfigError naming the variable. */
+export function loadConfig(env: Env = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(S) as [string, Spec<unknown>][]) {
+    const raw = env[spec.name];
+    out[key] = raw === undefined || raw === "" ? spec.def : spec.parse(raw, spec.name);
+  }
+  Object.assign(out, overrides);
+  const config = out as Config;
+  if ((config.tlsCert === "") !== (config.tlsKey === "")) {
+    throw new ConfigError("GATEWAY_TLS_CERT", "set GATEWAY_TLS_CERT and GATEWAY_TLS_KEY together");
+  }
+  return Object.freeze(config);
+}
+
+/** True when tokens are signed with the built-in development secret. */
+export function usesDevSecret(config: Config): boolean {
+  return config.secret === DEV_SECRET;
+}
+
+/** One line per variable: name, default, meaning. */
+export function configHelp(): string {
+  const fmt = (v: unknown) => (v === "" ? "(empty)" : String(v));
+  return specs.map((s) => `  ${s.name.padEnd(36)} ${s.help}${s.help.includes("(default") ? "" : ` (default ${fmt(s.def)})`}`).join("\n");
+}

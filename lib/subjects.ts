@@ -1,0 +1,52 @@
+/**
+ * NATS names shared by every service: the positions stream, its subjects and consumers,
+ * and the live fan-out subjects. One place, so that producers and consumers agree.
+ */
+
+/** The JetStream stream that holds every accepted position. */
+export const POSITIONS_STREAM = "FLEET_POSITIONS";
+
+/** Subjects of the positions stream: `fleet.pos.<partition>`. */
+export const POSITIONS_SUBJECTS = "fleet.pos.>";
+
+/** Durable consumer names, one per sink. */
+export const CONSUMERS = { tracker: "tracker", history: "history" } as const;
+
+/** Headers the gateway sets on every positions message. */
+export const HEADERS = {
+  /** The gateway instance that published the message (lets a gateway skip its own messages when tailing). */
+  gateway: "Fleet-Gateway",
+  /** Number of points in the message. */
+  count: "Fleet-Count",
+} as const;
+
+/**
+ * Partition of a vehicle: FNV-1a of its id modulo `partitions`. All points of one vehicle
+ * go to the same subject, so they stay in order in the stream.
+ */
+export function partitionOf(vehicleId: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < vehicleId.length; i++) {
+    h ^= vehicleId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}
+
+/** Subject of one partition of the positions stream. */
+export function positionsSubject(partition: number): string {
+  return `fleet.pos.${partition}`;
+}
+
+/**
+ * Live fan-out subject of one vehicle's update: `live.<geohash3>.<geohash5>.<vehicle>`.
+ * Vehicle ids are sanitised so that they form one subject token.
+ */
+export function liveSubject(geohash5: string, vehicleId: string): string {
+  return `live.${geohash5.slice(0, 3)}.${geohash5}.${subjectToken(vehicleId)}`;
+}
+
+/** Makes a string safe as one NATS subject token (no dots, spaces, wildcards). */
+export function subjectToken(value: string): string {
+  return value.replace(/[.\s*>]/g, "_");
+}
