@@ -1,0 +1,105 @@
+/**
+ * Starts the whole platform for `fleet up` and `fleet demo`: the stack (what the environment does not
+ * give), then every service that exists in this checkout as its own process.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Config } from "../lib/config";
+import { startStack, type Stack } from "../lib/stack";
+import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
+
+const root = join(import.meta.dir, "..");
+
+/** Services in start order, with the variable that sets each one's port. */
+const SERVICES = [
+  { name: "gateway", portVar: "GATEWAY_PORT", port: (c: Config) => c.gatewayPort },
+  { name: "tracker", portVar: "TRACKER_PORT", port: (c: Config) => c.trackerPort },
+  { name: "history", portVar: "HISTORY_PORT", port: (c: Config) => c.historyPort },
+] as const;
+
+export interface Endpoints {
+  gateway: string | null;
+  tracker: string | null;
+  history: string | null;
+  nats: string;
+  redis: string;
+  database: string;
+  s3: string;
+}
+
+export interface Platform {
+  endpoints: Endpoints;
+  stack: Stack;
+  logDir: string;
+  services: Map<string, ServiceProcess>;
+  /** Drains the services (SIGTERM), then stops what the stack started. */
+  stop(): Promise<void>;
+}
+
+export interface StartPlatformOptions {
+  config: Config;
+  /** Progress lines for a person ("starting nats-server…"). */
+  progress?: (line: string) => void;
+}
+
+/** Starts stack and services; on any failure stops what it started and throws. */
+export async function startPlatform({ config, progress = () => {} }: StartPlatformOptions): Promise<Platform> {
+  const logDir = join(root, ".fleet", "logs");
+  mkdirSync(logDir, { recursive: true });
+  progress("starting the stack (NATS JetStream, Redis, PostgreSQL, S3) — servers given by NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT are used as they are");
+  const stack = await startStack({ services: ["nats", "redis", "postgres", "s3"] });
+  const services = new Map<string, ServiceProcess>();
+  const stop = async () => {
+    await Promise.all([...services.values()].reverse().map((s) => s.stop("SIGTERM", config.drainTimeout + 5000)));
+    await stack.stop();
+  };
+  const urls: Record<string, string | null> = {};
+  try {
+    for (const svc of SERVICES) {
+      if (!existsSync(join(root, svc.name, "main.ts"))) {
+        urls[svc.name] = null;
+        continue;
+      }
+      const logFile = join(logDir, `${svc.name}.log`);
+      progress(`starting ${svc.name} on ${config.host}:${svc.port(config)} (log: ${logFile})`);
+      const proc = await startServiceProcess({
+        service: svc.name,
+        env: { ...stack.env(), [svc.portVar]: String(svc.port(config)) },
+        logFile,
+      });
+      services.set(svc.name, proc);
+      urls[svc.name] = proc.url;
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    endpoints: {
+      gateway: urls.gateway ?? null,
+      tracker: urls.tracker ?? null,
+      history: urls.history ?? null,
+      nats: stack.natsUrl,
+      redis: stack.redisUrl,
+      database: stack.databaseUrl,
+      s3: `${stack.s3.endpoint}/${stack.s3.bucket}`,
+    },
+    stack,
+    logDir,
+    services,
+    stop,
+  };
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(sig);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what the project needs and says so: the JavaScript dependencies (Bun itself comes from
+# npm) and the system servers the stack helper starts (nats-server, redis-server, PostgreSQL,
+# mosquitto for the benchmark) with apt-get when they are missing. Fast when all is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x node_modules/.bin/bun ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing JavaScript dependencies with npm ci (Bun, gRPC, Connect, NATS, Redis, PostgreSQL clients)…"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+bash scripts/ensure-system.sh
