@@ -1,0 +1,89 @@
+/**
+ * `bun sim/main.ts [--url http://127.0.0.1:50051] [--vehicles 50] [--interval 1s] [--duration 0]
+ *   [--center 52.52,13.405] [--bad-fix-rate 0.002] [--disconnect-rate 0.001] [--seed 1]
+ *   [--per-connection 500] [--fleets 3] [--prefix veh-] [--insecure]`
+ *
+ * Defaults come from the config (SIM_VEHICLES, SIM_INTERVAL, SIM_BAD_FIX_RATE, SIM_DISCONNECT_RATE,
+ * GATEWAY_PORT, FLEET_JWT_SECRET). Prints a progress line every few seconds; Ctrl-C stops
+ * cleanly (flushes what is buffered).
+ */
+import { tokenKeys } from "../lib/auth";
+import { ConfigError, loadConfig, parseDuration, type Config } from "../lib/config";
+import { createLogger } from "../lib/log";
+import { createSimulator, type SimulatorOptions } from "./simulator";
+
+/** Parses simulator flags over the config's defaults; throws ConfigError naming the flag. */
+export function parseSimArgs(argv: readonly string[], config: Config): SimulatorOptions {
+  const flags = new Map<string, string>();
+  for (let k = 0; k < argv.length; k++) {
+    const arg = argv[k]!;
+    if (!arg.startsWith("--")) throw new ConfigError(arg, "unexpected argument; flags look like --vehicles 100");
+    const eq = arg.indexOf("=");
+    if (eq > 0) flags.set(arg.slice(2, eq), arg.slice(eq + 1));
+    else if (arg === "--insecure") flags.set("insecure", "true");
+    else flags.set(arg.slice(2), argv[++k] ?? "");
+  }
+  const num = (name: string, def: number, min = 0) => {
+    const raw = flags.get(name);
+    flags.delete(name);
+    if (raw === undefined) return def;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v < min) throw new ConfigError(`--${name}`, `expected a number ≥ ${min}, got "${raw}"`);
+    return v;
+  };
+  const dur = (name: string, def: number) => {
+    const raw = flags.get(name);
+    flags.delete(name);
+    return raw === undefined ? def : parseDuration(raw, `--${name}`);
+  };
+  const str = (name: string, def: string) => {
+    const raw = flags.get(name);
+    flags.delete(name);
+    return raw ?? def;
+  };
+  const centerRaw = str("center", "52.52,13.405");
+  const [lat, lon] = centerRaw.split(",").map(Number);
+  if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat!) > 85 || Math.abs(lon!) > 180) {
+    throw new ConfigError("--center", `expected "lat,lon", got "${centerRaw}"`);
+  }
+  const options: SimulatorOptions = {
+    url: str("url", `http${config.tlsCert ? "s" : ""}://127.0.0.1:${config.gatewayPort}`),
+    keys: tokenKeys(config),
+    vehicles: Math.floor(num("vehicles", config.simVehicles, 1)),
+    intervalMs: dur("interval", config.simInterval),
+    durationMs: dur("duration", 0),
+    center: { lat: lat!, lon: lon! },
+    badFixRate: num("bad-fix-rate", config.simBadFixes),
+    disconnectRate: num("disconnect-rate", config.simDisconnects),
+    seed: Math.floor(num("seed", 1)),
+    vehiclesPerConnection: Math.floor(num("per-connection", 500, 1)),
+    fleets: Math.floor(num("fleets", 3, 1)),
+    idPrefix: str("prefix", "veh-"),
+    insecure: str("insecure", String(config.tlsInsecure)) === "true",
+  };
+  const unknown = [...flags.keys()];
+  if (unknown.length > 0) throw new ConfigError(`--${unknown[0]}`, "unknown flag");
+  return options;
+}
+
+if (import.meta.main) {
+  let config: Config;
+  let options: SimulatorOptions;
+  try {
+    config = loadConfig();
+    options = parseSimArgs(process.argv.slice(2), config);
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(2);
+  }
+  const log = createLogger({ level: config.logLevel, fields: { service: "sim" } });
+  const sim = createSimulator({ ...options, log });
+  await sim.start();
+  const progress = setInterval(() => log.info("progress", { ...sim.stats() }), 5_000);
+  const shutdown = () => void sim.stop();
+  process.once("SIGINT", shutdown);
+  process.once("SIGTERM", shutdown);
+  await sim.done;
+  clearInterval(progress);
+  process.exit(0);
+}
