@@ -1,0 +1,44 @@
+/** Messages between `bench ingest` and its load generator children (JSON over IPC). */
+import type { TokenKeys } from "../lib/auth";
+import type { HistogramJSON } from "./histogram";
+
+export interface WorkerCounters {
+  /** Points written. */
+  sent: number;
+  /** Points covered by a durable_seq in an ack. */
+  acked: number;
+  /** Points named in an ack's rejected list. */
+  rejected: number;
+  /** Streams that ended with an error or a non-OK grpc-status. */
+  streamErrors: number;
+  /** Streams that got their first ack and are still open. */
+  open: number;
+}
+
+export type WorkerCommand =
+  | { type: "init"; url: string; keys: TokenKeys; connections: number; prefix: string; first: number; count: number }
+  | { type: "open"; batch: number; timeoutMs: number }
+  | { type: "steady"; rate: number; warmupMs: number; durationMs: number }
+  | { type: "blast"; window: number; warmupMs: number; durationMs: number }
+  | { type: "settle"; timeoutMs: number }
+  | { type: "close"; timeoutMs: number };
+
+export type WorkerEvent =
+  | { type: "hello" }
+  | { type: "ready" }
+  | { type: "progress"; counters: WorkerCounters; at: number }
+  | { type: "opened"; open: number; failed: number; ms: number; lastError: string }
+  | { type: "blasted"; acked: number; seconds: number; counters: WorkerCounters; rejectReasons: [number, number][]; lastError: string }
+  | {
+      type: "steadied";
+      acked: number;
+      sent: number;
+      seconds: number;
+      histogram: HistogramJSON;
+      counters: WorkerCounters;
+      rejectReasons: [number, number][];
+      lastError: string;
+    }
+  | { type: "settled"; behind: number; counters: WorkerCounters }
+  | { type: "closed"; counters: WorkerCounters }
+  | { type: "failed"; message: string };

@@ -1,0 +1,53 @@
+/** Linux /proc readings for the bench: resident memory and CPU time of a process. */
+import { readFileSync, readdirSync } from "node:fs";
+
+/** VmRSS of `pid` in bytes (0 when the process is gone). */
+export function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** User + system CPU seconds `pid` has used so far (0 when the process is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the ")" that closes the command name: state is field 3, utime 14, stime 15.
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** Pids of the direct children of `parent` whose command name is `comm`. */
+export function childPids(parent: number, comm: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const c = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === parent && c === comm) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Measures the CPU share (1.0 = one core) each pid used between `start()` and `stop()`. */
+export function cpuMeter(pids: Record<string, number | undefined>) {
+  const t0 = performance.now();
+  const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? cpuSeconds(p) : 0]));
+  return {
+    stop(): Record<string, number> {
+      const secs = (performance.now() - t0) / 1000;
+      return Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? (cpuSeconds(p) - c0[k]!) / secs : NaN]));
+    },
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * `bun run bench <name> [options]`: the project's benchmarks. Each prints progress lines and a
+ * table for a person, and last one JSON line for a machine.
+ */
+import { INGEST_HELP, runIngestBench } from "./ingest";
+
+const BENCHES: Record<string, { summary: string; help: string; run: (argv: string[]) => Promise<unknown> }> = {
+  ingest: {
+    summary: "gateway points/s, ack latency and memory per stream, next to JetStream and Mosquitto ceilings",
+    help: INGEST_HELP,
+    run: runIngestBench,
+  },
+};
+
+const USAGE = `bun run bench <name> [options]   (bun run bench <name> --help for its options)
+
+${Object.entries(BENCHES)
+  .map(([name, b]) => `  ${name.padEnd(10)} ${b.summary}`)
+  .join("\n")}
+  watch      (not yet written)
+  history    (not yet written)
+`;
+
+const [name, ...rest] = process.argv.slice(2);
+if (!name || name === "--help" || name === "-h" || name === "help") {
+  process.stdout.write(USAGE);
+  process.exit(name ? 0 : 2);
+}
+const bench = BENCHES[name];
+if (!bench) {
+  process.stderr.write(`unknown bench "${name}"\n\n${USAGE}`);
+  process.exit(2);
+}
+if (rest.includes("--help") || rest.includes("-h")) {
+  process.stdout.write(bench.help);
+  process.exit(0);
+}
+try {
+  await bench.run(rest);
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`bench ${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+}
