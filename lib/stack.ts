@@ -1,0 +1,596 @@
+/**
+ * The stack helper: starts, on free loopback ports and in one folder, the servers the platform needs
+ * and the environment does not give (NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT): nats-server with
+ * JetStream, redis-server, PostgreSQL (a fresh initdb) and s3rver, from the system's binaries.
+ * Tests, `fleet up`, the demo and the benchmarks all use it.
+ *
+ * Cleanup does not depend on the parent's goodwill: a detached watchdog shell polls the parent and,
+ * once it is gone (even after SIGKILL), stops every server this stack started and removes the
+ * temporary folder. PR_SET_PDEATHSIG was the other candidate; it was not chosen because it fires when
+ * the spawning *thread* exits, is cleared when the child changes uid (postgres under root), only
+ * reaches the direct child and cannot remove the folder.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import postgres from "postgres";
+import { loadConfig } from "./config";
+import { freePort } from "./free-port";
+import { silentLogger, type Logger } from "./log";
+
+export type ServiceName = "nats" | "redis" | "postgres" | "s3";
+
+/** Every service, in the order they are reported. */
+export const ALL_SERVICES: readonly ServiceName[] = ["nats", "redis", "postgres", "s3"];
+
+export interface StackOptions {
+  /** Services wanted (default all). One given by the environment is used, not started. */
+  services?: ServiceName[];
+  /** Folder for data and logs; created when missing and kept on stop(). Default: a new temporary folder, removed on stop(). */
+  dir?: string;
+  /** Where NATS_URL, REDIS_URL, DATABASE_URL and S3_* are read from (default process.env). */
+  env?: Record<string, string | undefined>;
+  /** Progress lines ("started nats"); the servers' own logs go to files in `dir`. */
+  log?: Logger;
+  /** How long each server may take to become ready (default 30 s). */
+  readyTimeoutMs?: number;
+}
+
+export interface S3Settings {
+  endpoint: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+}
+
+export interface Stack {
+  /** nats://127.0.0.1:PORT, or NATS_URL when given; "" when neither. */
+  readonly natsUrl: string;
+  /** http://127.0.0.1:PORT of the started nats-server's monitoring endpoint; "" when not started here. */
+  readonly natsMonitorUrl: string;
+  /** redis://127.0.0.1:PORT, or REDIS_URL when given; "" when neither. */
+  readonly redisUrl: string;
+  /** postgres://postgres@127.0.0.1:PORT/fleet, or DATABASE_URL when given; "" when neither. */
+  readonly databaseUrl: string;
+  /** S3 settings (endpoint "" when neither started nor given). */
+  readonly s3: S3Settings;
+  /** Folder of this stack: data and logs (`logs/<service>.log`). */
+  readonly dir: string;
+  /** NATS_URL, REDIS_URL, DATABASE_URL, S3_* (those known) for child processes. */
+  env(): Record<string, string>;
+  /** True when the service is available, started here or given by the environment. */
+  has(name: ServiceName): boolean;
+  /** Process id of a server this stack runs now, or undefined. */
+  pid(name: ServiceName): number | undefined;
+  /** Log file of a server this stack started. */
+  logFile(name: ServiceName): string;
+  /**
+   * Stops a server this stack started and waits for its exit. "SIGTERM" is a clean stop (PostgreSQL
+   * gets SIGINT, its fast shutdown, so that open client connections do not hold it); "SIGKILL" kills
+   * the server's whole process group, like a crash. Throws for a server given by the environment.
+   */
+  stopService(name: ServiceName, signal?: "SIGTERM" | "SIGKILL"): Promise<void>;
+  /**
+   * Starts a server again on the same port with the same data (JetStream store, PostgreSQL data
+   * folder, Redis dump written at clean shutdown, S3 folder), and waits until it is ready. A service
+   * this stack never ran is started fresh. No-op when it is running or given by the environment.
+   */
+  startService(name: ServiceName): Promise<void>;
+  /** Stops all servers it started (SIGTERM, SIGKILL after a timeout) and removes a temporary folder. */
+  stop(): Promise<void>;
+}
+
+/** Thrown when a server cannot be found, installed or started; the message includes the log tail. */
+export class StackError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "StackError";
+  }
+}
+
+const ROOT = resolve(import.meta.dir, "..");
+const STOP_TIMEOUT_MS = 10_000;
+
+interface Binaries {
+  nats?: string;
+  redis?: string;
+  postgresBin?: string;
+}
+
+function which(name: string, extra: string[] = []): string | undefined {
+  const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...extra];
+  for (const d of dirs) {
+    const p = join(d, name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/** The folder holding postgres and initdb: the newest /usr/lib/postgresql/N/bin, else PATH. */
+function findPostgresBin(): string | undefined {
+  const base = "/usr/lib/postgresql";
+  if (existsSync(base)) {
+    const versions = readdirSync(base)
+      .filter((v) => existsSync(join(base, v, "bin", "postgres")) && existsSync(join(base, v, "bin", "initdb")))
+      .sort((a, b) => Number(b) - Number(a));
+    if (versions[0]) return join(base, versions[0], "bin");
+  }
+  const pg = which("postgres");
+  if (pg && which("initdb")) return resolve(pg, "..");
+  return undefined;
+}
+
+function findBinary(name: ServiceName): string | undefined {
+  switch (name) {
+    case "nats":
+      return which("nats-server", ["/usr/sbin", "/usr/local/bin"]);
+    case "redis":
+      return which("redis-server", ["/usr/bin", "/usr/local/bin"]);
+    case "postgres":
+      return findPostgresBin();
+    case "s3":
+      return process.execPath; // s3rver runs on this very bun
+  }
+}
+
+/** Finds the binaries, running scripts/ensure-system.sh (apt-get as root) for missing ones. */
+function ensureBinaries(names: ServiceName[], log: Logger): Binaries {
+  const missing = names.filter((n) => n !== "s3" && !findBinary(n));
+  if (missing.length > 0) {
+    log.info("stack: installing missing servers", { missing });
+    // Its stdout and stderr go to our stderr: a person should see "installing nats-server with apt-get".
+    const r = spawnSync("bash", [join(ROOT, "scripts", "ensure-system.sh"), ...missing], { stdio: ["ignore", 2, 2] });
+    if (r.status !== 0) {
+      throw new StackError(
+        `missing ${missing.join(", ")} and could not install ${missing.length > 1 ? "them" : "it"} (see the ensure-system lines above); ` +
+          `install the Debian packages or set ${missing.map((m) => ENV_VAR[m]).join(" / ")}`,
+      );
+    }
+  }
+  return { nats: findBinary("nats"), redis: findBinary("redis"), postgresBin: findBinary("postgres") };
+}
+
+const ENV_VAR: Record<ServiceName, string> = { nats: "NATS_URL", redis: "REDIS_URL", postgres: "DATABASE_URL", s3: "S3_ENDPOINT" };
+
+/** uid/gid of an OS user from /etc/passwd, or undefined. */
+function osUser(name: string): { uid: number; gid: number } | undefined {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const f = line.split(":");
+      if (f[0] === name && f[2] && f[3]) return { uid: Number(f[2]), gid: Number(f[3]) };
+    }
+  } catch {
+    // no /etc/passwd: not Linux-like, treat as absent
+  }
+  return undefined;
+}
+
+const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
+
+/**
+ * initdb and postgres refuse to run as root. setpriv (util-linux) switches user and then execs, so the
+ * pid we hold is postgres' own; runuser would stay in between as a parent that signals do not cross.
+ */
+function asPostgresUser(argv: string[]): string[] {
+  if (!isRoot()) return argv;
+  if (!osUser("postgres")) {
+    throw new StackError("PostgreSQL cannot run as root and there is no `postgres` OS user: install the postgresql package or set DATABASE_URL");
+  }
+  const setpriv = which("setpriv", ["/usr/bin", "/bin"]);
+  if (setpriv) return [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--", ...argv];
+  const runuser = which("runuser", ["/usr/sbin", "/sbin"]);
+  if (runuser) return [runuser, "-u", "postgres", "--", ...argv];
+  throw new StackError("PostgreSQL cannot run as root and neither setpriv nor runuser is here (util-linux): set DATABASE_URL");
+}
+
+function tail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves when Redis answers PING with PONG (not -LOADING), rejects on anything else. */
+function redisPing(port: number): Promise<void> {
+  return new Promise((resolveP, reject) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    let got = "";
+    const done = (err?: Error) => {
+      socket.destroy();
+      if (err) reject(err);
+      else resolveP();
+    };
+    socket.setTimeout(1000, () => done(new Error("redis ping timed out")));
+    socket.once("error", done);
+    socket.once("connect", () => socket.write("PING\r\n"));
+    socket.on("data", (b) => {
+      got += b.toString();
+      if (got.includes("\r\n")) done(got.startsWith("+PONG") ? undefined : new Error(`redis answered ${got.trim()}`));
+    });
+  });
+}
+
+interface Server {
+  name: ServiceName;
+  port: number;
+  /** Second port (NATS monitoring). */
+  port2?: number;
+  child?: ChildProcess;
+  exited?: Promise<void>;
+  initialized: boolean;
+}
+
+/** Shell run detached: waits for the parent to disappear, then stops the servers and removes the folder. */
+const WATCHDOG = String.raw`
+parent=$1; dir=$2; remove=$3; pids="$dir/.stack-pids"
+if [ -d /proc/$$ ]; then
+  alive() { read -r st 2>/dev/null < "/proc/$1/stat" || return 1; case "$st" in *") Z "*|*") X "*) return 1;; esac; return 0; }
+else
+  alive() { kill -0 "$1" 2>/dev/null; }
+fi
+while alive "$parent"; do sleep 0.2; done
+if [ -f "$pids" ]; then
+  while read -r pid sig; do kill -s "$sig" "$pid" 2>/dev/null; done < "$pids"
+  n=0
+  while [ $n -lt 50 ]; do
+    any=0
+    while read -r pid sig; do if alive "$pid"; then any=1; fi; done < "$pids"
+    [ $any = 0 ] && break
+    sleep 0.1; n=$((n+1))
+  done
+  while read -r pid sig; do kill -s KILL -- "-$pid" 2>/dev/null; done < "$pids"
+fi
+if [ "$remove" = 1 ]; then rm -rf "$dir"; fi
+`;
+
+/** Stacks alive in this process, for the synchronous exit hook. */
+const live = new Set<{ signalAll(): void }>();
+let exitHookInstalled = false;
+function installExitHook() {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Exit handlers cannot wait: send the stop signals now; the watchdog sees us gone, waits for the
+  // servers, SIGKILLs stragglers and removes the folder.
+  process.on("exit", () => {
+    for (const s of live) s.signalAll();
+  });
+}
+
+/** Starts what the environment does not give, in parallel, and resolves once every server answers. */
+export async function startStack({
+  services = [...ALL_SERVICES],
+  dir: givenDir,
+  env = process.env,
+  log = silentLogger,
+  readyTimeoutMs = 30_000,
+}: StackOptions = {}): Promise<Stack> {
+  const config = loadConfig(env);
+  const given: Partial<Record<ServiceName, boolean>> = {
+    nats: config.natsUrl !== "",
+    redis: config.redisUrl !== "",
+    postgres: config.databaseUrl !== "",
+    s3: config.s3Endpoint !== "",
+  };
+  const temporary = givenDir === undefined;
+  const dir = givenDir ? resolve(givenDir) : mkdtempSync(join(tmpdir(), "fleet-stack-"));
+  mkdirSync(join(dir, "logs"), { recursive: true });
+  // PostgreSQL runs as another user under root and must reach its data folder inside ours.
+  chmodSync(dir, 0o711);
+
+  const servers = new Map<ServiceName, Server>();
+  let binaries: Binaries = {};
+  let stopped = false;
+
+  const logFile = (name: ServiceName) => join(dir, "logs", `${name}.log`);
+  const s3Bucket = config.s3Bucket;
+
+  const writePids = () => {
+    const lines: string[] = [];
+    for (const s of servers.values()) {
+      if (s.child?.pid && s.child.exitCode === null && s.child.signalCode === null) {
+        lines.push(`${s.child.pid} ${s.name === "postgres" ? "INT" : "TERM"}`);
+      }
+    }
+    const tmp = join(dir, ".stack-pids.tmp");
+    writeFileSync(tmp, lines.join("\n") + (lines.length ? "\n" : ""));
+    renameSync(tmp, join(dir, ".stack-pids"));
+  };
+
+  writePids();
+  const watchdog = spawn("sh", ["-c", WATCHDOG, "fleet-stack-watchdog", String(process.pid), dir, temporary ? "1" : "0"], {
+    detached: true,
+    stdio: "ignore",
+  });
+  watchdog.unref();
+
+  const running = (s: Server) => s.child !== undefined && s.child.exitCode === null && s.child.signalCode === null;
+
+  const spawnServer = (s: Server, argv: string[], cwd = dir) => {
+    const fd = openSync(logFile(s.name), "a");
+    try {
+      // Own process group (detached): a Ctrl-C meant for the parent does not hit the servers, and
+      // SIGKILL can reach PostgreSQL's backends through the group.
+      const child = spawn(argv[0]!, argv.slice(1), { cwd, detached: true, stdio: ["ignore", fd, fd], env: serverEnv() });
+      child.unref();
+      s.child = child;
+      s.exited = new Promise((r) => {
+        child.once("exit", () => r());
+        child.once("error", () => r());
+      });
+      s.exited.then(() => {
+        if (!stopped) writePids();
+      });
+    } finally {
+      closeSync(fd);
+    }
+    writePids();
+  };
+
+  const waitReady = async (s: Server, check: () => Promise<void>) => {
+    const deadline = Date.now() + readyTimeoutMs;
+    let last: unknown;
+    while (Date.now() < deadline) {
+      if (!running(s)) {
+        await sleep(50); // let the log flush
+        throw new StackError(`${s.name} exited before it was ready; last lines of ${logFile(s.name)}:\n${tail(logFile(s.name))}`);
+      }
+      try {
+        await check();
+        return;
+      } catch (err) {
+        last = err;
+      }
+      await sleep(50);
+    }
+    throw new StackError(
+      `${s.name} was not ready within ${readyTimeoutMs} ms (${last instanceof Error ? last.message : String(last)}); ` +
+        `last lines of ${logFile(s.name)}:\n${tail(logFile(s.name))}`,
+      { cause: last },
+    );
+  };
+
+  const startNats = async (s: Server) => {
+    mkdirSync(join(dir, "nats"), { recursive: true });
+    spawnServer(s, [binaries.nats!, "-a", "127.0.0.1", "-p", String(s.port), "-m", String(s.port2), "-js", "-sd", join(dir, "nats"), "-n", `fleet-stack-${s.port}`]);
+    await waitReady(s, async () => {
+      const r = await fetch(`http://127.0.0.1:${s.port2}/healthz`, { signal: AbortSignal.timeout(1000) });
+      if (!r.ok) throw new Error(`healthz ${r.status}`);
+    });
+  };
+
+  const startRedis = async (s: Server) => {
+    mkdirSync(join(dir, "redis"), { recursive: true });
+    // No background saves while running (tests write a lot), one dump at a clean shutdown so that
+    // stopService/startService keeps the data; an hourly save point only matters for a long `fleet up`.
+    spawnServer(s, [binaries.redis!, "--port", String(s.port), "--bind", "127.0.0.1", "--save", "3600 1", "--appendonly", "no", "--dir", join(dir, "redis"), "--daemonize", "no", "--protected-mode", "no"]);
+    await waitReady(s, () => redisPing(s.port));
+  };
+
+  const startPostgres = async (s: Server) => {
+    const data = join(dir, "postgres");
+    if (!existsSync(join(data, "PG_VERSION"))) {
+      mkdirSync(data, { recursive: true });
+      const owner = isRoot() ? osUser("postgres") : undefined;
+      if (owner) chownSync(data, owner.uid, owner.gid);
+      const fd = openSync(logFile("postgres"), "a");
+      // -N: no fsync of the new cluster, it is a throwaway; C locale: fast and the same everywhere.
+      const initdb = asPostgresUser([join(binaries.postgresBin!, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"]);
+      const r = await new Promise<number | null>((res) => {
+        const c = spawn(initdb[0]!, initdb.slice(1), { cwd: dir, stdio: ["ignore", fd, fd], env: serverEnv() });
+        c.once("exit", (code) => res(code));
+        c.once("error", () => res(-1));
+      });
+      closeSync(fd);
+      if (r !== 0) throw new StackError(`initdb failed (${r}); last lines of ${logFile("postgres")}:\n${tail(logFile("postgres"))}`);
+    }
+    // The socket lives in the data folder for `psql -h <dir>/postgres`; a path too long for a Unix
+    // socket would stop PostgreSQL, so then only TCP.
+    const socketDir = join(data, `.s.PGSQL.${s.port}`).length < 100 ? data : "";
+    // fsync=off and full_page_writes=off: this is a test/demo server whose folder is thrown away, so
+    // durability against power loss (or an OS crash) is not worth the time. A crash of the postgres
+    // processes (SIGKILL) still loses nothing committed, because the WAL reaches the OS at commit;
+    // that is what the restart tests exercise. synchronous_commit stays on for that reason: off, a
+    // killed server loses its last commits. Real deployments give DATABASE_URL.
+    spawnServer(
+      s,
+      asPostgresUser([
+        join(binaries.postgresBin!, "postgres"), "-D", data, "-p", String(s.port), "-k", socketDir,
+        "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
+        "-c", "max_connections=300", "-c", "log_min_messages=warning",
+      ]),
+    );
+    await waitReady(s, async () => {
+      const sql = postgres({ host: "127.0.0.1", port: s.port, user: "postgres", database: "postgres", max: 1, connect_timeout: 2, onnotice: () => {} });
+      try {
+        const rows = await sql<{ n: number }[]>`select count(*)::int as n from pg_database where datname = 'fleet'`;
+        if (rows[0]?.n === 0) await sql`create database fleet`;
+      } finally {
+        await sql.end({ timeout: 1 });
+      }
+    });
+  };
+
+  const startS3 = async (s: Server) => {
+    mkdirSync(join(dir, "s3"), { recursive: true });
+    const cli = Bun.resolveSync("s3rver/bin/s3rver.js", ROOT);
+    spawnServer(s, [process.execPath, cli, "-d", join(dir, "s3"), "-a", "127.0.0.1", "-p", String(s.port), "--configure-bucket", s3Bucket]);
+    await waitReady(s, async () => {
+      // Any HTTP answer for the bucket means s3rver listens and created it (a missing one says 404).
+      const r = await fetch(`http://127.0.0.1:${s.port}/${s3Bucket}?list-type=2&max-keys=0`, { signal: AbortSignal.timeout(1000) });
+      await r.arrayBuffer();
+      if (r.status === 404 || r.status >= 500) throw new Error(`s3 answered ${r.status}`);
+    });
+  };
+
+  const starters: Record<ServiceName, (s: Server) => Promise<void>> = { nats: startNats, redis: startRedis, postgres: startPostgres, s3: startS3 };
+
+  const starting = new Map<ServiceName, Promise<void>>();
+  const startService = async (name: ServiceName): Promise<void> => {
+    if (stopped) throw new StackError("stack was stopped");
+    if (given[name]) return; // the environment's server: nothing to start
+    const pending = starting.get(name);
+    if (pending) return pending;
+    const p = (async () => {
+      let s = servers.get(name);
+      if (s && running(s)) return;
+      if (!s) {
+        s = { name, port: await freePort(), port2: name === "nats" ? await freePort() : undefined, initialized: false };
+        servers.set(name, s);
+      }
+      if (name !== "s3" && !(name === "postgres" ? binaries.postgresBin : binaries[name])) binaries = ensureBinaries([name], log);
+      const t0 = performance.now();
+      await starters[name](s);
+      s.initialized = true;
+      log.info(`stack: ${name} ready`, { service: name, port: s.port, pid: s.child?.pid, ms: Math.round(performance.now() - t0) });
+    })();
+    starting.set(name, p);
+    try {
+      await p;
+    } finally {
+      starting.delete(name);
+    }
+  };
+
+  const stopServer = async (s: Server, signal: "SIGTERM" | "SIGKILL", timeoutMs = STOP_TIMEOUT_MS) => {
+    if (!s.child || !running(s)) return;
+    const pid = s.child.pid!;
+    try {
+      if (signal === "SIGKILL") process.kill(-pid, "SIGKILL");
+      else process.kill(pid, s.name === "postgres" ? "SIGINT" : "SIGTERM");
+    } catch {
+      // already gone
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }, timeoutMs);
+    await s.exited;
+    clearTimeout(timer);
+    // PostgreSQL backends outlive a killed postmaster for a moment and would block the restart.
+    if (signal === "SIGKILL") await waitGroupGone(pid, 5000);
+  };
+
+  const handle = {
+    signalAll() {
+      for (const s of servers.values()) {
+        if (s.child?.pid && running(s)) {
+          try {
+            process.kill(s.child.pid, s.name === "postgres" ? "SIGINT" : "SIGTERM");
+          } catch {
+            // already gone
+          }
+        }
+      }
+    },
+  };
+  live.add(handle);
+  installExitHook();
+
+  const stack: Stack = {
+    get natsUrl() {
+      return given.nats ? config.natsUrl : servers.has("nats") ? `nats://127.0.0.1:${servers.get("nats")!.port}` : "";
+    },
+    get natsMonitorUrl() {
+      return !given.nats && servers.has("nats") ? `http://127.0.0.1:${servers.get("nats")!.port2}` : "";
+    },
+    get redisUrl() {
+      return given.redis ? config.redisUrl : servers.has("redis") ? `redis://127.0.0.1:${servers.get("redis")!.port}` : "";
+    },
+    get databaseUrl() {
+      return given.postgres ? config.databaseUrl : servers.has("postgres") ? `postgres://postgres@127.0.0.1:${servers.get("postgres")!.port}/fleet` : "";
+    },
+    get s3() {
+      const endpoint = given.s3 ? config.s3Endpoint : servers.has("s3") ? `http://127.0.0.1:${servers.get("s3")!.port}` : "";
+      // s3rver accepts its fixed S3RVER/S3RVER keys, the config's defaults.
+      return { endpoint, bucket: s3Bucket, accessKeyId: config.s3AccessKeyId, secretAccessKey: config.s3SecretAccessKey, region: config.s3Region };
+    },
+    dir,
+    env() {
+      const out: Record<string, string> = {};
+      if (stack.natsUrl) out.NATS_URL = stack.natsUrl;
+      if (stack.redisUrl) out.REDIS_URL = stack.redisUrl;
+      if (stack.databaseUrl) out.DATABASE_URL = stack.databaseUrl;
+      const s3 = stack.s3;
+      if (s3.endpoint) {
+        out.S3_ENDPOINT = s3.endpoint;
+        out.S3_BUCKET = s3.bucket;
+        out.S3_ACCESS_KEY_ID = s3.accessKeyId;
+        out.S3_SECRET_ACCESS_KEY = s3.secretAccessKey;
+        out.S3_REGION = s3.region;
+      }
+      return out;
+    },
+    has(name) {
+      return Boolean(given[name]) || servers.has(name);
+    },
+    pid(name) {
+      const s = servers.get(name);
+      return s && running(s) ? s.child!.pid : undefined;
+    },
+    logFile,
+    async stopService(name, signal = "SIGTERM") {
+      if (given[name]) throw new StackError(`${name} comes from ${ENV_VAR[name]}; this stack cannot stop it`);
+      const s = servers.get(name);
+      if (!s) throw new StackError(`${name} was never started by this stack`);
+      await starting.get(name)?.catch(() => {});
+      await stopServer(s, signal);
+      writePids();
+    },
+    startService,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await Promise.all([...starting.values()].map((p) => p.catch(() => {})));
+      await Promise.all([...servers.values()].map((s) => stopServer(s, "SIGTERM")));
+      live.delete(handle);
+      try {
+        process.kill(-watchdog.pid!, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      if (temporary) rmSync(dir, { recursive: true, force: true });
+      else writePids();
+      log.info("stack: stopped", { dir });
+    },
+  };
+
+  try {
+    const wanted = [...new Set(services)].filter((n) => !given[n]);
+    binaries = ensureBinaries(wanted, log);
+    await Promise.all(wanted.map((n) => startService(n)));
+  } catch (err) {
+    await stack.stop().catch(() => {});
+    throw err;
+  }
+  return stack;
+}
+
+/** Environment of a server: ours without the variables that would steer it elsewhere (PGDATA, …). */
+function serverEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("PG")) out[k] = v;
+  }
+  return out;
+}
+
+async function waitGroupGone(pgid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      process.kill(-pgid, 0);
+    } catch {
+      return;
+    }
+    await sleep(20);
+  }
+}
