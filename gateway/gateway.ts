@@ -1,0 +1,190 @@
+/**
+ * The gateway assembled: NATS connection, positions stream, durable-seq memory (rebuilt from the
+ * stream, then followed), batcher, rate limiter and IngestService on the one-port server.
+ * `main.ts` runs it as a process; tests create it in-process.
+ */
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { IngestService } from "../gen/fleet/v1/ingest_pb";
+import { tokenKeys } from "../lib/auth";
+import type { Config } from "../lib/config";
+import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
+import { createLogger, type Logger } from "../lib/log";
+import { Gauge, createRegistry, type Registry } from "../lib/metrics";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
+import { serve, type Server } from "../lib/serve";
+import { POSITIONS_STREAM, positionsSubject } from "../lib/subjects";
+import { createBatcher } from "./batcher";
+import { createDurableSeqs, followPositions, type Follower } from "./durable-seqs";
+import { createIngestService } from "./ingest-service";
+import { createRateLimiter } from "./rate-limit";
+import { createStreamReaders } from "./stream-reader";
+
+export interface GatewayOptions {
+  config: Config;
+  /** Default: config.natsUrl. */
+  natsUrl?: string;
+  log?: Logger;
+  registry?: Registry;
+  /** Unique per process; default host-pid-random. */
+  instanceId?: string;
+  /** Stream and subject prefix, for tests sharing one NATS (default FLEET_POSITIONS, fleet.pos.). */
+  stream?: string;
+  subjectPrefix?: string;
+  /** ms to wait for one PubAck, and attempts per batch. */
+  publishTimeoutMs?: number;
+  publishAttempts?: number;
+}
+
+export interface Gateway {
+  /** Base URL of the one port, e.g. http://127.0.0.1:50051. */
+  readonly url: string;
+  readonly port: number;
+  readonly instanceId: string;
+  readonly registry: Registry;
+  /**
+   * Graceful stop: refuse new calls, stop reading streams, publish and ack what is in flight,
+   * let calls finish, within config.drainTimeout. Then close().
+   */
+  drain(): Promise<void>;
+  /** Immediate stop: connections are cut, NATS closed. */
+  close(): Promise<void>;
+}
+
+/** Starts a gateway; resolves once it listens (after the durable seqs were rebuilt). */
+export async function createGateway({
+  config,
+  natsUrl = config.natsUrl,
+  log = createLogger({ level: config.logLevel, fields: { service: "gateway" } }),
+  registry = createRegistry("gateway"),
+  instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`,
+  stream = POSITIONS_STREAM,
+  subjectPrefix,
+  publishTimeoutMs = 2000,
+  publishAttempts = 3,
+}: GatewayOptions): Promise<Gateway> {
+  if (!natsUrl) throw new Error("NATS_URL is empty: the gateway needs a NATS server with JetStream");
+  const nats: Nats = await connectNats({ url: natsUrl, name: `gateway ${instanceId}`, log });
+  let follower: Follower | undefined;
+  const timers: ReturnType<typeof setInterval>[] = [];
+  try {
+    const subjectOf = subjectPrefix ? (i: number) => `${subjectPrefix}${i}` : positionsSubject;
+    await ensurePositionsStream(nats.jsm, {
+      duplicateWindow: config.duplicateWindow,
+      streamMaxAge: config.streamMaxAge,
+      stream,
+      subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
+    });
+
+    const seqs = createDurableSeqs({ forgetAfterMs: Math.max(config.duplicateWindow, 60_000) });
+    follower = await followPositions({
+      js: nats.js,
+      jsm: nats.jsm,
+      stream,
+      instanceId,
+      windowMs: config.duplicateWindow,
+      seqs,
+      log,
+    });
+    await follower.ready;
+
+    const limiter = createRateLimiter({
+      rate: config.rateLimit,
+      burst: config.rateBurst,
+      // A drained bucket must not be forgotten before it would have refilled.
+      forgetAfterMs: Math.max(60_000, config.rateLimit > 0 ? (2000 * config.rateBurst) / config.rateLimit : 0),
+    });
+    timers.push(
+      setInterval(() => {
+        seqs.prune();
+        limiter.prune();
+      }, 30_000),
+    );
+    new Gauge({
+      name: "gateway_vehicles_remembered",
+      help: "vehicles in the durable-seq memory",
+      registers: [registry],
+      collect() {
+        this.set(seqs.size);
+      },
+    });
+
+    const batcher = createBatcher({
+      js: nats.js,
+      partitions: config.partitions,
+      subjectOf,
+      batchDelay: config.batchDelay,
+      batchMaxPoints: config.batchMaxPoints,
+      maxInFlight: config.maxInFlight,
+      publishTimeoutMs,
+      publishAttempts,
+      instanceId,
+      registry,
+      log,
+    });
+    const readers = createStreamReaders({ idleTimeoutMs: config.idleTimeout });
+    let draining = false;
+    const service = createIngestService({
+      batcher,
+      seqs,
+      limiter,
+      readers,
+      validate: { maxClockSkew: config.maxClockSkew, maxPointAge: config.maxPointAge, maxSpeed: config.maxSpeed },
+      rateLimit: config.rateLimit,
+      registry,
+      log,
+      draining: () => draining,
+    });
+
+    const server: Server = await serve({
+      routes: (router) => router.service(IngestService, service),
+      host: config.host,
+      port: config.gatewayPort,
+      tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
+      registry,
+      log,
+      maxMessageBytes: config.maxMessageBytes,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      idleTimeoutMs: config.idleTimeout,
+      healthz: () => nats.connected(),
+      // Outermost first: the rpc interceptor sees (and maps) auth failures too.
+      interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
+    });
+    log.info("listening", { url: server.url, instanceId, partitions: config.partitions });
+
+    let closed: Promise<void> | undefined;
+    const close = () =>
+      (closed ??= (async () => {
+        for (const t of timers) clearInterval(t);
+        readers.close();
+        await server.close();
+        await follower?.stop();
+        await nats.close();
+      })());
+
+    return {
+      url: server.url,
+      port: server.port,
+      instanceId,
+      registry,
+      async drain() {
+        const until = Date.now() + config.drainTimeout;
+        draining = true;
+        log.info("draining", { inFlight: batcher.inFlight, streams: readers.size });
+        await server.stopAccepting();
+        readers.drain();
+        const published = await batcher.drain(Math.max(0, until - Date.now()));
+        const finished = await server.settled(Math.max(0, until - Date.now()));
+        log.info("drained", { published, callsFinished: finished, unacked: batcher.inFlight });
+        await close();
+      },
+      close,
+    };
+  } catch (err) {
+    for (const t of timers) clearInterval(t);
+    await follower?.stop().catch(() => {});
+    await nats.close().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,328 @@
+/**
+ * IngestService: Upload (client stream), Sync (bidi), Publish (unary), Resume (unary).
+ *
+ * Per point: same vehicle as the token, rate limit, validation, dedup against the durable seq,
+ * then into the batcher. A point is acked only once the JetStream message holding it is PubAck'd.
+ * Nothing here allocates a promise per point: a call is woken once per completed batch.
+ */
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  IngestAckSchema,
+  RejectReason,
+  type IngestAck,
+  type IngestService,
+  type Rejection,
+} from "../gen/fleet/v1/ingest_pb";
+import type { Position } from "../gen/fleet/v1/position_pb";
+import type { Logger } from "../lib/log";
+import { Counter, type Registry } from "../lib/metrics";
+import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
+import type { AckSink, Batcher } from "./batcher";
+import type { DurableSeqs, VehicleState } from "./durable-seqs";
+import type { Bucket, RateLimiter } from "./rate-limit";
+import type { StreamReader, StreamReaders } from "./stream-reader";
+import { validatePosition, type ValidateOptions } from "./validate";
+
+export interface IngestServiceOptions {
+  batcher: Batcher;
+  seqs: DurableSeqs;
+  limiter: RateLimiter;
+  readers: StreamReaders;
+  validate: ValidateOptions;
+  /** Points per second one vehicle may send (for the retry message). */
+  rateLimit: number;
+  registry: Registry;
+  log: Logger;
+  /** True once the gateway drains: new calls are refused. */
+  draining: () => boolean;
+}
+
+type AckInit = MessageInitShape<typeof IngestAckSchema>;
+
+/** One call's view of its points; the batcher reports to it. */
+class IngestCall implements AckSink {
+  batchMark = 0;
+  /** Points of this call in flight. */
+  pending = 0;
+  /** Points made durable since the last ack. */
+  accepted = 0;
+  rejected: Rejection[] = [];
+  /** First publish failure: the call ends with it once its points settled. */
+  error: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    readonly vehicleId: string,
+    readonly fleetId: string,
+    readonly state: VehicleState,
+    readonly bucket: Bucket,
+  ) {}
+
+  durable(): void {
+    this.pending--;
+    this.accepted++;
+  }
+
+  failed(err: Error): void {
+    this.pending--;
+    this.error ??= err;
+  }
+
+  settled(): void {
+    const w = this.wake;
+    if (w) {
+      this.wake = undefined;
+      w();
+    }
+  }
+
+  /** Resolves at the next batch completion (or reader event) touching this call. */
+  changed(): Promise<void> {
+    return new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  /** Waits until none of this call's points is in flight. */
+  async settle(): Promise<void> {
+    while (this.pending > 0) await this.changed();
+  }
+
+  get hasNews(): boolean {
+    return this.accepted > 0 || this.rejected.length > 0;
+  }
+
+  /** The ack of everything since the previous one. */
+  takeAck(): AckInit {
+    const ack: AckInit = {
+      vehicleId: this.vehicleId,
+      durableSeq: this.state.durable,
+      accepted: this.accepted,
+      rejected: this.rejected,
+    };
+    this.accepted = 0;
+    this.rejected = [];
+    return ack;
+  }
+}
+
+/** Creates the IngestService implementation for `router.service(IngestService, impl)`. */
+export function createIngestService({
+  batcher,
+  seqs,
+  limiter,
+  readers,
+  validate,
+  rateLimit,
+  registry,
+  log,
+  draining,
+}: IngestServiceOptions): ServiceImpl<typeof IngestService> {
+  // Counted in plain numbers on the hot path, handed to prom-client when scraped.
+  let acceptedTotal = 0;
+  const refusedTotals = new Map<string, number>();
+  new Counter({
+    name: "gateway_points_accepted_total",
+    help: "points accepted into a batch",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(acceptedTotal);
+    },
+  });
+  new Counter({
+    name: "gateway_points_refused_total",
+    help: "points refused, by reason",
+    labelNames: ["reason"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of refusedTotals) this.inc({ reason }, n);
+    },
+  });
+
+  const refuse = (call: IngestCall, seq: number, reason: RejectReason, message: string) => {
+    call.rejected.push({ $typeName: "fleet.v1.Rejection", seq, reason, message });
+    const name = RejectReason[reason] ?? String(reason);
+    refusedTotals.set(name, (refusedTotals.get(name) ?? 0) + 1);
+    // Sync sends rejections with the next ack; wake it in case no batch is coming.
+    call.settled();
+  };
+
+  let tsMs = 0;
+  let ts = timestampFromMs(0);
+  /** received_at: one Timestamp per millisecond, shared by the points of that millisecond. */
+  const receivedAt = (now: number) => {
+    if (now !== tsMs) {
+      tsMs = now;
+      ts = timestampFromMs(now);
+    }
+    return ts;
+  };
+
+  const begin = (ctx: HandlerContext): IngestCall => {
+    if (draining()) throw new ShuttingDownError();
+    const claims = claimsOf(ctx);
+    if (claims.role !== "vehicle") throw new PermissionError("sending positions needs a vehicle token");
+    const state = seqs.state(claims.vehicleId);
+    return new IngestCall(claims.vehicleId, claims.fleetId, state, limiter.bucket(claims.vehicleId));
+  };
+
+  const rateLimited = (call: IngestCall, waitMs: number, points: number) =>
+    new RateLimitError(
+      `rate limit of ${rateLimit} points/s for vehicle "${call.vehicleId}" exceeded` +
+        (points > 1 ? ` by a batch of ${points}` : "") +
+        (Number.isFinite(waitMs) ? `: retry in ${(waitMs / 1000).toFixed(1)} s` : ": batch larger than the burst, split it"),
+      Number.isFinite(waitMs) ? waitMs : 60_000,
+    );
+
+  /**
+   * Takes one point: refusals go into the call's ack, accepted points into the batcher.
+   * Throws PermissionError (another vehicle) when `foreignIsFatal`, RateLimitError past the limit.
+   */
+  const take = (call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, rateChecked: boolean) => {
+    if (!p) {
+      refuse(call, 0, RejectReason.INVALID_FIELD, "position is missing");
+      return;
+    }
+    if (p.vehicleId !== call.vehicleId && p.vehicleId !== "") {
+      if (foreignIsFatal) {
+        throw new PermissionError(
+          `point seq ${p.seq} is for vehicle "${p.vehicleId.slice(0, 128)}" but the token is for "${call.vehicleId}": send only your own points`,
+        );
+      }
+      refuse(call, p.seq, RejectReason.WRONG_VEHICLE, `point is for vehicle "${p.vehicleId.slice(0, 128)}", the token is for "${call.vehicleId}"`);
+      return;
+    }
+    if (!rateChecked) {
+      const wait = call.bucket.take(1, now);
+      if (wait > 0) throw rateLimited(call, wait, 1);
+    }
+    const refusal = validatePosition(p, now, validate);
+    if (refusal) {
+      refuse(call, p.seq, refusal.reason, refusal.message);
+      return;
+    }
+    const state = call.state;
+    if (p.seq <= state.durable) {
+      refuse(call, p.seq, RejectReason.DUPLICATE, `seq ${p.seq} is already durable (durable seq ${state.durable})`);
+      return;
+    }
+    if (p.seq <= state.accepted) {
+      refuse(
+        call,
+        p.seq,
+        RejectReason.INVALID_FIELD,
+        `seq ${p.seq} is not above ${state.accepted}, the last seq accepted for this vehicle: seqs must increase (call Resume after a reconnect)`,
+      );
+      return;
+    }
+    state.accepted = p.seq;
+    state.seen = now;
+    p.fleetId = call.fleetId;
+    p.receivedAt = receivedAt(now);
+    call.pending++;
+    acceptedTotal++;
+    batcher.add(p, state, call);
+  };
+
+  /** Reads a stream of points until it ends, drain stops it, or a point is fatal. */
+  const consume = async (call: IngestCall, reader: StreamReader<{ position?: Position }>) => {
+    for (;;) {
+      const room = batcher.room();
+      if (room) await room;
+      const msg = await reader.next();
+      if (msg === undefined) return;
+      take(call, msg.position, Date.now(), true, false);
+      if (call.error) return;
+    }
+  };
+
+  const ackOf = (call: IngestCall) => create(IngestAckSchema, call.takeAck()) as IngestAck;
+
+  return {
+    async upload(requests, ctx) {
+      const call = begin(ctx);
+      const reader = readers.open(requests);
+      try {
+        try {
+          await consume(call, reader);
+        } catch (err) {
+          // What was accepted before the failure still becomes durable; the vehicle learns how
+          // far through Resume, since a client stream cannot carry both a response and an error.
+          await call.settle();
+          throw err;
+        }
+        await call.settle();
+        if (call.error) throw call.error;
+        return { ack: ackOf(call) };
+      } finally {
+        reader.close();
+      }
+    },
+
+    async *sync(requests, ctx) {
+      const call = begin(ctx);
+      const reader = readers.open(requests);
+      try {
+        // The resume point, right away.
+        yield { ack: ackOf(call) };
+        let inputDone = false;
+        let inputError: unknown;
+        consume(call, reader).then(
+          () => {
+            inputDone = true;
+            call.settled();
+          },
+          (err: unknown) => {
+            inputError = err;
+            inputDone = true;
+            call.settled();
+          },
+        );
+        for (;;) {
+          if (call.hasNews) yield { ack: ackOf(call) };
+          if ((inputDone || call.error) && call.pending === 0) break;
+          await call.changed();
+        }
+        if (call.error) throw call.error;
+        if (inputError !== undefined) throw inputError;
+      } finally {
+        reader.close();
+      }
+    },
+
+    async publish(req, ctx) {
+      const call = begin(ctx);
+      const n = req.positions.length;
+      if (n > 0) {
+        const wait = call.bucket.take(n, Date.now());
+        if (wait > 0) throw rateLimited(call, wait, n);
+        const room = batcher.room();
+        if (room) await room;
+        const now = Date.now();
+        for (const p of req.positions) take(call, p, now, false, true);
+        await call.settle();
+        if (call.error) throw call.error;
+      }
+      return { ack: ackOf(call) };
+    },
+
+    async resume(req, ctx) {
+      const claims = claimsOf(ctx);
+      let vehicleId: string;
+      if (claims.role === "vehicle") {
+        if (req.vehicleId !== "" && req.vehicleId !== claims.vehicleId) {
+          throw new PermissionError(`the token is for vehicle "${claims.vehicleId}", not "${req.vehicleId.slice(0, 128)}"`);
+        }
+        vehicleId = claims.vehicleId;
+      } else if (claims.role === "admin" && req.vehicleId !== "") {
+        vehicleId = req.vehicleId;
+      } else {
+        throw new PermissionError("resume needs the vehicle's token (or an admin token naming the vehicle)");
+      }
+      log.debug("resume", { vehicleId });
+      return { vehicleId, durableSeq: seqs.durableSeq(vehicleId) };
+    },
+  };
+}

@@ -1,0 +1,222 @@
+/**
+ * The RPC boundary shared by every service: typed domain errors, the one place that maps them to
+ * ConnectError codes, per-RPC logging and metrics (an interceptor, not code in handlers), and
+ * bearer-token authentication once per call.
+ */
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  type HandlerContext,
+  type Interceptor,
+  type StreamResponse,
+} from "@connectrpc/connect";
+import { AuthError, verifyBearer, type Claims, type TokenKeys } from "./auth";
+import type { Logger } from "./log";
+import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "./metrics";
+
+export { AuthError } from "./auth";
+
+/** The caller is authenticated but may not do this (e.g. a point for another vehicle). */
+export class PermissionError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "PermissionError";
+  }
+}
+
+/** The caller went past a rate limit; `retryAfterMs` says when it may try again. */
+export class RateLimitError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(message);
+    this.name = "RateLimitError";
+  }
+}
+
+/** A backing store (JetStream, Redis, PostgreSQL) cannot take or give data right now: retry with backoff. */
+export class UnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UnavailableError";
+  }
+}
+
+/** The request is malformed as a whole (not one point of it, which is a rejection with a reason). */
+export class InvalidRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidRequestError";
+  }
+}
+
+/** A stream sent nothing for too long. */
+export class IdleTimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "IdleTimeoutError";
+  }
+}
+
+/** The service is shutting down; the caller should reconnect (to another instance). */
+export class ShuttingDownError extends Error {
+  constructor(message = "server is shutting down: reconnect and resend what was not acked") {
+    super(message);
+    this.name = "ShuttingDownError";
+  }
+}
+
+/**
+ * Maps any error to the ConnectError the caller sees. ConnectErrors pass through, except the
+ * parse failures connect-es reports as Internal (bad bytes from the client are INVALID_ARGUMENT).
+ * Returns `known: false` for errors nobody expected, which the caller logs with context.
+ */
+export function toConnectError(err: unknown): { error: ConnectError; known: boolean } {
+  if (err instanceof ConnectError) {
+    if (err.code === Code.Internal && err.rawMessage.startsWith("parse binary")) {
+      return { error: new ConnectError(err.rawMessage, Code.InvalidArgument), known: true };
+    }
+    return { error: err, known: true };
+  }
+  if (err instanceof AuthError) return { error: new ConnectError(err.message, Code.Unauthenticated), known: true };
+  if (err instanceof PermissionError) return { error: new ConnectError(err.message, Code.PermissionDenied), known: true };
+  if (err instanceof RateLimitError) {
+    const seconds = Math.max(1, Math.ceil(err.retryAfterMs / 1000));
+    return {
+      error: new ConnectError(err.message, Code.ResourceExhausted, {
+        "retry-after": String(seconds),
+        "retry-after-ms": String(Math.ceil(err.retryAfterMs)),
+      }),
+      known: true,
+    };
+  }
+  if (err instanceof UnavailableError) return { error: new ConnectError(err.message, Code.Unavailable), known: true };
+  if (err instanceof ShuttingDownError) return { error: new ConnectError(err.message, Code.Unavailable), known: true };
+  if (err instanceof InvalidRequestError) return { error: new ConnectError(err.message, Code.InvalidArgument), known: true };
+  if (err instanceof IdleTimeoutError) return { error: new ConnectError(err.message, Code.DeadlineExceeded), known: true };
+  return { error: new ConnectError("internal error: see the server log", Code.Internal), known: false };
+}
+
+/** Codes that say the caller did something wrong or should retry: logged at warn, not error. */
+const clientCodes = new Set<Code>([
+  Code.Canceled,
+  Code.InvalidArgument,
+  Code.DeadlineExceeded,
+  Code.NotFound,
+  Code.AlreadyExists,
+  Code.PermissionDenied,
+  Code.ResourceExhausted,
+  Code.FailedPrecondition,
+  Code.Aborted,
+  Code.OutOfRange,
+  Code.Unauthenticated,
+  Code.Unavailable,
+]);
+
+const codeName = (code: Code | 0) => (code === 0 ? "ok" : Code[code]!.replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase()));
+
+export interface RpcInterceptorOptions {
+  log: Logger;
+  registry: Registry;
+}
+
+/**
+ * Per-RPC logging (one line per call at debug; errors at warn or error with procedure, code and
+ * duration), the error mapping, and metrics: calls by procedure and code, duration, open streams.
+ */
+export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): Interceptor {
+  const calls = new Counter({
+    name: "rpc_calls_total",
+    help: "RPCs finished, by procedure and status code",
+    labelNames: ["procedure", "code"],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: "rpc_duration_seconds",
+    help: "RPC duration (streams: from open to end)",
+    labelNames: ["procedure"],
+    buckets: latencyBuckets,
+    registers: [registry],
+  });
+  const openStreams = new Gauge({
+    name: "rpc_open_streams",
+    help: "streaming RPCs open now",
+    labelNames: ["procedure"],
+    registers: [registry],
+  });
+
+  const finish = (procedure: string, started: number, err: unknown): ConnectError | undefined => {
+    const seconds = (performance.now() - started) / 1000;
+    let code: Code | 0 = 0;
+    let mapped: ConnectError | undefined;
+    if (err !== undefined) {
+      const { error, known } = toConnectError(err);
+      mapped = error;
+      code = error.code;
+      if (!known) log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err, stack: (err as Error)?.stack });
+      else if (clientCodes.has(code)) log.warn("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, message: error.rawMessage });
+      else log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err });
+    } else {
+      log.debug("rpc", { procedure, code: "ok", durationMs: seconds * 1000 });
+    }
+    calls.inc({ procedure, code: codeName(code) });
+    duration.observe({ procedure }, seconds);
+    return mapped;
+  };
+
+  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>): AsyncIterable<T> {
+    let failure: unknown;
+    try {
+      yield* messages;
+    } catch (err) {
+      failure = err ?? new Error("stream failed");
+      throw finish(procedure, started, failure)!;
+    } finally {
+      openStreams.dec({ procedure });
+      if (failure === undefined) finish(procedure, started, undefined);
+    }
+  }
+
+  return (next) => async (req) => {
+    const procedure = req.method.name;
+    const started = performance.now();
+    // Client streams run their whole handler inside next(): count them open from here.
+    if (req.stream) openStreams.inc({ procedure });
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      if (req.stream) openStreams.dec({ procedure });
+      throw finish(procedure, started, err)!;
+    }
+    if (!res.stream) {
+      finish(procedure, started, undefined);
+      return res;
+    }
+    return { ...res, message: watch(procedure, started, res.message) } as StreamResponse;
+  };
+}
+
+const claimsKey = createContextKey<Claims | undefined>(undefined, { description: "verified bearer claims" });
+
+/**
+ * Verifies the bearer token once per call (not per message) and keeps the claims in the call's
+ * context values; handlers read them with `claimsOf(ctx)`. A missing or bad token fails the call
+ * with UNAUTHENTICATED before the handler runs.
+ */
+export function createAuthInterceptor(keys: TokenKeys): Interceptor {
+  return (next) => async (req) => {
+    const claims = await verifyBearer(keys, req.header.get("authorization"));
+    req.contextValues.set(claimsKey, claims);
+    return next(req);
+  };
+}
+
+/** The claims the auth interceptor verified for this call. */
+export function claimsOf(ctx: HandlerContext): Claims {
+  const claims = ctx.values.get(claimsKey);
+  if (!claims) throw new AuthError("call was not authenticated");
+  return claims;
+}

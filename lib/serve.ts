@@ -1,0 +1,240 @@
+/**
+ * One port per service: gRPC (h2c, or h2 over TLS), gRPC-Web and Connect (HTTP/1.1 and h2) through
+ * one connect-node handler, plus `/metrics` and `/healthz`. Browsers reach it over HTTP/1.1 with CORS.
+ *
+ * Cleartext: a `node:net` server peeks at the first bytes of each connection and hands the socket to
+ * an `http2` server (the `PRI * HTTP/2.0` preface, i.e. h2c with prior knowledge, what gRPC clients
+ * send) or to an `http` server (anything else). TLS: `http2.createSecureServer` with `allowHTTP1`, so
+ * ALPN picks h2 or HTTP/1.1.
+ */
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Registry } from "prom-client";
+import type { Logger } from "./log";
+
+export interface ServeOptions {
+  /** Registers the services, as in connect-es examples: `(router) => router.service(X, impl)`. */
+  routes: (router: ConnectRouter) => void;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** PEM certificate and key: serve h2 and HTTP/1.1 over TLS instead of cleartext. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Served on `/metrics`. */
+  registry: Registry;
+  log: Logger;
+  /** Largest request (and response) message; larger is RESOURCE_EXHAUSTED naming the limit. */
+  maxMessageBytes: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS. */
+  maxStreamsPerConnection: number;
+  /** A connection with no traffic for this long is closed (streams have their own idle rules). */
+  idleTimeoutMs: number;
+  /** `/healthz` answers 200 "ok" when this returns true, 503 otherwise. Default: always healthy. */
+  healthz?: () => boolean;
+  interceptors?: Interceptor[];
+  contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
+}
+
+export interface Server {
+  /** e.g. `http://127.0.0.1:50051` (https with TLS). */
+  readonly url: string;
+  readonly port: number;
+  /** Closes the listener and asks every connection to finish (HTTP/2 GOAWAY): no new calls, running calls go on. */
+  stopAccepting(): Promise<void>;
+  /** Resolves true once every connection has ended, false after `timeoutMs`. */
+  settled(timeoutMs: number): Promise<boolean>;
+  /** Stops accepting, then destroys every connection still open. */
+  close(): Promise<void>;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
+
+/** Request headers a browser may send, for the CORS preflight. */
+const allowedHeaders = [...cors.allowedHeaders, "Authorization"].join(", ");
+const exposedHeaders = [...cors.exposedHeaders, "Retry-After", "Retry-After-Ms"].join(", ");
+const allowedMethods = cors.allowedMethods.join(", ");
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/**
+ * connect-es answers a request message it cannot parse with Internal ("parse binary: …"), where
+ * gRPC and connect-go say INVALID_ARGUMENT: the client sent bad bytes, the server is fine. For unary
+ * calls the parse happens before any interceptor runs, so the one place to fix it is the trailers
+ * (gRPC puts the status there).
+ */
+function fixParseErrorStatus(res: NodeResponse): void {
+  const add = res.addTrailers.bind(res);
+  res.addTrailers = (headers: http.OutgoingHttpHeaders) => {
+    const message = headers["grpc-message"];
+    if (headers["grpc-status"] === "13" && typeof message === "string" && message.startsWith("parse%20binary")) {
+      headers["grpc-status"] = "3";
+    }
+    add(headers);
+  };
+}
+
+/** Starts the one-port server and resolves once it listens. */
+export async function serve({
+  routes,
+  host,
+  port,
+  tls,
+  registry,
+  log,
+  maxMessageBytes,
+  maxStreamsPerConnection,
+  idleTimeoutMs,
+  healthz = () => true,
+  interceptors = [],
+  contextValues,
+}: ServeOptions): Promise<Server> {
+  const rpc = connectNodeAdapter({
+    routes,
+    grpc: true,
+    grpcWeb: true,
+    connect: true,
+    readMaxBytes: maxMessageBytes,
+    writeMaxBytes: maxMessageBytes,
+    interceptors,
+    contextValues,
+  });
+
+  const handler = (req: NodeRequest, anyRes: NodeResponse) => {
+    // Both response kinds have the same API; TypeScript cannot call methods of the union.
+    const res = anyRes as http.ServerResponse;
+    const url = req.url ?? "/";
+    const origin = req.headers.origin;
+    if (origin) {
+      // Bearer tokens, no cookies: any origin may call, as a gRPC client on any host may.
+      res.setHeader("Access-Control-Allow-Origin", origin);
+      res.setHeader("Vary", "Origin");
+      res.setHeader("Access-Control-Expose-Headers", exposedHeaders);
+    }
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, {
+        "Access-Control-Allow-Methods": allowedMethods,
+        "Access-Control-Allow-Headers": allowedHeaders,
+        "Access-Control-Max-Age": "7200",
+      });
+      res.end();
+      return;
+    }
+    if (req.method === "GET" && url === "/healthz") {
+      const ok = healthz();
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
+      res.end(ok ? "ok" : "unavailable");
+      return;
+    }
+    if (req.method === "GET" && url === "/metrics") {
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          log.error("metrics failed", { err });
+          res.writeHead(500);
+          res.end();
+        },
+      );
+      return;
+    }
+    fixParseErrorStatus(res);
+    rpc(req as http.IncomingMessage, res as http.ServerResponse);
+  };
+
+  const settings: http2.Settings = { maxConcurrentStreams: maxStreamsPerConnection };
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const sockets = new Set<net.Socket>();
+  const trackSession = (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    session.on("error", (err) => log.debug("http2 session error", { err }));
+  };
+
+  let listener: net.Server;
+  let h1: http.Server | undefined;
+  if (tls) {
+    const secure = http2.createSecureServer({ cert: tls.cert, key: tls.key, allowHTTP1: true, settings }, handler);
+    secure.on("session", trackSession);
+    listener = secure;
+  } else {
+    const h2 = http2.createServer({ settings }, handler);
+    h2.on("session", trackSession);
+    h1 = http.createServer(handler);
+    h1.keepAliveTimeout = idleTimeoutMs;
+    const h1Server = h1;
+    listener = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      socket.on("error", (err) => log.debug("socket error", { err }));
+      let head: Buffer = Buffer.alloc(0);
+      const onData = (chunk: Buffer) => {
+        head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+        // "PRI " is enough to tell: no HTTP/1 method starts like that.
+        if (head.length < 4 && H2_PREFACE.subarray(0, head.length).equals(head)) return;
+        socket.off("data", onData);
+        socket.pause();
+        socket.unshift(head);
+        const target = head.subarray(0, 4).equals(H2_PREFACE.subarray(0, 4)) ? h2 : h1Server;
+        target.emit("connection", socket);
+        socket.resume();
+      };
+      socket.on("data", onData);
+    });
+  }
+  listener.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.setNoDelay(true);
+    // Connections that carry nothing at all are dropped; streams have the gateway's idle rule.
+    socket.setTimeout(idleTimeoutMs * 2, () => socket.destroy());
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    listener.once("error", reject);
+    listener.listen(port, host, () => {
+      listener.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = (listener.address() as AddressInfo).port;
+  const url = `${tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${bound}`;
+
+  let stopped: Promise<void> | undefined;
+  const stopAccepting = () =>
+    (stopped ??= new Promise<void>((resolve) => {
+      listener.close(() => resolve());
+      for (const session of sessions) {
+        if (!session.closed) session.close();
+      }
+      h1?.closeIdleConnections();
+      // http.Server stays open only for keep-alive; its sockets come from the net listener.
+      setImmediate(resolve);
+    }));
+
+  return {
+    url,
+    port: bound,
+    stopAccepting,
+    async settled(timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      while (sockets.size > 0 || sessions.size > 0) {
+        if (Date.now() >= until) return false;
+        await Bun.sleep(20);
+      }
+      return true;
+    },
+    async close() {
+      await stopAccepting();
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+      h1?.closeAllConnections();
+    },
+  };
+}
