@@ -445,7 +445,20 @@ export async function startStack({
       }
       if (name !== "s3" && !(name === "postgres" ? binaries.postgresBin : binaries[name])) binaries = ensureBinaries([name], log);
       const t0 = performance.now();
-      await starters[name](s);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await starters[name](s);
+          break;
+        } catch (err) {
+          // freePort() closes its socket before the server binds, so another process may take the
+          // port in between; on a first start, take new ports. A restart must keep its port.
+          const taken = err instanceof StackError && /address already in use|EADDRINUSE|port \d+ in use/i.test(err.message);
+          if (s.initialized || !taken || attempt >= 3) throw err;
+          log.warn(`stack: ${name} port was taken, trying another`, { service: name, port: s.port });
+          s.port = await freePort();
+          if (s.port2 !== undefined) s.port2 = await freePort();
+        }
+      }
       s.initialized = true;
       log.info(`stack: ${name} ready`, { service: name, port: s.port, pid: s.child?.pid, ms: Math.round(performance.now() - t0) });
     })();
