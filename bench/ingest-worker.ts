@@ -267,10 +267,12 @@ async function steady(rate: number, warmupMs: number, durationMs: number): Promi
       }
     }, 1);
   });
+  const seconds = (now() - s0) / 1000;
+  const sent = counters.sent - sent0;
+  const acked = counters.acked - a0;
   // Give the last acks a moment, so that the tail of the histogram is not cut off.
   await Bun.sleep(200);
-  const seconds = (now() - s0) / 1000;
-  const result = { acked: counters.acked - a0, sent: counters.sent - sent0, seconds };
+  const result = { acked, sent, seconds };
   mode = "idle";
   return result;
 }

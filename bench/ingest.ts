@@ -21,7 +21,7 @@ import { startServiceProcess, type ServiceProcess } from "../lib/service-process
 import { measureJetStreamCeiling } from "./jetstream-ceiling";
 import { measureMqtt, startMosquitto, type Mosquitto } from "./mosquitto";
 import { createHistogram } from "./histogram";
-import { childPids, cpuMeter, rssBytes } from "./proc";
+import { cpuMeter, rssBytes } from "./proc";
 import type { WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
 
 /** The JSON line printed last. */
@@ -63,6 +63,7 @@ Options:
   --quick               smoke run: 2000 streams, short phases (figures not comparable)
   --skip-ceilings       only the gateway phases
   --gateway-env K=V     extra environment for the gateway (repeatable)
+  --service DIR         folder whose main.ts is measured instead of gateway/ (default gateway)
 `;
 
 interface Options {
@@ -79,6 +80,7 @@ interface Options {
   rateLimit: string | undefined;
   skipCeilings: boolean;
   gatewayEnv: Record<string, string>;
+  service: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -98,6 +100,7 @@ function parseOptions(argv: string[]): Options {
       quick: { type: "boolean" },
       "skip-ceilings": { type: "boolean" },
       "gateway-env": { type: "string", multiple: true },
+      service: { type: "string" },
     },
     strict: true,
   });
@@ -135,6 +138,7 @@ function parseOptions(argv: string[]): Options {
     rateLimit: values["rate-limit"],
     skipCeilings: values["skip-ceilings"] === true,
     gatewayEnv,
+    service: values.service ?? "gateway",
   };
 }
 
@@ -279,7 +283,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     say(`[${elapsed()}] starting nats-server (stack helper)`);
     const stack: Stack = await startStack({ services: ["nats"] });
     cleanups.push(() => stack.stop());
-    const natsPid = childPids(process.pid, "nats-server")[0];
+    const natsPid = stack.pid("nats");
 
     if (!o.skipCeilings) {
       say(`[${elapsed()}] JetStream ceiling: one client, one message per point with a message id, window 4096, file storage, ${o.jsMs / 1000} s`);
@@ -320,8 +324,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
       ...(o.rateLimit ? { GATEWAY_RATE_LIMIT: o.rateLimit } : {}),
       ...o.gatewayEnv,
     };
-    const service = existsSync(join(root, "gateway", "main.ts")) ? "gateway" : "bench/stand-in";
-    if (service !== "gateway") notes.push("gateway/main.ts missing: measured the bench's STAND-IN, not the gateway");
+    const service = o.service;
+    if (!existsSync(join(root, service, "main.ts"))) throw new Error(`${service}/main.ts not found`);
+    if (service !== "gateway") notes.push(`measured ${service}/main.ts, NOT the gateway`);
     const changed = Object.entries(gatewayEnv).filter(([k]) => !k.startsWith("NATS") && !k.startsWith("FLEET_JWT") && k !== "GATEWAY_PORT");
     notes.push(`gateway env set by the bench: ${changed.map(([k, v]) => `${k}=${v}`).join(" ")} (everything else default)`);
     mkdirSync(join(root, ".fleet", "logs"), { recursive: true });
