@@ -44,8 +44,12 @@ export interface SimulatorOptions {
   insecure?: boolean;
   /** Passed to every vehicle client (rollEvery, backoff, bufferLimit…). */
   client?: Pick<VehicleClientOptions, "rollEvery" | "backoff" | "bufferLimit" | "ackTimeoutMs">;
-  /** Called for every vehicle client created (tests use it to watch acks). */
+  /** Called for every vehicle client created. */
   onVehicle?: (client: VehicleClient, vehicleId: string) => void;
+  /** Called when a vehicle's durable seq advances (tests use it to know what the gateway promised). */
+  onAck?: (vehicleId: string, durableSeq: number) => void;
+  /** Called for every refused point. */
+  onReject?: (vehicleId: string, rejection: Rejection) => void;
   log?: Logger;
 }
 
@@ -111,6 +115,8 @@ export function createSimulator({
   insecure = false,
   client: clientOptions = {},
   onVehicle,
+  onAck,
+  onReject: onRejectHook,
   log = silentLogger,
 }: SimulatorOptions): Simulator {
   const city = createCity({ ...cityOptions, center });
@@ -127,7 +133,7 @@ export function createSimulator({
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => (resolveDone = r));
 
-  const onReject = (r: Rejection) => {
+  const countReject = (r: Rejection) => {
     const name = RejectReason[r.reason] ?? String(r.reason);
     rejected[name] = (rejected[name] ?? 0) + 1;
   };
@@ -213,7 +219,13 @@ export function createSimulator({
           vehicleId,
           token,
           transport: transports[n % connections],
-          onReject,
+          onReject: onRejectHook
+            ? (r) => {
+                countReject(r);
+                onRejectHook(vehicleId, r);
+              }
+            : countReject,
+          onAck: onAck ? (seq) => onAck(vehicleId, seq) : undefined,
           log,
         });
         clients.push(client);
