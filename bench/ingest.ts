@@ -12,7 +12,7 @@
  * Progress lines and a table go to stdout; the LAST line is one JSON object (see `IngestFigures`).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
@@ -22,6 +22,7 @@ import { measureJetStreamCeiling } from "./jetstream-ceiling";
 import { measureMqtt, startMosquitto, type Mosquitto } from "./mosquitto";
 import { createHistogram } from "./histogram";
 import { cpuMeter, rssBytes } from "./proc";
+import { summarizeProfile } from "./profile-summary";
 import type { WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
 
 /** The JSON line printed last. */
@@ -63,6 +64,8 @@ Options:
   --quick               smoke run: 2000 streams, short phases (figures not comparable)
   --skip-ceilings       only the gateway phases
   --gateway-env K=V     extra environment for the gateway (repeatable)
+  --profile             run the gateway under \`bun --cpu-prof\` and print where its time went
+                        (profiling slows it: figures of such a run are not comparable)
   --service DIR         folder whose main.ts is measured instead of gateway/ (default gateway)
 `;
 
@@ -81,6 +84,7 @@ interface Options {
   skipCeilings: boolean;
   gatewayEnv: Record<string, string>;
   service: string;
+  profile: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -101,6 +105,7 @@ function parseOptions(argv: string[]): Options {
       "skip-ceilings": { type: "boolean" },
       "gateway-env": { type: "string", multiple: true },
       service: { type: "string" },
+      profile: { type: "boolean" },
     },
     strict: true,
   });
@@ -139,6 +144,7 @@ function parseOptions(argv: string[]): Options {
     skipCeilings: values["skip-ceilings"] === true,
     gatewayEnv,
     service: values.service ?? "gateway",
+    profile: values.profile === true,
   };
 }
 
@@ -319,16 +325,26 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
       FLEET_JWT_SECRET: secret,
       FLEET_JWT_ISSUER: keys.issuer,
       FLEET_JWT_AUDIENCE: keys.audience,
-      // Per-RPC info lines for 10,000 streams would measure the logger, not the gateway.
-      LOG_LEVEL: "warn",
+      // The "listening" line is info; per-RPC lines are debug, so info keeps the log quiet under load.
+      LOG_LEVEL: "info",
       ...(o.rateLimit ? { GATEWAY_RATE_LIMIT: o.rateLimit } : {}),
       ...o.gatewayEnv,
     };
+    const profileDir = join(root, ".fleet", "profiles", `bench-${Date.now().toString(36)}`);
+    if (o.profile) {
+      mkdirSync(profileDir, { recursive: true });
+      gatewayEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
+      notes.push(`gateway ran under --cpu-prof (slower than without): profile in ${profileDir}`);
+    }
     const service = o.service;
     if (!existsSync(join(root, service, "main.ts"))) throw new Error(`${service}/main.ts not found`);
     if (service !== "gateway") notes.push(`measured ${service}/main.ts, NOT the gateway`);
-    const changed = Object.entries(gatewayEnv).filter(([k]) => !k.startsWith("NATS") && !k.startsWith("FLEET_JWT") && k !== "GATEWAY_PORT");
-    notes.push(`gateway env set by the bench: ${changed.map(([k, v]) => `${k}=${v}`).join(" ")} (everything else default)`);
+    const changed = Object.entries(gatewayEnv).filter(([k]) => !k.startsWith("NATS") && !k.startsWith("FLEET_JWT") && k !== "GATEWAY_PORT" && k !== "LOG_LEVEL" && k !== "BUN_OPTIONS");
+    notes.push(
+      changed.length > 0
+        ? `gateway env set by the bench: ${changed.map(([k, v]) => `${k}=${v}`).join(" ")} (everything else default)`
+        : "gateway settings: all defaults (only NATS_URL, GATEWAY_PORT=0 and a fresh FLEET_JWT_SECRET set by the bench)",
+    );
     mkdirSync(join(root, ".fleet", "logs"), { recursive: true });
     const logFile = join(root, ".fleet", "logs", "bench-gateway.log");
     say(`[${elapsed()}] starting ${service} (log: ${logFile})`);
@@ -410,6 +426,18 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     say(`[${elapsed()}] closing streams, draining the gateway`);
     for (const w of workers) w.send({ type: "close", timeoutMs: 10_000 });
     await Promise.all(workers.map((w) => w.next("closed", 20_000).catch(() => undefined)));
+    if (o.profile) {
+      await gateway.stop("SIGTERM", 15_000);
+      const file = readdirSync(profileDir).find((f) => f.endsWith(".cpuprofile"));
+      if (!file) say("  no profile written (the gateway did not exit cleanly?)");
+      else {
+        const { functions, files } = summarizeProfile(join(profileDir, file), 15);
+        say(`  gateway profile ${join(profileDir, file)} (whole run), self time by file:`);
+        for (const l of files) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+        say("  by function:");
+        for (const l of functions) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+      }
+    }
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

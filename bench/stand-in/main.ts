@@ -42,7 +42,7 @@ setInterval(() => {
 }, 2);
 
 const server = http2.createServer({ settings: { maxConcurrentStreams: config.maxStreamsPerConnection } });
-server.on("stream", (stream) => {
+server.on("stream", (stream: http2.ServerHttp2Stream) => {
   const s: S = { stream, seq: 0, acked: 0, pending: null };
   stream.respond({ ":status": 200, "content-type": "application/grpc+proto" }, { waitForTrailers: true });
   stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
