@@ -124,6 +124,10 @@ interface Entry {
   p: Position;
   /** Push ordinal, so that flush() knows which points were pushed before it. */
   n: number;
+  /** Streams this point was written to. */
+  sends: number;
+  /** Refused once after a re-send; a second refusal is final. */
+  recheck: boolean;
 }
 
 interface FlushWaiter {
@@ -243,6 +247,7 @@ export function createVehicleClient({
   };
 
   /** Applies a durable seq learnt from an ack or Resume: drops what it covers. */
+  let recheckPending = false;
   const applyDurable = (durable: number, rejected: readonly Rejection[]) => {
     let refused: Map<number, Rejection> | undefined;
     if (rejected.length > 0) {
@@ -259,7 +264,14 @@ export function createVehicleClient({
       const r = refused?.get(seq);
       if (r) {
         if (r.reason === RejectReason.DUPLICATE) acked++;
-        else {
+        else if (r.reason === RejectReason.INVALID_FIELD && e.sends > 1 && !e.recheck) {
+          // A re-sent point the gateway still counts as in flight from the broken stream ("seq not
+          // above the last accepted"): it may well become durable. Ask Resume again after a pause
+          // instead of giving it up; a second refusal is final.
+          e.recheck = true;
+          recheckPending = true;
+          keep.push(e);
+        } else {
           stats.rejected++;
           onReject?.(r);
         }
@@ -288,6 +300,7 @@ export function createVehicleClient({
       if (head + sent < entries.length) {
         const e = entries[head + sent]!;
         assignSeq(e.p);
+        e.sends++;
         sent++;
         count++;
         yield { $typeName: "fleet.v1.UploadRequest", position: e.p };
@@ -369,6 +382,7 @@ export function createVehicleClient({
 
   const loop = async () => {
     let needResume = true;
+    recheckPending = false;
     while (!closed && !fatal) {
       try {
         if (needResume) {
@@ -384,7 +398,11 @@ export function createVehicleClient({
         }
         const stalled = await runStream();
         authRetried = false;
-        if (stalled) await sleep(retryDelay(new ConnectError("no progress", Code.Unavailable)));
+        if (stalled || recheckPending) await sleep(retryDelay(new ConnectError("no progress", Code.Unavailable)));
+        if (recheckPending) {
+          recheckPending = false;
+          needResume = true;
+        }
       } catch (raw) {
         const err = ConnectError.from(raw);
         if (closed) break;
@@ -425,7 +443,7 @@ export function createVehicleClient({
       const p: Position = (input as Position).$typeName === "fleet.v1.Position" ? (input as Position) : create(PositionSchema, input);
       if (!p.vehicleId) p.vehicleId = vehicleId;
       if (!p.recordedAt) p.recordedAt = timestampFromMs(Date.now());
-      entries.push({ p, n: ++pushedCount });
+      entries.push({ p, n: ++pushedCount, sends: 0, recheck: false });
       stats.pushed++;
       if (buffered() > bufferLimit) {
         // Drop the oldest; if it is already in the stream it was sent, and the ack decides its fate.
