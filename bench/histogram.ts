@@ -1,9 +1,23 @@
 /**
- * Latency histogram: 10 µs buckets up to 2 s, one overflow bucket. Cheap to record into,
- * mergeable across processes through a sparse JSON form.
+ * Latency histogram: 10 µs buckets up to 100 ms, 1 ms buckets up to 60 s, one overflow bucket.
+ * Cheap to record into, mergeable across processes through a sparse JSON form.
  */
-const BUCKET_MS = 0.01;
-const BUCKETS = 200_000;
+const FINE_MS = 0.01;
+const FINE = 10_000; // 0..100 ms
+const COARSE_MS = 1;
+const COARSE = 59_900; // 100 ms..60 s
+const BUCKETS = FINE + COARSE;
+
+function bucketOf(ms: number): number {
+  if (ms <= 0) return 0;
+  if (ms < FINE * FINE_MS) return Math.floor(ms / FINE_MS);
+  return Math.min(BUCKETS, FINE + Math.floor((ms - FINE * FINE_MS) / COARSE_MS));
+}
+
+/** Upper bound of a bucket in ms. */
+function upperOf(b: number): number {
+  return b < FINE ? (b + 1) * FINE_MS : FINE * FINE_MS + (b - FINE + 1) * COARSE_MS;
+}
 
 /** Sparse form: [bucket, count] pairs, plus the largest value seen. */
 export interface HistogramJSON {
@@ -28,8 +42,7 @@ export function createHistogram(): Histogram {
   let max = 0;
   return {
     record(ms) {
-      const b = ms <= 0 ? 0 : Math.min(BUCKETS, Math.floor(ms / BUCKET_MS));
-      counts[b]!++;
+      counts[bucketOf(ms)]!++;
       count++;
       if (ms > max) max = ms;
     },
@@ -45,7 +58,7 @@ export function createHistogram(): Histogram {
       let seen = 0;
       for (let b = 0; b <= BUCKETS; b++) {
         seen += counts[b]!;
-        if (seen >= rank) return b === BUCKETS ? max : Math.min(max, (b + 1) * BUCKET_MS);
+        if (seen >= rank) return b === BUCKETS ? max : Math.min(max, upperOf(b));
       }
       return max;
     },

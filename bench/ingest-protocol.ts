@@ -34,6 +34,8 @@ export type WorkerEvent =
       acked: number;
       sent: number;
       seconds: number;
+      /** Points sent in the measured window and not acked 200 ms after it (counted in the histogram with their age). */
+      unacked: number;
       histogram: HistogramJSON;
       counters: WorkerCounters;
       rejectReasons: [number, number][];

@@ -232,7 +232,7 @@ async function blast(windowSize: number, warmupMs: number, durationMs: number): 
 }
 
 /** Offers `rate` points/s spread over the streams round-robin; records ack latency after the warm-up. */
-async function steady(rate: number, warmupMs: number, durationMs: number): Promise<{ acked: number; sent: number; seconds: number }> {
+async function steady(rate: number, warmupMs: number, durationMs: number): Promise<{ acked: number; sent: number; seconds: number; unacked: number }> {
   mode = "steady";
   for (const v of streams) v.sent = new Float64Array(RING);
   const live = streams.filter((v) => v.open && !v.closed);
@@ -272,7 +272,23 @@ async function steady(rate: number, warmupMs: number, durationMs: number): Promi
   const acked = counters.acked - a0;
   // Give the last acks a moment, so that the tail of the histogram is not cut off.
   await Bun.sleep(200);
-  const result = { acked, sent, seconds };
+  // Points still unacked count with their age so far (a lower bound), so that an overloaded
+  // gateway shows in the tail instead of leaving it out.
+  const at = now();
+  let unacked = 0;
+  if (histogram) {
+    for (const v of streams) {
+      if (!v.sent) continue;
+      for (let q = Math.max(v.durable + 1, v.seq - RING + 2); q <= v.seq; q++) {
+        const t = v.sent[q % RING]!;
+        if (t >= s0) {
+          histogram.record(at - t);
+          unacked++;
+        }
+      }
+    }
+  }
+  const result = { acked, sent, seconds, unacked };
   mode = "idle";
   return result;
 }

@@ -400,6 +400,8 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     extra.steadyAcked = steadied.reduce((s, e) => s + e.acked, 0);
     extra.steadySent = steadied.reduce((s, e) => s + e.sent, 0);
     extra.steadySeconds = Math.max(...steadied.map((e) => e.seconds));
+    const unacked = steadied.reduce((s, e) => s + e.unacked, 0);
+    if (unacked > 0) notes.push(`latency phase: ${unacked} points were still unacked at its end; they count in the percentiles with their age then`);
     say(
       `  => offered ${fmt(extra.steadySent / extra.steadySeconds)} /s, acked ${fmt(extra.steadyAcked / extra.steadySeconds)} /s; ` +
         `ack latency p50 ${fmt(figures.ack_p50_ms, 2)} ms, p99 ${fmt(figures.ack_p99_ms, 2)} ms, p99.9 ${fmt(extra.p999, 2)} ms, max ${fmt(extra.max, 1)} ms (${fmt(h.count)} samples)`,

@@ -4,7 +4,7 @@ import { PositionSchema } from "../gen/fleet/v1/position_pb";
 import { SyncRequestSchema } from "../gen/fleet/v1/ingest_pb";
 import { encodePosition, maxSyncFrameSize, vehicleTemplate, writeSyncFrame } from "./point-codec";
 
-describe("point-codec", () => {
+describe("codec", () => {
   const t = vehicleTemplate("bench-0-12345", 48.8566, 2.3522, 13.25, 271, 4);
 
   test("point-codec - position decodes with protobuf-es to the same fields", () => {
