@@ -51,7 +51,10 @@ export interface VehicleClientOptions {
   transport?: Transport;
   /** Called when the durable seq advances (DUPLICATE refusals count as durable). */
   onAck?: (durableSeq: number) => void;
-  /** Called once per refused point (never for DUPLICATE). */
+  /**
+   * Called once per refused point (never for DUPLICATE). A refusal whose ack was lost with a broken
+   * stream cannot be told from an ack: Resume only says how far the vehicle is durable.
+   */
   onReject?: (rejection: Rejection) => void;
   /** Called once when the client stops for good (UNAUTHENTICATED, PERMISSION_DENIED, …). */
   onError?: (error: ConnectError) => void;
