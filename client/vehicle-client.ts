@@ -9,7 +9,11 @@
  * the buffer only once the gateway said it is in JetStream (or refused it).
  *
  * Many clients can share one HTTP/2 connection: pass the same `transport`
- * (see `createIngestTransport`) to all of them.
+ * (see `createIngestTransport`) to all of them. Each client holds one stream at a time, so keep the
+ * clients per connection under the gateway's GATEWAY_MAX_STREAMS_PER_CONNECTION (1000 by default).
+ *
+ * Cost: most of the CPU per point is connect-es's streaming pipeline (one message per point, as
+ * the contract has it); this file adds a buffer append on push and a yield when sending.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -93,6 +97,7 @@ export interface VehicleClient {
   /**
    * Breaks the current stream as a network drop would (the client then resumes). For simulators
    * and tests: with a shared transport the connection stays up, only this vehicle's stream ends.
+   * A no-op while no stream is open (between two streams, during Resume or a backoff).
    */
   disconnect(): void;
   /** Half-closes the stream, waits (bounded) for its ack, then stops. Unacked points stay in `stats.buffered`. */

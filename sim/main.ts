@@ -66,7 +66,26 @@ export function parseSimArgs(argv: readonly string[], config: Config): Simulator
   return options;
 }
 
+/** Usage text of the simulator flags. */
+export const SIM_USAGE = `flags (defaults from the config):
+  --url URL               gateway (default http://127.0.0.1:$GATEWAY_PORT)
+  --vehicles N            vehicles to drive ($SIM_VEHICLES)
+  --interval DURATION     report interval per vehicle, e.g. 1s ($SIM_INTERVAL)
+  --duration DURATION     stop after this long (default: until Ctrl-C)
+  --center LAT,LON        city centre (default 52.52,13.405)
+  --bad-fix-rate R        share of deliberately bad fixes ($SIM_BAD_FIX_RATE)
+  --disconnect-rate R     chance per report of a dropped stream ($SIM_DISCONNECT_RATE)
+  --per-connection N      vehicles per HTTP/2 connection (default 500)
+  --fleets N              fleets fleet-1..fleet-N (default 3)
+  --prefix P              vehicle id prefix (default veh-)
+  --seed N                route seed (default 1)
+  --insecure              skip TLS certificate checks`;
+
 if (import.meta.main) {
+  if (process.argv.includes("--help") || process.argv.includes("-h")) {
+    console.log(`bun sim/main.ts [flags]\n${SIM_USAGE}`);
+    process.exit(0);
+  }
   let config: Config;
   let options: SimulatorOptions;
   try {
