@@ -147,12 +147,16 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
     registers: [registry],
   });
 
-  const finish = (procedure: string, started: number, err: unknown): ConnectError | undefined => {
+  const finish = (procedure: string, started: number, err: unknown, signal?: AbortSignal): ConnectError | undefined => {
     const seconds = (performance.now() - started) / 1000;
     let code: Code | 0 = 0;
     let mapped: ConnectError | undefined;
     if (err !== undefined) {
-      const { error, known } = toConnectError(err);
+      // The client went away (reset, "Premature close"): not a server fault.
+      const aborted = signal?.aborted && !(err instanceof ConnectError);
+      const { error, known } = aborted
+        ? { error: new ConnectError("call cancelled by the client", Code.Canceled), known: true }
+        : toConnectError(err);
       mapped = error;
       code = error.code;
       if (!known) log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err, stack: (err as Error)?.stack });
@@ -166,13 +170,13 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
     return mapped;
   };
 
-  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>): AsyncIterable<T> {
+  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>, signal: AbortSignal): AsyncIterable<T> {
     let failure: unknown;
     try {
       yield* messages;
     } catch (err) {
       failure = err ?? new Error("stream failed");
-      throw finish(procedure, started, failure)!;
+      throw finish(procedure, started, failure, signal)!;
     } finally {
       openStreams.dec({ procedure });
       if (failure === undefined) finish(procedure, started, undefined);
@@ -189,13 +193,13 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
       res = await next(req);
     } catch (err) {
       if (req.stream) openStreams.dec({ procedure });
-      throw finish(procedure, started, err)!;
+      throw finish(procedure, started, err, req.signal)!;
     }
     if (!res.stream) {
       finish(procedure, started, undefined);
       return res;
     }
-    return { ...res, message: watch(procedure, started, res.message) } as StreamResponse;
+    return { ...res, message: watch(procedure, started, res.message, req.signal) } as StreamResponse;
   };
 }
 

@@ -51,6 +51,9 @@ export interface Server {
   close(): Promise<void>;
 }
 
+/** Connection-level receive window: large, so many streams can each have a message on the way. */
+const CONNECTION_WINDOW = 8 * 1024 * 1024;
+
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
 
 /** Request headers a browser may send, for the CORS preflight. */
@@ -145,7 +148,12 @@ export async function serve({
       return;
     }
     fixParseErrorStatus(res);
-    rpc(req as http.IncomingMessage, res as http.ServerResponse);
+    // A call that ends before reading its whole request (an error, a size limit) leaves DATA
+    // unread: read the rest and drop it, so its flow-control credit returns to the connection.
+    res.once("finish", () => {
+      if (!req.readableEnded) req.resume();
+    });
+    rpc(req as http.IncomingMessage, res);
   };
 
   const settings: http2.Settings = { maxConcurrentStreams: maxStreamsPerConnection };
@@ -153,6 +161,11 @@ export async function serve({
   const sockets = new Set<net.Socket>();
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
+    try {
+      session.setLocalWindowSize(CONNECTION_WINDOW);
+    } catch (err) {
+      log.debug("setLocalWindowSize failed", { err });
+    }
     session.once("close", () => sessions.delete(session));
     session.on("error", (err) => log.debug("http2 session error", { err }));
   };
