@@ -64,18 +64,36 @@ const allowedMethods = cors.allowedMethods.join(", ");
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
 
+/** Percent-encodes a grpc-message as the gRPC spec says: only bytes outside 0x20-0x7E, and '%'. */
+function grpcMessageEncode(message: string): string {
+  let out = "";
+  for (const byte of Buffer.from(message, "utf8")) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 /**
- * connect-es answers a request message it cannot parse with Internal ("parse binary: …"), where
- * gRPC and connect-go say INVALID_ARGUMENT: the client sent bad bytes, the server is fine. For unary
- * calls the parse happens before any interceptor runs, so the one place to fix it is the trailers
- * (gRPC puts the status there).
+ * Two fixes to the gRPC trailers connect-es writes, in the one place both can be made:
+ * - connect-es answers a request message it cannot parse with Internal ("parse binary: …"), where
+ *   gRPC and connect-go say INVALID_ARGUMENT (bad bytes from the client). For unary calls the parse
+ *   happens before any interceptor runs, so the trailers are where to fix it.
+ * - it percent-encodes grpc-message with encodeURIComponent ("/" as %2F), which grpc-js does not
+ *   decode; the gRPC spec encodes only bytes outside printable ASCII, so re-encode that way.
  */
-function fixParseErrorStatus(res: NodeResponse): void {
+function fixGrpcTrailers(res: NodeResponse): void {
   const add = res.addTrailers.bind(res);
   res.addTrailers = (headers: http.OutgoingHttpHeaders) => {
-    const message = headers["grpc-message"];
-    if (headers["grpc-status"] === "13" && typeof message === "string" && message.startsWith("parse%20binary")) {
-      headers["grpc-status"] = "3";
+    const raw = headers["grpc-message"];
+    if (typeof raw === "string") {
+      let message = raw;
+      try {
+        message = decodeURIComponent(raw);
+      } catch {
+        // keep as is
+      }
+      if (headers["grpc-status"] === "13" && message.startsWith("parse binary")) headers["grpc-status"] = "3";
+      headers["grpc-message"] = grpcMessageEncode(message);
     }
     add(headers);
   };
@@ -147,7 +165,7 @@ export async function serve({
       );
       return;
     }
-    fixParseErrorStatus(res);
+    fixGrpcTrailers(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA
     // unread: read the rest and drop it, so its flow-control credit returns to the connection.
     res.once("finish", () => {

@@ -99,7 +99,7 @@ export async function storedPoints(natsUrl: string, stream: string): Promise<Pos
 
 /** A valid point of a vehicle; `over` changes fields. */
 export function point(vehicleId: string, seq: number, over: Partial<MessageInitShape<typeof PositionSchema>> = {}): Position {
-  return create(PositionSchema, {
+  return create(PositionSchema, <MessageInitShape<typeof PositionSchema>>{
     vehicleId,
     seq,
     recordedAt: timestampFromMs(Date.now() - 1000),
