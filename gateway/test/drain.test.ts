@@ -1,0 +1,44 @@
+/** SIGTERM to a gateway process: in-flight points are published and acked, then it exits 0. */
+import { expect, test } from "bun:test";
+import { create } from "@bufbuild/protobuf";
+import { SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
+import { mintVehicleToken } from "../../lib/auth";
+import { startServiceProcess } from "../../lib/service-process";
+import { testStack } from "../../lib/testing";
+import { bearer, grpc, grpcClient, point, SECRET, storedPoints, uniqueName } from "./helpers";
+
+test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", async () => {
+  const stack = await testStack(["nats"]);
+  const gw = await startServiceProcess({
+    service: "gateway",
+    env: {
+      ...stack.env(),
+      GATEWAY_PORT: "0",
+      FLEET_JWT_SECRET: SECRET,
+      LOG_LEVEL: "info",
+      // Points wait in their batch long enough for SIGTERM to find them in flight.
+      GATEWAY_BATCH_DELAY: "300ms",
+    },
+  });
+  const keys = { secret: SECRET, issuer: "fleet", audience: "fleet" };
+  const v = uniqueName("drain");
+  const client = grpcClient(gw.url.replace("http://", ""));
+  const acks: SyncResponse[] = [];
+  const call = (client as unknown as { sync(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, SyncResponse> }).sync(
+    bearer(await mintVehicleToken(keys, v)),
+  );
+  const ended = new Promise<grpc.ServiceError | null>((resolve) => {
+    call.on("data", (r: SyncResponse) => acks.push(r));
+    call.on("error", (e: grpc.ServiceError) => resolve(e));
+    call.on("end", () => resolve(null));
+  });
+  for (let seq = 1; seq <= 10; seq++) call.write(create(SyncRequestSchema, { position: point(v, seq) }));
+  await Bun.sleep(50);
+  const exitCode = gw.stop("SIGTERM", 15_000);
+  expect(await ended).toBeNull();
+  expect(acks.at(-1)!.ack!.durableSeq).toBe(10);
+  expect(await exitCode).toBe(0);
+  client.close();
+  const stored = (await storedPoints(stack.natsUrl, "FLEET_POSITIONS")).filter((p) => p.vehicleId === v);
+  expect(stored.map((p) => p.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+}, 60_000);
