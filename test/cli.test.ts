@@ -1,0 +1,103 @@
+/**
+ * The `fleet` command as a user runs it: a separate process, its stdout and exit code.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { spawn } from "node:child_process";
+import { freePort } from "../lib/free-port";
+
+const root = `${import.meta.dir}/..`;
+const bun = process.execPath;
+
+function fleet(args: string[], env: Record<string, string> = {}) {
+  const proc = Bun.spawnSync([bun, "cli/fleet.ts", ...args], { cwd: root, env: { ...process.env, ...env } });
+  return { code: proc.exitCode, stdout: proc.stdout.toString(), stderr: proc.stderr.toString() };
+}
+
+describe("fleet cli", () => {
+  test("cli - --help explains every command", () => {
+    const out = fleet(["--help"]);
+    expect(out.code).toBe(0);
+    for (const cmd of ["up", "demo", "sim", "token"]) expect(out.stdout).toContain(cmd);
+    for (const cmd of ["up", "demo", "sim", "token"]) {
+      const sub = fleet([cmd, "--help"]);
+      expect(sub.code).toBe(0);
+      expect(sub.stdout).toMatch(/usage:\s+fleet/);
+    }
+  });
+
+  test("cli - an unknown command or flag says so and exits 2", () => {
+    expect(fleet(["nope"]).code).toBe(2);
+    const bad = fleet(["token", "vehicle", "x", "--bogus"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--bogus");
+  });
+
+  test("cli - a wrong environment value names the variable", () => {
+    const out = fleet(["token", "vehicle", "x"], { GATEWAY_PORT: "not-a-port" });
+    expect(out.code).toBe(2);
+    expect(out.stderr).toContain("GATEWAY_PORT");
+  });
+
+  test("cli - token vehicle prints one JWT", () => {
+    const out = fleet(["token", "vehicle", "truck-1", "--fleet", "north"]);
+    expect(out.code).toBe(0);
+    expect(out.stdout.trim()).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+  });
+});
+
+describe("fleet up", () => {
+  let child: ReturnType<typeof spawn> | undefined;
+  afterAll(() => child?.kill("SIGKILL"));
+
+  test("up - --json names every endpoint, the gateway takes a point, Ctrl-C stops it all", async () => {
+    const port = await freePort();
+    child = spawn(bun, ["cli/fleet.ts", "up", "--json"], {
+      cwd: root,
+      env: { ...process.env, GATEWAY_PORT: String(port), NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const timer = setTimeout(() => reject(new Error("fleet up printed no JSON line in 30 s")), 30_000);
+      child!.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        const nl = out.indexOf("\n");
+        if (nl >= 0) {
+          clearTimeout(timer);
+          resolve(out.slice(0, nl));
+        }
+      });
+    });
+    const endpoints = JSON.parse(line) as Record<string, string | null>;
+    expect(Object.keys(endpoints).sort()).toEqual(["database", "gateway", "history", "nats", "redis", "s3", "tracker"]);
+    expect(endpoints.gateway).toBe(`http://127.0.0.1:${port}`);
+    expect(endpoints.nats).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
+    expect(endpoints.database).toMatch(/^postgres:\/\/.*127\.0\.0\.1:\d+\/fleet$/);
+
+    const health = await fetch(`${endpoints.gateway}/healthz`);
+    expect(health.status).toBe(200);
+
+    const token = fleet(["token", "vehicle", "cli-truck"]).stdout.trim();
+    const res = await fetch(`${endpoints.gateway}/fleet.v1.IngestService/Publish`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        positions: [{ vehicleId: "cli-truck", seq: 1, recordedAt: new Date().toISOString(), lat: 52.5, lon: 13.4, speed: 5 }],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { ack: { durableSeq: number } }).ack.durableSeq).toBe(1);
+
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    // the stack's servers are gone with it
+    await expect(fetch(`${endpoints.gateway}/healthz`)).rejects.toThrow();
+    const natsPort = Number(new URL(endpoints.nats!.replace("nats:", "http:")).port);
+    const probe = await Bun.connect({ hostname: "127.0.0.1", port: natsPort, socket: { data() {} } }).then(
+      (s) => (s.end(), "open"),
+      () => "closed",
+    );
+    expect(probe).toBe("closed");
+  }, 60_000);
+});
