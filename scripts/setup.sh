@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x node_modules/.bin/bun ] || [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing JavaScript dependencies with npm ci (Bun, gRPC, Connect, NATS, Redis, PostgreSQL clients)…"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "setup: installing JavaScript dependencies with npm install (Bun, gRPC, Connect, NATS, Redis, PostgreSQL clients)…"
+  # npm install, not npm ci: npm 11 refuses `ci` for @bufbuild/buf's optional per-platform packages
+  # ("Missing ... from lock file"), a known npm lock-file bug; install follows the lock all the same.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 bash scripts/ensure-system.sh
