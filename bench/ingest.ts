@@ -376,14 +376,17 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const openCount = opened.reduce((s, e) => s + e.open, 0);
     const failed = opened.reduce((s, e) => s + e.failed, 0);
     say(`  ${fmt(openCount)} open, ${fmt(failed)} failed in ${fmt(extra.openMs / 1000, 1)} s${failed ? ` (last error: ${opened.map((e) => e.lastError).join(" ")})` : ""}`);
-    await Bun.sleep(1500);
+    const workerPids = Object.fromEntries(workers.map((w, i) => [`load${i + 1}`, w.proc.pid]));
+    const pids = { gateway: gateway.pid, nats: natsPid, ...workerPids };
+    // CPU with every stream open and no points: what holding streams costs by itself.
+    const holdMeter = cpuMeter(pids);
+    await Bun.sleep(3000);
+    cpu["streams open, no points"] = holdMeter.stop();
     extra.openRss = rssBytes(gateway.pid);
     if (openCount > 0) figures.gateway_bytes_per_stream = (extra.openRss - extra.idleRss) / openCount;
     say(`  RSS with ${fmt(openCount)} streams open ${fmt(extra.openRss / 1048576, 1)} MiB => ${fmt(figures.gateway_bytes_per_stream)} B per stream`);
     if (openCount < 10_000) notes.push(`only ${openCount} streams were open (the figures ask for 10,000+)`);
 
-    const workerPids = Object.fromEntries(workers.map((w, i) => [`load${i + 1}`, w.proc.pid]));
-    const pids = { gateway: gateway.pid, nats: natsPid, ...workerPids };
 
     say(`[${elapsed()}] latency: steady ${fmt(o.rate)} points/s over the open streams, 3 s warm-up then ${o.steadyMs / 1000} s measured`);
     let meter = cpuMeter(pids);
