@@ -19,7 +19,7 @@ import { createBatcher } from "./batcher";
 import { createDurableSeqs, followPositions, type Follower } from "./durable-seqs";
 import { createIngestService } from "./ingest-service";
 import { createRateLimiter } from "./rate-limit";
-import { createStreamReaders } from "./stream-reader";
+import { createStreamWatch } from "./stream-watch";
 
 export interface GatewayOptions {
   config: Config;
@@ -123,13 +123,13 @@ export async function createGateway({
       registry,
       log,
     });
-    const readers = createStreamReaders({ idleTimeoutMs: config.idleTimeout });
+    const streams = createStreamWatch({ idleTimeoutMs: config.idleTimeout });
     let draining = false;
-    const service = createIngestService({
+    const ingest = createIngestService({
       batcher,
       seqs,
       limiter,
-      readers,
+      streams,
       validate: { maxClockSkew: config.maxClockSkew, maxPointAge: config.maxPointAge, maxSpeed: config.maxSpeed },
       rateLimit: config.rateLimit,
       registry,
@@ -138,7 +138,9 @@ export async function createGateway({
     });
 
     const server: Server = await serve({
-      routes: (router) => router.service(IngestService, service),
+      routes: (router) => router.service(IngestService, ingest.service),
+      // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc-stream.ts.
+      nativeStreams: ingest.nativeStreams,
       host: config.host,
       port: config.gatewayPort,
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
@@ -157,7 +159,7 @@ export async function createGateway({
     const close = () =>
       (closed ??= (async () => {
         for (const t of timers) clearInterval(t);
-        readers.close();
+        streams.close();
         await server.close();
         await follower?.stop();
         await nats.close();
@@ -171,9 +173,9 @@ export async function createGateway({
       async drain() {
         const until = Date.now() + config.drainTimeout;
         draining = true;
-        log.info("draining", { inFlight: batcher.inFlight, streams: readers.size });
+        log.info("draining", { inFlight: batcher.inFlight, streams: streams.size });
         await server.stopAccepting();
-        readers.drain();
+        streams.drain();
         const published = await batcher.drain(Math.max(0, until - Date.now()));
         const finished = await server.settled(Math.max(0, until - Date.now()));
         log.info("drained", { published, callsFinished: finished, unacked: batcher.inFlight });

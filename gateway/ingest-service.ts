@@ -4,32 +4,40 @@
  * Per point: same vehicle as the token, rate limit, validation, dedup against the durable seq,
  * then into the batcher. A point is acked only once the JetStream message holding it is PubAck'd.
  * Nothing here allocates a promise per point: a call is woken once per completed batch.
+ *
+ * Upload and Sync read their points from a `MessageInput` (lib/grpc-stream.ts): pushed by the
+ * native gRPC path, or pulled from connect's AsyncIterable for the other protocols. Both run the
+ * same handlers below.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   IngestAckSchema,
+  IngestService,
   RejectReason,
   type IngestAck,
-  type IngestService,
   type Rejection,
+  type SyncResponse,
+  type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
+import { iterableInput, nativeBidiStream, nativeClientStream, type MessageInput, type NativeStream } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
 import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
 import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
 import type { Bucket, RateLimiter } from "./rate-limit";
-import type { StreamReader, StreamReaders } from "./stream-reader";
+import type { StreamWatch } from "./stream-watch";
 import { validatePosition, type ValidateOptions } from "./validate";
 
 export interface IngestServiceOptions {
   batcher: Batcher;
   seqs: DurableSeqs;
   limiter: RateLimiter;
-  readers: StreamReaders;
+  /** Idle timeout and drain of the request streams. */
+  streams: StreamWatch;
   validate: ValidateOptions;
   /** Points per second one vehicle may send (for the retry message). */
   rateLimit: number;
@@ -40,6 +48,17 @@ export interface IngestServiceOptions {
 }
 
 type AckInit = MessageInitShape<typeof IngestAckSchema>;
+
+/** What Upload and Sync read: one position per message. */
+type PointInput = MessageInput<{ position?: Position }>;
+
+/** The IngestService: connect's implementation, and Upload and Sync for the native gRPC path. */
+export interface IngestHandlers {
+  /** For `router.service(IngestService, service)`. */
+  service: ServiceImpl<typeof IngestService>;
+  /** Upload and Sync for `serve({ nativeStreams })`: the same handlers, fed without connect. */
+  nativeStreams: NativeStream[];
+}
 
 /** One call's view of its points; the batcher reports to it. */
 class IngestCall implements AckSink {
@@ -111,13 +130,13 @@ export function createIngestService({
   batcher,
   seqs,
   limiter,
-  readers,
+  streams,
   validate,
   rateLimit,
   registry,
   log,
   draining,
-}: IngestServiceOptions): ServiceImpl<typeof IngestService> {
+}: IngestServiceOptions): IngestHandlers {
   // Counted in plain numbers on the hot path, handed to prom-client when scraped.
   let acceptedTotal = 0;
   const refusedTotals = new Map<string, number>();
@@ -226,71 +245,100 @@ export function createIngestService({
     batcher.add(p, state, call);
   };
 
-  /** Reads a stream of points until it ends, drain stops it, or a point is fatal. */
-  const consume = async (call: IngestCall, reader: StreamReader<{ position?: Position }>) => {
-    for (;;) {
+  /**
+   * Reads a stream of points until it ends, drain stops it, or a point is fatal. While the batcher
+   * has no room the input is paused, so HTTP/2 flow control holds the vehicle back.
+   */
+  const consume = (call: IngestCall, input: PointInput) =>
+    new Promise<void>((resolve, reject) => {
+      let over = false;
+      const finish = (err?: unknown) => {
+        if (over) return;
+        over = true;
+        watched.close();
+        input.stop();
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const watched = streams.watch(finish);
+      const waitForRoom = (room: Promise<void>) => {
+        input.pause();
+        watched.hold(true);
+        room.then(() => {
+          if (over) return;
+          const again = batcher.room();
+          if (again) return waitForRoom(again);
+          watched.hold(false);
+          input.resume();
+        });
+      };
       const room = batcher.room();
-      if (room) await room;
-      const msg = await reader.next();
-      if (msg === undefined) return;
-      take(call, msg.position, Date.now(), true, false);
-      if (call.error) return;
-    }
-  };
+      if (room) waitForRoom(room);
+      input.start({
+        message(msg) {
+          if (over) return;
+          const now = Date.now();
+          watched.touch(now);
+          try {
+            take(call, msg.position, now, true, false);
+          } catch (err) {
+            return finish(err);
+          }
+          if (call.error) return finish();
+          const room = batcher.room();
+          if (room) waitForRoom(room);
+        },
+        end: () => finish(),
+        error: (err) => finish(err ?? new Error("stream failed")),
+      });
+    });
 
   const ackOf = (call: IngestCall) => create(IngestAckSchema, call.takeAck()) as IngestAck;
 
-  return {
-    async upload(requests, ctx) {
-      const call = begin(ctx);
-      const reader = readers.open(requests);
-      try {
-        try {
-          await consume(call, reader);
-        } catch (err) {
-          // What was accepted before the failure still becomes durable; the vehicle learns how
-          // far through Resume, since a client stream cannot carry both a response and an error.
-          await call.settle();
-          throw err;
-        }
-        await call.settle();
-        if (call.error) throw call.error;
-        return { ack: ackOf(call) };
-      } finally {
-        reader.close();
-      }
-    },
+  const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
+    const call = begin(ctx);
+    try {
+      await consume(call, input);
+    } catch (err) {
+      // What was accepted before the failure still becomes durable; the vehicle learns how
+      // far through Resume, since a client stream cannot carry both a response and an error.
+      await call.settle();
+      throw err;
+    }
+    await call.settle();
+    if (call.error) throw call.error;
+    return { $typeName: "fleet.v1.UploadResponse", ack: ackOf(call) };
+  };
 
-    async *sync(requests, ctx) {
-      const call = begin(ctx);
-      const reader = readers.open(requests);
-      try {
-        // The resume point, right away.
-        yield { ack: ackOf(call) };
-        let inputDone = false;
-        let inputError: unknown;
-        consume(call, reader).then(
-          () => {
-            inputDone = true;
-            call.settled();
-          },
-          (err: unknown) => {
-            inputError = err;
-            inputDone = true;
-            call.settled();
-          },
-        );
-        for (;;) {
-          if (call.hasNews) yield { ack: ackOf(call) };
-          if ((inputDone || call.error) && call.pending === 0) break;
-          await call.changed();
-        }
-        if (call.error) throw call.error;
-        if (inputError !== undefined) throw inputError;
-      } finally {
-        reader.close();
-      }
-    },
+  async function* sync(input: PointInput, ctx: HandlerContext): AsyncIterable<SyncResponse> {
+    const call = begin(ctx);
+    // The resume point, right away.
+    yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
+    let inputDone = false;
+    let inputError: unknown;
+    consume(call, input).then(
+      () => {
+        inputDone = true;
+        call.settled();
+      },
+      (err: unknown) => {
+        inputError = err;
+        inputDone = true;
+        call.settled();
+      },
+    );
+    for (;;) {
+      if (call.hasNews) yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
+      if ((inputDone || call.error) && call.pending === 0) break;
+      await call.changed();
+    }
+    if (call.error) throw call.error;
+    if (inputError !== undefined) throw inputError;
+  }
+
+  const service: ServiceImpl<typeof IngestService> = {
+    upload: (requests, ctx) => upload(iterableInput(requests), ctx),
+    sync: (requests, ctx) => sync(iterableInput(requests), ctx),
 
     async publish(req, ctx) {
       const call = begin(ctx);
@@ -324,5 +372,9 @@ export function createIngestService({
       log.debug("resume", { vehicleId });
       return { vehicleId, durableSeq: seqs.durableSeq(vehicleId) };
     },
+  };
+  return {
+    service,
+    nativeStreams: [nativeClientStream(IngestService.method.upload, upload), nativeBidiStream(IngestService.method.sync, sync)],
   };
 }

@@ -6,6 +6,10 @@
  * an `http2` server (the `PRI * HTTP/2.0` preface, i.e. h2c with prior knowledge, what gRPC clients
  * send) or to an `http` server (anything else). TLS: `http2.createSecureServer` with `allowHTTP1`, so
  * ALPN picks h2 or HTTP/1.1.
+ *
+ * `nativeStreams` names streaming methods whose gRPC calls over HTTP/2 skip connect's adapter for
+ * a hand-framed path with the same interceptors (see grpc-stream.ts): per-message cost, not
+ * behaviour, is what differs.
  */
 import http from "node:http";
 import http2 from "node:http2";
@@ -14,6 +18,7 @@ import type { AddressInfo } from "node:net";
 import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
+import { createNativeGrpc, grpcMessageEncode, type NativeStream } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -37,6 +42,8 @@ export interface ServeOptions {
   healthz?: () => boolean;
   interceptors?: Interceptor[];
   contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
+  /** Streaming methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
+  nativeStreams?: NativeStream[];
 }
 
 export interface Server {
@@ -63,15 +70,6 @@ const allowedMethods = cors.allowedMethods.join(", ");
 
 type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
 type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
-
-/** Percent-encodes a grpc-message as the gRPC spec says: only bytes outside 0x20-0x7E, and '%'. */
-function grpcMessageEncode(message: string): string {
-  let out = "";
-  for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
 
 /**
  * Two fixes to the gRPC trailers connect-es writes, in the one place both can be made:
@@ -113,6 +111,7 @@ export async function serve({
   healthz = () => true,
   interceptors = [],
   contextValues,
+  nativeStreams = [],
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
     routes,
@@ -124,6 +123,7 @@ export async function serve({
     interceptors,
     contextValues,
   });
+  const native = nativeStreams.length > 0 ? createNativeGrpc({ streams: nativeStreams, interceptors, contextValues, maxMessageBytes }) : undefined;
 
   const handler = (req: NodeRequest, anyRes: NodeResponse) => {
     // Both response kinds have the same API; TypeScript cannot call methods of the union.
@@ -165,6 +165,7 @@ export async function serve({
       );
       return;
     }
+    if (native?.handle(req)) return;
     fixGrpcTrailers(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA
     // unread: read the rest and drop it, so its flow-control credit returns to the connection.
