@@ -275,7 +275,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
   const notes: string[] = [];
   const mqttRuns: { connections: number; pointsPerSecond: number }[] = [];
   const cpu: Record<string, Record<string, number>> = {};
-  let extra = { idleRss: 0, openRss: 0, openMs: 0, steadyAcked: 0, steadySent: 0, steadySeconds: 0, latencyCount: 0, p999: NaN, max: NaN, blastAcked: 0, jsBytes: 0 };
+  const extra = { idleRss: 0, openRss: 0, openMs: 0, steadyAcked: 0, steadySent: 0, steadySeconds: 0, latencyCount: 0, p999: NaN, max: NaN, blastAcked: 0, jsBytes: 0 };
 
   const onSignal = () => {
     say("interrupted: stopping what the bench started");

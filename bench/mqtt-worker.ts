@@ -45,7 +45,6 @@ async function run(o: MqttWorkerOptions): Promise<MqttWorkerResult> {
   let failed = 0;
   let running = true;
   let next = 0;
-  const start = performance.now();
   // Each connection keeps `window` publishes outstanding; a PUBACK sends the next point.
   const pump = (client: mqtt.MqttClient) => {
     const one = () => {
@@ -67,7 +66,6 @@ async function run(o: MqttWorkerOptions): Promise<MqttWorkerResult> {
   await Bun.sleep(o.durationMs);
   const result = { acked: acked - a0, seconds: (performance.now() - t0) / 1000, failed };
   running = false;
-  void start;
   await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
   return result;
 }
