@@ -16,6 +16,8 @@ import {
   IngestAckSchema,
   IngestService,
   RejectReason,
+  SyncRequestSchema,
+  UploadRequestSchema,
   type IngestAck,
   type Rejection,
   type SyncResponse,
@@ -28,6 +30,7 @@ import { Counter, type Registry } from "../lib/metrics";
 import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
 import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
+import { pointRequestDecoder } from "./point-decoder";
 import type { Bucket, RateLimiter } from "./rate-limit";
 import type { StreamWatch } from "./stream-watch";
 import { validatePosition, type ValidateOptions } from "./validate";
@@ -375,6 +378,9 @@ export function createIngestService({
   };
   return {
     service,
-    nativeStreams: [nativeClientStream(IngestService.method.upload, upload), nativeBidiStream(IngestService.method.sync, sync)],
+    nativeStreams: [
+      nativeClientStream(IngestService.method.upload, upload, pointRequestDecoder(UploadRequestSchema)),
+      nativeBidiStream(IngestService.method.sync, sync, pointRequestDecoder(SyncRequestSchema)),
+    ],
   };
 }

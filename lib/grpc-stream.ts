@@ -107,9 +107,17 @@ export function iterableInput<T>(messages: AsyncIterable<T>): MessageInput<T> {
 
 type AnyInput = MessageInput<Message>;
 
+/**
+ * Decodes the message at `buf[start, end)`. Offsets, not a view: making a view of a fresh Buffer
+ * (`subarray`, or `.buffer` which materializes its ArrayBuffer) costs more than decoding a point.
+ */
+export type MessageDecoder<T> = (buf: Buffer, start: number, end: number) => T;
+
 /** A method served natively; build it with `nativeClientStream` or `nativeBidiStream`. */
 export interface NativeStream {
   readonly method: DescMethodStreaming;
+  /** Decodes one request message (default: protobuf-es `fromBinary`); must throw what fromBinary throws on bad bytes. */
+  readonly decode?: MessageDecoder<Message>;
   /** Runs the handler; resolves to its response messages (one for a client stream). */
   invoke(input: AnyInput, ctx: HandlerContext): Promise<AsyncIterable<MessageInitShape<DescMessage>>>;
 }
@@ -125,9 +133,11 @@ async function* one<T>(message: T): AsyncIterable<T> {
 export function nativeClientStream<I extends DescMessage, O extends DescMessage>(
   method: DescMethodClientStreaming<I, O>,
   handler: (input: MessageInput<MessageShape<I>>, ctx: HandlerContext) => Promise<MessageInitShape<O>>,
+  decode?: MessageDecoder<MessageShape<I>>,
 ): NativeStream {
   return {
     method,
+    decode,
     invoke: async (input, ctx) => one(await handler(input as unknown as MessageInput<MessageShape<I>>, ctx)) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
@@ -136,9 +146,11 @@ export function nativeClientStream<I extends DescMessage, O extends DescMessage>
 export function nativeBidiStream<I extends DescMessage, O extends DescMessage>(
   method: DescMethodBiDiStreaming<I, O>,
   handler: (input: MessageInput<MessageShape<I>>, ctx: HandlerContext) => AsyncIterable<MessageInitShape<O>>,
+  decode?: MessageDecoder<MessageShape<I>>,
 ): NativeStream {
   return {
     method,
+    decode,
     invoke: async (input, ctx) => handler(input as unknown as MessageInput<MessageShape<I>>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
@@ -183,7 +195,7 @@ class FramedInput implements AnyInput {
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
-    private readonly schema: DescMessage,
+    private readonly decode: MessageDecoder<Message>,
     private readonly maxBytes: number,
   ) {}
 
@@ -228,7 +240,25 @@ class FramedInput implements AnyInput {
 
   private onData = (chunk: Buffer) => {
     if (this.stopped || this.done) return;
-    this.pending = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    const held = this.pending;
+    if (!held) {
+      this.pending = chunk;
+      return this.pump();
+    }
+    // A message began in an earlier chunk: complete it with only the bytes it still needs, so
+    // that a large chunk of many messages is not copied whole.
+    if (!this.paused && held.length >= 5) {
+      const need = 5 + held.readUInt32BE(1) - held.length;
+      if (need > 0 && need < chunk.length) {
+        this.pending = Buffer.concat([held, chunk.subarray(0, need)]);
+        this.pump();
+        if (this.stopped || this.done) return;
+        const rest = chunk.subarray(need);
+        this.pending = this.pending ? Buffer.concat([this.pending, rest]) : rest;
+        return this.pump();
+      }
+    }
+    this.pending = Buffer.concat([held, chunk]);
     this.pump();
   };
 
@@ -253,7 +283,7 @@ class FramedInput implements AnyInput {
         if (buf.length - off - 5 < len) break;
         let message: Message;
         try {
-          message = fromBinary(this.schema, buf.subarray(off + 5, off + 5 + len));
+          message = this.decode(buf, off + 5, off + 5 + len);
         } catch (err) {
           return this.fail(new ConnectError(`parse binary: ${(err as Error).message}`, Code.InvalidArgument));
         }
@@ -394,7 +424,7 @@ export function createNativeGrpc({ streams, interceptors, contextValues, maxMess
       responseTrailer: { "grpc-status": "0" },
       contextValues: contextValues?.(req),
     });
-    const input = new FramedInput(stream, method.input, maxMessageBytes);
+    const input = new FramedInput(stream, route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))), maxMessageBytes);
     const output = new FramedOutput(stream, method.output, maxMessageBytes);
     // As in connect, protocol errors reach the handler when it reads, inside the interceptors.
     const encoding = requestHeader.get("grpc-encoding");
