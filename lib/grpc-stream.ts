@@ -263,8 +263,12 @@ class FramedInput implements AnyInput {
   };
 
   private onEnd = () => {
-    this.ended = true;
-    if (!this.stopped && !this.done) this.pump();
+    // Bun ends the inbound side before it reports a client's RST_STREAM ('aborted'): wait a
+    // turn, so that a cancelled call fails as cancelled instead of ending as a half-close.
+    setImmediate(() => {
+      this.ended = true;
+      if (!this.stopped && !this.done && !this.stream.aborted) this.pump();
+    });
   };
 
   /** Delivers what `pending` holds, until it is empty or the handler pauses or stops. */
@@ -436,9 +440,12 @@ export function createNativeGrpc({ streams, interceptors, contextValues, maxMess
     stream.on("error", () => {
       // A reset or a cut connection; 'close' follows and fails the call.
     });
-    stream.once("close", () => {
+    // RST_STREAM from the client ('aborted', before the inbound side ends) or a cut connection.
+    const gone = () => {
       if (!finished) clientGone.abort();
-    });
+    };
+    stream.once("aborted", gone);
+    stream.once("close", gone);
     ctx.signal.addEventListener("abort", () => {
       const reason: unknown = ctx.signal.reason;
       input.fail(reason instanceof ConnectError ? reason : new Error("stream closed by the client before it half-closed"));
