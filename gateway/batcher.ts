@@ -11,15 +11,15 @@
  * handlers call `room()` before reading their next message, so a slow JetStream stops the reading
  * and HTTP/2 flow control pushes back to the vehicles.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
+import type { Position } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { UnavailableError } from "../lib/rpc";
 import { HEADERS, partitionOf, positionsSubject } from "../lib/subjects";
 import type { VehicleState } from "./durable-seqs";
+import { encodePositionBatch } from "./position-encoder";
 
 /** Who waits for a point: one per call. Methods are called per point; `settled` once per batch. */
 export interface AckSink {
@@ -157,7 +157,7 @@ export function createBatcher({
   };
 
   const publish = async (part: Partition, batch: Batch) => {
-    const data = toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: batch.positions }));
+    const data = encodePositionBatch(batch.positions);
     const h = natsHeaders();
     h.set(HEADERS.gateway, instanceId);
     h.set(HEADERS.count, String(batch.positions.length));
