@@ -293,7 +293,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
 
     if (!o.skipCeilings) {
       say(`[${elapsed()}] JetStream ceiling: one client, one message per point with a message id, window 4096, file storage, ${o.jsMs / 1000} s`);
-      const meter = cpuMeter({ nats: natsPid, bench: process.pid });
+      const meter = cpuMeter({ nats: natsPid, bench: process.pid }, { rest: true });
       const js = await measureJetStreamCeiling({ natsUrl: stack.natsUrl, durationMs: o.jsMs, vehicles: o.streams, progress: say });
       cpu.jetstream = meter.stop();
       figures.jetstream_ceiling_points_per_s = js.pointsPerSecond;
@@ -377,9 +377,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const failed = opened.reduce((s, e) => s + e.failed, 0);
     say(`  ${fmt(openCount)} open, ${fmt(failed)} failed in ${fmt(extra.openMs / 1000, 1)} s${failed ? ` (last error: ${opened.map((e) => e.lastError).join(" ")})` : ""}`);
     const workerPids = Object.fromEntries(workers.map((w, i) => [`load${i + 1}`, w.proc.pid]));
-    const pids = { gateway: gateway.pid, nats: natsPid, ...workerPids };
+    const pids = { gateway: gateway.pid, nats: natsPid, ...workerPids, bench: process.pid };
     // CPU with every stream open and no points: what holding streams costs by itself.
-    const holdMeter = cpuMeter(pids);
+    const holdMeter = cpuMeter(pids, { rest: true });
     await Bun.sleep(3000);
     cpu["streams open, no points"] = holdMeter.stop();
     extra.openRss = rssBytes(gateway.pid);
@@ -389,7 +389,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
 
 
     say(`[${elapsed()}] latency: steady ${fmt(o.rate)} points/s over the open streams, 3 s warm-up then ${o.steadyMs / 1000} s measured`);
-    let meter = cpuMeter(pids);
+    let meter = cpuMeter(pids, { rest: true });
     for (const w of workers) w.send({ type: "steady", rate: o.rate / o.workers, warmupMs: 3000, durationMs: o.steadyMs });
     const steadied = await withTicker("steady", workers, Promise.all(workers.map((w) => w.next("steadied", o.steadyMs + 60_000))));
     cpu.steady = meter.stop();
@@ -413,7 +413,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     await Promise.all(workers.map((w) => w.next("settled", 15_000)));
 
     say(`[${elapsed()}] throughput: each stream keeps ${o.window} points unacked, 3 s warm-up then ${o.blastMs / 1000} s measured`);
-    meter = cpuMeter(pids);
+    meter = cpuMeter(pids, { rest: true });
     for (const w of workers) w.send({ type: "blast", window: o.window, warmupMs: 3000, durationMs: o.blastMs });
     const blasted = await withTicker("blast", workers, Promise.all(workers.map((w) => w.next("blasted", o.blastMs + 60_000))));
     cpu.blast = meter.stop();
@@ -497,6 +497,12 @@ function printTable(
   if (mqttRuns.length > 0) say(`Mosquitto QoS 1 by connections: ${mqttRuns.map((r) => `${r.connections}: ${fmt(r.pointsPerSecond)}`).join(", ")} points/s`);
   for (const [phase, shares] of Object.entries(cpu)) {
     say(`CPU during ${phase} (1.00 = one core): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+  }
+  for (const [phase, shares] of Object.entries(cpu)) {
+    const rest = shares["rest of machine"];
+    if (rest !== undefined && rest > 0.25) {
+      notes.push(`other processes used ${fmt(rest, 2)} cores during the ${phase} phase: its figures are lower than on a quiet machine`);
+    }
   }
   for (const n of notes) say(`note: ${n}`);
   say("");

@@ -40,14 +40,38 @@ export function childPids(parent: number, comm: string): number[] {
   return out;
 }
 
-/** Measures the CPU share (1.0 = one core) each pid used between `start()` and `stop()`. */
-export function cpuMeter(pids: Record<string, number | undefined>) {
+/** CPU seconds the whole machine spent busy (all cores, /proc/stat), or NaN off Linux. */
+export function machineBusySeconds(): number {
+  try {
+    const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!;
+    const f = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    return (total - f[3]! - f[4]!) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Measures the CPU share (1.0 = one core) each pid used between creation and `stop()`. With
+ * `rest`, also what every other process on the machine used: when that is high, something else
+ * competed for the cores and the figures of the phase are low.
+ */
+export function cpuMeter(pids: Record<string, number | undefined>, { rest = false } = {}) {
   const t0 = performance.now();
+  const m0 = machineBusySeconds();
   const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? cpuSeconds(p) : 0]));
   return {
     stop(): Record<string, number> {
       const secs = (performance.now() - t0) / 1000;
-      return Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? (cpuSeconds(p) - c0[k]!) / secs : NaN]));
+      const out: Record<string, number> = Object.fromEntries(
+        Object.entries(pids).map(([k, p]) => [k, p ? (cpuSeconds(p) - c0[k]!) / secs : NaN]),
+      );
+      if (rest) {
+        const ours = Object.values(out).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
+        out["rest of machine"] = Math.max(0, (machineBusySeconds() - m0) / secs - ours);
+      }
+      return out;
     },
   };
 }
