@@ -8,8 +8,6 @@ import { toBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 
-const MAX_SAFE_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
-
 /** A growable output buffer, reused from batch to batch. */
 class Writer {
   buf = Buffer.allocUnsafe(64 * 1024);
@@ -70,8 +68,10 @@ class Writer {
     this.pos += 4;
   }
 
-  timestamp(tag: number, t: Timestamp): void {
+  /** Returns false, having written nothing, for what it leaves to toBinary (negative or huge seconds, unknown fields). */
+  timestamp(tag: number, t: Timestamp): boolean {
     const seconds = Number(t.seconds);
+    if (!(seconds >= 0 && seconds <= Number.MAX_SAFE_INTEGER) || (t.$unknown !== undefined && t.$unknown.length > 0)) return false;
     const size = (seconds !== 0 ? 1 + varintSize(seconds) : 0) + (t.nanos !== 0 ? 1 + (t.nanos < 0 ? 10 : varintSize(t.nanos)) : 0);
     this.byte(tag);
     this.varint(size);
@@ -83,6 +83,7 @@ class Writer {
       this.byte(0x10);
       this.int32(t.nanos);
     }
+    return true;
   }
 }
 
@@ -95,19 +96,12 @@ function varintSize(v: number): number {
   return n;
 }
 
-/** What the hand encoder covers; the rest goes to toBinary. */
-function plainTimestamp(t: Timestamp | undefined): boolean {
-  return t === undefined || ((t.$unknown === undefined || t.$unknown.length === 0) && t.seconds >= 0n && t.seconds <= MAX_SAFE_SECONDS);
-}
-
-function plain(p: Position): boolean {
-  return (p.$unknown === undefined || p.$unknown.length === 0) && plainTimestamp(p.recordedAt) && plainTimestamp(p.receivedAt);
-}
-
 const out = new Writer();
 const one = new Writer();
 
-function writePosition(w: Writer, p: Position): void {
+/** Writes `p`; false when it is one for toBinary (then what was written is to be dropped). */
+function writePosition(w: Writer, p: Position): boolean {
+  if (p.$unknown !== undefined && p.$unknown.length > 0) return false;
   w.string(0x0a, p.vehicleId);
   // Fixed-size fields: tags, two timestamps and a varint each, well under this.
   w.ensure(128);
@@ -115,7 +109,7 @@ function writePosition(w: Writer, p: Position): void {
     w.byte(0x10);
     w.varint(p.seq);
   }
-  if (p.recordedAt) w.timestamp(0x1a, p.recordedAt);
+  if (p.recordedAt && !w.timestamp(0x1a, p.recordedAt)) return false;
   w.double(0x21, p.lat);
   w.double(0x29, p.lon);
   w.float(0x35, p.speed);
@@ -129,16 +123,16 @@ function writePosition(w: Writer, p: Position): void {
   }
   w.string(0x5a, p.fleetId);
   w.ensure(64);
-  if (p.receivedAt) w.timestamp(0x62, p.receivedAt);
+  if (p.receivedAt && !w.timestamp(0x62, p.receivedAt)) return false;
+  return true;
 }
 
 /** The bytes of `PositionBatch { positions }`, as `toBinary(PositionBatchSchema, …)` writes them. */
 export function encodePositionBatch(positions: readonly Position[]): Uint8Array {
   out.pos = 0;
   for (const p of positions) {
-    if (plain(p)) {
-      one.pos = 0;
-      writePosition(one, p);
+    one.pos = 0;
+    if (writePosition(one, p)) {
       out.ensure(one.pos + 6);
       out.byte(0x0a);
       out.varint(one.pos);

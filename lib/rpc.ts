@@ -11,6 +11,7 @@ import {
   type Interceptor,
   type StreamResponse,
 } from "@connectrpc/connect";
+import { decodeJwt } from "jose";
 import { AuthError, verifyBearer, type Claims, type TokenKeys } from "./auth";
 import type { Logger } from "./log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "./metrics";
@@ -205,14 +206,35 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
 
 const claimsKey = createContextKey<Claims | undefined>(undefined, { description: "verified bearer claims" });
 
+/** Verified tokens remembered at most; past it the oldest are forgotten. */
+const VERIFIED_CACHE_SIZE = 50_000;
+
 /**
  * Verifies the bearer token once per call (not per message) and keeps the claims in the call's
  * context values; handlers read them with `claimsOf(ctx)`. A missing or bad token fails the call
  * with UNAUTHENTICATED before the handler runs.
+ *
+ * A token that verified is remembered until its `exp`: a vehicle opens a new stream every few
+ * seconds with the same token, and an HS256 check through WebCrypto cost more than the stream's
+ * points. Only successes are kept, so a bad token is checked (and refused) every time.
  */
 export function createAuthInterceptor(keys: TokenKeys): Interceptor {
+  const verified = new Map<string, { claims: Claims; expiresMs: number }>();
+  const verify = async (header: string | null): Promise<Claims> => {
+    if (header !== null) {
+      const hit = verified.get(header);
+      if (hit && Date.now() < hit.expiresMs) return hit.claims;
+      if (hit) verified.delete(header);
+    }
+    const claims = await verifyBearer(keys, header);
+    // verifyBearer checked the header's form and required `exp`.
+    const { exp } = decodeJwt(header!.trim().split(/\s+/)[1]!);
+    if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!);
+    verified.set(header!, { claims, expiresMs: exp! * 1000 });
+    return claims;
+  };
   return (next) => async (req) => {
-    const claims = await verifyBearer(keys, req.header.get("authorization"));
+    const claims = await verify(req.header.get("authorization"));
     req.contextValues.set(claimsKey, claims);
     return next(req);
   };
