@@ -8,7 +8,7 @@
  * later batches of theirs (even if stored) do not advance them until nothing of theirs is in flight.
  *
  * The window of points accepted but not yet PubAck'd is bounded gateway-wide (`maxInFlight`):
- * handlers call `room()` before reading their next message, so a slow JetStream stops the reading
+ * handlers check `full` after each point and wait with `whenRoom()`, so a slow JetStream stops the reading
  * and HTTP/2 flow control pushes back to the vehicles.
  */
 import { headers as natsHeaders } from "@nats-io/nats-core";
@@ -59,6 +59,14 @@ export interface BatcherOptions {
 export interface Batcher {
   /** Adds an accepted point. The caller has already bumped nothing: the batcher counts it in flight. */
   add(position: Position, state: VehicleState, sink: AckSink): void;
+  /** No room for more points in flight: wait with `whenRoom`. */
+  readonly full: boolean;
+  /**
+   * Calls `wake` once there is room. Waiters are woken in order, one at a time while there is
+   * room, so that a stream resumed synchronously takes the room before the next is woken (with
+   * thousands of streams waiting, waking all at every completed batch cost more than the points).
+   */
+  whenRoom(wake: () => void): void;
   /** undefined when there is room for more points, else a promise that resolves when there is. */
   room(): Promise<void> | undefined;
   /** Points accepted and not yet completed. */
@@ -110,7 +118,9 @@ export function createBatcher({
   const parts = Array.from({ length: partitionCount }, (_, i) => new Partition(i, subjectOf(i)));
   let batchNo = 0;
   let inFlight = 0;
-  let roomWaiter: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** FIFO of whenRoom waiters from `waitHead` on (a head index: shift() is O(n) on 10,000 of them). */
+  let waiters: ((() => void) | undefined)[] = [];
+  let waitHead = 0;
   let idleWaiters: (() => void)[] = [];
 
   const batches = new Counter({ name: "gateway_batches_published_total", help: "JetStream messages published", labelNames: ["result"], registers: [registry] });
@@ -220,10 +230,17 @@ export function createBatcher({
     }
     inFlight -= positions.length;
     for (const sink of touched) sink.settled();
-    if (roomWaiter && inFlight < maxInFlight) {
-      const w = roomWaiter;
-      roomWaiter = undefined;
-      w.resolve();
+    while (waitHead < waiters.length && inFlight < maxInFlight) {
+      const wake = waiters[waitHead]!;
+      waiters[waitHead++] = undefined;
+      wake();
+    }
+    if (waitHead === waiters.length) {
+      waiters = [];
+      waitHead = 0;
+    } else if (waitHead > 1024 && waitHead * 2 > waiters.length) {
+      waiters = waiters.slice(waitHead);
+      waitHead = 0;
     }
     if (inFlight === 0 && idleWaiters.length > 0) {
       const ws = idleWaiters;
@@ -247,14 +264,16 @@ export function createBatcher({
       inFlight++;
       if (batch.positions.length >= batchMaxPoints) flush(part);
     },
+    get full() {
+      return inFlight >= maxInFlight;
+    },
+    whenRoom(wake) {
+      if (inFlight < maxInFlight) wake();
+      else waiters.push(wake);
+    },
     room() {
       if (inFlight < maxInFlight) return undefined;
-      if (!roomWaiter) {
-        let resolve!: () => void;
-        const promise = new Promise<void>((r) => (resolve = r));
-        roomWaiter = { promise, resolve };
-      }
-      return roomWaiter.promise;
+      return new Promise<void>((resolve) => waiters.push(resolve));
     },
     get inFlight() {
       return inFlight;

@@ -264,19 +264,16 @@ export function createIngestService({
         else reject(err);
       };
       const watched = streams.watch(finish);
-      const waitForRoom = (room: Promise<void>) => {
+      const waitForRoom = () => {
         input.pause();
         watched.hold(true);
-        room.then(() => {
+        batcher.whenRoom(() => {
           if (over) return;
-          const again = batcher.room();
-          if (again) return waitForRoom(again);
           watched.hold(false);
           input.resume();
         });
       };
-      const room = batcher.room();
-      if (room) waitForRoom(room);
+      if (batcher.full) waitForRoom();
       input.start({
         message(msg) {
           if (over) return;
@@ -288,8 +285,7 @@ export function createIngestService({
             return finish(err);
           }
           if (call.error) return finish();
-          const room = batcher.room();
-          if (room) waitForRoom(room);
+          if (batcher.full) waitForRoom();
         },
         end: () => finish(),
         error: (err) => finish(err ?? new Error("stream failed")),

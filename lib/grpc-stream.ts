@@ -192,6 +192,8 @@ class FramedInput implements AnyInput {
   private done = false;
   /** A protocol error found before the handler started reading. */
   private failure: unknown;
+  /** Inside pump(): a resume() from a handler must not start a second, nested one. */
+  private pumping = false;
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
@@ -217,7 +219,8 @@ class FramedInput implements AnyInput {
     if (!this.paused) return;
     this.paused = false;
     if (!this.sink || this.stopped || this.done) return;
-    this.pump();
+    // Resumed from inside a delivery, the running pump goes on by itself.
+    if (!this.pumping) this.pump();
     if (!this.paused) this.stream.resume();
   }
 
@@ -273,6 +276,15 @@ class FramedInput implements AnyInput {
 
   /** Delivers what `pending` holds, until it is empty or the handler pauses or stops. */
   private pump(): void {
+    this.pumping = true;
+    try {
+      this.deliver();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private deliver(): void {
     const buf = this.pending;
     let off = 0;
     if (buf) {
