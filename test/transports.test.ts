@@ -4,14 +4,12 @@
  * fetch, HTTP/1.1) — the ones a browser page uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import * as grpc from "@grpc/grpc-js";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestService, RejectReason, UploadRequestSchema, UploadResponseSchema, type UploadRequest } from "../gen/fleet/v1/ingest_pb";
 import { bearer, grpcUpload, point, startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
 
@@ -35,19 +33,9 @@ function grpcClientWith(target: string, credentials: grpc.ChannelCredentials): g
   return new Client(target, credentials, { "grpc.use_local_subchannel_pool": 1, "grpc.ssl_target_name_override": "localhost" });
 }
 
-const dir = mkdtempSync(join(tmpdir(), "fleet-tls-"));
-const certFile = join(dir, "cert.pem");
-const keyFile = join(dir, "key.pem");
-
-beforeAll(() => {
-  const made = Bun.spawnSync([
-    "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    "-keyout", keyFile, "-out", certFile,
-  ]);
-  if (made.exitCode !== 0) throw new Error(`openssl failed: ${made.stderr.toString()}`);
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+// A committed self-signed certificate for localhost (see test/fixtures/README.md).
+const certFile = join(import.meta.dir, "fixtures", "localhost-cert.pem");
+const keyFile = join(import.meta.dir, "fixtures", "localhost-key.pem");
 
 describe("tls", () => {
   let gw: TestGateway;
