@@ -54,7 +54,10 @@ export async function run(argv: string[]): Promise<number> {
     disconnectRate: config.simDisconnects,
     log: createLogger({ level: "warn", fields: { service: "sim" } }),
   });
-  say(`driving ${vehicles} simulated vehicles, one report every ${intervalMs} ms each${durationMs ? ` for ${durationMs / 1000} s` : ""}; Ctrl-C stops`);
+  say(
+    `driving ${vehicles} simulated vehicles, one report every ${intervalMs} ms each${durationMs ? ` for ${durationMs / 1000} s` : ""}; ` +
+      "acks arrive as each vehicle's Upload stream rolls (every 5 s or 500 points); Ctrl-C stops",
+  );
   await sim.start();
   const report = async () => {
     let stored = "?";
