@@ -3,7 +3,7 @@ import { createGateway, type Gateway } from "../gateway/gateway";
 import { loadConfig } from "../lib/config";
 import { silentLogger } from "../lib/log";
 import { testStack } from "../lib/testing";
-import { parseSimArgs } from "./main";
+import { parseSimArgs } from "./options";
 import { createSimulator } from "./simulator";
 
 const keys = { secret: "sim-test-secret", issuer: "fleet", audience: "fleet" };

@@ -1,41 +1,32 @@
 /** `fleet demo`: `fleet up` plus simulated vehicles, printing live counts. */
-import { parseArgs } from "node:util";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { tokenKeys } from "../../lib/auth";
-import { loadConfig, parseDuration } from "../../lib/config";
+import { loadConfig } from "../../lib/config";
 import { createLogger } from "../../lib/log";
 import { POSITIONS_STREAM } from "../../lib/subjects";
+import { parseSimArgs, SIM_USAGE } from "../../sim/options";
 import { createSimulator } from "../../sim/simulator";
 import { startPlatform, untilSignal } from "../platform";
 import { describeSimStats } from "./sim";
 import { describeEndpoints } from "./up";
 
-const help = `usage: fleet demo [--vehicles N] [--interval 1s] [--duration D]
+const help = `usage: fleet demo [flags]
 
-Starts the whole platform like "fleet up", then drives simulated vehicles (default: SIM_VEHICLES=50,
-one report a second each) and prints every 5 s what the vehicles sent, what the gateway acked and
-how many positions JetStream holds. Ctrl-C (or --duration) stops everything.`;
+Starts the whole platform like "fleet up", then drives simulated vehicles against its gateway and
+prints every 5 s what the vehicles sent, what the gateway acked and how many positions JetStream
+holds. Ctrl-C (or --duration) stops everything. Takes the simulator's flags (--url excepted):
+
+${SIM_USAGE}`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      help: { type: "boolean", short: "h" },
-      vehicles: { type: "string" },
-      interval: { type: "string" },
-      duration: { type: "string" },
-    },
-  });
-  if (values.help) {
+  if (argv.includes("--help") || argv.includes("-h")) {
     console.log(help);
     return 0;
   }
+  if (argv.some((a) => a === "--url" || a.startsWith("--url="))) throw new Error("--url: the demo drives its own gateway");
   const config = loadConfig();
-  const vehicles = values.vehicles ? Number(values.vehicles) : config.simVehicles;
-  if (!Number.isInteger(vehicles) || vehicles < 1) throw new Error(`--vehicles: expected a whole number ≥ 1, got "${values.vehicles}"`);
-  const intervalMs = values.interval ? parseDuration(values.interval, "--interval") : config.simInterval;
-  const durationMs = values.duration ? parseDuration(values.duration, "--duration") : 0;
+  const options = parseSimArgs(argv, config);
+  const { vehicles, intervalMs, durationMs } = options;
 
   const say = (line: string) => console.log(`fleet demo: ${line}`);
   const platform = await startPlatform({ config, progress: say });
@@ -45,13 +36,8 @@ export async function run(argv: string[]): Promise<number> {
   const nc = await connect({ servers: platform.endpoints.nats, name: "fleet-demo" });
   const jsm = await jetstreamManager(nc);
   const sim = createSimulator({
+    ...options,
     url: platform.endpoints.gateway!,
-    keys: tokenKeys(config),
-    vehicles,
-    intervalMs,
-    durationMs,
-    badFixRate: config.simBadFixes,
-    disconnectRate: config.simDisconnects,
     log: createLogger({ level: "warn", fields: { service: "sim" } }),
   });
   say(

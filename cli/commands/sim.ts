@@ -1,7 +1,7 @@
 /** `fleet sim`: simulated vehicles against a running gateway, with progress lines. */
 import { loadConfig } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import { parseSimArgs, SIM_USAGE } from "../../sim/main";
+import { parseSimArgs, SIM_USAGE } from "../../sim/options";
 import { createSimulator, type SimulatorStats } from "../../sim/simulator";
 import { untilSignal } from "../platform";
 

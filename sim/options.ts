@@ -1,16 +1,11 @@
 /**
- * `bun sim/main.ts [--url http://127.0.0.1:50051] [--vehicles 50] [--interval 1s] [--duration 0]
- *   [--center 52.52,13.405] [--bad-fix-rate 0.002] [--disconnect-rate 0.001] [--seed 1]
- *   [--per-connection 500] [--fleets 3] [--prefix veh-] [--insecure]`
- *
- * Defaults come from the config (SIM_VEHICLES, SIM_INTERVAL, SIM_BAD_FIX_RATE, SIM_DISCONNECT_RATE,
- * GATEWAY_PORT, FLEET_JWT_SECRET). Prints a progress line every few seconds; Ctrl-C stops
- * cleanly (flushes what is buffered).
+ * Simulator flags (`fleet sim`, `fleet demo`): parsed over the config's defaults (SIM_VEHICLES,
+ * SIM_INTERVAL, SIM_BAD_FIX_RATE, SIM_DISCONNECT_RATE, GATEWAY_PORT, FLEET_JWT_SECRET).
+ * `fleet sim` (cli/commands/sim.ts) is the one runner.
  */
 import { tokenKeys } from "../lib/auth";
-import { ConfigError, loadConfig, parseDuration, type Config } from "../lib/config";
-import { createLogger } from "../lib/log";
-import { createSimulator, type SimulatorOptions } from "./simulator";
+import { ConfigError, parseDuration, type Config } from "../lib/config";
+import type { SimulatorOptions } from "./simulator";
 
 /** Parses simulator flags over the config's defaults; throws ConfigError naming the flag. */
 export function parseSimArgs(argv: readonly string[], config: Config): SimulatorOptions {
@@ -80,29 +75,3 @@ export const SIM_USAGE = `flags (defaults from the config):
   --prefix P              vehicle id prefix (default veh-)
   --seed N                route seed (default 1)
   --insecure              skip TLS certificate checks`;
-
-if (import.meta.main) {
-  if (process.argv.includes("--help") || process.argv.includes("-h")) {
-    console.log(`bun sim/main.ts [flags]\n${SIM_USAGE}`);
-    process.exit(0);
-  }
-  let config: Config;
-  let options: SimulatorOptions;
-  try {
-    config = loadConfig();
-    options = parseSimArgs(process.argv.slice(2), config);
-  } catch (err) {
-    console.error(err instanceof Error ? err.message : String(err));
-    process.exit(2);
-  }
-  const log = createLogger({ level: config.logLevel, fields: { service: "sim" } });
-  const sim = createSimulator({ ...options, log });
-  await sim.start();
-  const progress = setInterval(() => log.info("progress", { ...sim.stats() }), 5_000);
-  const shutdown = () => void sim.stop();
-  process.once("SIGINT", shutdown);
-  process.once("SIGTERM", shutdown);
-  await sim.done;
-  clearInterval(progress);
-  process.exit(0);
-}
