@@ -4,6 +4,7 @@
  * and the coordinates are encoded once per vehicle and the rest is a few byte writes. It is
  * checked against protobuf-es in `point-codec.test.ts`.
  */
+import { varintSize, writeVarint } from "../lib/varint";
 
 /** What stays the same for every point of one vehicle, pre-encoded. */
 export interface VehicleTemplate {
@@ -36,24 +37,6 @@ export function vehicleTemplate(vehicleId: string, lat: number, lon: number, spe
   tail[28] = 0x45; // 8: float
   view.setFloat32(29, accuracy, true);
   return { head, tail };
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
-function writeVarint(buf: Uint8Array, at: number, v: number): number {
-  while (v >= 0x80) {
-    buf[at++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[at++] = v;
-  return at;
 }
 
 /** Size of the encoded Position of `t` with this seq and time. */

@@ -7,6 +7,7 @@
 import { toBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
+import { varintSize, writeVarint } from "../lib/varint";
 
 /** A growable output buffer, reused from batch to batch. */
 class Writer {
@@ -26,11 +27,7 @@ class Writer {
 
   /** A varint of a non-negative integer below 2^53. */
   varint(v: number): void {
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.buf[this.pos++] = v;
+    this.pos = writeVarint(this.buf, this.pos, v);
   }
 
   /** int32 as protobuf writes it: negative values sign-extended to ten bytes. */
@@ -87,14 +84,6 @@ class Writer {
   }
 }
 
-function varintSize(v: number): number {
-  let n = 1;
-  while (v >= 0x80) {
-    v = Math.floor(v / 0x80);
-    n++;
-  }
-  return n;
-}
 
 const out = new Writer();
 const one = new Writer();
