@@ -160,33 +160,23 @@ describe("vehicle client", () => {
     await client.close();
   });
 
-  test("client - keeps the newest points when the buffer is full and the gateway is away", async () => {
+  /** A client of a new vehicle pointed at a free port where no gateway listens (yet). */
+  async function clientOfAbsentGateway(over: Partial<VehicleClientOptions>) {
     const port = await freePort();
-    const id = newVehicle();
-    const token = await mintVehicleToken(keys, id);
-    const client = createVehicleClient({
-      url: `http://127.0.0.1:${port}`,
-      vehicleId: id,
-      token,
-      bufferLimit: 10,
-      backoff: { initialMs: 20, maxMs: 100 },
-    });
+    const vehicleId = newVehicle();
+    const token = await mintVehicleToken(keys, vehicleId);
+    return { port, client: createVehicleClient({ url: `http://127.0.0.1:${port}`, vehicleId, token, ...over }) };
+  }
+
+  test("client - keeps the newest points when the buffer is full and the gateway is away", async () => {
+    const { client } = await clientOfAbsentGateway({ bufferLimit: 10, backoff: { initialMs: 20, maxMs: 100 } });
     for (let i = 0; i < 25; i++) client.push(point(i));
     expect(client.stats).toMatchObject({ pushed: 25, dropped: 15, buffered: 10, acked: 0 });
     await client.close();
   });
 
   test("client - buffers while the gateway is down and delivers once it is up", async () => {
-    const port = await freePort();
-    const id = newVehicle();
-    const token = await mintVehicleToken(keys, id);
-    const client = createVehicleClient({
-      url: `http://127.0.0.1:${port}`,
-      vehicleId: id,
-      token,
-      backoff: { initialMs: 50, maxMs: 200 },
-      rollEvery: { points: 50, ms: 200 },
-    });
+    const { client, port } = await clientOfAbsentGateway({ backoff: { initialMs: 50, maxMs: 200 }, rollEvery: { points: 50, ms: 200 } });
     for (let i = 0; i < 100; i++) client.push(point(i));
     await Bun.sleep(500);
     expect(client.stats.acked).toBe(0);
