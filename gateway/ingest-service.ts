@@ -24,7 +24,7 @@ import {
   type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { iterableInput, nativeBidiStream, nativeClientStream, type MessageInput, type NativeStream } from "../lib/grpc-stream";
+import { iterableInput, nativeBidiStream, nativeClientStream, type MessageInput, type MessageSink, type NativeStream } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
 import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
@@ -32,7 +32,7 @@ import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
 import { pointRequestDecoder } from "./point-decoder";
 import type { Bucket, RateLimiter } from "./rate-limit";
-import type { StreamWatch } from "./stream-watch";
+import type { Stoppable, StreamWatch, WatchedStream } from "./stream-watch";
 import { validatePosition, type ValidateOptions } from "./validate";
 
 export interface IngestServiceOptions {
@@ -125,6 +125,86 @@ class IngestCall implements AckSink {
     this.accepted = 0;
     this.rejected = [];
     return ack;
+  }
+}
+
+/** What a PointReader needs from the service. */
+interface ReaderDeps {
+  batcher: Batcher;
+  streams: StreamWatch;
+  /** Takes one point into the call (see createIngestService); throws what ends the stream. */
+  take(call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, rateChecked: boolean): void;
+}
+
+/**
+ * Reads one call's stream of points until it ends, the stream watch stops it (idle, drain), or a
+ * point is fatal; then marks itself done and wakes the call. While the batcher has no room the
+ * input is paused, so HTTP/2 flow control holds the vehicle back.
+ *
+ * One object per open stream, with methods rather than closures: 10,000 open streams each holding
+ * a promise, its resolvers and a handful of callbacks cost more memory than the streams themselves.
+ */
+class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
+  done = false;
+  /** Why reading stopped early (fatal point, protocol error, idle timeout); undefined on a clean end or drain. */
+  failure: unknown;
+  private readonly watched: WatchedStream;
+  private roomWaiter: (() => void) | undefined;
+
+  constructor(
+    private readonly call: IngestCall,
+    private readonly input: PointInput,
+    private readonly deps: ReaderDeps,
+  ) {
+    this.watched = deps.streams.watch(this);
+    if (deps.batcher.full) this.waitForRoom();
+    input.start(this);
+  }
+
+  message(msg: { position?: Position }): void {
+    if (this.done) return;
+    const now = Date.now();
+    this.watched.touch(now);
+    try {
+      this.deps.take(this.call, msg.position, now, true, false);
+    } catch (err) {
+      return this.finish(err);
+    }
+    if (this.call.error) return this.finish(undefined);
+    if (this.deps.batcher.full) this.waitForRoom();
+  }
+
+  end(): void {
+    this.finish(undefined);
+  }
+
+  error(err: unknown): void {
+    this.finish(err ?? new Error("stream failed"));
+  }
+
+  stop(err: Error | undefined): void {
+    this.finish(err);
+  }
+
+  private waitForRoom(): void {
+    this.input.pause();
+    this.watched.hold(true);
+    // Made on first need only: most streams never wait.
+    this.roomWaiter ??= () => {
+      if (this.done) return;
+      this.watched.hold(false);
+      this.input.resume();
+    };
+    this.deps.batcher.whenRoom(this.roomWaiter);
+  }
+
+  private finish(err: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    this.failure = err;
+    this.watched.close();
+    this.input.stop();
+    this.call.settled();
   }
 }
 
@@ -248,63 +328,18 @@ export function createIngestService({
     batcher.add(p, state, call);
   };
 
-  /**
-   * Reads a stream of points until it ends, drain stops it, or a point is fatal. While the batcher
-   * has no room the input is paused, so HTTP/2 flow control holds the vehicle back.
-   */
-  const consume = (call: IngestCall, input: PointInput) =>
-    new Promise<void>((resolve, reject) => {
-      let over = false;
-      const finish = (err?: unknown) => {
-        if (over) return;
-        over = true;
-        watched.close();
-        input.stop();
-        if (err === undefined) resolve();
-        else reject(err);
-      };
-      const watched = streams.watch(finish);
-      const waitForRoom = () => {
-        input.pause();
-        watched.hold(true);
-        batcher.whenRoom(() => {
-          if (over) return;
-          watched.hold(false);
-          input.resume();
-        });
-      };
-      if (batcher.full) waitForRoom();
-      input.start({
-        message(msg) {
-          if (over) return;
-          const now = Date.now();
-          watched.touch(now);
-          try {
-            take(call, msg.position, now, true, false);
-          } catch (err) {
-            return finish(err);
-          }
-          if (call.error) return finish();
-          if (batcher.full) waitForRoom();
-        },
-        end: () => finish(),
-        error: (err) => finish(err ?? new Error("stream failed")),
-      });
-    });
+  const reading: ReaderDeps = { batcher, streams, take };
 
   const ackOf = (call: IngestCall) => create(IngestAckSchema, call.takeAck()) as IngestAck;
 
   const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
     const call = begin(ctx);
-    try {
-      await consume(call, input);
-    } catch (err) {
-      // What was accepted before the failure still becomes durable; the vehicle learns how
-      // far through Resume, since a client stream cannot carry both a response and an error.
-      await call.settle();
-      throw err;
-    }
+    const reader = new PointReader(call, input, reading);
+    while (!reader.done) await call.changed();
+    // What was accepted before a failure still becomes durable; the vehicle learns how far
+    // through Resume, since a client stream cannot carry both a response and an error.
     await call.settle();
+    if (reader.failure !== undefined) throw reader.failure;
     if (call.error) throw call.error;
     return { $typeName: "fleet.v1.UploadResponse", ack: ackOf(call) };
   };
@@ -313,26 +348,14 @@ export function createIngestService({
     const call = begin(ctx);
     // The resume point, right away.
     yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-    let inputDone = false;
-    let inputError: unknown;
-    consume(call, input).then(
-      () => {
-        inputDone = true;
-        call.settled();
-      },
-      (err: unknown) => {
-        inputError = err;
-        inputDone = true;
-        call.settled();
-      },
-    );
+    const reader = new PointReader(call, input, reading);
     for (;;) {
       if (call.hasNews) yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-      if ((inputDone || call.error) && call.pending === 0) break;
+      if ((reader.done || call.error) && call.pending === 0) break;
       await call.changed();
     }
     if (call.error) throw call.error;
-    if (inputError !== undefined) throw inputError;
+    if (reader.failure !== undefined) throw reader.failure;
   }
 
   const service: ServiceImpl<typeof IngestService> = {

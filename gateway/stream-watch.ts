@@ -18,9 +18,15 @@ export interface WatchedStream {
   close(): void;
 }
 
+/** What a watched stream's reader does when the watch stops it. */
+export interface Stoppable {
+  /** Called at most once, with IdleTimeoutError or (drain) undefined. */
+  stop(err: Error | undefined): void;
+}
+
 export interface StreamWatch {
-  /** Watches a stream; `stop` is called at most once, with IdleTimeoutError or (drain) undefined. */
-  watch(stop: (err: Error | undefined) => void): WatchedStream;
+  /** Watches a stream; its reader's `stop` is called at most once, with IdleTimeoutError or (drain) undefined. */
+  watch(reader: Stoppable): WatchedStream;
   /** Stops every watched stream; streams watched later are stopped at once. */
   drain(): void;
   readonly size: number;
@@ -33,7 +39,7 @@ class Entry implements WatchedStream {
   held = false;
 
   constructor(
-    readonly stop: (err: Error | undefined) => void,
+    readonly reader: Stoppable,
     private readonly entries: Set<Entry>,
   ) {}
 
@@ -61,7 +67,7 @@ export function createStreamWatch({ idleTimeoutMs }: { idleTimeoutMs: number }):
       for (const e of entries) {
         if (!e.held && now - e.last >= idleTimeoutMs) {
           entries.delete(e);
-          e.stop(new IdleTimeoutError(`stream sent nothing for ${idleTimeoutMs / 1000} s: closed, reconnect when there is data`));
+          e.reader.stop(new IdleTimeoutError(`stream sent nothing for ${idleTimeoutMs / 1000} s: closed, reconnect when there is data`));
         }
       }
     },
@@ -70,10 +76,10 @@ export function createStreamWatch({ idleTimeoutMs }: { idleTimeoutMs: number }):
   sweep.unref?.();
 
   return {
-    watch(stop) {
-      const entry = new Entry(stop, entries);
+    watch(reader) {
+      const entry = new Entry(reader, entries);
       // Asynchronously, so that the caller holds the entry before it is stopped.
-      if (draining) queueMicrotask(() => stop(undefined));
+      if (draining) queueMicrotask(() => reader.stop(undefined));
       else entries.add(entry);
       return entry;
     },
@@ -81,7 +87,7 @@ export function createStreamWatch({ idleTimeoutMs }: { idleTimeoutMs: number }):
       draining = true;
       const all = [...entries];
       entries.clear();
-      for (const e of all) e.stop(undefined);
+      for (const e of all) e.reader.stop(undefined);
     },
     get size() {
       return entries.size;

@@ -148,13 +148,14 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
     registers: [registry],
   });
 
-  const finish = (procedure: string, started: number, err: unknown, signal?: AbortSignal): ConnectError | undefined => {
+  /** `req` is read only on failure: a native call makes its AbortSignal only when someone reads it. */
+  const finish = (procedure: string, started: number, err: unknown, req?: { readonly signal: AbortSignal }): ConnectError | undefined => {
     const seconds = (performance.now() - started) / 1000;
     let code: Code | 0 = 0;
     let mapped: ConnectError | undefined;
     if (err !== undefined) {
       // The client went away (reset, "Premature close"): not a server fault.
-      const aborted = signal?.aborted && !(err instanceof ConnectError);
+      const aborted = req?.signal.aborted && !(err instanceof ConnectError);
       const { error, known } = aborted
         ? { error: new ConnectError("call cancelled by the client", Code.Canceled), known: true }
         : toConnectError(err);
@@ -171,13 +172,13 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
     return mapped;
   };
 
-  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>, signal: AbortSignal): AsyncIterable<T> {
+  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>, req: { readonly signal: AbortSignal }): AsyncIterable<T> {
     let failure: unknown;
     try {
       yield* messages;
     } catch (err) {
       failure = err ?? new Error("stream failed");
-      throw finish(procedure, started, failure, signal)!;
+      throw finish(procedure, started, failure, req)!;
     } finally {
       openStreams.dec({ procedure });
       if (failure === undefined) finish(procedure, started, undefined);
@@ -194,13 +195,13 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
       res = await next(req);
     } catch (err) {
       if (req.stream) openStreams.dec({ procedure });
-      throw finish(procedure, started, err, req.signal)!;
+      throw finish(procedure, started, err, req)!;
     }
     if (!res.stream) {
       finish(procedure, started, undefined);
       return res;
     }
-    return { ...res, message: watch(procedure, started, res.message, req.signal) } as StreamResponse;
+    return { ...res, message: watch(procedure, started, res.message, req) } as StreamResponse;
   };
 }
 
