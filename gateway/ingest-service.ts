@@ -70,7 +70,8 @@ class IngestCall implements AckSink {
   pending = 0;
   /** Points made durable since the last ack. */
   accepted = 0;
-  rejected: Rejection[] = [];
+  /** Refusals since the last ack; made on the first one (most calls never refuse a point). */
+  rejected: Rejection[] | undefined;
   /** First publish failure: the call ends with it once its points settled. */
   error: Error | undefined;
   private wake: (() => void) | undefined;
@@ -111,7 +112,7 @@ class IngestCall implements AckSink {
   }
 
   get hasNews(): boolean {
-    return this.accepted > 0 || this.rejected.length > 0;
+    return this.accepted > 0 || this.rejected !== undefined;
   }
 
   /** The ack of everything since the previous one. */
@@ -120,10 +121,10 @@ class IngestCall implements AckSink {
       vehicleId: this.vehicleId,
       durableSeq: this.state.durable,
       accepted: this.accepted,
-      rejected: this.rejected,
+      rejected: this.rejected ?? [],
     };
     this.accepted = 0;
-    this.rejected = [];
+    this.rejected = undefined;
     return ack;
   }
 }
@@ -244,7 +245,7 @@ export function createIngestService({
   });
 
   const refuse = (call: IngestCall, seq: number, reason: RejectReason, message: string) => {
-    call.rejected.push({ $typeName: "fleet.v1.Rejection", seq, reason, message });
+    (call.rejected ??= []).push({ $typeName: "fleet.v1.Rejection", seq, reason, message });
     const name = RejectReason[reason] ?? String(reason);
     refusedTotals.set(name, (refusedTotals.get(name) ?? 0) + 1);
     // Sync sends rejections with the next ack; wake it in case no batch is coming.

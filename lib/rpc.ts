@@ -172,16 +172,50 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
     return mapped;
   };
 
-  async function* watch<T>(procedure: string, started: number, messages: AsyncIterable<T>, req: { readonly signal: AbortSignal }): AsyncIterable<T> {
-    let failure: unknown;
-    try {
-      yield* messages;
-    } catch (err) {
-      failure = err ?? new Error("stream failed");
-      throw finish(procedure, started, failure, req)!;
-    } finally {
-      openStreams.dec({ procedure });
-      if (failure === undefined) finish(procedure, started, undefined);
+  /**
+   * A response stream, counted open until it ends; a failure is mapped and logged like a unary
+   * one. An object rather than an async generator: it lives as long as the stream, and with
+   * 10,000 open streams a generator's suspended frame is memory worth keeping.
+   */
+  class WatchedMessages<T> implements AsyncIterable<T>, AsyncIterator<T> {
+    private it: AsyncIterator<T> | undefined;
+    private over = false;
+
+    constructor(
+      private readonly messages: AsyncIterable<T>,
+      private readonly procedure: string,
+      private readonly started: number,
+      private readonly req: { readonly signal: AbortSignal },
+    ) {}
+
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      this.it = this.messages[Symbol.asyncIterator]();
+      return this;
+    }
+
+    async next(): Promise<IteratorResult<T>> {
+      let r: IteratorResult<T>;
+      try {
+        r = await this.it!.next();
+      } catch (err) {
+        throw this.close(err ?? new Error("stream failed"));
+      }
+      if (r.done) this.close(undefined);
+      return r;
+    }
+
+    async return(value?: unknown): Promise<IteratorResult<T>> {
+      this.close(undefined);
+      await this.it?.return?.(value);
+      return { done: true, value: undefined };
+    }
+
+    /** Ends the count once; returns the mapped error of a failure. */
+    private close(err: unknown): ConnectError | undefined {
+      if (this.over) return err === undefined ? undefined : toConnectError(err).error;
+      this.over = true;
+      openStreams.dec({ procedure: this.procedure });
+      return finish(this.procedure, this.started, err, err === undefined ? undefined : this.req);
     }
   }
 
@@ -201,7 +235,7 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
       finish(procedure, started, undefined);
       return res;
     }
-    return { ...res, message: watch(procedure, started, res.message, req) } as StreamResponse;
+    return { ...res, message: new WatchedMessages(res.message, procedure, started, req) } as StreamResponse;
   };
 }
 
