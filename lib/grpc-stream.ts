@@ -464,11 +464,13 @@ class NativeContext implements HandlerContext {
     return this.deadline === undefined ? undefined : this.deadline - Date.now();
   }
 
+  /** Without a reason: the call finished (its input is already stopped), so no error is made unless a signal was handed out. */
   abort(reason?: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
-    this.reason = reason ?? new ConnectError("operation was aborted via signal", Code.Canceled);
     clearTimeout(this.deadlineTimer);
+    if (reason === undefined && !this.controller) return;
+    this.reason = reason ?? new ConnectError("operation was aborted via signal", Code.Canceled);
     this.controller?.abort(this.reason);
     this.input.fail(this.reason instanceof ConnectError ? this.reason : new Error("stream closed by the client before it half-closed"));
   }
