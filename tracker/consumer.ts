@@ -107,6 +107,10 @@ export async function startConsumer({
   };
 
   const handle = async (m: JsMsg) => {
+    if (stopping) {
+      m.nak();
+      return;
+    }
     let batch;
     try {
       batch = fromBinary(PositionBatchSchema, m.data);
@@ -145,6 +149,10 @@ export async function startConsumer({
       }
       if (redis.status !== "ready") await redisReady();
       while (inFlight.size >= pipeline) await Promise.race(inFlight);
+      if (stopping) {
+        m.nak();
+        continue;
+      }
       const p: Promise<void> = handle(m).finally(() => inFlight.delete(p));
       inFlight.add(p);
     }
@@ -156,6 +164,7 @@ export async function startConsumer({
       clearInterval(lagTimer);
       await messages.close().catch(() => {});
       await loop;
+      log.debug("consumer loop ended");
       await Promise.all(inFlight);
     },
   };

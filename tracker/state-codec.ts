@@ -45,7 +45,7 @@ export interface StoredState {
 const clampU16 = (v: number) => (Number.isFinite(v) ? Math.max(0, Math.min(65535, Math.round(v))) : 0);
 const tsMs = (t: { seconds: bigint; nanos: number } | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
 
-/** Packs a point as it arrives (rev 0, online, status as reported) for newer-wins.lua. */
+/** Packs a point as it arrives (rev 0, online, status as reported) for newer-wins.lua; `nowMs` is last seen when the gateway did not say. */
 export function packPoint(p: Position, nowMs: number): Buffer {
   const fleet = Buffer.from(p.fleetId.slice(0, 64), "utf8");
   const order = Buffer.from(p.orderId.slice(0, 128), "utf8");
@@ -54,7 +54,8 @@ export function packPoint(p: Position, nowMs: number): Buffer {
   buf.writeUInt32LE(0, 0);
   buf.writeUInt32LE(p.seq >>> 0, 4);
   buf.writeDoubleLE(tsMs(p.recordedAt), 8);
-  buf.writeDoubleLE(nowMs, 16);
+  // Heard from when the gateway received the point (a replay after a restart is not news).
+  buf.writeDoubleLE(p.receivedAt ? Math.min(tsMs(p.receivedAt), nowMs) : nowMs, 16);
   buf.writeInt32LE(Math.round(p.lat * 1e7), 24);
   buf.writeInt32LE(Math.round(p.lon * 1e7), 28);
   buf.writeUInt16LE(clampU16(p.speed * 100), 32);

@@ -28,9 +28,9 @@ const [newerWinsLua, setStatusLua, sweepLua] = await Promise.all([script("newer-
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  newerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer[]>;
-  setStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
-  sweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
+  fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
 }
 
 /** A point Redis took (it was newer than what it held). */
@@ -73,9 +73,10 @@ export const bucketOf = (vehicleId: string) => partitionOf(vehicleId, BUCKETS);
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
   const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:` };
-  redis.defineCommand("newerWins", { lua: newerWinsLua, numberOfKeys: 3 });
-  redis.defineCommand("setStatus", { lua: setStatusLua, numberOfKeys: 3 });
-  redis.defineCommand("sweep", { lua: sweepLua, numberOfKeys: 2 });
+  // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
+  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 2 });
   const scripts = redis as unknown as Scripts;
 
   return {
@@ -87,7 +88,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         const lat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, p.lat));
         args.push(p.vehicleId, bucketOf(p.vehicleId), p.lon, lat, packPoint(p, nowMs));
       }
-      const reply = await scripts.newerWinsBuffer(keys.geo, keys.counts, keys.orders, ...args);
+      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, ...args);
       const out: Applied[] = [];
       for (let i = 0; i < points.length; i++) {
         const record = reply[2 * i]!;
@@ -138,13 +139,13 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       return (await redis.hget(keys.orders, orderId)) ?? undefined;
     },
     async setStatus(vehicleId, status, orderId) {
-      const reply = await scripts.setStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
+      const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
       return reply ? { record: reply[0], previous: reply[1] } : undefined;
     },
     async sweep(cutoffMs, bucketsPerCall = 64) {
       const out: { vehicleId: string; record: Buffer }[] = [];
       for (let from = 0; from < BUCKETS; from += bucketsPerCall) {
-        const reply = await scripts.sweepBuffer(keys.geo, keys.counts, keys.bucketPrefix, from, Math.min(BUCKETS, from + bucketsPerCall), cutoffMs);
+        const reply = await scripts.fleetSweepBuffer(keys.geo, keys.counts, keys.bucketPrefix, from, Math.min(BUCKETS, from + bucketsPerCall), cutoffMs);
         for (let i = 0; i < reply.length; i += 2) out.push({ vehicleId: reply[i]!.toString("utf8"), record: reply[i + 1]! });
       }
       return out;

@@ -171,7 +171,7 @@ export async function createTracker({
           handlers.close();
           await srv.close();
           await natsHandle.close();
-          redis.disconnect();
+          await redis.quit().catch(() => redis.disconnect());
         })()),
     };
   } catch (err) {
