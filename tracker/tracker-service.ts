@@ -87,6 +87,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   const openWatches = new Gauge({ name: "tracker_watches_open", help: "watches open now, by kind", labelNames: ["kind"], registers: [registry] });
   const eventsSent = new Counter({ name: "tracker_watch_events_sent_total", help: "events sent to watchers", labelNames: ["kind"], registers: [registry] });
   const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
+  const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
   const watches = new Set<Watch>();
   const lagTimer = setInterval(() => {
     const now = Date.now();
@@ -127,6 +128,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     log,
     onCoalesced: () => coalesced.inc({ kind }),
     onSent: (n: number) => eventsSent.inc({ kind }, n),
+    onTooSlow: () => tooSlow.inc({ kind }),
   });
 
   const service: ServiceImpl<typeof TrackerService> = {

@@ -46,6 +46,8 @@ export interface WatchOptions {
   chunk?: number;
   onCoalesced?(): void;
   onSent?(n: number): void;
+  /** The watch was ended as too slow (its client hears it when it reads next). */
+  onTooSlow?(): void;
 }
 
 interface Pending {
@@ -158,6 +160,7 @@ export class Watch {
   fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    if (err instanceof TooSlowError) this.o.onTooSlow?.();
     this.close();
     this.poke();
   }

@@ -129,13 +129,13 @@ describe("queries", () => {
     expect([...d].sort((a, b) => a - b)).toEqual(d);
 
     const avail = await near({ area: { shape: { case: "circle", value: { lat: lat0, lon: lon0, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 3 });
-    expect(avail.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[1], ids[3], ids[5]]);
+    expect(avail.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[1]!, ids[3]!, ids[5]!]);
 
     const inRadius = await near({ area: { shape: { case: "circle", value: { lat: lat0, lon: lon0, radiusM: 450 } } } });
     expect(inRadius.response!.vehicles.length).toBe(4);
 
     const box = await near({ area: { shape: { case: "box", value: { minLat: lat0 + 250 / 111_195, minLon: lon0 - 0.001, maxLat: lat0 + 650 / 111_195, maxLon: lon0 + 0.001 } } } });
-    expect(box.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[2], ids[3], ids[4], ids[5]].sort((a, b) => {
+    expect(box.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[2]!, ids[3]!, ids[4]!, ids[5]!].sort((a, b) => {
       // nearest to the box's centre first
       const c = lat0 + 450 / 111_195;
       const lat = (id: string) => lat0 + (ids.indexOf(id) + 1) * 100 / 111_195;
