@@ -131,6 +131,16 @@ const S = {
   // tracker
   trackerPort: int("TRACKER_PORT", 50052, "tracker port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   staleAfter: duration("TRACKER_STALE_AFTER", "5m", "a vehicle not heard from for this long goes offline"),
+  sweepInterval: duration("TRACKER_SWEEP_INTERVAL", "10s", "how often the tracker looks for vehicles past TRACKER_STALE_AFTER"),
+  redisPrefix: str("TRACKER_REDIS_PREFIX", "fleet:", "prefix of every Redis key the tracker writes"),
+  trackerFetch: int("TRACKER_FETCH_BATCHES", 64, "JetStream messages (batches) the tracker pulls at once", 1, 10000),
+  maxRadius: num("TRACKER_MAX_RADIUS_M", 200_000, "largest radius (or half-diagonal of a box) of a query or area watch, in metres"),
+  nearbyDefault: int("TRACKER_NEARBY_DEFAULT", 50, "vehicles Nearby returns when the request's limit is 0", 1),
+  nearbyMax: int("TRACKER_NEARBY_MAX", 1000, "largest limit a Nearby request may ask for", 1),
+  watchMaxVehicles: int("TRACKER_WATCH_MAX_VEHICLES", 100, "vehicle ids one WatchVehicles call may name", 1),
+  watchMaxPending: int("TRACKER_WATCH_MAX_PENDING", 10_000, "vehicles with an unsent update a watch may hold before it is ended as too slow", 1),
+  watchMaxLag: duration("TRACKER_WATCH_MAX_LAG", "30s", "a watch whose client takes nothing for this long while updates wait is ended as too slow"),
+  redisPubsub: bool("TRACKER_REDIS_PUBSUB", false, "also PUBLISH every update on a Redis channel per vehicle (the benchmark's comparison)"),
   // history
   historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),

@@ -53,6 +53,22 @@ export class InvalidRequestError extends Error {
   }
 }
 
+/** The thing asked for does not exist (or the caller may not learn that it does). */
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotFoundError";
+  }
+}
+
+/** A server stream's client reads too slowly and fell behind past a bound. */
+export class TooSlowError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TooSlowError";
+  }
+}
+
 /** A stream sent nothing for too long. */
 export class IdleTimeoutError extends Error {
   constructor(message: string) {
@@ -96,6 +112,8 @@ export function toConnectError(err: unknown): { error: ConnectError; known: bool
   if (err instanceof UnavailableError) return { error: new ConnectError(err.message, Code.Unavailable), known: true };
   if (err instanceof ShuttingDownError) return { error: new ConnectError(err.message, Code.Unavailable), known: true };
   if (err instanceof InvalidRequestError) return { error: new ConnectError(err.message, Code.InvalidArgument), known: true };
+  if (err instanceof NotFoundError) return { error: new ConnectError(err.message, Code.NotFound), known: true };
+  if (err instanceof TooSlowError) return { error: new ConnectError(err.message, Code.ResourceExhausted), known: true };
   if (err instanceof IdleTimeoutError) return { error: new ConnectError(err.message, Code.DeadlineExceeded), known: true };
   return { error: new ConnectError("internal error: see the server log", Code.Internal), known: false };
 }

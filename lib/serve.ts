@@ -97,6 +97,46 @@ function fixGrpcTrailers(res: NodeResponse): void {
   };
 }
 
+/** Bytes written to an HTTP/2 response and not yet flushed past which writes report backpressure. */
+const H2_WRITE_HIGH_WATER = 64 * 1024;
+
+/**
+ * Bun 1.4's Http2ServerResponse.write keeps returning true (and buffers without bound) for a client
+ * that stopped reading, after the first window's worth; its write callbacks, though, fire only once
+ * the bytes went out. Counting unflushed bytes through those callbacks restores Node's contract
+ * (false past the high-water mark, then "drain"), so connect-node's writer waits and a server
+ * stream (a watch) sees its slow client instead of filling memory.
+ */
+function boundH2Writes(res: http.ServerResponse): void {
+  let unflushed = 0;
+  let blocked = false;
+  const release = () => {
+    if (blocked && unflushed < H2_WRITE_HIGH_WATER) {
+      blocked = false;
+      res.emit("drain");
+    }
+  };
+  const write = res.write.bind(res) as (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean;
+  res.write = ((chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void) => {
+    const done = typeof encoding === "function" ? encoding : cb;
+    const bytes = typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
+    unflushed += bytes;
+    const ok = write(chunk, typeof encoding === "function" ? undefined : encoding, (err?: Error | null) => {
+      unflushed -= bytes;
+      release();
+      done?.(err);
+    });
+    if (ok && unflushed < H2_WRITE_HIGH_WATER) return true;
+    blocked = true;
+    return false;
+  }) as typeof res.write;
+  // A stream that closes with bytes unflushed: wake a writer waiting for "drain" (its next write fails).
+  res.once("close", () => {
+    unflushed = 0;
+    release();
+  });
+}
+
 /** Starts the one-port server and resolves once it listens. */
 export async function serve({
   routes,
@@ -167,6 +207,7 @@ export async function serve({
     }
     if (native?.handle(req)) return;
     fixGrpcTrailers(res);
+    if (req.httpVersionMajor === 2) boundH2Writes(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA
     // unread: read the rest and drop it, so its flow-control credit returns to the connection.
     res.once("finish", () => {

@@ -50,3 +50,21 @@ export function liveSubject(geohash5: string, vehicleId: string): string {
 export function subjectToken(value: string): string {
   return value.replace(/[.\s*>]/g, "_");
 }
+
+/** Every live subject of one vehicle, whatever its cell: what a vehicle watch subscribes to. */
+export function liveVehicleWildcard(vehicleId: string): string {
+  return `live.*.*.${subjectToken(vehicleId)}`;
+}
+
+/** Live subjects of one cell (a geohash of 5 characters) or of a coarser one (3 characters). */
+export function liveCellWildcard(geohash: string): string {
+  return geohash.length >= 5 ? `live.${geohash.slice(0, 3)}.${geohash.slice(0, 5)}.*` : `live.${geohash.slice(0, 3)}.>`;
+}
+
+/**
+ * Events of the vehicle serving an order, sent when a vehicle takes or leaves it: an order watch
+ * subscribes here to follow a reassignment.
+ */
+export function liveOrderSubject(orderId: string): string {
+  return `liveorder.${subjectToken(orderId)}`;
+}

@@ -1,0 +1,63 @@
+import { describe, expect, test } from "bun:test";
+import { create } from "@bufbuild/protobuf";
+import { AreaSchema } from "../gen/fleet/v1/geo_pb";
+import { InvalidRequestError } from "../lib/rpc";
+import { distanceM, regionSubjects, toRegion } from "./area";
+
+const circle = (lat: number, lon: number, radiusM: number) => create(AreaSchema, { shape: { case: "circle", value: { lat, lon, radiusM } } });
+const box = (minLat: number, minLon: number, maxLat: number, maxLon: number) =>
+  create(AreaSchema, { shape: { case: "box", value: { minLat, minLon, maxLat, maxLon } } });
+const MAX = 200_000;
+
+const refusal = (f: () => unknown) => {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(InvalidRequestError);
+    return (err as Error).message;
+  }
+  throw new Error("expected a refusal");
+};
+
+describe("area", () => {
+  test("distance - matches Redis GEODIST for Berlin-Potsdam within a metre", () => {
+    // GEODIST of (13.405 52.52) and (13.0645 52.3906) on Redis 7.0: 27198.9118 m
+    expect(distanceM(52.52, 13.405, 52.3906, 13.0645)).toBeCloseTo(27198.9, 0);
+  });
+
+  test("circle - contains by distance; radius ≤ 0, NaN, absurdly large and bad centres are refused with a reason", () => {
+    const r = toRegion(circle(52.52, 13.405, 1000), MAX);
+    expect(r.contains(52.5245, 13.405)).toBe(true); // ~500 m north
+    expect(r.contains(52.535, 13.405)).toBe(false); // ~1.7 km
+    expect(refusal(() => toRegion(circle(52.52, 13.405, 0), MAX))).toContain("must be above 0");
+    expect(refusal(() => toRegion(circle(52.52, 13.405, -5), MAX))).toContain("must be above 0");
+    expect(refusal(() => toRegion(circle(52.52, 13.405, Number.NaN), MAX))).toContain("must be above 0");
+    expect(refusal(() => toRegion(circle(52.52, 13.405, 1e9), MAX))).toContain("at most 200000 m");
+    expect(refusal(() => toRegion(circle(91, 13.405, 10), MAX))).toContain("lat -90..90");
+    expect(refusal(() => toRegion(circle(52, Number.POSITIVE_INFINITY, 10), MAX))).toContain("finite");
+  });
+
+  test("box - inverted, empty, out-of-range and too large boxes are refused with a reason", () => {
+    const r = toRegion(box(52.4, 13.3, 52.6, 13.5), MAX);
+    expect(r.contains(52.5, 13.4)).toBe(true);
+    expect(r.contains(52.7, 13.4)).toBe(false);
+    expect(refusal(() => toRegion(box(52.6, 13.3, 52.4, 13.5), MAX))).toContain("inverted");
+    expect(refusal(() => toRegion(box(52.4, 13.5, 52.6, 13.3), MAX))).toContain("antimeridian");
+    expect(refusal(() => toRegion(box(52.4, 13.3, 52.4, 13.5), MAX))).toContain("inverted or empty");
+    expect(refusal(() => toRegion(box(-95, 13.3, 52.4, 13.5), MAX))).toContain("lat -90..90");
+    expect(refusal(() => toRegion(box(0, 0, 10, 181), MAX))).toContain("lon -180..180");
+    expect(refusal(() => toRegion(box(40, 0, 60, 30), MAX))).toContain("too large");
+    expect(refusal(() => toRegion(create(AreaSchema, {}), MAX))).toContain("area is missing");
+    expect(refusal(() => toRegion(undefined, MAX))).toContain("area is missing");
+  });
+
+  test("subjects - a city takes 5-character cells, a country 3-character ones, beyond that everything", () => {
+    const city = regionSubjects(toRegion(box(52.45, 13.3, 52.55, 13.5), MAX));
+    expect(city.length).toBeGreaterThan(1);
+    expect(city.length).toBeLessThanOrEqual(64);
+    expect(city.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.\*$/.test(s))).toBe(true);
+    const region = regionSubjects(toRegion(circle(52.5, 13.4, 150_000), MAX));
+    expect(region.every((s) => /^live\.[0-9a-z]{3}\.>$/.test(s))).toBe(true);
+    expect(regionSubjects(toRegion(circle(52.5, 13.4, 3_000_000), 1e9))).toEqual(["live.>"]);
+  });
+});

@@ -1,0 +1,108 @@
+/**
+ * Areas of queries and watches: validation (with reasons a caller can act on), containment, the
+ * circle Redis searches to find candidates, and the live subjects that cover an area.
+ */
+import type { Area } from "../gen/fleet/v1/geo_pb";
+import { geohashCover } from "../lib/geohash";
+import { InvalidRequestError } from "../lib/rpc";
+import { liveCellWildcard } from "../lib/subjects";
+
+/** Earth radius Redis GEO uses, so distances agree with GEOSEARCH. */
+const EARTH_RADIUS_M = 6372797.560856;
+const rad = (deg: number) => (deg * Math.PI) / 180;
+
+/** Great-circle distance in metres (haversine, as Redis computes it). */
+export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
+  const u = Math.sin((rad(lat2) - rad(lat1)) / 2);
+  const v = Math.sin((rad(lon2) - rad(lon1)) / 2);
+  return 2 * EARTH_RADIUS_M * Math.asin(Math.sqrt(u * u + Math.cos(rad(lat1)) * Math.cos(rad(lat2)) * v * v));
+}
+
+export interface Bounds {
+  minLat: number;
+  minLon: number;
+  maxLat: number;
+  maxLon: number;
+}
+
+/** A validated area. */
+export interface Region {
+  kind: "circle" | "box";
+  /** Centre (of the circle, or of the box). */
+  lat: number;
+  lon: number;
+  /** Radius of the circle, or the box's largest distance from its centre: what Redis searches. */
+  radiusM: number;
+  /** Bounding box. */
+  bounds: Bounds;
+  contains(lat: number, lon: number): boolean;
+}
+
+const finite = (...v: number[]) => v.every(Number.isFinite);
+const latOk = (v: number) => v >= -90 && v <= 90;
+const lonOk = (v: number) => v >= -180 && v <= 180;
+
+/** Validates an area; throws InvalidRequestError saying what to change. */
+export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
+  const shape = area?.shape;
+  if (!shape || shape.case === undefined) throw new InvalidRequestError("area is missing: give a circle or a box");
+  if (shape.case === "circle") {
+    const { lat, lon, radiusM } = shape.value;
+    if (!finite(lat, lon) || !latOk(lat) || !lonOk(lon)) {
+      throw new InvalidRequestError(`circle centre lat ${lat}, lon ${lon}: need finite lat -90..90 and lon -180..180`);
+    }
+    if (!Number.isFinite(radiusM) || radiusM <= 0) throw new InvalidRequestError(`circle radius_m ${radiusM}: must be above 0`);
+    if (radiusM > maxRadiusM) throw new InvalidRequestError(`circle radius_m ${radiusM}: must be at most ${maxRadiusM} m`);
+    const dLat = (radiusM / EARTH_RADIUS_M) * (180 / Math.PI);
+    const cosLat = Math.cos(rad(Math.min(89.9, Math.abs(lat) + dLat)));
+    const dLon = Math.min(180, dLat / Math.max(cosLat, 1e-6));
+    return {
+      kind: "circle",
+      lat,
+      lon,
+      radiusM,
+      bounds: { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) },
+      contains: (la, lo) => distanceM(lat, lon, la, lo) <= radiusM,
+    };
+  }
+  const { minLat, minLon, maxLat, maxLon } = shape.value;
+  if (!finite(minLat, minLon, maxLat, maxLon) || !latOk(minLat) || !latOk(maxLat) || !lonOk(minLon) || !lonOk(maxLon)) {
+    throw new InvalidRequestError(`box corners (${minLat}, ${minLon}) (${maxLat}, ${maxLon}): need finite lat -90..90 and lon -180..180`);
+  }
+  if (minLat >= maxLat || minLon >= maxLon) {
+    throw new InvalidRequestError(
+      `box corners (${minLat}, ${minLon}) (${maxLat}, ${maxLon}) are inverted or empty: min_lat < max_lat and min_lon < max_lon (a box may not cross the antimeridian)`,
+    );
+  }
+  const lat = (minLat + maxLat) / 2;
+  const lon = (minLon + maxLon) / 2;
+  // The farthest corner is on the side nearer the equator (longitude degrees are longer there).
+  const edgeLat = Math.abs(minLat) < Math.abs(maxLat) ? minLat : maxLat;
+  const radiusM = Math.max(distanceM(lat, lon, edgeLat, minLon), distanceM(lat, lon, edgeLat, maxLon), distanceM(lat, lon, maxLat, lon), distanceM(lat, lon, minLat, lon));
+  if (radiusM > maxRadiusM) {
+    throw new InvalidRequestError(`box is too large: its corners are ${Math.round(radiusM)} m from its centre, at most ${maxRadiusM} m`);
+  }
+  return {
+    kind: "box",
+    lat,
+    lon,
+    radiusM,
+    bounds: { minLat, minLon, maxLat, maxLon },
+    contains: (la, lo) => la >= minLat && la <= maxLat && lo >= minLon && lo <= maxLon,
+  };
+}
+
+/** Most subscriptions one area watch takes before it uses coarser cells. */
+const MAX_CELLS = 64;
+
+/**
+ * Live subjects that carry every update inside a region: 5-character cells when at most 64 cover
+ * it, else 3-character ones, else everything (`live.>`). The watch filters exactly anyway.
+ */
+export function regionSubjects(region: Region): string[] {
+  const fine = geohashCover(region.bounds, 5, MAX_CELLS);
+  if (fine) return fine.map(liveCellWildcard);
+  const coarse = geohashCover(region.bounds, 3, MAX_CELLS);
+  if (coarse) return coarse.map(liveCellWildcard);
+  return ["live.>"];
+}

@@ -1,0 +1,29 @@
+/**
+ * What a watch token lets its holder see: a vehicle is visible when the token grants all, names the
+ * vehicle, its fleet, or the order it serves now. Every answer and every streamed event passes here.
+ */
+import type { HandlerContext } from "@connectrpc/connect";
+import type { WatchClaims } from "../lib/auth";
+import { claimsOf, PermissionError } from "../lib/rpc";
+
+/** The watch claims of a call; a vehicle token is PERMISSION_DENIED. */
+export function watchClaims(ctx: HandlerContext): WatchClaims {
+  const claims = claimsOf(ctx);
+  if (claims.role === "vehicle") throw new PermissionError("a vehicle token cannot query the tracker: use a watch token (`fleet token watch`)");
+  return claims;
+}
+
+/** True when the token grants this vehicle in its current fleet and order. */
+export function canSee(claims: WatchClaims, vehicleId: string, fleetId: string, orderId: string): boolean {
+  return (
+    claims.all ||
+    claims.vehicles.includes(vehicleId) ||
+    (fleetId !== "" && claims.fleets.includes(fleetId)) ||
+    (orderId !== "" && claims.orders.includes(orderId))
+  );
+}
+
+/** True when the token grants the vehicle whatever its fleet or order (all, or named). */
+export function grantsById(claims: WatchClaims, vehicleId: string): boolean {
+  return claims.all || claims.vehicles.includes(vehicleId);
+}

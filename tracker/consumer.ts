@@ -1,0 +1,171 @@
+/**
+ * The durable JetStream pull consumer `tracker`: each message is one PositionBatch, applied to
+ * Redis by one script call (newer wins), acked once Redis took it, then published live. Several
+ * tracker processes may share the consumer: JetStream spreads the messages, newer-wins keeps the
+ * state right whatever the order, and a redelivered batch changes nothing.
+ *
+ * Batches are pipelined (a few script calls in flight on the one connection, which Redis runs in
+ * order). When Redis fails, the batch is nak'd with a delay and pulling pauses until Redis is back;
+ * JetStream keeps everything meanwhile, so the tracker catches up by itself.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
+import type Redis from "ioredis";
+import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
+import type { Nats } from "../lib/jetstream";
+import type { Logger } from "../lib/log";
+import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
+import type { LivePublisher } from "./live";
+import { LiveKind } from "./state-codec";
+import type { Store } from "./store";
+
+export interface ConsumerOptions {
+  nats: Nats;
+  redis: Redis;
+  store: Store;
+  live: LivePublisher;
+  stream: string;
+  /** Durable name (CONSUMERS.tracker). */
+  durable: string;
+  /** Messages pulled at once. */
+  fetch: number;
+  /** A new consumer starts this far back in the stream (older vehicles would be offline anyway). */
+  startBackMs: number;
+  /** Script calls in flight at once. */
+  pipeline?: number;
+  registry: Registry;
+  log: Logger;
+}
+
+export interface PositionsConsumer {
+  /** Stops pulling and waits for the batches in flight. */
+  stop(): Promise<void>;
+}
+
+const ACK_WAIT_MS = 30_000;
+
+export async function startConsumer({
+  nats,
+  redis,
+  store,
+  live,
+  stream,
+  durable,
+  fetch,
+  startBackMs,
+  pipeline = 4,
+  registry,
+  log,
+}: ConsumerOptions): Promise<PositionsConsumer> {
+  const batches = new Counter({ name: "tracker_batches_total", help: "JetStream messages handled, by result", labelNames: ["result"], registers: [registry] });
+  const points = new Counter({ name: "tracker_points_total", help: "points handled, by result (applied, or older/duplicate)", labelNames: ["result"], registers: [registry] });
+  const batchSize = new Histogram({
+    name: "tracker_batch_points",
+    help: "points per JetStream message",
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+    registers: [registry],
+  });
+  const redisLatency = new Histogram({ name: "tracker_redis_batch_seconds", help: "time of one newer-wins script call (one batch)", buckets: latencyBuckets, registers: [registry] });
+  const lag = new Gauge({ name: "tracker_consumer_pending", help: "messages of the stream the tracker consumer has not yet received (num_pending)", registers: [registry] });
+  const ackPending = new Gauge({ name: "tracker_consumer_ack_pending", help: "messages received and not yet acked", registers: [registry] });
+
+  try {
+    await nats.jsm.consumers.info(stream, durable);
+  } catch {
+    try {
+      await nats.jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: nanos(ACK_WAIT_MS),
+        max_ack_pending: 10_000,
+        deliver_policy: DeliverPolicy.StartTime,
+        opt_start_time: new Date(Date.now() - startBackMs).toISOString(),
+      });
+      log.info("consumer created", { stream, durable });
+    } catch (err) {
+      // Another tracker created it first.
+      if (!/already (in use|exists)/i.test(String((err as Error)?.message))) throw err;
+    }
+  }
+  const consumer = await nats.js.consumers.get(stream, durable);
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: fetch });
+
+  // num_pending as the server sees it, when idle too (the messages carry it while busy).
+  const lagTimer = setInterval(() => {
+    nats.jsm.consumers.info(stream, durable).then(
+      (info) => {
+        lag.set(info.num_pending);
+        ackPending.set(info.num_ack_pending);
+      },
+      () => {},
+    );
+  }, 5000);
+
+  const redisReady = async () => {
+    while (redis.status !== "ready" && !stopping) await Bun.sleep(100);
+  };
+
+  const handle = async (m: JsMsg) => {
+    if (stopping) {
+      m.nak();
+      return;
+    }
+    let batch;
+    try {
+      batch = fromBinary(PositionBatchSchema, m.data);
+    } catch (err) {
+      // Retrying cannot fix bytes that do not parse: drop it, loudly.
+      log.error("undecodable positions message dropped", { subject: m.subject, seq: m.seq, err });
+      batches.inc({ result: "undecodable" });
+      m.term();
+      return;
+    }
+    const started = performance.now();
+    try {
+      const applied = await store.applyBatch(batch.positions, Date.now());
+      redisLatency.observe((performance.now() - started) / 1000);
+      m.ack();
+      batches.inc({ result: "ok" });
+      batchSize.observe(batch.positions.length);
+      points.inc({ result: "applied" }, applied.length);
+      if (applied.length < batch.positions.length) points.inc({ result: "older" }, batch.positions.length - applied.length);
+      lag.set(m.info.pending);
+      for (const a of applied) live.publish(LiveKind.Point, a.vehicleId, a.record, a.previous);
+    } catch (err) {
+      batches.inc({ result: "redis_failed" });
+      log.warn("redis did not take a batch: retrying once it is back", { seq: m.seq, err });
+      m.nak(1000);
+    }
+  };
+
+  let stopping = false;
+  const inFlight = new Set<Promise<void>>();
+  const loop = (async () => {
+    for await (const m of messages) {
+      if (stopping) {
+        m.nak();
+        continue;
+      }
+      if (redis.status !== "ready") await redisReady();
+      while (inFlight.size >= pipeline) await Promise.race(inFlight);
+      if (stopping) {
+        m.nak();
+        continue;
+      }
+      const p: Promise<void> = handle(m).finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    }
+  })().catch((err) => log.error("consumer stopped", { err }));
+
+  return {
+    async stop() {
+      stopping = true;
+      clearInterval(lagTimer);
+      await messages.close().catch(() => {});
+      await loop;
+      log.debug("consumer loop ended");
+      await Promise.all(inFlight);
+    },
+  };
+}

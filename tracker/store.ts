@@ -1,0 +1,154 @@
+/**
+ * The tracker's Redis: every read and write of live state goes through here.
+ *
+ * Keys (under TRACKER_REDIS_PREFIX):
+ * - `geo`: GEO set of online vehicles (member = vehicle id).
+ * - `st:<bucket>`: the latest state of the vehicles of one bucket (hash: vehicle id -> record of
+ *   state-codec.ts). 4096 buckets keep each hash small enough for Redis's compact listpack
+ *   encoding: ~60 bytes a vehicle instead of ~100+ for a hash per vehicle (see README).
+ * - `counts`: vehicles per status (`s<status>`) and per status and fleet (`s<status>|<fleet>`),
+ *   offline ones under OFFLINE; kept by the same scripts that change a status, so always in step.
+ * - `orders`: order id -> vehicle id serving it.
+ *
+ * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per JetStream batch,
+ * set-status.lua, sweep.lua.
+ */
+import type Redis from "ioredis";
+import type { Position } from "../gen/fleet/v1/position_pb";
+import { partitionOf } from "../lib/subjects";
+import { packPoint } from "./state-codec";
+
+/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout. */
+export const BUCKETS = 4096;
+/** GEOADD refuses latitudes past this (Web Mercator); records keep the exact one. */
+const GEO_MAX_LAT = 85.05112878;
+
+const script = (name: string) => Bun.file(new URL(`./${name}`, import.meta.url)).text();
+const [newerWinsLua, setStatusLua, sweepLua] = await Promise.all([script("newer-wins.lua"), script("set-status.lua"), script("sweep.lua")]);
+
+type Arg = string | number | Buffer;
+interface Scripts {
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
+  fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
+}
+
+/** A point Redis took (it was newer than what it held). */
+export interface Applied {
+  vehicleId: string;
+  /** The new record. */
+  record: Buffer;
+  /** The record it replaced; empty when the vehicle is new. */
+  previous: Buffer;
+}
+
+export interface StoreOptions {
+  redis: Redis;
+  /** Key prefix, e.g. "fleet:". */
+  prefix: string;
+  /** Channel prefix for the Redis Pub/Sub comparison ("" = off). */
+  pubsubPrefix?: string;
+}
+
+export interface Store {
+  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string };
+  /** Applies a batch with newer-wins; returns the points that were taken, in order. */
+  applyBatch(points: readonly Position[], nowMs: number): Promise<Applied[]>;
+  /** Records of these vehicles (absent when unknown). */
+  getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
+  /** Online vehicles within `radiusM` of a point, nearest first, at most `count` (0: all). */
+  search(lat: number, lon: number, radiusM: number, count: number): Promise<{ id: string; distM: number }[]>;
+  /** The counts hash fields asked for (missing ones are 0). */
+  counts(fields: readonly string[]): Promise<number[]>;
+  /** The vehicle serving an order, if any. */
+  orderVehicle(orderId: string): Promise<string | undefined>;
+  /** Sets status and order; undefined for an unknown vehicle. */
+  setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; previous: Buffer } | undefined>;
+  /** Takes vehicles last seen before `cutoffMs` offline, `bucketsPerCall` buckets per script call. */
+  sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
+}
+
+export const bucketOf = (vehicleId: string) => partitionOf(vehicleId, BUCKETS);
+
+/** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
+export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
+  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:` };
+  // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
+  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 2 });
+  const scripts = redis as unknown as Scripts;
+
+  return {
+    keys,
+    async applyBatch(points, nowMs) {
+      if (points.length === 0) return [];
+      const args: Arg[] = [keys.bucketPrefix, pubsubPrefix];
+      for (const p of points) {
+        const lat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, p.lat));
+        args.push(p.vehicleId, bucketOf(p.vehicleId), p.lon, lat, packPoint(p, nowMs));
+      }
+      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, ...args);
+      const out: Applied[] = [];
+      for (let i = 0; i < points.length; i++) {
+        const record = reply[2 * i]!;
+        if (record.length > 0) out.push({ vehicleId: points[i]!.vehicleId, record, previous: reply[2 * i + 1]! });
+      }
+      return out;
+    },
+    async getMany(ids) {
+      const byBucket = new Map<number, string[]>();
+      for (const id of new Set(ids)) {
+        const b = bucketOf(id);
+        let list = byBucket.get(b);
+        if (!list) byBucket.set(b, (list = []));
+        list.push(id);
+      }
+      const out = new Map<string, Buffer>();
+      if (byBucket.size === 0) return out;
+      const pipe = redis.pipeline();
+      const order: string[][] = [];
+      for (const [b, list] of byBucket) {
+        pipe.hmgetBuffer(keys.bucketPrefix + b, ...list);
+        order.push(list);
+      }
+      const results = (await pipe.exec()) ?? [];
+      results.forEach(([err, values], i) => {
+        if (err) throw err;
+        const list = order[i]!;
+        (values as (Buffer | null)[]).forEach((v, j) => {
+          if (v) out.set(list[j]!, v);
+        });
+      });
+      return out;
+    },
+    async search(lat, lon, radiusM, count) {
+      const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
+      const args: (string | number)[] = ["FROMLONLAT", lon, clat, "BYRADIUS", radiusM, "m", "ASC"];
+      if (count > 0) args.push("COUNT", count);
+      args.push("WITHDIST");
+      const rows = (await redis.geosearch(keys.geo, ...args)) as [string, string][];
+      return rows.map(([id, d]) => ({ id, distM: Number(d) }));
+    },
+    async counts(fields) {
+      if (fields.length === 0) return [];
+      const values = await redis.hmget(keys.counts, ...fields);
+      return values.map((v) => Math.max(0, Number(v ?? 0)));
+    },
+    async orderVehicle(orderId) {
+      return (await redis.hget(keys.orders, orderId)) ?? undefined;
+    },
+    async setStatus(vehicleId, status, orderId) {
+      const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
+      return reply ? { record: reply[0], previous: reply[1] } : undefined;
+    },
+    async sweep(cutoffMs, bucketsPerCall = 64) {
+      const out: { vehicleId: string; record: Buffer }[] = [];
+      for (let from = 0; from < BUCKETS; from += bucketsPerCall) {
+        const reply = await scripts.fleetSweepBuffer(keys.geo, keys.counts, keys.bucketPrefix, from, Math.min(BUCKETS, from + bucketsPerCall), cutoffMs);
+        for (let i = 0; i < reply.length; i += 2) out.push({ vehicleId: reply[i]!.toString("utf8"), record: reply[i + 1]! });
+      }
+      return out;
+    },
+  };
+}

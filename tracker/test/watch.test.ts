@@ -1,0 +1,295 @@
+/**
+ * WatchVehicles and WatchArea through grpc-js: snapshot then live with no gap and no duplicate,
+ * ENTER / MOVE / EXIT / OFFLINE, order watches that follow a reassignment, min_interval_ms,
+ * coalescing and the end of a watcher that stays behind, and the bad input of the issue.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { AreaSchema } from "../../gen/fleet/v1/geo_pb";
+import { VehicleStatus } from "../../gen/fleet/v1/position_pb";
+import { EventKind, WatchAreaRequestSchema, type VehicleEvent } from "../../gen/fleet/v1/tracker_pb";
+import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, watch, type TestTracker } from "./helpers";
+
+let t: TestTracker;
+let client: grpc.Client;
+beforeAll(async () => {
+  t = await startTestTracker();
+  client = grpcClient(t.target);
+});
+afterAll(async () => {
+  client.close();
+  await t.close();
+});
+
+const kinds = (events: VehicleEvent[]) => events.map((e) => `${EventKind[e.kind]}${e.vehicle?.position ? ` ${e.vehicle.position.vehicleId}@${e.vehicle.position.seq}` : ""}`);
+const box = (minLat: number, minLon: number, maxLat: number, maxLon: number) => ({ shape: { case: "box", value: { minLat, minLon, maxLat, maxLon } } });
+
+describe("watch vehicles", () => {
+  test("watch - snapshot, SNAPSHOT_END, then every later point exactly once while points keep coming", async () => {
+    const fleet = uniqueName("wv");
+    const v = uniqueName("car");
+    const token = await t.token({ fleets: [fleet] });
+    await t.publish([point(v, 1, { fleetId: fleet })]);
+    await waitForSeq(token, v, 1);
+    // Points keep arriving while the watch takes its snapshot.
+    let seq = 1;
+    const sending = (async () => {
+      while (seq < 60) {
+        await t.publish([point(v, ++seq, { fleetId: fleet, lat: 52.52 + seq * 1e-4 })]);
+        await Bun.sleep(2);
+      }
+    })();
+    await Bun.sleep(20);
+    const w = watch(client, "watchVehicles", token, { vehicleIds: [v] });
+    await sending;
+    await waitUntil(() => w.events.some((e) => e.vehicle?.position?.seq === 60));
+    w.cancel();
+    const [snap, end, ...live] = w.events;
+    expect(snap!.kind).toBe(EventKind.SNAPSHOT);
+    expect(end!.kind).toBe(EventKind.SNAPSHOT_END);
+    expect(live.length).toBeGreaterThan(0);
+    // No gap, no duplicate: each event's seq is the previous one plus one plus what it coalesced.
+    let prev = snap!.vehicle!.position!.seq;
+    for (const e of live) {
+      expect(e.kind).toBe(EventKind.MOVE);
+      expect(e.vehicle!.position!.seq).toBe(prev + 1 + e.coalesced);
+      prev = e.vehicle!.position!.seq;
+    }
+    expect(prev).toBe(60);
+  });
+
+  test("watch - an unknown vehicle gives an empty snapshot, then goes live when it first reports", async () => {
+    const v = uniqueName("new");
+    const w = watch(client, "watchVehicles", await t.token({ vehicles: [v] }), { vehicleIds: [v] });
+    await w.until(1);
+    expect(kinds(w.events)).toEqual(["SNAPSHOT_END"]);
+    await t.publish([point(v, 1)]);
+    await w.until(2);
+    expect(kinds(w.events)).toEqual(["SNAPSHOT_END", `ENTER ${v}@1`]);
+    await t.publish([point(v, 2)]);
+    await w.until(3);
+    expect(w.events[2]!.kind).toBe(EventKind.MOVE);
+    w.cancel();
+  });
+
+  test("watch - the vehicle going stale is OFFLINE for its watchers, and back with its next point", async () => {
+    const v = uniqueName("stale");
+    await t.publish([point(v, 1, { receivedAt: timestampFromMs(Date.now() - 3_600_000) })]);
+    const token = await t.token({ vehicles: [v] });
+    await waitForSeq(token, v, 1);
+    const w = watch(client, "watchVehicles", token, { vehicleIds: [v] });
+    await w.until(2);
+    await t.tracker.sweep();
+    await w.until(3);
+    expect(w.events[2]!.kind).toBe(EventKind.OFFLINE);
+    expect(w.events[2]!.vehicle!.online).toBe(false);
+    await t.publish([point(v, 2)]);
+    await w.until(4);
+    expect(w.events[3]!.kind).toBe(EventKind.MOVE);
+    expect(w.events[3]!.vehicle!.online).toBe(true);
+    w.cancel();
+  });
+
+  test("watch - min_interval_ms: a burst of points gives the first and then the latest, the rest counted as coalesced", async () => {
+    const v = uniqueName("burst");
+    const token = await t.token({ vehicles: [v] });
+    await t.publish([point(v, 1)]);
+    await waitForSeq(token, v, 1);
+    const w = watch(client, "watchVehicles", token, { vehicleIds: [v], minIntervalMs: 400 });
+    await w.until(2);
+    for (let s = 2; s <= 21; s++) await t.publish([point(v, s)]);
+    await waitUntil(() => w.events.some((e) => e.vehicle?.position?.seq === 21));
+    w.cancel();
+    const live = w.events.slice(2);
+    expect(live.length).toBeLessThan(20);
+    expect(live.reduce((n, e) => n + 1 + e.coalesced, 0)).toBe(20);
+  });
+
+  test("watch - an order watch shows the vehicle serving it and follows a reassignment", async () => {
+    const order = uniqueName("order");
+    const a = uniqueName("a");
+    const b = uniqueName("b");
+    const dispatcher = await t.token({ all: true, dispatch: true });
+    await t.publish([point(a, 1), point(b, 1)]);
+    await waitForSeq(dispatcher, b, 1);
+    expect((await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.ON_DELIVERY, orderId: order })).error).toBeUndefined();
+    const customer = await t.token({ orders: [order] });
+    const w = watch(client, "watchVehicles", customer, { orderId: order });
+    await w.until(2);
+    expect(kinds(w.events)).toEqual([`SNAPSHOT ${a}@1`, "SNAPSHOT_END"]);
+    await t.publish([point(a, 2), point(b, 2)]);
+    await w.until(3);
+    expect(kinds(w.events.slice(2))).toEqual([`MOVE ${a}@2`]);
+    await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.AVAILABLE, orderId: "" });
+    await unary(client, "setStatus", dispatcher, { vehicleId: b, status: VehicleStatus.ON_DELIVERY, orderId: order });
+    await w.until(5);
+    expect(kinds(w.events.slice(3))).toEqual([`EXIT ${a}@2`, `ENTER ${b}@2`]);
+    await t.publish([point(a, 3), point(b, 3)]);
+    await w.until(6);
+    expect(kinds(w.events.slice(5))).toEqual([`MOVE ${b}@3`]);
+    w.cancel();
+  });
+
+  test("watch - bad input: too many ids, ids and order, an empty id, no token, a forged token, a vehicle the token does not grant", async () => {
+    const first = async (token: string | undefined, req: object) => (await watch(client, "watchVehicles", token, req).ended)!;
+    const ok = await t.token({ vehicles: ["x"] });
+    const tooMany = await first(ok, { vehicleIds: Array.from({ length: 101 }, (_, i) => `v${i}`) });
+    expect(tooMany.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(tooMany.details).toContain("at most 100");
+    expect((await first(ok, { vehicleIds: ["x"], orderId: "o" })).details).toContain("not both");
+    expect((await first(ok, {})).details).toContain("name vehicle_ids or an order_id");
+    expect((await first(ok, { vehicleIds: [""] })).code).toBe(grpc.status.INVALID_ARGUMENT);
+    const none = await first(undefined, { vehicleIds: ["x"] });
+    expect(none.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(none.details).toContain("missing token");
+    const forged = ok.slice(0, -4) + (ok.endsWith("AAAA") ? "BBBB" : "AAAA");
+    expect((await first(forged, { vehicleIds: ["x"] })).code).toBe(grpc.status.UNAUTHENTICATED);
+    const denied = await first(ok, { vehicleIds: ["x", "y"] });
+    expect(denied.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(denied.details).toContain('does not grant vehicle "y"');
+    expect((await first(ok, { orderId: uniqueName("o") })).code).toBe(grpc.status.PERMISSION_DENIED);
+  });
+});
+
+describe("watch area", () => {
+  test("area - snapshot, then ENTER, MOVE, EXIT across cells, status filter and OFFLINE; other fleets never show", async () => {
+    const fleet = uniqueName("area");
+    const token = await t.token({ fleets: [fleet] });
+    const dispatcher = await t.token({ fleets: [fleet], dispatch: true });
+    const [inside, outside, stranger] = [uniqueName("in"), uniqueName("out"), uniqueName("stranger")];
+    // A box of ~11 × 11 km around (40.0, -3.7): several geohash-5 cells.
+    const area = box(39.95, -3.75, 40.05, -3.65);
+    await t.publish([
+      point(inside, 1, { fleetId: fleet, lat: 40.0, lon: -3.7 }),
+      point(outside, 1, { fleetId: fleet, lat: 40.2, lon: -3.7 }),
+      point(stranger, 1, { fleetId: uniqueName("other"), lat: 40.0, lon: -3.7 }),
+    ]);
+    await waitForSeq(dispatcher, outside, 1);
+    const w = watch(client, "watchArea", token, { area });
+    await w.until(2);
+    expect(kinds(w.events)).toEqual([`SNAPSHOT ${inside}@1`, "SNAPSHOT_END"]);
+    // outside drives in (another cell), inside moves within, the stranger moves around in the area.
+    await t.publish([
+      point(outside, 2, { fleetId: fleet, lat: 39.96, lon: -3.66 }),
+      point(inside, 2, { fleetId: fleet, lat: 40.01, lon: -3.7 }),
+      point(stranger, 2, { fleetId: "other", lat: 40.01, lon: -3.7 }),
+    ]);
+    await w.until(4);
+    expect(kinds(w.events.slice(2)).sort()).toEqual([`ENTER ${outside}@2`, `MOVE ${inside}@2`].sort());
+    // inside leaves the area, far enough to change cell: its old cell's watchers hear it.
+    await t.publish([point(inside, 3, { fleetId: fleet, lat: 41.0, lon: -3.7 })]);
+    await w.until(5);
+    expect(kinds(w.events.slice(4))).toEqual([`EXIT ${inside}@3`]);
+    // A status filter: an AVAILABLE-only watch sees outside leave when it goes on delivery.
+    const avail = watch(client, "watchArea", token, { area, statuses: [VehicleStatus.AVAILABLE, VehicleStatus.ACTIVE] });
+    await avail.until(2);
+    expect(kinds(avail.events)).toEqual([`SNAPSHOT ${outside}@2`, "SNAPSHOT_END"]);
+    await unary(client, "setStatus", dispatcher, { vehicleId: outside, status: VehicleStatus.ON_DELIVERY, orderId: "o-9" });
+    await avail.until(3);
+    expect(kinds(avail.events.slice(2))).toEqual([`EXIT ${outside}@2`]);
+    await w.until(6);
+    expect(w.events[5]!.kind).toBe(EventKind.MOVE);
+    expect(w.events[5]!.vehicle!.status).toBe(VehicleStatus.ON_DELIVERY);
+    // Staleness: outside stops reporting (its last point was heard long ago).
+    await t.publish([point(outside, 3, { fleetId: fleet, lat: 39.96, lon: -3.66, receivedAt: timestampFromMs(Date.now() - 3_600_000) })]);
+    await w.until(7);
+    await t.tracker.sweep();
+    await w.until(8);
+    expect(kinds(w.events.slice(7))).toEqual([`OFFLINE ${outside}@3`]);
+    w.cancel();
+    avail.cancel();
+    expect(w.events.some((e) => e.vehicle?.position?.vehicleId === stranger)).toBe(false);
+  });
+
+  test("area - bad input: inverted or out-of-range corners, radius ≤ 0 or absurd, no area", async () => {
+    const token = await t.token({ all: true });
+    const cases: [object, string][] = [
+      [{ area: box(40.05, -3.75, 39.95, -3.65) }, "inverted"],
+      [{ area: box(39.95, -3.75, 95, -3.65) }, "lat -90..90"],
+      [{ area: { shape: { case: "circle", value: { lat: 40, lon: -3.7, radiusM: 0 } } } }, "must be above 0"],
+      [{ area: { shape: { case: "circle", value: { lat: 40, lon: -3.7, radiusM: 5e7 } } } }, "at most"],
+      [{}, "area is missing"],
+    ];
+    for (const [req, reason] of cases) {
+      const err = (await watch(client, "watchArea", token, req).ended)!;
+      expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(err.details).toContain(reason);
+    }
+  });
+});
+
+describe("slow watchers", () => {
+  let slow: TestTracker;
+  let slowClient: grpc.Client;
+  beforeAll(async () => {
+    slow = await startTestTracker({ TRACKER_WATCH_MAX_PENDING: "50", TRACKER_WATCH_MAX_LAG: "1s" });
+    slowClient = grpcClient(slow.target);
+  });
+  afterAll(async () => {
+    slowClient.close();
+    await slow.close();
+  });
+
+  const metrics = async () => (await (await fetch(`${slow.tracker.url}/metrics`)).text()).split("\n");
+  const counter = async (name: string, label: string) => {
+    const line = (await metrics()).find((l) => l.startsWith(name) && l.includes(label));
+    return line ? Number(line.split(" ").pop()) : 0;
+  };
+
+  for (const [vehicles, reason] of [
+    [30, "took nothing for"], // fewer vehicles than the pending bound: coalesced until the lag bound ends it
+    [80, "reads too slowly"], // more: the pending bound ends it
+  ] as const) {
+    test(`slow - a watcher that stops reading is coalesced, then ended with RESOURCE_EXHAUSTED ("${reason}")`, async () => {
+      const fleet = uniqueName("slow");
+      const ids = Array.from({ length: vehicles }, (_, i) => `${fleet}-${i}`);
+      const token = await slow.token({ fleets: [fleet] });
+      const before = await counter("tracker_watch_events_coalesced_total", 'kind="area"');
+      const failedBefore = await counter("tracker_watches_too_slow_total", 'kind="area"');
+      const request = toBinary(WatchAreaRequestSchema, create(WatchAreaRequestSchema, { area: create(AreaSchema, box(10, 10, 10.1, 10.1) as never) }));
+      const child = spawn("node", [join(import.meta.dir, "slow-client.mjs"), slow.target, token, "/fleet.v1.TrackerService/WatchArea", Buffer.from(request).toString("base64")], {
+        stdio: ["pipe", "pipe", "inherit"],
+      });
+      let out = "";
+      child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      try {
+        await waitUntil(() => out.includes("paused"));
+        // Updates keep coming (enough to fill the HTTP/2 window and the socket, so the server cannot
+        // write) until the server ends the watch; the client still does not read.
+        let round = 0;
+        await waitUntil(async () => {
+          for (let i = 0; i < 5; i++, round++) {
+            await slow.publish(ids.map((id, i) => point(id, round + 1, { fleetId: fleet, lat: 10.01 + i * 1e-3, lon: 10.01 + round * 1e-4 })));
+          }
+          return (await counter("tracker_watches_too_slow_total", 'kind="area"')) > failedBefore;
+        }, 10_000);
+        child.stdin!.write("resume\n");
+        await waitUntil(() => out.includes("code"), 10_000);
+        const status = JSON.parse(out.split("\n").find((l) => l.includes("code"))!);
+        expect(status.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+        expect(status.details).toContain(reason);
+        if (vehicles < 50) expect(await counter("tracker_watch_events_coalesced_total", 'kind="area"')).toBeGreaterThan(before);
+      } finally {
+        child.kill();
+      }
+    }, 30_000);
+  }
+});
+
+async function waitForSeq(token: string, id: string, seq: number) {
+  await waitUntil(async () => {
+    const r = await unary<{ vehicle?: { position?: { seq: number } } }>(client, "getVehicle", token, { vehicleId: id });
+    return r.response?.vehicle?.position?.seq === seq;
+  });
+}
+
+async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 5000) {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error("timed out");
+    await Bun.sleep(20);
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * TrackerService: GetVehicle, Nearby, CountByStatus, SetStatus (unary) and WatchVehicles,
+ * WatchArea (server streams). Every answer and every event passes the token's grant (authz.ts).
+ */
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import {
+  CountByStatusResponseSchema,
+  GetVehicleResponseSchema,
+  NearbyResponseSchema,
+  NearbyVehicleSchema,
+  SetStatusResponseSchema,
+  StatusCountSchema,
+  TrackerService,
+  WatchAreaResponseSchema,
+  WatchVehiclesResponseSchema,
+  type NearbyVehicle,
+} from "../gen/fleet/v1/tracker_pb";
+import type { WatchClaims } from "../lib/auth";
+import type { Logger } from "../lib/log";
+import { Counter, Gauge, type Registry } from "../lib/metrics";
+import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
+import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
+import { distanceM, regionSubjects, toRegion } from "./area";
+import { canSee, grantsById, watchClaims } from "./authz";
+import type { LivePublisher } from "./live";
+import { decodeState, LiveKind, toVehicleState, type StoredState } from "./state-codec";
+import type { Store } from "./store";
+import { Watch, type WatchScope } from "./watch";
+
+export interface TrackerLimits {
+  maxRadiusM: number;
+  nearbyDefault: number;
+  nearbyMax: number;
+  watchMaxVehicles: number;
+  watchMaxPending: number;
+  watchMaxLagMs: number;
+}
+
+export interface TrackerServiceOptions {
+  store: Store;
+  nc: NatsConnection;
+  live: LivePublisher;
+  limits: TrackerLimits;
+  registry: Registry;
+  log: Logger;
+}
+
+export interface TrackerHandlers {
+  service: ServiceImpl<typeof TrackerService>;
+  /** Ends every open watch (shutdown). */
+  closeWatches(): void;
+  /** Stops the lag check timer. */
+  close(): void;
+}
+
+const COUNTED = [VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE, VehicleStatus.OFFLINE];
+const SETTABLE = new Set([VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE]);
+const MAX_ID = 128;
+
+/** Runs a store call; a Redis failure becomes UNAVAILABLE (retry), not INTERNAL. */
+async function fromStore<T>(what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (cause) {
+    throw new UnavailableError(`live state store unavailable (${what}): retry with backoff`, { cause });
+  }
+}
+
+function checkId(what: string, id: string): void {
+  if (id.length === 0) throw new InvalidRequestError(`${what} is empty`);
+  if (id.length > MAX_ID) throw new InvalidRequestError(`${what} must have at most ${MAX_ID} characters`);
+}
+
+function statusFilter(statuses: readonly VehicleStatus[]): (s: VehicleStatus) => boolean {
+  for (const s of statuses) {
+    if (!(s in VehicleStatus) || s === VehicleStatus.UNSPECIFIED) throw new InvalidRequestError(`statuses: ${s} is not a status`);
+  }
+  if (statuses.length === 0) return () => true;
+  const wanted = new Set(statuses);
+  return (s) => wanted.has(s);
+}
+
+export function createTrackerService({ store, nc, live, limits, registry, log }: TrackerServiceOptions): TrackerHandlers {
+  const openWatches = new Gauge({ name: "tracker_watches_open", help: "watches open now, by kind", labelNames: ["kind"], registers: [registry] });
+  const eventsSent = new Counter({ name: "tracker_watch_events_sent_total", help: "events sent to watchers", labelNames: ["kind"], registers: [registry] });
+  const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
+  const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
+  const watches = new Set<Watch>();
+  const lagTimer = setInterval(() => {
+    const now = Date.now();
+    for (const w of watches) w.checkLag(now);
+  }, 1000);
+
+  const decodeAll = (records: Map<string, Buffer>) => {
+    const out = new Map<string, StoredState>();
+    for (const [id, r] of records) out.set(id, decodeState(r));
+    return out;
+  };
+
+  /** Checks that the token may see this vehicle; the state is undefined when the tracker never saw it. */
+  const authorize = (claims: WatchClaims, id: string, state: StoredState | undefined) => {
+    if (state ? canSee(claims, id, state.fleetId, state.orderId) : grantsById(claims, id)) return;
+    throw new PermissionError(`token does not grant vehicle "${id}"`);
+  };
+
+  async function* runWatch(kind: "vehicles" | "area", watch: Watch) {
+    watches.add(watch);
+    openWatches.inc({ kind });
+    try {
+      yield* watch.events();
+    } finally {
+      watches.delete(watch);
+      openWatches.dec({ kind });
+      watch.close();
+    }
+  }
+
+  const watchOptions = (kind: "vehicles" | "area", claims: WatchClaims, minIntervalMs: number, ctx: HandlerContext) => ({
+    nc,
+    visible: (id: string, s: StoredState) => canSee(claims, id, s.fleetId, s.orderId),
+    minIntervalMs,
+    maxPending: limits.watchMaxPending,
+    maxLagMs: limits.watchMaxLagMs,
+    signal: ctx.signal,
+    log,
+    onCoalesced: () => coalesced.inc({ kind }),
+    onSent: (n: number) => eventsSent.inc({ kind }, n),
+    onTooSlow: () => tooSlow.inc({ kind }),
+  });
+
+  const service: ServiceImpl<typeof TrackerService> = {
+    async getVehicle(req, ctx) {
+      const claims = watchClaims(ctx);
+      checkId("vehicle_id", req.vehicleId);
+      const record = (await fromStore("get", () => store.getMany([req.vehicleId]))).get(req.vehicleId);
+      const state = record ? decodeState(record) : undefined;
+      authorize(claims, req.vehicleId, state);
+      if (!state) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
+      return create(GetVehicleResponseSchema, { vehicle: toVehicleState(req.vehicleId, state) });
+    },
+
+    async nearby(req, ctx) {
+      const claims = watchClaims(ctx);
+      const region = toRegion(req.area, limits.maxRadiusM);
+      if (req.limit > limits.nearbyMax) throw new InvalidRequestError(`limit ${req.limit} is past the maximum of ${limits.nearbyMax}`);
+      const limit = req.limit || limits.nearbyDefault;
+      const wanted = statusFilter(req.statuses);
+      let count = limit * 2;
+      let hits: NearbyVehicle[] = [];
+      for (;;) {
+        const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, count));
+        const states = decodeAll(await fromStore("get", () => store.getMany(found.map((f) => f.id))));
+        hits = [];
+        for (const { id } of found) {
+          const s = states.get(id);
+          if (!s || !s.online || !wanted(s.status) || !region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
+          hits.push(create(NearbyVehicleSchema, { vehicle: toVehicleState(id, s), distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) }));
+        }
+        // Fewer hits than asked for Redis: there are no more candidates.
+        if (hits.length >= limit || found.length < count) break;
+        count *= 4;
+      }
+      hits.sort((a, b) => a.distanceM - b.distanceM);
+      return create(NearbyResponseSchema, { vehicles: hits.slice(0, limit) });
+    },
+
+    async countByStatus(req, ctx) {
+      const claims = watchClaims(ctx);
+      const fleet = req.fleetId;
+      const totals = new Map<VehicleStatus, number>(COUNTED.map((s) => [s, 0]));
+      const addCounts = async (suffix: string) => {
+        const values = await fromStore("counts", () => store.counts(COUNTED.map((s) => `s${s}${suffix}`)));
+        COUNTED.forEach((s, i) => totals.set(s, totals.get(s)! + values[i]!));
+      };
+      const fleetGranted = (f: string) => claims.all || claims.fleets.includes(f);
+      if (fleet ? fleetGranted(fleet) : claims.all) {
+        await addCounts(fleet ? `|${fleet}` : "");
+      } else {
+        const fleets = fleet ? [] : [...new Set(claims.fleets)];
+        for (const f of fleets) await addCounts(`|${f}`);
+        // Vehicles granted one by one (by id, or by the order they serve), unless a counted fleet holds them.
+        const ids = new Set(claims.vehicles);
+        for (const o of claims.orders) {
+          const v = await fromStore("orders", () => store.orderVehicle(o));
+          if (v) ids.add(v);
+        }
+        const states = decodeAll(await fromStore("get", () => store.getMany([...ids])));
+        for (const [id, s] of states) {
+          if (fleets.includes(s.fleetId) || (fleet && s.fleetId !== fleet) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
+          const st = s.online ? s.status : VehicleStatus.OFFLINE;
+          totals.set(st, (totals.get(st) ?? 0) + 1);
+        }
+      }
+      return create(CountByStatusResponseSchema, {
+        counts: COUNTED.map((status) => create(StatusCountSchema, { status, count: BigInt(totals.get(status)!) })),
+      });
+    },
+
+    async setStatus(req, ctx) {
+      const claims = watchClaims(ctx);
+      if (!claims.dispatch) throw new PermissionError("token may not change status: mint a dispatcher token (`fleet token watch --dispatch`)");
+      checkId("vehicle_id", req.vehicleId);
+      if (!SETTABLE.has(req.status)) {
+        throw new InvalidRequestError(`status ${VehicleStatus[req.status] ?? req.status} cannot be set: use ACTIVE, IDLE, ON_DELIVERY or AVAILABLE`);
+      }
+      if (req.orderId.length > MAX_ID) throw new InvalidRequestError(`order_id must have at most ${MAX_ID} characters`);
+      if (req.status === VehicleStatus.ON_DELIVERY && req.orderId === "") throw new InvalidRequestError("ON_DELIVERY needs the order_id the vehicle serves");
+      const record = (await fromStore("get", () => store.getMany([req.vehicleId]))).get(req.vehicleId);
+      const state = record ? decodeState(record) : undefined;
+      authorize(claims, req.vehicleId, state);
+      if (!state) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
+      const changed = await fromStore("set status", () => store.setStatus(req.vehicleId, req.status, req.orderId));
+      if (!changed) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
+      live.publish(LiveKind.Status, req.vehicleId, changed.record, changed.previous);
+      return create(SetStatusResponseSchema, { vehicle: toVehicleState(req.vehicleId, decodeState(changed.record)) });
+    },
+
+    async *watchVehicles(req, ctx) {
+      const claims = watchClaims(ctx);
+      const ids = [...new Set(req.vehicleIds)];
+      const orderId = req.orderId;
+      if (ids.length === 0 && orderId === "") throw new InvalidRequestError("name vehicle_ids or an order_id to watch");
+      if (ids.length > 0 && orderId !== "") throw new InvalidRequestError("give vehicle_ids or an order_id, not both");
+      if (ids.length > limits.watchMaxVehicles) throw new InvalidRequestError(`${ids.length} vehicle_ids: at most ${limits.watchMaxVehicles} per watch`);
+      for (const id of ids) checkId("vehicle_id", id);
+      if (orderId) checkId("order_id", orderId);
+      const base = watchOptions("vehicles", claims, req.minIntervalMs, ctx);
+
+      let watch: Watch;
+      if (orderId) {
+        const first = await fromStore("orders", () => store.orderVehicle(orderId));
+        const firstState = first ? (await fromStore("get", () => store.getMany([first]))).get(first) : undefined;
+        const decoded = firstState ? decodeState(firstState) : undefined;
+        if (!claims.all && !claims.orders.includes(orderId) && !(first && decoded && canSee(claims, first, decoded.fleetId, decoded.orderId))) {
+          throw new PermissionError(`token does not grant order "${orderId}"`);
+        }
+        let current: string | undefined;
+        const scope: WatchScope = {
+          keepOffline: true,
+          inView: (_id, s) => s.orderId === orderId,
+          onEvent: (event, w) => {
+            // The order moved to another vehicle: follow it.
+            if (event.state.orderId === orderId && event.vehicleId !== current) {
+              if (current) w.unsubscribe(liveVehicleWildcard(current));
+              current = event.vehicleId;
+              w.subscribe(liveVehicleWildcard(current));
+            }
+          },
+        };
+        watch = new Watch({
+          ...base,
+          subjects: [liveOrderSubject(orderId)],
+          scope,
+          snapshot: async () => {
+            const id = await fromStore("orders", () => store.orderVehicle(orderId));
+            if (!id) return [];
+            if (current === undefined) {
+              current = id;
+              watch.subscribe(liveVehicleWildcard(id));
+            }
+            const r = (await fromStore("get", () => store.getMany([id]))).get(id);
+            return r ? [{ vehicleId: id, state: decodeState(r) }] : [];
+          },
+        });
+      } else {
+        const states = decodeAll(await fromStore("get", () => store.getMany(ids)));
+        for (const id of ids) authorize(claims, id, states.get(id));
+        const watched = new Set(ids);
+        watch = new Watch({
+          ...base,
+          subjects: ids.map(liveVehicleWildcard),
+          scope: { keepOffline: true, inView: (id) => watched.has(id) },
+          snapshot: async () => {
+            const records = await fromStore("get", () => store.getMany(ids));
+            return ids.filter((id) => records.has(id)).map((id) => ({ vehicleId: id, state: decodeState(records.get(id)!) }));
+          },
+        });
+      }
+      for await (const events of runWatch("vehicles", watch)) yield create(WatchVehiclesResponseSchema, { events });
+    },
+
+    async *watchArea(req, ctx) {
+      const claims = watchClaims(ctx);
+      const region = toRegion(req.area, limits.maxRadiusM);
+      const wanted = statusFilter(req.statuses);
+      const watch = new Watch({
+        ...watchOptions("area", claims, req.minIntervalMs, ctx),
+        subjects: regionSubjects(region),
+        scope: { keepOffline: false, inView: (_id, s) => wanted(s.status) && region.contains(s.lat, s.lon) },
+        snapshot: async () => {
+          const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, 0));
+          const records = await fromStore("get", () => store.getMany(found.map((f) => f.id)));
+          return found.filter((f) => records.has(f.id)).map((f) => ({ vehicleId: f.id, state: decodeState(records.get(f.id)!) }));
+        },
+      });
+      for await (const events of runWatch("area", watch)) yield create(WatchAreaResponseSchema, { events });
+    },
+  };
+
+  return {
+    service,
+    closeWatches() {
+      for (const w of watches) w.fail(new ShuttingDownError("tracker is shutting down: watch again (another instance will answer)"));
+    },
+    close() {
+      clearInterval(lagTimer);
+      for (const w of watches) w.close();
+    },
+  };
+}

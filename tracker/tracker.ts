@@ -1,0 +1,185 @@
+/**
+ * The tracker assembled: Redis (state), NATS (JetStream consumer in, live events out), the
+ * staleness sweeper and TrackerService on the one-port server. `main.ts` runs it as a process;
+ * tests create it in-process.
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import Redis from "ioredis";
+import { TrackerService } from "../gen/fleet/v1/tracker_pb";
+import { tokenKeys } from "../lib/auth";
+import type { Config } from "../lib/config";
+import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
+import { createLogger, type Logger } from "../lib/log";
+import { Gauge, createRegistry, type Registry } from "../lib/metrics";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
+import { serve, type Server } from "../lib/serve";
+import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
+import { startConsumer, type PositionsConsumer } from "./consumer";
+import { createLivePublisher } from "./live";
+import { createStore } from "./store";
+import { startSweeper, type Sweeper } from "./sweeper";
+import { createTrackerService } from "./tracker-service";
+
+export interface TrackerOptions {
+  config: Config;
+  /** Default: config.natsUrl / config.redisUrl. */
+  natsUrl?: string;
+  redisUrl?: string;
+  log?: Logger;
+  registry?: Registry;
+  /** Positions stream and its subjects (tests use their own). */
+  stream?: string;
+  subjects?: string;
+  /** Durable consumer name (default CONSUMERS.tracker). */
+  durable?: string;
+  /** Redis key prefix (default config.redisPrefix). */
+  prefix?: string;
+  /** Consume the stream (default true); false serves queries and watches only. */
+  consume?: boolean;
+}
+
+export interface Tracker {
+  readonly url: string;
+  readonly port: number;
+  readonly registry: Registry;
+  readonly redis: Redis;
+  /** Runs a staleness sweep now. */
+  sweep(): Promise<number>;
+  /** Stops consuming and serving; open watches end with UNAVAILABLE. */
+  close(): Promise<void>;
+}
+
+export async function createTracker({
+  config,
+  natsUrl = config.natsUrl,
+  redisUrl = config.redisUrl,
+  log = createLogger({ level: config.logLevel, fields: { service: "tracker" } }),
+  registry = createRegistry("tracker"),
+  stream = POSITIONS_STREAM,
+  subjects,
+  durable = CONSUMERS.tracker,
+  prefix = config.redisPrefix,
+  consume = true,
+}: TrackerOptions): Promise<Tracker> {
+  if (!natsUrl) throw new Error("NATS_URL is empty: the tracker needs a NATS server with JetStream");
+  if (!redisUrl) throw new Error("REDIS_URL is empty: the tracker needs a Redis server");
+  const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const redis = new Redis(redisUrl, {
+    // A command fails after two reconnect attempts instead of twenty: the consumer naks and waits, queries say UNAVAILABLE.
+    maxRetriesPerRequest: 2,
+    retryStrategy: (times) => Math.min(50 * times, 1000),
+    lazyConnect: true,
+  });
+  let redisDown = false;
+  redis.on("error", (err) => {
+    if (!redisDown) log.warn("redis error", { err });
+    redisDown = true;
+  });
+  redis.on("ready", () => {
+    if (redisDown) log.info("redis reconnected");
+    redisDown = false;
+  });
+  let nats: Nats | undefined;
+  let consumer: PositionsConsumer | undefined;
+  let sweeper: Sweeper | undefined;
+  let server: Server | undefined;
+  try {
+    await redis.connect();
+    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log });
+    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, stream, subjects });
+    const store = createStore({ redis, prefix, pubsubPrefix: config.redisPubsub ? `${prefix}pos:` : "" });
+    const live = createLivePublisher(nats.nc);
+
+    new Gauge({
+      name: "tracker_vehicles",
+      help: "vehicles by state: live (in the GEO set) or offline",
+      labelNames: ["state"],
+      registers: [registry],
+      async collect() {
+        try {
+          const [a, i, d, v, o] = await store.counts(["s1", "s2", "s3", "s4", "s5"]);
+          this.set({ state: "live" }, a! + i! + d! + v!);
+          this.set({ state: "offline" }, o!);
+        } catch {
+          // Redis down: keep the last values.
+        }
+      },
+    });
+
+    const handlers = createTrackerService({
+      store,
+      nc: nats.nc,
+      live,
+      limits: {
+        maxRadiusM: config.maxRadius,
+        nearbyDefault: config.nearbyDefault,
+        nearbyMax: config.nearbyMax,
+        watchMaxVehicles: config.watchMaxVehicles,
+        watchMaxPending: config.watchMaxPending,
+        watchMaxLagMs: config.watchMaxLag,
+      },
+      registry,
+      log,
+    });
+    if (consume) {
+      consumer = await startConsumer({
+        nats,
+        redis,
+        store,
+        live,
+        stream,
+        durable,
+        fetch: config.trackerFetch,
+        startBackMs: config.staleAfter,
+        registry,
+        log,
+      });
+    }
+    sweeper = startSweeper({ store, live, staleAfterMs: config.staleAfter, intervalMs: config.sweepInterval, registry, log });
+    const natsHandle = nats;
+    server = await serve({
+      routes: (router) => router.service(TrackerService, handlers.service),
+      host: config.host,
+      port: config.trackerPort,
+      registry,
+      log,
+      maxMessageBytes: config.maxMessageBytes,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      // Watches are long and may be quiet: the connection rule must not cut them.
+      idleTimeoutMs: Math.max(config.idleTimeout, 10 * 60_000),
+      healthz: () => natsHandle.connected() && redis.status === "ready",
+      interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
+    });
+    log.info("listening", { url: server.url, instanceId, stream, prefix });
+
+    let closed: Promise<void> | undefined;
+    const srv = server;
+    const sw = sweeper;
+    return {
+      url: srv.url,
+      port: srv.port,
+      registry,
+      redis,
+      sweep: () => sw.sweep(),
+      close: () =>
+        (closed ??= (async () => {
+          handlers.closeWatches();
+          await srv.stopAccepting();
+          await consumer?.stop();
+          await sw.stop();
+          handlers.close();
+          await srv.close();
+          await natsHandle.close();
+          await redis.quit().catch(() => redis.disconnect());
+        })()),
+    };
+  } catch (err) {
+    await consumer?.stop().catch(() => {});
+    await sweeper?.stop().catch(() => {});
+    await server?.close().catch(() => {});
+    await nats?.close().catch(() => {});
+    redis.disconnect();
+    throw err;
+  }
+}

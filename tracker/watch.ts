@@ -1,0 +1,276 @@
+/**
+ * One watch: subscribe to the live subjects first and buffer, take the snapshot from Redis, drop
+ * buffered events that are not newer than the snapshot (per vehicle, by rev), then go live. So there
+ * is no gap and no duplicate between snapshot and live events.
+ *
+ * Live events do not queue: each vehicle has at most one pending update (the latest; `coalesced`
+ * counts what it replaced), so a slow client gets the newest position of every vehicle when it
+ * reads again. A watch with more pending vehicles than `maxPending`, or whose client took nothing
+ * for `maxLagMs` while updates waited, is ended with RESOURCE_EXHAUSTED and a reason.
+ *
+ * The kind of an event is decided when it is sent, against what the client was told so far:
+ * in view and unknown to the client → ENTER; known → MOVE; out of view and known → EXIT (OFFLINE
+ * when the vehicle went offline); out of view and unknown → nothing.
+ */
+import { create } from "@bufbuild/protobuf";
+import type { NatsConnection, Subscription } from "@nats-io/nats-core";
+import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
+import type { Logger } from "../lib/log";
+import { TooSlowError } from "../lib/rpc";
+import { decodeLive, toVehicleState, type LiveEvent, type StoredState } from "./state-codec";
+
+/** What a watch is about: set by its kind (vehicles or area). */
+export interface WatchScope {
+  /** Whether the vehicle, in this state, is in view (already checked: the token grants it). */
+  inView(vehicleId: string, state: StoredState): boolean;
+  /** Area watches drop a vehicle that went offline; vehicle watches keep it (and say OFFLINE). */
+  keepOffline: boolean;
+  /** Called for every live event before anything else (an order watch follows reassignments here). */
+  onEvent?(event: LiveEvent, watch: Watch): void;
+}
+
+export interface WatchOptions {
+  nc: NatsConnection;
+  subjects: string[];
+  scope: WatchScope;
+  /** The token grants this vehicle in this state. */
+  visible(vehicleId: string, state: StoredState): boolean;
+  /** Reads the snapshot: every vehicle possibly in view, with its record's state. */
+  snapshot(): Promise<{ vehicleId: string; state: StoredState }[]>;
+  minIntervalMs: number;
+  maxPending: number;
+  maxLagMs: number;
+  signal: AbortSignal;
+  log: Logger;
+  /** Events sent per message at most. */
+  chunk?: number;
+  onCoalesced?(): void;
+  onSent?(n: number): void;
+  /** The watch was ended as too slow (its client hears it when it reads next). */
+  onTooSlow?(): void;
+}
+
+interface Pending {
+  state: StoredState;
+  inView: boolean;
+  coalesced: number;
+}
+
+/** rev is a u32 that wraps: a is newer than b when a - b is in (0, 2^31). */
+const newer = (a: number, b: number) => {
+  const d = (a - b) >>> 0;
+  return d !== 0 && d < 0x80000000;
+};
+
+export class Watch {
+  private subs = new Map<string, Subscription>();
+  private buffer: LiveEvent[] | undefined = [];
+  private lastRev = new Map<string, number>();
+  /** Vehicles the client knows as in view, with when it was last sent an update. */
+  private known = new Map<string, number>();
+  private pending = new Map<string, Pending>();
+  private failure: Error | undefined;
+  private wake: (() => void) | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the current send started waiting for the client (0: not waiting). */
+  waitingSince = 0;
+  private closed = false;
+
+  constructor(private readonly o: WatchOptions) {
+    for (const s of o.subjects) this.subscribe(s);
+  }
+
+  /** Subscribes to one more subject (an order watch switching vehicle). */
+  subscribe(subject: string): void {
+    if (this.subs.has(subject) || this.closed) return;
+    const sub = this.o.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) return;
+        let event: LiveEvent;
+        try {
+          event = decodeLive(msg.data);
+        } catch (e) {
+          this.o.log.warn("undecodable live event ignored", { subject: msg.subject, err: e });
+          return;
+        }
+        this.receive(event);
+      },
+    });
+    this.subs.set(subject, sub);
+  }
+
+  unsubscribe(subject: string): void {
+    this.subs.get(subject)?.unsubscribe();
+    this.subs.delete(subject);
+  }
+
+  /** Treats a vehicle as out of view from now on (an order watch whose order moved on). */
+  drop(vehicleId: string, state: StoredState): void {
+    this.enqueue(vehicleId, state, false);
+  }
+
+  private receive(event: LiveEvent): void {
+    if (this.buffer) {
+      this.buffer.push(event);
+      if (this.buffer.length > this.o.maxPending * 4) this.fail(new TooSlowError(`watch fell behind while taking its snapshot (${this.buffer.length} events): narrow it`));
+      return;
+    }
+    this.apply(event);
+  }
+
+  private apply(event: LiveEvent): void {
+    const { vehicleId, state } = event;
+    const last = this.lastRev.get(vehicleId);
+    if (last !== undefined && !newer(state.rev, last)) return;
+    this.o.scope.onEvent?.(event, this);
+    const inView = this.o.visible(vehicleId, state) && (state.online || this.o.scope.keepOffline) && this.o.scope.inView(vehicleId, state);
+    if (!inView && !this.known.has(vehicleId) && !this.pending.has(vehicleId)) {
+      // Out of view and never shown: forget it (an area watch would otherwise remember every passer-by).
+      this.lastRev.delete(vehicleId);
+      return;
+    }
+    this.lastRev.set(vehicleId, state.rev);
+    this.enqueue(vehicleId, state, inView);
+  }
+
+  private enqueue(vehicleId: string, state: StoredState, inView: boolean): void {
+    const p = this.pending.get(vehicleId);
+    if (p) {
+      p.state = state;
+      p.inView = inView;
+      p.coalesced++;
+      this.o.onCoalesced?.();
+    } else {
+      this.pending.set(vehicleId, { state, inView, coalesced: 0 });
+      if (this.pending.size > this.o.maxPending) {
+        this.fail(new TooSlowError(`watch client reads too slowly: more than ${this.o.maxPending} vehicles wait; read faster, set min_interval_ms or narrow the watch`));
+        return;
+      }
+    }
+    this.poke();
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /** Ends the watch with an error (sent when the client reads next). */
+  fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (err instanceof TooSlowError) this.o.onTooSlow?.();
+    this.close();
+    this.poke();
+  }
+
+  /** Called periodically: ends a watch whose client took nothing for too long while updates wait. */
+  checkLag(now: number): void {
+    if (this.waitingSince > 0 && this.pending.size > 0 && now - this.waitingSince > this.o.maxLagMs) {
+      this.fail(new TooSlowError(`watch client took nothing for ${Math.round((now - this.waitingSince) / 1000)} s while updates waited: reconnect`));
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.subs.values()) s.unsubscribe();
+    this.subs.clear();
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Events ready to send now; schedules a wake for those held back by min_interval_ms. */
+  private take(now: number, max: number): VehicleEvent[] {
+    const out: VehicleEvent[] = [];
+    let nextDue = Infinity;
+    for (const [id, p] of this.pending) {
+      if (out.length >= max) break;
+      const lastSent = this.known.get(id);
+      let kind: EventKind;
+      if (p.inView) {
+        if (!p.state.online) kind = EventKind.OFFLINE;
+        else if (lastSent === undefined) kind = EventKind.ENTER;
+        else {
+          kind = EventKind.MOVE;
+          const due = lastSent + this.o.minIntervalMs;
+          if (due > now) {
+            nextDue = Math.min(nextDue, due);
+            continue;
+          }
+        }
+        this.known.set(id, now);
+      } else {
+        this.pending.delete(id);
+        if (lastSent === undefined) continue;
+        kind = p.state.online ? EventKind.EXIT : EventKind.OFFLINE;
+        this.known.delete(id);
+        this.lastRev.delete(id);
+        out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+        continue;
+      }
+      this.pending.delete(id);
+      out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+    }
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (out.length === 0 && nextDue < Infinity) this.timer = setTimeout(() => this.poke(), nextDue - now);
+    return out;
+  }
+
+  /** The watch's messages: snapshot events, SNAPSHOT_END, then live events until the call ends. */
+  async *events(): AsyncGenerator<VehicleEvent[]> {
+    const { signal } = this.o;
+    const onAbort = () => {
+      this.close();
+      this.poke();
+    };
+    signal.addEventListener("abort", onAbort);
+    const chunk = this.o.chunk ?? 500;
+    try {
+      const snapshot = await this.o.snapshot();
+      let out: VehicleEvent[] = [];
+      for (const { vehicleId, state } of snapshot) {
+        this.lastRev.set(vehicleId, state.rev);
+        if (!this.o.visible(vehicleId, state) || !(state.online || this.o.scope.keepOffline) || !this.o.scope.inView(vehicleId, state)) continue;
+        this.known.set(vehicleId, 0);
+        out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT, vehicle: toVehicleState(vehicleId, state) }));
+        if (out.length >= chunk) {
+          yield* this.send(out);
+          out = [];
+        }
+      }
+      out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }));
+      yield* this.send(out);
+      const buffered = this.buffer ?? [];
+      this.buffer = undefined;
+      for (const e of buffered) this.apply(e);
+      while (!signal.aborted) {
+        if (this.failure) throw this.failure;
+        const ready = this.take(Date.now(), chunk);
+        if (ready.length > 0) {
+          yield* this.send(ready);
+          continue;
+        }
+        if (this.closed) break;
+        await new Promise<void>((resolve) => (this.wake = resolve));
+      }
+      if (this.failure) throw this.failure;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      this.close();
+    }
+  }
+
+  private async *send(events: VehicleEvent[]): AsyncGenerator<VehicleEvent[]> {
+    this.waitingSince = Date.now();
+    try {
+      yield events;
+    } finally {
+      this.waitingSince = 0;
+    }
+    this.o.onSent?.(events.length);
+  }
+}
