@@ -10,6 +10,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run(argv
   demo: { summary: "start everything plus simulated vehicles and print live counts", load: () => import("./commands/demo") },
   sim: { summary: "drive simulated vehicles against a running gateway", load: () => import("./commands/sim") },
   token: { summary: "mint vehicle and watch tokens for the configured secret", load: () => import("./commands/token") },
+  query: { summary: "run SQL with DuckDB over the Parquet archive (a positions view is defined)", load: () => import("./commands/query") },
 };
 
 const usage = `fleet: fleet telemetry platform (gRPC ingest -> NATS JetStream -> Redis / PostgreSQL / Parquet)

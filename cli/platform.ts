@@ -15,12 +15,14 @@ const SERVICES = [
   { name: "gateway", portVar: "GATEWAY_PORT", port: (c: Config) => c.gatewayPort },
   { name: "tracker", portVar: "TRACKER_PORT", port: (c: Config) => c.trackerPort },
   { name: "history", portVar: "HISTORY_PORT", port: (c: Config) => c.historyPort },
+  { name: "archiver", portVar: "ARCHIVER_PORT", port: (c: Config) => c.archiverPort },
 ] as const;
 
 export interface Endpoints {
   gateway: string | null;
   tracker: string | null;
   history: string | null;
+  archiver: string | null;
   nats: string;
   redis: string;
   database: string;
@@ -79,6 +81,7 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
       gateway: urls.gateway ?? null,
       tracker: urls.tracker ?? null,
       history: urls.history ?? null,
+      archiver: urls.archiver ?? null,
       nats: stack.natsUrl,
       redis: stack.redisUrl,
       database: stack.databaseUrl,

@@ -144,6 +144,19 @@ const S = {
   // history
   historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
+  historySchema: str("HISTORY_DB_SCHEMA", "public", "PostgreSQL schema of the history tables (created with them)"),
+  historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
+  historyPartitionsAhead: int("HISTORY_PARTITIONS_AHEAD", 2, "day partitions created ahead of today", 0, 365),
+  trackMaxRange: duration("HISTORY_TRACK_MAX_RANGE", "7d", "longest range of GetTrack and GetStats"),
+  trackPoints: int("HISTORY_TRACK_POINTS", 1000, "GetTrack point budget when the caller gives none", 2, 1_000_000),
+  trackMaxPoints: int("HISTORY_TRACK_MAX_POINTS", 10_000, "largest GetTrack point budget", 2, 1_000_000),
+  replayMaxRange: duration("HISTORY_REPLAY_MAX_RANGE", "1d", "longest range of Replay"),
+  maxAreaRadius: num("HISTORY_MAX_AREA_RADIUS", 50_000, "largest Replay area radius (or box half-diagonal), metres"),
+  // archiver
+  archiverPort: int("ARCHIVER_PORT", 50054, "archiver port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  archiveInterval: duration("ARCHIVE_INTERVAL", "1h", "how often the archiver runs by itself (0: only when asked)"),
+  archivePrefix: str("ARCHIVE_PREFIX", "", "key prefix of the archive inside S3_BUCKET"),
+  archiveCacheDir: str("ARCHIVE_CACHE_DIR", "", "local copies of S3 objects for DuckDB (default: <tmp>/fleet-archive-cache)"),
   // demo / simulator
   simVehicles: int("SIM_VEHICLES", 50, "vehicles the simulator drives", 1),
   simInterval: duration("SIM_INTERVAL", "1s", "how often each simulated vehicle reports"),

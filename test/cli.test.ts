@@ -70,7 +70,7 @@ describe("fleet up", () => {
       });
     });
     const endpoints = JSON.parse(line) as Record<string, string | null>;
-    expect(Object.keys(endpoints).sort()).toEqual(["database", "gateway", "history", "nats", "redis", "s3", "tracker"]);
+    expect(Object.keys(endpoints).sort()).toEqual(["archiver", "database", "gateway", "history", "nats", "redis", "s3", "tracker"]);
     expect(endpoints.gateway).toBe(`http://127.0.0.1:${port}`);
     expect(endpoints.nats).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
     expect(endpoints.database).toMatch(/^postgres:\/\/.*127\.0\.0\.1:\d+\/fleet$/);

@@ -7,13 +7,13 @@ const help = `usage: fleet up [--json]
 
 Starts, in the foreground, what the environment does not provide — nats-server with JetStream,
 redis-server, PostgreSQL and an S3-compatible server, on free loopback ports in a temporary folder —
-then the gateway, tracker and history services. Ctrl-C drains the services and stops it all.
+then the gateway, tracker, history and archiver services. Ctrl-C drains the services and stops it all.
 
   --json   print one JSON line when ready naming every endpoint
-           (gateway, tracker, history, nats, redis, database, s3; null for a service not in this build)
+           (gateway, tracker, history, archiver, nats, redis, database, s3; null for a service not in this build)
 
 Existing servers: set NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT (+ S3_BUCKET, S3_ACCESS_KEY_ID,
-S3_SECRET_ACCESS_KEY); ports: GATEWAY_PORT, TRACKER_PORT, HISTORY_PORT. "fleet env" lists every variable.`;
+S3_SECRET_ACCESS_KEY); ports: GATEWAY_PORT, TRACKER_PORT, HISTORY_PORT, ARCHIVER_PORT. "fleet env" lists every variable.`;
 
 /** Prints endpoints for a person. */
 export function describeEndpoints(e: Endpoints): string {
@@ -22,6 +22,7 @@ export function describeEndpoints(e: Endpoints): string {
     row("gateway", e.gateway, e.gateway ? "   gRPC, gRPC-Web, Connect; /metrics /healthz" : ""),
     row("tracker", e.tracker),
     row("history", e.history),
+    row("archiver", e.archiver),
     row("nats", e.nats),
     row("redis", e.redis),
     row("database", e.database),

@@ -1,0 +1,190 @@
+/**
+ * One archive run: every closed day partition older than the cutoff goes to Parquet, is read back,
+ * and only then dropped. Each day moves through states kept in `archive_days`, so that a run killed
+ * at any step is completed by the next one with nothing lost and nothing doubled:
+ *
+ *   (hot) ──write──► writing ──upload done──► written ──read back, rows match, DROP──► archived
+ *
+ * - writing: the object is (re)written under a key fixed by the day and its generation, so a retry
+ *   overwrites a half-done upload instead of adding a second object.
+ * - written: the object is fetched again and counted by DuckDB; in one transaction the partition is
+ *   locked (no insert can slip in), counted, and dropped only if the counts match. A mismatch (points
+ *   that arrived late) sends the day back to writing.
+ * - archived: a partition of that day that appears again (late points) is archived as the next
+ *   generation (part-<n+1>.parquet).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { DuckDBConnection } from "@duckdb/node-api";
+import { objectKey, type ArchiveStore } from "../lib/archive-store";
+import type { Logger } from "../lib/log";
+import { lockKey, type Sql } from "../lib/pg";
+import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, type DayState, type StorageMode } from "../lib/positions-db";
+import { csvToParquet, exportDayCsv, parquetRows } from "./parquet-writer";
+
+export type ArchiveStep = "write" | "verify" | "drop" | "skip";
+
+export interface ArchiveProgress {
+  day: string;
+  state: DayState;
+  step: ArchiveStep;
+  rowsDone: number;
+  rows: number;
+  bytes: number;
+  location: string;
+}
+
+export interface ArchiveRunOptions {
+  sql: Sql;
+  mode: StorageMode;
+  store: ArchiveStore;
+  connect(): Promise<DuckDBConnection>;
+  /** Days whose end is at or before this time (ms) are archived. */
+  cutoffMs: number;
+  schema?: string;
+  log: Logger;
+  onProgress?: (p: ArchiveProgress) => void;
+}
+
+export interface ArchiveRunResult {
+  days: string[];
+  rows: number;
+  bytes: number;
+}
+
+/** Thrown when another archive run holds the lock. */
+export class ArchiveBusyError extends Error {
+  constructor() {
+    super("another archive run is in progress: wait for it to finish");
+    this.name = "ArchiveBusyError";
+  }
+}
+
+/** Runs the archive once; throws on the first day that fails (its partition stays). */
+export async function runArchive({ sql, mode, store, connect, cutoffMs, schema = "public", log, onProgress = () => {} }: ArchiveRunOptions): Promise<ArchiveRunResult> {
+  const lock = await sql.reserve();
+  const key = lockKey(`fleet-archive:${schema}`).toString();
+  try {
+    const [got] = await lock`SELECT pg_try_advisory_lock(${key}::bigint) AS ok`;
+    if (!got?.ok) throw new ArchiveBusyError();
+    try {
+      const result: ArchiveRunResult = { days: [], rows: 0, bytes: 0 };
+      const states = new Map((await archiveDays(sql)).map((d) => [d.day, d]));
+      // Days in progress first (a killed run's), then closed hot days, oldest first.
+      const all = await hotDays(sql, mode);
+      const hot = all.filter((d) => dayStartMs(d) + DAY_MS <= cutoffMs);
+      const pending = [...states.values()].filter((d) => d.state !== "archived").map((d) => d.day);
+      const days = [...new Set([...pending, ...hot])].sort();
+      for (const day of days) {
+        const r = await archiveDay({ sql, mode, store, connect, log, onProgress }, day, all.includes(day));
+        if (r) {
+          result.days.push(day);
+          result.rows += r.rows;
+          result.bytes += r.bytes;
+        }
+      }
+      return result;
+    } finally {
+      await lock`SELECT pg_advisory_unlock(${key}::bigint)`.catch(() => {});
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void };
+
+async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayContext, day: string, isHot: boolean): Promise<{ rows: number; bytes: number } | undefined> {
+  let [row] = await sql`SELECT state, generation, rows, bytes FROM archive_days WHERE day = ${day}::date`;
+  if (!row) {
+    if (!isHot) return undefined;
+    [row] = await sql`INSERT INTO archive_days (day, state, generation) VALUES (${day}::date, 'writing', 0) RETURNING state, generation, rows, bytes`;
+  } else if (row.state === "archived") {
+    if (!isHot) return undefined;
+    // Late points re-opened the day: archive them as the next generation.
+    [row] = await sql`UPDATE archive_days SET state = 'writing', generation = generation + 1, rows = 0, bytes = 0, updated_at = now()
+                      WHERE day = ${day}::date RETURNING state, generation, rows, bytes`;
+  }
+  const generation = Number(row!.generation);
+  const key = objectKey(day, generation);
+  const location = store.root + key;
+  let state = row!.state as DayState;
+  let rows = Number(row!.rows);
+  let bytes = Number(row!.bytes);
+  const report = (step: ArchiveStep, rowsDone: number) => onProgress({ day, state, step, rowsDone, rows, bytes, location });
+  const work = mkdtempSync(join(tmpdir(), "fleet-archive-"));
+  const conn = await connect();
+  try {
+    for (let round = 0; round < 3; round++) {
+      if (state === "writing") {
+        if (!isHot) {
+          // The partition is gone although the day never got past writing: only a hand-made drop does that.
+          throw new Error(`day ${day} is marked writing but has no partition: check archive_days and the archive at ${location}`);
+        }
+        const csv = join(work, "day.csv");
+        const parquet = join(work, "day.parquet");
+        rows = await exportDayCsv(sql, day, csv, (n) => report("write", n));
+        bytes = 0;
+        if (rows > 0) {
+          await csvToParquet(conn, csv, parquet);
+          bytes = await store.put(key, parquet);
+        }
+        rmSync(csv, { force: true });
+        await sql`UPDATE archive_days SET state = 'written', rows = ${rows}, bytes = ${bytes}, location = ${location}, updated_at = now() WHERE day = ${day}::date`;
+        state = "written";
+        report("write", rows);
+        log.info("archive: day written", { day, generation, rows, bytes, location });
+      }
+      // written: read the object back, then drop the partition if the counts match.
+      let archived = 0;
+      if (rows > 0) {
+        const back = join(work, "back.parquet");
+        await store.fetch(key, back).catch((err) => {
+          throw new Error(`could not read back ${location}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        });
+        archived = await parquetRows(conn, back);
+        rmSync(back, { force: true });
+      }
+      report("verify", archived);
+      if (archived !== rows) {
+        log.warn("archive: object does not hold the rows written: rewriting", { day, expected: rows, found: archived });
+        await sql`UPDATE archive_days SET state = 'writing', updated_at = now() WHERE day = ${day}::date`;
+        state = "writing";
+        continue;
+      }
+      const dropped = await sql.begin(async (tx) => {
+        let inPostgres = 0;
+        if (isHot) {
+          if (mode === "plain") await tx.unsafe(`LOCK TABLE ${partitionName(day)} IN ACCESS EXCLUSIVE MODE`);
+          else await tx.unsafe(`LOCK TABLE positions IN SHARE ROW EXCLUSIVE MODE`);
+          const [c] = await tx.unsafe(
+            `SELECT count(*)::int8 AS n FROM positions WHERE recorded_at >= '${day} 00:00:00+00' AND recorded_at < '${day} 00:00:00+00'::timestamptz + interval '1 day'`,
+          );
+          inPostgres = Number(c!.n);
+        }
+        if (inPostgres !== archived) return false;
+        if (isHot) {
+          if (mode === "plain") await tx.unsafe(`DROP TABLE ${partitionName(day)}`);
+          else await tx.unsafe(`SELECT drop_chunks('positions', older_than => '${day}'::timestamptz + interval '1 day', newer_than => '${day}'::timestamptz)`);
+        }
+        await tx`UPDATE archive_days SET state = 'archived', updated_at = now() WHERE day = ${day}::date`;
+        return true;
+      });
+      if (!dropped) {
+        log.info("archive: more rows arrived for the day since it was written: rewriting", { day });
+        await sql`UPDATE archive_days SET state = 'writing', updated_at = now() WHERE day = ${day}::date`;
+        state = "writing";
+        continue;
+      }
+      state = "archived";
+      report("drop", rows);
+      log.info("archive: day archived and dropped", { day, generation, rows, bytes });
+      return { rows, bytes };
+    }
+    throw new Error(`day ${day} kept changing while it was archived; try again later`);
+  } finally {
+    conn.closeSync();
+    rmSync(work, { recursive: true, force: true });
+  }
+}

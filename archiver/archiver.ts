@@ -1,0 +1,135 @@
+/**
+ * The archiver assembled: PostgreSQL (the same migrations as history), the archive store, DuckDB,
+ * a run every ARCHIVE_INTERVAL, and ArchiveService on the one-port server.
+ */
+import { ArchiveService } from "../gen/fleet/v1/archive_pb";
+import { openDuckDb } from "../lib/archive-duckdb";
+import { archiveStoreFrom, type ArchiveStore } from "../lib/archive-store";
+import { tokenKeys } from "../lib/auth";
+import type { Config } from "../lib/config";
+import { createLogger, type Logger } from "../lib/log";
+import { Counter, Gauge, createRegistry, type Registry } from "../lib/metrics";
+import { connectPostgres, type Sql } from "../lib/pg";
+import { archiveDays, migrate } from "../lib/positions-db";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
+import { serve, type Server } from "../lib/serve";
+import { ArchiveBusyError, runArchive, type ArchiveProgress, type ArchiveRunResult } from "./archive-run";
+import { createArchiveService } from "./archive-service";
+
+export interface ArchiverOptions {
+  config: Config;
+  log?: Logger;
+  registry?: Registry;
+  /** Another store than the configured one (tests). */
+  store?: ArchiveStore;
+}
+
+export interface Archiver {
+  readonly url: string;
+  readonly port: number;
+  readonly registry: Registry;
+  readonly sql: Sql;
+  readonly store: ArchiveStore;
+  /** One run with a cutoff (default now minus HISTORY_HOT_RETENTION). */
+  run(cutoffMs?: number, onProgress?: (p: ArchiveProgress) => void): Promise<ArchiveRunResult>;
+  close(): Promise<void>;
+}
+
+export async function createArchiver({
+  config,
+  log = createLogger({ level: config.logLevel, fields: { service: "archiver" } }),
+  registry = createRegistry("archiver"),
+  store = archiveStoreFrom(config),
+}: ArchiverOptions): Promise<Archiver> {
+  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: 3, applicationName: "archiver" });
+  const duck = await openDuckDb();
+  let server: Server | undefined;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  try {
+    const mode = await migrate(sql, { schema: config.historySchema, log });
+    const runs = new Counter({ name: "archive_runs_total", help: "archive runs, by result", labelNames: ["result"], registers: [registry] });
+    const rowsArchived = new Counter({ name: "archive_rows_total", help: "rows moved to Parquet and dropped from PostgreSQL", registers: [registry] });
+    const bytesWritten = new Counter({ name: "archive_bytes_written_total", help: "bytes of Parquet written", registers: [registry] });
+    new Gauge({
+      name: "archive_days",
+      help: "days known to the archiver, by state",
+      labelNames: ["state"],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const d of await archiveDays(sql).catch(() => [])) this.inc({ state: d.state });
+      },
+    });
+
+    const run = async (cutoffMs = Date.now() - config.hotRetention, onProgress?: (p: ArchiveProgress) => void) => {
+      let lastLog = 0;
+      try {
+        const r = await runArchive({
+          sql,
+          mode,
+          store,
+          connect: duck.connect,
+          cutoffMs,
+          schema: config.historySchema,
+          log,
+          onProgress: (p) => {
+            if (p.step === "write" && p.rowsDone < p.rows && Date.now() - lastLog > 5000) {
+              lastLog = Date.now();
+              log.info("archive: writing", { day: p.day, rowsDone: p.rowsDone });
+            }
+            if (p.step === "drop") rowsArchived.inc(p.rows);
+            if (p.step === "write" && p.state === "written") bytesWritten.inc(p.bytes);
+            onProgress?.(p);
+          },
+        });
+        runs.inc({ result: "ok" });
+        return r;
+      } catch (err) {
+        runs.inc({ result: err instanceof ArchiveBusyError ? "busy" : "failed" });
+        throw err;
+      }
+    };
+
+    server = await serve({
+      routes: (router) => router.service(ArchiveService, createArchiveService({ sql, mode, run, hotRetentionMs: config.hotRetention })),
+      host: config.host,
+      port: config.archiverPort,
+      registry,
+      log,
+      maxMessageBytes: config.maxMessageBytes,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      idleTimeoutMs: config.idleTimeout,
+      interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
+    });
+    if (config.archiveInterval > 0) {
+      timer = setInterval(() => {
+        run().then(
+          (r) => r.days.length && log.info("archive run done", { ...r }),
+          (err) => log.warn("archive run failed: the next one retries", { err }),
+        );
+      }, config.archiveInterval);
+    }
+    log.info("listening", { url: server.url, archive: store.root, mode, retention: config.hotRetention });
+    const srv = server;
+    return {
+      url: srv.url,
+      port: srv.port,
+      registry,
+      sql,
+      store,
+      run,
+      async close() {
+        if (timer) clearInterval(timer);
+        await srv.close();
+        await sql.end({ timeout: 5 });
+        duck.close();
+      },
+    };
+  } catch (err) {
+    if (timer) clearInterval(timer);
+    await server?.close().catch(() => {});
+    await sql.end({ timeout: 1 }).catch(() => {});
+    duck.close();
+    throw err;
+  }
+}

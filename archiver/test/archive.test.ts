@@ -1,0 +1,188 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { ArchiveService, PartitionState } from "../../gen/fleet/v1/archive_pb";
+import { openDuckDb, parquetSource } from "../../lib/archive-duckdb";
+import { localParquetFiles, objectKey, type ArchiveStore } from "../../lib/archive-store";
+import { mintWatchToken, tokenKeys } from "../../lib/auth";
+import { loadConfig, type Config } from "../../lib/config";
+import { createLogger } from "../../lib/log";
+import { connectPostgres, type Sql } from "../../lib/pg";
+import { archiveDays, ensureDayPartitions, hotDays, migrate } from "../../lib/positions-db";
+import type { Stack } from "../../lib/stack";
+import { testStack } from "../../lib/testing";
+import { createArchiver, type Archiver } from "../archiver";
+
+let stack: Stack;
+const opened: { close(): Promise<void> }[] = [];
+let n = 0;
+
+beforeAll(async () => {
+  stack = await testStack(["postgres", "s3"]);
+});
+afterAll(async () => {
+  for (const o of opened) await o.close().catch(() => {});
+}, 30_000);
+
+interface Fixture {
+  config: Config;
+  sql: Sql;
+  archiver: Archiver;
+  store: ArchiveStore;
+  /** Inserts `rows` points per vehicle for `vehicles` vehicles on a day (one a second from 08:00). */
+  fill(day: string, vehicles: number, rows: number): Promise<void>;
+}
+
+async function fixture(): Promise<Fixture> {
+  const schema = `a_${process.pid}_${Date.now().toString(36)}_${++n}`;
+  const config = loadConfig({
+    ...stack.env(),
+    HISTORY_DB_SCHEMA: schema,
+    ARCHIVE_PREFIX: `${schema}/`,
+    ARCHIVER_PORT: "0",
+    ARCHIVE_INTERVAL: "0",
+    HISTORY_HOT_RETENTION: "1m",
+    FLEET_JWT_SECRET: "archiver-test",
+    LOG_LEVEL: "error",
+  });
+  const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 2 });
+  await migrate(sql, { schema, log: createLogger({ level: "error" }) });
+  const archiver = await createArchiver({ config, log: createLogger({ level: (process.env.TEST_LOG_LEVEL as "debug") ?? "error" }) });
+  opened.push(archiver, { close: () => sql.end({ timeout: 1 }) });
+  return {
+    config,
+    sql,
+    archiver,
+    store: archiver.store,
+    async fill(day, vehicles, rows) {
+      await ensureDayPartitions(sql, "plain", [day], schema);
+      await sql`
+        INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy)
+        SELECT 'v' || v, ${day}::timestamptz + interval '8 hours' + i * interval '1 second', i, 'fleet-a',
+               52.5 + i * 1e-5, 13.4 + v * 1e-3, 10, 90, 5
+        FROM generate_series(1, ${vehicles}) v, generate_series(1, ${rows}) i`;
+    },
+  };
+}
+
+async function rowsInArchive(store: ArchiveStore, day: string): Promise<number> {
+  const duck = await openDuckDb();
+  try {
+    const files = await localParquetFiles(store, `${stack.dir}/cache`, [day]);
+    const c = await duck.connect();
+    const r = await c.runAndReadAll(`SELECT count(*) FROM ${parquetSource(files)}`);
+    return Number(r.getRows()[0]![0]);
+  } finally {
+    duck.close();
+  }
+}
+
+test("archive - closed days go to Parquet on S3, read back, then dropped; today stays", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-10-01", 3, 1000);
+  await fx.fill("2026-10-02", 2, 500);
+  const today = new Date().toISOString().slice(0, 10);
+  await fx.fill(today, 1, 10);
+  const steps: string[] = [];
+  const r = await fx.archiver.run(undefined, (p) => steps.push(`${p.day}:${p.step}`));
+  expect(r.days).toEqual(["2026-10-01", "2026-10-02"]);
+  expect(r.rows).toBe(4000);
+  expect(steps).toContain("2026-10-01:write");
+  expect(steps).toContain("2026-10-01:verify");
+  expect(steps).toContain("2026-10-01:drop");
+  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-10-01");
+  expect(await hotDays(fx.sql, "plain")).toContain(today);
+  expect(await rowsInArchive(fx.store, "2026-10-01")).toBe(3000);
+  expect(await rowsInArchive(fx.store, "2026-10-02")).toBe(1000);
+  const objects = await fx.store.list("positions/");
+  expect(objects.map((o) => o.key)).toEqual([objectKey("2026-10-01", 0), objectKey("2026-10-02", 0)]);
+  // Sorted by vehicle and time, coordinates back in degrees.
+  const duck = await openDuckDb();
+  const c = await duck.connect();
+  const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-10-01"]);
+  const rows = (await c.runAndReadAll(`SELECT vehicle_id, epoch_ms(recorded_at), lat, lon, day FROM ${parquetSource(files)} LIMIT 2`)).getRows();
+  duck.close();
+  expect(rows[0]![0]).toBe("v1");
+  expect(Number(rows[0]![1])).toBe(Date.parse("2026-10-01T08:00:01Z"));
+  expect(rows[0]![2]).toBeCloseTo(52.50001, 7);
+  // A second run has nothing to do.
+  expect((await fx.archiver.run()).days).toEqual([]);
+});
+
+test("archive - S3 down during a run: nothing dropped, the next run finishes", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-09-10", 2, 2000);
+  await stack.stopService("s3");
+  try {
+    await expect(fx.archiver.run()).rejects.toThrow();
+  } finally {
+    await stack.startService("s3");
+  }
+  expect(await hotDays(fx.sql, "plain")).toContain("2026-09-10");
+  const [c] = await fx.sql`SELECT count(*)::int AS n FROM positions`;
+  expect(c!.n).toBe(4000);
+  expect((await archiveDays(fx.sql))[0]!.state).toBe("writing");
+  const r = await fx.archiver.run();
+  expect(r.days).toEqual(["2026-09-10"]);
+  expect(await rowsInArchive(fx.store, "2026-09-10")).toBe(4000);
+  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-09-10");
+}, 60_000);
+
+test("archive - a day half-archived by a killed run is completed, not doubled", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-08-01", 2, 300);
+  await fx.fill("2026-08-02", 2, 300);
+  // Killed while uploading 08-01: state writing, a truncated object at its key.
+  await fx.sql`INSERT INTO archive_days (day, state) VALUES ('2026-08-01', 'writing')`;
+  const junk = `${stack.dir}/junk.parquet`;
+  await Bun.write(junk, "PAR1 truncated");
+  await fx.store.put(objectKey("2026-08-01", 0), junk);
+  // Killed after 08-02 was written, before it was verified and dropped.
+  await fx.archiver.run(Date.parse("2026-08-02T00:00:00Z") + 86_400_000); // archives both, then we rewind 08-02
+  await fx.sql`UPDATE archive_days SET state = 'written' WHERE day = '2026-08-02'`;
+  // Undo the drop of 08-02 by restoring its rows, as if the DROP never happened.
+  await fx.fill("2026-08-02", 2, 300);
+  const r = await fx.archiver.run();
+  expect(r.days).toEqual(["2026-08-02"]);
+  expect(await rowsInArchive(fx.store, "2026-08-01")).toBe(600);
+  expect(await rowsInArchive(fx.store, "2026-08-02")).toBe(600);
+  expect((await fx.store.list("positions/")).length).toBe(2);
+  expect(await hotDays(fx.sql, "plain")).toEqual(expect.not.arrayContaining(["2026-08-01", "2026-08-02"]));
+});
+
+test("archive - late points re-open a day: archived again as the next generation", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-07-01", 1, 100);
+  await fx.archiver.run();
+  await fx.sql`INSERT INTO archive_days (day, state) VALUES ('2026-07-02', 'archived') ON CONFLICT DO NOTHING`; // unrelated row
+  await ensureDayPartitions(fx.sql, "plain", ["2026-07-01"], fx.config.historySchema);
+  await fx.sql`INSERT INTO positions (vehicle_id, recorded_at, seq, lat, lon, speed, heading, accuracy)
+               VALUES ('late', '2026-07-01 12:00:00+00', 1, 52.5, 13.4, 0, 0, 5)`;
+  const r = await fx.archiver.run();
+  expect(r.days).toEqual(["2026-07-01"]);
+  expect((await fx.store.list("positions/day=2026-07-01/")).map((o) => o.key)).toEqual([objectKey("2026-07-01", 0), objectKey("2026-07-01", 1)]);
+  expect(await rowsInArchive(fx.store, "2026-07-01")).toBe(101);
+});
+
+test("archive service - admin only; lists days and streams a run's progress", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-06-01", 1, 50);
+  const keys = tokenKeys(fx.config);
+  const client = createClient(ArchiveService, createGrpcTransport({ baseUrl: fx.archiver.url }));
+  const watch = await mintWatchToken(keys, { all: true });
+  const admin = await mintWatchToken(keys, { admin: true });
+  const err = await client.listPartitions({}, { headers: { authorization: `Bearer ${watch}` } }).catch((e) => e);
+  expect(ConnectError.from(err).code).toBe(Code.PermissionDenied);
+  expect(ConnectError.from(err).rawMessage).toContain("admin token");
+  const auth = { headers: { authorization: `Bearer ${admin}` } };
+  let list = await client.listPartitions({}, auth);
+  expect(list.partitions.find((p) => p.day === "2026-06-01")?.state).toBe(PartitionState.HOT);
+  const steps: string[] = [];
+  for await (const m of client.runArchive({}, auth)) steps.push(`${m.partition?.day}:${m.step}:${m.rowsDone}`);
+  expect(steps).toContain("2026-06-01:drop:50");
+  list = await client.listPartitions({}, auth);
+  const day = list.partitions.find((p) => p.day === "2026-06-01")!;
+  expect(day.state).toBe(PartitionState.ARCHIVED);
+  expect(day.rows).toBe(50n);
+  expect(day.location).toContain("day=2026-06-01/part-0.parquet");
+});

@@ -1,0 +1,207 @@
+/**
+ * The durable pull consumer `history` on the positions stream: takes messages as they come, writes
+ * what has gathered in one transaction (so a busy stream gets large transactions and a quiet one
+ * low latency), and acks only after COMMIT. Several processes may share the consumer.
+ *
+ * PostgreSQL away: the same messages are retried with backoff until it is back (JetStream is told
+ * they are still being worked on, so it does not redeliver them elsewhere meanwhile); a process that
+ * dies leaves them unacked and JetStream redelivers them after ack_wait. Either way, the insert
+ * ignores rows already stored, so nothing is lost or doubled.
+ */
+import { fromBinary } from "@bufbuild/protobuf";
+import { nanos } from "@nats-io/nats-core";
+import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
+import type { Nats } from "../lib/jetstream";
+import type { Logger } from "../lib/log";
+import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
+import { isTransientPgError } from "../lib/pg";
+import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
+import type { PositionWriter } from "./write-positions";
+
+export interface HistoryConsumerOptions {
+  nats: Nats;
+  writer: PositionWriter;
+  registry: Registry;
+  log: Logger;
+  stream?: string;
+  durable?: string;
+  /** Rows per transaction at most (a message is never split). */
+  maxRows?: number;
+  /** Messages JetStream may have handed out unacked (the bound on memory when PostgreSQL is away). */
+  maxAckPending?: number;
+  /** ms before an unacked message is redelivered. */
+  ackWaitMs?: number;
+}
+
+export interface HistoryConsumer {
+  /** Stops taking messages, finishes the transaction in progress, acks it. */
+  stop(): Promise<void>;
+  /** True while the last write succeeded (or nothing was written yet). */
+  healthy(): boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Creates (if missing) the durable consumer and starts consuming. */
+export async function startHistoryConsumer({
+  nats,
+  writer,
+  registry,
+  log,
+  stream = POSITIONS_STREAM,
+  durable = CONSUMERS.history,
+  maxRows = 20_000,
+  maxAckPending = 2000,
+  ackWaitMs = 30_000,
+}: HistoryConsumerOptions): Promise<HistoryConsumer> {
+  const rowsWritten = new Counter({ name: "history_rows_written_total", help: "rows inserted into positions", registers: [registry] });
+  const rowsDuplicate = new Counter({
+    name: "history_rows_duplicate_total",
+    help: "rows received again (redelivery, re-sent points) and ignored",
+    registers: [registry],
+  });
+  const commitSeconds = new Histogram({
+    name: "history_batch_commit_seconds",
+    help: "time of one write transaction (COPY, insert, rollup, COMMIT)",
+    buckets: latencyBuckets,
+    registers: [registry],
+  });
+  const batchRows = new Histogram({
+    name: "history_batch_rows",
+    help: "rows per write transaction",
+    buckets: [1, 10, 100, 1000, 5000, 10000, 20000, 50000],
+    registers: [registry],
+  });
+  const writeErrors = new Counter({
+    name: "history_write_errors_total",
+    help: "failed write transactions, by kind (transient ones are retried)",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const badMessages = new Counter({
+    name: "history_bad_messages_total",
+    help: "messages that are not a PositionBatch (terminated, logged)",
+    registers: [registry],
+  });
+  let lag = 0;
+  new Gauge({
+    name: "history_consumer_lag_messages",
+    help: "messages of the stream not yet delivered to history (num_pending seen on the last message)",
+    registers: [registry],
+    collect() {
+      this.set(lag);
+    },
+  });
+  let lastDelivered = 0;
+  new Gauge({
+    name: "history_consumer_lag_seconds",
+    help: "age of the newest message taken, at the time it was taken",
+    registers: [registry],
+    collect() {
+      this.set(lastDelivered);
+    },
+  });
+
+  await ensureConsumer(nats, stream, durable, maxAckPending, ackWaitMs);
+  const consumer = await nats.js.consumers.get(stream, durable);
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending) });
+
+  const queue: { msg: JsMsg; positions: Position[] }[] = [];
+  let wake: (() => void) | undefined;
+  let stopping = false;
+  let healthy = true;
+
+  const reader = (async () => {
+    for await (const msg of messages) {
+      let positions: Position[];
+      try {
+        positions = fromBinary(PositionBatchSchema, msg.data).positions;
+      } catch (err) {
+        badMessages.inc();
+        log.error("not a PositionBatch: terminated", { subject: msg.subject, seq: msg.seq, err });
+        msg.term();
+        continue;
+      }
+      lag = msg.info.pending;
+      lastDelivered = Math.max(0, (Date.now() - msg.info.timestampNanos / 1e6) / 1000);
+      queue.push({ msg, positions });
+      wake?.();
+    }
+  })().catch((err) => log.error("history consumer stopped reading", { err }));
+
+  const writerLoop = (async () => {
+    while (!stopping || queue.length > 0) {
+      if (queue.length === 0) {
+        if (stopping) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+        continue;
+      }
+      // Take whole messages up to maxRows (at least one).
+      let rows = 0;
+      let n = 0;
+      while (n < queue.length && (n === 0 || rows + queue[n]!.positions.length <= maxRows)) rows += queue[n++]!.positions.length;
+      const group = queue.splice(0, n);
+      const positions = n === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
+      for (let attempt = 1; ; attempt++) {
+        const t0 = performance.now();
+        try {
+          const r = await writer.write(positions);
+          commitSeconds.observe((performance.now() - t0) / 1000);
+          batchRows.observe(r.rows);
+          rowsWritten.inc(r.inserted);
+          rowsDuplicate.inc(r.rows - r.inserted);
+          for (const g of group) g.msg.ack();
+          if (!healthy) log.info("history writes again", { attempts: attempt });
+          healthy = true;
+          break;
+        } catch (err) {
+          const transient = isTransientPgError(err);
+          writeErrors.inc({ kind: transient ? "transient" : "other" });
+          healthy = false;
+          // Keep the messages ours while we retry; redelivery elsewhere would only add load.
+          for (const g of group) g.msg.working();
+          const wait = Math.min(5000, 100 * 2 ** Math.min(attempt, 6));
+          if (attempt === 1 || attempt % 10 === 0) {
+            (transient ? log.warn : log.error)("history write failed: retrying", { attempt, rows: positions.length, waitMs: wait, err });
+          }
+          if (stopping && !transient) return;
+          await sleep(wait);
+        }
+      }
+    }
+  })();
+
+  return {
+    async stop() {
+      stopping = true;
+      await messages.close().catch(() => {});
+      wake?.();
+      await reader;
+      await Promise.race([writerLoop, sleep(10_000)]);
+    },
+    healthy: () => healthy,
+  };
+}
+
+async function ensureConsumer(nats: Nats, stream: string, durable: string, maxAckPending: number, ackWaitMs: number): Promise<void> {
+  try {
+    await nats.jsm.consumers.info(stream, durable);
+    return;
+  } catch (err) {
+    if (!/consumer not found/i.test(String((err as Error)?.message))) throw err;
+  }
+  try {
+    await nats.jsm.consumers.add(stream, {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(ackWaitMs),
+      max_ack_pending: maxAckPending,
+    });
+  } catch (err) {
+    // Another history process created it first.
+    if (!/already (exists|in use)/i.test(String((err as Error)?.message))) throw err;
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * HistoryService: GetTrack (simplified to a point budget), GetStats (from the per-minute rollup),
+ * Replay (server-streaming, original timing scaled). Hot and archived days alike; only what the
+ * caller's watch token grants.
+ */
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { HistoryService, StatsBucket, type GetStatsResponse, type GetTrackResponse, type ReplayResponse } from "../gen/fleet/v1/history_pb";
+import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
+import type { Area } from "../gen/fleet/v1/geo_pb";
+import type { Sql } from "../lib/pg";
+import { claimsOf, InvalidRequestError } from "../lib/rpc";
+import { accessOf, seesWholeVehicle } from "./access";
+import type { AreaFilter, PositionReader, StoredPoint } from "./read-positions";
+import { simplifyIndexes } from "./simplify";
+
+export interface HistoryLimits {
+  /** Longest GetTrack/GetStats range, ms. */
+  trackMaxRangeMs: number;
+  /** Longest Replay range, ms. */
+  replayMaxRangeMs: number;
+  /** max_points when the caller sends 0. */
+  trackDefaultPoints: number;
+  /** Largest max_points accepted. */
+  trackMaxPoints: number;
+  /** Largest replay area radius (or half-diagonal of a box), metres. */
+  maxAreaRadiusM: number;
+}
+
+export interface HistoryServiceOptions {
+  sql: Sql;
+  reader: PositionReader;
+  limits: HistoryLimits;
+}
+
+const formatDuration = (ms: number) => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${Math.round(ms / 1000)}s`);
+
+/** from/to as µs, checked: both set, from < to, within maxMs. */
+export function checkRange(from: Timestamp | undefined, to: Timestamp | undefined, maxMs: number): { fromUs: number; toUs: number } {
+  if (!from || !to) throw new InvalidRequestError("from and to are required");
+  const fromUs = Number(from.seconds) * 1e6 + Math.floor(from.nanos / 1000);
+  const toUs = Number(to.seconds) * 1e6 + Math.floor(to.nanos / 1000);
+  if (!(fromUs < toUs)) {
+    throw new InvalidRequestError(`from (${timestampDate(from).toISOString()}) must be before to (${timestampDate(to).toISOString()})`);
+  }
+  if (toUs - fromUs > maxMs * 1000) {
+    throw new InvalidRequestError(`range of ${formatDuration(Math.round((toUs - fromUs) / 1000))} is longer than the limit of ${formatDuration(maxMs)}: ask for a shorter range`);
+  }
+  return { fromUs, toUs };
+}
+
+const EARTH_M_PER_DEG = 111_320;
+
+/** Checks an Area and turns it into a filter. */
+export function checkArea(area: Area | undefined, maxRadiusM: number): AreaFilter {
+  const shape = area?.shape;
+  if (!shape || shape.case === undefined) throw new InvalidRequestError("area needs a circle or a box");
+  if (shape.case === "circle") {
+    const { lat, lon, radiusM } = shape.value;
+    if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 180) throw new InvalidRequestError("circle centre must have lat -90..90 and lon -180..180");
+    if (!(radiusM > 0) || radiusM > maxRadiusM) throw new InvalidRequestError(`circle radius_m must be above 0 and at most ${maxRadiusM}`);
+    return { kind: "circle", lat, lon, radiusM };
+  }
+  const { minLat, minLon, maxLat, maxLon } = shape.value;
+  const finite = [minLat, minLon, maxLat, maxLon].every(Number.isFinite);
+  if (!finite || minLat >= maxLat || minLon >= maxLon || Math.abs(minLat) > 90 || Math.abs(maxLat) > 90 || Math.abs(minLon) > 180 || Math.abs(maxLon) > 180) {
+    throw new InvalidRequestError("box needs min_lat < max_lat and min_lon < max_lon within -90..90 / -180..180 (it must not cross the antimeridian)");
+  }
+  const halfDiag = (Math.hypot(maxLat - minLat, (maxLon - minLon) * Math.cos((((minLat + maxLat) / 2) * Math.PI) / 180)) * EARTH_M_PER_DEG) / 2;
+  if (halfDiag > maxRadiusM) throw new InvalidRequestError(`box is too large: its half-diagonal must be at most ${maxRadiusM} m`);
+  return { kind: "box", minLat, minLon, maxLat, maxLon };
+}
+
+/** A stored point as a Position message. */
+export function toPosition(p: StoredPoint): Position {
+  return create(PositionSchema, {
+    vehicleId: p.vehicleId,
+    seq: p.seq,
+    recordedAt: timestampFromMicros(p.us),
+    lat: p.lat,
+    lon: p.lon,
+    speed: p.speed,
+    heading: p.heading,
+    accuracy: p.accuracy,
+    orderId: p.orderId,
+    status: p.status,
+    fleetId: p.fleetId,
+    receivedAt: p.receivedUs ? timestampFromMicros(p.receivedUs) : undefined,
+  });
+}
+
+function timestampFromMicros(us: number): Timestamp {
+  const ts = timestampFromMs(Math.floor(us / 1000));
+  ts.nanos += (us % 1000) * 1000;
+  return ts;
+}
+
+const BUCKET_UNIT: Record<StatsBucket, string> = {
+  [StatsBucket.UNSPECIFIED]: "hour",
+  [StatsBucket.MINUTE]: "minute",
+  [StatsBucket.HOUR]: "hour",
+  [StatsBucket.DAY]: "day",
+};
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+
+/** Points due within this many ms of each other (after scaling) go out in one message. */
+const REPLAY_COALESCE_MS = 20;
+
+export function createHistoryService({ sql, reader, limits }: HistoryServiceOptions): ServiceImpl<typeof HistoryService> {
+  return {
+    async getTrack(req, ctx: HandlerContext): Promise<GetTrackResponse> {
+      const access = accessOf(claimsOf(ctx));
+      if (!req.vehicleId) throw new InvalidRequestError("vehicle_id is required");
+      const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
+      if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
+      const budget = req.maxPoints || limits.trackDefaultPoints;
+      const points = await reader.read({ vehicleId: req.vehicleId, access }, fromUs, toUs);
+      const keep = simplifyIndexes(
+        points.map((p) => ({ lat: p.lat, lon: p.lon, t: p.us / 1000, speed: p.speed, heading: p.heading })),
+        budget,
+      );
+      return create(HistoryService.method.getTrack.output, { points: keep.map((i) => toPosition(points[i]!)), totalPoints: BigInt(points.length) });
+    },
+
+    async getStats(req, ctx): Promise<GetStatsResponse> {
+      const access = accessOf(claimsOf(ctx));
+      if (!req.vehicleId) throw new InvalidRequestError("vehicle_id is required");
+      const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
+      const unit = BUCKET_UNIT[req.bucket];
+      if (!unit) throw new InvalidRequestError(`bucket ${req.bucket} is unknown`);
+      const from = new Date(fromUs / 1000).toISOString();
+      const to = new Date(toUs / 1000).toISOString();
+      if (!seesWholeVehicle(access, req.vehicleId)) {
+        // The rollup does not keep fleets: a fleet or order grant must match the vehicle's points in the range.
+        const [seen] = await sql`
+          SELECT 1 FROM positions WHERE vehicle_id = ${req.vehicleId} AND recorded_at >= ${from}::timestamptz AND recorded_at < ${to}::timestamptz
+            AND (fleet_id = ANY(${access.fleets}::text[]) OR order_id = ANY(${access.orders}::text[])) LIMIT 1`;
+        if (!seen) return create(HistoryService.method.getStats.output, {});
+      }
+      const rows = await sql`
+        SELECT (extract(epoch FROM date_trunc(${unit}, minute)) * 1000)::int8 AS bucket, sum(points)::int8 AS points,
+               sum(distance_m) AS distance, max(max_speed) AS max_speed, sum(sum_speed) / sum(points) AS mean_speed
+        FROM positions_rollup
+        WHERE vehicle_id = ${req.vehicleId} AND minute >= ${from}::timestamptz AND minute < ${to}::timestamptz
+        GROUP BY 1 ORDER BY 1`;
+      return create(HistoryService.method.getStats.output, {
+        rows: rows.map((r) => ({
+          bucketStart: timestampFromMs(Number(r.bucket)),
+          points: BigInt(r.points as string),
+          distanceM: Number(r.distance),
+          maxSpeed: Number(r.max_speed),
+          meanSpeed: Number(r.mean_speed),
+        })),
+      });
+    },
+
+    async *replay(req, ctx): AsyncGenerator<ReplayResponse> {
+      const access = accessOf(claimsOf(ctx));
+      if (!(req.speed > 0) || !Number.isFinite(req.speed)) throw new InvalidRequestError(`speed must be above 0 (10 plays ten times faster), got ${req.speed}`);
+      const { fromUs, toUs } = checkRange(req.from, req.to, limits.replayMaxRangeMs);
+      let filter;
+      if (req.target.case === "vehicleId") {
+        if (!req.target.value) throw new InvalidRequestError("vehicle_id is empty");
+        filter = { vehicleId: req.target.value, access };
+      } else if (req.target.case === "area") {
+        filter = { area: checkArea(req.target.value, limits.maxAreaRadiusM), access };
+      } else {
+        throw new InvalidRequestError("replay needs a vehicle_id or an area");
+      }
+      const signal = ctx.signal;
+      let startUs: number | undefined;
+      const wallStart = performance.now();
+      let batch: Position[] = [];
+      let batchDue = 0;
+      for await (const chunk of reader.stream(filter, fromUs, toUs, signal)) {
+        for (const p of chunk) {
+          startUs ??= p.us;
+          const due = (p.us - startUs) / 1000 / req.speed;
+          if (batch.length > 0 && due - batchDue > REPLAY_COALESCE_MS) {
+            const wait = batchDue - (performance.now() - wallStart);
+            if (wait > 0) await sleep(wait, signal);
+            if (signal.aborted) return;
+            yield create(HistoryService.method.replay.output, { positions: batch });
+            batch = [];
+          }
+          if (batch.length === 0) batchDue = due;
+          batch.push(toPosition(p));
+        }
+      }
+      if (batch.length > 0 && !signal.aborted) {
+        const wait = batchDue - (performance.now() - wallStart);
+        if (wait > 0) await sleep(wait, signal);
+        if (!signal.aborted) yield create(HistoryService.method.replay.output, { positions: batch });
+      }
+    },
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * The history service assembled: PostgreSQL (migrations, partitions ahead), the JetStream writer,
+ * the readers of PostgreSQL and the archive, and HistoryService on the one-port server.
+ * `main.ts` runs it as a process; tests create it in-process.
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { HistoryService } from "../gen/fleet/v1/history_pb";
+import { openDuckDb } from "../lib/archive-duckdb";
+import { archiveStoreFrom, defaultCacheDir } from "../lib/archive-store";
+import { tokenKeys } from "../lib/auth";
+import type { Config } from "../lib/config";
+import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
+import { createLogger, type Logger } from "../lib/log";
+import { createRegistry, type Registry } from "../lib/metrics";
+import { connectPostgres, type Sql } from "../lib/pg";
+import { migrate, type StorageMode } from "../lib/positions-db";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
+import { serve, type Server } from "../lib/serve";
+import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
+import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
+import { createHistoryService } from "./history-service";
+import { createPositionReader } from "./read-positions";
+import { createPositionWriter } from "./write-positions";
+
+export interface HistoryOptions {
+  config: Config;
+  log?: Logger;
+  registry?: Registry;
+  /** Stream and durable consumer (tests use their own). */
+  stream?: string;
+  durable?: string;
+  /** Subjects of the stream when this process creates it (tests). */
+  subjectPrefix?: string;
+  /** Skip the JetStream writer (query-only instance). */
+  consume?: boolean;
+}
+
+export interface History {
+  readonly url: string;
+  readonly port: number;
+  readonly registry: Registry;
+  readonly sql: Sql;
+  readonly mode: StorageMode;
+  /** Stops consuming (the transaction in flight commits and is acked), then closes everything. */
+  close(): Promise<void>;
+}
+
+/** Starts the history service; resolves once it listens. */
+export async function createHistory({
+  config,
+  log = createLogger({ level: config.logLevel, fields: { service: "history" } }),
+  registry = createRegistry("history"),
+  stream = POSITIONS_STREAM,
+  durable = CONSUMERS.history,
+  subjectPrefix,
+  consume = true,
+}: HistoryOptions): Promise<History> {
+  const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: 6, applicationName: `history ${instanceId}` });
+  let nats: Nats | undefined;
+  let consumer: HistoryConsumer | undefined;
+  let server: Server | undefined;
+  const timers: ReturnType<typeof setInterval>[] = [];
+  const duck = await openDuckDb();
+  try {
+    const mode = await migrate(sql, { schema: config.historySchema, log });
+    const writer = createPositionWriter({ sql, mode, schema: config.historySchema });
+    const created = await writer.ensureAhead(config.historyPartitionsAhead);
+    if (created.length) log.info("partitions created", { days: created });
+    timers.push(
+      setInterval(() => {
+        writer.ensureAhead(config.historyPartitionsAhead).catch((err) => log.warn("could not create partitions ahead", { err }));
+      }, 3_600_000),
+    );
+
+    if (consume) {
+      if (!config.natsUrl) throw new Error("NATS_URL is empty: the history writer needs NATS JetStream");
+      nats = await connectNats({ url: config.natsUrl, name: `history ${instanceId}`, log });
+      await ensurePositionsStream(nats.jsm, {
+        duplicateWindow: config.duplicateWindow,
+        streamMaxAge: config.streamMaxAge,
+        stream,
+        subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
+      });
+      consumer = await startHistoryConsumer({ nats, writer, registry, log, stream, durable, maxRows: config.historyBatchRows });
+    }
+
+    let archive;
+    try {
+      archive = { store: archiveStoreFrom(config), cacheDir: config.archiveCacheDir || defaultCacheDir(), connect: duck.connect };
+    } catch {
+      log.warn("no archive configured (ARCHIVE_DIR or S3_ENDPOINT): archived days read as empty");
+    }
+    const reader = createPositionReader({ sql, archive });
+    const service = createHistoryService({
+      sql,
+      reader,
+      limits: {
+        trackMaxRangeMs: config.trackMaxRange,
+        replayMaxRangeMs: config.replayMaxRange,
+        trackDefaultPoints: config.trackPoints,
+        trackMaxPoints: config.trackMaxPoints,
+        maxAreaRadiusM: config.maxAreaRadius,
+      },
+    });
+    server = await serve({
+      routes: (router) => router.service(HistoryService, service),
+      host: config.host,
+      port: config.historyPort,
+      registry,
+      log,
+      maxMessageBytes: config.maxMessageBytes,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
+      idleTimeoutMs: config.idleTimeout,
+      healthz: () => (nats ? nats.connected() : true) && (consumer ? consumer.healthy() : true),
+      interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
+    });
+    log.info("listening", { url: server.url, mode, schema: config.historySchema, instanceId });
+
+    let closed: Promise<void> | undefined;
+    const srv = server;
+    return {
+      url: srv.url,
+      port: srv.port,
+      registry,
+      sql,
+      mode,
+      close: () =>
+        (closed ??= (async () => {
+          for (const t of timers) clearInterval(t);
+          await consumer?.stop();
+          await srv.close();
+          await nats?.close();
+          await sql.end({ timeout: 5 });
+          duck.close();
+        })()),
+    };
+  } catch (err) {
+    for (const t of timers) clearInterval(t);
+    await consumer?.stop().catch(() => {});
+    await server?.close().catch(() => {});
+    await nats?.close().catch(() => {});
+    await sql.end({ timeout: 1 }).catch(() => {});
+    duck.close();
+    throw err;
+  }
+}

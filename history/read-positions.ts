@@ -1,0 +1,187 @@
+/**
+ * Reads stored positions over a time range from PostgreSQL and, for days the archiver has moved
+ * out, from the Parquet archive through DuckDB, merged in time order with duplicates removed: a
+ * caller never knows which held them. Only points the caller's access grants are read.
+ */
+import type { DuckDBConnection } from "@duckdb/node-api";
+import type { Access } from "./access";
+import { parquetSource, sqlString } from "../lib/archive-duckdb";
+import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
+import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
+import type { Sql } from "../lib/pg";
+
+export interface StoredPoint {
+  vehicleId: string;
+  fleetId: string;
+  orderId: string;
+  /** recorded_at in µs since the epoch */
+  us: number;
+  seq: number;
+  lat: number;
+  lon: number;
+  speed: number;
+  heading: number;
+  accuracy: number;
+  status: number;
+  /** received_at in µs, 0 when unknown */
+  receivedUs: number;
+}
+
+export type AreaFilter =
+  | { kind: "box"; minLat: number; minLon: number; maxLat: number; maxLon: number }
+  | { kind: "circle"; lat: number; lon: number; radiusM: number };
+
+export interface PointFilter {
+  vehicleId?: string;
+  area?: AreaFilter;
+  access: Access;
+}
+
+export interface ArchiveReader {
+  store: ArchiveStore;
+  cacheDir: string;
+  connect(): Promise<DuckDBConnection>;
+}
+
+export interface PositionReaderOptions {
+  sql: Sql;
+  /** Absent: archived days read as empty (no archive configured). */
+  archive?: ArchiveReader;
+}
+
+/** Bounding box of a circle, for index-friendly prefilters. */
+function circleBox(c: { lat: number; lon: number; radiusM: number }) {
+  const dLat = c.radiusM / 111_320;
+  const dLon = c.radiusM / (111_320 * Math.max(0.01, Math.cos((c.lat * Math.PI) / 180)));
+  return { minLat: c.lat - dLat, maxLat: c.lat + dLat, minLon: c.lon - dLon, maxLon: c.lon + dLon };
+}
+
+const num = (v: number) => {
+  if (!Number.isFinite(v)) throw new Error("not a finite number");
+  return String(v);
+};
+
+const COLUMNS_PG = `vehicle_id, fleet_id, order_id, (extract(epoch FROM recorded_at) * 1000000)::int8 AS us, seq, lat, lon, speed,
+  heading, accuracy, status, coalesce((extract(epoch FROM received_at) * 1000000)::int8, 0) AS rus`;
+const COLUMNS_DUCK = `vehicle_id, fleet_id, order_id, epoch_us(recorded_at) AS us, seq, lat, lon, speed, heading, accuracy, status,
+  coalesce(epoch_us(received_at), 0) AS rus`;
+
+/** WHERE conditions shared by both SQL dialects (values are literals, escaped). */
+function conditions(f: PointFilter, fromUs: number, toUs: number, dialect: "pg" | "duck"): string {
+  const ts = (us: number) => (dialect === "pg" ? `'${new Date(us / 1000).toISOString()}'::timestamptz` : `make_timestamp(${Math.trunc(us)}::BIGINT)::TIMESTAMPTZ`);
+  const out = [`recorded_at >= ${ts(fromUs)}`, `recorded_at < ${ts(toUs)}`];
+  if (f.vehicleId !== undefined) out.push(`vehicle_id = ${sqlString(f.vehicleId)}`);
+  if (f.area) {
+    const b = f.area.kind === "box" ? f.area : circleBox(f.area);
+    out.push(`lat BETWEEN ${num(b.minLat)} AND ${num(b.maxLat)}`, `lon BETWEEN ${num(b.minLon)} AND ${num(b.maxLon)}`);
+    if (f.area.kind === "circle") {
+      const { lat, lon, radiusM } = f.area;
+      const rad = (x: string) => `radians(${x})`;
+      out.push(
+        `2 * 6371008.8 * asin(sqrt(power(sin(${rad(`lat - ${num(lat)}`)} / 2), 2) + cos(${rad(num(lat))}) * cos(${rad("lat")}) * ` +
+          `power(sin(${rad(`lon - ${num(lon)}`)} / 2), 2))) <= ${num(radiusM)}`,
+      );
+    }
+  }
+  const a = f.access;
+  if (!a.all) {
+    const list = (xs: string[]) => xs.map(sqlString).join(", ");
+    const any: string[] = [];
+    if (a.vehicles.length) any.push(`vehicle_id IN (${list(a.vehicles)})`);
+    if (a.fleets.length) any.push(`fleet_id IN (${list(a.fleets)})`);
+    if (a.orders.length) any.push(`order_id IN (${list(a.orders)})`);
+    out.push(any.length ? `(${any.join(" OR ")})` : "false");
+  }
+  return out.join(" AND ");
+}
+
+const toPoint = (r: Record<string, unknown> | unknown[]): StoredPoint => {
+  const v = Array.isArray(r) ? r : Object.values(r);
+  return {
+    vehicleId: v[0] as string,
+    fleetId: (v[1] as string) ?? "",
+    orderId: (v[2] as string) ?? "",
+    us: Number(v[3]),
+    seq: Number(v[4]),
+    lat: Number(v[5]),
+    lon: Number(v[6]),
+    speed: Number(v[7]),
+    heading: Number(v[8]),
+    accuracy: Number(v[9]),
+    status: Number(v[10]),
+    receivedUs: Number(v[11] ?? 0),
+  };
+};
+
+const byTime = (a: StoredPoint, b: StoredPoint) => a.us - b.us || (a.vehicleId < b.vehicleId ? -1 : a.vehicleId > b.vehicleId ? 1 : 0);
+
+/** Merges two time-ordered lists, dropping a point whose (vehicle, time) came already. */
+function mergeUnique(a: StoredPoint[], b: StoredPoint[]): StoredPoint[] {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const all = a.concat(b).sort(byTime);
+  const out: StoredPoint[] = [];
+  for (const p of all) {
+    const last = out[out.length - 1];
+    if (last && last.us === p.us && last.vehicleId === p.vehicleId) continue;
+    out.push(p);
+  }
+  return out;
+}
+
+export interface PositionReader {
+  /** Every visible point in [from, to), time order. */
+  read(filter: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]>;
+  /** The same, one day at a time (for long replays), hot days read in chunks. */
+  stream(filter: PointFilter, fromUs: number, toUs: number, signal?: AbortSignal): AsyncGenerator<StoredPoint[]>;
+}
+
+export function createPositionReader({ sql, archive }: PositionReaderOptions): PositionReader {
+  const fromArchive = async (days: string[], f: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]> => {
+    if (!archive || days.length === 0) return [];
+    const files = await localParquetFiles(archive.store, archive.cacheDir, days);
+    if (files.length === 0) return [];
+    const conn = await archive.connect();
+    try {
+      const reader = await conn.runAndReadAll(
+        `SELECT ${COLUMNS_DUCK} FROM ${parquetSource(files)} WHERE ${conditions(f, fromUs, toUs, "duck")} ORDER BY recorded_at, vehicle_id`,
+      );
+      return reader.getRows().map(toPoint);
+    } finally {
+      conn.closeSync();
+    }
+  };
+
+  const fromPostgres = async (f: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]> => {
+    const rows = await sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} ORDER BY recorded_at, vehicle_id`).values();
+    return rows.map(toPoint);
+  };
+
+  return {
+    async read(f, fromUs, toUs) {
+      const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
+      const [hot, cold] = await Promise.all([fromPostgres(f, fromUs, toUs), fromArchive(archived, f, fromUs, toUs)]);
+      return mergeUnique(hot, cold);
+    },
+    async *stream(f, fromUs, toUs, signal) {
+      const archived = new Set(await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000));
+      for (let dayStart = dayStartMs(dayOf(fromUs / 1000)) * 1000; dayStart < toUs; dayStart += DAY_MS * 1000) {
+        if (signal?.aborted) return;
+        const a = Math.max(fromUs, dayStart);
+        const b = Math.min(toUs, dayStart + DAY_MS * 1000);
+        const day = dayOf(dayStart / 1000);
+        if (archived.has(day)) {
+          const [hot, cold] = await Promise.all([fromPostgres(f, a, b), fromArchive([day], f, a, b)]);
+          const all = mergeUnique(hot, cold);
+          for (let i = 0; i < all.length; i += 1000) yield all.slice(i, i + 1000);
+          continue;
+        }
+        const cursor = sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, a, b, "pg")} ORDER BY recorded_at, vehicle_id`).cursor(1000);
+        for await (const rows of cursor) {
+          if (signal?.aborted) return;
+          yield rows.map(toPoint);
+        }
+      }
+    },
+  };
+}

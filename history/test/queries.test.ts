@@ -1,0 +1,141 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { HistoryService, StatsBucket } from "../../gen/fleet/v1/history_pb";
+import type { History } from "../history";
+import { bearer, countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
+
+let fx: HistoryFixture;
+let history: History;
+let client: Client<typeof HistoryService>;
+let all: ReturnType<typeof bearer>;
+
+const T0 = Date.UTC(2026, 10, 19, 14, 0, 0);
+const ts = timestampFromMs;
+
+beforeAll(async () => {
+  fx = await historyFixture({ HISTORY_TRACK_MAX_RANGE: "2d", HISTORY_REPLAY_MAX_RANGE: "1d" });
+  history = await fx.start();
+  client = fx.client(history);
+  all = bearer(await fx.token({ all: true }));
+  // q1: an hour east, a stop of 5 minutes, an hour north (one point a second).
+  const pts = [];
+  for (let i = 0; i < 7500; i++) {
+    const east = Math.min(i, 3600);
+    const north = Math.max(0, i - 3900);
+    const stopped = i > 3600 && i <= 3900;
+    pts.push(pointAt("q1", T0 + i * 1000, i + 1, { lat: 52.5 + north * 1e-4, lon: 13.4 + east * 1e-4, speed: stopped ? 0 : 11, heading: i <= 3600 ? 90 : 0 }));
+  }
+  for (let i = 0; i < pts.length; i += 1000) await fx.publish(pts.slice(i, i + 1000));
+  await fx.publish([pointAt("q2", T0, 1, { fleetId: "fleet-b", orderId: "o-9", lat: 52.5, lon: 13.4 })]);
+  await eventually(async () => (await countRows(fx.sql, "q%")) === 7501, "all q rows");
+}, 60_000);
+afterAll(async () => {
+  await fx?.close();
+}, 30_000);
+
+const code = async (p: Promise<unknown>) => {
+  const err = await p.then(() => undefined, (e) => ConnectError.from(e));
+  return err ? { code: err.code, message: err.rawMessage } : undefined;
+};
+
+test("track - simplified to the budget, keeping the turn and the stop", async () => {
+  const r = await client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3 * 3600_000), maxPoints: 100 }, all);
+  expect(r.totalPoints).toBe(7500n);
+  expect(r.points.length).toBeLessThanOrEqual(100);
+  expect(r.points.length).toBeGreaterThan(3);
+  const times = r.points.map((p) => Number(p.recordedAt!.seconds) * 1000 - T0);
+  expect(times[0]).toBe(0);
+  expect(times.at(-1)).toBe(7499_000);
+  expect(times).toContain(3601_000); // stops
+  expect(times).toContain(3901_000); // drives on (the turn)
+  expect(times).toEqual([...times].sort((a, b) => a - b));
+});
+
+test("track - from after to, and a range over the limit, are INVALID_ARGUMENT with the reason", async () => {
+  const a = await code(client.getTrack({ vehicleId: "q1", from: ts(T0 + 1000), to: ts(T0) }, all));
+  expect(a?.code).toBe(Code.InvalidArgument);
+  expect(a?.message).toContain("must be before");
+  const b = await code(client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3 * 86_400_000) }, all));
+  expect(b?.code).toBe(Code.InvalidArgument);
+  expect(b?.message).toContain("longer than the limit of 2d");
+  const c = await code(client.getTrack({ vehicleId: "", from: ts(T0), to: ts(T0 + 1000) }, all));
+  expect(c?.code).toBe(Code.InvalidArgument);
+});
+
+test("track - an unknown vehicle is empty, not an error", async () => {
+  const r = await client.getTrack({ vehicleId: "nobody", from: ts(T0), to: ts(T0 + 3600_000) }, all);
+  expect(r.points.length).toBe(0);
+  expect(r.totalPoints).toBe(0n);
+});
+
+test("track - only what the token grants", async () => {
+  const fleetB = bearer(await fx.token({ fleets: ["fleet-b"] }));
+  expect((await client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) }, fleetB)).points.length).toBe(0);
+  expect((await client.getTrack({ vehicleId: "q2", from: ts(T0), to: ts(T0 + 3600_000) }, fleetB)).points.length).toBe(1);
+  const order = bearer(await fx.token({ orders: ["o-9"] }));
+  expect((await client.getTrack({ vehicleId: "q2", from: ts(T0), to: ts(T0 + 3600_000) }, order)).points.length).toBe(1);
+  const none = await code(client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 1000) }));
+  expect(none?.code).toBe(Code.Unauthenticated);
+});
+
+test("stats - per hour from the rollup", async () => {
+  const r = await client.getStats({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3 * 3600_000), bucket: StatsBucket.HOUR }, all);
+  expect(r.rows.map((x) => Number(x.points))).toEqual([3600, 3600, 300]);
+  expect(r.rows[0]!.maxSpeed).toBe(11);
+  // The first hour: 3599 legs of 1e-4 degrees of longitude at 52.5°N (~6.77 m).
+  expect(r.rows[0]!.distanceM).toBeGreaterThan(3599 * 6.7);
+  expect(r.rows[0]!.distanceM).toBeLessThan(3599 * 6.85);
+  const hidden = await client.getStats({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) }, bearer(await fx.token({ fleets: ["fleet-b"] })));
+  expect(hidden.rows.length).toBe(0);
+});
+
+test("replay - speed must be above zero", async () => {
+  for (const speed of [0, -2]) {
+    const err = await code((async () => {
+      for await (const _ of client.replay({ target: { case: "vehicleId", value: "q1" }, from: ts(T0), to: ts(T0 + 1000), speed }, all));
+    })());
+    expect(err?.code).toBe(Code.InvalidArgument);
+    expect(err?.message).toContain("speed must be above 0");
+  }
+});
+
+test("replay - original timing, scaled", async () => {
+  const started = performance.now();
+  const got: number[] = [];
+  const arrivals: number[] = [];
+  for await (const m of client.replay({ target: { case: "vehicleId", value: "q1" }, from: ts(T0), to: ts(T0 + 20_000), speed: 20 }, all)) {
+    for (const p of m.positions) got.push(Number(p.recordedAt!.seconds) * 1000 - T0);
+    arrivals.push(performance.now() - started);
+  }
+  expect(got).toEqual(Array.from({ length: 20 }, (_, i) => i * 1000));
+  // 19 s of driving at 20x is ~950 ms; the points came spread out, not at once.
+  expect(arrivals.at(-1)! - arrivals[0]!).toBeGreaterThan(700);
+});
+
+test("replay - an area, only the vehicles inside", async () => {
+  const area = { shape: { case: "box" as const, value: { minLat: 52.49, maxLat: 52.51, minLon: 13.39, maxLon: 13.41 } } };
+  const vehicles = new Set<string>();
+  let n = 0;
+  for await (const m of client.replay({ target: { case: "area", value: area }, from: ts(T0), to: ts(T0 + 60_000), speed: 1000 }, all)) {
+    for (const p of m.positions) {
+      vehicles.add(p.vehicleId);
+      n++;
+      expect(p.lon).toBeLessThanOrEqual(13.41);
+    }
+  }
+  expect([...vehicles].sort()).toEqual(["q1", "q2"]);
+  expect(n).toBe(61); // q1's first minute, and q2
+  const bad = await code((async () => {
+    for await (const _ of client.replay({ target: { case: "area", value: { shape: { case: "circle", value: { lat: 52, lon: 13, radiusM: 0 } } } }, from: ts(T0), to: ts(T0 + 1000), speed: 1 }, all));
+  })());
+  expect(bad?.code).toBe(Code.InvalidArgument);
+});
+
+test("metrics - rows written and commit latency on /metrics", async () => {
+  const text = await (await fetch(`${history.url}/metrics`)).text();
+  expect(text).toMatch(/history_rows_written_total\{[^}]*\} [1-9]/);
+  expect(text).toContain("history_batch_commit_seconds_bucket");
+  expect(text).toContain("history_consumer_lag_messages");
+});
+

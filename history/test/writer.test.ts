@@ -1,0 +1,75 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
+
+let fx: HistoryFixture;
+beforeAll(async () => {
+  fx = await historyFixture();
+});
+afterAll(async () => {
+  await fx?.close();
+}, 30_000);
+
+const T0 = Date.UTC(2026, 10, 20, 10, 0, 0);
+
+test("writer - every point once, whatever is published again", async () => {
+  await fx.start();
+  const pts = Array.from({ length: 300 }, (_, i) => pointAt("w1", T0 + i * 1000, i + 1));
+  await fx.publish(pts.slice(0, 200));
+  await fx.publish(pts.slice(100, 300)); // overlaps the first by 100 points
+  await fx.publish(pts.slice(0, 50)); // re-sent points in a new message
+  await eventually(async () => (await countRows(fx.sql, "w1")) === 300, "300 rows of w1");
+  await Bun.sleep(300);
+  expect(await countRows(fx.sql, "w1")).toBe(300);
+  const [r] = await fx.sql`SELECT sum(points)::int AS points, sum(distance_m) AS d, max(max_speed) AS mx FROM positions_rollup WHERE vehicle_id = 'w1'`;
+  expect(r!.points).toBe(300); // the rollup counted only new rows
+  // 299 legs of 1e-4 degrees of latitude (~11.1 m each).
+  expect(Number(r!.d)).toBeCloseTo(299 * 11.119, -1);
+  expect(Number(r!.mx)).toBe(10);
+});
+
+test("writer - a day without a partition gets one, and the rollup spans batches", async () => {
+  const old = Date.UTC(2026, 9, 1, 23, 59, 58);
+  await fx.publish([pointAt("w2", old, 1)]);
+  await fx.publish([pointAt("w2", old + 1000, 2), pointAt("w2", old + 2000, 3), pointAt("w2", old + 3000, 4)]);
+  await eventually(async () => (await countRows(fx.sql, "w2")) === 4, "4 rows of w2");
+  const parts = await fx.sql`SELECT relname FROM pg_class WHERE relname IN ('positions_p20261001', 'positions_p20261002') AND relnamespace = current_schema()::regnamespace`;
+  expect(parts.length).toBe(2);
+  const [r] = await fx.sql`SELECT sum(points)::int AS points, sum(distance_m) AS d FROM positions_rollup WHERE vehicle_id = 'w2'`;
+  expect(r!.points).toBe(4);
+  expect(Number(r!.d)).toBeCloseTo(3 * 11.119, 0); // the leg from the first batch's point is counted
+});
+
+test("writer - two processes on one consumer store each point once", async () => {
+  await fx.start(); // a second instance on the same durable consumer
+  const msgs = 40;
+  for (let m = 0; m < msgs; m++) {
+    await fx.publish(Array.from({ length: 50 }, (_, i) => pointAt(`w3-${m % 7}`, T0 + (m * 50 + i) * 1000, m * 50 + i + 1)));
+  }
+  await eventually(async () => (await countRows(fx.sql, "w3-%")) === msgs * 50, "every w3 point");
+  const [r] = await fx.sql`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id LIKE 'w3-%'`;
+  expect(r!.points).toBe(msgs * 50);
+});
+
+test("writer - PostgreSQL restarted mid-stream: nothing lost, nothing doubled", async () => {
+  let published = 0;
+  let stop = false;
+  const pump = (async () => {
+    for (let m = 0; !stop; m++) {
+      await fx.publish(Array.from({ length: 20 }, (_, i) => pointAt("w4", T0 + (m * 20 + i) * 1000, m * 20 + i + 1)));
+      published += 20;
+      await Bun.sleep(10);
+    }
+  })();
+  await eventually(async () => (await countRows(fx.sql, "w4")) > 100, "some w4 rows before the restart");
+  await fx.stack.stopService("postgres", "SIGKILL");
+  await Bun.sleep(1500);
+  await fx.stack.startService("postgres");
+  await Bun.sleep(500);
+  stop = true;
+  await pump;
+  await eventually(async () => (await countRows(fx.sql, "w4")) === published, `all ${published} w4 rows`, 60_000);
+  const [dups] = await fx.sql`SELECT count(*)::int AS n FROM (SELECT recorded_at FROM positions WHERE vehicle_id = 'w4' GROUP BY 1 HAVING count(*) > 1) d`;
+  expect(dups!.n).toBe(0);
+  const [r] = await fx.sql`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id = 'w4'`;
+  expect(r!.points).toBe(published);
+}, 90_000);

@@ -1,0 +1,133 @@
+/**
+ * One transaction per group of batches: COPY into a temporary staging table, insert what is not
+ * there yet on (vehicle_id, recorded_at), and add exactly the newly inserted rows to the per-minute
+ * rollup, all in one statement. Whatever JetStream redelivers, a row is in `positions` once and is
+ * counted once in the rollup.
+ *
+ * Distance: each new point adds its distance from the vehicle's previous point, found among the new
+ * rows of the same statement (lag) or, for the first new point of a vehicle, among the rows already
+ * stored (the last one within an hour before it). A point arriving out of order between two stored
+ * points adds its own leg but does not shorten the leg it splits; the rollup's distance is then a
+ * little high (documented in history/README.md).
+ */
+import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
+import type { Sql } from "../lib/pg";
+import type { Position } from "../gen/fleet/v1/position_pb";
+import { copyLines, STAGING_COLUMNS } from "./copy-rows";
+
+const STAGING = `
+  CREATE TEMP TABLE IF NOT EXISTS history_staging (
+    vehicle_id text, recorded_us bigint, seq bigint, fleet_id text, lat float8, lon float8,
+    speed real, heading real, accuracy real, order_id text, status smallint, received_us bigint
+  ) ON COMMIT DELETE ROWS`;
+
+const EPOCH = "timestamptz '1970-01-01 00:00:00+00'";
+
+const INSERT = `
+  WITH ins AS (
+    INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at)
+    SELECT DISTINCT ON (vehicle_id, recorded_us)
+      vehicle_id, ${EPOCH} + recorded_us * interval '1 microsecond', seq, fleet_id, lat, lon, speed, heading, accuracy,
+      order_id, status, ${EPOCH} + received_us * interval '1 microsecond'
+    FROM history_staging
+    ORDER BY vehicle_id, recorded_us
+    ON CONFLICT DO NOTHING
+    RETURNING vehicle_id, recorded_at, lat, lon, speed
+  ), seg AS (
+    SELECT vehicle_id, recorded_at, lat, lon, speed,
+           lag(lat) OVER w AS plat, lag(lon) OVER w AS plon, lag(recorded_at) OVER w AS pat
+    FROM ins WINDOW w AS (PARTITION BY vehicle_id ORDER BY recorded_at)
+  ), dist AS (
+    SELECT s.vehicle_id, s.recorded_at, s.speed,
+      COALESCE(CASE WHEN s.pat IS NOT NULL THEN fleet_distance_m(s.plat, s.plon, s.lat, s.lon)
+        ELSE (SELECT fleet_distance_m(p.lat, p.lon, s.lat, s.lon) FROM positions p
+              WHERE p.vehicle_id = s.vehicle_id AND p.recorded_at < s.recorded_at
+                AND p.recorded_at >= s.recorded_at - interval '1 hour'
+              ORDER BY p.recorded_at DESC LIMIT 1) END, 0) AS d
+    FROM seg s
+  ), up AS (
+    INSERT INTO positions_rollup AS r (vehicle_id, minute, points, distance_m, max_speed, sum_speed)
+    SELECT vehicle_id, date_trunc('minute', recorded_at), count(*), sum(d), max(speed), sum(speed)
+    FROM dist GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (vehicle_id, minute) DO UPDATE SET
+      points = r.points + excluded.points,
+      distance_m = r.distance_m + excluded.distance_m,
+      max_speed = greatest(r.max_speed, excluded.max_speed),
+      sum_speed = r.sum_speed + excluded.sum_speed
+    RETURNING 1
+  )
+  SELECT (SELECT count(*) FROM ins)::int AS inserted`;
+
+export interface PositionWriterOptions {
+  sql: Sql;
+  mode: StorageMode;
+  schema?: string;
+}
+
+export interface WriteResult {
+  /** Rows offered (after skipping points without a time). */
+  rows: number;
+  /** Rows that were new. */
+  inserted: number;
+}
+
+export interface PositionWriter {
+  /** Writes the positions in one transaction; resolves after COMMIT. */
+  write(positions: readonly Position[]): Promise<WriteResult>;
+  /** Creates partitions for today and the next `ahead` days. */
+  ensureAhead(ahead: number, now?: number): Promise<string[]>;
+}
+
+/** Creates the writer. Day partitions for the rows' days are created on demand (known days are cached). */
+export function createPositionWriter({ sql, mode, schema = "public" }: PositionWriterOptions): PositionWriter {
+  const known = new Set<number>();
+  let loaded = false;
+
+  const ensureDays = async (days: Set<number>) => {
+    if (mode === "timescale") return;
+    if (!loaded) {
+      for (const d of await hotDays(sql, mode)) known.add(Math.floor(Date.parse(`${d}T00:00:00Z`) / DAY_MS));
+      loaded = true;
+    }
+    const missing = [...days].filter((d) => !known.has(d));
+    if (missing.length === 0) return;
+    await ensureDayPartitions(sql, mode, missing.map((d) => dayOf(d * DAY_MS)), schema);
+    for (const d of missing) known.add(d);
+  };
+
+  return {
+    async write(positions) {
+      const { text, rows, days } = copyLines(positions);
+      if (rows === 0) return { rows: 0, inserted: 0 };
+      await ensureDays(days);
+      try {
+        const inserted = await sql.begin(async (tx) => {
+          await tx.unsafe(STAGING);
+          const w = await tx.unsafe(`COPY history_staging (${STAGING_COLUMNS}) FROM STDIN`).writable();
+          await new Promise<void>((resolve, reject) => {
+            w.once("error", reject);
+            w.end(text, () => resolve());
+          });
+          const [r] = await tx.unsafe(INSERT);
+          return Number(r!.inserted);
+        });
+        return { rows, inserted };
+      } catch (err) {
+        // A partition dropped by the archiver (or by hand) since we cached it: look again next time.
+        if ((err as { code?: string }).code === "23514") {
+          known.clear();
+          loaded = false;
+        }
+        throw err;
+      }
+    },
+    async ensureAhead(ahead, now = Date.now()) {
+      const today = Math.floor(now / DAY_MS);
+      const days: number[] = [];
+      for (let i = 0; i <= ahead; i++) days.push(today + i);
+      const created = await ensureDayPartitions(sql, mode, days.map((d) => dayOf(d * DAY_MS)), schema);
+      for (const d of days) known.add(d);
+      return created;
+    },
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * PostgreSQL connections shared by history and the archiver (postgres.js): UTC sessions, an optional
+ * schema (tests isolate by schema, not by server), and which errors mean "the server is away, retry".
+ */
+import postgres from "postgres";
+
+export type Sql = postgres.Sql;
+export type TransactionSql = postgres.TransactionSql;
+
+export interface PostgresOptions {
+  /** postgres://user@host:port/db */
+  url: string;
+  /** Schema holding the tables (created by the migrations when missing); default public. */
+  schema?: string;
+  /** Pool size. */
+  max?: number;
+  /** Shown in pg_stat_activity. */
+  applicationName?: string;
+  /** Seconds to wait for a connection. */
+  connectTimeout?: number;
+}
+
+/** A schema name safe to put in SQL unquoted: lowercase letters, digits and underscores. */
+export function checkSchemaName(schema: string): string {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    throw new Error(`schema "${schema}" is not a plain lowercase identifier (a-z, 0-9, _)`);
+  }
+  return schema;
+}
+
+/** Opens a pool. Sessions run in UTC with `search_path` set to the schema, so SQL stays unqualified. */
+export function connectPostgres({ url, schema = "public", max = 4, applicationName = "fleet", connectTimeout = 5 }: PostgresOptions): Sql {
+  if (!url) throw new Error("DATABASE_URL is empty: history needs PostgreSQL (or run `fleet up`, which starts one)");
+  return postgres(url, {
+    max,
+    onnotice: () => {},
+    connect_timeout: connectTimeout,
+    idle_timeout: 60,
+    connection: { application_name: applicationName, TimeZone: "UTC", search_path: checkSchemaName(schema) },
+  });
+}
+
+/** Error codes and messages that mean the server restarted, is starting or cannot be reached. */
+const TRANSIENT_CODES = new Set([
+  "57P01", // admin_shutdown
+  "57P02", // crash_shutdown
+  "57P03", // cannot_connect_now
+  "08000",
+  "08003",
+  "08006",
+  "08001",
+  "08004",
+  "40001", // serialization_failure
+  "40P01", // deadlock_detected
+  "55P03", // lock_not_available
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+]);
+
+/** True when retrying later may succeed (server down or restarting, a lost connection, a deadlock). */
+export function isTransientPgError(err: unknown): boolean {
+  const e = err as { code?: string; errno?: string; message?: string };
+  if (!e) return false;
+  if (e.code && TRANSIENT_CODES.has(e.code)) return true;
+  if (e.errno && TRANSIENT_CODES.has(e.errno)) return true;
+  return /ECONNREFUSED|ECONNRESET|connection (closed|ended|terminated)|socket|the database system is (starting|shutting)/i.test(e.message ?? "");
+}
+
+/** A 64-bit advisory lock key from a name (e.g. "fleet-migrate:<schema>"). */
+export function lockKey(name: string): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (let i = 0; i < name.length; i++) {
+    h ^= BigInt(name.charCodeAt(i));
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return BigInt.asIntN(64, h);
+}
