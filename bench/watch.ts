@@ -16,7 +16,7 @@
  * Progress lines and a table go to stdout; the LAST line is one JSON object (see `WatchFigures`).
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -39,6 +39,7 @@ import { createHistogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";
 import { simPosition } from "./point-codec";
 import { cpuMeter } from "./proc";
+import { summarizeProfile } from "./profile-summary";
 import type { WatchCommand, WatchEvent, WatchSpec } from "./watch-protocol";
 
 /** The JSON line printed last. */
@@ -72,6 +73,7 @@ Options:
   --area-share F       share of them that are area watches (default 0.2)
   --area-radius M      radius of an area watch in metres (default 1000)
   --seconds N          watch phase length after a 3 s warm-up (default 20)
+  --profile            run the watch phase's tracker under --cpu-prof and print where its time went
   --quick              a smoke run: 20,000 vehicles, 1,000 watchers, 5 s
 `;
 
@@ -85,6 +87,7 @@ interface Options {
   areaShare: number;
   areaRadius: number;
   seconds: number;
+  profile: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -101,6 +104,7 @@ function parseOptions(argv: string[]): Options {
       "area-radius": { type: "string" },
       seconds: { type: "string" },
       quick: { type: "boolean" },
+      profile: { type: "boolean" },
     },
     strict: true,
   });
@@ -121,6 +125,7 @@ function parseOptions(argv: string[]): Options {
     areaShare: Math.min(1, num("area-share", values["area-share"], 0.2)),
     areaRadius: num("area-radius", values["area-radius"], 1000),
     seconds: num("seconds", values.seconds, quick ? 5 : 20),
+    profile: values.profile === true,
   };
 }
 
@@ -323,7 +328,14 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     // ---- 4. watch ----
     say(`[${elapsed()}] restarting the tracker with TRACKER_REDIS_PUBSUB=true (its script also PUBLISHes each update for the Redis way)`);
     await tracker.stop("SIGTERM", 5000);
-    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true" }, logFile: trackerLog });
+    const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
+    const profileEnv: Record<string, string> = {};
+    if (o.profile) {
+      mkdirSync(profileDir, { recursive: true });
+      profileEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
+      notes.push(`the watch phase's tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
+    }
+    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true", ...profileEnv }, logFile: trackerLog });
     const gatewayLog = join(root, ".fleet", "logs", "bench-gateway.log");
     say(`[${elapsed()}] starting the gateway (log: ${gatewayLog})`);
     const gateway = await startServiceProcess({ service: "gateway", env: { ...env, GATEWAY_PORT: "0" }, logFile: gatewayLog });
@@ -408,6 +420,18 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     redisWatchers.send({ type: "close" });
     load.send({ type: "close", timeoutMs: 5000 });
     await Promise.all([grpcWatchers.next("closed", 10_000), redisWatchers.next("closed", 10_000), load.next("closed", 10_000)]).catch(() => undefined);
+    if (o.profile) {
+      await tracker.stop("SIGTERM", 15_000);
+      const file = readdirSync(profileDir).find((n) => n.endsWith(".cpuprofile"));
+      if (!file) say("  no profile written (the tracker did not exit cleanly?)");
+      else {
+        const { functions, files } = summarizeProfile(join(profileDir, file), 20);
+        say(`  tracker profile ${join(profileDir, file)} (whole watch phase), self time by file:`);
+        for (const l of files) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+        say("  by function:");
+        for (const l of functions) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+      }
+    }
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);

@@ -1,14 +1,14 @@
 /**
  * Publishes live events on core NATS after Redis took a change: to the vehicle's cell subject
- * (`live.<gh3>.<gh5>.<vehicle>`), also to its previous cell when it changed cell (so area watches
- * there see it leave), and to the order subjects when the order it serves changed.
+ * (`live.<gh3>.<gh5>.<gh6>.<vehicle>`), also to its previous cell when it changed cell (so area
+ * watches there see it leave), and to the order subjects when the order it serves changed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { geohashEncode } from "../lib/geohash";
 import { liveOrderSubject, liveSubject } from "../lib/subjects";
 import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
 
-const cellOf = (record: Buffer) => geohashEncode(record.readInt32LE(24) / 1e7, record.readInt32LE(28) / 1e7, 5);
+const cellOf = (record: Buffer) => geohashEncode(record.readInt32LE(24) / 1e7, record.readInt32LE(28) / 1e7, 6);
 const orderOf = (record: Buffer) => record.toString("utf8", FIXED_BYTES + record.readUInt8(40));
 
 export interface LivePublisher {

@@ -10,12 +10,11 @@
  *   offline ones under OFFLINE; kept by the same scripts that change a status, so always in step.
  * - `orders`: order id -> vehicle id serving it.
  *
- * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per JetStream batch,
- * set-status.lua, sweep.lua.
+ * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per group of JetStream batches,
+ * set-status.lua, sweep.lua; nearby.lua reads a search with its records in one round trip.
  */
 import type Redis from "ioredis";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { partitionOf } from "../lib/subjects";
 import { packPoint } from "./state-codec";
 
 /** State buckets. Changing it needs a migration of existing keys: it is part of the data layout. */
@@ -24,11 +23,17 @@ export const BUCKETS = 4096;
 const GEO_MAX_LAT = 85.05112878;
 
 const script = (name: string) => Bun.file(new URL(`./${name}`, import.meta.url)).text();
-const [newerWinsLua, setStatusLua, sweepLua] = await Promise.all([script("newer-wins.lua"), script("set-status.lua"), script("sweep.lua")]);
+const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
+  script("newer-wins.lua"),
+  script("set-status.lua"),
+  script("sweep.lua"),
+  script("nearby.lua"),
+]);
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer>;
+  fleetNearbyBuffer(geo: string, ...args: Arg[]): Promise<(Buffer | number)[]>;
   fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
   fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
 }
@@ -56,8 +61,12 @@ export interface Store {
   applyBatch(points: readonly Position[], nowMs: number): Promise<Applied[]>;
   /** Records of these vehicles (absent when unknown). */
   getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
-  /** Online vehicles within `radiusM` of a point, nearest first, at most `count` (0: all). */
-  search(lat: number, lon: number, radiusM: number, count: number): Promise<{ id: string; distM: number }[]>;
+  /**
+   * Online vehicles within `radiusM` of a point whose status is in `statusMask` (bit s for status s;
+   * 0: any), nearest first, at most `wanted` (0: all), with their records. `more` says the search
+   * stopped at `wanted` and more may match.
+   */
+  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number): Promise<{ more: boolean; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
   /** The vehicle serving an order, if any. */
@@ -68,7 +77,32 @@ export interface Store {
   sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
 }
 
-export const bucketOf = (vehicleId: string) => partitionOf(vehicleId, BUCKETS);
+export interface NearbyHit {
+  id: string;
+  distM: number;
+  record: Buffer;
+}
+
+/** The state bucket of a vehicle: FNV-1a over the id's UTF-8 bytes (nearby.lua computes the same). */
+export function bucketOf(vehicleId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < vehicleId.length; i++) {
+    const c = vehicleId.charCodeAt(i);
+    if (c >= 0x80) return bucketOfBytes(Buffer.from(vehicleId, "utf8"));
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % BUCKETS;
+}
+
+function bucketOfBytes(bytes: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (const b of bytes) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % BUCKETS;
+}
 
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
@@ -77,22 +111,36 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
   redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 3 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
   redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 2 });
+  redis.defineCommand("fleetNearby", { lua: nearbyLua, numberOfKeys: 1 });
   const scripts = redis as unknown as Scripts;
 
   return {
     keys,
     async applyBatch(points, nowMs) {
       if (points.length === 0) return [];
-      const args: Arg[] = [keys.bucketPrefix, pubsubPrefix];
+      // One blob: per point u16 id length, id, u16 bucket, u16 record length, record (newer-wins.lua).
+      const parts: Buffer[] = [];
       for (const p of points) {
-        const lat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, p.lat));
-        args.push(p.vehicleId, bucketOf(p.vehicleId), p.lon, lat, packPoint(p, nowMs));
+        const id = Buffer.from(p.vehicleId, "utf8");
+        const record = packPoint(p, nowMs);
+        const head = Buffer.allocUnsafe(2);
+        head.writeUInt16LE(id.length, 0);
+        const mid = Buffer.allocUnsafe(4);
+        mid.writeUInt16LE(bucketOf(p.vehicleId), 0);
+        mid.writeUInt16LE(record.length, 2);
+        parts.push(head, id, mid, record);
       }
-      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, ...args);
+      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix, pubsubPrefix, Buffer.concat(parts));
       const out: Applied[] = [];
-      for (let i = 0; i < points.length; i++) {
-        const record = reply[2 * i]!;
-        if (record.length > 0) out.push({ vehicleId: points[i]!.vehicleId, record, previous: reply[2 * i + 1]! });
+      let at = 0;
+      for (const p of points) {
+        const len = reply.readUInt16LE(at);
+        const record = reply.subarray(at + 2, at + 2 + len);
+        at += 2 + len;
+        const oldLen = reply.readUInt16LE(at);
+        const previous = reply.subarray(at + 2, at + 2 + oldLen);
+        at += 2 + oldLen;
+        if (len > 0) out.push({ vehicleId: p.vehicleId, record, previous });
       }
       return out;
     },
@@ -122,13 +170,14 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       });
       return out;
     },
-    async search(lat, lon, radiusM, count) {
+    async nearby(lat, lon, radiusM, wanted, statusMask) {
       const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
-      const args: (string | number)[] = ["FROMLONLAT", lon, clat, "BYRADIUS", radiusM, "m", "ASC"];
-      if (count > 0) args.push("COUNT", count);
-      args.push("WITHDIST");
-      const rows = (await redis.geosearch(keys.geo, ...args)) as [string, string][];
-      return rows.map(([id, d]) => ({ id, distM: Number(d) }));
+      const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, wanted, statusMask);
+      const hits: NearbyHit[] = [];
+      for (let i = 1; i + 2 < reply.length; i += 3) {
+        hits.push({ id: (reply[i] as Buffer).toString("utf8"), distM: Number((reply[i + 1] as Buffer).toString()), record: reply[i + 2] as Buffer });
+      }
+      return { more: Number(reply[0]) === 1, hits };
     },
     async counts(fields) {
       if (fields.length === 0) return [];

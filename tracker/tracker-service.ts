@@ -83,6 +83,12 @@ function statusFilter(statuses: readonly VehicleStatus[]): (s: VehicleStatus) =>
   return (s) => wanted.has(s);
 }
 
+/** The statuses as nearby.lua's mask (bit s for status s; 0: any). */
+function statusMask(statuses: readonly VehicleStatus[]): number {
+  statusFilter(statuses);
+  return statuses.reduce((m, s) => m | (1 << s), 0);
+}
+
 export function createTrackerService({ store, nc, live, limits, registry, log }: TrackerServiceOptions): TrackerHandlers {
   const openWatches = new Gauge({ name: "tracker_watches_open", help: "watches open now, by kind", labelNames: ["kind"], registers: [registry] });
   const eventsSent = new Counter({ name: "tracker_watch_events_sent_total", help: "events sent to watchers", labelNames: ["kind"], registers: [registry] });
@@ -147,21 +153,22 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const region = toRegion(req.area, limits.maxRadiusM);
       if (req.limit > limits.nearbyMax) throw new InvalidRequestError(`limit ${req.limit} is past the maximum of ${limits.nearbyMax}`);
       const limit = req.limit || limits.nearbyDefault;
-      const wanted = statusFilter(req.statuses);
-      let count = limit * 2;
+      const mask = statusMask(req.statuses);
+      // Redis filters status and online; what it cannot know (the token's grant, a box's corners) is
+      // filtered here, asking for more when that left too few.
+      const exact = claims.all && region.kind === "circle";
+      let wanted = exact ? limit : limit * 2;
       let hits: NearbyVehicle[] = [];
       for (;;) {
-        const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, count));
-        const states = decodeAll(await fromStore("get", () => store.getMany(found.map((f) => f.id))));
+        const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask));
         hits = [];
-        for (const { id } of found) {
-          const s = states.get(id);
-          if (!s || !s.online || !wanted(s.status) || !region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
+        for (const { id, record } of found.hits) {
+          const s = decodeState(record);
+          if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
           hits.push(create(NearbyVehicleSchema, { vehicle: toVehicleState(id, s), distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) }));
         }
-        // Fewer hits than asked for Redis: there are no more candidates.
-        if (hits.length >= limit || found.length < count) break;
-        count *= 4;
+        if (hits.length >= limit || !found.more) break;
+        wanted *= 4;
       }
       hits.sort((a, b) => a.distanceM - b.distanceM);
       return create(NearbyResponseSchema, { vehicles: hits.slice(0, limit) });
@@ -291,9 +298,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         subjects: regionSubjects(region),
         scope: { keepOffline: false, inView: (_id, s) => wanted(s.status) && region.contains(s.lat, s.lon) },
         snapshot: async () => {
-          const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, 0));
-          const records = await fromStore("get", () => store.getMany(found.map((f) => f.id)));
-          return found.filter((f) => records.has(f.id)).map((f) => ({ vehicleId: f.id, state: decodeState(records.get(f.id)!) }));
+          const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, 0, 0));
+          return found.hits.map((h) => ({ vehicleId: h.id, state: decodeState(h.record) }));
         },
       });
       for await (const events of runWatch("area", watch)) yield create(WatchAreaResponseSchema, { events });
