@@ -8,7 +8,8 @@
  * 3. Nearby: a dispatcher's query (AVAILABLE within 2 km, limit 10) at random places, over gRPC,
  *    sequentially, with those vehicles live (nearby_p99_ms).
  * 4. Watch: vehicles stream through the gateway at `--rate` points/s (the ingest bench's load
- *    generator); `--watchers` watches (vehicle and area mixed) on the tracker over gRPC, and the same
+ *    generator); one tracker process consumes, another serves (TRACKER_CONSUME=false), as the
+ *    design scales them; `--watchers` watches (vehicle and area mixed) over gRPC, and the same
  *    fan-out the seeds' way in the same run: one Redis connection per watcher SUBSCRIBEd to one
  *    channel per vehicle, published by the tracker's script. Latency is from the point's
  *    recorded_at (set when the load generator sent it) to its arrival at the watcher.
@@ -326,16 +327,25 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     say(`  => p50 ${fmt(extra.nearbyP50, 2)} ms, p99 ${fmt(f.nearby_p99_ms, 2)} ms (${fmt(extra.nearbyHits, 1)} vehicles per answer)`);
 
     // ---- 4. watch ----
-    say(`[${elapsed()}] restarting the tracker with TRACKER_REDIS_PUBSUB=true (its script also PUBLISHes each update for the Redis way)`);
+    say(
+      `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream ` +
+        `(with TRACKER_REDIS_PUBSUB=true: its script also PUBLISHes each update for the Redis way), one serves the watches (TRACKER_CONSUME=false)`,
+    );
     await tracker.stop("SIGTERM", 5000);
     const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
     const profileEnv: Record<string, string> = {};
     if (o.profile) {
       mkdirSync(profileDir, { recursive: true });
       profileEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
-      notes.push(`the watch phase's tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
+      notes.push(`the watch-serving tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
     }
-    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true", ...profileEnv }, logFile: trackerLog });
+    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true" }, logFile: trackerLog });
+    const server = await startServiceProcess({
+      service: "tracker",
+      env: { ...env, TRACKER_PORT: "0", TRACKER_CONSUME: "false", ...profileEnv },
+      logFile: join(root, ".fleet", "logs", "bench-tracker-watches.log"),
+    });
+    cleanups.push(() => server.stop("SIGTERM", 5000));
     const gatewayLog = join(root, ".fleet", "logs", "bench-gateway.log");
     say(`[${elapsed()}] starting the gateway (log: ${gatewayLog})`);
     const gateway = await startServiceProcess({ service: "gateway", env: { ...env, GATEWAY_PORT: "0" }, logFile: gatewayLog });
@@ -377,19 +387,31 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     });
     await Promise.all([grpcWatchers.next("hello", 10_000), redisWatchers.next("hello", 10_000)]);
     say(`[${elapsed()}] opening ${fmt(o.watchers)} watches on the tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles, 0)} streaming vehicles each) and ${fmt(o.watchers)} Redis subscribers`);
-    grpcWatchers.send({ type: "init", mode: "grpc", url: tracker.url, token: watchToken, channelPrefix: "", connections: 8, watches: specs });
+    grpcWatchers.send({ type: "init", mode: "grpc", url: server.url, token: watchToken, channelPrefix: "", connections: 8, watches: specs });
     redisWatchers.send({ type: "init", mode: "redis", url: stack.redisUrl, token: "", channelPrefix: `${config.redisPrefix}pos:`, connections: 0, watches: specs });
     const [gReady, rReady] = await Promise.all([grpcWatchers.next("ready", 120_000), redisWatchers.next("ready", 120_000)]);
     say(`  tracker watches open ${gReady.open} (failed ${gReady.failed}${gReady.lastError ? `: ${gReady.lastError}` : ""}); Redis subscribers ${rReady.open} (failed ${rReady.failed})`);
 
     say(`[${elapsed()}] steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
-    const pids = { tracker: tracker.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, "grpc watchers": grpcWatchers.proc.pid, "redis watchers": redisWatchers.proc.pid };
+    const pids = { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, "grpc watchers": grpcWatchers.proc.pid, "redis watchers": redisWatchers.proc.pid };
     load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
     await Bun.sleep(3000);
     grpcWatchers.send({ type: "record" });
     redisWatchers.send({ type: "record" });
     const watchMeter = cpuMeter(pids, { rest: true });
-    const steadied = await load.next("steadied", o.seconds * 1000 + 60_000);
+    // One line a second: how far the tracker's consumer is behind the stream.
+    let lastPoints = await pointsDone();
+    const ticker = setInterval(async () => {
+      try {
+        const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
+        const points = await pointsDone();
+        say(`  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`);
+        lastPoints = points;
+      } catch {
+        // a tick lost is fine
+      }
+    }, 1000);
+    const steadied = await load.next("steadied", o.seconds * 1000 + 60_000).finally(() => clearInterval(ticker));
     cpu.watch = watchMeter.stop();
     grpcWatchers.send({ type: "report" });
     redisWatchers.send({ type: "report" });
@@ -421,12 +443,12 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     load.send({ type: "close", timeoutMs: 5000 });
     await Promise.all([grpcWatchers.next("closed", 10_000), redisWatchers.next("closed", 10_000), load.next("closed", 10_000)]).catch(() => undefined);
     if (o.profile) {
-      await tracker.stop("SIGTERM", 15_000);
+      await server.stop("SIGTERM", 15_000);
       const file = readdirSync(profileDir).find((n) => n.endsWith(".cpuprofile"));
       if (!file) say("  no profile written (the tracker did not exit cleanly?)");
       else {
         const { functions, files } = summarizeProfile(join(profileDir, file), 20);
-        say(`  tracker profile ${join(profileDir, file)} (whole watch phase), self time by file:`);
+        say(`  watch-serving tracker profile ${join(profileDir, file)} (whole watch phase), self time by file:`);
         for (const l of files) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
         say("  by function:");
         for (const l of functions) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);

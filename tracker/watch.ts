@@ -17,7 +17,26 @@ import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
 import type { Logger } from "../lib/log";
 import { TooSlowError } from "../lib/rpc";
+import type { VehicleState } from "../gen/fleet/v1/tracker_pb";
 import { decodeLive, toVehicleState, type LiveEvent, type StoredState } from "./state-codec";
+
+/**
+ * One update reaches several watches of a process (a vehicle watch and the area watches around it,
+ * twice when it changed cell): its API message is built once. Keyed by vehicle and rev (with the
+ * fields an event may change besides); a few thousand recent ones are kept.
+ */
+const stateCache = new Map<string, VehicleState>();
+const STATE_CACHE_SIZE = 4096;
+function cachedState(vehicleId: string, state: StoredState): VehicleState {
+  const key = `${vehicleId}\u0000${state.rev}\u0000${state.online ? 1 : 0}\u0000${state.status}\u0000${state.seq}`;
+  let v = stateCache.get(key);
+  if (!v) {
+    v = toVehicleState(vehicleId, state);
+    if (stateCache.size >= STATE_CACHE_SIZE) stateCache.delete(stateCache.keys().next().value!);
+    stateCache.set(key, v);
+  }
+  return v;
+}
 
 /** What a watch is about: set by its kind (vehicles or area). */
 export interface WatchScope {
@@ -206,11 +225,11 @@ export class Watch {
         kind = p.state.online ? EventKind.EXIT : EventKind.OFFLINE;
         this.known.delete(id);
         this.lastRev.delete(id);
-        out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+        out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.state), coalesced: p.coalesced }));
         continue;
       }
       this.pending.delete(id);
-      out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+      out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.state), coalesced: p.coalesced }));
     }
     if (this.timer) {
       clearTimeout(this.timer);
