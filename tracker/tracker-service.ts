@@ -24,10 +24,12 @@ import { Counter, Gauge, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
-import { canSee, grantsById, watchClaims } from "./authz";
+import { canSee, canSeeView, grantsById, watchClaims } from "./authz";
+import { createLiveHub } from "./live-hub";
 import type { LivePublisher } from "./live";
-import { decodeState, LiveKind, toVehicleState, type StoredState } from "./state-codec";
+import { decodeState, LiveKind, toVehicleState, viewOfRecord, type StoredState } from "./state-codec";
 import type { Store } from "./store";
+import type { LiveView } from "./state-codec";
 import { Watch, type WatchScope } from "./watch";
 
 export interface TrackerLimits {
@@ -95,6 +97,15 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
   const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
   const watches = new Set<Watch>();
+  const hub = createLiveHub(nc, log);
+  new Gauge({
+    name: "tracker_live_subscriptions",
+    help: "NATS live subjects this process subscribes to (shared by its watches)",
+    registers: [registry],
+    collect() {
+      this.set(hub.size);
+    },
+  });
   const lagTimer = setInterval(() => {
     const now = Date.now();
     for (const w of watches) w.checkLag(now);
@@ -125,8 +136,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   }
 
   const watchOptions = (kind: "vehicles" | "area", claims: WatchClaims, minIntervalMs: number, ctx: HandlerContext) => ({
-    nc,
-    visible: (id: string, s: StoredState) => canSee(claims, id, s.fleetId, s.orderId),
+    hub,
+    visible: (view: LiveView) => canSeeView(claims, view),
     minIntervalMs,
     maxPending: limits.watchMaxPending,
     maxLagMs: limits.watchMaxLagMs,
@@ -247,12 +258,12 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         let current: string | undefined;
         const scope: WatchScope = {
           keepOffline: true,
-          inView: (_id, s) => s.orderId === orderId,
-          onEvent: (event, w) => {
+          inView: (view) => view.state.orderId === orderId,
+          onEvent: (view, w) => {
             // The order moved to another vehicle: follow it.
-            if (event.state.orderId === orderId && event.vehicleId !== current) {
+            if (view.vehicleId !== current && view.state.orderId === orderId) {
               if (current) w.unsubscribe(liveVehicleWildcard(current));
-              current = event.vehicleId;
+              current = view.vehicleId;
               w.subscribe(liveVehicleWildcard(current));
             }
           },
@@ -269,7 +280,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
               watch.subscribe(liveVehicleWildcard(id));
             }
             const r = (await fromStore("get", () => store.getMany([id]))).get(id);
-            return r ? [{ vehicleId: id, state: decodeState(r) }] : [];
+            return r ? [viewOfRecord(id, r)] : [];
           },
         });
       } else {
@@ -279,10 +290,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         watch = new Watch({
           ...base,
           subjects: ids.map(liveVehicleWildcard),
-          scope: { keepOffline: true, inView: (id) => watched.has(id) },
+          scope: { keepOffline: true, inView: (view) => watched.has(view.vehicleId) },
           snapshot: async () => {
             const records = await fromStore("get", () => store.getMany(ids));
-            return ids.filter((id) => records.has(id)).map((id) => ({ vehicleId: id, state: decodeState(records.get(id)!) }));
+            return ids.filter((id) => records.has(id)).map((id) => viewOfRecord(id, records.get(id)!));
           },
         });
       }
@@ -296,10 +307,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const watch = new Watch({
         ...watchOptions("area", claims, req.minIntervalMs, ctx),
         subjects: regionSubjects(region),
-        scope: { keepOffline: false, inView: (_id, s) => wanted(s.status) && region.contains(s.lat, s.lon) },
+        scope: { keepOffline: false, inView: (view) => wanted(view.status) && region.contains(view.lat, view.lon) },
         snapshot: async () => {
           const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, 0, 0));
-          return found.hits.map((h) => ({ vehicleId: h.id, state: decodeState(h.record) }));
+          return found.hits.map((h) => viewOfRecord(h.id, h.record));
         },
       });
       for await (const events of runWatch("area", watch)) yield create(WatchAreaResponseSchema, { events });
