@@ -137,7 +137,7 @@ export async function startConsumer({
       pointsCounter.inc({ result: "applied" }, applied.length);
       if (applied.length < points.length) pointsCounter.inc({ result: "older" }, points.length - applied.length);
       lag.set(taken.at(-1)!.info.pending);
-      for (const a of applied) live.publish(LiveKind.Point, a.vehicleId, a.record, a.previous);
+      for (const a of applied) live.publish(LiveKind.Point, a.vehicleId, a.record, a.before);
     } catch (err) {
       batches.inc({ result: "redis_failed" }, taken.length);
       log.warn("redis did not take a batch: retrying once it is back", { messages: taken.length, err });

@@ -15,7 +15,7 @@
  */
 import type Redis from "ioredis";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { packPoint } from "./state-codec";
+import { FIXED_BYTES, packPoint } from "./state-codec";
 
 /** State buckets. Changing it needs a migration of existing keys: it is part of the data layout. */
 export const BUCKETS = 4096;
@@ -38,13 +38,20 @@ interface Scripts {
   fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
 }
 
+/** What a vehicle was before a change: where (for a cell change) and the order it served. */
+export interface Before {
+  lat: number;
+  lon: number;
+  orderId: string;
+}
+
 /** A point Redis took (it was newer than what it held). */
 export interface Applied {
   vehicleId: string;
   /** The new record. */
   record: Buffer;
-  /** The record it replaced; empty when the vehicle is new. */
-  previous: Buffer;
+  /** The vehicle before; undefined when it is new. */
+  before?: Before;
 }
 
 export interface StoreOptions {
@@ -72,7 +79,7 @@ export interface Store {
   /** The vehicle serving an order, if any. */
   orderVehicle(orderId: string): Promise<string | undefined>;
   /** Sets status and order; undefined for an unknown vehicle. */
-  setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; previous: Buffer } | undefined>;
+  setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; before: Before } | undefined>;
   /** Takes vehicles last seen before `cutoffMs` offline, `bucketsPerCall` buckets per script call. */
   sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
 }
@@ -118,29 +125,33 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
     keys,
     async applyBatch(points, nowMs) {
       if (points.length === 0) return [];
-      // One blob: per point u16 id length, id, u16 bucket, u16 record length, record (newer-wins.lua).
+      // One blob: per point u16 id length, u16 bucket, u16 record length, id, record (newer-wins.lua).
       const parts: Buffer[] = [];
       for (const p of points) {
         const id = Buffer.from(p.vehicleId, "utf8");
         const record = packPoint(p, nowMs);
-        const head = Buffer.allocUnsafe(2);
+        const head = Buffer.allocUnsafe(6);
         head.writeUInt16LE(id.length, 0);
-        const mid = Buffer.allocUnsafe(4);
-        mid.writeUInt16LE(bucketOf(p.vehicleId), 0);
-        mid.writeUInt16LE(record.length, 2);
-        parts.push(head, id, mid, record);
+        head.writeUInt16LE(bucketOf(p.vehicleId), 2);
+        head.writeUInt16LE(record.length, 4);
+        parts.push(head, id, record);
       }
       const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix, pubsubPrefix, Buffer.concat(parts));
       const out: Applied[] = [];
       let at = 0;
       for (const p of points) {
         const len = reply.readUInt16LE(at);
-        const record = reply.subarray(at + 2, at + 2 + len);
-        at += 2 + len;
-        const oldLen = reply.readUInt16LE(at);
-        const previous = reply.subarray(at + 2, at + 2 + oldLen);
-        at += 2 + oldLen;
-        if (len > 0) out.push({ vehicleId: p.vehicleId, record, previous });
+        at += 2;
+        if (len === 0) continue;
+        const record = reply.subarray(at, at + len);
+        at += len;
+        const fresh = reply.readUInt32LE(at) === 0xffffffff && reply.readUInt32LE(at + 4) === 0xffffffff;
+        const lat = reply.readInt32LE(at) / 1e7;
+        const lon = reply.readInt32LE(at + 4) / 1e7;
+        const orderLen = reply.readUInt16LE(at + 8);
+        const orderId = reply.toString("utf8", at + 10, at + 10 + orderLen);
+        at += 10 + orderLen;
+        out.push({ vehicleId: p.vehicleId, record, before: fresh ? undefined : { lat, lon, orderId } });
       }
       return out;
     },
@@ -189,7 +200,9 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
     },
     async setStatus(vehicleId, status, orderId) {
       const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
-      return reply ? { record: reply[0], previous: reply[1] } : undefined;
+      if (!reply) return undefined;
+      const [record, previous] = reply;
+      return { record, before: { lat: previous.readInt32LE(24) / 1e7, lon: previous.readInt32LE(28) / 1e7, orderId: previous.toString("utf8", FIXED_BYTES + previous.readUInt8(40)) } };
     },
     async sweep(cutoffMs, bucketsPerCall = 64) {
       const out: { vehicleId: string; record: Buffer }[] = [];

@@ -232,7 +232,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       if (!state) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
       const changed = await fromStore("set status", () => store.setStatus(req.vehicleId, req.status, req.orderId));
       if (!changed) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
-      live.publish(LiveKind.Status, req.vehicleId, changed.record, changed.previous);
+      live.publish(LiveKind.Status, req.vehicleId, changed.record, changed.before);
       return create(SetStatusResponseSchema, { vehicle: toVehicleState(req.vehicleId, decodeState(changed.record)) });
     },
 
