@@ -21,13 +21,19 @@ local function bucketOf(s)
   return h % BUCKETS
 end
 
-local count = wanted * 2
+-- Start with a small circle and widen it: in a dense city the nearest matches are close, and
+-- GEOSEARCH looks at every member inside the circle even with COUNT. Whatever matches inside a
+-- circle is nearer than anything outside it, so the first circle holding enough matches answers.
+local full = tonumber(radius)
+local r = full
+if wanted > 0 then r = math.min(full, 250) end
+local count = wanted * 4
 while true do
   local hits
   if wanted == 0 then
-    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', radius, 'm', 'ASC', 'WITHDIST')
+    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC', 'WITHDIST')
   else
-    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', radius, 'm', 'ASC', 'COUNT', count, 'WITHDIST')
+    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC', 'COUNT', count, 'WITHDIST')
   end
   local out = {0}
   local n = 0
@@ -45,6 +51,12 @@ while true do
       end
     end
   end
-  if wanted == 0 or #hits < count then return out end
-  count = count * 4
+  if wanted == 0 then return out end
+  if #hits >= count then
+    count = count * 4
+  elseif r < full then
+    r = math.min(full, r * 4)
+  else
+    return out
+  end
 end
