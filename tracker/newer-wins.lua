@@ -3,16 +3,20 @@
 -- recorded 9-16, last seen 17-24, lat 25-28, lon 29-32, status 39, flags 40, fleet length 41,
 -- fleet, then order).
 -- KEYS[1] GEO set of online vehicles; KEYS[2] hash of counts per status ("s<status>") and per status
--- and fleet ("s<status>|<fleet>"); KEYS[3] hash order id -> vehicle id.
+-- and fleet ("s<status>|<fleet>"); KEYS[3] hash order id -> vehicle id; KEYS[4] the sweep's lower
+-- bounds of last-seen per bucket (sweep.lua).
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
--- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[3] the points, one blob (one
+-- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
 -- argument instead of five per point: cheaper to send and to parse): per point u16 id length,
 -- u16 bucket, u16 record length, the id, the point packed with rev 0 (all little-endian).
 -- Returns one blob: per point u16 length + the new record (length 0 when the point was not newer:
 -- nothing follows); after a new record, the previous position (lat, lon as in the record; all bits
 -- set when the vehicle is new) and u16 length + the previous order id.
-local geo, counts, orders = KEYS[1], KEYS[2], KEYS[3]
+local geo, counts, orders, bounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, blob = ARGV[1], ARGV[2], ARGV[3]
+-- A point heard from before this (ms) lowers its bucket's sweep bound (a replay after an outage);
+-- fresh points leave the bound alone, which costs nothing.
+local oldBefore = tonumber(ARGV[4])
 -- A lower seq still wins when recorded this much later than the stored point: the vehicle restarted its seq.
 local RESTART_MS = 600000
 local OFFLINE = 5
@@ -38,7 +42,7 @@ while pos <= size do
   pos = pos + 6 + idLen + recLen
   local key = prefix .. bucket
   local old = call('HGET', key, id)
-  local nseq, nrec, _, lat, lon = unpack('<I4ddi4i4', v, 5)
+  local nseq, nrec, seen, lat, lon = unpack('<I4ddi4i4', v, 5)
   local rev, status, oldStatus, oldFleet, oldOrder = 1, 1, 0, '', ''
   local newer = true
   if old then
@@ -61,6 +65,10 @@ while pos <= size do
     local order = sub(v, 42 + fl)
     if order == '' then order = oldOrder end
     local rec = pack('<I4', rev) .. sub(v, 5, 38) .. string.char(status, 1, fl) .. fleet .. order
+    if seen < oldBefore then
+      local bound = tonumber(call('HGET', bounds, bucket))
+      if bound and bound > seen then call('HSET', bounds, bucket, seen) end
+    end
     if oldStatus ~= status or oldFleet ~= fleet then
       if old then count(oldStatus, oldFleet, -1) end
       count(status, fleet, 1)

@@ -17,10 +17,12 @@ import type Redis from "ioredis";
 import type { Position } from "../gen/fleet/v1/position_pb";
 import { FIXED_BYTES, packPoint } from "./state-codec";
 
-/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout. */
+/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout (nearby.lua has it too). */
 export const BUCKETS = 4096;
-/** GEOADD refuses latitudes past this (Web Mercator); records keep the exact one. */
+/** GEOSEARCH refuses latitudes past this (Web Mercator). */
 const GEO_MAX_LAT = 85.05112878;
+/** A point heard from longer ago than this is "old" for the sweep's bounds (newer-wins.lua, sweep.lua). */
+const OLD_POINT_MS = 60_000;
 
 const script = (name: string) => Bun.file(new URL(`./${name}`, import.meta.url)).text();
 const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
@@ -32,10 +34,10 @@ const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer>;
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, seenBounds: string, ...args: Arg[]): Promise<Buffer>;
   fleetNearbyBuffer(geo: string, ...args: Arg[]): Promise<(Buffer | number)[]>;
   fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
-  fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetSweepBuffer(geo: string, counts: string, seenBounds: string, ...args: Arg[]): Promise<Buffer[]>;
 }
 
 /** What a vehicle was before a change: where (for a cell change) and the order it served. */
@@ -63,7 +65,7 @@ export interface StoreOptions {
 }
 
 export interface Store {
-  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string };
+  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string; seenBounds: string };
   /** Applies a batch with newer-wins; returns the points that were taken, in order. */
   applyBatch(points: readonly Position[], nowMs: number): Promise<Applied[]>;
   /** Records of these vehicles (absent when unknown). */
@@ -113,11 +115,11 @@ function bucketOfBytes(bytes: Uint8Array): number {
 
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
-  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:` };
+  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
   // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
-  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 4 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
-  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 2 });
+  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 3 });
   redis.defineCommand("fleetNearby", { lua: nearbyLua, numberOfKeys: 1 });
   const scripts = redis as unknown as Scripts;
 
@@ -136,7 +138,16 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         head.writeUInt16LE(record.length, 4);
         parts.push(head, id, record);
       }
-      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix, pubsubPrefix, Buffer.concat(parts));
+      const reply = await scripts.fleetNewerWinsBuffer(
+        keys.geo,
+        keys.counts,
+        keys.orders,
+        keys.seenBounds,
+        keys.bucketPrefix,
+        pubsubPrefix,
+        Buffer.concat(parts),
+        nowMs - OLD_POINT_MS,
+      );
       const out: Applied[] = [];
       let at = 0;
       for (const p of points) {
@@ -204,10 +215,19 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       const [record, previous] = reply;
       return { record, before: { lat: previous.readInt32LE(24) / 1e7, lon: previous.readInt32LE(28) / 1e7, orderId: previous.toString("utf8", FIXED_BYTES + previous.readUInt8(40)) } };
     },
-    async sweep(cutoffMs, bucketsPerCall = 64) {
+    async sweep(cutoffMs, bucketsPerCall = 32) {
       const out: { vehicleId: string; record: Buffer }[] = [];
       for (let from = 0; from < BUCKETS; from += bucketsPerCall) {
-        const reply = await scripts.fleetSweepBuffer(keys.geo, keys.counts, keys.bucketPrefix, from, Math.min(BUCKETS, from + bucketsPerCall), cutoffMs);
+        const reply = await scripts.fleetSweepBuffer(
+          keys.geo,
+          keys.counts,
+          keys.seenBounds,
+          keys.bucketPrefix,
+          from,
+          Math.min(BUCKETS, from + bucketsPerCall),
+          cutoffMs,
+          Date.now(),
+        );
         for (let i = 0; i < reply.length; i += 2) out.push({ vehicleId: reply[i]!.toString("utf8"), record: reply[i + 1]! });
       }
       return out;
