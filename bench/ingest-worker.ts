@@ -11,7 +11,7 @@ import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { SyncResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken, type TokenKeys } from "../lib/auth";
-import { maxSyncFrameSize, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
+import { maxSyncFrameSize, simPosition, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
 import { createHistogram, type Histogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent, WorkerCounters } from "./ingest-protocol";
 
@@ -181,9 +181,7 @@ async function init(cmd: Extract<WorkerCommand, { type: "init" }>): Promise<void
   const minted = await Promise.all(tokens);
   streams = minted.map((token, i) => {
     const index = cmd.first + i;
-    // Spread vehicles over a city-sized box so that the coordinates look real.
-    const lat = 48.8 + ((index * 7919) % 1000) / 5000;
-    const lon = 2.25 + ((index * 104729) % 1000) / 5000;
+    const [lat, lon] = simPosition(index);
     return {
       index,
       vehicleId: `${cmd.prefix}-${index}`,

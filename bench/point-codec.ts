@@ -102,3 +102,12 @@ export function writeSyncFrame(buf: Uint8Array, at: number, t: VehicleTemplate, 
 export function maxSyncFrameSize(t: VehicleTemplate): number {
   return 5 + 2 + t.head.length + 6 + 2 + 1 + 5 + 1 + 5 + t.tail.length;
 }
+
+/**
+ * Where the load generator's vehicle `index` stands: spread over a city-sized box (Paris,
+ * 48.8..49.0 N, 2.25..2.45 E) so that the coordinates look real. `bench watch` uses it to know
+ * which vehicles an area holds.
+ */
+export function simPosition(index: number): [lat: number, lon: number] {
+  return [48.8 + ((index * 7919) % 1000) / 5000, 2.25 + ((index * 104729) % 1000) / 5000];
+}

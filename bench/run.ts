@@ -3,12 +3,18 @@
  * table for a person, and last one JSON line for a machine.
  */
 import { INGEST_HELP, runIngestBench } from "./ingest";
+import { WATCH_HELP, runWatchBench } from "./watch";
 
 const BENCHES: Record<string, { summary: string; help: string; run: (argv: string[]) => Promise<unknown> }> = {
   ingest: {
     summary: "gateway points/s, ack latency and memory per stream, next to JetStream and Mosquitto ceilings",
     help: INGEST_HELP,
     run: runIngestBench,
+  },
+  watch: {
+    summary: "tracker points/s into Redis, watch latency next to Redis Pub/Sub, Nearby latency, Redis bytes per vehicle",
+    help: WATCH_HELP,
+    run: runWatchBench,
   },
 };
 
@@ -17,7 +23,6 @@ const USAGE = `bun run bench <name> [options]   (bun run bench <name> --help for
 ${Object.entries(BENCHES)
   .map(([name, b]) => `  ${name.padEnd(10)} ${b.summary}`)
   .join("\n")}
-  watch      (not yet written)
   history    (not yet written)
 `;
 

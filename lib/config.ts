@@ -140,6 +140,7 @@ const S = {
   watchMaxVehicles: int("TRACKER_WATCH_MAX_VEHICLES", 100, "vehicle ids one WatchVehicles call may name", 1),
   watchMaxPending: int("TRACKER_WATCH_MAX_PENDING", 10_000, "vehicles with an unsent update a watch may hold before it is ended as too slow", 1),
   watchMaxLag: duration("TRACKER_WATCH_MAX_LAG", "30s", "a watch whose client takes nothing for this long while updates wait is ended as too slow"),
+  trackerConsume: bool("TRACKER_CONSUME", true, "consume the positions stream into Redis; false serves queries and watches only (scale the two apart)"),
   redisPubsub: bool("TRACKER_REDIS_PUBSUB", false, "also PUBLISH every update on a Redis channel per vehicle (the benchmark's comparison)"),
   // history
   historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),

@@ -39,11 +39,14 @@ export function positionsSubject(partition: number): string {
 }
 
 /**
- * Live fan-out subject of one vehicle's update: `live.<geohash3>.<geohash5>.<vehicle>`.
- * Vehicle ids are sanitised so that they form one subject token.
+ * Live fan-out subject of one vehicle's update: `live.<geohash3>.<geohash5>.<geohash6>.<vehicle>`,
+ * from the geohash (6 characters or more) of its position. Three cell sizes (~156 km, ~4.9 km,
+ * ~1.2 × 0.6 km) let an area watch subscribe at the size that fits it: a 1 km circle takes a dozen
+ * 6-character cells instead of receiving all of a 24 km² 5-character one. Vehicle ids are
+ * sanitised so that they form one subject token.
  */
-export function liveSubject(geohash5: string, vehicleId: string): string {
-  return `live.${geohash5.slice(0, 3)}.${geohash5}.${subjectToken(vehicleId)}`;
+export function liveSubject(geohash: string, vehicleId: string): string {
+  return `live.${geohash.slice(0, 3)}.${geohash.slice(0, 5)}.${geohash.slice(0, 6)}.${subjectToken(vehicleId)}`;
 }
 
 /** Makes a string safe as one NATS subject token (no dots, spaces, wildcards). */
@@ -53,12 +56,14 @@ export function subjectToken(value: string): string {
 
 /** Every live subject of one vehicle, whatever its cell: what a vehicle watch subscribes to. */
 export function liveVehicleWildcard(vehicleId: string): string {
-  return `live.*.*.${subjectToken(vehicleId)}`;
+  return `live.*.*.*.${subjectToken(vehicleId)}`;
 }
 
-/** Live subjects of one cell (a geohash of 5 characters) or of a coarser one (3 characters). */
+/** Live subjects of one cell: a geohash of 6, 5 or 3 characters. */
 export function liveCellWildcard(geohash: string): string {
-  return geohash.length >= 5 ? `live.${geohash.slice(0, 3)}.${geohash.slice(0, 5)}.*` : `live.${geohash.slice(0, 3)}.>`;
+  if (geohash.length >= 6) return `live.${geohash.slice(0, 3)}.${geohash.slice(0, 5)}.${geohash.slice(0, 6)}.*`;
+  if (geohash.length === 5) return `live.${geohash.slice(0, 3)}.${geohash}.>`;
+  return `live.${geohash.slice(0, 3)}.>`;
 }
 
 /**

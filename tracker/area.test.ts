@@ -51,11 +51,13 @@ describe("area", () => {
     expect(refusal(() => toRegion(undefined, MAX))).toContain("area is missing");
   });
 
-  test("subjects - a city takes 5-character cells, a country 3-character ones, beyond that everything", () => {
-    const city = regionSubjects(toRegion(box(52.45, 13.3, 52.55, 13.5), MAX));
-    expect(city.length).toBeGreaterThan(1);
+  test("subjects - a 1 km circle takes 6-character cells, a city 5-character ones, a region 3-character ones, beyond that everything", () => {
+    const small = regionSubjects(toRegion(circle(52.5, 13.4, 1000), MAX));
+    expect(small.length).toBeGreaterThan(1);
+    expect(small.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.[0-9a-z]{6}\.\*$/.test(s))).toBe(true);
+    const city = regionSubjects(toRegion(box(52.4, 13.2, 52.6, 13.6), MAX));
     expect(city.length).toBeLessThanOrEqual(64);
-    expect(city.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.\*$/.test(s))).toBe(true);
+    expect(city.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.>$/.test(s))).toBe(true);
     const region = regionSubjects(toRegion(circle(52.5, 13.4, 150_000), MAX));
     expect(region.every((s) => /^live\.[0-9a-z]{3}\.>$/.test(s))).toBe(true);
     expect(regionSubjects(toRegion(circle(52.5, 13.4, 3_000_000), 1e9))).toEqual(["live.>"]);

@@ -96,13 +96,13 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
 const MAX_CELLS = 64;
 
 /**
- * Live subjects that carry every update inside a region: 5-character cells when at most 64 cover
- * it, else 3-character ones, else everything (`live.>`). The watch filters exactly anyway.
+ * Live subjects that carry every update inside a region: the finest cells (6, 5, then 3 geohash
+ * characters) of which at most 64 cover it, else everything (`live.>`). The watch filters exactly anyway.
  */
 export function regionSubjects(region: Region): string[] {
-  const fine = geohashCover(region.bounds, 5, MAX_CELLS);
-  if (fine) return fine.map(liveCellWildcard);
-  const coarse = geohashCover(region.bounds, 3, MAX_CELLS);
-  if (coarse) return coarse.map(liveCellWildcard);
+  for (const precision of [6, 5, 3]) {
+    const cells = geohashCover(region.bounds, precision, MAX_CELLS);
+    if (cells) return cells.map(liveCellWildcard);
+  }
   return ["live.>"];
 }

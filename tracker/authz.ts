@@ -5,6 +5,7 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import type { WatchClaims } from "../lib/auth";
 import { claimsOf, PermissionError } from "../lib/rpc";
+import type { LiveView } from "./state-codec";
 
 /** The watch claims of a call; a vehicle token is PERMISSION_DENIED. */
 export function watchClaims(ctx: HandlerContext): WatchClaims {
@@ -26,4 +27,11 @@ export function canSee(claims: WatchClaims, vehicleId: string, fleetId: string, 
 /** True when the token grants the vehicle whatever its fleet or order (all, or named). */
 export function grantsById(claims: WatchClaims, vehicleId: string): boolean {
   return claims.all || claims.vehicles.includes(vehicleId);
+}
+
+/** canSee for a live event: the fleet and order (which need the full state) only when the id did not settle it. */
+export function canSeeView(claims: WatchClaims, view: LiveView): boolean {
+  if (claims.all || claims.vehicles.includes(view.vehicleId)) return true;
+  if (claims.fleets.length === 0 && claims.orders.length === 0) return false;
+  return canSee(claims, view.vehicleId, view.state.fleetId, view.state.orderId);
 }

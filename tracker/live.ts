@@ -1,19 +1,20 @@
 /**
  * Publishes live events on core NATS after Redis took a change: to the vehicle's cell subject
- * (`live.<gh3>.<gh5>.<vehicle>`), also to its previous cell when it changed cell (so area watches
- * there see it leave), and to the order subjects when the order it serves changed.
+ * (`live.<gh3>.<gh5>.<gh6>.<vehicle>`), also to its previous cell when it changed cell (so area
+ * watches there see it leave), and to the order subjects when the order it serves changed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { geohashEncode } from "../lib/geohash";
 import { liveOrderSubject, liveSubject } from "../lib/subjects";
 import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
+import type { Before } from "./store";
 
-const cellOf = (record: Buffer) => geohashEncode(record.readInt32LE(24) / 1e7, record.readInt32LE(28) / 1e7, 5);
+const cellOf = (lat: number, lon: number) => geohashEncode(lat, lon, 6);
 const orderOf = (record: Buffer) => record.toString("utf8", FIXED_BYTES + record.readUInt8(40));
 
 export interface LivePublisher {
-  /** One change of one vehicle; `previous` is the record it replaced (empty when none). */
-  publish(kind: LiveKind, vehicleId: string, record: Buffer, previous?: Buffer): void;
+  /** One change of one vehicle; `before` is what it was (undefined when it is new). */
+  publish(kind: LiveKind, vehicleId: string, record: Buffer, before?: Before): void;
   /** Messages published so far. */
   readonly published: number;
 }
@@ -28,23 +29,19 @@ export function createLivePublisher(nc: NatsConnection): LivePublisher {
     get published() {
       return published;
     },
-    publish(kind, vehicleId, record, previous) {
+    publish(kind, vehicleId, record, before) {
       const data = encodeLive(kind, vehicleId, record);
-      const cell = cellOf(record);
+      const cell = cellOf(record.readInt32LE(24) / 1e7, record.readInt32LE(28) / 1e7);
       send(liveSubject(cell, vehicleId), data);
-      if (previous && previous.length >= FIXED_BYTES) {
-        const before = cellOf(previous);
-        if (before !== cell) send(liveSubject(before, vehicleId), data);
-        const order = orderOf(record);
-        const oldOrder = orderOf(previous);
-        if (order !== oldOrder) {
+      const order = orderOf(record);
+      if (before) {
+        const oldCell = cellOf(before.lat, before.lon);
+        if (oldCell !== cell) send(liveSubject(oldCell, vehicleId), data);
+        if (order !== before.orderId) {
           if (order) send(liveOrderSubject(order), data);
-          if (oldOrder) send(liveOrderSubject(oldOrder), data);
+          if (before.orderId) send(liveOrderSubject(before.orderId), data);
         }
-      } else {
-        const order = orderOf(record);
-        if (order) send(liveOrderSubject(order), data);
-      }
+      } else if (order) send(liveOrderSubject(order), data);
     },
   };
 }

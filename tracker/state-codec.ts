@@ -151,3 +151,49 @@ export function decodeLive(data: Uint8Array): LiveEvent {
     state: decodeState(b.subarray(3 + idLen)),
   };
 }
+
+/**
+ * A live event as a watch first sees it: what deciding "in view?" needs, read straight from the
+ * bytes, and the full state decoded only when asked (most events an area watch receives fall
+ * outside it; shared by every watch of the process that receives the same message).
+ */
+export interface LiveView {
+  readonly kind: LiveKind;
+  readonly vehicleId: string;
+  readonly rev: number;
+  readonly lat: number;
+  readonly lon: number;
+  readonly status: VehicleStatus;
+  readonly online: boolean;
+  /** The full state, decoded on first use. */
+  readonly state: StoredState;
+}
+
+function viewOf(kind: LiveKind, vehicleId: string, record: Buffer, decoded?: StoredState): LiveView {
+  if (record.length < FIXED_BYTES) throw new RangeError(`state record of ${record.length} bytes is too short`);
+  let state = decoded;
+  return {
+    kind,
+    vehicleId,
+    rev: record.readUInt32LE(0),
+    lat: record.readInt32LE(24) / 1e7,
+    lon: record.readInt32LE(28) / 1e7,
+    status: record.readUInt8(38) as VehicleStatus,
+    online: (record.readUInt8(39) & ONLINE) !== 0,
+    get state() {
+      return (state ??= decodeState(record));
+    },
+  };
+}
+
+/** Reads a live message's header fields; the state is decoded lazily. Throws RangeError on short input. */
+export function peekLive(data: Uint8Array): LiveView {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const idLen = b.readUInt16LE(1);
+  return viewOf(b[0] as LiveKind, b.toString("utf8", 3, 3 + idLen), b.subarray(3 + idLen));
+}
+
+/** A view of a state read from Redis (a snapshot). */
+export function viewOfRecord(vehicleId: string, record: Buffer): LiveView {
+  return viewOf(LiveKind.Point, vehicleId, record);
+}

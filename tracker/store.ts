@@ -10,27 +10,41 @@
  *   offline ones under OFFLINE; kept by the same scripts that change a status, so always in step.
  * - `orders`: order id -> vehicle id serving it.
  *
- * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per JetStream batch,
- * set-status.lua, sweep.lua.
+ * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per group of JetStream batches,
+ * set-status.lua, sweep.lua; nearby.lua reads a search with its records in one round trip.
  */
 import type Redis from "ioredis";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { partitionOf } from "../lib/subjects";
-import { packPoint } from "./state-codec";
+import { FIXED_BYTES, packPoint } from "./state-codec";
 
-/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout. */
+/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout (nearby.lua has it too). */
 export const BUCKETS = 4096;
-/** GEOADD refuses latitudes past this (Web Mercator); records keep the exact one. */
+/** GEOSEARCH refuses latitudes past this (Web Mercator). */
 const GEO_MAX_LAT = 85.05112878;
+/** A point heard from longer ago than this is "old" for the sweep's bounds (newer-wins.lua, sweep.lua). */
+const OLD_POINT_MS = 60_000;
 
 const script = (name: string) => Bun.file(new URL(`./${name}`, import.meta.url)).text();
-const [newerWinsLua, setStatusLua, sweepLua] = await Promise.all([script("newer-wins.lua"), script("set-status.lua"), script("sweep.lua")]);
+const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
+  script("newer-wins.lua"),
+  script("set-status.lua"),
+  script("sweep.lua"),
+  script("nearby.lua"),
+]);
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, seenBounds: string, ...args: Arg[]): Promise<Buffer>;
+  fleetNearbyBuffer(geo: string, ...args: Arg[]): Promise<(Buffer | number)[]>;
   fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
-  fleetSweepBuffer(geo: string, counts: string, ...args: Arg[]): Promise<Buffer[]>;
+  fleetSweepBuffer(geo: string, counts: string, seenBounds: string, ...args: Arg[]): Promise<Buffer[]>;
+}
+
+/** What a vehicle was before a change: where (for a cell change) and the order it served. */
+export interface Before {
+  lat: number;
+  lon: number;
+  orderId: string;
 }
 
 /** A point Redis took (it was newer than what it held). */
@@ -38,8 +52,8 @@ export interface Applied {
   vehicleId: string;
   /** The new record. */
   record: Buffer;
-  /** The record it replaced; empty when the vehicle is new. */
-  previous: Buffer;
+  /** The vehicle before; undefined when it is new. */
+  before?: Before;
 }
 
 export interface StoreOptions {
@@ -51,48 +65,104 @@ export interface StoreOptions {
 }
 
 export interface Store {
-  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string };
+  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string; seenBounds: string };
   /** Applies a batch with newer-wins; returns the points that were taken, in order. */
   applyBatch(points: readonly Position[], nowMs: number): Promise<Applied[]>;
   /** Records of these vehicles (absent when unknown). */
   getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
-  /** Online vehicles within `radiusM` of a point, nearest first, at most `count` (0: all). */
-  search(lat: number, lon: number, radiusM: number, count: number): Promise<{ id: string; distM: number }[]>;
+  /**
+   * Online vehicles within `radiusM` of a point whose status is in `statusMask` (bit s for status s;
+   * 0: any), nearest first, at most `wanted` (0: all), with their records. `more` says the search
+   * stopped at `wanted` and more may match.
+   */
+  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number): Promise<{ more: boolean; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
   /** The vehicle serving an order, if any. */
   orderVehicle(orderId: string): Promise<string | undefined>;
   /** Sets status and order; undefined for an unknown vehicle. */
-  setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; previous: Buffer } | undefined>;
+  setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; before: Before } | undefined>;
   /** Takes vehicles last seen before `cutoffMs` offline, `bucketsPerCall` buckets per script call. */
   sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
 }
 
-export const bucketOf = (vehicleId: string) => partitionOf(vehicleId, BUCKETS);
+export interface NearbyHit {
+  id: string;
+  distM: number;
+  record: Buffer;
+}
+
+/** The state bucket of a vehicle: FNV-1a over the id's UTF-8 bytes (nearby.lua computes the same). */
+export function bucketOf(vehicleId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < vehicleId.length; i++) {
+    const c = vehicleId.charCodeAt(i);
+    if (c >= 0x80) return bucketOfBytes(Buffer.from(vehicleId, "utf8"));
+    h ^= c;
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % BUCKETS;
+}
+
+function bucketOfBytes(bytes: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (const b of bytes) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % BUCKETS;
+}
 
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
-  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:` };
+  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
   // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
-  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 4 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
-  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 2 });
+  redis.defineCommand("fleetSweep", { lua: sweepLua, numberOfKeys: 3 });
+  redis.defineCommand("fleetNearby", { lua: nearbyLua, numberOfKeys: 1 });
   const scripts = redis as unknown as Scripts;
 
   return {
     keys,
     async applyBatch(points, nowMs) {
       if (points.length === 0) return [];
-      const args: Arg[] = [keys.bucketPrefix, pubsubPrefix];
+      // One blob: per point u16 id length, u16 bucket, u16 record length, id, record (newer-wins.lua).
+      const parts: Buffer[] = [];
       for (const p of points) {
-        const lat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, p.lat));
-        args.push(p.vehicleId, bucketOf(p.vehicleId), p.lon, lat, packPoint(p, nowMs));
+        const id = Buffer.from(p.vehicleId, "utf8");
+        const record = packPoint(p, nowMs);
+        const head = Buffer.allocUnsafe(6);
+        head.writeUInt16LE(id.length, 0);
+        head.writeUInt16LE(bucketOf(p.vehicleId), 2);
+        head.writeUInt16LE(record.length, 4);
+        parts.push(head, id, record);
       }
-      const reply = await scripts.fleetNewerWinsBuffer(keys.geo, keys.counts, keys.orders, ...args);
+      const reply = await scripts.fleetNewerWinsBuffer(
+        keys.geo,
+        keys.counts,
+        keys.orders,
+        keys.seenBounds,
+        keys.bucketPrefix,
+        pubsubPrefix,
+        Buffer.concat(parts),
+        nowMs - OLD_POINT_MS,
+      );
       const out: Applied[] = [];
-      for (let i = 0; i < points.length; i++) {
-        const record = reply[2 * i]!;
-        if (record.length > 0) out.push({ vehicleId: points[i]!.vehicleId, record, previous: reply[2 * i + 1]! });
+      let at = 0;
+      for (const p of points) {
+        const len = reply.readUInt16LE(at);
+        at += 2;
+        if (len === 0) continue;
+        const record = reply.subarray(at, at + len);
+        at += len;
+        const fresh = reply.readUInt32LE(at) === 0xffffffff && reply.readUInt32LE(at + 4) === 0xffffffff;
+        const lat = reply.readInt32LE(at) / 1e7;
+        const lon = reply.readInt32LE(at + 4) / 1e7;
+        const orderLen = reply.readUInt16LE(at + 8);
+        const orderId = reply.toString("utf8", at + 10, at + 10 + orderLen);
+        at += 10 + orderLen;
+        out.push({ vehicleId: p.vehicleId, record, before: fresh ? undefined : { lat, lon, orderId } });
       }
       return out;
     },
@@ -122,13 +192,14 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       });
       return out;
     },
-    async search(lat, lon, radiusM, count) {
+    async nearby(lat, lon, radiusM, wanted, statusMask) {
       const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
-      const args: (string | number)[] = ["FROMLONLAT", lon, clat, "BYRADIUS", radiusM, "m", "ASC"];
-      if (count > 0) args.push("COUNT", count);
-      args.push("WITHDIST");
-      const rows = (await redis.geosearch(keys.geo, ...args)) as [string, string][];
-      return rows.map(([id, d]) => ({ id, distM: Number(d) }));
+      const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, wanted, statusMask);
+      const hits: NearbyHit[] = [];
+      for (let i = 1; i + 2 < reply.length; i += 3) {
+        hits.push({ id: (reply[i] as Buffer).toString("utf8"), distM: Number((reply[i + 1] as Buffer).toString()), record: reply[i + 2] as Buffer });
+      }
+      return { more: Number(reply[0]) === 1, hits };
     },
     async counts(fields) {
       if (fields.length === 0) return [];
@@ -140,12 +211,23 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
     },
     async setStatus(vehicleId, status, orderId) {
       const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
-      return reply ? { record: reply[0], previous: reply[1] } : undefined;
+      if (!reply) return undefined;
+      const [record, previous] = reply;
+      return { record, before: { lat: previous.readInt32LE(24) / 1e7, lon: previous.readInt32LE(28) / 1e7, orderId: previous.toString("utf8", FIXED_BYTES + previous.readUInt8(40)) } };
     },
-    async sweep(cutoffMs, bucketsPerCall = 64) {
+    async sweep(cutoffMs, bucketsPerCall = 32) {
       const out: { vehicleId: string; record: Buffer }[] = [];
       for (let from = 0; from < BUCKETS; from += bucketsPerCall) {
-        const reply = await scripts.fleetSweepBuffer(keys.geo, keys.counts, keys.bucketPrefix, from, Math.min(BUCKETS, from + bucketsPerCall), cutoffMs);
+        const reply = await scripts.fleetSweepBuffer(
+          keys.geo,
+          keys.counts,
+          keys.seenBounds,
+          keys.bucketPrefix,
+          from,
+          Math.min(BUCKETS, from + bucketsPerCall),
+          cutoffMs,
+          Date.now(),
+        );
         for (let i = 0; i < reply.length; i += 2) out.push({ vehicleId: reply[i]!.toString("utf8"), record: reply[i + 1]! });
       }
       return out;

@@ -24,10 +24,12 @@ import { Counter, Gauge, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
-import { canSee, grantsById, watchClaims } from "./authz";
+import { canSee, canSeeView, grantsById, watchClaims } from "./authz";
+import { createLiveHub } from "./live-hub";
 import type { LivePublisher } from "./live";
-import { decodeState, LiveKind, toVehicleState, type StoredState } from "./state-codec";
+import { decodeState, LiveKind, toVehicleState, viewOfRecord, type StoredState } from "./state-codec";
 import type { Store } from "./store";
+import type { LiveView } from "./state-codec";
 import { Watch, type WatchScope } from "./watch";
 
 export interface TrackerLimits {
@@ -83,12 +85,27 @@ function statusFilter(statuses: readonly VehicleStatus[]): (s: VehicleStatus) =>
   return (s) => wanted.has(s);
 }
 
+/** The statuses as nearby.lua's mask (bit s for status s; 0: any). */
+function statusMask(statuses: readonly VehicleStatus[]): number {
+  statusFilter(statuses);
+  return statuses.reduce((m, s) => m | (1 << s), 0);
+}
+
 export function createTrackerService({ store, nc, live, limits, registry, log }: TrackerServiceOptions): TrackerHandlers {
   const openWatches = new Gauge({ name: "tracker_watches_open", help: "watches open now, by kind", labelNames: ["kind"], registers: [registry] });
   const eventsSent = new Counter({ name: "tracker_watch_events_sent_total", help: "events sent to watchers", labelNames: ["kind"], registers: [registry] });
   const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
   const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
   const watches = new Set<Watch>();
+  const hub = createLiveHub(nc, log);
+  new Gauge({
+    name: "tracker_live_subscriptions",
+    help: "NATS live subjects this process subscribes to (shared by its watches)",
+    registers: [registry],
+    collect() {
+      this.set(hub.size);
+    },
+  });
   const lagTimer = setInterval(() => {
     const now = Date.now();
     for (const w of watches) w.checkLag(now);
@@ -119,8 +136,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   }
 
   const watchOptions = (kind: "vehicles" | "area", claims: WatchClaims, minIntervalMs: number, ctx: HandlerContext) => ({
-    nc,
-    visible: (id: string, s: StoredState) => canSee(claims, id, s.fleetId, s.orderId),
+    hub,
+    visible: (view: LiveView) => canSeeView(claims, view),
     minIntervalMs,
     maxPending: limits.watchMaxPending,
     maxLagMs: limits.watchMaxLagMs,
@@ -147,21 +164,22 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const region = toRegion(req.area, limits.maxRadiusM);
       if (req.limit > limits.nearbyMax) throw new InvalidRequestError(`limit ${req.limit} is past the maximum of ${limits.nearbyMax}`);
       const limit = req.limit || limits.nearbyDefault;
-      const wanted = statusFilter(req.statuses);
-      let count = limit * 2;
+      const mask = statusMask(req.statuses);
+      // Redis filters status and online; what it cannot know (the token's grant, a box's corners) is
+      // filtered here, asking for more when that left too few.
+      const exact = claims.all && region.kind === "circle";
+      let wanted = exact ? limit : limit * 2;
       let hits: NearbyVehicle[] = [];
       for (;;) {
-        const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, count));
-        const states = decodeAll(await fromStore("get", () => store.getMany(found.map((f) => f.id))));
+        const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask));
         hits = [];
-        for (const { id } of found) {
-          const s = states.get(id);
-          if (!s || !s.online || !wanted(s.status) || !region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
+        for (const { id, record } of found.hits) {
+          const s = decodeState(record);
+          if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
           hits.push(create(NearbyVehicleSchema, { vehicle: toVehicleState(id, s), distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) }));
         }
-        // Fewer hits than asked for Redis: there are no more candidates.
-        if (hits.length >= limit || found.length < count) break;
-        count *= 4;
+        if (hits.length >= limit || !found.more) break;
+        wanted *= 4;
       }
       hits.sort((a, b) => a.distanceM - b.distanceM);
       return create(NearbyResponseSchema, { vehicles: hits.slice(0, limit) });
@@ -214,7 +232,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       if (!state) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
       const changed = await fromStore("set status", () => store.setStatus(req.vehicleId, req.status, req.orderId));
       if (!changed) throw new NotFoundError(`vehicle "${req.vehicleId}" not found: the tracker never saw it`);
-      live.publish(LiveKind.Status, req.vehicleId, changed.record, changed.previous);
+      live.publish(LiveKind.Status, req.vehicleId, changed.record, changed.before);
       return create(SetStatusResponseSchema, { vehicle: toVehicleState(req.vehicleId, decodeState(changed.record)) });
     },
 
@@ -240,12 +258,12 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         let current: string | undefined;
         const scope: WatchScope = {
           keepOffline: true,
-          inView: (_id, s) => s.orderId === orderId,
-          onEvent: (event, w) => {
+          inView: (view) => view.state.orderId === orderId,
+          onEvent: (view, w) => {
             // The order moved to another vehicle: follow it.
-            if (event.state.orderId === orderId && event.vehicleId !== current) {
+            if (view.vehicleId !== current && view.state.orderId === orderId) {
               if (current) w.unsubscribe(liveVehicleWildcard(current));
-              current = event.vehicleId;
+              current = view.vehicleId;
               w.subscribe(liveVehicleWildcard(current));
             }
           },
@@ -262,7 +280,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
               watch.subscribe(liveVehicleWildcard(id));
             }
             const r = (await fromStore("get", () => store.getMany([id]))).get(id);
-            return r ? [{ vehicleId: id, state: decodeState(r) }] : [];
+            return r ? [viewOfRecord(id, r)] : [];
           },
         });
       } else {
@@ -272,10 +290,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         watch = new Watch({
           ...base,
           subjects: ids.map(liveVehicleWildcard),
-          scope: { keepOffline: true, inView: (id) => watched.has(id) },
+          scope: { keepOffline: true, inView: (view) => watched.has(view.vehicleId) },
           snapshot: async () => {
             const records = await fromStore("get", () => store.getMany(ids));
-            return ids.filter((id) => records.has(id)).map((id) => ({ vehicleId: id, state: decodeState(records.get(id)!) }));
+            return ids.filter((id) => records.has(id)).map((id) => viewOfRecord(id, records.get(id)!));
           },
         });
       }
@@ -289,11 +307,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const watch = new Watch({
         ...watchOptions("area", claims, req.minIntervalMs, ctx),
         subjects: regionSubjects(region),
-        scope: { keepOffline: false, inView: (_id, s) => wanted(s.status) && region.contains(s.lat, s.lon) },
+        scope: { keepOffline: false, inView: (view) => wanted(view.status) && region.contains(view.lat, view.lon) },
         snapshot: async () => {
-          const found = await fromStore("search", () => store.search(region.lat, region.lon, region.radiusM + 1, 0));
-          const records = await fromStore("get", () => store.getMany(found.map((f) => f.id)));
-          return found.filter((f) => records.has(f.id)).map((f) => ({ vehicleId: f.id, state: decodeState(records.get(f.id)!) }));
+          const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, 0, 0));
+          return found.hits.map((h) => viewOfRecord(h.id, h.record));
         },
       });
       for await (const events of runWatch("area", watch)) yield create(WatchAreaResponseSchema, { events });

@@ -35,7 +35,7 @@ export interface TrackerOptions {
   durable?: string;
   /** Redis key prefix (default config.redisPrefix). */
   prefix?: string;
-  /** Consume the stream (default true); false serves queries and watches only. */
+  /** Consume the stream (default config.trackerConsume); false serves queries and watches only. */
   consume?: boolean;
 }
 
@@ -60,7 +60,7 @@ export async function createTracker({
   subjects,
   durable = CONSUMERS.tracker,
   prefix = config.redisPrefix,
-  consume = true,
+  consume = config.trackerConsume,
 }: TrackerOptions): Promise<Tracker> {
   if (!natsUrl) throw new Error("NATS_URL is empty: the tracker needs a NATS server with JetStream");
   if (!redisUrl) throw new Error("REDIS_URL is empty: the tracker needs a Redis server");
@@ -151,7 +151,7 @@ export async function createTracker({
       healthz: () => natsHandle.connected() && redis.status === "ready",
       interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
     });
-    log.info("listening", { url: server.url, instanceId, stream, prefix });
+    log.info("listening", { url: server.url, instanceId, stream, prefix, consume });
 
     let closed: Promise<void> | undefined;
     const srv = server;

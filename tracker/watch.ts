@@ -13,30 +13,49 @@
  * when the vehicle went offline); out of view and unknown → nothing.
  */
 import { create } from "@bufbuild/protobuf";
-import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
 import type { Logger } from "../lib/log";
 import { TooSlowError } from "../lib/rpc";
-import { decodeLive, toVehicleState, type LiveEvent, type StoredState } from "./state-codec";
+import type { VehicleState } from "../gen/fleet/v1/tracker_pb";
+import type { LiveHub } from "./live-hub";
+import { toVehicleState, type LiveView, type StoredState } from "./state-codec";
+
+/**
+ * One update reaches several watches of a process (a vehicle watch and the area watches around it,
+ * twice when it changed cell): its API message is built once. Keyed by vehicle and rev (with the
+ * fields an event may change besides); a few thousand recent ones are kept.
+ */
+const stateCache = new Map<string, VehicleState>();
+const STATE_CACHE_SIZE = 4096;
+function cachedState(vehicleId: string, state: StoredState): VehicleState {
+  const key = `${vehicleId}\u0000${state.rev}\u0000${state.online ? 1 : 0}\u0000${state.status}\u0000${state.seq}`;
+  let v = stateCache.get(key);
+  if (!v) {
+    v = toVehicleState(vehicleId, state);
+    if (stateCache.size >= STATE_CACHE_SIZE) stateCache.delete(stateCache.keys().next().value!);
+    stateCache.set(key, v);
+  }
+  return v;
+}
 
 /** What a watch is about: set by its kind (vehicles or area). */
 export interface WatchScope {
-  /** Whether the vehicle, in this state, is in view (already checked: the token grants it). */
-  inView(vehicleId: string, state: StoredState): boolean;
+  /** Whether the vehicle, in this state, is in view (checked before the grant: keep it cheap). */
+  inView(view: LiveView): boolean;
   /** Area watches drop a vehicle that went offline; vehicle watches keep it (and say OFFLINE). */
   keepOffline: boolean;
   /** Called for every live event before anything else (an order watch follows reassignments here). */
-  onEvent?(event: LiveEvent, watch: Watch): void;
+  onEvent?(view: LiveView, watch: Watch): void;
 }
 
 export interface WatchOptions {
-  nc: NatsConnection;
+  hub: LiveHub;
   subjects: string[];
   scope: WatchScope;
   /** The token grants this vehicle in this state. */
-  visible(vehicleId: string, state: StoredState): boolean;
-  /** Reads the snapshot: every vehicle possibly in view, with its record's state. */
-  snapshot(): Promise<{ vehicleId: string; state: StoredState }[]>;
+  visible(view: LiveView): boolean;
+  /** Reads the snapshot: every vehicle possibly in view. */
+  snapshot(): Promise<LiveView[]>;
   minIntervalMs: number;
   maxPending: number;
   maxLagMs: number;
@@ -51,7 +70,7 @@ export interface WatchOptions {
 }
 
 interface Pending {
-  state: StoredState;
+  view: LiveView;
   inView: boolean;
   coalesced: number;
 }
@@ -63,8 +82,9 @@ const newer = (a: number, b: number) => {
 };
 
 export class Watch {
-  private subs = new Map<string, Subscription>();
-  private buffer: LiveEvent[] | undefined = [];
+  private subjects = new Set<string>();
+  private readonly listener = (view: LiveView) => this.receive(view);
+  private buffer: LiveView[] | undefined = [];
   private lastRev = new Map<string, number>();
   /** Vehicles the client knows as in view, with when it was last sent an update. */
   private known = new Map<string, number>();
@@ -82,66 +102,50 @@ export class Watch {
 
   /** Subscribes to one more subject (an order watch switching vehicle). */
   subscribe(subject: string): void {
-    if (this.subs.has(subject) || this.closed) return;
-    const sub = this.o.nc.subscribe(subject, {
-      callback: (err, msg) => {
-        if (err) return;
-        let event: LiveEvent;
-        try {
-          event = decodeLive(msg.data);
-        } catch (e) {
-          this.o.log.warn("undecodable live event ignored", { subject: msg.subject, err: e });
-          return;
-        }
-        this.receive(event);
-      },
-    });
-    this.subs.set(subject, sub);
+    if (this.subjects.has(subject) || this.closed) return;
+    this.subjects.add(subject);
+    this.o.hub.add(subject, this.listener);
   }
 
   unsubscribe(subject: string): void {
-    this.subs.get(subject)?.unsubscribe();
-    this.subs.delete(subject);
+    if (this.subjects.delete(subject)) this.o.hub.remove(subject, this.listener);
   }
 
-  /** Treats a vehicle as out of view from now on (an order watch whose order moved on). */
-  drop(vehicleId: string, state: StoredState): void {
-    this.enqueue(vehicleId, state, false);
-  }
-
-  private receive(event: LiveEvent): void {
+  private receive(view: LiveView): void {
+    if (this.closed) return;
     if (this.buffer) {
-      this.buffer.push(event);
+      this.buffer.push(view);
       if (this.buffer.length > this.o.maxPending * 4) this.fail(new TooSlowError(`watch fell behind while taking its snapshot (${this.buffer.length} events): narrow it`));
       return;
     }
-    this.apply(event);
+    this.apply(view);
   }
 
-  private apply(event: LiveEvent): void {
-    const { vehicleId, state } = event;
-    const last = this.lastRev.get(vehicleId);
-    if (last !== undefined && !newer(state.rev, last)) return;
-    this.o.scope.onEvent?.(event, this);
-    const inView = this.o.visible(vehicleId, state) && (state.online || this.o.scope.keepOffline) && this.o.scope.inView(vehicleId, state);
-    if (!inView && !this.known.has(vehicleId) && !this.pending.has(vehicleId)) {
+  private apply(view: LiveView): void {
+    const id = view.vehicleId;
+    const last = this.lastRev.get(id);
+    if (last !== undefined && !newer(view.rev, last)) return;
+    this.o.scope.onEvent?.(view, this);
+    const inView = (view.online || this.o.scope.keepOffline) && this.o.scope.inView(view) && this.o.visible(view);
+    if (!inView && !this.known.has(id) && !this.pending.has(id)) {
       // Out of view and never shown: forget it (an area watch would otherwise remember every passer-by).
-      this.lastRev.delete(vehicleId);
+      this.lastRev.delete(id);
       return;
     }
-    this.lastRev.set(vehicleId, state.rev);
-    this.enqueue(vehicleId, state, inView);
+    this.lastRev.set(id, view.rev);
+    this.enqueue(view, inView);
   }
 
-  private enqueue(vehicleId: string, state: StoredState, inView: boolean): void {
+  private enqueue(view: LiveView, inView: boolean): void {
+    const vehicleId = view.vehicleId;
     const p = this.pending.get(vehicleId);
     if (p) {
-      p.state = state;
+      p.view = view;
       p.inView = inView;
       p.coalesced++;
       this.o.onCoalesced?.();
     } else {
-      this.pending.set(vehicleId, { state, inView, coalesced: 0 });
+      this.pending.set(vehicleId, { view, inView, coalesced: 0 });
       if (this.pending.size > this.o.maxPending) {
         this.fail(new TooSlowError(`watch client reads too slowly: more than ${this.o.maxPending} vehicles wait; read faster, set min_interval_ms or narrow the watch`));
         return;
@@ -175,8 +179,8 @@ export class Watch {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const s of this.subs.values()) s.unsubscribe();
-    this.subs.clear();
+    for (const s of this.subjects) this.o.hub.remove(s, this.listener);
+    this.subjects.clear();
     if (this.timer) clearTimeout(this.timer);
   }
 
@@ -189,7 +193,7 @@ export class Watch {
       const lastSent = this.known.get(id);
       let kind: EventKind;
       if (p.inView) {
-        if (!p.state.online) kind = EventKind.OFFLINE;
+        if (!p.view.online) kind = EventKind.OFFLINE;
         else if (lastSent === undefined) kind = EventKind.ENTER;
         else {
           kind = EventKind.MOVE;
@@ -203,14 +207,14 @@ export class Watch {
       } else {
         this.pending.delete(id);
         if (lastSent === undefined) continue;
-        kind = p.state.online ? EventKind.EXIT : EventKind.OFFLINE;
+        kind = p.view.online ? EventKind.EXIT : EventKind.OFFLINE;
         this.known.delete(id);
         this.lastRev.delete(id);
-        out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+        out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.view.state), coalesced: p.coalesced }));
         continue;
       }
       this.pending.delete(id);
-      out.push(create(VehicleEventSchema, { kind, vehicle: toVehicleState(id, p.state), coalesced: p.coalesced }));
+      out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.view.state), coalesced: p.coalesced }));
     }
     if (this.timer) {
       clearTimeout(this.timer);
@@ -232,11 +236,12 @@ export class Watch {
     try {
       const snapshot = await this.o.snapshot();
       let out: VehicleEvent[] = [];
-      for (const { vehicleId, state } of snapshot) {
-        this.lastRev.set(vehicleId, state.rev);
-        if (!this.o.visible(vehicleId, state) || !(state.online || this.o.scope.keepOffline) || !this.o.scope.inView(vehicleId, state)) continue;
+      for (const view of snapshot) {
+        const vehicleId = view.vehicleId;
+        this.lastRev.set(vehicleId, view.rev);
+        if (!(view.online || this.o.scope.keepOffline) || !this.o.scope.inView(view) || !this.o.visible(view)) continue;
         this.known.set(vehicleId, 0);
-        out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT, vehicle: toVehicleState(vehicleId, state) }));
+        out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT, vehicle: toVehicleState(vehicleId, view.state) }));
         if (out.length >= chunk) {
           yield* this.send(out);
           out = [];

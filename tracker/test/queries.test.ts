@@ -143,6 +143,15 @@ describe("queries", () => {
     }));
   });
 
+  test("nearby - finds vehicles whose ids are not ASCII (Redis and the tracker agree on their bucket)", async () => {
+    const fleet = uniqueName("utf");
+    const ids = [`${fleet}-véhicule`, `${fleet}-車両`, `${fleet}-🚚`];
+    await t.publish(ids.map((id, i) => point(id, 1, { fleetId: fleet, lat: 35.0 + i * 1e-4, lon: 139.0 })));
+    for (const id of ids) await seen(id, 1);
+    const r = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [fleet] }), { area: { shape: { case: "circle", value: { lat: 35.0, lon: 139.0, radiusM: 500 } } } });
+    expect(r.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual(ids);
+  });
+
   test("nearby - bad input is INVALID_ARGUMENT with the reason", async () => {
     const near = (req: object) => unary<NearbyResponse>(client, "nearby", admin, req);
     const cases: [object, string][] = [

@@ -1,0 +1,501 @@
+/**
+ * `bun run bench watch`: the tracker's figures, in one run, everything co-located on this machine:
+ *
+ * 1. Consume: a stream pre-filled with `--vehicles` vehicles × `--rounds` points (1,000 points per
+ *    JetStream message, the gateway's largest batch); a tracker process drains it into Redis.
+ *    tracker_points_per_s from its own counters while it drains.
+ * 2. Memory: Redis used_memory after minus before, per vehicle (redis_bytes_per_vehicle).
+ * 3. Nearby: a dispatcher's query (AVAILABLE within 2 km, limit 10) at random places, over gRPC,
+ *    sequentially, with those vehicles live (nearby_p99_ms).
+ * 4. Watch: vehicles stream through the gateway at `--rate` points/s (the ingest bench's load
+ *    generator); one tracker process consumes, another serves (TRACKER_CONSUME=false), as the
+ *    design scales them; `--watchers` watches (vehicle and area mixed) over gRPC, and the same
+ *    fan-out the seeds' way in the same run: one Redis connection per watcher SUBSCRIBEd to one
+ *    channel per vehicle, published by the tracker's script. Latency is from the point's
+ *    recorded_at (set when the load generator sent it) to its arrival at the watcher.
+ *
+ * Progress lines and a table go to stdout; the LAST line is one JSON object (see `WatchFigures`).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import type { Subprocess } from "bun";
+import Redis from "ioredis";
+import { PositionBatchSchema, PositionSchema, VehicleStatus, type Position } from "../gen/fleet/v1/position_pb";
+import { TrackerService } from "../gen/fleet/v1/tracker_pb";
+import { mintWatchToken } from "../lib/auth";
+import { loadConfig } from "../lib/config";
+import { ensurePositionsStream } from "../lib/jetstream";
+import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
+import { startStack } from "../lib/stack";
+import { CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/subjects";
+import { createHistogram } from "./histogram";
+import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";
+import { simPosition } from "./point-codec";
+import { cpuMeter } from "./proc";
+import { summarizeProfile } from "./profile-summary";
+import type { WatchCommand, WatchEvent, WatchSpec } from "./watch-protocol";
+import { createStore } from "../tracker/store";
+
+/** The JSON line printed last. */
+export interface WatchFigures {
+  tracker_points_per_s: number;
+  watch_p50_ms: number;
+  watch_p99_ms: number;
+  redis_pubsub_p99_ms: number;
+  nearby_p99_ms: number;
+  redis_bytes_per_vehicle: number;
+}
+
+const TARGETS = { pointsPerS: 100_000, watchP99Ms: 25, nearbyP99Ms: 2, bytesPerVehicle: 200 };
+const root = join(import.meta.dir, "..");
+
+export const WATCH_HELP = `bun run bench watch [options]
+
+Measures the tracker in one run (~1-2 minutes): points/s from JetStream into Redis, Redis bytes
+per vehicle, Nearby latency over the live vehicles, and watch latency at a steady load through the
+gateway next to the same fan-out over Redis Pub/Sub. Prints progress, a table, and last one JSON
+line with tracker_points_per_s, watch_p50_ms, watch_p99_ms, redis_pubsub_p99_ms, nearby_p99_ms,
+redis_bytes_per_vehicle.
+
+Options:
+  --vehicles N         vehicles pre-filled for the consume, memory and Nearby phases (default 100000)
+  --rounds N           points per pre-filled vehicle (default 5)
+  --nearby N           Nearby queries measured, after 200 warm-up ones (default 3000)
+  --sim-vehicles N     vehicles streaming through the gateway in the watch phase (default 5000)
+  --rate N             points/s they send together (default 16700)
+  --watchers N         watches held open, on the tracker and on Redis each (default 1000)
+  --area-share F       share of them that are area watches (default 0.2)
+  --area-radius M      radius of an area watch in metres (default 1000)
+  --seconds N          watch phase length after a 3 s warm-up (default 20)
+  --profile            run the watch phase's tracker under --cpu-prof and print where its time went
+  --quick              a smoke run: 20,000 vehicles, 1,000 watchers, 5 s
+`;
+
+interface Options {
+  vehicles: number;
+  rounds: number;
+  nearby: number;
+  simVehicles: number;
+  rate: number;
+  watchers: number;
+  areaShare: number;
+  areaRadius: number;
+  seconds: number;
+  profile: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      vehicles: { type: "string" },
+      rounds: { type: "string" },
+      nearby: { type: "string" },
+      "sim-vehicles": { type: "string" },
+      rate: { type: "string" },
+      watchers: { type: "string" },
+      "area-share": { type: "string" },
+      "area-radius": { type: "string" },
+      seconds: { type: "string" },
+      quick: { type: "boolean" },
+      profile: { type: "boolean" },
+    },
+    strict: true,
+  });
+  const num = (name: string, raw: string | undefined, def: number) => {
+    if (raw === undefined) return def;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a number above 0, got "${raw}"`);
+    return v;
+  };
+  const quick = values.quick === true;
+  return {
+    vehicles: num("vehicles", values.vehicles, quick ? 20_000 : 100_000),
+    rounds: num("rounds", values.rounds, quick ? 2 : 5),
+    nearby: num("nearby", values.nearby, quick ? 500 : 3000),
+    simVehicles: num("sim-vehicles", values["sim-vehicles"], 5000),
+    rate: num("rate", values.rate, 16_700),
+    watchers: num("watchers", values.watchers, 1000),
+    areaShare: Math.min(1, num("area-share", values["area-share"], 0.2)),
+    areaRadius: num("area-radius", values["area-radius"], 1000),
+    seconds: num("seconds", values.seconds, quick ? 5 : 20),
+    profile: values.profile === true,
+  };
+}
+
+const fmt = (n: number, digits = 0) =>
+  Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a";
+const say = (line: string) => process.stdout.write(line + "\n");
+
+/** A child speaking JSON over IPC; `next(type)` waits for its next event of that type. */
+interface Child<C, E extends { type: string }> {
+  proc: Subprocess;
+  send(cmd: C): void;
+  next<T extends E["type"]>(type: T, timeoutMs: number): Promise<Extract<E, { type: T }>>;
+}
+
+function spawnChild<C, E extends { type: string }>(file: string): Child<C, E> {
+  const queued: E[] = [];
+  const waiting = new Map<string, (e: E) => void>();
+  let failure: Error | undefined;
+  const proc = Bun.spawn([process.execPath, join(import.meta.dir, file)], {
+    cwd: root,
+    stdio: ["ignore", "inherit", "inherit"],
+    serialization: "json",
+    ipc(message) {
+      const e = message as E;
+      if (e.type === "progress") return;
+      if (e.type === "failed") failure = new Error(`${file} failed: ${(e as unknown as { message: string }).message}`);
+      const w = waiting.get(e.type);
+      if (w) {
+        waiting.delete(e.type);
+        w(e);
+      } else queued.push(e);
+    },
+  });
+  return {
+    proc,
+    send: (cmd) => proc.send(cmd),
+    next(type, timeoutMs) {
+      if (failure) return Promise.reject(failure);
+      const i = queued.findIndex((e) => e.type === type);
+      if (i >= 0) return Promise.resolve(queued.splice(i, 1)[0] as never);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(failure ?? new Error(`${file}: no "${type}" within ${timeoutMs} ms`)), timeoutMs);
+        waiting.set(type, (e) => {
+          clearTimeout(timer);
+          resolve(e as never);
+        });
+      });
+    },
+  };
+}
+
+/** A deterministic spread (no Math.random: runs compare). */
+const spread = (i: number, salt: number) => (((i * 2654435761 + salt * 40503) >>> 0) % 100_000) / 100_000;
+
+function fillPoint(i: number, round: number, nowMs: number): Position {
+  return create(PositionSchema, {
+    vehicleId: `fill-${i}`,
+    seq: round,
+    recordedAt: timestampFromMs(nowMs),
+    receivedAt: timestampFromMs(nowMs),
+    lat: 48.8 + spread(i, 1) * 0.2 + round * 1e-5,
+    lon: 2.25 + spread(i, 2) * 0.2,
+    speed: 8,
+    heading: 90,
+    accuracy: 5,
+    fleetId: `fleet-${i % 20}`,
+    // A quarter available, as a dispatcher's query would look for.
+    status: i % 4 === 0 ? VehicleStatus.AVAILABLE : VehicleStatus.ACTIVE,
+  });
+}
+
+/** Runs the whole bench; returns the figures it printed last. */
+export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
+  const o = parseOptions(argv);
+  const started = performance.now();
+  const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)}s`;
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const f: WatchFigures = { tracker_points_per_s: NaN, watch_p50_ms: NaN, watch_p99_ms: NaN, redis_pubsub_p99_ms: NaN, nearby_p99_ms: NaN, redis_bytes_per_vehicle: NaN };
+  const extra: Record<string, number> = {};
+  const notes: string[] = [];
+  const cpu: Record<string, Record<string, number>> = {};
+  const onSignal = () => {
+    say("interrupted: stopping what the bench started");
+    void Promise.allSettled(cleanups.reverse().map((c) => c())).then(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  try {
+    say(`bench watch: ${fmt(o.vehicles)} vehicles pre-filled; ${fmt(o.simVehicles)} streaming ${fmt(o.rate)} points/s; ${fmt(o.watchers)} watchers; 2 cores shared by everything`);
+    say(`[${elapsed()}] starting nats-server and redis-server (stack helper)`);
+    const stack = await startStack({ services: ["nats", "redis"] });
+    cleanups.push(() => stack.stop());
+    const secret = randomBytes(24).toString("base64url");
+    const keys = { secret, issuer: "fleet", audience: "fleet" };
+    const config = loadConfig({ ...stack.env(), FLEET_JWT_SECRET: secret });
+    const env = { ...stack.env(), FLEET_JWT_SECRET: secret, LOG_LEVEL: "info" };
+    mkdirSync(join(root, ".fleet", "logs"), { recursive: true });
+    const redis = new Redis(stack.redisUrl);
+    cleanups.push(async () => redis.disconnect());
+    const usedMemory = async () => Number(/used_memory:(\d+)/.exec(await redis.info("memory"))![1]);
+
+    // ---- 1. consume ----
+    say(`[${elapsed()}] filling the stream: ${fmt(o.vehicles)} vehicles × ${o.rounds} points in messages of 1,000 points`);
+    const nc = await connect({ servers: stack.natsUrl });
+    cleanups.push(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    await ensurePositionsStream(jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge });
+    const now = Date.now();
+    let messages = 0;
+    for (let round = 1; round <= o.rounds; round++) {
+      const parts: Position[][] = Array.from({ length: config.partitions }, () => []);
+      const pending: Promise<unknown>[] = [];
+      const flush = (p: number) => {
+        pending.push(js.publish(positionsSubject(p), toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: parts[p]! }))));
+        parts[p] = [];
+        messages++;
+      };
+      for (let i = 0; i < o.vehicles; i++) {
+        const p = partitionOf(`fill-${i}`, config.partitions);
+        parts[p]!.push(fillPoint(i, round, now));
+        if (parts[p]!.length === 1000) flush(p);
+        if (pending.length >= 64) await Promise.all(pending.splice(0));
+      }
+      for (let p = 0; p < parts.length; p++) if (parts[p]!.length > 0) flush(p);
+      await Promise.all(pending);
+    }
+    const total = o.vehicles * o.rounds;
+    say(`  ${fmt(total)} points in ${fmt(messages)} messages`);
+    const memBefore = await usedMemory();
+
+    const trackerLog = join(root, ".fleet", "logs", "bench-tracker.log");
+    say(`[${elapsed()}] starting the tracker (log: ${trackerLog}); it drains the stream`);
+    let tracker: ServiceProcess = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0" }, logFile: trackerLog });
+    cleanups.push(() => tracker.stop("SIGTERM", 5000));
+    const meter = cpuMeter({ tracker: tracker.pid, redis: stack.pid("redis"), nats: stack.pid("nats") }, { rest: true });
+    const samples: { t: number; points: number }[] = [];
+    const pointsDone = async () => {
+      const text = await (await fetch(`${tracker.url}/metrics`)).text();
+      return text
+        .split("\n")
+        .filter((l) => l.startsWith("tracker_points_total"))
+        .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+    };
+    for (;;) {
+      const points = await pointsDone();
+      samples.push({ t: performance.now(), points });
+      if (points >= total) break;
+      const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
+      if (samples.length % 4 === 0) say(`  ${fmt(points)} of ${fmt(total)} points taken, ${fmt(info.num_pending)} messages pending`);
+      if (performance.now() - started > 600_000) throw new Error("the tracker did not drain the stream within 10 minutes");
+      await Bun.sleep(250);
+    }
+    cpu.consume = meter.stop();
+    // From the first sample with points to the last: the tracker's start-up is not counted.
+    const first = samples.find((s) => s.points > 0)!;
+    const last = samples.at(-1)!;
+    const firstIndex = samples.indexOf(first);
+    const before = firstIndex > 0 ? samples[firstIndex - 1]! : first;
+    f.tracker_points_per_s = (last.points - before.points) / ((last.t - before.t) / 1000);
+    say(`  => ${fmt(f.tracker_points_per_s)} points/s from JetStream into Redis`);
+
+    // ---- 2. memory ----
+    const memAfter = await usedMemory();
+    f.redis_bytes_per_vehicle = (memAfter - memBefore) / o.vehicles;
+    const geoBytes = Number(await redis.call("MEMORY", "USAGE", `${config.redisPrefix}geo`, "SAMPLES", "0"));
+    let stateBytes = 0;
+    for (let b = 0; b < 4096; b += 256) {
+      const pipe = redis.pipeline();
+      for (let k = b; k < b + 256; k++) pipe.call("MEMORY", "USAGE", `${config.redisPrefix}st:${k}`, "SAMPLES", "0");
+      for (const [, v] of (await pipe.exec()) ?? []) stateBytes += Number(v ?? 0);
+    }
+    extra.geoBytes = geoBytes / o.vehicles;
+    extra.stateBytes = stateBytes / o.vehicles;
+    say(`  => ${fmt(f.redis_bytes_per_vehicle, 1)} bytes per vehicle in Redis (GEO set ${fmt(extra.geoBytes, 1)}, state buckets ${fmt(extra.stateBytes, 1)}, MEMORY USAGE)`);
+
+    // ---- 3. nearby ----
+    const adminToken = await mintWatchToken(keys, { all: true, dispatch: true });
+    const headers = { authorization: `Bearer ${adminToken}` };
+    const client = createClient(TrackerService, createGrpcTransport({ baseUrl: tracker.url }));
+    say(`[${elapsed()}] Nearby: AVAILABLE within 2 km, limit 10, at random places; 200 warm-up then ${fmt(o.nearby)} measured, one at a time`);
+    const nearbyHist = createHistogram();
+    let hits = 0;
+    for (let q = 0; q < 200 + o.nearby; q++) {
+      const lat = 48.82 + spread(q, 7) * 0.16;
+      const lon = 2.27 + spread(q, 8) * 0.16;
+      const t0 = performance.now();
+      const res = await client.nearby({ area: { shape: { case: "circle", value: { lat, lon, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 10 }, { headers });
+      if (q >= 200) {
+        nearbyHist.record(performance.now() - t0);
+        hits += res.vehicles.length;
+      }
+    }
+    f.nearby_p99_ms = nearbyHist.quantile(0.99);
+    extra.nearbyP50 = nearbyHist.quantile(0.5);
+    extra.nearbyHits = hits / o.nearby;
+    say(`  => over gRPC: p50 ${fmt(extra.nearbyP50, 2)} ms, p99 ${fmt(f.nearby_p99_ms, 2)} ms (${fmt(extra.nearbyHits, 1)} vehicles per answer)`);
+    // The same queries straight to Redis (the tracker's one script call), to tell the store from the RPC.
+    const store = createStore({ redis, prefix: config.redisPrefix });
+    const scriptHist = createHistogram();
+    for (let q = 0; q < 200 + o.nearby; q++) {
+      const t0 = performance.now();
+      await store.nearby(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16, 2001, 10, 1 << VehicleStatus.AVAILABLE);
+      if (q >= 200) scriptHist.record(performance.now() - t0);
+    }
+    extra.nearbyScriptP50 = scriptHist.quantile(0.5);
+    extra.nearbyScriptP99 = scriptHist.quantile(0.99);
+    say(`  => the Redis script alone: p50 ${fmt(extra.nearbyScriptP50, 2)} ms, p99 ${fmt(extra.nearbyScriptP99, 2)} ms`);
+
+    // ---- 4. watch ----
+    say(
+      `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream ` +
+        `(with TRACKER_REDIS_PUBSUB=true: its script also PUBLISHes each update for the Redis way), one serves the watches (TRACKER_CONSUME=false)`,
+    );
+    await tracker.stop("SIGTERM", 5000);
+    const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
+    const profileEnv: Record<string, string> = {};
+    if (o.profile) {
+      mkdirSync(profileDir, { recursive: true });
+      profileEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
+      notes.push(`the watch-serving tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
+    }
+    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true" }, logFile: trackerLog });
+    const server = await startServiceProcess({
+      service: "tracker",
+      env: { ...env, TRACKER_PORT: "0", TRACKER_CONSUME: "false", ...profileEnv },
+      logFile: join(root, ".fleet", "logs", "bench-tracker-watches.log"),
+    });
+    cleanups.push(() => server.stop("SIGTERM", 5000));
+    const gatewayLog = join(root, ".fleet", "logs", "bench-gateway.log");
+    say(`[${elapsed()}] starting the gateway (log: ${gatewayLog})`);
+    const gateway = await startServiceProcess({ service: "gateway", env: { ...env, GATEWAY_PORT: "0" }, logFile: gatewayLog });
+    cleanups.push(() => gateway.stop("SIGTERM", 5000));
+
+    const load = spawnChild<WorkerCommand, WorkerEvent>("ingest-worker.ts");
+    cleanups.push(async () => load.proc.kill());
+    await load.next("hello", 10_000);
+    const simPrefix = "sim";
+    load.send({ type: "init", url: gateway.url, keys, connections: Math.max(2, Math.ceil(o.simVehicles / 1000)), prefix: simPrefix, first: 0, count: o.simVehicles });
+    await load.next("ready", 60_000);
+    load.send({ type: "open", batch: 500, timeoutMs: 120_000 });
+    const opened = await load.next("opened", 130_000);
+    say(`  ${fmt(opened.open)} vehicle streams open (${opened.failed} failed)`);
+
+    // The watchers: vehicle watches of one streaming vehicle each, area watches of a circle.
+    const areaCount = Math.round(o.watchers * o.areaShare);
+    const specs: WatchSpec[] = [];
+    for (let w = 0; w < o.watchers - areaCount; w++) specs.push({ kind: "vehicles", ids: [`${simPrefix}-${Math.floor(spread(w, 3) * o.simVehicles)}`] });
+    const simAt = Array.from({ length: o.simVehicles }, (_, i) => simPosition(i));
+    const metresPerDegLat = 111_195;
+    for (let w = 0; w < areaCount; w++) {
+      const lat = 48.81 + spread(w, 4) * 0.18;
+      const lon = 2.26 + spread(w, 5) * 0.18;
+      const cos = Math.cos((lat * Math.PI) / 180);
+      const ids = simAt
+        .map(([la, lo], i) => [Math.hypot((la - lat) * metresPerDegLat, (lo - lon) * metresPerDegLat * cos), i] as const)
+        .filter(([d]) => d < o.areaRadius - 5)
+        .map(([, i]) => `${simPrefix}-${i}`);
+      specs.push({ kind: "area", lat, lon, radiusM: o.areaRadius, ids });
+    }
+    extra.areaVehicles = specs.filter((s) => s.kind === "area").reduce((n, s) => n + s.ids.length, 0) / Math.max(1, areaCount);
+    const watchToken = await mintWatchToken(keys, { all: true });
+    const grpcWatchers = spawnChild<WatchCommand, WatchEvent>("watch-worker.ts");
+    const redisWatchers = spawnChild<WatchCommand, WatchEvent>("watch-worker.ts");
+    cleanups.push(async () => {
+      grpcWatchers.proc.kill();
+      redisWatchers.proc.kill();
+    });
+    await Promise.all([grpcWatchers.next("hello", 10_000), redisWatchers.next("hello", 10_000)]);
+    say(`[${elapsed()}] opening ${fmt(o.watchers)} watches on the tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles, 0)} streaming vehicles each) and ${fmt(o.watchers)} Redis subscribers`);
+    grpcWatchers.send({ type: "init", mode: "grpc", url: server.url, token: watchToken, channelPrefix: "", connections: 8, watches: specs });
+    redisWatchers.send({ type: "init", mode: "redis", url: stack.redisUrl, token: "", channelPrefix: `${config.redisPrefix}pos:`, connections: 0, watches: specs });
+    const [gReady, rReady] = await Promise.all([grpcWatchers.next("ready", 120_000), redisWatchers.next("ready", 120_000)]);
+    say(`  tracker watches open ${gReady.open} (failed ${gReady.failed}${gReady.lastError ? `: ${gReady.lastError}` : ""}); Redis subscribers ${rReady.open} (failed ${rReady.failed})`);
+
+    say(`[${elapsed()}] steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
+    const pids = { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, "grpc watchers": grpcWatchers.proc.pid, "redis watchers": redisWatchers.proc.pid };
+    load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
+    await Bun.sleep(3000);
+    grpcWatchers.send({ type: "record" });
+    redisWatchers.send({ type: "record" });
+    const watchMeter = cpuMeter(pids, { rest: true });
+    // One line a second: how far the tracker's consumer is behind the stream.
+    let lastPoints = await pointsDone();
+    const ticker = setInterval(async () => {
+      try {
+        const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
+        const points = await pointsDone();
+        say(`  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`);
+        lastPoints = points;
+      } catch {
+        // a tick lost is fine
+      }
+    }, 1000);
+    const steadied = await load.next("steadied", o.seconds * 1000 + 60_000).finally(() => clearInterval(ticker));
+    cpu.watch = watchMeter.stop();
+    grpcWatchers.send({ type: "report" });
+    redisWatchers.send({ type: "report" });
+    const [g, r] = await Promise.all([grpcWatchers.next("report", 30_000), redisWatchers.next("report", 30_000)]);
+    const gh = createHistogram();
+    gh.merge(g.histogram);
+    const rh = createHistogram();
+    rh.merge(r.histogram);
+    f.watch_p50_ms = gh.quantile(0.5);
+    f.watch_p99_ms = gh.quantile(0.99);
+    f.redis_pubsub_p99_ms = rh.quantile(0.99);
+    extra.redisP50 = rh.quantile(0.5);
+    extra.offered = steadied.sent / steadied.seconds;
+    extra.grpcEventsPerS = gh.count / o.seconds;
+    extra.redisEventsPerS = rh.count / o.seconds;
+    extra.ackP99 = (() => {
+      const h = createHistogram();
+      h.merge(steadied.histogram);
+      return h.quantile(0.99);
+    })();
+    if (g.errors > 0) notes.push(`${g.errors} tracker watches ended with an error (last: ${g.lastError})`);
+    if (r.errors > 0) notes.push(`${r.errors} Redis subscribers failed (last: ${r.lastError})`);
+    say(
+      `  => offered ${fmt(extra.offered)} points/s; tracker watches: ${fmt(extra.grpcEventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms; ` +
+        `Redis Pub/Sub: ${fmt(extra.redisEventsPerS)} updates/s, p50 ${fmt(extra.redisP50, 2)} ms, p99 ${fmt(f.redis_pubsub_p99_ms, 2)} ms`,
+    );
+    grpcWatchers.send({ type: "close" });
+    redisWatchers.send({ type: "close" });
+    load.send({ type: "close", timeoutMs: 5000 });
+    await Promise.all([grpcWatchers.next("closed", 10_000), redisWatchers.next("closed", 10_000), load.next("closed", 10_000)]).catch(() => undefined);
+    if (o.profile) {
+      await server.stop("SIGTERM", 15_000);
+      const file = readdirSync(profileDir).find((n) => n.endsWith(".cpuprofile"));
+      if (!file) say("  no profile written (the tracker did not exit cleanly?)");
+      else {
+        const { functions, files } = summarizeProfile(join(profileDir, file), 20);
+        say(`  watch-serving tracker profile ${join(profileDir, file)} (whole watch phase), self time by file:`);
+        for (const l of files) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+        say("  by function:");
+        for (const l of functions) say(`    ${(l.share * 100).toFixed(1).padStart(5)}%  ${l.name}`);
+      }
+    }
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    for (const c of cleanups.reverse()) await c().catch((err) => say(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
+  }
+
+  const mark = (ok: boolean) => (ok ? "✔" : "✘");
+  say("");
+  say("| figure | measured | target |");
+  say("|---|---|---|");
+  say(`| tracker_points_per_s (JetStream → Redis, 1,000-point messages) | ${fmt(f.tracker_points_per_s)} | ≥ ${fmt(TARGETS.pointsPerS)} ${mark(f.tracker_points_per_s >= TARGETS.pointsPerS)} |`);
+  say(`| watch_p50_ms (vehicle → gateway → JetStream → tracker → NATS → gRPC watcher) | ${fmt(f.watch_p50_ms, 2)} | |`);
+  say(`| watch_p99_ms at ${fmt(extra.offered ?? NaN)} points/s, ${fmt(o.watchers)} watchers | ${fmt(f.watch_p99_ms, 2)} | ≤ ${TARGETS.watchP99Ms} ${mark(f.watch_p99_ms <= TARGETS.watchP99Ms)} and ≤ Redis ${mark(f.watch_p99_ms <= f.redis_pubsub_p99_ms)} |`);
+  say(`| redis_pubsub_p99_ms (same load, one channel per vehicle; p50 ${fmt(extra.redisP50 ?? NaN, 2)}) | ${fmt(f.redis_pubsub_p99_ms, 2)} | reference |`);
+  say(`| nearby_p99_ms over gRPC (AVAILABLE within 2 km, limit 10, ${fmt(o.vehicles)} live; p50 ${fmt(extra.nearbyP50 ?? NaN, 2)}) | ${fmt(f.nearby_p99_ms, 2)} | ≤ ${TARGETS.nearbyP99Ms} ${mark(f.nearby_p99_ms <= TARGETS.nearbyP99Ms)} |`);
+  say(`| Nearby's Redis script alone, p99 (p50 ${fmt(extra.nearbyScriptP50 ?? NaN, 2)}) | ${fmt(extra.nearbyScriptP99 ?? NaN, 2)} | reference |`);
+  say(`| redis_bytes_per_vehicle (GEO ${fmt(extra.geoBytes ?? NaN, 1)} + state ${fmt(extra.stateBytes ?? NaN, 1)} + rest) | ${fmt(f.redis_bytes_per_vehicle, 1)} | ≤ ${TARGETS.bytesPerVehicle} ${mark(f.redis_bytes_per_vehicle <= TARGETS.bytesPerVehicle)} |`);
+  say("");
+  say(`updates delivered per second in the measured window: tracker watches ${fmt(extra.grpcEventsPerS ?? NaN)}, Redis subscribers ${fmt(extra.redisEventsPerS ?? NaN)}; gateway ack p99 ${fmt(extra.ackP99 ?? NaN, 2)} ms`);
+  say("CPU (1.0 = one core) per phase:");
+  for (const [phase, use] of Object.entries(cpu)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+  for (const n of notes) say(`note: ${n}`);
+  const rounded: WatchFigures = {
+    tracker_points_per_s: Math.round(f.tracker_points_per_s),
+    watch_p50_ms: Number(f.watch_p50_ms.toFixed(2)),
+    watch_p99_ms: Number(f.watch_p99_ms.toFixed(2)),
+    redis_pubsub_p99_ms: Number(f.redis_pubsub_p99_ms.toFixed(2)),
+    nearby_p99_ms: Number(f.nearby_p99_ms.toFixed(2)),
+    redis_bytes_per_vehicle: Number(f.redis_bytes_per_vehicle.toFixed(1)),
+  };
+  say(JSON.stringify(rounded, (_k, v) => (typeof v === "number" && !Number.isFinite(v) ? null : v)));
+  return rounded;
+}
