@@ -4,9 +4,6 @@
  * over parquetjs-lite by `bun run bench history` (see the README's figures): it is much faster and
  * its files are smaller and quicker to read.
  */
-import { createWriteStream } from "node:fs";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { FILE_SELECT, POSITION_COLUMNS, sqlString } from "../lib/archive-duckdb";
 import type { Sql } from "../lib/pg";
@@ -28,18 +25,23 @@ export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRow
     .readable();
   let rows = 0;
   let next = every;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      // A newline never appears inside a value here except in quoted text; vehicle ids with newlines are not sent by the gateway.
+  // Flowing mode into a buffered file sink, never back-pressured: postgres.js pauses its socket when
+  // a COPY stream's buffer fills, and a pause at the very end left the connection stuck (seen with
+  // 50,000 rows: the next query on that connection never completed).
+  const sink = Bun.file(csvFile).writer({ highWaterMark: 1 << 20 });
+  await new Promise<void>((resolve, reject) => {
+    readable.on("data", (chunk: Buffer) => {
       for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
+      sink.write(chunk);
       if (rows >= next) {
         onRows?.(rows);
         next = rows + every;
       }
-      cb(null, chunk);
-    },
+    });
+    readable.once("end", () => resolve());
+    readable.once("error", reject);
   });
-  await pipeline(readable, counter, createWriteStream(csvFile));
+  await sink.end();
   return rows;
 }
 

@@ -2,6 +2,7 @@
  * `bun run bench <name> [options]`: the project's benchmarks. Each prints progress lines and a
  * table for a person, and last one JSON line for a machine.
  */
+import { HISTORY_HELP, runHistoryBench } from "./history";
 import { INGEST_HELP, runIngestBench } from "./ingest";
 
 const BENCHES: Record<string, { summary: string; help: string; run: (argv: string[]) => Promise<unknown> }> = {
@@ -9,6 +10,11 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
     summary: "gateway points/s, ack latency and memory per stream, next to JetStream and Mosquitto ceilings",
     help: INGEST_HELP,
     run: runIngestBench,
+  },
+  history: {
+    summary: "history writer vs COPY, lag, GetTrack, Parquet writers, archiver, DuckDB over a 10M-point archive",
+    help: HISTORY_HELP,
+    run: runHistoryBench,
   },
 };
 
@@ -18,7 +24,6 @@ ${Object.entries(BENCHES)
   .map(([name, b]) => `  ${name.padEnd(10)} ${b.summary}`)
   .join("\n")}
   watch      (not yet written)
-  history    (not yet written)
 `;
 
 const [name, ...rest] = process.argv.slice(2);
