@@ -1,8 +1,9 @@
 /**
  * One transaction per group of batches: COPY into a temporary staging table, insert what is not
  * there yet on (vehicle_id, recorded_at), and add exactly the newly inserted rows to the per-minute
- * rollup, all in one statement. Whatever JetStream redelivers, a row is in `positions` once and is
- * counted once in the rollup.
+ * rollup, in the same transaction. Whatever JetStream redelivers, a row is in `positions` once and is
+ * counted once in the rollup. Inserts of concurrent writers (in one process or several) run in
+ * parallel; their rollup steps take turns (see ROLLUP).
  *
  * Distance: each new point adds its distance from the vehicle's previous point, found among the new
  * rows of the same statement (lag) or, for the first new point of a vehicle, among the rows already
@@ -11,7 +12,7 @@
  * little high (documented in history/README.md).
  */
 import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
-import type { Sql } from "../lib/pg";
+import { lockKey, type Sql } from "../lib/pg";
 import type { Position } from "../gen/fleet/v1/position_pb";
 import { copyLines, STAGING_COLUMNS } from "./copy-rows";
 
@@ -19,24 +20,36 @@ const STAGING = `
   CREATE TEMP TABLE IF NOT EXISTS history_staging (
     vehicle_id text, recorded_us bigint, seq bigint, fleet_id text, lat float8, lon float8,
     speed real, heading real, accuracy real, order_id text, status smallint, received_us bigint
+  ) ON COMMIT DELETE ROWS;
+  CREATE TEMP TABLE IF NOT EXISTS history_new (
+    vehicle_id text, recorded_at timestamptz, lat float8, lon float8, speed real
   ) ON COMMIT DELETE ROWS`;
 
 const EPOCH = "timestamptz '1970-01-01 00:00:00+00'";
 
+/** Inserts what is new, in key order (concurrent writers take row locks in the same order), and keeps the new rows aside. */
 const INSERT = `
   WITH ins AS (
     INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at)
-    SELECT DISTINCT ON (vehicle_id, recorded_us)
-      vehicle_id, ${EPOCH} + recorded_us * interval '1 microsecond', seq, fleet_id, lat, lon, speed, heading, accuracy,
+    SELECT vehicle_id, ${EPOCH} + recorded_us * interval '1 microsecond', seq, fleet_id, lat, lon, speed, heading, accuracy,
       order_id, status, ${EPOCH} + received_us * interval '1 microsecond'
     FROM history_staging
     ORDER BY vehicle_id, recorded_us
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, recorded_at, lat, lon, speed
-  ), seg AS (
+  )
+  INSERT INTO history_new SELECT * FROM ins`;
+
+/**
+ * Adds the new rows to the rollup. Runs after an advisory lock that rollups of all writers take in
+ * turn, so this statement's snapshot holds every batch committed before: the leg from a vehicle's
+ * last stored point to its first new one is found even when the two came in concurrent transactions.
+ */
+const ROLLUP = `
+  WITH seg AS (
     SELECT vehicle_id, recorded_at, lat, lon, speed,
            lag(lat) OVER w AS plat, lag(lon) OVER w AS plon, lag(recorded_at) OVER w AS pat
-    FROM ins WINDOW w AS (PARTITION BY vehicle_id ORDER BY recorded_at)
+    FROM history_new WINDOW w AS (PARTITION BY vehicle_id ORDER BY recorded_at)
   ), dist AS (
     SELECT s.vehicle_id, s.recorded_at, s.speed,
       COALESCE(CASE WHEN s.pat IS NOT NULL THEN fleet_distance_m(s.plat, s.plon, s.lat, s.lon)
@@ -45,18 +58,15 @@ const INSERT = `
                 AND p.recorded_at >= s.recorded_at - interval '1 hour'
               ORDER BY p.recorded_at DESC LIMIT 1) END, 0) AS d
     FROM seg s
-  ), up AS (
-    INSERT INTO positions_rollup AS r (vehicle_id, minute, points, distance_m, max_speed, sum_speed)
-    SELECT vehicle_id, date_trunc('minute', recorded_at), count(*), sum(d), max(speed), sum(speed)
-    FROM dist GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (vehicle_id, minute) DO UPDATE SET
-      points = r.points + excluded.points,
-      distance_m = r.distance_m + excluded.distance_m,
-      max_speed = greatest(r.max_speed, excluded.max_speed),
-      sum_speed = r.sum_speed + excluded.sum_speed
-    RETURNING 1
   )
-  SELECT (SELECT count(*) FROM ins)::int AS inserted`;
+  INSERT INTO positions_rollup AS r (vehicle_id, minute, points, distance_m, max_speed, sum_speed)
+  SELECT vehicle_id, date_trunc('minute', recorded_at), count(*), sum(d), max(speed), sum(speed)
+  FROM dist GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (vehicle_id, minute) DO UPDATE SET
+    points = r.points + excluded.points,
+    distance_m = r.distance_m + excluded.distance_m,
+    max_speed = greatest(r.max_speed, excluded.max_speed),
+    sum_speed = r.sum_speed + excluded.sum_speed`;
 
 export interface PositionWriterOptions {
   sql: Sql;
@@ -81,6 +91,7 @@ export interface PositionWriter {
 /** Creates the writer. Day partitions for the rows' days are created on demand (known days are cached). */
 export function createPositionWriter({ sql, mode, schema = "public" }: PositionWriterOptions): PositionWriter {
   const known = new Set<number>();
+  const rollupLock = lockKey(`fleet-rollup:${schema}`).toString();
   let loaded = false;
 
   const ensureDays = async (days: Set<number>) => {
@@ -108,8 +119,13 @@ export function createPositionWriter({ sql, mode, schema = "public" }: PositionW
             w.once("error", reject);
             w.end(text, () => resolve());
           });
-          const [r] = await tx.unsafe(INSERT);
-          return Number(r!.inserted);
+          const r = await tx.unsafe(INSERT);
+          const inserted = r.count;
+          if (inserted > 0) {
+            await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
+            await tx.unsafe(ROLLUP);
+          }
+          return inserted;
         });
         return { rows, inserted };
       } catch (err) {
