@@ -11,7 +11,8 @@
  *    reader polling every 5 ms. The gateway's part (vehicle → PubAck) is `bench ingest`'s ack latency.
  * 5. track_p99_ms: GetTrack of one vehicle-day at 1 point/s (86,400 points), budget 1,000, 60 calls.
  * 6. Parquet writers on the day of step 1: DuckDB vs parquetjs-lite.
- * 7. archive_rows_per_s, parquet_bytes_per_point: the archiver over the days of steps 1 and 5 to s3rver.
+ * 7. archive_rows_per_s: the archiver over the days of steps 1 and 5 to s3rver; parquet_bytes_per_point
+ *    of the simulated day of step 1 (the smooth synthetic day of step 5 apart).
  * 8. duckdb_vehicle_day_ms: one vehicle-day from a 10.4M-point archive (10 days × 12 vehicles ×
  *    86,400 points, synthetic tracks written with the archiver's writer settings), median of 5.
  */
@@ -272,14 +273,23 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     rmSync(csv, { force: true });
 
     // 7. the archiver over days d0 and d1 to s3rver
-    const archiver = await createArchiver({ config: loadConfig({ ...env, HISTORY_HOT_RETENTION: "1d" }), log: quiet });
+    const archiver = await createArchiver({ config: loadConfig({ ...env, HISTORY_HOT_RETENTION: "1d" }), log: createLogger({ level: "info", fields: { service: "archiver" } }) });
     t = performance.now();
-    const run = await archiver.run(today - DAY_MS);
+    const perDay = new Map<string, { rows: number; bytes: number }>();
+    const run = await archiver.run(today - DAY_MS, (p) => {
+      if (p.step === "drop") perDay.set(p.day, { rows: p.rows, bytes: p.bytes });
+    });
     const archiveS = (performance.now() - t) / 1000;
     await archiver.close();
     const archiveRowsPerS = Math.round(run.rows / archiveS);
-    const bytesPerPoint = run.bytes / run.rows;
-    log(`archiver: ${run.rows} rows of ${run.days.join(", ")} in ${archiveS.toFixed(1)} s = ${archiveRowsPerS.toLocaleString()} rows/s; ${run.bytes} bytes = ${bytesPerPoint.toFixed(2)} B/point`);
+    // Bytes per point of the simulated day (GPS noise as the simulator makes it); the smooth synthetic day is shown apart.
+    const sim = perDay.get(dayOf(d0))!;
+    const smooth = perDay.get(dayOf(d1))!;
+    const bytesPerPoint = sim.bytes / sim.rows;
+    log(
+      `archiver: ${run.rows} rows of ${run.days.join(", ")} in ${archiveS.toFixed(1)} s = ${archiveRowsPerS.toLocaleString()} rows/s; ` +
+        `simulated day ${bytesPerPoint.toFixed(2)} B/point, smooth synthetic day ${(smooth.bytes / smooth.rows).toFixed(2)} B/point`,
+    );
 
     // 8. DuckDB over a 10M-point archive
     const archiveDir = join(work, "archive");
@@ -325,6 +335,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       track_p50_ms: Number(trackP50.toFixed(1)),
       track_p99_ms: Number(trackP99.toFixed(1)),
       parquet_bytes_per_point: Number(bytesPerPoint.toFixed(2)),
+      parquet_bytes_per_point_smooth: Number((smooth.bytes / smooth.rows).toFixed(2)),
       archive_rows_per_s: archiveRowsPerS,
       duckdb_vehicle_day_ms: Number(vehicleDayMs.toFixed(1)),
       parquet_duckdb_rows_per_s: duckW.rows_per_s,
@@ -340,7 +351,8 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       ["copy_ceiling_rows_per_s", copyCeiling.toLocaleString(), "reference"],
       ["history_lag_p99_ms", `${lagP99.toFixed(1)} (p50 ${lagP50.toFixed(1)})`, `≤ 1000 at ${offered.toLocaleString()}/s ${ok(lagP99 <= TARGETS.lagP99)}`],
       ["track_p99_ms", `${trackP99.toFixed(1)} (p50 ${trackP50.toFixed(1)})`, `≤ 100 ${ok(trackP99 <= TARGETS.trackP99)}`],
-      ["parquet_bytes_per_point", bytesPerPoint.toFixed(2), `≤ 10 ${ok(bytesPerPoint <= TARGETS.bytesPerPoint)}`],
+      ["parquet_bytes_per_point (simulated day)", bytesPerPoint.toFixed(2), `≤ 10 ${ok(bytesPerPoint <= TARGETS.bytesPerPoint)}`],
+      ["  smooth synthetic day", (smooth.bytes / smooth.rows).toFixed(2), "reference"],
       ["archive_rows_per_s", archiveRowsPerS.toLocaleString(), `≥ 500,000 ${ok(archiveRowsPerS >= TARGETS.archiveRowsPerS)}`],
       ["duckdb_vehicle_day_ms", vehicleDayMs.toFixed(1), `≤ 200 (${archivePoints.toLocaleString()} points) ${ok(vehicleDayMs <= TARGETS.vehicleDayMs)}`],
       ["DuckDB writer rows/s, B/pt, scan ms", `${duckW.rows_per_s.toLocaleString()}, ${duckW.bytes_per_point.toFixed(2)}, ${duckW.duckdb_scan_ms.toFixed(1)}`, "kept"],
