@@ -1,8 +1,8 @@
 /**
  * The Parquet writer comparison of `bun run bench history`: the same rows written by DuckDB's writer
  * (what the archiver uses: zstd, format V2) and by parquetjs-lite (pure JavaScript; it has no zstd,
- * so its best codec here, gzip), then read back by DuckDB. Same columns for both (lat/lon as 1e-7
- * degree integers).
+ * so its best codec here, gzip), then read back by DuckDB. Same columns for both (the scaled integers
+ * of lib/archive-duckdb.ts).
  */
 import { statSync } from "node:fs";
 import { join } from "node:path";
@@ -23,7 +23,7 @@ async function scanMs(conn: DuckDBConnection, file: string): Promise<number> {
   for (let i = 0; i < 3; i++) {
     const t = performance.now();
     await conn.runAndReadAll(
-      `SELECT count(*), count(DISTINCT vehicle_id), min(recorded_at), avg(lat_e7), avg(lon_e7), avg(speed), avg(heading) FROM read_parquet(${sqlString(file)})`,
+      `SELECT count(*), count(DISTINCT vehicle_id), min(recorded_at), avg(lat_e7), avg(lon_e7), avg(speed_cm_s), avg(heading_cdeg) FROM read_parquet(${sqlString(file)})`,
     );
     best = Math.min(best, performance.now() - t);
   }
@@ -51,9 +51,9 @@ export async function parquetjsWriter(conn: DuckDBConnection, csv: string, dir: 
     fleet_id: { type: "UTF8", ...c },
     lat_e7: { type: "INT32", ...c },
     lon_e7: { type: "INT32", ...c },
-    speed: { type: "FLOAT", ...c },
-    heading: { type: "FLOAT", ...c },
-    accuracy: { type: "FLOAT", ...c },
+    speed_cm_s: { type: "INT32", ...c },
+    heading_cdeg: { type: "INT32", ...c },
+    accuracy_cm: { type: "INT32", ...c },
     order_id: { type: "UTF8", ...c },
     status: { type: "INT32", ...c },
     received_at: { type: "TIMESTAMP_MICROS", optional: true, ...c },
@@ -75,9 +75,9 @@ export async function parquetjsWriter(conn: DuckDBConnection, csv: string, dir: 
       fleet_id: f[3]!.replaceAll('"', ""),
       lat_e7: Math.round(Number(f[4]) * 1e7),
       lon_e7: Math.round(Number(f[5]) * 1e7),
-      speed: Number(f[6]),
-      heading: Number(f[7]),
-      accuracy: Number(f[8]),
+      speed_cm_s: Math.round(Number(f[6]) * 100),
+      heading_cdeg: Math.round(Number(f[7]) * 100),
+      accuracy_cm: Math.round(Number(f[8]) * 100),
       order_id: f[9]!.replaceAll('"', ""),
       status: Number(f[10]),
       received_at: f[11] ? new Date(f[11].replace(" ", "T").replace(/\+00$/, "Z")) : undefined,
