@@ -21,7 +21,7 @@ import { objectKey, type ArchiveStore } from "../lib/archive-store";
 import type { Logger } from "../lib/log";
 import { lockKey, type Sql } from "../lib/pg";
 import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, type DayState, type StorageMode } from "../lib/positions-db";
-import { csvToParquet, exportDayCsv, parquetRows } from "./parquet-writer";
+import { csvToParquet, exportDayCsvParts, parquetRows } from "./parquet-writer";
 
 export type ArchiveStep = "write" | "verify" | "drop" | "skip";
 
@@ -45,6 +45,8 @@ export interface ArchiveRunOptions {
   schema?: string;
   log: Logger;
   onProgress?: (p: ArchiveProgress) => void;
+  /** Vehicle ranges of a day exported at once (PostgreSQL formats each COPY on one core). */
+  exportParts?: number;
 }
 
 export interface ArchiveRunResult {
@@ -62,7 +64,7 @@ export class ArchiveBusyError extends Error {
 }
 
 /** Runs the archive once; throws on the first day that fails (its partition stays). */
-export async function runArchive({ sql, mode, store, connect, cutoffMs, schema = "public", log, onProgress = () => {} }: ArchiveRunOptions): Promise<ArchiveRunResult> {
+export async function runArchive({ sql, mode, store, connect, cutoffMs, schema = "public", log, onProgress = () => {}, exportParts = 2 }: ArchiveRunOptions): Promise<ArchiveRunResult> {
   const lock = await sql.reserve();
   const key = lockKey(`fleet-archive:${schema}`).toString();
   try {
@@ -77,7 +79,7 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
       const pending = [...states.values()].filter((d) => d.state !== "archived").map((d) => d.day);
       const days = [...new Set([...pending, ...hot])].sort();
       for (const day of days) {
-        const r = await archiveDay({ sql, mode, store, connect, log, onProgress }, day, all.includes(day));
+        const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }, day, all.includes(day));
         if (r) {
           result.days.push(day);
           result.rows += r.rows;
@@ -93,9 +95,9 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
   }
 }
 
-type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void };
+type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void; exportParts: number };
 
-async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayContext, day: string, isHot: boolean): Promise<{ rows: number; bytes: number } | undefined> {
+async function archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }: DayContext, day: string, isHot: boolean): Promise<{ rows: number; bytes: number } | undefined> {
   let [row] = await sql`SELECT state, generation, rows, bytes FROM archive_days WHERE day = ${day}::date`;
   if (!row) {
     if (!isHot) return undefined;
@@ -114,6 +116,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayCon
   let bytes = Number(row!.bytes);
   const report = (step: ArchiveStep, rowsDone: number) => onProgress({ day, state, step, rowsDone, rows, bytes, location });
   const work = mkdtempSync(join(tmpdir(), "fleet-archive-"));
+  let timings = {};
   const conn = await connect();
   try {
     for (let round = 0; round < 3; round++) {
@@ -122,22 +125,25 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayCon
           // The partition is gone although the day never got past writing: only a hand-made drop does that.
           throw new Error(`day ${day} is marked writing but has no partition: check archive_days and the archive at ${location}`);
         }
-        const csv = join(work, "day.csv");
         const parquet = join(work, "day.parquet");
-        rows = await exportDayCsv(sql, day, csv, (n) => report("write", n));
+        const t0 = performance.now();
+        const exported = await exportDayCsvParts(sql, day, work, exportParts, (n) => report("write", n));
+        rows = exported.rows;
+        const t1 = performance.now();
         bytes = 0;
-        if (rows > 0) {
-          await csvToParquet(conn, csv, parquet);
-          bytes = await store.put(key, parquet);
-        }
-        rmSync(csv, { force: true });
+        if (rows > 0) await csvToParquet(conn, exported.files, parquet);
+        const t2 = performance.now();
+        if (rows > 0) bytes = await store.put(key, parquet);
+        timings = { exportMs: Math.round(t1 - t0), parquetMs: Math.round(t2 - t1), uploadMs: Math.round(performance.now() - t2) };
+        for (const f of exported.files) rmSync(f, { force: true });
         await sql`UPDATE archive_days SET state = 'written', rows = ${rows}, bytes = ${bytes}, location = ${location}, updated_at = now() WHERE day = ${day}::date`;
         state = "written";
         report("write", rows);
-        log.info("archive: day written", { day, generation, rows, bytes, location });
+        log.info("archive: day written", { day, generation, rows, bytes, location, ...timings });
       }
       // written: read the object back, then drop the partition if the counts match.
       let archived = 0;
+      const tv = performance.now();
       if (rows > 0) {
         const back = join(work, "back.parquet");
         await store.fetch(key, back).catch((err) => {
@@ -147,6 +153,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayCon
         rmSync(back, { force: true });
       }
       report("verify", archived);
+      const verifyMs = Math.round(performance.now() - tv);
       if (archived !== rows) {
         log.warn("archive: object does not hold the rows written: rewriting", { day, expected: rows, found: archived });
         await sql`UPDATE archive_days SET state = 'writing', updated_at = now() WHERE day = ${day}::date`;
@@ -179,7 +186,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress }: DayCon
       }
       state = "archived";
       report("drop", rows);
-      log.info("archive: day archived and dropped", { day, generation, rows, bytes });
+      log.info("archive: day archived and dropped", { day, generation, rows, bytes, verifyMs });
       return { rows, bytes };
     }
     throw new Error(`day ${day} kept changing while it was archived; try again later`);

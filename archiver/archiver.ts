@@ -41,7 +41,7 @@ export async function createArchiver({
   registry = createRegistry("archiver"),
   store = archiveStoreFrom(config),
 }: ArchiverOptions): Promise<Archiver> {
-  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: 3, applicationName: "archiver" });
+  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: 4, applicationName: "archiver" });
   const duck = await openDuckDb();
   let server: Server | undefined;
   let timer: ReturnType<typeof setInterval> | undefined;

@@ -4,9 +4,6 @@
  * over parquetjs-lite by `bun run bench history` (see the README's figures): it is much faster and
  * its files are smaller and quicker to read.
  */
-import { createWriteStream } from "node:fs";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { FILE_SELECT, POSITION_COLUMNS, sqlString } from "../lib/archive-duckdb";
 import type { Sql } from "../lib/pg";
@@ -19,35 +16,68 @@ export const PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSIO
  * Writes the rows of a day to `csvFile`, sorted by vehicle and time; `onRows` is called with the
  * running count every ~`every` rows. Resolves with the number of rows.
  */
-export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRows?: (rows: number) => void, every = 250_000): Promise<number> {
+export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRows?: (rows: number) => void, every = 250_000, range?: [string | null, string | null]): Promise<number> {
   const from = `${day} 00:00:00+00`;
   const to = `${dayOf(dayStartMs(day) + DAY_MS)} 00:00:00+00`;
   const cols = POSITION_COLUMNS.map(([n]) => n).join(", ");
+  const lit = (v: string) => `'${v.replaceAll("'", "''")}'`;
+  const vehicles = [range?.[0] != null ? `vehicle_id >= ${lit(range[0])}` : "", range?.[1] != null ? `vehicle_id < ${lit(range[1])}` : ""].filter(Boolean);
+  const where = [`recorded_at >= '${from}'`, `recorded_at < '${to}'`, ...vehicles].join(" AND ");
   const readable = await sql
-    .unsafe(`COPY (SELECT ${cols} FROM positions WHERE recorded_at >= '${from}' AND recorded_at < '${to}' ORDER BY vehicle_id, recorded_at) TO STDOUT WITH (FORMAT csv)`)
+    .unsafe(`COPY (SELECT ${cols} FROM positions WHERE ${where} ORDER BY vehicle_id, recorded_at) TO STDOUT WITH (FORMAT csv)`)
     .readable();
   let rows = 0;
   let next = every;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      // A newline never appears inside a value here except in quoted text; vehicle ids with newlines are not sent by the gateway.
+  // Flowing mode into a buffered file sink, never back-pressured: postgres.js pauses its socket when
+  // a COPY stream's buffer fills, and a pause at the very end left the connection stuck (seen with
+  // 50,000 rows: the next query on that connection never completed).
+  const sink = Bun.file(csvFile).writer({ highWaterMark: 1 << 20 });
+  await new Promise<void>((resolve, reject) => {
+    readable.on("data", (chunk: Buffer) => {
       for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
+      sink.write(chunk);
       if (rows >= next) {
         onRows?.(rows);
         next = rows + every;
       }
-      cb(null, chunk);
-    },
+    });
+    readable.once("end", () => resolve());
+    readable.once("error", reject);
   });
-  await pipeline(readable, counter, createWriteStream(csvFile));
+  await sink.end();
   return rows;
 }
 
-/** Converts the CSV of `exportDayCsv` into a zstd Parquet file, keeping the row order. */
-export async function csvToParquet(conn: DuckDBConnection, csvFile: string, parquetFile: string): Promise<void> {
+/**
+ * Exports a day in `parts` vehicle ranges at once (one connection each: PostgreSQL formats CSV on
+ * one core per COPY), into files whose concatenation is sorted by vehicle and time. The ranges split
+ * the day's vehicles (from the rollup) evenly.
+ */
+export async function exportDayCsvParts(sql: Sql, day: string, dir: string, parts: number, onRows?: (rows: number) => void): Promise<{ files: string[]; rows: number }> {
+  const next = `${dayOf(dayStartMs(day) + DAY_MS)} 00:00:00+00`;
+  const vehicles = (
+    await sql.unsafe(`SELECT DISTINCT vehicle_id FROM positions_rollup WHERE minute >= '${day} 00:00:00+00' AND minute < '${next}' ORDER BY 1`)
+  ).map((r) => r.vehicle_id as string);
+  const n = Math.max(1, Math.min(parts, vehicles.length));
+  // Bounds from the rollup; the first and last ranges are open, so a vehicle missing from it is still exported.
+  const bounds: (string | null)[] = [null];
+  for (let i = 1; i < n; i++) bounds.push(vehicles[Math.floor((i * vehicles.length) / n)]!);
+  bounds.push(null);
+  const counts = new Array<number>(n).fill(0);
+  const report = () => onRows?.(counts.reduce((a, b) => a + b, 0));
+  const files = bounds.slice(0, -1).map((_, i) => `${dir}/part-${i}.csv`);
+  const rows = await Promise.all(
+    files.map((file, i) => exportDayCsv(sql, day, file, (r) => ((counts[i] = r), report()), 250_000, [bounds[i]!, bounds[i + 1]!])),
+  );
+  return { files, rows: rows.reduce((a, b) => a + b, 0) };
+}
+
+/** Converts the CSV files of `exportDayCsv` (in order) into one zstd Parquet file, keeping the row order. */
+export async function csvToParquet(conn: DuckDBConnection, csvFile: string | string[], parquetFile: string): Promise<void> {
   const columns = `{${POSITION_COLUMNS.map(([n, t]) => `'${n}': '${t}'`).join(", ")}}`;
+  const files = Array.isArray(csvFile) ? `[${csvFile.map(sqlString).join(", ")}]` : sqlString(csvFile);
   await conn.run(
-    `COPY (SELECT ${FILE_SELECT} FROM read_csv(${sqlString(csvFile)}, header = false, auto_detect = false, columns = ${columns}, quote = '"', escape = '"'))
+    `COPY (SELECT ${FILE_SELECT} FROM read_csv(${files}, header = false, auto_detect = false, columns = ${columns}, quote = '"', escape = '"'))
      TO ${sqlString(parquetFile)} (${PARQUET_OPTIONS})`,
   );
 }

@@ -2,6 +2,7 @@
  * `bun run bench <name> [options]`: the project's benchmarks. Each prints progress lines and a
  * table for a person, and last one JSON line for a machine.
  */
+import { HISTORY_HELP, runHistoryBench } from "./history";
 import { INGEST_HELP, runIngestBench } from "./ingest";
 import { WATCH_HELP, runWatchBench } from "./watch";
 
@@ -16,6 +17,11 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
     help: WATCH_HELP,
     run: runWatchBench,
   },
+  history: {
+    summary: "history writer vs COPY, lag, GetTrack, Parquet writers, archiver, DuckDB over a 10M-point archive",
+    help: HISTORY_HELP,
+    run: runHistoryBench,
+  },
 };
 
 const USAGE = `bun run bench <name> [options]   (bun run bench <name> --help for its options)
@@ -23,7 +29,6 @@ const USAGE = `bun run bench <name> [options]   (bun run bench <name> --help for
 ${Object.entries(BENCHES)
   .map(([name, b]) => `  ${name.padEnd(10)} ${b.summary}`)
   .join("\n")}
-  history    (not yet written)
 `;
 
 const [name, ...rest] = process.argv.slice(2);

@@ -28,6 +28,8 @@ export interface HistoryConsumerOptions {
   durable?: string;
   /** Rows per transaction at most (a message is never split). */
   maxRows?: number;
+  /** Write transactions in flight at once (PostgreSQL works on each with its own core). */
+  writers?: number;
   /** Messages JetStream may have handed out unacked (the bound on memory when PostgreSQL is away). */
   maxAckPending?: number;
   /** ms before an unacked message is redelivered. */
@@ -52,6 +54,7 @@ export async function startHistoryConsumer({
   stream = POSITIONS_STREAM,
   durable = CONSUMERS.history,
   maxRows = 20_000,
+  writers = 2,
   maxAckPending = 2000,
   ackWaitMs = 30_000,
 }: HistoryConsumerOptions): Promise<HistoryConsumer> {
@@ -108,7 +111,8 @@ export async function startHistoryConsumer({
   const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending) });
 
   const queue: { msg: JsMsg; positions: Position[] }[] = [];
-  let wake: (() => void) | undefined;
+  const waiting: (() => void)[] = [];
+  const wake = () => waiting.shift()?.();
   let stopping = false;
   let healthy = true;
 
@@ -126,16 +130,15 @@ export async function startHistoryConsumer({
       lag = msg.info.pending;
       lastDelivered = Math.max(0, (Date.now() - msg.info.timestampNanos / 1e6) / 1000);
       queue.push({ msg, positions });
-      wake?.();
+      wake();
     }
   })().catch((err) => log.error("history consumer stopped reading", { err }));
 
-  const writerLoop = (async () => {
+  const writerLoop = async () => {
     while (!stopping || queue.length > 0) {
       if (queue.length === 0) {
         if (stopping) break;
-        await new Promise<void>((r) => (wake = r));
-        wake = undefined;
+        await new Promise<void>((r) => waiting.push(r));
         continue;
       }
       // Take whole messages up to maxRows (at least one).
@@ -143,6 +146,8 @@ export async function startHistoryConsumer({
       let n = 0;
       while (n < queue.length && (n === 0 || rows + queue[n]!.positions.length <= maxRows)) rows += queue[n++]!.positions.length;
       const group = queue.splice(0, n);
+      // More waiting: let another writer start on it while this one writes.
+      if (queue.length > 0) wake();
       const positions = n === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
       for (let attempt = 1; ; attempt++) {
         const t0 = performance.now();
@@ -171,15 +176,16 @@ export async function startHistoryConsumer({
         }
       }
     }
-  })();
+  };
+  const loops = Promise.all(Array.from({ length: Math.max(1, writers) }, writerLoop));
 
   return {
     async stop() {
       stopping = true;
       await messages.close().catch(() => {});
-      wake?.();
+      while (waiting.length) wake();
       await reader;
-      await Promise.race([writerLoop, sleep(10_000)]);
+      await Promise.race([loops, sleep(10_000)]);
     },
     healthy: () => healthy,
   };

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { copyLines, copyText, timestampMicros } from "./copy-rows";
+import { copyText, distanceM, rollupOf, stagingLines, timestampMicros } from "./copy-rows";
 
 test("copy rows - escapes backslash, tab and newlines in text", () => {
   expect(copyText("plain")).toBe("plain");
@@ -17,8 +17,35 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
   const ms = Date.UTC(2026, 10, 21, 12);
   const p = create(PositionSchema, { vehicleId: "v\t1", seq: 3, recordedAt: timestampFromMs(ms), lat: 52.5, lon: 13.4, speed: 2, fleetId: "f" });
   const bad = create(PositionSchema, { vehicleId: "v2", seq: 1 });
-  const { text, rows, days } = copyLines([p, bad]);
-  expect(rows).toBe(1);
+  const { text, points, days } = stagingLines([p, bad]);
+  expect(points.length).toBe(1);
   expect([...days]).toEqual([Math.floor(ms / 86_400_000)]);
   expect(text).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
+});
+
+test("copy rows - a point twice in one batch is written once", () => {
+  const ms = Date.UTC(2026, 10, 21, 12);
+  const p = create(PositionSchema, { vehicleId: "v", seq: 1, recordedAt: timestampFromMs(ms), lat: 1, lon: 2 });
+  expect(stagingLines([p, p]).points.length).toBe(1);
+});
+
+test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {
+  const t = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000;
+  const pts = [
+    { vehicleId: "a", us: t + 2_000_000, lat: 0.0002, lon: 0, speed: 4 }, // next minute
+    { vehicleId: "a", us: t, lat: 0, lon: 0, speed: 2 },
+    { vehicleId: "a", us: t + 1_000_000, lat: 0.0001, lon: 0, speed: 6 },
+    { vehicleId: "b", us: t, lat: 5, lon: 5, speed: 1 },
+  ];
+  const { rows, firsts } = rollupOf(pts);
+  expect(firsts.vehicle).toEqual(["a", "b"]);
+  expect(firsts.us).toEqual([t, t]);
+  expect(rows.vehicle).toEqual(["a", "a", "b"]);
+  expect(rows.points).toEqual([2, 1, 1]);
+  expect(rows.maxSpeed).toEqual([6, 4, 1]);
+  expect(rows.sumSpeed).toEqual([8, 4, 1]);
+  expect(rows.distance[0]).toBeCloseTo(11.12, 1);
+  expect(rows.distance[1]).toBeCloseTo(11.12, 1); // the leg into the new minute counts there
+  expect(rows.distance[2]).toBe(0);
+  expect(distanceM(0, 0, 0, 1)).toBeCloseTo(111_195, -1);
 });

@@ -23,20 +23,85 @@ export function copyText(value: string): string {
   return value.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
 }
 
-/** One COPY line per position; a point without recorded_at is skipped (the gateway never sends one). */
-export function copyLines(positions: readonly Position[]): { text: string; rows: number; days: Set<number> } {
+/** A point reduced to what the rollup needs. */
+export interface RollupPoint {
+  vehicleId: string;
+  us: number;
+  lat: number;
+  lon: number;
+  speed: number;
+}
+
+/**
+ * COPY lines for the staging table without duplicates (a batch that holds one (vehicle, time) twice
+ * keeps the first, as the insert that ignores existing rows would), and the points for the rollup.
+ */
+export function stagingLines(positions: readonly Position[]): { text: string; points: RollupPoint[]; days: Set<number> } {
   let text = "";
-  let rows = 0;
+  const points: RollupPoint[] = [];
   const days = new Set<number>();
+  const seen = new Set<string>();
   for (const p of positions) {
     if (!p.recordedAt) continue;
     const us = timestampMicros(p.recordedAt);
+    const key = `${us}\u0000${p.vehicleId}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
     days.add(Math.floor(us / 86_400_000_000));
     const received = p.receivedAt ? String(timestampMicros(p.receivedAt)) : "\\N";
     text +=
       `${copyText(p.vehicleId)}\t${us}\t${p.seq}\t${copyText(p.fleetId)}\t${p.lat}\t${p.lon}\t${p.speed}\t${p.heading}\t` +
       `${p.accuracy}\t${copyText(p.orderId)}\t${p.status}\t${received}\n`;
-    rows++;
+    points.push({ vehicleId: p.vehicleId, us, lat: p.lat, lon: p.lon, speed: p.speed });
   }
-  return { text, rows, days };
+  return { text, points, days };
+}
+
+const R = 6371008.8;
+const rad = Math.PI / 180;
+
+/** Great-circle distance in metres (the formula of SQL's fleet_distance_m). */
+export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
+  const a = Math.sin(((lat2 - lat1) * rad) / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(((lon2 - lon1) * rad) / 2) ** 2;
+  return 2 * R * Math.asin(Math.sqrt(a));
+}
+
+/** Rollup rows of new points (per vehicle and minute) and each vehicle's first point, whose leg from the stored predecessor SQL adds. */
+export function rollupOf(points: RollupPoint[]) {
+  const byVehicle = new Map<string, RollupPoint[]>();
+  for (const p of points) {
+    const list = byVehicle.get(p.vehicleId);
+    if (list) list.push(p);
+    else byVehicle.set(p.vehicleId, [p]);
+  }
+  const rows = { vehicle: [] as string[], minuteUs: [] as number[], points: [] as number[], distance: [] as number[], maxSpeed: [] as number[], sumSpeed: [] as number[] };
+  const firsts = { vehicle: [] as string[], us: [] as number[], lat: [] as number[], lon: [] as number[] };
+  for (const [vehicle, list] of byVehicle) {
+    list.sort((a, b) => a.us - b.us);
+    const f = list[0]!;
+    firsts.vehicle.push(vehicle);
+    firsts.us.push(f.us);
+    firsts.lat.push(f.lat);
+    firsts.lon.push(f.lon);
+    let minute = -1;
+    for (let i = 0; i < list.length; i++) {
+      const p = list[i]!;
+      const m = Math.floor(p.us / 60_000_000) * 60_000_000;
+      if (m !== minute) {
+        minute = m;
+        rows.vehicle.push(vehicle);
+        rows.minuteUs.push(m);
+        rows.points.push(0);
+        rows.distance.push(0);
+        rows.maxSpeed.push(p.speed);
+        rows.sumSpeed.push(0);
+      }
+      const k = rows.points.length - 1;
+      rows.points[k]!++;
+      rows.sumSpeed[k]! += p.speed;
+      if (p.speed > rows.maxSpeed[k]!) rows.maxSpeed[k] = p.speed;
+      if (i > 0) rows.distance[k]! += distanceM(list[i - 1]!.lat, list[i - 1]!.lon, p.lat, p.lon);
+    }
+  }
+  return { rows, firsts };
 }

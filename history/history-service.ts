@@ -126,12 +126,10 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
       if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
       const budget = req.maxPoints || limits.trackDefaultPoints;
-      const points = await reader.read({ vehicleId: req.vehicleId, access }, fromUs, toUs);
-      const keep = simplifyIndexes(
-        points.map((p) => ({ lat: p.lat, lon: p.lon, t: p.us / 1000, speed: p.speed, heading: p.heading })),
-        budget,
+      const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) =>
+        simplifyIndexes(light.map((p) => ({ lat: p.lat, lon: p.lon, t: p.us / 1000, speed: p.speed, heading: p.heading })), budget),
       );
-      return create(HistoryService.method.getTrack.output, { points: keep.map((i) => toPosition(points[i]!)), totalPoints: BigInt(points.length) });
+      return create(HistoryService.method.getTrack.output, { points: points.map(toPosition), totalPoints: BigInt(total) });
     },
 
     async getStats(req, ctx): Promise<GetStatsResponse> {

@@ -83,7 +83,7 @@ export async function createHistory({
         stream,
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
       });
-      consumer = await startHistoryConsumer({ nats, writer, registry, log, stream, durable, maxRows: config.historyBatchRows });
+      consumer = await startHistoryConsumer({ nats, writer, registry, log, stream, durable, maxRows: config.historyBatchRows, writers: config.historyWriters });
     }
 
     let archive;

@@ -129,7 +129,32 @@ function mergeUnique(a: StoredPoint[], b: StoredPoint[]): StoredPoint[] {
   return out;
 }
 
+/** The few columns simplification needs, for every point of a track. */
+interface LightPoint {
+  us: number;
+  lat: number;
+  lon: number;
+  speed: number;
+  heading: number;
+  /** The full point when it came from the archive; undefined for PostgreSQL (fetched once kept). */
+  full?: StoredPoint;
+}
+
+/** µs between the Unix epoch and PostgreSQL's (2000-01-01), for timestamptz_send. */
+const PG_EPOCH_US = 946_684_800_000_000;
+
 export interface PositionReader {
+  /**
+   * One vehicle's points in [from, to), reduced by `keep` (indexes of the points to keep, given the
+   * light points). PostgreSQL sends the light columns packed in one bytea (text output of 86,400 rows
+   * was most of a vehicle-day's time), then the full rows of the kept points only.
+   */
+  track(
+    f: PointFilter & { vehicleId: string },
+    fromUs: number,
+    toUs: number,
+    keep: (points: readonly LightPoint[]) => number[],
+  ): Promise<{ points: StoredPoint[]; total: number }>;
   /** Every visible point in [from, to), time order. */
   read(filter: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]>;
   /** The same, one day at a time (for long replays), hot days read in chunks. */
@@ -158,6 +183,51 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
   };
 
   return {
+    async track(f, fromUs, toUs, keep) {
+      const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
+      const [packed, cold] = await Promise.all([
+        sql.unsafe(
+          `SELECT string_agg(timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading), ''::bytea ORDER BY recorded_at) AS b
+           FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")}`,
+        ),
+        fromArchive(archived, f, fromUs, toUs),
+      ]);
+      const b = packed[0]?.b as Buffer | null;
+      const hot: LightPoint[] = [];
+      if (b) {
+        const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+        for (let o = 0; o + 32 <= b.byteLength; o += 32) {
+          hot.push({
+            us: Number(dv.getBigInt64(o)) + PG_EPOCH_US,
+            lat: dv.getFloat64(o + 8),
+            lon: dv.getFloat64(o + 16),
+            speed: dv.getFloat32(o + 24),
+            heading: dv.getFloat32(o + 28),
+          });
+        }
+      }
+      let all: LightPoint[] = hot;
+      if (cold.length) {
+        const seen = new Set(hot.map((p) => p.us));
+        all = hot.concat(cold.filter((p) => !seen.has(p.us)).map((p) => ({ us: p.us, lat: p.lat, lon: p.lon, speed: p.speed, heading: p.heading, full: p })));
+        all.sort((x, y) => x.us - y.us);
+      }
+      const kept = keep(all).map((i) => all[i]!);
+      const wanted = kept.filter((p) => !p.full).map((p) => new Date(p.us / 1000).toISOString().replace("Z", "") + String(p.us % 1000).padStart(3, "0") + "Z");
+      const full = new Map<number, StoredPoint>();
+      if (wanted.length) {
+        const rows = await sql.unsafe(
+          `SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} AND recorded_at = ANY($1::timestamptz[]) ORDER BY recorded_at`,
+          [wanted],
+        ).values();
+        for (const r of rows) {
+          const p = toPoint(r);
+          full.set(p.us, p);
+        }
+      }
+      const points = kept.map((p) => p.full ?? full.get(p.us)).filter((p): p is StoredPoint => p !== undefined);
+      return { points, total: all.length };
+    },
     async read(f, fromUs, toUs) {
       const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
       const [hot, cold] = await Promise.all([fromPostgres(f, fromUs, toUs), fromArchive(archived, f, fromUs, toUs)]);

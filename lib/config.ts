@@ -147,6 +147,7 @@ const S = {
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
   historySchema: str("HISTORY_DB_SCHEMA", "public", "PostgreSQL schema of the history tables (created with them)"),
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
+  historyWriters: int("HISTORY_WRITERS", 2, "write transactions in flight per history process", 1, 64),
   historyPartitionsAhead: int("HISTORY_PARTITIONS_AHEAD", 2, "day partitions created ahead of today", 0, 365),
   trackMaxRange: duration("HISTORY_TRACK_MAX_RANGE", "7d", "longest range of GetTrack and GetStats"),
   trackPoints: int("HISTORY_TRACK_POINTS", 1000, "GetTrack point budget when the caller gives none", 2, 1_000_000),

@@ -186,3 +186,23 @@ test("archive service - admin only; lists days and streams a run's progress", as
   expect(day.rows).toBe(50n);
   expect(day.location).toContain("day=2026-06-01/part-0.parquet");
 });
+
+test("archive - a day exported in vehicle ranges at once is one file sorted by vehicle and time", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-05-01", 9, 7000); // 63,000 rows: also past where a paused COPY stream once stalled
+  await fx.sql`INSERT INTO positions_rollup (vehicle_id, minute, points, distance_m, max_speed, sum_speed)
+               SELECT DISTINCT vehicle_id, '2026-05-01 08:00:00+00'::timestamptz, 1, 0, 0, 0 FROM positions`;
+  const r = await fx.archiver.run();
+  expect(r.rows).toBe(63_000);
+  const duck = await openDuckDb();
+  const c = await duck.connect();
+  const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-05-01"]);
+  const [row] = (
+    await c.runAndReadAll(`
+      SELECT count(*), count(*) FILTER (WHERE prev IS NOT NULL AND (vehicle_id < prev_v OR (vehicle_id = prev_v AND recorded_at <= prev))) AS unsorted
+      FROM (SELECT vehicle_id, recorded_at, lag(vehicle_id) OVER () AS prev_v, lag(recorded_at) OVER () AS prev FROM read_parquet(${JSON.stringify(files[0]).replaceAll('"', "'")}))`)
+  ).getRows();
+  duck.close();
+  expect(Number(row![0])).toBe(63_000);
+  expect(Number(row![1])).toBe(0);
+});
