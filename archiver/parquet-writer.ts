@@ -5,7 +5,7 @@
  * its files are smaller and quicker to read.
  */
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { FILE_SELECT, POSITION_COLUMNS, sqlString } from "../lib/archive-duckdb";
+import { EXPORT_SELECT, FILE_COLUMNS, sqlString } from "../lib/archive-duckdb";
 import type { Sql } from "../lib/pg";
 import { DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
 
@@ -13,18 +13,18 @@ import { DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
 export const PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1048576";
 
 /**
- * Writes the rows of a day to `csvFile`, sorted by vehicle and time; `onRows` is called with the
+ * Writes the rows of a day to `csvFile` (the columns of the Parquet files: coordinates, speed,
+ * heading and accuracy already scaled to integers), sorted by vehicle and time; `onRows` is called with the
  * running count every ~`every` rows. Resolves with the number of rows.
  */
 export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRows?: (rows: number) => void, every = 250_000, range?: [string | null, string | null]): Promise<number> {
   const from = `${day} 00:00:00+00`;
   const to = `${dayOf(dayStartMs(day) + DAY_MS)} 00:00:00+00`;
-  const cols = POSITION_COLUMNS.map(([n]) => n).join(", ");
   const lit = (v: string) => `'${v.replaceAll("'", "''")}'`;
   const vehicles = [range?.[0] != null ? `vehicle_id >= ${lit(range[0])}` : "", range?.[1] != null ? `vehicle_id < ${lit(range[1])}` : ""].filter(Boolean);
   const where = [`recorded_at >= '${from}'`, `recorded_at < '${to}'`, ...vehicles].join(" AND ");
   const readable = await sql
-    .unsafe(`COPY (SELECT ${cols} FROM positions WHERE ${where} ORDER BY vehicle_id, recorded_at) TO STDOUT WITH (FORMAT csv)`)
+    .unsafe(`COPY (SELECT ${EXPORT_SELECT} FROM positions WHERE ${where} ORDER BY vehicle_id, recorded_at) TO STDOUT WITH (FORMAT csv)`)
     .readable();
   let rows = 0;
   let next = every;
@@ -72,12 +72,12 @@ export async function exportDayCsvParts(sql: Sql, day: string, dir: string, part
   return { files, rows: rows.reduce((a, b) => a + b, 0) };
 }
 
-/** Converts the CSV files of `exportDayCsv` (in order) into one zstd Parquet file, keeping the row order. */
+/** Converts the CSV files of `exportDayCsv` (in order, FILE_COLUMNS) into one zstd Parquet file, keeping the row order. */
 export async function csvToParquet(conn: DuckDBConnection, csvFile: string | string[], parquetFile: string): Promise<void> {
-  const columns = `{${POSITION_COLUMNS.map(([n, t]) => `'${n}': '${t}'`).join(", ")}}`;
+  const columns = `{${FILE_COLUMNS.map(([n, t]) => `'${n}': '${t}'`).join(", ")}}`;
   const files = Array.isArray(csvFile) ? `[${csvFile.map(sqlString).join(", ")}]` : sqlString(csvFile);
   await conn.run(
-    `COPY (SELECT ${FILE_SELECT} FROM read_csv(${files}, header = false, auto_detect = false, columns = ${columns}, quote = '"', escape = '"'))
+    `COPY (SELECT * FROM read_csv(${files}, header = false, auto_detect = false, columns = ${columns}, quote = '"', escape = '"'))
      TO ${sqlString(parquetFile)} (${PARQUET_OPTIONS})`,
   );
 }

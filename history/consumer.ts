@@ -8,15 +8,14 @@
  * dies leaves them unacked and JetStream redelivers them after ack_wait. Either way, the insert
  * ignores rows already stored, so nothing is lost or doubled.
  */
-import { fromBinary } from "@bufbuild/protobuf";
 import { nanos } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
 import type { Nats } from "../lib/jetstream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isTransientPgError } from "../lib/pg";
 import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
+import { decodeBatchRows, type Row } from "./batch-decoder";
 import type { PositionWriter } from "./write-positions";
 
 export interface HistoryConsumerOptions {
@@ -110,7 +109,7 @@ export async function startHistoryConsumer({
   const consumer = await nats.js.consumers.get(stream, durable);
   const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending) });
 
-  const queue: { msg: JsMsg; positions: Position[] }[] = [];
+  const queue: { msg: JsMsg; positions: Row[] }[] = [];
   const waiting: (() => void)[] = [];
   const wake = () => waiting.shift()?.();
   let stopping = false;
@@ -118,9 +117,9 @@ export async function startHistoryConsumer({
 
   const reader = (async () => {
     for await (const msg of messages) {
-      let positions: Position[];
+      let positions: Row[];
       try {
-        positions = fromBinary(PositionBatchSchema, msg.data).positions;
+        positions = decodeBatchRows(msg.data);
       } catch (err) {
         badMessages.inc();
         log.error("not a PositionBatch: terminated", { subject: msg.subject, seq: msg.seq, err });

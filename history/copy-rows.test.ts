@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
+import { rowsOf } from "./batch-decoder";
 import { copyText, distanceM, rollupOf, stagingLines, timestampMicros } from "./copy-rows";
 
 test("copy rows - escapes backslash, tab and newlines in text", () => {
@@ -17,7 +18,7 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
   const ms = Date.UTC(2026, 10, 21, 12);
   const p = create(PositionSchema, { vehicleId: "v\t1", seq: 3, recordedAt: timestampFromMs(ms), lat: 52.5, lon: 13.4, speed: 2, fleetId: "f" });
   const bad = create(PositionSchema, { vehicleId: "v2", seq: 1 });
-  const { text, points, days } = stagingLines([p, bad]);
+  const { text, points, days } = stagingLines(rowsOf([p, bad]));
   expect(points.length).toBe(1);
   expect([...days]).toEqual([Math.floor(ms / 86_400_000)]);
   expect(text).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
@@ -26,7 +27,7 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
 test("copy rows - a point twice in one batch is written once", () => {
   const ms = Date.UTC(2026, 10, 21, 12);
   const p = create(PositionSchema, { vehicleId: "v", seq: 1, recordedAt: timestampFromMs(ms), lat: 1, lon: 2 });
-  expect(stagingLines([p, p]).points.length).toBe(1);
+  expect(stagingLines(rowsOf([p, p])).points.length).toBe(1);
 });
 
 test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {

@@ -3,7 +3,7 @@
  * Times go as integer microseconds since the epoch (exact, and cheaper than formatting dates).
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Position } from "../gen/fleet/v1/position_pb";
+import type { Row } from "./batch-decoder";
 
 /** Columns of the staging table, in COPY order. */
 export const STAGING_COLUMNS =
@@ -36,19 +36,19 @@ export interface RollupPoint {
  * COPY lines for the staging table without duplicates (a batch that holds one (vehicle, time) twice
  * keeps the first, as the insert that ignores existing rows would), and the points for the rollup.
  */
-export function stagingLines(positions: readonly Position[]): { text: string; points: RollupPoint[]; days: Set<number> } {
+export function stagingLines(rows: readonly Row[]): { text: string; points: RollupPoint[]; days: Set<number> } {
   let text = "";
   const points: RollupPoint[] = [];
   const days = new Set<number>();
   const seen = new Set<string>();
-  for (const p of positions) {
-    if (!p.recordedAt) continue;
-    const us = timestampMicros(p.recordedAt);
+  for (const p of rows) {
+    const us = p.us;
+    if (Number.isNaN(us)) continue;
     const key = `${us}\u0000${p.vehicleId}`;
     if (seen.has(key)) continue;
     seen.add(key);
     days.add(Math.floor(us / 86_400_000_000));
-    const received = p.receivedAt ? String(timestampMicros(p.receivedAt)) : "\\N";
+    const received = Number.isNaN(p.receivedUs) ? "\\N" : String(p.receivedUs);
     text +=
       `${copyText(p.vehicleId)}\t${us}\t${p.seq}\t${copyText(p.fleetId)}\t${p.lat}\t${p.lon}\t${p.speed}\t${p.heading}\t` +
       `${p.accuracy}\t${copyText(p.orderId)}\t${p.status}\t${received}\n`;

@@ -140,6 +140,9 @@ interface LightPoint {
   full?: StoredPoint;
 }
 
+/** Time slices a long GetTrack range is read in, at once. */
+const TRACK_SLICES = 4;
+
 /** µs between the Unix epoch and PostgreSQL's (2000-01-01), for timestamptz_send. */
 const PG_EPOCH_US = 946_684_800_000_000;
 
@@ -185,16 +188,23 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
   return {
     async track(f, fromUs, toUs, keep) {
       const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
+      // Long ranges are read in slices at once: packing is PostgreSQL's work, one core per query.
+      const slices = Math.max(1, Math.min(TRACK_SLICES, Math.ceil((toUs - fromUs) / (6 * 3600e6))));
+      const bounds = Array.from({ length: slices + 1 }, (_, i) => Math.round(fromUs + ((toUs - fromUs) * i) / slices));
       const [packed, cold] = await Promise.all([
-        sql.unsafe(
-          `SELECT string_agg(timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading), ''::bytea ORDER BY recorded_at) AS b
-           FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")}`,
+        Promise.all(
+          bounds.slice(0, -1).map((a, i) =>
+            sql.unsafe(
+              `SELECT string_agg(timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading), ''::bytea ORDER BY recorded_at) AS b
+               FROM positions WHERE ${conditions(f, a, bounds[i + 1]!, "pg")}`,
+            ),
+          ),
         ),
         fromArchive(archived, f, fromUs, toUs),
       ]);
-      const b = packed[0]?.b as Buffer | null;
       const hot: LightPoint[] = [];
-      if (b) {
+      for (const b of packed.map((r) => r[0]?.b as Buffer | null)) {
+        if (!b) continue;
         const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
         for (let o = 0; o + 32 <= b.byteLength; o += 32) {
           hot.push({

@@ -13,7 +13,7 @@
  */
 import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
 import { lockKey, type Sql, type TransactionSql } from "../lib/pg";
-import type { Position } from "../gen/fleet/v1/position_pb";
+import type { Row } from "./batch-decoder";
 import { rollupOf, stagingLines, STAGING_COLUMNS } from "./copy-rows";
 
 const STAGING = `
@@ -131,7 +131,7 @@ export interface WriteResult {
 
 export interface PositionWriter {
   /** Writes the positions in one transaction; resolves after COMMIT. */
-  write(positions: readonly Position[]): Promise<WriteResult>;
+  write(rows: readonly Row[]): Promise<WriteResult>;
   /** Creates partitions for today and the next `ahead` days. */
   ensureAhead(ahead: number, now?: number): Promise<string[]>;
 }
@@ -166,8 +166,8 @@ export function createPositionWriter({ sql, mode, schema = "public" }: PositionW
   };
 
   return {
-    async write(positions) {
-      const { text, points, days } = stagingLines(positions);
+    async write(input) {
+      const { text, points, days } = stagingLines(input);
       const rows = points.length;
       if (rows === 0) return { rows: 0, inserted: 0 };
       await ensureDays(days);

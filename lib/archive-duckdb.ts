@@ -41,6 +41,18 @@ export const FILE_SELECT = POSITION_COLUMNS.map(([n]) => {
   return s ? `round(${n} * ${s[1]})::INTEGER AS ${s[0]}` : n;
 }).join(", ");
 
+/** Columns of the Parquet files (and of the archiver's CSV export), with DuckDB types. */
+export const FILE_COLUMNS: readonly [string, string][] = POSITION_COLUMNS.map(([n, t]) => (SCALED[n] ? [SCALED[n][0], "INTEGER"] : [n, t]));
+
+/**
+ * The same scaling in PostgreSQL's SQL, for the archiver's export: integers are cheaper for
+ * PostgreSQL to print and for DuckDB to parse than floats.
+ */
+export const EXPORT_SELECT = POSITION_COLUMNS.map(([n]) => {
+  const s = SCALED[n];
+  return s ? `round(${n}::float8 * ${s[1]})::int4 AS ${s[0]}` : n;
+}).join(", ");
+
 /** The select list that turns the Parquet files' columns back into a position's. */
 const VIEW_SELECT = POSITION_COLUMNS.map(([n]) => {
   const s = SCALED[n];
