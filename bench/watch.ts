@@ -179,8 +179,16 @@ function spawnChild<C, E extends { type: string }>(file: string): Child<C, E> {
   };
 }
 
-/** A deterministic spread (no Math.random: runs compare). */
-const spread = (i: number, salt: number) => (((i * 2654435761 + salt * 40503) >>> 0) % 100_000) / 100_000;
+/** A deterministic spread in [0, 1) (no Math.random: runs compare). */
+const spread = (i: number, salt: number) => {
+  // An integer hash (murmur3's finaliser) of (i, salt): independent per salt, so that the two
+  // coordinates of a point are not correlated.
+  let h = Math.imul(i ^ Math.imul(salt, 0x9e3779b9), 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return (h >>> 0) / 4294967296;
+};
 
 function fillPoint(i: number, round: number, nowMs: number): Position {
   return create(PositionSchema, {

@@ -1,5 +1,5 @@
 /**
- * Native gRPC for hot request streams: client-streaming and bidi calls of chosen methods, over
+ * Native gRPC for hot streams: client-streaming, bidi and server-streaming calls of chosen methods, over
  * HTTP/2 with `application/grpc` or `application/grpc+proto`, are served here on the raw
  * `Http2Stream` instead of through connect-node's adapter. Everything else (Connect, gRPC-Web,
  * unary calls, HTTP/1.1, other methods) stays on connect.
@@ -26,6 +26,7 @@ import {
   type DescMessage,
   type DescMethodBiDiStreaming,
   type DescMethodClientStreaming,
+  type DescMethodServerStreaming,
   type DescMethodStreaming,
   type DescService,
   type Message,
@@ -114,7 +115,7 @@ type AnyInput = MessageInput<Message>;
  */
 export type MessageDecoder<T> = (buf: Buffer, start: number, end: number) => T;
 
-/** A method served natively; build it with `nativeClientStream` or `nativeBidiStream`. */
+/** A method served natively; build it with `nativeClientStream`, `nativeBidiStream` or `nativeServerStream`. */
 export interface NativeStream {
   readonly method: DescMethodStreaming;
   /** Decodes one request message (default: protobuf-es `fromBinary`); must throw what fromBinary throws on bad bytes. */
@@ -153,6 +154,40 @@ export function nativeBidiStream<I extends DescMessage, O extends DescMessage>(
     method,
     decode,
     invoke: async (input, ctx) => handler(input as unknown as MessageInput<MessageShape<I>>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
+  };
+}
+
+/** Reads the one request message of a server-streaming call. */
+function single<T>(input: MessageInput<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    let got: T | undefined;
+    let count = 0;
+    input.start({
+      message(m) {
+        got = m;
+        count++;
+      },
+      end() {
+        if (count === 1) resolve(got!);
+        else reject(new ConnectError(`protocol error: expected one request message, got ${count}`, Code.InvalidArgument));
+      },
+      error: reject,
+    });
+  });
+}
+
+/**
+ * A server-streaming method served natively: one request message, then the handler yields its
+ * responses. For streams of many small messages (watches), where connect's per-message pipeline
+ * of async iterables is most of the cost.
+ */
+export function nativeServerStream<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodServerStreaming<I, O>,
+  handler: (request: MessageShape<I>, ctx: HandlerContext) => AsyncIterable<MessageInitShape<O>>,
+): NativeStream {
+  return {
+    method,
+    invoke: async (input, ctx) => handler((await single(input)) as unknown as MessageShape<I>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
 
@@ -484,9 +519,18 @@ function headersObject(into: http2.OutgoingHttpHeaders, headers: Headers): http2
   return into;
 }
 
+/** Bytes written and not yet flushed past which a native call's handler waits (see `writable`). */
+const WRITE_HIGH_WATER = 64 * 1024;
+
 /** The response side of one native call: headers on the first message, then trailers (or trailers only). */
 class FramedOutput {
   private headersSent = false;
+  /**
+   * Counted through write callbacks, which Bun calls once the bytes went out: its write() keeps
+   * returning true for a client that stopped reading, so it cannot tell the handler to wait.
+   */
+  private unflushed = 0;
+  private waiter: (() => void) | undefined;
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
@@ -515,7 +559,25 @@ class FramedOutput {
     frame[0] = 0;
     frame.writeUInt32BE(bytes.length, 1);
     frame.set(bytes, 5);
-    this.stream.write(frame);
+    const size = frame.length;
+    this.unflushed += size;
+    this.stream.write(frame, () => {
+      this.unflushed -= size;
+      if (this.unflushed < WRITE_HIGH_WATER) this.wake();
+    });
+  }
+
+  /** Resolves once the client took enough of what was written (or the stream is gone). */
+  writable(): Promise<void> | undefined {
+    if (this.unflushed < WRITE_HIGH_WATER || this.gone) return undefined;
+    this.stream.once("close", () => this.wake());
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.();
   }
 
   end(headers: Headers, trailers: http2.OutgoingHttpHeaders): void {
@@ -698,7 +760,11 @@ export function createNativeGrpc({ streams, interceptors, contextValues, maxMess
     stream.on("close", onStreamGone);
     try {
       const res = await chain(call as unknown as StreamRequest);
-      for await (const m of res.message) output.message(m as MessageInitShape<DescMessage>, res.header);
+      for await (const m of res.message) {
+        output.message(m as MessageInitShape<DescMessage>, res.header);
+        const wait = output.writable();
+        if (wait) await wait;
+      }
       output.end(res.header, headersObject({}, res.trailer));
     } catch (err) {
       const error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);

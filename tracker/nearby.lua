@@ -27,7 +27,8 @@ end
 local full = tonumber(radius)
 local r = full
 if wanted > 0 then r = math.min(full, 250) end
-local count = wanted * 4
+-- A status filter drops most candidates: ask for more at once rather than search again.
+local count = wanted * ((mask == 0) and 2 or 8)
 while true do
   local hits
   if wanted == 0 then

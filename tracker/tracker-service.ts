@@ -19,6 +19,7 @@ import {
   type NearbyVehicle,
 } from "../gen/fleet/v1/tracker_pb";
 import type { WatchClaims } from "../lib/auth";
+import { nativeServerStream, type NativeStream } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
@@ -52,6 +53,8 @@ export interface TrackerServiceOptions {
 
 export interface TrackerHandlers {
   service: ServiceImpl<typeof TrackerService>;
+  /** The watches for `serve({ nativeStreams })`: the same handlers, without connect's per-message pipeline on gRPC. */
+  nativeStreams: NativeStream[];
   /** Ends every open watch (shutdown). */
   closeWatches(): void;
   /** Stops the lag check timer. */
@@ -319,6 +322,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
 
   return {
     service,
+    nativeStreams: [
+      nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx)),
+      nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx)),
+    ],
     closeWatches() {
       for (const w of watches) w.fail(new ShuttingDownError("tracker is shutting down: watch again (another instance will answer)"));
     },

@@ -140,6 +140,8 @@ export async function createTracker({
     const natsHandle = nats;
     server = await serve({
       routes: (router) => router.service(TrackerService, handlers.service),
+      // Watches over gRPC skip connect's per-message pipeline (most of a watch's cost): see lib/grpc-stream.ts.
+      nativeStreams: handlers.nativeStreams,
       host: config.host,
       port: config.trackerPort,
       registry,
