@@ -452,6 +452,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       h.merge(steadied.histogram);
       return h.quantile(0.99);
     })();
+    const serverMetrics = (await (await fetch(`${server.url}/metrics`)).text()).split("\n").filter((l) => /^(tracker_watch|tracker_live|rpc_calls_total.*Watch)/.test(l));
+    say(`  watch-serving tracker: ${serverMetrics.map((l) => l.replace(/,?service="tracker"/, "")).join("; ")}`);
     if (g.errors > 0) notes.push(`${g.errors} tracker watches ended with an error (last: ${g.lastError})`);
     if (r.errors > 0) notes.push(`${r.errors} Redis subscribers failed (last: ${r.lastError})`);
     say(

@@ -570,15 +570,17 @@ class FramedOutput {
   /** Resolves once the client took enough of what was written (or the stream is gone). */
   writable(): Promise<void> | undefined {
     if (this.unflushed < WRITE_HIGH_WATER || this.gone) return undefined;
-    this.stream.once("close", () => this.wake());
+    this.stream.once("close", this.wake);
     return new Promise((resolve) => (this.waiter = resolve));
   }
 
-  private wake(): void {
+  private wake = (): void => {
     const w = this.waiter;
     this.waiter = undefined;
-    w?.();
-  }
+    if (!w) return;
+    this.stream.off("close", this.wake);
+    w();
+  };
 
   end(headers: Headers, trailers: http2.OutgoingHttpHeaders): void {
     if (this.gone) return;
