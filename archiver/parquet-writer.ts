@@ -44,6 +44,9 @@ export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRow
     readable.once("end", () => resolve());
     readable.once("error", reject);
   });
+  // postgres.js resumes its socket only from the stream's _read; a pause on the last chunks left the
+  // connection deaf to the next query's answer (seen under load). Resume it once more.
+  (readable as unknown as { _read?: () => void })._read?.();
   await sink.end();
   return rows;
 }

@@ -14,7 +14,7 @@ import type { Nats } from "../lib/jetstream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isTransientPgError } from "../lib/pg";
-import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
+import { CONSUMERS, partitionOf, POSITIONS_STREAM } from "../lib/subjects";
 import { decodeBatchRows, type Row } from "./batch-decoder";
 import type { PositionWriter } from "./write-positions";
 
@@ -27,7 +27,7 @@ export interface HistoryConsumerOptions {
   durable?: string;
   /** Rows per transaction at most (a message is never split). */
   maxRows?: number;
-  /** Write transactions in flight at once (PostgreSQL works on each with its own core). */
+  /** Write transactions in flight at once (PostgreSQL works on each with its own core); each takes the subjects n mod writers. */
   writers?: number;
   /** Messages JetStream may have handed out unacked (the bound on memory when PostgreSQL is away). */
   maxAckPending?: number;
@@ -109,9 +109,21 @@ export async function startHistoryConsumer({
   const consumer = await nats.js.consumers.get(stream, durable);
   const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending) });
 
-  const queue: { msg: JsMsg; positions: Row[] }[] = [];
-  const waiting: (() => void)[] = [];
-  const wake = () => waiting.shift()?.();
+  // One queue per writer, and a subject always goes to the same writer: one vehicle's batches are
+  // written in stream order within a process (its rollup legs depend on the previous batch).
+  const n = Math.max(1, writers);
+  const queues: { msg: JsMsg; positions: Row[] }[][] = Array.from({ length: n }, () => []);
+  const waiting: ((() => void) | undefined)[] = new Array(n).fill(undefined);
+  const wake = (i: number) => {
+    const w = waiting[i];
+    waiting[i] = undefined;
+    w?.();
+  };
+  const writerOf = (subject: string) => {
+    const last = subject.slice(subject.lastIndexOf(".") + 1);
+    const k = /^\d+$/.test(last) ? Number(last) : partitionOf(subject, 1 << 30);
+    return k % n;
+  };
   let stopping = false;
   let healthy = true;
 
@@ -128,26 +140,26 @@ export async function startHistoryConsumer({
       }
       lag = msg.info.pending;
       lastDelivered = Math.max(0, (Date.now() - msg.info.timestampNanos / 1e6) / 1000);
-      queue.push({ msg, positions });
-      wake();
+      const i = writerOf(msg.subject);
+      queues[i]!.push({ msg, positions });
+      wake(i);
     }
   })().catch((err) => log.error("history consumer stopped reading", { err }));
 
-  const writerLoop = async () => {
+  const writerLoop = async (index: number) => {
+    const queue = queues[index]!;
     while (!stopping || queue.length > 0) {
       if (queue.length === 0) {
         if (stopping) break;
-        await new Promise<void>((r) => waiting.push(r));
+        await new Promise<void>((r) => (waiting[index] = r));
         continue;
       }
       // Take whole messages up to maxRows (at least one).
       let rows = 0;
-      let n = 0;
-      while (n < queue.length && (n === 0 || rows + queue[n]!.positions.length <= maxRows)) rows += queue[n++]!.positions.length;
-      const group = queue.splice(0, n);
-      // More waiting: let another writer start on it while this one writes.
-      if (queue.length > 0) wake();
-      const positions = n === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
+      let taken = 0;
+      while (taken < queue.length && (taken === 0 || rows + queue[taken]!.positions.length <= maxRows)) rows += queue[taken++]!.positions.length;
+      const group = queue.splice(0, taken);
+      const positions = taken === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
       for (let attempt = 1; ; attempt++) {
         const t0 = performance.now();
         try {
@@ -176,13 +188,13 @@ export async function startHistoryConsumer({
       }
     }
   };
-  const loops = Promise.all(Array.from({ length: Math.max(1, writers) }, writerLoop));
+  const loops = Promise.all(queues.map((_, i) => writerLoop(i)));
 
   return {
     async stop() {
       stopping = true;
       await messages.close().catch(() => {});
-      while (waiting.length) wake();
+      for (let i = 0; i < n; i++) wake(i);
       await reader;
       await Promise.race([loops, sleep(10_000)]);
     },

@@ -4,6 +4,7 @@
  */
 import { ConfigError, loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
+import { guardPostgresClosedSocketWrite } from "../lib/pg";
 import { createHistory } from "./history";
 
 let config;
@@ -17,6 +18,7 @@ try {
   throw err;
 }
 const log = createLogger({ level: config.logLevel, fields: { service: "history" } });
+guardPostgresClosedSocketWrite((err) => log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err }));
 
 try {
   const history = await createHistory({ config, log });

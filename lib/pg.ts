@@ -80,3 +80,37 @@ export function lockKey(name: string): bigint {
   }
   return BigInt.asIntN(64, h);
 }
+
+let guardInstalled = false;
+
+/**
+ * postgres.js 3.4.9 can throw, outside any query, `TypeError: … socket.write` from a write it
+ * scheduled (setImmediate) on a connection the server has just closed — a PostgreSQL restart does
+ * it. Thrown from a timer, it cannot be caught and would end the process (porsager/postgres#1066,
+ * #1154, #1208; fixes proposed in #1168, #1209, not released). The queries of that connection were
+ * already rejected with CONNECTION_CLOSED, which callers retry; so exactly this error is logged and
+ * the process goes on. Any other uncaught error still ends it. Remove once postgres.js has the fix.
+ */
+export function guardPostgresClosedSocketWrite(onCaught: (err: Error) => void): void {
+  if (guardInstalled) return;
+  guardInstalled = true;
+  process.on("uncaughtException", (err) => {
+    if (isClosedSocketWrite(err)) {
+      onCaught(err);
+      return;
+    }
+    // What Node/Bun would have done without a handler.
+    console.error(err);
+    process.exit(1);
+  });
+}
+
+/** True for postgres.js's write to a socket it already dropped. */
+export function isClosedSocketWrite(err: unknown): err is Error {
+  return (
+    err instanceof TypeError &&
+    /socket\.write|reading 'write'/.test(err.message) &&
+    /postgres[\\/]src[\\/]connection\.js/.test(err.stack ?? "") &&
+    /nextWrite/.test(err.stack ?? "")
+  );
+}

@@ -14,12 +14,14 @@ import { testStack } from "../../lib/testing";
 import { createArchiver, type Archiver } from "../archiver";
 
 let stack: Stack;
+/** Generous: a loaded 2-core machine makes DuckDB and s3rver slow; behaviour, not time, is tested. */
+const SLOW = 30_000;
 const opened: { close(): Promise<void> }[] = [];
 let n = 0;
 
 beforeAll(async () => {
   stack = await testStack(["postgres", "s3"]);
-});
+}, SLOW);
 afterAll(async () => {
   for (const o of opened) await o.close().catch(() => {});
 }, 30_000);
@@ -107,7 +109,7 @@ test("archive - closed days go to Parquet on S3, read back, then dropped; today 
   expect(rows[0]![2]).toBeCloseTo(52.50001, 7);
   // A second run has nothing to do.
   expect((await fx.archiver.run()).days).toEqual([]);
-});
+}, SLOW);
 
 test("archive - S3 down during a run: nothing dropped, the next run finishes", async () => {
   const fx = await fixture();
@@ -126,7 +128,7 @@ test("archive - S3 down during a run: nothing dropped, the next run finishes", a
   expect(r.days).toEqual(["2026-09-10"]);
   expect(await rowsInArchive(fx.store, "2026-09-10")).toBe(4000);
   expect(await hotDays(fx.sql, "plain")).not.toContain("2026-09-10");
-}, 60_000);
+}, SLOW * 2);
 
 test("archive - a day half-archived by a killed run is completed, not doubled", async () => {
   const fx = await fixture();
@@ -148,7 +150,7 @@ test("archive - a day half-archived by a killed run is completed, not doubled", 
   expect(await rowsInArchive(fx.store, "2026-08-02")).toBe(600);
   expect((await fx.store.list("positions/")).length).toBe(2);
   expect(await hotDays(fx.sql, "plain")).toEqual(expect.not.arrayContaining(["2026-08-01", "2026-08-02"]));
-});
+}, SLOW);
 
 test("archive - late points re-open a day: archived again as the next generation", async () => {
   const fx = await fixture();
@@ -162,7 +164,7 @@ test("archive - late points re-open a day: archived again as the next generation
   expect(r.days).toEqual(["2026-07-01"]);
   expect((await fx.store.list("positions/day=2026-07-01/")).map((o) => o.key)).toEqual([objectKey("2026-07-01", 0), objectKey("2026-07-01", 1)]);
   expect(await rowsInArchive(fx.store, "2026-07-01")).toBe(101);
-});
+}, SLOW);
 
 test("archive service - admin only; lists days and streams a run's progress", async () => {
   const fx = await fixture();
@@ -185,7 +187,7 @@ test("archive service - admin only; lists days and streams a run's progress", as
   expect(day.state).toBe(PartitionState.ARCHIVED);
   expect(day.rows).toBe(50n);
   expect(day.location).toContain("day=2026-06-01/part-0.parquet");
-});
+}, SLOW);
 
 test("archive - a day exported in vehicle ranges at once is one file sorted by vehicle and time", async () => {
   const fx = await fixture();
@@ -205,4 +207,4 @@ test("archive - a day exported in vehicle ranges at once is one file sorted by v
   duck.close();
   expect(Number(row![0])).toBe(63_000);
   expect(Number(row![1])).toBe(0);
-});
+}, SLOW);

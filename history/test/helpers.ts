@@ -14,7 +14,7 @@ import { mintWatchToken, tokenKeys, type WatchGrant } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { connectNats, ensurePositionsStream, type Nats } from "../../lib/jetstream";
 import { createLogger } from "../../lib/log";
-import { connectPostgres, type Sql } from "../../lib/pg";
+import { connectPostgres, guardPostgresClosedSocketWrite, type Sql } from "../../lib/pg";
 import { HEADERS } from "../../lib/subjects";
 import { testStack } from "../../lib/testing";
 import type { Stack } from "../../lib/stack";
@@ -60,6 +60,8 @@ export function testConfig(stack: Stack, schema: string, env: Record<string, str
 }
 
 export async function historyFixture(env: Record<string, string> = {}): Promise<HistoryFixture> {
+  // As history/main.ts does: a PostgreSQL restart can trip postgres.js's write to a closed socket.
+  guardPostgresClosedSocketWrite(() => {});
   const stack = await testStack(["nats", "postgres", "s3"]);
   const schema = uniqueName("h");
   const stream = uniqueName("HS").toUpperCase();
