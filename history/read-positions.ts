@@ -158,9 +158,7 @@ export interface PositionReader {
     toUs: number,
     keep: (points: readonly LightPoint[]) => number[],
   ): Promise<{ points: StoredPoint[]; total: number }>;
-  /** Every visible point in [from, to), time order. */
-  read(filter: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]>;
-  /** The same, one day at a time (for long replays), hot days read in chunks. */
+  /** Every visible point in [from, to), time order, one day at a time, hot days read in chunks. */
   stream(filter: PointFilter, fromUs: number, toUs: number, signal?: AbortSignal): AsyncGenerator<StoredPoint[]>;
 }
 
@@ -237,11 +235,6 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
       }
       const points = kept.map((p) => p.full ?? full.get(p.us)).filter((p): p is StoredPoint => p !== undefined);
       return { points, total: all.length };
-    },
-    async read(f, fromUs, toUs) {
-      const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
-      const [hot, cold] = await Promise.all([fromPostgres(f, fromUs, toUs), fromArchive(archived, f, fromUs, toUs)]);
-      return mergeUnique(hot, cold);
     },
     async *stream(f, fromUs, toUs, signal) {
       const archived = new Set(await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000));

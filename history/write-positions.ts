@@ -1,9 +1,11 @@
 /**
- * One transaction per group of batches: COPY into a temporary staging table, insert what is not
- * there yet on (vehicle_id, recorded_at), and add exactly the newly inserted rows to the per-minute
- * rollup, in the same transaction. Whatever JetStream redelivers, a row is in `positions` once and is
- * counted once in the rollup. Inserts of concurrent writers (in one process or several) run in
- * parallel; their rollup steps take turns (see ROLLUP).
+ * One transaction per group of batches: COPY into a temporary staging table, then a plain insert
+ * into `positions` in a savepoint (the usual case: every row is new; the rollup sums come from the
+ * writer). When a row is already there (a redelivery, a re-sent point), the insert that ignores
+ * existing rows on (vehicle_id, recorded_at) runs instead and feeds the rollup exactly the rows it
+ * inserted. Whatever JetStream redelivers, a row is in `positions` once and counted once in the
+ * rollup. Inserts of concurrent writers (in one process or several) run in parallel; their rollup
+ * steps take turns (see ROLLUP).
  *
  * Distance: each new point adds its distance from the vehicle's previous point, found among the new
  * rows of the same statement (lag) or, for the first new point of a vehicle, among the rows already

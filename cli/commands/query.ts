@@ -51,7 +51,11 @@ export async function run(argv: string[]): Promise<number> {
   try {
     files = await localParquetFiles(store, config.archiveCacheDir || defaultCacheDir(), values.day);
   } catch (err) {
-    console.error(`fleet query: could not read the archive at ${store.root}: ${err instanceof Error ? err.message : String(err)}`);
+    const where = store.kind === "s3" ? ` (S3_ENDPOINT ${config.s3Endpoint})` : "";
+    console.error(
+      `fleet query: could not read the archive at ${store.root}${where}: ${err instanceof Error ? err.message : String(err)}; ` +
+        `check that it is reachable and the credentials, or point --dir / ARCHIVE_DIR at a local copy`,
+    );
     return 1;
   }
   if (files.length === 0) console.error(`fleet query: note: no Parquet files under ${store.root}positions/ yet; "positions" is empty`);
