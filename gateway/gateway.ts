@@ -140,7 +140,7 @@ export async function createGateway({
     const server: Server = await serve({
       routes: (router) => router.service(IngestService, ingest.service),
       // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc-stream.ts.
-      nativeStreams: ingest.nativeStreams,
+      nativeMethods: ingest.nativeMethods,
       host: config.host,
       port: config.gatewayPort,
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,

@@ -24,7 +24,7 @@ import {
   type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { iterableInput, nativeBidiStream, nativeClientStream, type MessageInput, type MessageSink, type NativeStream } from "../lib/grpc-stream";
+import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
 import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
@@ -59,8 +59,8 @@ type PointInput = MessageInput<{ position?: Position }>;
 export interface IngestHandlers {
   /** For `router.service(IngestService, service)`. */
   service: ServiceImpl<typeof IngestService>;
-  /** Upload and Sync for `serve({ nativeStreams })`: the same handlers, fed without connect. */
-  nativeStreams: NativeStream[];
+  /** Every method for `serve({ nativeMethods })`: the same handlers, fed without connect. */
+  nativeMethods: NativeMethod[];
 }
 
 /** One call's view of its points; the batcher reports to it. */
@@ -398,7 +398,8 @@ export function createIngestService({
   };
   return {
     service,
-    nativeStreams: [
+    nativeMethods: [
+      ...nativeUnaryMethods(IngestService, service),
       nativeClientStream(IngestService.method.upload, upload, pointRequestDecoder(UploadRequestSchema)),
       nativeBidiStream(IngestService.method.sync, sync, pointRequestDecoder(SyncRequestSchema)),
     ],

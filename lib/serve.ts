@@ -7,7 +7,7 @@
  * send) or to an `http` server (anything else). TLS: `http2.createSecureServer` with `allowHTTP1`, so
  * ALPN picks h2 or HTTP/1.1.
  *
- * `nativeStreams` names streaming methods whose gRPC calls over HTTP/2 skip connect's adapter for
+ * `nativeMethods` names methods whose gRPC calls over HTTP/2 skip connect's adapter for
  * a hand-framed path with the same interceptors (see grpc-stream.ts): per-message cost, not
  * behaviour, is what differs.
  */
@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { createNativeGrpc, grpcMessageEncode, type NativeStream } from "./grpc-stream";
+import { createNativeGrpc, grpcMessageEncode, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -42,8 +42,8 @@ export interface ServeOptions {
   healthz?: () => boolean;
   interceptors?: Interceptor[];
   contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
-  /** Streaming methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
-  nativeStreams?: NativeStream[];
+  /** Methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
+  nativeMethods?: NativeMethod[];
 }
 
 export interface Server {
@@ -151,7 +151,7 @@ export async function serve({
   healthz = () => true,
   interceptors = [],
   contextValues,
-  nativeStreams = [],
+  nativeMethods = [],
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
     routes,
@@ -163,7 +163,7 @@ export async function serve({
     interceptors,
     contextValues,
   });
-  const native = nativeStreams.length > 0 ? createNativeGrpc({ streams: nativeStreams, interceptors, contextValues, maxMessageBytes }) : undefined;
+  const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes }) : undefined;
 
   const handler = (req: NodeRequest, anyRes: NodeResponse) => {
     // Both response kinds have the same API; TypeScript cannot call methods of the union.

@@ -1,12 +1,12 @@
 /**
- * The native gRPC path of Upload and Sync (lib/grpc-stream.ts) at the byte level, with a raw
+ * The native gRPC path of Upload, Sync and the unary methods (lib/grpc-stream.ts) at the byte level, with a raw
  * node:http2 client: framing across DATA frames, protocol errors, deadlines, cancellation, and
  * flow control holding a fast sender back.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { UploadRequestSchema, UploadResponseSchema } from "../../gen/fleet/v1/ingest_pb";
+import { PublishRequestSchema, PublishResponseSchema, ResumeResponseSchema, UploadRequestSchema, UploadResponseSchema } from "../../gen/fleet/v1/ingest_pb";
 import { point, startTestGateway, type TestGateway } from "./helpers";
 
 /** One gRPC frame of an UploadRequest carrying a point. */
@@ -25,10 +25,10 @@ interface RawCall {
   done: Promise<{ status: string; message: string; body: Buffer; headers: http2.IncomingHttpHeaders }>;
 }
 
-function rawUpload(session: http2.ClientHttp2Session, token: string, extra: http2.OutgoingHttpHeaders = {}): RawCall {
+function rawUpload(session: http2.ClientHttp2Session, token: string, extra: http2.OutgoingHttpHeaders = {}, method = "Upload"): RawCall {
   const stream = session.request({
     ":method": "POST",
-    ":path": "/fleet.v1.IngestService/Upload",
+    ":path": `/fleet.v1.IngestService/${method}`,
     "content-type": "application/grpc",
     te: "trailers",
     authorization: `Bearer ${token}`,
@@ -97,6 +97,49 @@ describe("native grpc", () => {
     expect(ack.accepted).toBe(5);
     expect(ack.durableSeq).toBe(5);
     expect((await t.stored()).filter((p) => p.vehicleId === v).map((p) => p.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  test("native grpc - unary: one message answered with trailers; none, two, or one over the limit are refused with a reason", async () => {
+    const v = "native-unary";
+    const token = await t.token(v);
+    const grpcFrame = (bytes: Uint8Array) => {
+      const out = Buffer.alloc(5 + bytes.length);
+      out.writeUInt32BE(bytes.length, 1);
+      out.set(bytes, 5);
+      return out;
+    };
+    const publish = grpcFrame(toBinary(PublishRequestSchema, create(PublishRequestSchema, { positions: [point(v, 1), point(v, 2)] })));
+    const ok = rawUpload(session, token, {}, "Publish");
+    ok.stream.end(publish);
+    const r = await ok.done;
+    expect(r.status).toBe("0");
+    expect(r.headers["content-type"]).toBe("application/grpc+proto");
+    const ack = fromBinary(PublishResponseSchema, r.body.subarray(5)).ack!;
+    expect([ack.accepted, ack.durableSeq]).toEqual([2, 2]);
+    const resume = rawUpload(session, token, {}, "Resume");
+    resume.stream.end(grpcFrame(new Uint8Array(0)));
+    const rr = await resume.done;
+    expect(rr.status).toBe("0");
+    expect(fromBinary(ResumeResponseSchema, rr.body.subarray(5)).durableSeq).toBe(2);
+
+    const none = rawUpload(session, token, {}, "Resume");
+    none.stream.end();
+    expect(await none.done).toMatchObject({ status: "3", message: expect.stringContaining("expected one request message, got 0") });
+    const two = rawUpload(session, token, {}, "Resume");
+    two.stream.end(Buffer.concat([grpcFrame(new Uint8Array(0)), grpcFrame(new Uint8Array(0))]));
+    expect(await two.done).toMatchObject({ status: "3", message: expect.stringContaining("got 2") });
+    const big = rawUpload(session, token, {}, "Publish");
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(t.config.maxMessageBytes + 1, 1);
+    big.stream.end(prefix);
+    expect(await big.done).toMatchObject({ status: "8", message: expect.stringContaining(String(t.config.maxMessageBytes)) });
+    const anonymous = rawUpload(session, "", {}, "Resume");
+    anonymous.stream.end(grpcFrame(new Uint8Array(0)));
+    expect((await anonymous.done).status).toBe("16");
+    // Unary calls are counted as calls, not as open streams.
+    const metrics = await (await fetch(`${t.gateway.url}/metrics`)).text();
+    expect(metrics).toMatch(/rpc_calls_total\{[^}]*procedure="Publish"[^}]*code="ok"[^}]*\} [1-9]/);
+    expect(metrics).not.toMatch(/rpc_open_streams\{[^}]*procedure="(Publish|Resume)"/);
   });
 
   test("native grpc - a compressed message is INTERNAL, an unknown grpc-encoding UNIMPLEMENTED", async () => {
