@@ -19,7 +19,7 @@ import {
   type NearbyVehicle,
 } from "../gen/fleet/v1/tracker_pb";
 import type { WatchClaims } from "../lib/auth";
-import { nativeServerStream, type NativeStream } from "../lib/grpc-stream";
+import { nativeServerStream, nativeUnaryMethods, type NativeMethod } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
@@ -32,6 +32,7 @@ import { decodeState, LiveKind, toVehicleState, viewOfRecord, type StoredState }
 import type { Store } from "./store";
 import type { LiveView } from "./state-codec";
 import { Watch, type WatchScope } from "./watch";
+import { encodeWatchResponse } from "./watch-encoder";
 
 export interface TrackerLimits {
   maxRadiusM: number;
@@ -53,8 +54,8 @@ export interface TrackerServiceOptions {
 
 export interface TrackerHandlers {
   service: ServiceImpl<typeof TrackerService>;
-  /** The watches for `serve({ nativeStreams })`: the same handlers, without connect's per-message pipeline on gRPC. */
-  nativeStreams: NativeStream[];
+  /** Every method for `serve({ nativeMethods })`: the same handlers, without connect's per-call and per-message pipeline on gRPC. */
+  nativeMethods: NativeMethod[];
   /** Ends every open watch (shutdown). */
   closeWatches(): void;
   /** Stops the lag check timer. */
@@ -322,9 +323,10 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
 
   return {
     service,
-    nativeStreams: [
-      nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx)),
-      nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx)),
+    nativeMethods: [
+      ...nativeUnaryMethods(TrackerService, service),
+      nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx), encodeWatchResponse),
+      nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx), encodeWatchResponse),
     ],
     closeWatches() {
       for (const w of watches) w.fail(new ShuttingDownError("tracker is shutting down: watch again (another instance will answer)"));

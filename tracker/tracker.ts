@@ -141,7 +141,7 @@ export async function createTracker({
     server = await serve({
       routes: (router) => router.service(TrackerService, handlers.service),
       // Watches over gRPC skip connect's per-message pipeline (most of a watch's cost): see lib/grpc-stream.ts.
-      nativeStreams: handlers.nativeStreams,
+      nativeMethods: handlers.nativeMethods,
       host: config.host,
       port: config.trackerPort,
       registry,

@@ -1,0 +1,49 @@
+import { describe, expect, test } from "bun:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EventKind, VehicleEventSchema, WatchAreaResponseSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import { toVehicleState, type StoredState } from "./state-codec";
+import { encodeWatchResponse } from "./watch-encoder";
+
+const state = (over: Partial<StoredState> = {}): StoredState => ({
+  rev: 7,
+  seq: 42,
+  recordedAtMs: 1_764_600_000_123,
+  lastSeenMs: 1_764_600_000_456,
+  lat: 48.8566,
+  lon: -2.3522,
+  speed: 12.34,
+  heading: 359.99,
+  accuracy: 4.2,
+  status: VehicleStatus.ON_DELIVERY,
+  online: true,
+  fleetId: "north",
+  orderId: "o-17",
+  ...over,
+});
+
+describe("watch encoder", () => {
+  test("encoder - writes exactly what protobuf-es writes, for every kind of event", () => {
+    const v1 = toVehicleState("truck-9", state());
+    const v2 = toVehicleState("fahrzeug-ü-€-🚚", state({ online: false, orderId: "", fleetId: "", speed: 0, lat: -89.9999999, lon: 179.9999999 }));
+    const v3 = toVehicleState("x".repeat(128), state({ seq: 4_294_967_295, rev: 0, orderId: "o".repeat(200) }));
+    const cases = [
+      [],
+      [create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })],
+      [create(VehicleEventSchema, { kind: EventKind.SNAPSHOT, vehicle: v1 }), create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })],
+      [create(VehicleEventSchema, { kind: EventKind.MOVE, vehicle: v1, coalesced: 3 })],
+      [create(VehicleEventSchema, { kind: EventKind.OFFLINE, vehicle: v2, coalesced: 300_000 }), create(VehicleEventSchema, { kind: EventKind.EXIT, vehicle: v3 })],
+      [create(VehicleEventSchema, { vehicle: v1 })],
+      Array.from({ length: 500 }, (_, i) => create(VehicleEventSchema, { kind: EventKind.ENTER, vehicle: i % 2 ? v1 : v3, coalesced: i })),
+    ];
+    for (const events of cases) {
+      const area = create(WatchAreaResponseSchema, { events });
+      const vehicles = create(WatchVehiclesResponseSchema, { events });
+      expect(encodeWatchResponse(area)).toEqual(toBinary(WatchAreaResponseSchema, area));
+      expect(encodeWatchResponse(vehicles)).toEqual(toBinary(WatchVehiclesResponseSchema, vehicles));
+      // A second response with the same state objects uses the cached bytes: still the same.
+      expect(encodeWatchResponse(area)).toEqual(toBinary(WatchAreaResponseSchema, area));
+      expect(fromBinary(WatchAreaResponseSchema, encodeWatchResponse(area)).events.map((e) => e.kind)).toEqual(events.map((e) => e.kind));
+    }
+  });
+});
