@@ -9,10 +9,11 @@
  *    sequentially, with those vehicles live (nearby_p99_ms).
  * 4. Watch: vehicles stream through the gateway at `--rate` points/s (the ingest bench's load
  *    generator); one tracker process consumes, another serves (TRACKER_CONSUME=false), as the
- *    design scales them; `--watchers` watches (vehicle and area mixed) over gRPC, and the same
- *    fan-out the seeds' way in the same run: one Redis connection per watcher SUBSCRIBEd to one
- *    channel per vehicle, published by the tracker's script. Latency is from the point's
- *    recorded_at (set when the load generator sent it) to its arrival at the watcher.
+ *    design scales them; `--watchers` watches (vehicle and area mixed) over gRPC; then, in the same
+ *    run under the same load, the same fan-out the seeds' way: one Redis connection per watcher
+ *    SUBSCRIBEd to one channel per vehicle, published by the tracker's script. One after the
+ *    other, so that neither pays for the other's CPU. Latency is from the point's recorded_at
+ *    (set when the load generator sent it) to its arrival at the watcher.
  *
  * Progress lines and a table go to stdout; the LAST line is one JSON object (see `WatchFigures`).
  */
@@ -74,7 +75,9 @@ Options:
   --watchers N         watches held open, on the tracker and on Redis each (default 1000)
   --area-share F       share of them that are area watches (default 0.2)
   --area-radius M      radius of an area watch in metres (default 1000)
-  --seconds N          watch phase length after a 3 s warm-up (default 20)
+  --watch-connections N  HTTP/2 connections the gRPC watches share (default 100: a watcher is a phone
+                       or a browser tab with a connection of its own; fewer share windows and sockets)
+  --seconds N          length of each fan-out's measured window, after a 3 s warm-up (default 20)
   --profile            run the watch phase's tracker under --cpu-prof and print where its time went
   --quick              a smoke run: 20,000 vehicles, 1,000 watchers, 5 s
 `;
@@ -88,6 +91,7 @@ interface Options {
   watchers: number;
   areaShare: number;
   areaRadius: number;
+  watchConnections: number;
   seconds: number;
   profile: boolean;
 }
@@ -104,6 +108,7 @@ function parseOptions(argv: string[]): Options {
       watchers: { type: "string" },
       "area-share": { type: "string" },
       "area-radius": { type: "string" },
+      "watch-connections": { type: "string" },
       seconds: { type: "string" },
       quick: { type: "boolean" },
       profile: { type: "boolean" },
@@ -126,6 +131,7 @@ function parseOptions(argv: string[]): Options {
     watchers: num("watchers", values.watchers, 1000),
     areaShare: Math.min(1, num("area-share", values["area-share"], 0.2)),
     areaRadius: num("area-radius", values["area-radius"], 1000),
+    watchConnections: num("watch-connections", values["watch-connections"], 100),
     seconds: num("seconds", values.seconds, quick ? 5 : 20),
     profile: values.profile === true,
   };
@@ -348,8 +354,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
 
     // ---- 4. watch ----
     say(
-      `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream ` +
-        `(with TRACKER_REDIS_PUBSUB=true: its script also PUBLISHes each update for the Redis way), one serves the watches (TRACKER_CONSUME=false)`,
+      `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream, ` +
+        `one serves the watches (TRACKER_CONSUME=false)`,
     );
     await tracker.stop("SIGTERM", 5000);
     const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
@@ -359,7 +365,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       profileEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
       notes.push(`the watch-serving tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
     }
-    tracker = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: "true" }, logFile: trackerLog });
+    const startConsumer = (pubsub: boolean) =>
+      startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: String(pubsub) }, logFile: trackerLog });
+    tracker = await startConsumer(false);
     const server = await startServiceProcess({
       service: "tracker",
       env: { ...env, TRACKER_PORT: "0", TRACKER_CONSUME: "false", ...profileEnv },
@@ -399,71 +407,79 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     }
     extra.areaVehicles = specs.filter((s) => s.kind === "area").reduce((n, s) => n + s.ids.length, 0) / Math.max(1, areaCount);
     const watchToken = await mintWatchToken(keys, { all: true });
-    const grpcWatchers = spawnChild<WatchCommand, WatchEvent>("watch-worker.ts");
-    const redisWatchers = spawnChild<WatchCommand, WatchEvent>("watch-worker.ts");
-    cleanups.push(async () => {
-      grpcWatchers.proc.kill();
-      redisWatchers.proc.kill();
-    });
-    await Promise.all([grpcWatchers.next("hello", 10_000), redisWatchers.next("hello", 10_000)]);
-    say(`[${elapsed()}] opening ${fmt(o.watchers)} watches on the tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles, 0)} streaming vehicles each) and ${fmt(o.watchers)} Redis subscribers`);
-    grpcWatchers.send({ type: "init", mode: "grpc", url: server.url, token: watchToken, channelPrefix: "", connections: 8, watches: specs });
-    redisWatchers.send({ type: "init", mode: "redis", url: stack.redisUrl, token: "", channelPrefix: `${config.redisPrefix}pos:`, connections: 0, watches: specs });
-    const [gReady, rReady] = await Promise.all([grpcWatchers.next("ready", 120_000), redisWatchers.next("ready", 120_000)]);
-    say(`  tracker watches open ${gReady.open} (failed ${gReady.failed}${gReady.lastError ? `: ${gReady.lastError}` : ""}); Redis subscribers ${rReady.open} (failed ${rReady.failed})`);
 
-    say(`[${elapsed()}] steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
-    const pids = { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, "grpc watchers": grpcWatchers.proc.pid, "redis watchers": redisWatchers.proc.pid };
-    load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
-    await Bun.sleep(3000);
-    grpcWatchers.send({ type: "record" });
-    redisWatchers.send({ type: "record" });
-    const watchMeter = cpuMeter(pids, { rest: true });
-    // One line a second: how far the tracker's consumer is behind the stream.
-    let lastPoints = await pointsDone();
-    const ticker = setInterval(async () => {
-      try {
-        const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
-        const points = await pointsDone();
-        say(`  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`);
-        lastPoints = points;
-      } catch {
-        // a tick lost is fine
+    /**
+     * One fan-out under the steady load: its watchers open, a warm-up, the measured window, then
+     * they close. The two ways run one after the other on the same load, so that neither pays for
+     * the other's CPU on this 2-core machine.
+     */
+    const measureFanout = async (mode: "grpc" | "redis") => {
+      const watchers = spawnChild<WatchCommand, WatchEvent>("watch-worker.ts");
+      cleanups.push(async () => watchers.proc.kill());
+      await watchers.next("hello", 10_000);
+      if (mode === "grpc") {
+        say(`[${elapsed()}] gRPC watches: ${fmt(o.watchers)} on the watch-serving tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles ?? NaN, 0)} streaming vehicles each) over ${fmt(o.watchConnections)} HTTP/2 connections`);
+        watchers.send({ type: "init", mode, url: server.url, token: watchToken, channelPrefix: "", connections: o.watchConnections, watches: specs });
+      } else {
+        say(`[${elapsed()}] the seeds' way: ${fmt(o.watchers)} Redis subscribers (a connection each, a channel per vehicle), fed by the consuming tracker's script (TRACKER_REDIS_PUBSUB=true)`);
+        watchers.send({ type: "init", mode, url: stack.redisUrl, token: "", channelPrefix: `${config.redisPrefix}pos:`, connections: 0, watches: specs });
       }
-    }, 1000);
-    const steadied = await load.next("steadied", o.seconds * 1000 + 60_000).finally(() => clearInterval(ticker));
-    cpu.watch = watchMeter.stop();
-    grpcWatchers.send({ type: "report" });
-    redisWatchers.send({ type: "report" });
-    const [g, r] = await Promise.all([grpcWatchers.next("report", 30_000), redisWatchers.next("report", 30_000)]);
-    const gh = createHistogram();
-    gh.merge(g.histogram);
-    const rh = createHistogram();
-    rh.merge(r.histogram);
-    f.watch_p50_ms = gh.quantile(0.5);
-    f.watch_p99_ms = gh.quantile(0.99);
-    f.redis_pubsub_p99_ms = rh.quantile(0.99);
-    extra.redisP50 = rh.quantile(0.5);
-    extra.offered = steadied.sent / steadied.seconds;
-    extra.grpcEventsPerS = gh.count / o.seconds;
-    extra.redisEventsPerS = rh.count / o.seconds;
-    extra.ackP99 = (() => {
+      const ready = await watchers.next("ready", 120_000);
+      say(`  open ${ready.open} (failed ${ready.failed}${ready.lastError ? `: ${ready.lastError}` : ""})`);
+      say(`  steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
+      const pids = { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, watchers: watchers.proc.pid };
+      load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
+      await Bun.sleep(3000);
+      watchers.send({ type: "record" });
+      const meter = cpuMeter(pids, { rest: true });
+      // One line a second: how far the tracker's consumer is behind the stream.
+      let lastPoints = await pointsDone();
+      const ticker = setInterval(async () => {
+        try {
+          const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
+          const points = await pointsDone();
+          say(`  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`);
+          lastPoints = points;
+        } catch {
+          // a tick lost is fine
+        }
+      }, 1000);
+      const steadied = await load.next("steadied", o.seconds * 1000 + 60_000).finally(() => clearInterval(ticker));
+      cpu[`watch, ${mode}`] = meter.stop();
+      watchers.send({ type: "report" });
+      const report = await watchers.next("report", 30_000);
+      watchers.send({ type: "close" });
+      await watchers.next("closed", 10_000).catch(() => undefined);
+      watchers.proc.kill();
       const h = createHistogram();
-      h.merge(steadied.histogram);
-      return h.quantile(0.99);
-    })();
+      h.merge(report.histogram);
+      const ack = createHistogram();
+      ack.merge(steadied.histogram);
+      if (report.errors > 0) notes.push(`${report.errors} ${mode} watchers ended with an error (last: ${report.lastError})`);
+      return { h, eventsPerS: h.count / o.seconds, offered: steadied.sent / steadied.seconds, ackP99: ack.quantile(0.99) };
+    };
+
+    const g = await measureFanout("grpc");
+    f.watch_p50_ms = g.h.quantile(0.5);
+    f.watch_p99_ms = g.h.quantile(0.99);
+    extra.offered = g.offered;
+    extra.grpcEventsPerS = g.eventsPerS;
+    extra.ackP99 = g.ackP99;
     const serverMetrics = (await (await fetch(`${server.url}/metrics`)).text()).split("\n").filter((l) => /^(tracker_watch|tracker_live|rpc_calls_total.*Watch)/.test(l));
     say(`  watch-serving tracker: ${serverMetrics.map((l) => l.replace(/,?service="tracker"/, "")).join("; ")}`);
-    if (g.errors > 0) notes.push(`${g.errors} tracker watches ended with an error (last: ${g.lastError})`);
-    if (r.errors > 0) notes.push(`${r.errors} Redis subscribers failed (last: ${r.lastError})`);
-    say(
-      `  => offered ${fmt(extra.offered)} points/s; tracker watches: ${fmt(extra.grpcEventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms; ` +
-        `Redis Pub/Sub: ${fmt(extra.redisEventsPerS)} updates/s, p50 ${fmt(extra.redisP50, 2)} ms, p99 ${fmt(f.redis_pubsub_p99_ms, 2)} ms`,
-    );
-    grpcWatchers.send({ type: "close" });
-    redisWatchers.send({ type: "close" });
+    say(`  => offered ${fmt(g.offered)} points/s; ${fmt(g.eventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms (p99.9 ${fmt(g.h.quantile(0.999), 2)}); gateway ack p99 ${fmt(g.ackP99, 2)} ms`);
+
+    say(`[${elapsed()}] restarting the consuming tracker with TRACKER_REDIS_PUBSUB=true (its script also PUBLISHes each update)`);
+    await tracker.stop("SIGTERM", 5000);
+    tracker = await startConsumer(true);
+    const r = await measureFanout("redis");
+    f.redis_pubsub_p99_ms = r.h.quantile(0.99);
+    extra.redisP50 = r.h.quantile(0.5);
+    extra.redisEventsPerS = r.eventsPerS;
+    extra.redisOffered = r.offered;
+    say(`  => offered ${fmt(r.offered)} points/s; ${fmt(r.eventsPerS)} updates/s delivered, p50 ${fmt(extra.redisP50, 2)} ms, p99 ${fmt(f.redis_pubsub_p99_ms, 2)} ms; gateway ack p99 ${fmt(r.ackP99, 2)} ms`);
     load.send({ type: "close", timeoutMs: 5000 });
-    await Promise.all([grpcWatchers.next("closed", 10_000), redisWatchers.next("closed", 10_000), load.next("closed", 10_000)]).catch(() => undefined);
+    await load.next("closed", 10_000).catch(() => undefined);
     if (o.profile) {
       await server.stop("SIGTERM", 15_000);
       const file = readdirSync(profileDir).find((n) => n.endsWith(".cpuprofile"));
