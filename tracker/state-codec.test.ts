@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema, VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { decodeLive, decodeState, encodeLive, FIXED_BYTES, LiveKind, packPoint, toVehicleState } from "./state-codec";
+import { apiState, decodeLive, decodeState, encodeLive, FIXED_BYTES, LiveKind, packPoint, peekLive, toVehicleState } from "./state-codec";
 
 const p = (over = {}) =>
   create(PositionSchema, {
@@ -58,5 +58,33 @@ describe("state codec", () => {
     expect(v.online).toBe(false);
     expect(v.status).toBe(VehicleStatus.OFFLINE);
     expect(v.orderId).toBe("o-17");
+  });
+
+  test("peek - reads what decodeLive reads, from a message inside a larger buffer, ASCII or not; short input is a RangeError", () => {
+    for (const id of ["truck-7", "vé-1", "車両-🚚", ""]) {
+      const rec = packPoint(p({ vehicleId: id, lat: -89.5, lon: -179.25 }), 1);
+      rec.writeUInt32LE(0xfffffffe, 0);
+      const msg = encodeLive(LiveKind.Point, id, rec);
+      // As NATS hands a payload: a view into a bigger buffer, at an offset.
+      const big = new Uint8Array(msg.length + 20);
+      big.set(msg, 7);
+      const view = peekLive(big.subarray(7, 7 + msg.length));
+      const full = decodeLive(msg);
+      expect([view.kind, view.vehicleId, view.rev, view.lat, view.lon, view.status, view.online]).toEqual([
+        full.kind,
+        id,
+        0xfffffffe,
+        full.state.lat,
+        full.state.lon,
+        full.state.status,
+        full.state.online,
+      ]);
+      expect(view.state).toEqual(full.state);
+      expect(apiState(view)).toBe(apiState(view));
+      expect(apiState(view)).toEqual(toVehicleState(id, full.state));
+    }
+    expect(() => peekLive(new Uint8Array(2))).toThrow(RangeError);
+    expect(() => peekLive(Uint8Array.from([1, 200, 0, 65]))).toThrow(RangeError);
+    expect(() => peekLive(encodeLive(LiveKind.Point, "x", new Uint8Array(FIXED_BYTES - 1)))).toThrow(RangeError);
   });
 });

@@ -152,48 +152,74 @@ export function decodeLive(data: Uint8Array): LiveEvent {
   };
 }
 
+const u32 = (b: Uint8Array, at: number) => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+const i32 = (b: Uint8Array, at: number) => b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
+const utf8 = new TextDecoder();
+
 /**
  * A live event as a watch first sees it: what deciding "in view?" needs, read straight from the
  * bytes, and the full state decoded only when asked (most events an area watch receives fall
- * outside it; shared by every watch of the process that receives the same message).
+ * outside it). One view is shared by every watch of the process that receives the message.
+ *
+ * Fields are read from the message's bytes as they are: wrapping them in a Buffer first
+ * (`Buffer.from(data.buffer, …)`) made JavaScriptCore materialize the ArrayBuffer of every NATS
+ * message, a visible share of a watch server's profile.
  */
-export interface LiveView {
-  readonly kind: LiveKind;
-  readonly vehicleId: string;
+export class LiveView {
   readonly rev: number;
   readonly lat: number;
   readonly lon: number;
   readonly status: VehicleStatus;
   readonly online: boolean;
+  private decoded: StoredState | undefined;
+  /** The API message of this state, made once for every watch that sends it (apiState). */
+  api: VehicleState | undefined;
+
+  /** `bytes[at…]` is a state record (throws RangeError when it is shorter than the fixed part). */
+  constructor(
+    readonly kind: LiveKind,
+    readonly vehicleId: string,
+    private readonly bytes: Uint8Array,
+    private readonly at: number,
+  ) {
+    if (bytes.length - at < FIXED_BYTES) throw new RangeError(`state record of ${bytes.length - at} bytes is too short`);
+    this.rev = u32(bytes, at);
+    this.lat = i32(bytes, at + 24) / 1e7;
+    this.lon = i32(bytes, at + 28) / 1e7;
+    this.status = bytes[at + 38] as VehicleStatus;
+    this.online = (bytes[at + 39]! & ONLINE) !== 0;
+  }
+
   /** The full state, decoded on first use. */
-  readonly state: StoredState;
+  get state(): StoredState {
+    return (this.decoded ??= decodeState(this.at === 0 ? this.bytes : this.bytes.subarray(this.at)));
+  }
 }
 
-function viewOf(kind: LiveKind, vehicleId: string, record: Buffer, decoded?: StoredState): LiveView {
-  if (record.length < FIXED_BYTES) throw new RangeError(`state record of ${record.length} bytes is too short`);
-  let state = decoded;
-  return {
-    kind,
-    vehicleId,
-    rev: record.readUInt32LE(0),
-    lat: record.readInt32LE(24) / 1e7,
-    lon: record.readInt32LE(28) / 1e7,
-    status: record.readUInt8(38) as VehicleStatus,
-    online: (record.readUInt8(39) & ONLINE) !== 0,
-    get state() {
-      return (state ??= decodeState(record));
-    },
-  };
+/** The API message of a view's state, built once per view. */
+export function apiState(view: LiveView): VehicleState {
+  return (view.api ??= toVehicleState(view.vehicleId, view.state));
 }
 
 /** Reads a live message's header fields; the state is decoded lazily. Throws RangeError on short input. */
 export function peekLive(data: Uint8Array): LiveView {
-  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const idLen = b.readUInt16LE(1);
-  return viewOf(b[0] as LiveKind, b.toString("utf8", 3, 3 + idLen), b.subarray(3 + idLen));
+  if (data.length < 3) throw new RangeError(`live message of ${data.length} bytes is too short`);
+  const idLen = data[1]! | (data[2]! << 8);
+  const end = 3 + idLen;
+  if (end > data.length) throw new RangeError(`live message of ${data.length} bytes is shorter than its id`);
+  let id = "";
+  for (let i = 3; i < end; i++) {
+    const c = data[i]!;
+    if (c >= 0x80) {
+      id = utf8.decode(data.subarray(3, end));
+      break;
+    }
+    id += String.fromCharCode(c);
+  }
+  return new LiveView(data[0] as LiveKind, id, data, end);
 }
 
 /** A view of a state read from Redis (a snapshot). */
 export function viewOfRecord(vehicleId: string, record: Buffer): LiveView {
-  return viewOf(LiveKind.Point, vehicleId, record);
+  return new LiveView(LiveKind.Point, vehicleId, record, 0);
 }

@@ -65,6 +65,13 @@ export interface TrackerHandlers {
 const COUNTED = [VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE, VehicleStatus.OFFLINE];
 const SETTABLE = new Set([VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE]);
 const MAX_ID = 128;
+/**
+ * A watch waits (and its updates coalesce to the latest per vehicle) once this much is written and
+ * not yet taken by its client: ~60 updates. With the 64 KiB of other streams, a busy area watch
+ * held seconds of stale positions in the socket when its client fell behind.
+ */
+const WATCH_WRITE_HIGH_WATER = 8 * 1024;
+const watchOutput = { encode: encodeWatchResponse, writeHighWaterBytes: WATCH_WRITE_HIGH_WATER };
 
 /** Runs a store call; a Redis failure becomes UNAVAILABLE (retry), not INTERNAL. */
 async function fromStore<T>(what: string, call: () => Promise<T>): Promise<T> {
@@ -139,6 +146,9 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     }
   }
 
+  // Children per kind: a labelled inc() looks its series up by the label values every time.
+  const coalescedOf = { vehicles: coalesced.labels("vehicles"), area: coalesced.labels("area") };
+  const sentOf = { vehicles: eventsSent.labels("vehicles"), area: eventsSent.labels("area") };
   const watchOptions = (kind: "vehicles" | "area", claims: WatchClaims, minIntervalMs: number, ctx: HandlerContext) => ({
     hub,
     visible: (view: LiveView) => canSeeView(claims, view),
@@ -147,8 +157,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     maxLagMs: limits.watchMaxLagMs,
     signal: ctx.signal,
     log,
-    onCoalesced: () => coalesced.inc({ kind }),
-    onSent: (n: number) => eventsSent.inc({ kind }, n),
+    onCoalesced: () => coalescedOf[kind].inc(),
+    onSent: (n: number) => sentOf[kind].inc(n),
     onTooSlow: () => tooSlow.inc({ kind }),
   });
 
@@ -325,8 +335,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     service,
     nativeMethods: [
       ...nativeUnaryMethods(TrackerService, service),
-      nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx), encodeWatchResponse),
-      nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx), encodeWatchResponse),
+      nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx), watchOutput),
+      nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx), watchOutput),
     ],
     closeWatches() {
       for (const w of watches) w.fail(new ShuttingDownError("tracker is shutting down: watch again (another instance will answer)"));

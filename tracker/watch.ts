@@ -12,31 +12,23 @@
  * in view and unknown to the client → ENTER; known → MOVE; out of view and known → EXIT (OFFLINE
  * when the vehicle went offline); out of view and unknown → nothing.
  */
-import { create } from "@bufbuild/protobuf";
-import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
+import { EventKind, type VehicleEvent, type VehicleState } from "../gen/fleet/v1/tracker_pb";
 import type { Logger } from "../lib/log";
 import { TooSlowError } from "../lib/rpc";
-import type { VehicleState } from "../gen/fleet/v1/tracker_pb";
 import type { LiveHub } from "./live-hub";
-import { toVehicleState, type LiveView, type StoredState } from "./state-codec";
+import { apiState, toVehicleState, type LiveView } from "./state-codec";
 
 /**
- * One update reaches several watches of a process (a vehicle watch and the area watches around it,
- * twice when it changed cell): its API message is built once. Keyed by vehicle and rev (with the
- * fields an event may change besides); a few thousand recent ones are kept.
+ * A VehicleEvent message, written out rather than through protobuf-es's `create` (which walks the
+ * schema for every one of the thousands a second an area watch sends); TypeScript checks it has
+ * every field.
  */
-const stateCache = new Map<string, VehicleState>();
-const STATE_CACHE_SIZE = 4096;
-function cachedState(vehicleId: string, state: StoredState): VehicleState {
-  const key = `${vehicleId}\u0000${state.rev}\u0000${state.online ? 1 : 0}\u0000${state.status}\u0000${state.seq}`;
-  let v = stateCache.get(key);
-  if (!v) {
-    v = toVehicleState(vehicleId, state);
-    if (stateCache.size >= STATE_CACHE_SIZE) stateCache.delete(stateCache.keys().next().value!);
-    stateCache.set(key, v);
-  }
-  return v;
-}
+const vehicleEvent = (kind: EventKind, vehicle: VehicleState | undefined, coalesced: number): VehicleEvent => ({
+  $typeName: "fleet.v1.VehicleEvent",
+  kind,
+  vehicle,
+  coalesced,
+});
 
 /** What a watch is about: set by its kind (vehicles or area). */
 export interface WatchScope {
@@ -127,6 +119,9 @@ export class Watch {
     if (last !== undefined && !newer(view.rev, last)) return;
     this.o.scope.onEvent?.(view, this);
     const inView = (view.online || this.o.scope.keepOffline) && this.o.scope.inView(view) && this.o.visible(view);
+    // Most events an area watch receives are of vehicles passing by its cells, never shown and not
+    // pending: those have no rev here (known and pending vehicles always do), so nothing to do.
+    if (!inView && last === undefined) return;
     if (!inView && !this.known.has(id) && !this.pending.has(id)) {
       // Out of view and never shown: forget it (an area watch would otherwise remember every passer-by).
       this.lastRev.delete(id);
@@ -210,11 +205,11 @@ export class Watch {
         kind = p.view.online ? EventKind.EXIT : EventKind.OFFLINE;
         this.known.delete(id);
         this.lastRev.delete(id);
-        out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.view.state), coalesced: p.coalesced }));
+        out.push(vehicleEvent(kind, apiState(p.view), p.coalesced));
         continue;
       }
       this.pending.delete(id);
-      out.push(create(VehicleEventSchema, { kind, vehicle: cachedState(id, p.view.state), coalesced: p.coalesced }));
+      out.push(vehicleEvent(kind, apiState(p.view), p.coalesced));
     }
     if (this.timer) {
       clearTimeout(this.timer);
@@ -241,13 +236,13 @@ export class Watch {
         this.lastRev.set(vehicleId, view.rev);
         if (!(view.online || this.o.scope.keepOffline) || !this.o.scope.inView(view) || !this.o.visible(view)) continue;
         this.known.set(vehicleId, 0);
-        out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT, vehicle: toVehicleState(vehicleId, view.state) }));
+        out.push(vehicleEvent(EventKind.SNAPSHOT, toVehicleState(vehicleId, view.state), 0));
         if (out.length >= chunk) {
           yield* this.send(out);
           out = [];
         }
       }
-      out.push(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }));
+      out.push(vehicleEvent(EventKind.SNAPSHOT_END, undefined, 0));
       yield* this.send(out);
       const buffered = this.buffer ?? [];
       this.buffer = undefined;
