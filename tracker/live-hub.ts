@@ -17,7 +17,8 @@ export interface LiveHub {
   readonly size: number;
 }
 
-export function createLiveHub(nc: NatsConnection, log: Logger): LiveHub {
+/** `onMessage` sees each message once, before its listeners (the fan-out delay metric). */
+export function createLiveHub(nc: NatsConnection, log: Logger, onMessage?: (view: LiveView) => void): LiveHub {
   const entries = new Map<string, { sub: Subscription; listeners: Set<LiveListener> }>();
   return {
     get size() {
@@ -37,6 +38,7 @@ export function createLiveHub(nc: NatsConnection, log: Logger): LiveHub {
               log.warn("undecodable live event ignored", { subject: msg.subject, err: e });
               return;
             }
+            onMessage?.(view);
             for (const l of listeners) l(view);
           },
         });

@@ -155,6 +155,8 @@ export function decodeLive(data: Uint8Array): LiveEvent {
 const u32 = (b: Uint8Array, at: number) => (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
 const i32 = (b: Uint8Array, at: number) => b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24);
 const utf8 = new TextDecoder();
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
 
 /**
  * A live event as a watch first sees it: what deciding "in view?" needs, read straight from the
@@ -188,6 +190,12 @@ export class LiveView {
     this.lon = i32(bytes, at + 28) / 1e7;
     this.status = bytes[at + 38] as VehicleStatus;
     this.online = (bytes[at + 39]! & ONLINE) !== 0;
+  }
+
+  /** When the tracker that consumed the point took it (ms since the epoch), without decoding the rest. */
+  get lastSeenMs(): number {
+    for (let i = 0; i < 8; i++) f64Bytes[i] = this.bytes[this.at + 16 + i]!;
+    return f64[0]!;
   }
 
   /** The full state, decoded on first use. */

@@ -21,7 +21,7 @@ import {
 import type { WatchClaims } from "../lib/auth";
 import { nativeServerStream, nativeUnaryMethods, type NativeMethod } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
-import { Counter, Gauge, type Registry } from "../lib/metrics";
+import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
@@ -108,7 +108,16 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
   const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
   const watches = new Set<Watch>();
-  const hub = createLiveHub(nc, log);
+  const liveDelay = new Histogram({
+    name: "tracker_live_delay_seconds",
+    help: "from the gateway receiving a point (its last-seen time) to this process receiving its live event: how far the pipeline up to the watches runs behind",
+    buckets: latencyBuckets,
+    registers: [registry],
+  });
+  const hub = createLiveHub(nc, log, (view) => {
+    // Status changes and the sweep carry the vehicle's last point's time, not news of their own.
+    if (view.kind === LiveKind.Point) liveDelay.observe(Math.max(0, Date.now() - view.lastSeenMs) / 1000);
+  });
   new Gauge({
     name: "tracker_live_subscriptions",
     help: "NATS live subjects this process subscribes to (shared by its watches)",
