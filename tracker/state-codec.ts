@@ -176,6 +176,8 @@ export class LiveView {
   private decoded: StoredState | undefined;
   /** The API message of this state, made once for every watch that sends it (apiState). */
   api: VehicleState | undefined;
+  /** Its protobuf bytes, written once for every watch that sends it (watch-encoder.ts). */
+  wire: Uint8Array | undefined;
 
   /** `bytes[at…]` is a state record (throws RangeError when it is shorter than the fixed part). */
   constructor(

@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EventKind, VehicleEventSchema, WatchAreaResponseSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
-import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { toVehicleState, type StoredState } from "./state-codec";
-import { encodeWatchResponse } from "./watch-encoder";
+import { PositionSchema, VehicleStatus } from "../gen/fleet/v1/position_pb";
+import { VehicleStateSchema } from "../gen/fleet/v1/tracker_pb";
+import { encodeLive, LiveKind, packPoint, peekLive, toVehicleState, type StoredState } from "./state-codec";
+import { encodeVehicleState, encodeWatchResponse, liveEvent } from "./watch-encoder";
 
 const state = (over: Partial<StoredState> = {}): StoredState => ({
   rev: 7,
@@ -44,6 +45,34 @@ describe("watch encoder", () => {
       // A second response with the same state objects uses the cached bytes: still the same.
       expect(encodeWatchResponse(area)).toEqual(toBinary(WatchAreaResponseSchema, area));
       expect(fromBinary(WatchAreaResponseSchema, encodeWatchResponse(area)).events.map((e) => e.kind)).toEqual(events.map((e) => e.kind));
+    }
+  });
+
+  const odd: StoredState[] = [
+    state(),
+    state({ online: false, orderId: "", fleetId: "", speed: 0, heading: 0, accuracy: 0, lat: 0, lon: 0, seq: 0 }),
+    state({ recordedAtMs: 0, lastSeenMs: 999, status: VehicleStatus.UNSPECIFIED }),
+    state({ seq: 4_294_967_295, recordedAtMs: 8_640_000_000_000_000, lastSeenMs: 1000, lat: -90, lon: 180, speed: 655.35, heading: 655.35, accuracy: 6553.5 }),
+    state({ fleetId: "flotte-ü-€-🚚", orderId: "o".repeat(300) }),
+  ];
+
+  test("encoder - a stored state is written as toBinary writes toVehicleState's message", () => {
+    for (const s of odd) {
+      for (const id of ["truck-9", "", "fahrzeug-ü-€-🚚", "x".repeat(128)]) {
+        expect(encodeVehicleState(id, s)).toEqual(toBinary(VehicleStateSchema, toVehicleState(id, s)));
+      }
+    }
+  });
+
+  test("encoder - events of live views encode from the record, and read as messages where connect reads them", () => {
+    for (const s of odd) {
+      const rec = packPoint(create(PositionSchema, { vehicleId: "v-1", seq: s.seq, lat: s.lat, lon: s.lon, fleetId: s.fleetId, orderId: s.orderId, status: s.status }), s.lastSeenMs);
+      const view = peekLive(encodeLive(LiveKind.Point, "v-1", rec));
+      const events = [liveEvent(EventKind.ENTER, view, 0), liveEvent(EventKind.MOVE, view, 7), create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })];
+      const area = create(WatchAreaResponseSchema, { events });
+      // toBinary reads each event's `vehicle` (the message made from the view); the encoder writes the record.
+      expect(encodeWatchResponse(area)).toEqual(toBinary(WatchAreaResponseSchema, area));
+      expect(events[0]!.vehicle).toEqual(toVehicleState("v-1", view.state));
     }
   });
 });

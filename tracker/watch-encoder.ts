@@ -2,22 +2,92 @@
  * The bytes of a watch response (WatchVehiclesResponse and WatchAreaResponse share one shape:
  * `repeated VehicleEvent events = 1`), written by hand for the native gRPC path.
  *
- * Why: one update reaches every watch around the vehicle, and protobuf-es's reflective `toBinary`
- * of each response was the largest cost of serving area watches. Here a VehicleState is encoded
- * once per process (the watches share its object, see watch.ts) and each response is a few tags
- * around those bytes. The output is exactly what `toBinary` writes (watch-encoder.test.ts).
+ * Why: one update reaches every watch around the vehicle, and protobuf-es's reflective `create`
+ * and `toBinary` of each state and response were a large share of a busy watch server's profile.
+ * Here the state of a live event is written once per process straight from its stored record
+ * (`liveEvent` events carry their LiveView; the message object is built only if something reads
+ * `vehicle`, as connect's Connect and gRPC-Web paths do), and each response is a few tags around
+ * those bytes. The output is exactly what `toBinary` writes (watch-encoder.test.ts).
  */
 import { toBinary } from "@bufbuild/protobuf";
-import { VehicleStateSchema, type VehicleEvent, type VehicleState } from "../gen/fleet/v1/tracker_pb";
+import { EventKind, VehicleStateSchema, type VehicleEvent, type VehicleState } from "../gen/fleet/v1/tracker_pb";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import { ProtoWriter } from "../lib/proto-writer";
 import { varintSize, writeVarint } from "../lib/varint";
+import { apiState, type LiveView, type StoredState } from "./state-codec";
+
+const VIEW = Symbol("live view of the event");
+type LiveEvent = VehicleEvent & { [VIEW]?: LiveView };
+
+/** A VehicleEvent of a live view: `vehicle` is made from the view when first read. */
+export function liveEvent(kind: EventKind, view: LiveView, coalesced: number): VehicleEvent {
+  return {
+    $typeName: "fleet.v1.VehicleEvent",
+    kind,
+    get vehicle(): VehicleState {
+      return apiState(view);
+    },
+    coalesced,
+    [VIEW]: view,
+  } as LiveEvent;
+}
+
+const position = new ProtoWriter();
+const state = new ProtoWriter();
+
+/** `toBinary(VehicleStateSchema, toVehicleState(vehicleId, s))`, written directly. */
+export function encodeVehicleState(vehicleId: string, s: StoredState): Uint8Array {
+  const status = s.online ? s.status : VehicleStatus.OFFLINE;
+  const p = position;
+  p.pos = 0;
+  p.string(0x0a, vehicleId);
+  p.ensure(96);
+  if (s.seq !== 0) {
+    p.byte(0x10);
+    p.varint(s.seq);
+  }
+  p.timestampMs(0x1a, s.recordedAtMs);
+  p.double(0x21, s.lat);
+  p.double(0x29, s.lon);
+  p.float(0x35, s.speed);
+  p.float(0x3d, s.heading);
+  p.float(0x45, s.accuracy);
+  p.string(0x4a, s.orderId);
+  p.ensure(16);
+  if (status !== 0) {
+    p.byte(0x50);
+    p.varint(status);
+  }
+  p.string(0x5a, s.fleetId);
+  const o = state;
+  o.pos = 0;
+  o.message(0x0a, p);
+  o.ensure(16);
+  if (status !== 0) {
+    o.byte(0x10);
+    o.varint(status);
+  }
+  o.string(0x1a, s.orderId);
+  o.timestampMs(0x22, s.lastSeenMs);
+  if (s.online) {
+    o.ensure(2);
+    o.byte(0x28);
+    o.byte(1);
+  }
+  return o.bytes();
+}
 
 const stateBytes = new WeakMap<VehicleState, Uint8Array>();
 
-function encodedState(state: VehicleState): Uint8Array {
-  let bytes = stateBytes.get(state);
+function encodedState(e: VehicleEvent): Uint8Array | undefined {
+  const view = (e as LiveEvent)[VIEW];
+  if (view) return (view.wire ??= encodeVehicleState(view.vehicleId, view.state));
+  const vehicle = e.vehicle;
+  if (!vehicle) return undefined;
+  let bytes = stateBytes.get(vehicle);
   if (!bytes) {
-    bytes = toBinary(VehicleStateSchema, state);
-    stateBytes.set(state, bytes);
+    bytes = toBinary(VehicleStateSchema, vehicle);
+    stateBytes.set(vehicle, bytes);
   }
   return bytes;
 }
@@ -39,7 +109,7 @@ export function encodeWatchResponse(response: { events: VehicleEvent[] }): Uint8
   let total = 0;
   for (let i = 0; i < events.length; i++) {
     const e = events[i]!;
-    const state = e.vehicle ? encodedState(e.vehicle) : undefined;
+    const state = encodedState(e);
     const size = eventSize(e, state);
     states[i] = state;
     sizes[i] = size;

@@ -12,23 +12,15 @@
  * in view and unknown to the client → ENTER; known → MOVE; out of view and known → EXIT (OFFLINE
  * when the vehicle went offline); out of view and unknown → nothing.
  */
-import { EventKind, type VehicleEvent, type VehicleState } from "../gen/fleet/v1/tracker_pb";
+import { create } from "@bufbuild/protobuf";
+import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
 import type { Logger } from "../lib/log";
 import { TooSlowError } from "../lib/rpc";
 import type { LiveHub } from "./live-hub";
-import { apiState, toVehicleState, type LiveView } from "./state-codec";
+import type { LiveView } from "./state-codec";
+import { liveEvent } from "./watch-encoder";
 
-/**
- * A VehicleEvent message, written out rather than through protobuf-es's `create` (which walks the
- * schema for every one of the thousands a second an area watch sends); TypeScript checks it has
- * every field.
- */
-const vehicleEvent = (kind: EventKind, vehicle: VehicleState | undefined, coalesced: number): VehicleEvent => ({
-  $typeName: "fleet.v1.VehicleEvent",
-  kind,
-  vehicle,
-  coalesced,
-});
+const SNAPSHOT_END: VehicleEvent = Object.freeze(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }));
 
 /** What a watch is about: set by its kind (vehicles or area). */
 export interface WatchScope {
@@ -205,11 +197,11 @@ export class Watch {
         kind = p.view.online ? EventKind.EXIT : EventKind.OFFLINE;
         this.known.delete(id);
         this.lastRev.delete(id);
-        out.push(vehicleEvent(kind, apiState(p.view), p.coalesced));
+        out.push(liveEvent(kind, p.view, p.coalesced));
         continue;
       }
       this.pending.delete(id);
-      out.push(vehicleEvent(kind, apiState(p.view), p.coalesced));
+      out.push(liveEvent(kind, p.view, p.coalesced));
     }
     if (this.timer) {
       clearTimeout(this.timer);
@@ -236,13 +228,13 @@ export class Watch {
         this.lastRev.set(vehicleId, view.rev);
         if (!(view.online || this.o.scope.keepOffline) || !this.o.scope.inView(view) || !this.o.visible(view)) continue;
         this.known.set(vehicleId, 0);
-        out.push(vehicleEvent(EventKind.SNAPSHOT, toVehicleState(vehicleId, view.state), 0));
+        out.push(liveEvent(EventKind.SNAPSHOT, view, 0));
         if (out.length >= chunk) {
           yield* this.send(out);
           out = [];
         }
       }
-      out.push(vehicleEvent(EventKind.SNAPSHOT_END, undefined, 0));
+      out.push(SNAPSHOT_END);
       yield* this.send(out);
       const buffered = this.buffer ?? [];
       this.buffer = undefined;
