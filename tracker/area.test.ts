@@ -37,6 +37,24 @@ describe("area", () => {
     expect(refusal(() => toRegion(circle(52, Number.POSITIVE_INFINITY, 10), MAX))).toContain("finite");
   });
 
+  test("circle - the bounding-box shortcut agrees with the distance everywhere, edges, poles and the antimeridian included", () => {
+    let h = 12345;
+    const rnd = () => ((h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) ^ Math.imul(h, 0x297a2d39)) >>> 0) / 4294967296;
+    for (const [lat, lon, r] of [[48.85, 2.35, 1000], [-33.9, 151.2, 50], [0, 179.999, 2000], [89.95, 10, 5000], [-89.99, -170, 300], [60, -0.0001, 150_000]] as const) {
+      const region = toRegion(circle(lat, lon, r), MAX);
+      for (let i = 0; i < 20_000; i++) {
+        // Points out to 1.5 radii, half of them within 1% of the edge.
+        const angle = rnd() * 2 * Math.PI;
+        const f = i % 2 ? 0.99 + rnd() * 0.02 : rnd() * 1.5;
+        const dLat = ((f * r) / 111_195) * Math.sin(angle);
+        const dLon = ((f * r) / (111_195 * Math.max(1e-3, Math.cos((lat * Math.PI) / 180)))) * Math.cos(angle);
+        const la = Math.max(-90, Math.min(90, lat + dLat));
+        const lo = ((lon + dLon + 540) % 360) - 180;
+        if (region.contains(la, lo) !== distanceM(lat, lon, la, lo) <= r) throw new Error(`disagree at ${la},${lo} for circle ${lat},${lon},${r}`);
+      }
+    }
+  });
+
   test("box - inverted, empty, out-of-range and too large boxes are refused with a reason", () => {
     const r = toRegion(box(52.4, 13.3, 52.6, 13.5), MAX);
     expect(r.contains(52.5, 13.4)).toBe(true);

@@ -56,13 +56,21 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
     const dLat = (radiusM / EARTH_RADIUS_M) * (180 / Math.PI);
     const cosLat = Math.cos(rad(Math.min(89.9, Math.abs(lat) + dLat)));
     const dLon = Math.min(180, dLat / Math.max(cosLat, 1e-6));
+    const bounds = { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) };
+    const haversine = (la: number, lo: number) => distanceM(lat, lon, la, lo) <= radiusM;
+    // An area watch is handed every vehicle of the cells around it, most of them outside the
+    // circle: the bounding box turns those away before the trigonometry. Only where the box is
+    // exact (away from the poles and the antimeridian), with a centimetre to spare.
+    const boxed = Math.abs(lat) + dLat < 89.9 && lon - dLon > -180 && lon + dLon < 180;
+    const m = 1e-7;
+    const [minLat, maxLat, minLon, maxLon] = [bounds.minLat - m, bounds.maxLat + m, bounds.minLon - m, bounds.maxLon + m];
     return {
       kind: "circle",
       lat,
       lon,
       radiusM,
-      bounds: { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) },
-      contains: (la, lo) => distanceM(lat, lon, la, lo) <= radiusM,
+      bounds,
+      contains: boxed ? (la, lo) => la >= minLat && la <= maxLat && lo >= minLon && lo <= maxLon && haversine(la, lo) : haversine,
     };
   }
   const { minLat, minLon, maxLat, maxLon } = shape.value;
