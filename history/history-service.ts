@@ -13,7 +13,7 @@ import type { Sql } from "../lib/pg";
 import { claimsOf, InvalidRequestError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";
 import type { AreaFilter, PositionReader, StoredPoint } from "./read-positions";
-import { simplifyIndexes } from "./simplify";
+import { simplifyColumns } from "./simplify";
 
 export interface HistoryLimits {
   /** Longest GetTrack/GetStats range, ms. */
@@ -126,9 +126,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
       if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
       const budget = req.maxPoints || limits.trackDefaultPoints;
-      const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) =>
-        simplifyIndexes(light.map((p) => ({ lat: p.lat, lon: p.lon, t: p.us / 1000, speed: p.speed, heading: p.heading })), budget),
-      );
+      const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) => simplifyColumns(light, budget));
       return create(HistoryService.method.getTrack.output, { points: points.map(toPosition), totalPoints: BigInt(total) });
     },
 

@@ -8,7 +8,7 @@ import type { Access } from "./access";
 import { parquetSource, sqlString } from "../lib/archive-duckdb";
 import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
 import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
-import type { Sql } from "../lib/pg";
+import { binaryCopySingleValue, copyOutToBuffer, type Sql } from "../lib/pg";
 
 export interface StoredPoint {
   vehicleId: string;
@@ -129,16 +129,28 @@ function mergeUnique(a: StoredPoint[], b: StoredPoint[]): StoredPoint[] {
   return out;
 }
 
-/** The few columns simplification needs, for every point of a track. */
-interface LightPoint {
-  us: number;
-  lat: number;
-  lon: number;
-  speed: number;
-  heading: number;
-  /** The full point when it came from the archive; undefined for PostgreSQL (fetched once kept). */
-  full?: StoredPoint;
+/**
+ * The few columns simplification needs, for every point of a track, as columns (index i = the i-th
+ * point in time): a vehicle-day is 86,400 points, and as many objects cost more than reading them.
+ */
+export interface LightTrack {
+  readonly length: number;
+  /** recorded_at, µs since the epoch */
+  readonly us: Float64Array;
+  readonly lat: Float64Array;
+  readonly lon: Float64Array;
+  readonly speed: Float32Array;
+  readonly heading: Float32Array;
+  /** The full point where it came from the archive; undefined for PostgreSQL (fetched once kept). */
+  readonly full: (StoredPoint | undefined)[];
 }
+
+function lightTrack(n: number): LightTrack {
+  return { length: n, us: new Float64Array(n), lat: new Float64Array(n), lon: new Float64Array(n), speed: new Float32Array(n), heading: new Float32Array(n), full: [] };
+}
+
+/** Bytes of one packed light point: timestamptz_send, float8send ×2, float4send ×2 (big-endian). */
+const LIGHT_BYTES = 32;
 
 /** Time slices a long GetTrack range is read in, at once. */
 const TRACK_SLICES = 4;
@@ -149,17 +161,33 @@ const PG_EPOCH_US = 946_684_800_000_000;
 export interface PositionReader {
   /**
    * One vehicle's points in [from, to), reduced by `keep` (indexes of the points to keep, given the
-   * light points). PostgreSQL sends the light columns packed in one bytea (text output of 86,400 rows
-   * was most of a vehicle-day's time), then the full rows of the kept points only.
+   * light points). PostgreSQL sends the light columns packed in one bytea per time slice through a
+   * binary COPY (text output of 86,400 rows was most of a vehicle-day's time, and a bytea in a text
+   * result travels as hex), then the full rows of the kept points only.
    */
   track(
     f: PointFilter & { vehicleId: string },
     fromUs: number,
     toUs: number,
-    keep: (points: readonly LightPoint[]) => number[],
+    keep: (track: LightTrack) => number[],
   ): Promise<{ points: StoredPoint[]; total: number }>;
   /** Every visible point in [from, to), time order, one day at a time, hot days read in chunks. */
   stream(filter: PointFilter, fromUs: number, toUs: number, signal?: AbortSignal): AsyncGenerator<StoredPoint[]>;
+}
+
+/** The track's points sorted by time (a stable sort: equal times keep their order). */
+function inTimeOrder(t: LightTrack): LightTrack {
+  const order = Array.from({ length: t.length }, (_, i) => i).sort((a, b) => t.us[a]! - t.us[b]! || a - b);
+  const out = lightTrack(t.length);
+  order.forEach((from, i) => {
+    out.us[i] = t.us[from]!;
+    out.lat[i] = t.lat[from]!;
+    out.lon[i] = t.lon[from]!;
+    out.speed[i] = t.speed[from]!;
+    out.heading[i] = t.heading[from]!;
+    out.full[i] = t.full[from];
+  });
+  return out;
 }
 
 export function createPositionReader({ sql, archive }: PositionReaderOptions): PositionReader {
@@ -189,43 +217,68 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
       // Long ranges are read in slices at once: packing is PostgreSQL's work, one core per query.
       const slices = Math.max(1, Math.min(TRACK_SLICES, Math.ceil((toUs - fromUs) / (6 * 3600e6))));
       const bounds = Array.from({ length: slices + 1 }, (_, i) => Math.round(fromUs + ((toUs - fromUs) * i) / slices));
+      // Packed in a sorted subquery rather than with string_agg(… ORDER BY): PostgreSQL 15 sorts an
+      // aggregate's input again even when the index gives it in order (86,400 rows spilled to a
+      // temporary file). The order is checked below, so nothing rests on the subquery's.
       const [packed, cold] = await Promise.all([
         Promise.all(
           bounds.slice(0, -1).map((a, i) =>
-            sql.unsafe(
-              `SELECT string_agg(timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading), ''::bytea ORDER BY recorded_at) AS b
-               FROM positions WHERE ${conditions(f, a, bounds[i + 1]!, "pg")}`,
-            ),
+            copyOutToBuffer(
+              sql,
+              `COPY (SELECT string_agg(p, ''::bytea) FROM (
+                 SELECT timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading) AS p
+                 FROM positions WHERE ${conditions(f, a, bounds[i + 1]!, "pg")} ORDER BY recorded_at) s) TO STDOUT (FORMAT binary)`,
+            ).then(binaryCopySingleValue),
           ),
         ),
         fromArchive(archived, f, fromUs, toUs),
       ]);
-      const hot: LightPoint[] = [];
-      for (const b of packed.map((r) => r[0]?.b as Buffer | null)) {
+      const hotN = packed.reduce((n, b) => n + (b ? b.byteLength / LIGHT_BYTES : 0), 0);
+      let all = lightTrack(hotN);
+      let sorted = true;
+      let k = 0;
+      for (const b of packed) {
         if (!b) continue;
         const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-        for (let o = 0; o + 32 <= b.byteLength; o += 32) {
-          hot.push({
-            us: Number(dv.getBigInt64(o)) + PG_EPOCH_US,
-            lat: dv.getFloat64(o + 8),
-            lon: dv.getFloat64(o + 16),
-            speed: dv.getFloat32(o + 24),
-            heading: dv.getFloat32(o + 28),
-          });
+        for (let o = 0; o + LIGHT_BYTES <= b.byteLength; o += LIGHT_BYTES, k++) {
+          all.us[k] = Number(dv.getBigInt64(o)) + PG_EPOCH_US;
+          all.lat[k] = dv.getFloat64(o + 8);
+          all.lon[k] = dv.getFloat64(o + 16);
+          all.speed[k] = dv.getFloat32(o + 24);
+          all.heading[k] = dv.getFloat32(o + 28);
+          if (k > 0 && all.us[k]! < all.us[k - 1]!) sorted = false;
         }
       }
-      let all: LightPoint[] = hot;
       if (cold.length) {
-        const seen = new Set(hot.map((p) => p.us));
-        all = hot.concat(cold.filter((p) => !seen.has(p.us)).map((p) => ({ us: p.us, lat: p.lat, lon: p.lon, speed: p.speed, heading: p.heading, full: p })));
-        all.sort((x, y) => x.us - y.us);
+        const seen = new Set(all.us);
+        const extra = cold.filter((p) => !seen.has(p.us));
+        const merged = lightTrack(hotN + extra.length);
+        merged.us.set(all.us);
+        merged.lat.set(all.lat);
+        merged.lon.set(all.lon);
+        merged.speed.set(all.speed);
+        merged.heading.set(all.heading);
+        extra.forEach((p, j) => {
+          const i = hotN + j;
+          merged.us[i] = p.us;
+          merged.lat[i] = p.lat;
+          merged.lon[i] = p.lon;
+          merged.speed[i] = p.speed;
+          merged.heading[i] = p.heading;
+          merged.full[i] = p;
+        });
+        all = merged;
+        sorted = false;
       }
-      const kept = keep(all).map((i) => all[i]!);
-      const wanted = kept.filter((p) => !p.full).map((p) => new Date(p.us / 1000).toISOString().replace("Z", "") + String(p.us % 1000).padStart(3, "0") + "Z");
+      if (!sorted) all = inTimeOrder(all);
+      const kept = keep(all);
+      const iso = (us: number) => new Date(Math.floor(us / 1000)).toISOString().replace("Z", "") + String(us % 1000).padStart(3, "0") + "Z";
+      const wanted = kept.filter((i) => !all.full[i]).map((i) => iso(all.us[i]!));
       const full = new Map<number, StoredPoint>();
       if (wanted.length) {
         const rows = await sql.unsafe(
-          `SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} AND recorded_at = ANY($1::timestamptz[]) ORDER BY recorded_at`,
+          `SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")}
+             AND recorded_at = ANY($1::timestamptz[]) ORDER BY recorded_at`,
           [wanted],
         ).values();
         for (const r of rows) {
@@ -233,7 +286,7 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
           full.set(p.us, p);
         }
       }
-      const points = kept.map((p) => p.full ?? full.get(p.us)).filter((p): p is StoredPoint => p !== undefined);
+      const points = kept.map((i) => all.full[i] ?? full.get(all.us[i]!)).filter((p): p is StoredPoint => p !== undefined);
       return { points, total: all.length };
     },
     async *stream(f, fromUs, toUs, signal) {

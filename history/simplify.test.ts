@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { simplifyIndexes, type TrackPoint } from "./simplify";
+import { simplifyColumns, simplifyIndexes, type TrackPoint } from "./simplify";
 
 const drive = (n: number, f: (i: number) => Partial<TrackPoint>): TrackPoint[] =>
   Array.from({ length: n }, (_, i) => ({ lat: 52.5, lon: 13.4 + i * 1e-4, t: i * 1000, speed: 10, heading: 90, ...f(i) }));
@@ -41,4 +41,16 @@ test("simplify - the error left after simplifying a curve is small", () => {
   const idx = simplifyIndexes(circle, 200);
   expect(idx.length).toBeLessThanOrEqual(200);
   expect(idx.length).toBeGreaterThan(20);
+});
+
+test("simplify - columns (typed arrays) keep the same points as objects", () => {
+  const pts = drive(5000, (i) => ({ lat: 52.5 + 0.01 * Math.sin(i / 300), lon: 13.4 + i * 1e-5, speed: (i / 400) % 3 < 1 ? 0 : 9, heading: (i * 3) % 360 }));
+  const cols = {
+    length: pts.length,
+    lat: Float64Array.from(pts, (p) => p.lat),
+    lon: Float64Array.from(pts, (p) => p.lon),
+    speed: Float32Array.from(pts, (p) => p.speed),
+    heading: Float32Array.from(pts, (p) => p.heading),
+  };
+  for (const budget of [10, 300, 5000]) expect(simplifyColumns(cols, budget)).toEqual(simplifyIndexes(pts, budget));
 });

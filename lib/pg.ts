@@ -114,3 +114,38 @@ export function isClosedSocketWrite(err: unknown): err is Error {
     /nextWrite/.test(err.stack ?? "")
   );
 }
+
+/**
+ * Runs `COPY (query) TO STDOUT …` and resolves with everything it sent. Read in flowing mode and
+ * resumed once at the end, as the archiver's export learnt: postgres.js pauses its socket when a
+ * COPY stream's buffer fills, and a pause on the last chunks left the connection deaf to the next
+ * query's answer.
+ */
+export async function copyOutToBuffer(sql: Sql, copy: string): Promise<Buffer> {
+  const readable = await sql.unsafe(copy).readable();
+  const chunks: Buffer[] = [];
+  await new Promise<void>((resolve, reject) => {
+    readable.on("data", (chunk: Buffer) => chunks.push(chunk));
+    readable.once("end", () => resolve());
+    readable.once("error", reject);
+  });
+  (readable as unknown as { _read?: () => void })._read?.();
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/**
+ * The single field of a one-row, one-column `COPY … (FORMAT binary)`: the raw bytes of the value,
+ * or null for SQL NULL (or no row). Binary COPY sends a bytea as it is, where a query's text result
+ * would double it in hex that both sides then encode and decode.
+ */
+export function binaryCopySingleValue(buf: Buffer): Buffer | null {
+  // Header: 11-byte signature, int32 flags, int32 extension length, the extension.
+  if (buf.length < 19 || buf.toString("latin1", 0, 11) !== "PGCOPY\n\xff\r\n\0") throw new Error("not a binary COPY stream");
+  let o = 19 + buf.readInt32BE(15);
+  const fields = buf.readInt16BE(o);
+  if (fields === -1) return null;
+  if (fields !== 1) throw new Error(`binary COPY row has ${fields} fields, expected 1`);
+  const len = buf.readInt32BE(o + 2);
+  o += 6;
+  return len < 0 ? null : buf.subarray(o, o + len);
+}

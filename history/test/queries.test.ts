@@ -28,7 +28,11 @@ beforeAll(async () => {
   }
   for (let i = 0; i < pts.length; i += 1000) await fx.publish(pts.slice(i, i + 1000));
   await fx.publish([pointAt("q2", T0, 1, { fleetId: "fleet-b", orderId: "o-9", lat: 52.5, lon: 13.4 })]);
-  await eventually(async () => (await countRows(fx.sql, "q%")) === 7501, "all q rows");
+  // q3: a day at one point a minute, published newest first, so that PostgreSQL stores it out of time order;
+  // a day is read in four slices at once, and points fall exactly on the slices' bounds (every 6 h).
+  const day = Array.from({ length: 1440 }, (_, i) => pointAt("q3", T0 + i * 60_000, i + 1, { orderId: `o-${i % 3}`, speed: 10 + (i % 5), heading: (i * 7) % 360 }));
+  for (let i = day.length; i > 0; i -= 200) await fx.publish(day.slice(Math.max(0, i - 200), i));
+  await eventually(async () => (await countRows(fx.sql, "q%")) === 7501 + 1440, "all q rows");
 }, 60_000);
 afterAll(async () => {
   await fx?.close();
@@ -50,6 +54,20 @@ test("track - simplified to the budget, keeping the turn and the stop", async ()
   expect(times).toContain(3601_000); // stops
   expect(times).toContain(3901_000); // drives on (the turn)
   expect(times).toEqual([...times].sort((a, b) => a - b));
+});
+
+test("track - a day read in time slices has every point once, in time order, with all its fields", async () => {
+  const r = await client.getTrack({ vehicleId: "q3", from: ts(T0), to: ts(T0 + 86_400_000), maxPoints: 2000 }, all);
+  expect(r.totalPoints).toBe(1440n);
+  expect(r.points.map((p) => p.seq)).toEqual(Array.from({ length: 1440 }, (_, i) => i + 1));
+  expect(r.points.map((p) => Number(p.recordedAt!.seconds) * 1000 - T0)).toEqual(Array.from({ length: 1440 }, (_, i) => i * 60_000));
+  const p = r.points[721]!;
+  expect([p.orderId, p.fleetId, p.speed, p.heading, p.lat]).toEqual(["o-1", "fleet-a", 11, (721 * 7) % 360, 52.52 + 722 * 1e-4]);
+  // The same day simplified: first and last kept, within the budget.
+  const s = await client.getTrack({ vehicleId: "q3", from: ts(T0), to: ts(T0 + 86_400_000), maxPoints: 50 }, all);
+  expect(s.totalPoints).toBe(1440n);
+  expect(s.points.length).toBeLessThanOrEqual(50);
+  expect([s.points[0]!.seq, s.points.at(-1)!.seq]).toEqual([1, 1440]);
 });
 
 test("track - from after to, and a range over the limit, are INVALID_ARGUMENT with the reason", async () => {
