@@ -3,8 +3,9 @@
 -- KEYS[1] GEO set. ARGV[1] prefix of the state buckets, ARGV[2] lon, ARGV[3] lat (clamped for
 -- GEOSEARCH), ARGV[4] radius in metres, ARGV[5] how many matches are wanted (0: all), ARGV[6] status
 -- mask (bit s set: status s matches; 0: any).
--- Returns {more, id, distance, record, id, distance, record, ...}; more = 1 when the search stopped at
--- `wanted` and more candidates may exist.
+-- Returns {more, id, record, id, record, ...}, nearest first; more = 1 when the search stopped at
+-- `wanted` and more candidates may exist. Distances are the caller's to compute: WITHDIST made
+-- Redis build a table per candidate for this script, most of them turned away by status.
 local geo = KEYS[1]
 local prefix, lon, lat, radius = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local wanted, mask = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -32,18 +33,17 @@ local count = wanted * ((mask == 0) and 2 or 8)
 while true do
   local hits
   if wanted == 0 then
-    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC', 'WITHDIST')
+    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC')
   else
-    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC', 'COUNT', count, 'WITHDIST')
+    hits = redis.call('GEOSEARCH', geo, 'FROMLONLAT', lon, lat, 'BYRADIUS', r, 'm', 'ASC', 'COUNT', count)
   end
   local out = {0}
   local n = 0
   for i = 1, #hits do
-    local id = hits[i][1]
+    local id = hits[i]
     local rec = redis.call('HGET', prefix .. bucketOf(id), id)
     if rec and string.byte(rec, 40) % 2 == 1 and (mask == 0 or bit.band(mask, bit.lshift(1, string.byte(rec, 39))) ~= 0) then
       out[#out + 1] = id
-      out[#out + 1] = hits[i][2]
       out[#out + 1] = rec
       n = n + 1
       if wanted > 0 and n >= wanted then

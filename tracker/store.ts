@@ -86,9 +86,9 @@ export interface Store {
   sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
 }
 
+/** A vehicle found by `nearby`, nearest first (the distance is the caller's to compute: `distanceM`). */
 export interface NearbyHit {
   id: string;
-  distM: number;
   record: Buffer;
 }
 
@@ -196,9 +196,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
       const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, wanted, statusMask);
       const hits: NearbyHit[] = [];
-      for (let i = 1; i + 2 < reply.length; i += 3) {
-        hits.push({ id: (reply[i] as Buffer).toString("utf8"), distM: Number((reply[i + 1] as Buffer).toString()), record: reply[i + 2] as Buffer });
-      }
+      for (let i = 1; i + 1 < reply.length; i += 2) hits.push({ id: (reply[i] as Buffer).toString("utf8"), record: reply[i + 1] as Buffer });
       return { more: Number(reply[0]) === 1, hits };
     },
     async counts(fields) {
