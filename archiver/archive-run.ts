@@ -131,7 +131,12 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         rows = exported.rows;
         const t1 = performance.now();
         bytes = 0;
-        if (rows > 0) await csvToParquet(conn, exported.files, parquet);
+        if (rows > 0) {
+          await csvToParquet(conn, exported.files, parquet);
+          // The export counted lines, for progress; a text field may hold a newline, so the rows
+          // are what DuckDB wrote.
+          rows = await parquetRows(conn, parquet);
+        }
         const t2 = performance.now();
         if (rows > 0) bytes = await store.put(key, parquet);
         timings = { exportMs: Math.round(t1 - t0), parquetMs: Math.round(t2 - t1), uploadMs: Math.round(performance.now() - t2) };

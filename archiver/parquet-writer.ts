@@ -15,7 +15,8 @@ export const PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSIO
 /**
  * Writes the rows of a day to `csvFile` (the columns of the Parquet files: coordinates, speed,
  * heading and accuracy already scaled to integers), sorted by vehicle and time; `onRows` is called with the
- * running count every ~`every` rows. Resolves with the number of rows.
+ * running count every ~`every` rows. Resolves with the number of lines: the rows, unless a text field
+ * holds a newline (for progress; the Parquet file says how many rows there are).
  */
 export async function exportDayCsv(sql: Sql, day: string, csvFile: string, onRows?: (rows: number) => void, every = 250_000, range?: [string | null, string | null]): Promise<number> {
   const from = `${day} 00:00:00+00`;

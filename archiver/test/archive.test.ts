@@ -111,6 +111,22 @@ test("archive - closed days go to Parquet on S3, read back, then dropped; today 
   expect((await fx.archiver.run()).days).toEqual([]);
 }, SLOW);
 
+test("archive - text with newlines, quotes and commas is archived as it was, counted by rows, not lines", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-10-03", 2, 100);
+  await fx.sql`UPDATE positions SET order_id = ${'o-1\n"two",\r\nthree'}, fleet_id = ${"fleet\nb"} WHERE vehicle_id = 'v1'`;
+  const r = await fx.archiver.run();
+  expect(r.days).toEqual(["2026-10-03"]);
+  expect(r.rows).toBe(200);
+  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-10-03");
+  const duck = await openDuckDb();
+  const c = await duck.connect();
+  const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-10-03"]);
+  const rows = (await c.runAndReadAll(`SELECT DISTINCT order_id, fleet_id FROM ${parquetSource(files)} WHERE vehicle_id = 'v1'`)).getRows();
+  duck.close();
+  expect(rows).toEqual([['o-1\n"two",\r\nthree', "fleet\nb"]]);
+}, SLOW);
+
 test("archive - S3 down during a run: nothing dropped, the next run finishes", async () => {
   const fx = await fixture();
   await fx.fill("2026-09-10", 2, 2000);
