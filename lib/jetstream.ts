@@ -26,6 +26,8 @@ export interface NatsOptions {
   log: Logger;
   /** Milliseconds to wait for the first connection. */
   connectTimeoutMs?: number;
+  /** The server does not deliver this connection's own messages to its subscriptions (the tracker hands them over itself). */
+  noEcho?: boolean;
 }
 
 export interface Nats {
@@ -42,10 +44,11 @@ export interface Nats {
  * Connects to NATS and returns JetStream handles. The client reconnects forever (a server restart
  * must not take a service down) with jittered waits; status changes are logged.
  */
-export async function connectNats({ url, name, log, connectTimeoutMs = 10_000 }: NatsOptions): Promise<Nats> {
+export async function connectNats({ url, name, log, connectTimeoutMs = 10_000, noEcho = false }: NatsOptions): Promise<Nats> {
   const nc = await connect({
     servers: url.split(",").map((s) => s.trim()).filter(Boolean),
     name,
+    noEcho,
     timeout: connectTimeoutMs,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 250,

@@ -67,6 +67,17 @@ export function liveCellWildcard(geohash: string): string {
 }
 
 /**
+ * The subscriptions, of the shapes made above (a vehicle's wildcard, a cell's, `live.>`, an order's),
+ * that a live subject reaches: where NATS would deliver it. A tracker hands its own events to its
+ * watches through these instead of through NATS.
+ */
+export function liveSubscriptionsOf(subject: string): string[] {
+  const t = subject.split(".");
+  if (t.length !== 5 || t[0] !== "live") return [subject];
+  return [subject, `live.*.*.*.${t[4]}`, `live.${t[1]}.${t[2]}.${t[3]}.*`, `live.${t[1]}.${t[2]}.>`, `live.${t[1]}.>`, "live.>"];
+}
+
+/**
  * Events of the vehicle serving an order, sent when a vehicle takes or leaves it: an order watch
  * subscribes here to follow a reassignment.
  */

@@ -6,6 +6,7 @@
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../lib/log";
+import { liveSubscriptionsOf } from "../lib/subjects";
 import { peekLive, type LiveView } from "./state-codec";
 
 export type LiveListener = (view: LiveView) => void;
@@ -13,6 +14,12 @@ export type LiveListener = (view: LiveView) => void;
 export interface LiveHub {
   add(subject: string, listener: LiveListener): void;
   remove(subject: string, listener: LiveListener): void;
+  /**
+   * Hands a message this process published on `subject` to its listeners, as NATS would have: the
+   * process's connection does not echo its own messages (noEcho), which saves them a round trip
+   * through nats-server and a second decode.
+   */
+  deliver(subject: string, data: Uint8Array): void;
   /** Subjects subscribed now. */
   readonly size: number;
 }
@@ -20,6 +27,10 @@ export interface LiveHub {
 /** `onMessage` sees each message once, before its listeners (the fan-out delay metric). */
 export function createLiveHub(nc: NatsConnection, log: Logger, onMessage?: (view: LiveView) => void): LiveHub {
   const entries = new Map<string, { sub: Subscription; listeners: Set<LiveListener> }>();
+  const dispatch = (listeners: Set<LiveListener>, view: LiveView) => {
+    onMessage?.(view);
+    for (const l of listeners) l(view);
+  };
   return {
     get size() {
       return entries.size;
@@ -38,14 +49,20 @@ export function createLiveHub(nc: NatsConnection, log: Logger, onMessage?: (view
               log.warn("undecodable live event ignored", { subject: msg.subject, err: e });
               return;
             }
-            onMessage?.(view);
-            for (const l of listeners) l(view);
+            dispatch(listeners, view);
           },
         });
         entry = { sub, listeners };
         entries.set(subject, entry);
       }
       entry.listeners.add(listener);
+    },
+    deliver(subject, data) {
+      let view: LiveView | undefined;
+      for (const pattern of liveSubscriptionsOf(subject)) {
+        const entry = entries.get(pattern);
+        if (entry) dispatch(entry.listeners, (view ??= peekLive(data)));
+      }
     },
     remove(subject, listener) {
       const entry = entries.get(subject);

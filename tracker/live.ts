@@ -19,10 +19,12 @@ export interface LivePublisher {
   readonly published: number;
 }
 
-export function createLivePublisher(nc: NatsConnection): LivePublisher {
+/** `local` receives every message too: this process's own watches (its NATS connection does not echo). */
+export function createLivePublisher(nc: NatsConnection, local?: (subject: string, data: Uint8Array) => void): LivePublisher {
   let published = 0;
   const send = (subject: string, data: Uint8Array) => {
     nc.publish(subject, data);
+    local?.(subject, data);
     published++;
   };
   return {

@@ -56,6 +56,8 @@ export interface TrackerHandlers {
   service: ServiceImpl<typeof TrackerService>;
   /** Every method for `serve({ nativeMethods })`: the same handlers, without connect's per-call and per-message pipeline on gRPC. */
   nativeMethods: NativeMethod[];
+  /** Hands a live message this process published to its own watches (see LiveHub.deliver). */
+  deliverLocal(subject: string, data: Uint8Array): void;
   /** Ends every open watch (shutdown). */
   closeWatches(): void;
   /** Stops the lag check timer. */
@@ -349,6 +351,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx), watchOutput),
       nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx), watchOutput),
     ],
+    deliverLocal: (subject, data) => hub.deliver(subject, data),
     closeWatches() {
       for (const w of watches) w.fail(new ShuttingDownError("tracker is shutting down: watch again (another instance will answer)"));
     },

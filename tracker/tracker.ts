@@ -86,10 +86,11 @@ export async function createTracker({
   let server: Server | undefined;
   try {
     await redis.connect();
-    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log });
+    // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
+    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true });
     await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, stream, subjects });
     const store = createStore({ redis, prefix, pubsubPrefix: config.redisPubsub ? `${prefix}pos:` : "" });
-    const live = createLivePublisher(nats.nc);
+    const live = createLivePublisher(nats.nc, (subject, data) => handlers.deliverLocal(subject, data));
 
     new Gauge({
       name: "tracker_vehicles",

@@ -11,6 +11,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { AreaSchema } from "../../gen/fleet/v1/geo_pb";
 import { VehicleStatus } from "../../gen/fleet/v1/position_pb";
 import { EventKind, WatchAreaRequestSchema, type VehicleEvent } from "../../gen/fleet/v1/tracker_pb";
+import { createTracker } from "../tracker";
 import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, watch, type TestTracker } from "./helpers";
 
 let t: TestTracker;
@@ -277,6 +278,43 @@ describe("slow watchers", () => {
       }
     }, 30_000);
   }
+});
+
+describe("live fan-out", () => {
+  test("fan-out - the consuming tracker hands its own events to its watches; a tracker that only serves gets them over NATS; each once", async () => {
+    const serving = await createTracker({ config: t.config, stream: t.stream, subjects: `${t.stream}.pos.>`, prefix: t.prefix, consume: false });
+    const other = grpcClient(serving.url.replace(/^https?:\/\//, ""));
+    try {
+      const fleet = uniqueName("fo");
+      const v = uniqueName("fan");
+      const token = await t.token({ fleets: [fleet] });
+      await t.publish([point(v, 1, { fleetId: fleet })]);
+      await waitForSeq(token, v, 1);
+      const here = watch(client, "watchVehicles", token, { vehicleIds: [v] });
+      const there = watch(other, "watchVehicles", token, { vehicleIds: [v] });
+      await waitUntil(() => [here, there].every((w) => w.events.some((e) => e.kind === EventKind.SNAPSHOT_END)));
+      // Wait for the serving tracker's NATS subscription to be in place before the points go.
+      await Bun.sleep(100);
+      for (let seq = 2; seq <= 6; seq++) await t.publish([point(v, seq, { fleetId: fleet, lat: 52.52 + seq * 1e-4 })]);
+      for (const w of [here, there]) await waitUntil(() => w.events.some((e) => e.vehicle?.position?.seq === 6));
+      await Bun.sleep(100);
+      here.cancel();
+      there.cancel();
+      for (const w of [here, there]) {
+        const live = w.events.filter((e) => e.kind === EventKind.MOVE);
+        // Every seq once (or coalesced into a later one), in order.
+        let prev = 1;
+        for (const e of live) {
+          expect(e.vehicle!.position!.seq).toBe(prev + 1 + e.coalesced);
+          prev = e.vehicle!.position!.seq;
+        }
+        expect(prev).toBe(6);
+      }
+    } finally {
+      other.close();
+      await serving.close();
+    }
+  });
 });
 
 async function waitForSeq(token: string, id: string, seq: number) {
