@@ -1,0 +1,164 @@
+/**
+ * The argument of newer-wins.lua, built straight from JetStream messages: per point u16 id length,
+ * u16 bucket, u16 record length, the id (UTF-8), the point packed as state-codec.ts's record with
+ * rev 0 (all little-endian). The hand reader (lib/position-reader.ts) writes each point into one
+ * growing buffer, with no Position object, string or Buffer per point: protobuf-es's `fromBinary`
+ * and the objects around it were most of the consumer's CPU. Messages the reader does not cover (or
+ * with text that is not ASCII) go through `fromBinary` and `packPoint`, which give the same bytes.
+ */
+import type { Position } from "../gen/fleet/v1/position_pb";
+import { readPositionBatch, type PositionFields } from "../lib/position-reader";
+import { FIXED_BYTES, packPoint } from "./state-codec";
+import { BUCKETS, bucketOf } from "./store";
+
+/** Longest fleet and order ids a record keeps, in characters (as packPoint cuts them). */
+const FLEET_MAX = 64;
+const ORDER_MAX = 128;
+const OFFLINE = 5;
+
+const clampU16 = (v: number) => (Number.isFinite(v) ? Math.max(0, Math.min(65535, Math.round(v))) : 0);
+
+/** Points gathered for one script call. */
+export class PointBlob {
+  /** The bytes; valid up to `size`. */
+  buf: Buffer;
+  size = 0;
+  /** Points so far. */
+  count = 0;
+  /** Per point: where its id and its record start in `buf`, and their lengths. */
+  idAt: number[] = [];
+  idLen: number[] = [];
+  recLen: number[] = [];
+  private nowMs = 0;
+  private readonly visit = (f: PositionFields) => this.addFields(f);
+
+  constructor(capacity = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
+
+  /** Empties it for the next call (the buffer is kept). */
+  reset(): void {
+    this.truncate(0, 0);
+  }
+
+  /** Where point `i`'s record starts. */
+  recAt(i: number): number {
+    return this.idAt[i]! + this.idLen[i]!;
+  }
+
+  /** The id of point `i`. */
+  id(i: number): string {
+    return this.buf.toString("utf8", this.idAt[i]!, this.idAt[i]! + this.idLen[i]!);
+  }
+
+  /**
+   * Adds the points of one PositionBatch message. Throws protobuf-es's error for bytes that are
+   * not one, and a RangeError for a point the record cannot hold (a coordinate past ±214°); the
+   * blob is then as it was before the call.
+   */
+  addMessage(data: Uint8Array, nowMs: number, decode: (data: Uint8Array) => readonly Position[]): number {
+    const size = this.size;
+    const count = this.count;
+    this.nowMs = nowMs;
+    try {
+      let read = false;
+      try {
+        read = readPositionBatch(data, this.visit);
+      } catch (err) {
+        if (!(err instanceof NotAscii)) throw err;
+      }
+      if (read) return this.count - count;
+      this.truncate(size, count);
+      for (const p of decode(data)) this.addPosition(p, nowMs);
+      return this.count - count;
+    } catch (err) {
+      this.truncate(size, count);
+      throw err;
+    }
+  }
+
+  /** Adds a decoded position (the fallback; also tests). */
+  addPosition(p: Position, nowMs: number): void {
+    const id = Buffer.from(p.vehicleId, "utf8");
+    const record = packPoint(p, nowMs);
+    const at = this.reserve(6 + id.length + record.length);
+    this.head(at, id.length, bucketOf(p.vehicleId), record.length);
+    id.copy(this.buf, at + 6);
+    record.copy(this.buf, at + 6 + id.length);
+  }
+
+  private truncate(size: number, count: number) {
+    this.size = size;
+    this.count = count;
+    this.idAt.length = this.idLen.length = this.recLen.length = count;
+  }
+
+  private reserve(n: number): number {
+    const at = this.size;
+    if (at + n > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, at + n));
+      this.buf.copy(grown, 0, 0, at);
+      this.buf = grown;
+    }
+    this.size = at + n;
+    return at;
+  }
+
+  private head(at: number, idLen: number, bucket: number, recLen: number) {
+    const b = this.buf;
+    b[at] = idLen & 0xff;
+    b[at + 1] = idLen >> 8;
+    b[at + 2] = bucket & 0xff;
+    b[at + 3] = bucket >> 8;
+    b[at + 4] = recLen & 0xff;
+    b[at + 5] = recLen >> 8;
+    this.idAt.push(at + 6);
+    this.idLen.push(idLen);
+    this.recLen.push(recLen);
+    this.count++;
+  }
+
+  /** packPoint's bytes, from the message's bytes. */
+  private addFields(f: PositionFields) {
+    if (!f.ascii) throw notAscii;
+    const src = f.bytes;
+    const idLen = f.idEnd - f.idStart;
+    // ASCII: characters are bytes, so packPoint's cut by characters is a cut by bytes.
+    const fleetLen = Math.min(f.fleetEnd - f.fleetStart, FLEET_MAX);
+    const orderLen = Math.min(f.orderEnd - f.orderStart, ORDER_MAX);
+    const recLen = FIXED_BYTES + fleetLen + orderLen;
+    const at = this.reserve(6 + idLen + recLen);
+    const b = this.buf;
+    let h = 0x811c9dc5;
+    for (let i = f.idStart; i < f.idEnd; i++) {
+      h ^= src[i]!;
+      h = Math.imul(h, 0x01000193);
+    }
+    this.head(at, idLen, (h >>> 0) % BUCKETS, recLen);
+    const r = at + 6 + idLen;
+    copy(src, f.idStart, idLen, b, at + 6);
+    b.writeUInt32LE(0, r);
+    b.writeUInt32LE(f.seq, r + 4);
+    b.writeDoubleLE(f.hasRecorded ? f.recordedSeconds * 1000 + Math.floor(f.recordedNanos / 1e6) : 0, r + 8);
+    const received = f.hasReceived ? f.receivedSeconds * 1000 + Math.floor(f.receivedNanos / 1e6) : this.nowMs;
+    b.writeDoubleLE(Math.min(received, this.nowMs), r + 16);
+    b.writeInt32LE(Math.round(f.lat * 1e7), r + 24);
+    b.writeInt32LE(Math.round(f.lon * 1e7), r + 28);
+    b.writeUInt16LE(clampU16(f.speed * 100), r + 32);
+    b.writeUInt16LE(clampU16(f.heading * 100), r + 34);
+    b.writeUInt16LE(clampU16(f.accuracy * 10), r + 36);
+    b[r + 38] = f.status === OFFLINE ? 0 : f.status & 0xff;
+    b[r + 39] = 1;
+    b[r + 40] = fleetLen;
+    copy(src, f.fleetStart, fleetLen, b, r + FIXED_BYTES);
+    copy(src, f.orderStart, orderLen, b, r + FIXED_BYTES + fleetLen);
+  }
+}
+
+// Ids are a few bytes: a loop costs less than a subarray and a set each.
+function copy(src: Uint8Array, from: number, len: number, dst: Uint8Array, to: number) {
+  for (let i = 0; i < len; i++) dst[to + i] = src[from + i]!;
+}
+
+class NotAscii extends Error {}
+const notAscii = new NotAscii();
