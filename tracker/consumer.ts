@@ -57,7 +57,7 @@ export async function startConsumer({
   durable,
   fetch,
   startBackMs,
-  pipeline = 2,
+  pipeline = 4,
   maxPoints = 2000,
   registry,
   log,

@@ -8,7 +8,8 @@
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
 -- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
 -- argument instead of five per point: cheaper to send and to parse): per point u16 id length,
--- u16 bucket, u16 record length, the id, the point packed with rev 0 (all little-endian).
+-- u16 bucket, u16 record length, the id, the point packed with rev 0 (all little-endian), then u8
+-- length + longitude and u8 length + latitude as GEOADD takes them (text: see point-blob.ts).
 -- Returns one value per point: 0 when it was not newer (nothing changed), else what the vehicle
 -- was before it: its previous record, or false (nil) when it is new. The caller makes the new record
 -- from that and the point, as newRecord below does (store.ts): building and sending it here cost
@@ -21,8 +22,6 @@ local oldBefore = tonumber(ARGV[4])
 -- A lower seq still wins when recorded this much later than the stored point: the vehicle restarted its seq.
 local RESTART_MS = 600000
 local OFFLINE = 5
--- GEOADD refuses latitudes past this (Web Mercator); records keep the exact one.
-local MAX_LAT = 85.05112878
 
 local unpack_table = unpack
 local unpack, sub, byte, char, pack, call = struct.unpack, string.sub, string.byte, string.char, struct.pack, redis.call
@@ -71,13 +70,19 @@ while pos <= size do
   local id = sub(blob, pos + 6, idEnd)
   local v = sub(blob, idEnd + 1, idEnd + recLen)
   pos = idEnd + recLen + 1
+  local lonLen = byte(blob, pos)
+  local lonText = sub(blob, pos + 1, pos + lonLen)
+  pos = pos + 1 + lonLen
+  local latLen = byte(blob, pos)
+  local latText = sub(blob, pos + 1, pos + latLen)
+  pos = pos + 1 + latLen
   local key = keyOf[bucket]
   if not key then
     key = prefix .. bucket
     keyOf[bucket] = key
   end
   local old = call('HGET', key, id)
-  local nseq, nrec, seen, lat, lon = unpack('<I4ddi4i4', v, 5)
+  local nseq, nrec, seen = unpack('<I4dd', v, 5)
   local rec
   n = n + 1
   if old then
@@ -109,11 +114,9 @@ while pos <= size do
       local bound = tonumber(call('HGET', bounds, bucket))
       if bound and bound > seen then call('HSET', bounds, bucket, seen) end
     end
-    lat = lat / 1e7
-    if lat > MAX_LAT then lat = MAX_LAT elseif lat < -MAX_LAT then lat = -MAX_LAT end
     -- GEOADD once for the whole call (below): one command for many members costs less than many.
     gn = gn + 3
-    geoArgs[gn - 2], geoArgs[gn - 1], geoArgs[gn] = lon / 1e7, lat, id
+    geoArgs[gn - 2], geoArgs[gn - 1], geoArgs[gn] = lonText, latText, id
     call('HSET', key, id, rec)
     if channel ~= '' then call('PUBLISH', channel .. id, rec) end
   end
