@@ -8,7 +8,8 @@
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
 -- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
 -- argument instead of five per point: cheaper to send and to parse): per point u16 id length,
--- u16 bucket, u16 record length, the id, the point packed with rev 0 (all little-endian), then u8
+-- u16 record length, u8 length + the bucket in decimal (the key is then a concatenation, not a
+-- printf of a number), the id, the point packed with rev 0 (all little-endian), then u8
 -- length + longitude and u8 length + latitude as GEOADD takes them (text: see point-blob.ts).
 -- Returns one value per point: 0 when it was not newer (nothing changed), else what the vehicle
 -- was before it: its previous record, or false (nil) when it is new. The caller makes the new record
@@ -61,13 +62,13 @@ end
 local out = {}
 local n = 0
 local geoArgs, gn = {}, 0
-local keyOf = {}
 local pos = 1
 local size = #blob
 while pos <= size do
-  local idLen, bucket, recLen = unpack('<HHH', blob, pos)
-  local idEnd = pos + 5 + idLen
-  local id = sub(blob, pos + 6, idEnd)
+  local idLen, recLen, bucketLen = unpack('<HHB', blob, pos)
+  local bucket = sub(blob, pos + 5, pos + 4 + bucketLen)
+  local idEnd = pos + 4 + bucketLen + idLen
+  local id = sub(blob, idEnd - idLen + 1, idEnd)
   local v = sub(blob, idEnd + 1, idEnd + recLen)
   pos = idEnd + recLen + 1
   local lonLen = byte(blob, pos)
@@ -76,11 +77,7 @@ while pos <= size do
   local latLen = byte(blob, pos)
   local latText = sub(blob, pos + 1, pos + latLen)
   pos = pos + 1 + latLen
-  local key = keyOf[bucket]
-  if not key then
-    key = prefix .. bucket
-    keyOf[bucket] = key
-  end
+  local key = prefix .. bucket
   local old = call('HGET', key, id)
   local nseq, nrec, seen = unpack('<I4dd', v, 5)
   local rec

@@ -1,6 +1,6 @@
 /**
  * The argument of newer-wins.lua, built straight from JetStream messages: per point u16 id length,
- * u16 bucket, u16 record length, the id (UTF-8), the point packed as state-codec.ts's record with
+ * u16 record length, u8 length + the bucket in decimal, the id (UTF-8), the point packed as state-codec.ts's record with
  * rev 0 (all little-endian), then its longitude and latitude for GEOADD as decimal text (u8 length
  * each; the latitude clamped to what GEOADD takes). Text made here spares Redis formatting the
  * script's numbers for GEOADD (printf was a tenth of its CPU) and parsing 17 digits back. The hand reader (lib/position-reader.ts) writes each point into one
@@ -19,6 +19,11 @@ const ORDER_MAX = 128;
 const OFFLINE = 5;
 /** GEOADD refuses latitudes past this (Web Mercator); records keep the exact one. */
 const GEO_MAX_LAT = 85.05112878;
+
+// The bucket as text: the script makes its key by concatenation instead of printf.
+const BUCKET_DIGITS = Array.from({ length: BUCKETS }, (_, i) => String(i));
+/** u16 id length, u16 record length, u8 length and the bucket's digits. */
+const headSize = (bucket: number) => 5 + BUCKET_DIGITS[bucket]!.length;
 
 const clampU16 = (v: number) => (Number.isFinite(v) ? Math.max(0, Math.min(65535, Math.round(v))) : 0);
 
@@ -85,11 +90,12 @@ export class PointBlob {
   addPosition(p: Position, nowMs: number): void {
     const id = Buffer.from(p.vehicleId, "utf8");
     const record = packPoint(p, nowMs);
-    const at = this.reserve(6 + id.length + record.length);
-    this.head(at, id.length, bucketOf(p.vehicleId), record.length);
-    id.copy(this.buf, at + 6);
-    record.copy(this.buf, at + 6 + id.length);
-    this.geo(at + 6 + id.length);
+    const bucket = bucketOf(p.vehicleId);
+    const at = this.reserve(headSize(bucket) + id.length + record.length);
+    const idAt = this.head(at, id.length, bucket, record.length);
+    id.copy(this.buf, idAt);
+    record.copy(this.buf, idAt + id.length);
+    this.geo(idAt + id.length);
   }
 
   /** The GEOADD text of the record at `r` (just written, the last thing in the blob). */
@@ -123,18 +129,22 @@ export class PointBlob {
     return at;
   }
 
-  private head(at: number, idLen: number, bucket: number, recLen: number) {
+  /** Writes the head at `at`; returns where the id goes. */
+  private head(at: number, idLen: number, bucket: number, recLen: number): number {
     const b = this.buf;
     b[at] = idLen & 0xff;
     b[at + 1] = idLen >> 8;
-    b[at + 2] = bucket & 0xff;
-    b[at + 3] = bucket >> 8;
-    b[at + 4] = recLen & 0xff;
-    b[at + 5] = recLen >> 8;
-    this.idAt.push(at + 6);
+    b[at + 2] = recLen & 0xff;
+    b[at + 3] = recLen >> 8;
+    const digits = BUCKET_DIGITS[bucket]!;
+    b[at + 4] = digits.length;
+    for (let i = 0; i < digits.length; i++) b[at + 5 + i] = digits.charCodeAt(i);
+    const idAt = at + 5 + digits.length;
+    this.idAt.push(idAt);
     this.idLen.push(idLen);
     this.recLen.push(recLen);
     this.count++;
+    return idAt;
   }
 
   /** packPoint's bytes, from the message's bytes. */
@@ -146,16 +156,17 @@ export class PointBlob {
     const fleetLen = Math.min(f.fleetEnd - f.fleetStart, FLEET_MAX);
     const orderLen = Math.min(f.orderEnd - f.orderStart, ORDER_MAX);
     const recLen = FIXED_BYTES + fleetLen + orderLen;
-    const at = this.reserve(6 + idLen + recLen);
-    const b = this.buf;
     let h = 0x811c9dc5;
     for (let i = f.idStart; i < f.idEnd; i++) {
       h ^= src[i]!;
       h = Math.imul(h, 0x01000193);
     }
-    this.head(at, idLen, (h >>> 0) % BUCKETS, recLen);
-    const r = at + 6 + idLen;
-    copy(src, f.idStart, idLen, b, at + 6);
+    const bucket = (h >>> 0) % BUCKETS;
+    const at = this.reserve(headSize(bucket) + idLen + recLen);
+    const b = this.buf;
+    const idAt = this.head(at, idLen, bucket, recLen);
+    const r = idAt + idLen;
+    copy(src, f.idStart, idLen, b, idAt);
     b.writeUInt32LE(0, r);
     b.writeUInt32LE(f.seq, r + 4);
     b.writeDoubleLE(f.hasRecorded ? f.recordedSeconds * 1000 + Math.floor(f.recordedNanos / 1e6) : 0, r + 8);
