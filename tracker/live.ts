@@ -4,7 +4,7 @@
  * watches there see it leave), and to the order subjects when the order it serves changed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { geohashEncode } from "../lib/geohash";
+import { geohashEncode, geohashSameCell } from "../lib/geohash";
 import { liveOrderSubject, liveSubject } from "../lib/subjects";
 import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
 import type { Before } from "./store";
@@ -57,9 +57,9 @@ export function createLivePublisher(nc: NatsConnection): LivePublisher {
       if (before) {
         const oldLat = before.readInt32LE(24);
         const oldLon = before.readInt32LE(28);
-        if (oldLat !== lat || oldLon !== lon) {
-          const oldCell = cellOf(oldLat / 1e7, oldLon / 1e7);
-          if (oldCell !== cell) send(liveSubject(oldCell, vehicleId), event);
+        // Most points stay in their cell: found out without making the old cell's string.
+        if ((oldLat !== lat || oldLon !== lon) && !geohashSameCell(oldLat / 1e7, oldLon / 1e7, lat / 1e7, lon / 1e7, 6)) {
+          send(liveSubject(cellOf(oldLat / 1e7, oldLon / 1e7), vehicleId), event);
         }
         const oldOrderAt = FIXED_BYTES + before[40]!;
         // Compared as bytes: most points keep their order, and then no string is made.
