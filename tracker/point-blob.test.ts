@@ -25,7 +25,7 @@ describe("point blob", () => {
       { vehicleId: "late", seq: 1, recordedAt: timestampFromMs(0), receivedAt: timestampFromMs(NOW + 60_000), lat: -90, lon: 180, status: VehicleStatus.OFFLINE },
       { vehicleId: "no-time", seq: 2, lat: 89.9, speed: Number.NaN, accuracy: 1e9, heading: -3 },
       // ids cut as packPoint cuts them: 64 characters of fleet, 128 of order
-      { vehicleId: "long", seq: 3, fleetId: "f".repeat(300), orderId: "o".repeat(500), status: 1234567 },
+      { vehicleId: "long", seq: 3, fleetId: "f".repeat(300), orderId: "o".repeat(500), status: 1234567 as VehicleStatus },
       {},
     ]);
     const b = new PointBlob(16);
