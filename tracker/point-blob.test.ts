@@ -69,4 +69,20 @@ describe("point blob", () => {
     expect(used(b).equals(before)).toBe(true);
     expect(b.idAt.length).toBe(1);
   });
+
+  test("blob - GEOADD's text is exactly the record's coordinates (the same double), latitudes clamped as GEOADD needs", () => {
+    const b = new PointBlob(16);
+    const coords: [number, number][] = [[0, 0], [-0.0000001, 0.0000001], [85.06, -180], [-89.9999999, 179.9999999], [52.5200066, 13.404954], [-85.05112878, 1e-7], [85.0511287, -0.5]];
+    for (let i = 0; i < 2000; i++) coords.push([(Math.random() - 0.5) * 180, (Math.random() - 0.5) * 360]);
+    b.addMessage(bytesOf(coords.map(([lat, lon], i) => ({ vehicleId: `g${i}`, seq: 1, lat, lon }))), NOW, decode);
+    for (let i = 0; i < b.count; i++) {
+      const r = b.recAt(i);
+      let at = r + b.recLen[i]!;
+      const lonText = b.buf.toString("latin1", at + 1, at + 1 + b.buf[at]!);
+      at += 1 + b.buf[at]!;
+      const latText = b.buf.toString("latin1", at + 1, at + 1 + b.buf[at]!);
+      expect(Number(lonText)).toBe(b.buf.readInt32LE(r + 28) / 1e7);
+      expect(Number(latText)).toBe(Math.max(-85.05112878, Math.min(85.05112878, b.buf.readInt32LE(r + 24) / 1e7)));
+    }
+  });
 });
