@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { geohashCellSize, geohashCover, geohashEncode } from "./geohash";
+import { geohashCellSize, geohashCover, geohashEncode, geohashSameCell } from "./geohash";
 
 describe("geohash", () => {
   test("encode - matches known hashes", () => {
@@ -24,5 +24,19 @@ describe("geohash", () => {
       expect(cells.has(geohashEncode(lat, lon, 5))).toBe(true);
     }
     expect(geohashCover(box, 5, 10)).toBeUndefined();
+  });
+
+  test("same cell - agrees with comparing the encoded cells, next to cell edges too", () => {
+    const [dLat, dLon] = geohashCellSize(6);
+    for (let i = 0; i < 2000; i++) {
+      const lat = -80 + Math.random() * 160;
+      const lon = -179 + Math.random() * 358;
+      // Half the pairs straddle or touch an edge of a cell.
+      const edgeLat = i % 2 === 0 ? Math.round((lat + 90) / dLat) * dLat - 90 : lat;
+      const edgeLon = i % 4 === 0 ? Math.round((lon + 180) / dLon) * dLon - 180 : lon;
+      const lat2 = edgeLat + (Math.random() - 0.5) * 1e-5;
+      const lon2 = edgeLon + (Math.random() - 0.5) * 1e-5;
+      expect(geohashSameCell(edgeLat, edgeLon, lat2, lon2, 6)).toBe(geohashEncode(edgeLat, edgeLon, 6) === geohashEncode(lat2, lon2, 6));
+    }
   });
 });

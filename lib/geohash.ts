@@ -46,6 +46,30 @@ export function geohashEncode(lat: number, lon: number, precision = 5): string {
   return out;
 }
 
+/** Whether two points fall in the same geohash cell of `precision` characters (no string made). */
+export function geohashSameCell(latA: number, lonA: number, latB: number, lonB: number, precision: number): boolean {
+  let latMin = -90,
+    latMax = 90,
+    lonMin = -180,
+    lonMax = 180;
+  for (let bit = 0; bit < precision * 5; bit++) {
+    if (bit % 2 === 0) {
+      const mid = (lonMin + lonMax) / 2;
+      const a = lonA >= mid;
+      if (a !== lonB >= mid) return false;
+      if (a) lonMin = mid;
+      else lonMax = mid;
+    } else {
+      const mid = (latMin + latMax) / 2;
+      const a = latA >= mid;
+      if (a !== latB >= mid) return false;
+      if (a) latMin = mid;
+      else latMax = mid;
+    }
+  }
+  return true;
+}
+
 /** Size in degrees of one cell at a precision: [lat height, lon width]. */
 export function geohashCellSize(precision: number): [number, number] {
   const bits = precision * 5;

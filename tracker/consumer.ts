@@ -4,7 +4,7 @@
  * tracker processes may share the consumer: JetStream spreads the messages, newer-wins keeps the
  * state right whatever the order, and a redelivered batch changes nothing.
  *
- * Messages waiting are grouped into one script call (up to `maxPoints` points), and calls are
+ * Messages waiting are grouped into one script call (up to `maxPoints` points, counted as decoded), and calls are
  * pipelined (a few in flight on the one connection, which Redis runs in order). When Redis fails,
  * the group is nak'd with a delay and nothing more is sent until Redis is back; JetStream keeps
  * everything meanwhile, so the tracker catches up by itself.
@@ -13,13 +13,12 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/nats-core";
 import type Redis from "ioredis";
-import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
+import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Nats } from "../lib/jetstream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
-import { HEADERS } from "../lib/subjects";
 import type { LivePublisher } from "./live";
-import { LiveKind } from "./state-codec";
+import { PointBlob } from "./point-blob";
 import type { Store } from "./store";
 
 export interface ConsumerOptions {
@@ -58,7 +57,7 @@ export async function startConsumer({
   durable,
   fetch,
   startBackMs,
-  pipeline = 2,
+  pipeline = 4,
   maxPoints = 2000,
   registry,
   log,
@@ -107,37 +106,47 @@ export async function startConsumer({
     );
   }, 5000);
 
+  const decode = (data: Uint8Array) => fromBinary(PositionBatchSchema, data).positions;
+  // One blob per call in flight, reused: they grow to the size of a call once.
+  const spare: PointBlob[] = [];
+
   /**
-   * One script call for every message waiting (up to `maxPoints` points): at 16,700 points/s the
-   * gateway's messages are small (a few ms of one partition), and a round trip each left the
-   * tracker behind. Points keep their stream order inside the call.
+   * Takes waiting messages into one blob, up to `maxPoints` points (at least one message): at
+   * 16,700 points/s the gateway's messages are small (a few ms of one partition), and a round trip
+   * each left the tracker behind. Points keep their stream order inside the call.
    */
-  const handle = async (group: JsMsg[]) => {
-    const points: Position[] = [];
+  const take = (): { blob: PointBlob; taken: JsMsg[] } => {
+    const blob = spare.pop() ?? new PointBlob();
+    blob.reset();
     const taken: JsMsg[] = [];
-    for (const m of group) {
+    const nowMs = Date.now();
+    while (queue.length > 0 && (taken.length === 0 || blob.count < maxPoints)) {
+      const m = queue.shift()!;
       try {
-        points.push(...fromBinary(PositionBatchSchema, m.data).positions);
+        batchSize.observe(blob.addMessage(m.data, nowMs, decode));
         taken.push(m);
       } catch (err) {
-        // Retrying cannot fix bytes that do not parse: drop it, loudly.
+        // Retrying cannot fix bytes that do not parse, or a point no record can hold: drop it, loudly.
         log.error("undecodable positions message dropped", { subject: m.subject, seq: m.seq, err });
         batches.inc({ result: "undecodable" });
         m.term();
       }
     }
+    return { blob, taken };
+  };
+
+  const handle = async (blob: PointBlob, taken: JsMsg[]) => {
     if (taken.length === 0) return;
     const started = performance.now();
     try {
-      const applied = await store.applyBatch(points, Date.now());
+      const applied = await store.applyBatch(blob, Date.now());
       redisLatency.observe((performance.now() - started) / 1000);
       for (const m of taken) m.ack();
       batches.inc({ result: "ok" }, taken.length);
-      for (const m of taken) batchSize.observe(Number(m.headers?.get(HEADERS.count) || 0) || points.length / taken.length);
       pointsCounter.inc({ result: "applied" }, applied.length);
-      if (applied.length < points.length) pointsCounter.inc({ result: "older" }, points.length - applied.length);
+      if (applied.length < blob.count) pointsCounter.inc({ result: "older" }, blob.count - applied.length);
       lag.set(taken.at(-1)!.info.pending);
-      for (const a of applied) live.publish(LiveKind.Point, a.vehicleId, a.record, a.before);
+      for (const a of applied) live.publishEvent(a.vehicleId, a.event, a.record, a.before);
     } catch (err) {
       batches.inc({ result: "redis_failed" }, taken.length);
       log.warn("redis did not take a batch: retrying once it is back", { messages: taken.length, err });
@@ -152,15 +161,10 @@ export async function startConsumer({
   let roomWaiter: (() => void) | undefined;
   const kick = () => {
     while (!stopping && inFlight < pipeline && queue.length > 0 && redis.status === "ready") {
-      const group: JsMsg[] = [];
-      let n = 0;
-      while (queue.length > 0 && (group.length === 0 || n < maxPoints)) {
-        const m = queue.shift()!;
-        n += Number(m.headers?.get(HEADERS.count) || 1);
-        group.push(m);
-      }
+      const { blob, taken } = take();
       inFlight++;
-      void handle(group).finally(() => {
+      void handle(blob, taken).finally(() => {
+        spare.push(blob);
         inFlight--;
         if (inFlight === 0) idle?.();
         kick();

@@ -4,7 +4,7 @@
  * watches there see it leave), and to the order subjects when the order it serves changed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
-import { geohashEncode } from "../lib/geohash";
+import { geohashEncode, geohashSameCell } from "../lib/geohash";
 import { liveOrderSubject, liveSubject } from "../lib/subjects";
 import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
 import type { Before } from "./store";
@@ -15,6 +15,11 @@ const orderOf = (record: Buffer) => record.toString("utf8", FIXED_BYTES + record
 export interface LivePublisher {
   /** One change of one vehicle; `before` is what it was (undefined when it is new). */
   publish(kind: LiveKind, vehicleId: string, record: Buffer, before?: Before): void;
+  /**
+   * One point's change, its event already encoded (store.applyBatch); `before` is the vehicle's
+   * previous record (undefined when it is new). The same subjects as `publish`.
+   */
+  publishEvent(vehicleId: string, event: Uint8Array, record: Buffer, before?: Buffer): void;
   /** Messages published so far. */
   readonly published: number;
 }
@@ -44,6 +49,29 @@ export function createLivePublisher(nc: NatsConnection, local?: (subject: string
           if (before.orderId) send(liveOrderSubject(before.orderId), data);
         }
       } else if (order) send(liveOrderSubject(order), data);
+    },
+    publishEvent(vehicleId, event, record, before) {
+      const lat = record.readInt32LE(24);
+      const lon = record.readInt32LE(28);
+      const cell = cellOf(lat / 1e7, lon / 1e7);
+      send(liveSubject(cell, vehicleId), event);
+      const orderAt = FIXED_BYTES + record[40]!;
+      if (before) {
+        const oldLat = before.readInt32LE(24);
+        const oldLon = before.readInt32LE(28);
+        // Most points stay in their cell: found out without making the old cell's string.
+        if ((oldLat !== lat || oldLon !== lon) && !geohashSameCell(oldLat / 1e7, oldLon / 1e7, lat / 1e7, lon / 1e7, 6)) {
+          send(liveSubject(cellOf(oldLat / 1e7, oldLon / 1e7), vehicleId), event);
+        }
+        const oldOrderAt = FIXED_BYTES + before[40]!;
+        // Compared as bytes: most points keep their order, and then no string is made.
+        if (record.length - orderAt !== before.length - oldOrderAt || record.compare(before, oldOrderAt, before.length, orderAt, record.length) !== 0) {
+          const order = record.toString("utf8", orderAt);
+          const oldOrder = before.toString("utf8", oldOrderAt);
+          if (order) send(liveOrderSubject(order), event);
+          if (oldOrder) send(liveOrderSubject(oldOrder), event);
+        }
+      } else if (record.length > orderAt) send(liveOrderSubject(record.toString("utf8", orderAt)), event);
     },
   };
 }

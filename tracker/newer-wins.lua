@@ -8,10 +8,13 @@
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
 -- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
 -- argument instead of five per point: cheaper to send and to parse): per point u16 id length,
--- u16 bucket, u16 record length, the id, the point packed with rev 0 (all little-endian).
--- Returns one blob: per point u16 length + the new record (length 0 when the point was not newer:
--- nothing follows); after a new record, the previous position (lat, lon as in the record; all bits
--- set when the vehicle is new) and u16 length + the previous order id.
+-- u16 record length, u8 length + the bucket in decimal (the key is then a concatenation, not a
+-- printf of a number), the id, the point packed with rev 0 (all little-endian), then u8
+-- length + longitude and u8 length + latitude as GEOADD takes them (text: see point-blob.ts).
+-- Returns one value per point: 0 when it was not newer (nothing changed), else what the vehicle
+-- was before it: its previous record, or false (nil) when it is new. The caller makes the new record
+-- from that and the point, as newRecord below does (store.ts): building and sending it here cost
+-- Redis more than the rest of the point.
 local geo, counts, orders, bounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, blob = ARGV[1], ARGV[2], ARGV[3]
 -- A point heard from before this (ms) lowers its bucket's sweep bound (a replay after an outage);
@@ -20,12 +23,40 @@ local oldBefore = tonumber(ARGV[4])
 -- A lower seq still wins when recorded this much later than the stored point: the vehicle restarted its seq.
 local RESTART_MS = 600000
 local OFFLINE = 5
--- GEOADD refuses latitudes past this (Web Mercator); records keep the exact one.
-local MAX_LAT = 85.05112878
+
+local unpack_table = unpack
+local unpack, sub, byte, char, pack, call = struct.unpack, string.sub, string.byte, string.char, struct.pack, redis.call
 
 local function count(status, fleet, by)
-  redis.call('HINCRBY', counts, 's' .. status, by)
-  if fleet ~= '' then redis.call('HINCRBY', counts, 's' .. status .. '|' .. fleet, by) end
+  call('HINCRBY', counts, 's' .. status, by)
+  if fleet ~= '' then call('HINCRBY', counts, 's' .. status .. '|' .. fleet, by) end
+end
+
+-- The record after point v (rev 0) over old (nil: a new vehicle), with the counts and the order
+-- index brought in step. The status 0 in a point keeps the stored one; an empty order keeps the stored one.
+local function newRecord(v, old, rev, id)
+  local status, oldStatus, oldFleet, oldOrder = 1, 0, '', ''
+  if old then
+    status = byte(old, 39)
+    oldStatus = (byte(old, 40) % 2 == 1) and status or OFFLINE
+    local ofl = byte(old, 41)
+    oldFleet = sub(old, 42, 41 + ofl)
+    oldOrder = sub(old, 42 + ofl)
+  end
+  local ns, _, fl = byte(v, 39, 41)
+  if ns ~= 0 then status = ns end
+  local fleet = sub(v, 42, 41 + fl)
+  local order = sub(v, 42 + fl)
+  if order == '' then order = oldOrder end
+  if oldStatus ~= status or oldFleet ~= fleet then
+    if old then count(oldStatus, oldFleet, -1) end
+    count(status, fleet, 1)
+  end
+  if order ~= oldOrder then
+    if oldOrder ~= '' and call('HGET', orders, oldOrder) == id then call('HDEL', orders, oldOrder) end
+    if order ~= '' then call('HSET', orders, order, id) end
+  end
+  return pack('<I4', rev) .. sub(v, 5, 38) .. char(status, 1, fl) .. fleet .. order
 end
 
 local out = {}
@@ -33,65 +64,58 @@ local n = 0
 local geoArgs, gn = {}, 0
 local pos = 1
 local size = #blob
-local unpack_table = unpack
-local unpack, sub, byte, pack, call = struct.unpack, string.sub, string.byte, struct.pack, redis.call
 while pos <= size do
-  local idLen, bucket, recLen = unpack('<HHH', blob, pos)
-  local id = sub(blob, pos + 6, pos + 5 + idLen)
-  local v = sub(blob, pos + 6 + idLen, pos + 5 + idLen + recLen)
-  pos = pos + 6 + idLen + recLen
+  local idLen, recLen, bucketLen = unpack('<HHB', blob, pos)
+  local bucket = sub(blob, pos + 5, pos + 4 + bucketLen)
+  local idEnd = pos + 4 + bucketLen + idLen
+  local id = sub(blob, idEnd - idLen + 1, idEnd)
+  local v = sub(blob, idEnd + 1, idEnd + recLen)
+  pos = idEnd + recLen + 1
+  local lonLen = byte(blob, pos)
+  local lonText = sub(blob, pos + 1, pos + lonLen)
+  pos = pos + 1 + lonLen
+  local latLen = byte(blob, pos)
+  local latText = sub(blob, pos + 1, pos + latLen)
+  pos = pos + 1 + latLen
   local key = prefix .. bucket
   local old = call('HGET', key, id)
-  local nseq, nrec, seen, lat, lon = unpack('<I4ddi4i4', v, 5)
-  local rev, status, oldStatus, oldFleet, oldOrder = 1, 1, 0, '', ''
-  local newer = true
+  local nseq, nrec, seen = unpack('<I4dd', v, 5)
+  local rec
+  n = n + 1
   if old then
     local orev, oseq, orec = unpack('<I4I4d', old)
-    newer = nseq > oseq or nrec > orec + RESTART_MS
-    if newer then
-      rev = (orev + 1) % 4294967296
-      status = byte(old, 39)
-      oldStatus = (byte(old, 40) % 2 == 1) and status or OFFLINE
-      local ofl = byte(old, 41)
-      oldFleet = sub(old, 42, 41 + ofl)
-      oldOrder = sub(old, 42 + ofl)
+    if nseq > oseq or nrec > orec + RESTART_MS then
+      local rev = (orev + 1) % 4294967296
+      local ns = byte(v, 39)
+      local os, oflags = byte(old, 39, 40)
+      -- Most points: online before and after, same status, fleet and order (the tails are equal),
+      -- so nothing to count or index.
+      if oflags % 2 == 1 and sub(old, 41) == sub(v, 41) then
+        if ns == os then
+          rec = pack('<I4', rev) .. sub(v, 5)
+        elseif ns == 0 then
+          rec = pack('<I4', rev) .. sub(v, 5, 38) .. char(os) .. sub(v, 40)
+        end
+      end
+      if not rec then rec = newRecord(v, old, rev, id) end
+      out[n] = old
+    else
+      out[n] = 0
     end
+  else
+    rec = newRecord(v, nil, 1, id)
+    out[n] = false
   end
-  n = n + 1
-  if newer then
-    local ns, _, fl = byte(v, 39, 41)
-    if ns ~= 0 then status = ns end
-    local fleet = sub(v, 42, 41 + fl)
-    local order = sub(v, 42 + fl)
-    if order == '' then order = oldOrder end
-    local rec = pack('<I4', rev) .. sub(v, 5, 38) .. string.char(status, 1, fl) .. fleet .. order
+  if rec then
     if seen < oldBefore then
       local bound = tonumber(call('HGET', bounds, bucket))
       if bound and bound > seen then call('HSET', bounds, bucket, seen) end
     end
-    if oldStatus ~= status or oldFleet ~= fleet then
-      if old then count(oldStatus, oldFleet, -1) end
-      count(status, fleet, 1)
-    end
-    if order ~= oldOrder then
-      if oldOrder ~= '' and call('HGET', orders, oldOrder) == id then call('HDEL', orders, oldOrder) end
-      if order ~= '' then call('HSET', orders, order, id) end
-    end
-    lat = lat / 1e7
-    if lat > MAX_LAT then lat = MAX_LAT elseif lat < -MAX_LAT then lat = -MAX_LAT end
     -- GEOADD once for the whole call (below): one command for many members costs less than many.
     gn = gn + 3
-    geoArgs[gn - 2], geoArgs[gn - 1], geoArgs[gn] = lon / 1e7, lat, id
+    geoArgs[gn - 2], geoArgs[gn - 1], geoArgs[gn] = lonText, latText, id
     call('HSET', key, id, rec)
     if channel ~= '' then call('PUBLISH', channel .. id, rec) end
-    -- The publisher needs the old position (a cell change) and the old order (an order change), not the whole old record.
-    if old then
-      out[n] = pack('<H', #rec) .. rec .. sub(old, 25, 32) .. pack('<H', #oldOrder) .. oldOrder
-    else
-      out[n] = pack('<H', #rec) .. rec .. '\255\255\255\255\255\255\255\255\0\0'
-    end
-  else
-    out[n] = '\0\0'
   end
 end
 -- In chunks: Lua's unpack takes a few thousand values at most. A vehicle twice in the call: the later
@@ -99,4 +123,4 @@ end
 for i = 1, gn, 3000 do
   call('GEOADD', geo, unpack_table(geoArgs, i, math.min(gn, i + 2999)))
 end
-return table.concat(out)
+return out

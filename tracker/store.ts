@@ -14,8 +14,8 @@
  * set-status.lua, sweep.lua; nearby.lua reads a search with its records in one round trip.
  */
 import type Redis from "ioredis";
-import type { Position } from "../gen/fleet/v1/position_pb";
-import { FIXED_BYTES, packPoint } from "./state-codec";
+import type { PointBlob } from "./point-blob";
+import { FIXED_BYTES, LiveKind } from "./state-codec";
 
 /** State buckets. Changing it needs a migration of existing keys: it is part of the data layout (nearby.lua has it too). */
 export const BUCKETS = 4096;
@@ -34,7 +34,7 @@ const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, seenBounds: string, ...args: Arg[]): Promise<Buffer>;
+  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, seenBounds: string, ...args: Arg[]): Promise<(Buffer | number | null)[]>;
   fleetNearbyBuffer(geo: string, ...args: Arg[]): Promise<(Buffer | number)[]>;
   fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
   fleetSweepBuffer(geo: string, counts: string, seenBounds: string, ...args: Arg[]): Promise<Buffer[]>;
@@ -50,10 +50,12 @@ export interface Before {
 /** A point Redis took (it was newer than what it held). */
 export interface Applied {
   vehicleId: string;
-  /** The new record. */
+  /** Its live event (state-codec.ts's encodeLive of LiveKind.Point), ready to publish. */
+  event: Buffer;
+  /** The new record (a view into `event`). */
   record: Buffer;
-  /** The vehicle before; undefined when it is new. */
-  before?: Before;
+  /** The vehicle's record before; undefined when it is new. */
+  before?: Buffer;
 }
 
 export interface StoreOptions {
@@ -66,8 +68,8 @@ export interface StoreOptions {
 
 export interface Store {
   readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string; seenBounds: string };
-  /** Applies a batch with newer-wins; returns the points that were taken, in order. */
-  applyBatch(points: readonly Position[], nowMs: number): Promise<Applied[]>;
+  /** Applies a batch with newer-wins (one script call); returns the points that were taken, in order. */
+  applyBatch(points: PointBlob, nowMs: number): Promise<Applied[]>;
   /** Records of these vehicles (absent when unknown). */
   getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
   /**
@@ -126,18 +128,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
   return {
     keys,
     async applyBatch(points, nowMs) {
-      if (points.length === 0) return [];
-      // One blob: per point u16 id length, u16 bucket, u16 record length, id, record (newer-wins.lua).
-      const parts: Buffer[] = [];
-      for (const p of points) {
-        const id = Buffer.from(p.vehicleId, "utf8");
-        const record = packPoint(p, nowMs);
-        const head = Buffer.allocUnsafe(6);
-        head.writeUInt16LE(id.length, 0);
-        head.writeUInt16LE(bucketOf(p.vehicleId), 2);
-        head.writeUInt16LE(record.length, 4);
-        parts.push(head, id, record);
-      }
+      if (points.count === 0) return [];
       const reply = await scripts.fleetNewerWinsBuffer(
         keys.geo,
         keys.counts,
@@ -145,24 +136,52 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         keys.seenBounds,
         keys.bucketPrefix,
         pubsubPrefix,
-        Buffer.concat(parts),
+        points.buf.subarray(0, points.size),
         nowMs - OLD_POINT_MS,
       );
+      if (reply.length !== points.count) throw new Error(`newer-wins answered ${reply.length} values for ${points.count} points`);
+      // The script answers what each vehicle was before; the new records are made here, as the
+      // script made them (newer-wins.lua's newRecord), each inside its live event, all in one buffer.
+      const b = points.buf;
+      let total = 0;
+      for (let i = 0; i < reply.length; i++) {
+        const before = reply[i];
+        if (typeof before === "number") continue;
+        const r = points.recAt(i);
+        let orderLen = points.recLen[i]! - FIXED_BYTES - b[r + 40]!;
+        if (orderLen === 0 && before) orderLen = before.length - FIXED_BYTES - before[40]!;
+        total += 3 + points.idLen[i]! + FIXED_BYTES + b[r + 40]! + orderLen;
+      }
+      const events = Buffer.allocUnsafe(total);
       const out: Applied[] = [];
       let at = 0;
-      for (const p of points) {
-        const len = reply.readUInt16LE(at);
-        at += 2;
-        if (len === 0) continue;
-        const record = reply.subarray(at, at + len);
-        at += len;
-        const fresh = reply.readUInt32LE(at) === 0xffffffff && reply.readUInt32LE(at + 4) === 0xffffffff;
-        const lat = reply.readInt32LE(at) / 1e7;
-        const lon = reply.readInt32LE(at + 4) / 1e7;
-        const orderLen = reply.readUInt16LE(at + 8);
-        const orderId = reply.toString("utf8", at + 10, at + 10 + orderLen);
-        at += 10 + orderLen;
-        out.push({ vehicleId: p.vehicleId, record, before: fresh ? undefined : { lat, lon, orderId } });
+      for (let i = 0; i < reply.length; i++) {
+        const value = reply[i];
+        if (typeof value === "number") continue;
+        const before = value ?? undefined;
+        const idAt = points.idAt[i]!;
+        const idLen = points.idLen[i]!;
+        const r = idAt + idLen;
+        const fl = b[r + 40]!;
+        const start = at;
+        events[at] = LiveKind.Point;
+        events.writeUInt16LE(idLen, at + 1);
+        b.copy(events, at + 3, idAt, r);
+        const rec = at + 3 + idLen;
+        events.writeUInt32LE(before ? (before.readUInt32LE(0) + 1) >>> 0 : 1, rec);
+        b.copy(events, rec + 4, r + 4, r + 38);
+        events[rec + 38] = b[r + 38] !== 0 ? b[r + 38]! : before ? before[38]! : 1;
+        events[rec + 39] = 1;
+        events[rec + 40] = fl;
+        const pointEnd = r + points.recLen[i]!;
+        at = rec + FIXED_BYTES;
+        if (pointEnd > r + FIXED_BYTES + fl || !before) at += b.copy(events, at, r + FIXED_BYTES, pointEnd);
+        else {
+          at += b.copy(events, at, r + FIXED_BYTES, r + FIXED_BYTES + fl);
+          at += before.copy(events, at, FIXED_BYTES + before[40]!);
+        }
+        const event = events.subarray(start, at);
+        out.push({ vehicleId: b.toString("utf8", idAt, r), event, record: event.subarray(3 + idLen), before });
       }
       return out;
     },
