@@ -9,9 +9,9 @@
  *    sequentially, with those vehicles live: through connect-node's client, then through
  *    @grpc/grpc-js (nearby_p99_ms), then the Redis script alone.
  * 4. Watch: vehicles stream through the gateway at `--rate` points/s (the ingest bench's load
- *    generator); one tracker process consumes, another serves (TRACKER_CONSUME=false), as the
- *    design scales them; `--watchers` watches (vehicle and area mixed) over gRPC; then, in the same
- *    run under the same load, the same fan-out the seeds' way: one Redis connection per watcher
+ *    generator); one tracker process consumes and serves the watches, as `fleet up` runs it (with
+ *    --split-tracker one consumes and another serves, TRACKER_CONSUME=false, as the design scales
+ *    them); `--watchers` watches (vehicle and area mixed) over gRPC; then, in the same run under the same load, the same fan-out the seeds' way: one Redis connection per watcher
  *    SUBSCRIBEd to one channel per vehicle, published by the tracker's script. One after the
  *    other, so that neither pays for the other's CPU. Latency is from the point's recorded_at
  *    (set when the load generator sent it) to its arrival at the watcher.
@@ -80,6 +80,8 @@ Options:
   --watch-connections N  HTTP/2 connections the gRPC watches share (default 100: a watcher is a phone
                        or a browser tab with a connection of its own; fewer share windows and sockets)
   --seconds N          length of each fan-out's measured window, after a 3 s warm-up (default 20)
+  --split-tracker      one tracker process consumes, another serves the watches (TRACKER_CONSUME=false);
+                       default: one process does both, as \`fleet up\` runs it
   --profile            run the watch phase's tracker under --cpu-prof and print where its time went
   --quick              a smoke run: 20,000 vehicles, 1,000 watchers, 5 s
 `;
@@ -94,6 +96,7 @@ interface Options {
   areaShare: number;
   areaRadius: number;
   watchConnections: number;
+  splitTracker: boolean;
   seconds: number;
   profile: boolean;
 }
@@ -111,6 +114,7 @@ function parseOptions(argv: string[]): Options {
       "area-share": { type: "string" },
       "area-radius": { type: "string" },
       "watch-connections": { type: "string" },
+      "split-tracker": { type: "boolean" },
       seconds: { type: "string" },
       quick: { type: "boolean" },
       profile: { type: "boolean" },
@@ -134,6 +138,7 @@ function parseOptions(argv: string[]): Options {
     areaShare: Math.min(1, num("area-share", values["area-share"], 0.2)),
     areaRadius: num("area-radius", values["area-radius"], 1000),
     watchConnections: num("watch-connections", values["watch-connections"], 100),
+    splitTracker: values["split-tracker"] === true,
     seconds: num("seconds", values.seconds, quick ? 5 : 20),
     profile: values.profile === true,
   };
@@ -392,8 +397,10 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
 
     // ---- 4. watch ----
     say(
-      `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream, ` +
-        `one serves the watches (TRACKER_CONSUME=false)`,
+      o.splitTracker
+        ? `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream, ` +
+            `one serves the watches (TRACKER_CONSUME=false)`
+        : `[${elapsed()}] restarting the tracker: one process consumes the stream and serves the watches, as \`fleet up\` runs it (--split-tracker: two)`,
     );
     await tracker.stop("SIGTERM", 5000);
     const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
@@ -403,15 +410,17 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       profileEnv.BUN_OPTIONS = `--cpu-prof --cpu-prof-dir=${profileDir}`;
       notes.push(`the watch-serving tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
     }
-    const startConsumer = (pubsub: boolean) =>
-      startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: String(pubsub) }, logFile: trackerLog });
-    tracker = await startConsumer(false);
-    const server = await startServiceProcess({
-      service: "tracker",
-      env: { ...env, TRACKER_PORT: "0", TRACKER_CONSUME: "false", ...profileEnv },
-      logFile: join(root, ".fleet", "logs", "bench-tracker-watches.log"),
-    });
-    cleanups.push(() => server.stop("SIGTERM", 5000));
+    const startConsumer = (pubsub: boolean, extraEnv: Record<string, string> = {}) =>
+      startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: String(pubsub), ...extraEnv }, logFile: trackerLog });
+    tracker = await startConsumer(false, o.splitTracker ? {} : profileEnv);
+    const server = o.splitTracker
+      ? await startServiceProcess({
+          service: "tracker",
+          env: { ...env, TRACKER_PORT: "0", TRACKER_CONSUME: "false", ...profileEnv },
+          logFile: join(root, ".fleet", "logs", "bench-tracker-watches.log"),
+        })
+      : tracker;
+    if (o.splitTracker) cleanups.push(() => server.stop("SIGTERM", 5000));
     const gatewayLog = join(root, ".fleet", "logs", "bench-gateway.log");
     say(`[${elapsed()}] starting the gateway (log: ${gatewayLog})`);
     const gateway = await startServiceProcess({ service: "gateway", env: { ...env, GATEWAY_PORT: "0" }, logFile: gatewayLog });
@@ -465,7 +474,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       const ready = await watchers.next("ready", 120_000);
       say(`  open ${ready.open} (failed ${ready.failed}${ready.lastError ? `: ${ready.lastError}` : ""})`);
       say(`  steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
-      const pids = { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, watchers: watchers.proc.pid };
+      const trackers: Record<string, number | undefined> = o.splitTracker && mode === "grpc" ? { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid } : { tracker: tracker.pid };
+      const pids = { ...trackers, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, watchers: watchers.proc.pid };
       load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
       await Bun.sleep(3000);
       watchers.send({ type: "record" });
@@ -513,7 +523,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     say(`  => offered ${fmt(g.offered)} points/s; ${fmt(g.eventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms (p99.9 ${fmt(g.h.quantile(0.999), 2)}); gateway ack p99 ${fmt(g.ackP99, 2)} ms`);
 
     say(`[${elapsed()}] restarting the consuming tracker with TRACKER_REDIS_PUBSUB=true (its script also PUBLISHes each update)`);
-    await tracker.stop("SIGTERM", 5000);
+    if (o.splitTracker) await server.stop("SIGTERM", 15_000);
+    await tracker.stop("SIGTERM", 15_000);
     tracker = await startConsumer(true);
     const r = await measureFanout("redis");
     f.redis_pubsub_p99_ms = r.h.quantile(0.99);
@@ -524,7 +535,6 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     load.send({ type: "close", timeoutMs: 5000 });
     await load.next("closed", 10_000).catch(() => undefined);
     if (o.profile) {
-      await server.stop("SIGTERM", 15_000);
       const file = readdirSync(profileDir).find((n) => n.endsWith(".cpuprofile"));
       if (!file) say("  no profile written (the tracker did not exit cleanly?)");
       else {
