@@ -9,9 +9,8 @@
  *    sequentially, with those vehicles live: through connect-node's client, then through
  *    @grpc/grpc-js (nearby_p99_ms), then the Redis script alone.
  * 4. Watch: vehicles stream through the gateway at `--rate` points/s (the ingest bench's load
- *    generator); one tracker process consumes and serves the watches, as `fleet up` runs it (with
- *    --split-tracker one consumes and another serves, TRACKER_CONSUME=false, as the design scales
- *    them); `--watchers` watches (vehicle and area mixed) over gRPC; then, in the same run under the same load, the same fan-out the seeds' way: one Redis connection per watcher
+ *    generator); one tracker process consumes, another serves (TRACKER_CONSUME=false), as the
+ *    design scales them (--one-tracker: one process for both, as `fleet up` runs it); `--watchers` watches (vehicle and area mixed) over gRPC; then, in the same run under the same load, the same fan-out the seeds' way: one Redis connection per watcher
  *    SUBSCRIBEd to one channel per vehicle, published by the tracker's script. One after the
  *    other, so that neither pays for the other's CPU. Latency is from the point's recorded_at
  *    (set when the load generator sent it) to its arrival at the watcher.
@@ -80,8 +79,9 @@ Options:
   --watch-connections N  HTTP/2 connections the gRPC watches share (default 100: a watcher is a phone
                        or a browser tab with a connection of its own; fewer share windows and sockets)
   --seconds N          length of each fan-out's measured window, after a 3 s warm-up (default 20)
-  --split-tracker      one tracker process consumes, another serves the watches (TRACKER_CONSUME=false);
-                       default: one process does both, as \`fleet up\` runs it
+  --one-tracker        one tracker process consumes and serves the watches, as \`fleet up\` runs it;
+                       default: one consumes, another serves (TRACKER_CONSUME=false), which on 2 busy
+                       cores gets the tracker a larger share of them
   --profile            run the watch phase's tracker under --cpu-prof and print where its time went
   --quick              a smoke run: 20,000 vehicles, 1,000 watchers, 5 s
 `;
@@ -114,7 +114,7 @@ function parseOptions(argv: string[]): Options {
       "area-share": { type: "string" },
       "area-radius": { type: "string" },
       "watch-connections": { type: "string" },
-      "split-tracker": { type: "boolean" },
+      "one-tracker": { type: "boolean" },
       seconds: { type: "string" },
       quick: { type: "boolean" },
       profile: { type: "boolean" },
@@ -138,7 +138,7 @@ function parseOptions(argv: string[]): Options {
     areaShare: Math.min(1, num("area-share", values["area-share"], 0.2)),
     areaRadius: num("area-radius", values["area-radius"], 1000),
     watchConnections: num("watch-connections", values["watch-connections"], 100),
-    splitTracker: values["split-tracker"] === true,
+    splitTracker: values["one-tracker"] !== true,
     seconds: num("seconds", values.seconds, quick ? 5 : 20),
     profile: values.profile === true,
   };
@@ -399,8 +399,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     say(
       o.splitTracker
         ? `[${elapsed()}] restarting the tracker as two processes sharing the work, as they would scale out: one consumes the stream, ` +
-            `one serves the watches (TRACKER_CONSUME=false)`
-        : `[${elapsed()}] restarting the tracker: one process consumes the stream and serves the watches, as \`fleet up\` runs it (--split-tracker: two)`,
+            `one serves the watches (TRACKER_CONSUME=false; --one-tracker: one process for both)`
+        : `[${elapsed()}] restarting the tracker: one process consumes the stream and serves the watches, as \`fleet up\` runs it`,
     );
     await tracker.stop("SIGTERM", 5000);
     const profileDir = join(root, ".fleet", "profiles", `bench-watch-${Date.now().toString(36)}`);
