@@ -7,6 +7,12 @@
  * durable seq only moves contiguously: when a batch fails, its vehicles are marked broken and
  * later batches of theirs (even if stored) do not advance them until nothing of theirs is in flight.
  *
+ * One linger timer serves every partition: the batches open when it fires are published together,
+ * in one socket write to NATS, and their PubAcks come back together, so the acks of several
+ * batches leave in the same turn of the event loop and share the HTTP/2 connections' writes. With
+ * a timer per partition each batch cost its own NATS write and its own round of ack writes: at a
+ * steady 16,700 points/s (eight points a batch) those writes were most of the gateway's CPU.
+ *
  * The window of points accepted but not yet PubAck'd is bounded gateway-wide (`maxInFlight`):
  * handlers check `full` after each point and wait with `whenRoom()`, so a slow JetStream stops the reading
  * and HTTP/2 flow control pushes back to the vehicles.
@@ -86,7 +92,6 @@ class Batch {
 
 class Partition {
   current: Batch | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
   /** Batches handed to JetStream, oldest first. */
   queue: Batch[] = [];
   publishing = 0;
@@ -122,6 +127,9 @@ export function createBatcher({
   let waiters: ((() => void) | undefined)[] = [];
   let waitHead = 0;
   let idleWaiters: (() => void)[] = [];
+  /** Partitions that opened a batch since the linger timer was set. */
+  let lingering: Partition[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
 
   const batches = new Counter({ name: "gateway_batches_published_total", help: "JetStream messages published", labelNames: ["result"], registers: [registry] });
   const batchSize = new Histogram({
@@ -145,11 +153,14 @@ export function createBatcher({
     },
   });
 
+  const flushLingering = () => {
+    timer = undefined;
+    const parts = lingering;
+    lingering = [];
+    for (const part of parts) flush(part);
+  };
+
   const flush = (part: Partition) => {
-    if (part.timer) {
-      clearTimeout(part.timer);
-      part.timer = undefined;
-    }
     const batch = part.current;
     if (!batch) return;
     part.current = undefined;
@@ -255,7 +266,9 @@ export function createBatcher({
       let batch = part.current;
       if (!batch) {
         batch = part.current = new Batch(++batchNo);
-        part.timer = setTimeout(flush, batchDelay, part);
+        // A batch opened while the timer runs waits less than batchDelay, never more.
+        lingering.push(part);
+        timer ??= setTimeout(flushLingering, batchDelay);
       }
       batch.positions.push(position);
       batch.states.push(state);
@@ -279,6 +292,9 @@ export function createBatcher({
       return inFlight;
     },
     async drain(timeoutMs) {
+      clearTimeout(timer);
+      timer = undefined;
+      lingering = [];
       for (const part of parts) flush(part);
       if (inFlight === 0) return true;
       return new Promise<boolean>((resolve) => {

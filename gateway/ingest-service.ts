@@ -9,15 +9,15 @@
  * native gRPC path, or pulled from connect's AsyncIterable for the other protocols. Both run the
  * same handlers below.
  */
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
-  IngestAckSchema,
   IngestService,
   RejectReason,
   SyncRequestSchema,
+  SyncResponseSchema,
   UploadRequestSchema,
+  UploadResponseSchema,
   type IngestAck,
   type Rejection,
   type SyncResponse,
@@ -30,6 +30,7 @@ import { Counter, type Registry } from "../lib/metrics";
 import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
 import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
+import { ackResponseEncoder } from "./ack-encoder";
 import { pointRequestDecoder } from "./point-decoder";
 import type { Bucket, RateLimiter } from "./rate-limit";
 import type { Stoppable, StreamWatch, WatchedStream } from "./stream-watch";
@@ -49,8 +50,6 @@ export interface IngestServiceOptions {
   /** True once the gateway drains: new calls are refused. */
   draining: () => boolean;
 }
-
-type AckInit = MessageInitShape<typeof IngestAckSchema>;
 
 /** What Upload and Sync read: one position per message. */
 type PointInput = MessageInput<{ position?: Position }>;
@@ -115,9 +114,10 @@ class IngestCall implements AckSink {
     return this.accepted > 0 || this.rejected !== undefined;
   }
 
-  /** The ack of everything since the previous one. */
-  takeAck(): AckInit {
-    const ack: AckInit = {
+  /** The ack of everything since the previous one: a complete message, so no `create` per ack. */
+  takeAck(): IngestAck {
+    const ack: IngestAck = {
+      $typeName: "fleet.v1.IngestAck",
       vehicleId: this.vehicleId,
       durableSeq: this.state.durable,
       accepted: this.accepted,
@@ -331,7 +331,7 @@ export function createIngestService({
 
   const reading: ReaderDeps = { batcher, streams, take };
 
-  const ackOf = (call: IngestCall) => create(IngestAckSchema, call.takeAck()) as IngestAck;
+  const ackOf = (call: IngestCall) => call.takeAck();
 
   const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
     const call = begin(ctx);
@@ -400,8 +400,8 @@ export function createIngestService({
     service,
     nativeMethods: [
       ...nativeUnaryMethods(IngestService, service),
-      nativeClientStream(IngestService.method.upload, upload, pointRequestDecoder(UploadRequestSchema)),
-      nativeBidiStream(IngestService.method.sync, sync, pointRequestDecoder(SyncRequestSchema)),
+      nativeClientStream(IngestService.method.upload, upload, pointRequestDecoder(UploadRequestSchema), ackResponseEncoder(UploadResponseSchema)),
+      nativeBidiStream(IngestService.method.sync, sync, pointRequestDecoder(SyncRequestSchema), ackResponseEncoder(SyncResponseSchema)),
     ],
   };
 }

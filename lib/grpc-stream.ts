@@ -122,7 +122,10 @@ type AnyInput = MessageInput<Message>;
  */
 export type MessageDecoder<T> = (buf: Buffer, start: number, end: number) => T;
 
-/** Encodes a response message the handler yielded. */
+/**
+ * Encodes a response message the handler yielded. The bytes are copied into their frame at once,
+ * so an encoder may return a view of a buffer it reuses.
+ */
 export type MessageEncoder<T> = (message: T) => Uint8Array;
 
 /** A method served natively; build it with `nativeClientStream`, `nativeBidiStream` or `nativeServerStream`. */
@@ -176,10 +179,12 @@ export function nativeClientStream<I extends DescMessage, O extends DescMessage>
   method: DescMethodClientStreaming<I, O>,
   handler: (input: MessageInput<MessageShape<I>>, ctx: HandlerContext) => Promise<MessageInitShape<O>>,
   decode?: MessageDecoder<MessageShape<I>>,
+  encode?: MessageEncoder<MessageShape<O>>,
 ): NativeStream {
   return {
     method,
     decode,
+    encode: encode as MessageEncoder<Message> | undefined,
     invoke: async (input, ctx) => one(await handler(input as unknown as MessageInput<MessageShape<I>>, ctx)) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
@@ -189,10 +194,12 @@ export function nativeBidiStream<I extends DescMessage, O extends DescMessage>(
   method: DescMethodBiDiStreaming<I, O>,
   handler: (input: MessageInput<MessageShape<I>>, ctx: HandlerContext) => AsyncIterable<MessageInitShape<O>>,
   decode?: MessageDecoder<MessageShape<I>>,
+  encode?: MessageEncoder<MessageShape<O>>,
 ): NativeStream {
   return {
     method,
     decode,
+    encode: encode as MessageEncoder<Message> | undefined,
     invoke: async (input, ctx) => handler(input as unknown as MessageInput<MessageShape<I>>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
@@ -681,12 +688,13 @@ class NativeCall implements AsyncIterable<never> {
   constructor(
     readonly route: NativeMethod,
     readonly raw: http2.ServerHttp2Stream,
-    req: http2.Http2ServerRequest,
+    headers: RawHeaders,
+    /** The compatibility request, made only when `contextValues` wants one. */
+    req: http2.Http2ServerRequest | undefined,
     maxMessageBytes: number,
     contextValues: NativeGrpcOptions["contextValues"],
   ) {
     const { method } = route;
-    const headers = req.headers as RawHeaders;
     const header = new LazyHeaders(headers);
     const timeout = parseGrpcTimeout(header.get("grpc-timeout") ?? undefined);
     this.input = new FramedInput(raw, route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))), maxMessageBytes);
@@ -694,9 +702,9 @@ class NativeCall implements AsyncIterable<never> {
     this.ctx = new NativeContext(
       method.parent,
       method,
-      `http://${headers[":authority"] ?? "localhost"}${req.url}`,
+      `http://${headers[":authority"] ?? "localhost"}${headers[":path"]}`,
       header,
-      contextValues?.(req) ?? (Object.create(contextValuesPrototype) as ContextValues),
+      (req && contextValues?.(req)) ?? (Object.create(contextValuesPrototype) as ContextValues),
       timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
       this.input,
     );
@@ -799,6 +807,12 @@ export interface NativeGrpcOptions {
 export interface NativeGrpc {
   /** Serves the request and returns true when it is a native method called over gRPC on HTTP/2; false leaves it to connect. */
   handle(req: http.IncomingMessage | http2.Http2ServerRequest): boolean;
+  /**
+   * The same for a bare HTTP/2 stream (the server's 'stream' event), before node:http2 made its
+   * compatibility request and response for it; false leaves the stream to them. Always false when
+   * `contextValues` is set, since that reads the compatibility request.
+   */
+  handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean;
 }
 
 const GRPC_CONTENT_TYPES = new Set(["application/grpc", "application/grpc+proto"]);
@@ -846,9 +860,9 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
   const unaryChain = interceptors.reduceRight<UnaryNext>((inner, interceptor) => interceptor(inner as Parameters<Interceptor>[0]) as UnaryNext, invokeUnary);
   const byPath = new Map(methods.map((s) => [`/${s.method.parent.typeName}/${s.method.name}`, s]));
 
-  const run = async (route: NativeMethod, req: http2.Http2ServerRequest) => {
-    const stream = req.stream as CallStream;
-    const call = new NativeCall(route, stream, req, maxMessageBytes, contextValues);
+  const run = async (route: NativeMethod, raw: http2.ServerHttp2Stream, headers: RawHeaders, req: http2.Http2ServerRequest | undefined) => {
+    const stream = raw as CallStream;
+    const call = new NativeCall(route, stream, headers, req, maxMessageBytes, contextValues);
     const { ctx, input, output } = call;
     stream[CALL] = call;
     stream.on("error", ignoreStreamError);
@@ -890,7 +904,17 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
       if (!route) return false;
       const type = req.headers["content-type"];
       if (type === undefined || !GRPC_CONTENT_TYPES.has(type)) return false;
-      void run(route, req as http2.Http2ServerRequest);
+      const h2req = req as http2.Http2ServerRequest;
+      void run(route, h2req.stream, h2req.headers, h2req);
+      return true;
+    },
+    handleStream(stream, headers) {
+      if (contextValues || headers[":method"] !== "POST") return false;
+      const route = byPath.get(headers[":path"] ?? "");
+      if (!route) return false;
+      const type = headers["content-type"];
+      if (type === undefined || !GRPC_CONTENT_TYPES.has(type)) return false;
+      void run(route, stream, headers, undefined);
       return true;
     },
   };

@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { createNativeGrpc, grpcMessageEncode, type NativeMethod } from "./grpc-stream";
+import { createNativeGrpc, grpcMessageEncode, type NativeGrpc, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -137,6 +137,27 @@ function boundH2Writes(res: http.ServerResponse): void {
   });
 }
 
+type StreamListener = (this: unknown, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
+
+/**
+ * Hands a native method's HTTP/2 stream to the native path before node:http2 makes its
+ * compatibility request and response (two stream objects with their state and listeners, which
+ * the native path never uses): on a bare server ~2 KB of RSS per open stream, 1.5 KB of it JS
+ * heap. The compatibility layer is the one 'stream' listener that a server created with a request
+ * handler has (Node and Bun alike); it still gets every other stream. Any other layout is left as
+ * it is.
+ */
+function nativeStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer, native: NativeGrpc | undefined): void {
+  if (!native) return;
+  const listeners = server.listeners("stream") as StreamListener[];
+  if (listeners.length !== 1) return;
+  const compat = listeners[0]!;
+  server.removeListener("stream", compat);
+  server.on("stream", function (this: unknown, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) {
+    if (!native.handleStream(stream, headers)) compat.call(this, stream, headers, ...rest);
+  });
+}
+
 /** Starts the one-port server and resolves once it listens. */
 export async function serve({
   routes,
@@ -235,10 +256,12 @@ export async function serve({
   if (tls) {
     const secure = http2.createSecureServer({ cert: tls.cert, key: tls.key, allowHTTP1: true, settings }, handler);
     secure.on("session", trackSession);
+    nativeStreamsFirst(secure, native);
     listener = secure;
   } else {
     const h2 = http2.createServer({ settings }, handler);
     h2.on("session", trackSession);
+    nativeStreamsFirst(h2, native);
     h1 = http.createServer(handler);
     h1.keepAliveTimeout = idleTimeoutMs;
     const h1Server = h1;
