@@ -14,9 +14,10 @@ import {
   SetStatusResponseSchema,
   StatusCountSchema,
   TrackerService,
-  WatchAreaResponseSchema,
-  WatchVehiclesResponseSchema,
   type NearbyVehicle,
+  type VehicleEvent,
+  type WatchAreaResponse,
+  type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import type { WatchClaims } from "../lib/auth";
 import { nativeServerStream, nativeUnaryMethods, type NativeMethod } from "../lib/grpc-stream";
@@ -67,6 +68,9 @@ export interface TrackerHandlers {
 const COUNTED = [VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE, VehicleStatus.OFFLINE];
 const SETTABLE = new Set([VehicleStatus.ACTIVE, VehicleStatus.IDLE, VehicleStatus.ON_DELIVERY, VehicleStatus.AVAILABLE]);
 const MAX_ID = 128;
+/** Responses written out rather than through protobuf-es's `create`, one per message sent; TypeScript checks every field is there. */
+const vehiclesResponse = (events: VehicleEvent[]): WatchVehiclesResponse => ({ $typeName: "fleet.v1.WatchVehiclesResponse", events });
+const areaResponse = (events: VehicleEvent[]): WatchAreaResponse => ({ $typeName: "fleet.v1.WatchAreaResponse", events });
 /**
  * A watch waits (and its updates coalesce to the latest per vehicle) once this much is written and
  * not yet taken by its client: ~60 updates. With the 64 KiB of other streams, a busy area watch
@@ -147,17 +151,6 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     throw new PermissionError(`token does not grant vehicle "${id}"`);
   };
 
-  async function* runWatch(kind: "vehicles" | "area", watch: Watch) {
-    watches.add(watch);
-    openWatches.inc({ kind });
-    try {
-      yield* watch.events();
-    } finally {
-      watches.delete(watch);
-      openWatches.dec({ kind });
-      watch.close();
-    }
-  }
 
   // Children per kind: a labelled inc() looks its series up by the label values every time.
   const coalescedOf = { vehicles: coalesced.labels("vehicles"), area: coalesced.labels("area") };
@@ -173,6 +166,14 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     onCoalesced: () => coalescedOf[kind].inc(),
     onSent: (n: number) => sentOf[kind].inc(n),
     onTooSlow: () => tooSlow.inc({ kind }),
+    onOpen: (watch: Watch) => {
+      watches.add(watch);
+      openWatches.inc({ kind });
+    },
+    onClose: (watch: Watch) => {
+      watches.delete(watch);
+      openWatches.dec({ kind });
+    },
   });
 
   const service: ServiceImpl<typeof TrackerService> = {
@@ -324,7 +325,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
           },
         });
       }
-      for await (const events of runWatch("vehicles", watch)) yield create(WatchVehiclesResponseSchema, { events });
+      yield* watch.events(vehiclesResponse);
     },
 
     async *watchArea(req, ctx) {
@@ -340,7 +341,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
           return found.hits.map((h) => viewOfRecord(h.id, h.record));
         },
       });
-      for await (const events of runWatch("area", watch)) yield create(WatchAreaResponseSchema, { events });
+      yield* watch.events(areaResponse);
     },
   };
 

@@ -51,6 +51,9 @@ export interface WatchOptions {
   onSent?(n: number): void;
   /** The watch was ended as too slow (its client hears it when it reads next). */
   onTooSlow?(): void;
+  /** Its events started being read, and they ended (whatever the reason). */
+  onOpen?(watch: Watch): void;
+  onClose?(watch: Watch): void;
 }
 
 interface Pending {
@@ -211,8 +214,12 @@ export class Watch {
     return out;
   }
 
-  /** The watch's messages: snapshot events, SNAPSHOT_END, then live events until the call ends. */
-  async *events(): AsyncGenerator<VehicleEvent[]> {
+  /**
+   * The watch's messages, each made by `message` from its events: snapshot events, SNAPSHOT_END,
+   * then live events until the call ends. One generator from here to the RPC (no generator per
+   * message, none per layer): at tens of thousands of messages a second each layer is felt.
+   */
+  async *events<M>(message: (events: VehicleEvent[]) => M): AsyncGenerator<M> {
     const { signal } = this.o;
     const onAbort = () => {
       this.close();
@@ -220,6 +227,7 @@ export class Watch {
     };
     signal.addEventListener("abort", onAbort);
     const chunk = this.o.chunk ?? 500;
+    this.o.onOpen?.(this);
     try {
       const snapshot = await this.o.snapshot();
       let out: VehicleEvent[] = [];
@@ -230,12 +238,16 @@ export class Watch {
         this.known.set(vehicleId, 0);
         out.push(liveEvent(EventKind.SNAPSHOT, view, 0));
         if (out.length >= chunk) {
-          yield* this.send(out);
+          this.waitingSince = Date.now();
+          yield message(out);
+          this.sent(out.length);
           out = [];
         }
       }
       out.push(SNAPSHOT_END);
-      yield* this.send(out);
+      this.waitingSince = Date.now();
+      yield message(out);
+      this.sent(out.length);
       const buffered = this.buffer ?? [];
       this.buffer = undefined;
       for (const e of buffered) this.apply(e);
@@ -243,7 +255,10 @@ export class Watch {
         if (this.failure) throw this.failure;
         const ready = this.take(Date.now(), chunk);
         if (ready.length > 0) {
-          yield* this.send(ready);
+          // While the client has not taken this message, checkLag may end the watch.
+          this.waitingSince = Date.now();
+          yield message(ready);
+          this.sent(ready.length);
           continue;
         }
         if (this.closed) break;
@@ -253,16 +268,12 @@ export class Watch {
     } finally {
       signal.removeEventListener("abort", onAbort);
       this.close();
+      this.o.onClose?.(this);
     }
   }
 
-  private async *send(events: VehicleEvent[]): AsyncGenerator<VehicleEvent[]> {
-    this.waitingSince = Date.now();
-    try {
-      yield events;
-    } finally {
-      this.waitingSince = 0;
-    }
-    this.o.onSent?.(events.length);
+  private sent(n: number): void {
+    this.waitingSince = 0;
+    this.o.onSent?.(n);
   }
 }
