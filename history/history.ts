@@ -10,6 +10,7 @@ import { openDuckDb } from "../lib/archive-duckdb";
 import { archiveStoreFrom, defaultCacheDir } from "../lib/archive-store";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
+import { nativeUnaryMethods } from "../lib/grpc-stream";
 import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
 import { createLogger, type Logger } from "../lib/log";
 import { createRegistry, type Registry } from "../lib/metrics";
@@ -106,6 +107,8 @@ export async function createHistory({
     });
     server = await serve({
       routes: (router) => router.service(HistoryService, service),
+      // GetTrack and GetStats over gRPC skip connect-node's per-call cost (~0.3 ms of CPU on Bun): see lib/grpc-stream.ts.
+      nativeMethods: nativeUnaryMethods(HistoryService, service),
       host: config.host,
       port: config.historyPort,
       registry,
