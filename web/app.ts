@@ -112,26 +112,27 @@ async function watch(p: PageParams): Promise<never> {
   const baseUrl = p.tracker ?? FLEET_TRACKER_URL;
   const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
   const area = { shape: { case: "box" as const, value: p.box } };
-  for (let attempt = 0; ; attempt++) {
-    connection = attempt === 0 ? "connecting" : "reconnecting";
+  // Failures since the stream was last live: the backoff grows with them, and a live stream resets it.
+  let failures = 0;
+  for (;;) {
+    connection = failures === 0 ? "connecting" : "reconnecting";
     try {
       state.restart();
       for await (const res of client.watchArea({ area }, { headers: { authorization: `Bearer ${p.token}` } })) {
-        if (state.live) connection = "live";
         state.apply(res.events);
-        if (state.live) {
+        if (state.live && connection !== "live") {
           connection = "live";
-          attempt = 0;
+          failures = 0;
           showError("");
         }
       }
       showError("the tracker ended the watch; reconnecting");
     } catch (e) {
       const err = ConnectError.from(e);
-      const hint = err.code === Code.Unauthenticated ? " — mint a new token (fleet token watch --all) and put it in the URL as #token=…" : "";
+      const hint = err.code === Code.Unauthenticated ? " (the URL fleet up prints has a fresh one; or fleet token watch --all, then #token=… in the URL)" : "";
       showError(`${Code[err.code]}: ${err.rawMessage}${hint}`);
     }
-    const delay = Math.min(30_000, 1000 * 2 ** Math.min(attempt, 5)) * (0.8 + Math.random() * 0.4);
+    const delay = Math.min(30_000, 1000 * 2 ** Math.min(failures++, 5)) * (0.8 + Math.random() * 0.4);
     connection = `disconnected, retrying in ${(delay / 1000).toFixed(0)} s`;
     await new Promise((r) => setTimeout(r, delay));
   }
