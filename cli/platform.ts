@@ -2,11 +2,14 @@
  * Starts the whole platform for `fleet up` and `fleet demo`: the stack (what the environment does not
  * give), then every service that exists in this checkout as its own process.
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mintWatchToken, tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { startStack, type Stack } from "../lib/stack";
 import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
+import { pageUrl, startWebApp, type WebApp } from "./web";
 
 const root = join(import.meta.dir, "..");
 
@@ -23,6 +26,8 @@ export interface Endpoints {
   tracker: string | null;
   history: string | null;
   archiver: string | null;
+  /** The live map page (without a token; see Platform.mapUrl). */
+  web: string | null;
   nats: string;
   redis: string;
   database: string;
@@ -34,6 +39,8 @@ export interface Platform {
   stack: Stack;
   logDir: string;
   services: Map<string, ServiceProcess>;
+  /** The live map page with a fresh read-only watch token of every vehicle in its fragment; null without a tracker. */
+  mapUrl: string | null;
   /** Drains the services (SIGTERM), then stops what the stack started. */
   stop(): Promise<void>;
 }
@@ -51,10 +58,15 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
   progress("starting the stack (NATS JetStream, Redis, PostgreSQL, S3) — servers given by NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT are used as they are");
   const stack = await startStack({ services: ["nats", "redis", "postgres", "s3"] });
   const services = new Map<string, ServiceProcess>();
+  let web: WebApp | undefined;
+  let webDir: string | undefined;
   const stop = async () => {
+    await web?.stop();
+    if (webDir) rmSync(webDir, { recursive: true, force: true });
     await Promise.all([...services.values()].reverse().map((s) => s.stop("SIGTERM", config.drainTimeout + 5000)));
     await stack.stop();
   };
+  let mapUrl: string | null = null;
   const urls: Record<string, string | null> = {};
   try {
     for (const svc of SERVICES) {
@@ -72,6 +84,15 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
       services.set(svc.name, proc);
       urls[svc.name] = proc.url;
     }
+    if (urls.tracker) {
+      // A folder per process: two `fleet up` at once must not serve each other's bundle.
+      webDir = mkdtempSync(join(tmpdir(), "fleet-web-"));
+      progress(`bundling web/app.ts and serving the live map on ${config.host}:${config.webPort}`);
+      web = await startWebApp({ trackerUrl: urls.tracker, outDir: webDir, host: config.host, port: config.webPort });
+      urls.web = web.url;
+      // Read-only (no dispatch) and for every vehicle, as `fleet token watch --all` mints it.
+      mapUrl = pageUrl(web.url, await mintWatchToken(tokenKeys(config), { all: true, subject: "fleet-up-map" }));
+    }
   } catch (err) {
     await stop();
     throw err;
@@ -82,6 +103,7 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
       tracker: urls.tracker ?? null,
       history: urls.history ?? null,
       archiver: urls.archiver ?? null,
+      web: urls.web ?? null,
       nats: stack.natsUrl,
       redis: stack.redisUrl,
       database: stack.databaseUrl,
@@ -90,6 +112,7 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
     stack,
     logDir,
     services,
+    mapUrl,
     stop,
   };
 }

@@ -159,6 +159,8 @@ const S = {
   archiveInterval: duration("ARCHIVE_INTERVAL", "1h", "how often the archiver runs by itself (0: only when asked)"),
   archivePrefix: str("ARCHIVE_PREFIX", "", "key prefix of the archive inside S3_BUCKET"),
   archiveCacheDir: str("ARCHIVE_CACHE_DIR", "", "local copies of S3 objects for DuckDB (default: <tmp>/fleet-archive-cache)"),
+  // live map page of `fleet up`
+  webPort: int("WEB_PORT", 50050, "port of the live map page `fleet up` serves (0: a free port)", 0, 65535),
   // demo / simulator
   simVehicles: int("SIM_VEHICLES", 50, "vehicles the simulator drives", 1),
   simInterval: duration("SIM_INTERVAL", "1s", "how often each simulated vehicle reports"),

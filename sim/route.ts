@@ -111,6 +111,23 @@ export function createCity({
   };
 }
 
+/** The lat/lon box the city's streets fill, with `marginM` metres to spare on each side (for the live map). */
+export function cityBox(city: City, marginM = 0): { minLat: number; minLon: number; maxLat: number; maxLon: number } {
+  const far = city.nodeXY(city.avenues - 1, city.streets - 1);
+  const corners = [
+    city.toLatLon(-marginM, -marginM),
+    city.toLatLon(far.x + marginM, -marginM),
+    city.toLatLon(-marginM, far.y + marginM),
+    city.toLatLon(far.x + marginM, far.y + marginM),
+  ];
+  return {
+    minLat: Math.min(...corners.map((c) => c.lat)),
+    minLon: Math.min(...corners.map((c) => c.lon)),
+    maxLat: Math.max(...corners.map((c) => c.lat)),
+    maxLon: Math.max(...corners.map((c) => c.lon)),
+  };
+}
+
 /** Speed and acceleration limits of the simulated vehicles (urban driving). */
 export const LIMITS = { maxSpeed: 25, accel: 2.5, brake: 4, turnSpeed: 5 } as const;
 

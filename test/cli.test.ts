@@ -53,7 +53,7 @@ describe("fleet up", () => {
     const port = await freePort();
     child = spawn(bun, ["cli/fleet.ts", "up", "--json"], {
       cwd: root,
-      env: { ...process.env, GATEWAY_PORT: String(port), NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
+      env: { ...process.env, GATEWAY_PORT: String(port), WEB_PORT: "0", NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
@@ -70,8 +70,9 @@ describe("fleet up", () => {
       });
     });
     const endpoints = JSON.parse(line) as Record<string, string | null>;
-    expect(Object.keys(endpoints).sort()).toEqual(["archiver", "database", "gateway", "history", "nats", "redis", "s3", "tracker"]);
+    expect(Object.keys(endpoints).sort()).toEqual(["archiver", "database", "gateway", "history", "nats", "redis", "s3", "tracker", "web"]);
     expect(endpoints.gateway).toBe(`http://127.0.0.1:${port}`);
+    expect(endpoints.web).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
     expect(endpoints.nats).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
     expect(endpoints.database).toMatch(/^postgres:\/\/.*127\.0\.0\.1:\d+\/fleet$/);
 
@@ -99,5 +100,67 @@ describe("fleet up", () => {
       () => "closed",
     );
     expect(probe).toBe("closed");
+  }, 60_000);
+
+  test("up - serves the live map page and the bundle Bun.build made, and prints the page URL with a watch token", async () => {
+    const [gatewayPort, webPort] = [await freePort(), await freePort()];
+    child = spawn(bun, ["cli/fleet.ts", "up"], {
+      cwd: root,
+      env: { ...process.env, GATEWAY_PORT: String(gatewayPort), WEB_PORT: String(webPort), NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
+    const out = await new Promise<string>((resolve, reject) => {
+      let text = "";
+      const timer = setTimeout(() => reject(new Error(`fleet up was not up in 30 s; printed:\n${text}`)), 30_000);
+      child!.stdout!.on("data", (chunk: Buffer) => {
+        text += chunk.toString();
+        if (text.includes("Ctrl-C to stop.")) {
+          clearTimeout(timer);
+          resolve(text);
+        }
+      });
+    });
+    // The existing lines stay, the map's join them.
+    expect(out).toContain("fleet is up:");
+    expect(out).toMatch(/^ {2}gateway {3}http:\/\/127\.0\.0\.1:\d+/m);
+    const tracker = /^ {2}tracker {3}(\S+)/m.exec(out)![1]!;
+    const page = /^ {2}(http:\/\/127\.0\.0\.1:(\d+)\/#token=([\w.-]+))$/m.exec(out);
+    expect(page).not.toBeNull();
+    expect(Number(page![2])).toBe(webPort);
+    const base = `http://127.0.0.1:${webPort}/`;
+
+    const html = await fetch(base);
+    expect(html.status).toBe(200);
+    expect(html.headers.get("content-type")).toContain("text/html");
+    expect(await html.text()).toContain('<script type="module" src="/app.js">');
+    const js = await fetch(`${base}app.js`);
+    expect(js.status).toBe(200);
+    expect(js.headers.get("content-type")).toContain("javascript");
+    const bundle = await js.text();
+    // Bundled, not the source: no TypeScript imports left, connect-web and the tracker's URL inside.
+    expect(bundle).not.toMatch(/^import /m);
+    expect(bundle).toContain(".watchArea(");
+    expect(bundle).toContain("createConnectTransport");
+    expect(bundle).toContain(JSON.stringify(tracker));
+    // Only the page and its bundle: no files off the disk.
+    for (const path of ["app.ts", "index.ts", "map-state.ts", "../package.json", "%2e%2e/package.json"]) {
+      expect((await fetch(`${base}${path}`)).status).toBe(404);
+    }
+
+    // The token of the URL is a read-only watch token of every vehicle the tracker takes.
+    const token = page![3]!;
+    const claims = JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as Record<string, unknown>;
+    expect(claims).toMatchObject({ role: "watch", all: true, dispatch: false });
+    const counted = await fetch(`${tracker}/fleet.v1.TrackerService/CountByStatus`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: "{}",
+    });
+    expect(counted.status).toBe(200);
+
+    child.kill("SIGINT");
+    expect(await exited).toBe(0);
+    await expect(fetch(base)).rejects.toThrow();
   }, 60_000);
 });

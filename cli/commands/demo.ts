@@ -5,10 +5,11 @@ import { loadConfig } from "../../lib/config";
 import { createLogger } from "../../lib/log";
 import { POSITIONS_STREAM } from "../../lib/subjects";
 import { parseSimArgs, SIM_USAGE } from "../../sim/options";
+import { cityBox, createCity } from "../../sim/route";
 import { createSimulator } from "../../sim/simulator";
 import { startPlatform, untilSignal } from "../platform";
 import { describeSimStats } from "./sim";
-import { describeEndpoints } from "./up";
+import { describeEndpoints, describeMap } from "./up";
 
 const help = `usage: fleet demo [flags]
 
@@ -32,6 +33,7 @@ export async function run(argv: string[]): Promise<number> {
   const platform = await startPlatform({ config, progress: say });
   say(`the platform is up:\n${describeEndpoints(platform.endpoints)}`);
   say(`service logs: ${platform.logDir}`);
+  say(describeMap(mapWithBox(platform.mapUrl, options.center)));
 
   const nc = await connect({ servers: platform.endpoints.nats, name: "fleet-demo" });
   const jsm = await jetstreamManager(nc);
@@ -65,4 +67,13 @@ export async function run(argv: string[]): Promise<number> {
   await platform.stop();
   say("stopped; everything the demo started is gone");
   return 0;
+}
+
+/** The page defaults to the default city's box; the demo names the box it drives in, as --center may move it. */
+function mapWithBox(mapUrl: string | null, center: { lat: number; lon: number } | undefined): string | null {
+  if (!mapUrl || !center) return mapUrl;
+  const b = cityBox(createCity({ center }), 500);
+  const box = [b.minLat, b.minLon, b.maxLat, b.maxLon].map((v) => v.toFixed(4)).join(",");
+  const hash = mapUrl.indexOf("#");
+  return `${mapUrl.slice(0, hash)}?box=${box}${mapUrl.slice(hash)}`;
 }

@@ -1,0 +1,39 @@
+import { expect, test } from "bun:test";
+import { create } from "@bufbuild/protobuf";
+import { EventKind, VehicleEventSchema } from "../gen/fleet/v1/tracker_pb";
+import { cityBox, createCity } from "../sim/route";
+import { createMapState, DEFAULT_BOX, gridSteps, parseBox, parsePageParams } from "./map-state";
+
+test("map - the default box holds the simulator's default city", () => {
+  const city = cityBox(createCity(), 0);
+  expect(DEFAULT_BOX.minLat).toBeLessThan(city.minLat);
+  expect(DEFAULT_BOX.minLon).toBeLessThan(city.minLon);
+  expect(DEFAULT_BOX.maxLat).toBeGreaterThan(city.maxLat);
+  expect(DEFAULT_BOX.maxLon).toBeGreaterThan(city.maxLon);
+});
+
+test("map - the URL gives the box in the query and the token in the fragment; a bad box says what it wants", () => {
+  const p = parsePageParams("?box=1,2,3,4&tracker=http://h:1", "#token=abc.def.ghi");
+  expect(p).toEqual({ box: { minLat: 1, minLon: 2, maxLat: 3, maxLon: 4 }, token: "abc.def.ghi", tracker: "http://h:1" });
+  expect(parsePageParams("", "")).toEqual({ box: { ...DEFAULT_BOX }, token: "", tracker: undefined });
+  expect(() => parseBox("1,2,3")).toThrow("expected minLat,minLon,maxLat,maxLon");
+  expect(() => parseBox("3,2,1,4")).toThrow("min must be below max");
+});
+
+test("map - grid lines fall on round degrees", () => {
+  expect(gridSteps(52.4975, 52.5425)).toEqual([52.5, 52.51, 52.52, 52.53, 52.54]);
+});
+
+test("map - coalesced updates count into updates/s and the coalesced total; the snapshot does not count as updates", () => {
+  const state = createMapState({ rateWindowMs: 1000 });
+  const event = (kind: EventKind, seq: number, coalesced = 0) =>
+    create(VehicleEventSchema, { kind, coalesced, vehicle: { online: true, position: { vehicleId: "v", seq, lat: 52.5, lon: 13.4 + seq / 1000 } } });
+  state.apply([event(EventKind.SNAPSHOT, 1), create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })], 10_000);
+  expect(state.updatesPerSecond(10_000)).toBe(0);
+  state.apply([event(EventKind.MOVE, 5, 3)], 10_500);
+  expect(state.coalesced).toBe(3);
+  expect(state.updatesPerSecond(10_600)).toBe(4);
+  expect(state.updatesPerSecond(11_600)).toBe(0);
+  expect(state.vehicles.get("v")).toMatchObject({ seq: 5, online: true });
+  expect(state.vehicles.get("v")!.trail).toHaveLength(2);
+});

@@ -1,0 +1,238 @@
+/**
+ * What the live map knows, built only from a WatchArea stream: no DOM here, so that the page's
+ * event handling is tested against a real tracker (web/test/) and app.ts only draws.
+ */
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import { EventKind, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
+
+/** A latitude/longitude rectangle, as the Box of geo.proto. */
+export interface Box {
+  minLat: number;
+  minLon: number;
+  maxLat: number;
+  maxLon: number;
+}
+
+/**
+ * The area the simulator drives in: sim/route.ts createCity's default grid (4 × 4 km around
+ * 52.52, 13.405, Berlin Mitte) with ~500 m to spare for GPS jitter. web/map-state.test.ts checks it
+ * still holds the grid, so the two cannot drift apart unnoticed.
+ */
+export const DEFAULT_BOX: Readonly<Box> = Object.freeze({ minLat: 52.4975, minLon: 13.3680, maxLat: 52.5425, maxLon: 13.4420 });
+
+/** Parses "minLat,minLon,maxLat,maxLon"; throws with a message for the page when it is not that. */
+export function parseBox(raw: string): Box {
+  const parts = raw.split(",").map((s) => Number(s.trim()));
+  const [minLat, minLon, maxLat, maxLon] = parts;
+  if (parts.length !== 4 || !parts.every(Number.isFinite)) {
+    throw new Error(`box "${raw}": expected minLat,minLon,maxLat,maxLon in degrees`);
+  }
+  if (!(minLat! < maxLat! && minLon! < maxLon!)) throw new Error(`box "${raw}": min must be below max (a box may not cross the antimeridian)`);
+  return { minLat: minLat!, minLon: minLon!, maxLat: maxLat!, maxLon: maxLon! };
+}
+
+export interface PageParams {
+  box: Box;
+  token: string;
+  /** Tracker base URL given by ?tracker=, else undefined (the page uses the one it was built with). */
+  tracker: string | undefined;
+}
+
+/** Reads the page's URL: ?box= and ?tracker= from the query, the token from the fragment (#token=…). */
+export function parsePageParams(search: string, hash: string): PageParams {
+  const query = new URLSearchParams(search);
+  const fragment = new URLSearchParams(hash.replace(/^#/, ""));
+  const box = query.get("box");
+  return { box: box ? parseBox(box) : { ...DEFAULT_BOX }, token: fragment.get("token") ?? "", tracker: query.get("tracker") ?? undefined };
+}
+
+export interface TrailPoint {
+  lat: number;
+  lon: number;
+}
+
+export interface VehicleView {
+  id: string;
+  fleetId: string;
+  orderId: string;
+  status: VehicleStatus;
+  /** The vehicle's sequence number of its newest position. */
+  seq: number;
+  lat: number;
+  lon: number;
+  speed: number;
+  /** When the vehicle recorded its newest position (ms since the epoch; 0 when unknown). */
+  recordedAtMs: number;
+  /** Its newest positions, oldest first, the current one last. */
+  trail: TrailPoint[];
+  /** False once an OFFLINE event came: drawn grey until it comes back or is pruned. */
+  online: boolean;
+  /** When this page last changed the vehicle (ms, the page's clock). */
+  updatedAtMs: number;
+}
+
+export interface MapStateOptions {
+  /** Positions kept per vehicle for its trail, the current one included. */
+  trailLength?: number;
+  /** How long a vehicle reported OFFLINE stays on the map (grey) before it is dropped. */
+  offlineKeepMs?: number;
+  /** Window of the updates-per-second figure. */
+  rateWindowMs?: number;
+}
+
+export interface MapState {
+  readonly vehicles: ReadonlyMap<string, VehicleView>;
+  /** True once the current stream's SNAPSHOT_END came: the map is complete, live events follow. */
+  readonly live: boolean;
+  /** Events applied since the page started (snapshot included). */
+  readonly events: number;
+  /** Updates the tracker dropped in favour of newer ones (the sum of `coalesced`). */
+  readonly coalesced: number;
+  /** When the last event came (ms, the page's clock); undefined before the first. */
+  readonly lastEventAtMs: number | undefined;
+  /** A new stream starts: its snapshot restates the area, and SNAPSHOT_END drops what it did not name. */
+  restart(): void;
+  /** Applies the events of one WatchAreaResponse. */
+  apply(events: readonly VehicleEvent[], nowMs?: number): void;
+  /** Drops vehicles that have been offline for longer than offlineKeepMs. */
+  prune(nowMs?: number): void;
+  /** Live events (plus the updates coalesced into them) per second over the last rateWindowMs. */
+  updatesPerSecond(nowMs?: number): number;
+  /** Vehicles shown as online. */
+  onlineCount(): number;
+}
+
+const tsMs = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
+
+/** Creates the map state of one page. */
+export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWindowMs = 5_000 }: MapStateOptions = {}): MapState {
+  const vehicles = new Map<string, VehicleView>();
+  // Vehicles the current stream's snapshot has not named yet (after a reconnect).
+  let unconfirmed = new Set<string>();
+  let live = false;
+  let events = 0;
+  let coalesced = 0;
+  let lastEventAtMs: number | undefined;
+  const rate: { at: number; n: number }[] = [];
+
+  const upsert = (e: VehicleEvent, now: number): void => {
+    const p = e.vehicle?.position;
+    if (!p) return;
+    let v = vehicles.get(p.vehicleId);
+    if (!v) {
+      v = { id: p.vehicleId, fleetId: "", orderId: "", status: VehicleStatus.UNSPECIFIED, seq: 0, lat: p.lat, lon: p.lon, speed: 0, recordedAtMs: 0, trail: [], online: true, updatedAtMs: now };
+      vehicles.set(p.vehicleId, v);
+    }
+    const last = v.trail.at(-1);
+    // A status change or a restated snapshot repeats the position: not a step of the trail.
+    if (!last || last.lat !== p.lat || last.lon !== p.lon) {
+      v.trail.push({ lat: p.lat, lon: p.lon });
+      if (v.trail.length > trailLength) v.trail.splice(0, v.trail.length - trailLength);
+    }
+    v.fleetId = p.fleetId;
+    v.orderId = e.vehicle!.orderId;
+    v.status = e.vehicle!.status;
+    v.seq = p.seq;
+    v.lat = p.lat;
+    v.lon = p.lon;
+    v.speed = p.speed;
+    v.recordedAtMs = tsMs(p.recordedAt);
+    v.online = e.vehicle!.online;
+    v.updatedAtMs = now;
+  };
+
+  return {
+    vehicles,
+    get live() {
+      return live;
+    },
+    get events() {
+      return events;
+    },
+    get coalesced() {
+      return coalesced;
+    },
+    get lastEventAtMs() {
+      return lastEventAtMs;
+    },
+    restart() {
+      live = false;
+      unconfirmed = new Set(vehicles.keys());
+    },
+    apply(batch, now = Date.now()) {
+      let counted = 0;
+      for (const e of batch) {
+        events++;
+        coalesced += e.coalesced;
+        lastEventAtMs = now;
+        const id = e.vehicle?.position?.vehicleId ?? "";
+        switch (e.kind) {
+          case EventKind.SNAPSHOT:
+            unconfirmed.delete(id);
+            upsert(e, now);
+            break;
+          case EventKind.SNAPSHOT_END:
+            // What the area held before a reconnect and holds no longer left while we were away.
+            for (const gone of unconfirmed) vehicles.delete(gone);
+            unconfirmed.clear();
+            live = true;
+            break;
+          case EventKind.ENTER:
+          case EventKind.MOVE:
+            counted += 1 + e.coalesced;
+            upsert(e, now);
+            break;
+          case EventKind.EXIT:
+            counted += 1 + e.coalesced;
+            vehicles.delete(id);
+            break;
+          case EventKind.OFFLINE: {
+            counted += 1 + e.coalesced;
+            upsert(e, now);
+            const v = vehicles.get(id);
+            if (v) v.online = false;
+            break;
+          }
+        }
+      }
+      if (counted > 0) rate.push({ at: now, n: counted });
+    },
+    prune(now = Date.now()) {
+      for (const [id, v] of vehicles) if (!v.online && now - v.updatedAtMs > offlineKeepMs) vehicles.delete(id);
+    },
+    updatesPerSecond(now = Date.now()) {
+      while (rate.length > 0 && rate[0]!.at <= now - rateWindowMs) rate.shift();
+      return rate.reduce((sum, r) => sum + r.n, 0) / (rateWindowMs / 1000);
+    },
+    onlineCount() {
+      let n = 0;
+      for (const v of vehicles.values()) if (v.online) n++;
+      return n;
+    },
+  };
+}
+
+/** Maps lat/lon into a width × height canvas showing `box` (equirectangular, scaled by cos(lat) so shapes keep their proportions). */
+export function createProjection(box: Box, width: number, height: number, margin = 40) {
+  const midLat = ((box.minLat + box.maxLat) / 2) * (Math.PI / 180);
+  const spanX = (box.maxLon - box.minLon) * Math.cos(midLat);
+  const spanY = box.maxLat - box.minLat;
+  const scale = Math.min((width - 2 * margin) / spanX, (height - 2 * margin) / spanY);
+  const ox = (width - spanX * scale) / 2;
+  const oy = (height - spanY * scale) / 2;
+  return {
+    x: (lon: number) => ox + (lon - box.minLon) * Math.cos(midLat) * scale,
+    y: (lat: number) => oy + (box.maxLat - lat) * scale,
+  };
+}
+
+/** Grid lines at a round step that gives about `target` lines across `span` degrees. */
+export function gridSteps(min: number, max: number, target = 6): number[] {
+  const raw = (max - min) / target;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw) ?? 10 * pow;
+  const out: number[] = [];
+  for (let v = Math.ceil(min / step) * step; v <= max + 1e-12; v += step) out.push(Number(v.toFixed(10)));
+  return out;
+}

@@ -1,0 +1,122 @@
+/**
+ * The live map's event handling (web/map-state.ts) fed by a real tracker through Connect-Web's
+ * transport, as the page's app.ts feeds it: snapshot, moves with trails, exits, offline, reconnects.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { TrackerService } from "../../gen/fleet/v1/tracker_pb";
+import { point, startTestTracker, uniqueName, waitFor, type TestTracker } from "../../tracker/test/helpers";
+import { createMapState, type MapState } from "../map-state";
+
+let t: TestTracker;
+let client: Client<typeof TrackerService>;
+beforeAll(async () => {
+  t = await startTestTracker();
+  client = createClient(TrackerService, createConnectTransport({ baseUrl: t.tracker.url, useBinaryFormat: true }));
+});
+afterAll(() => t.close());
+
+// ~11 × 11 km around (48.0, 2.0); the tests' fleets keep other files' vehicles out.
+const BOX = { minLat: 47.95, minLon: 1.95, maxLat: 48.05, maxLon: 2.05 };
+
+/** One WatchArea stream applied to `state` as the page applies it; stop() ends it. */
+function follow(state: MapState, token: string) {
+  const abort = new AbortController();
+  state.restart();
+  const done = (async () => {
+    try {
+      const stream = client.watchArea({ area: { shape: { case: "box", value: BOX } } }, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+      for await (const res of stream) state.apply(res.events);
+    } catch (e) {
+      if (!abort.signal.aborted) throw e;
+    }
+  })();
+  return {
+    async stop() {
+      abort.abort();
+      await done;
+    },
+  };
+}
+
+const until = (what: string, check: () => boolean) => waitFor(what, () => (check() ? true : undefined));
+
+describe("web map state", () => {
+  test("map - the snapshot fills the map, moves grow trails, EXIT removes, OFFLINE greys", async () => {
+    const fleet = uniqueName("map");
+    const token = await t.token({ fleets: [fleet] });
+    const [a, b, c] = [uniqueName("a"), uniqueName("b"), uniqueName("c")];
+    await t.publish([point(a, 1, { fleetId: fleet, lat: 48.0, lon: 2.0 }), point(b, 1, { fleetId: fleet, lat: 48.01, lon: 2.01 })]);
+    const dispatcher = await t.token({ fleets: [fleet], dispatch: true });
+    await waitFor("b in redis", () =>
+      client.getVehicle({ vehicleId: b }, { headers: { authorization: `Bearer ${dispatcher}` } }).then(
+        () => true,
+        () => undefined,
+      ),
+    );
+    const state = createMapState({ trailLength: 3 });
+    const w = follow(state, token);
+    await until("snapshot end", () => state.live);
+    expect([...state.vehicles.keys()].sort()).toEqual([a, b].sort());
+    expect(state.vehicles.get(a)).toMatchObject({ lat: 48.0, lon: 2.0, fleetId: fleet, online: true });
+
+    // a moves three times (its trail keeps the newest 3), c enters, b drives out of the box. Each
+    // move waits for the one before: the tracker may rightly fold points that arrive together into one.
+    await t.publish([point(a, 2, { fleetId: fleet, lat: 48.001, lon: 2.0 }), point(c, 1, { fleetId: fleet, lat: 47.99, lon: 1.99 })]);
+    await until("a at seq 2", () => state.vehicles.get(a)?.lat === 48.001);
+    await t.publish([point(a, 3, { fleetId: fleet, lat: 48.002, lon: 2.0 })]);
+    await until("a at seq 3", () => state.vehicles.get(a)?.lat === 48.002);
+    await t.publish([point(a, 4, { fleetId: fleet, lat: 48.003, lon: 2.0 }), point(b, 2, { fleetId: fleet, lat: 49.0, lon: 2.01 })]);
+    await until("a at seq 4, b gone, c in", () => state.vehicles.get(a)?.lat === 48.003 && !state.vehicles.has(b) && state.vehicles.has(c));
+    expect(state.vehicles.get(a)!.trail).toEqual([
+      { lat: 48.001, lon: 2.0 },
+      { lat: 48.002, lon: 2.0 },
+      { lat: 48.003, lon: 2.0 },
+    ]);
+    expect(state.vehicles.get(c)!.trail).toEqual([{ lat: 47.99, lon: 1.99 }]);
+    expect(state.updatesPerSecond()).toBeGreaterThan(0);
+    expect(Date.now() - state.lastEventAtMs!).toBeLessThan(5000);
+
+    // c stops reporting: the sweep sends OFFLINE, and the page keeps it grey until offlineKeepMs.
+    await t.publish([point(c, 2, { fleetId: fleet, lat: 47.99, lon: 1.99, receivedAt: timestampFromMs(Date.now() - 3_600_000) })]);
+    await until("c at seq 2", () => state.vehicles.get(c)?.seq === 2);
+    await t.tracker.sweep();
+    await until("c offline", () => state.vehicles.get(c)?.online === false);
+    expect(state.onlineCount()).toBe(1);
+    state.prune(Date.now() + 30_000);
+    expect(state.vehicles.has(c)).toBe(true);
+    state.prune(Date.now() + 61_000);
+    expect([...state.vehicles.keys()]).toEqual([a]);
+    await w.stop();
+  });
+
+  test("map - after a reconnect the new snapshot drops what left meanwhile and keeps the trails of the rest", async () => {
+    const fleet = uniqueName("remap");
+    const token = await t.token({ fleets: [fleet] });
+    const [stays, leaves] = [uniqueName("stays"), uniqueName("leaves")];
+    const state = createMapState();
+    let w = follow(state, token);
+    await until("snapshot end", () => state.live);
+    await t.publish([point(stays, 1, { fleetId: fleet, lat: 48.0, lon: 2.0 }), point(leaves, 1, { fleetId: fleet, lat: 48.02, lon: 2.02 })]);
+    await until("stays entered", () => state.vehicles.has(stays));
+    await t.publish([point(stays, 2, { fleetId: fleet, lat: 48.001, lon: 2.0 })]);
+    await until("both in, stays moved", () => state.vehicles.has(leaves) && state.vehicles.get(stays)?.lat === 48.001);
+    await w.stop();
+
+    // While the page is away, `leaves` drives out: no EXIT reaches the page.
+    await t.publish([point(leaves, 2, { fleetId: fleet, lat: 49.0, lon: 2.02 })]);
+    await Bun.sleep(200);
+    expect(state.vehicles.has(leaves)).toBe(true);
+    w = follow(state, token);
+    expect(state.live).toBe(false);
+    await until("second snapshot end", () => state.live);
+    expect([...state.vehicles.keys()]).toEqual([stays]);
+    expect(state.vehicles.get(stays)!.trail).toEqual([
+      { lat: 48.0, lon: 2.0 },
+      { lat: 48.001, lon: 2.0 },
+    ]);
+    await w.stop();
+  });
+});
