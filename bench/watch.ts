@@ -383,6 +383,14 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     f.nearby_p99_ms = grpcJsHist.quantile(0.99);
     extra.nearbyP50 = grpcJsHist.quantile(0.5);
     say(`  => @grpc/grpc-js: p50 ${fmt(extra.nearbyP50, 2)} ms, p99 ${fmt(f.nearby_p99_ms, 2)} ms`);
+    // The tracker's own time per call (its rpc_duration_seconds, both clients' calls): the tail of
+    // the handler and the store, without the client and the network.
+    const handler = bucketQuantiles(
+      (await (await fetch(`${tracker.url}/metrics`)).text()).split("\n").filter((l) => !l.startsWith("rpc_duration_seconds_bucket") || l.includes('procedure="Nearby"')).join("\n"),
+      "rpc_duration_seconds",
+      [0.5, 0.99],
+    );
+    say(`  => in the tracker (its rpc_duration_seconds, bucket bounds): p50 ≤ ${fmt(handler[0]! * 1000, 2)} ms, p99 ≤ ${fmt(handler[1]! * 1000, 2)} ms`);
     // The same queries straight to Redis (the tracker's one script call), to tell the store from the RPC.
     const store = createStore({ redis, prefix: config.redisPrefix });
     const scriptHist = createHistogram();
