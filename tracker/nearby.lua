@@ -56,7 +56,9 @@ while true do
   if #hits >= count then
     count = count * 4
   elseif r < full then
-    r = math.min(full, r * 4)
+    -- Doubling, not quadrupling: a search a size too far examines 16 times the members, and
+    -- those few searches were Nearby's tail (calls over 2 ms in Redis: 1.5% -> 0.2% on a probe).
+    r = math.min(full, r * 2)
   else
     return out
   end
