@@ -265,6 +265,8 @@ export class Watch {
         await new Promise<void>((resolve) => (this.wake = resolve));
       }
       if (this.failure) throw this.failure;
+      // The client went away: the call ends as cancelled (rpc_calls_total, the log), not as done.
+      if (signal.aborted) throw signal.reason;
     } finally {
       signal.removeEventListener("abort", onAbort);
       this.close();

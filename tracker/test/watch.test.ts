@@ -300,6 +300,8 @@ describe("live fan-out", () => {
       await Bun.sleep(100);
       here.cancel();
       there.cancel();
+      // A watch its client closed ends as cancelled, not as done.
+      await waitUntil(async () => /rpc_calls_total\{[^}]*procedure="WatchVehicles"[^}]*code="canceled"[^}]*\} [1-9]/.test(await (await fetch(`${serving.url}/metrics`)).text()));
       for (const w of [here, there]) {
         const live = w.events.filter((e) => e.kind === EventKind.MOVE);
         // Every seq once (or coalesced into a later one), in order.
