@@ -19,7 +19,11 @@ import { apiState, type LiveView, type StoredState } from "./state-codec";
 const VIEW = Symbol("live view of the event");
 type LiveEvent = VehicleEvent & { [VIEW]?: LiveView };
 
-/** A VehicleEvent of a live view: `vehicle` is made from the view when first read. */
+/**
+ * A VehicleEvent of a live view: `vehicle` is made from the view when first read. An own getter,
+ * not a class with one on its prototype (cheaper to make): protobuf-es and connect's JSON read a
+ * message's own fields only, and such events came out without their vehicle (the tests say so).
+ */
 export function liveEvent(kind: EventKind, view: LiveView, coalesced: number): VehicleEvent {
   return {
     $typeName: "fleet.v1.VehicleEvent",
