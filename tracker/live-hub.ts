@@ -17,14 +17,14 @@ export interface LiveHub {
   /**
    * Hands a message this process published on `subject` to its listeners, as NATS would have: the
    * process's connection does not echo its own messages (noEcho), which saves them a round trip
-   * through nats-server and a second decode.
+   * through nats-server and nats.js's parsing.
    */
   deliver(subject: string, data: Uint8Array): void;
   /** Subjects subscribed now. */
   readonly size: number;
 }
 
-/** `onMessage` sees each message once, before its listeners (the fan-out delay metric). */
+/** `onMessage` sees each message once per subscription it reaches, before its listeners (the fan-out delay metric). */
 export function createLiveHub(nc: NatsConnection, log: Logger, onMessage?: (view: LiveView) => void): LiveHub {
   const entries = new Map<string, { sub: Subscription; listeners: Set<LiveListener> }>();
   const dispatch = (listeners: Set<LiveListener>, view: LiveView) => {
