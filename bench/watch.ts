@@ -504,6 +504,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       cpu[`watch, ${mode}`] = meter.stop();
       watchers.send({ type: "report" });
       const report = await watchers.next("report", 30_000);
+      // The serving tracker's counters while its watches are still open.
+      const serverText = mode === "grpc" ? await (await fetch(`${server.url}/metrics`)).text() : "";
       watchers.send({ type: "close" });
       await watchers.next("closed", 10_000).catch(() => undefined);
       watchers.proc.kill();
@@ -512,7 +514,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       const ack = createHistogram();
       ack.merge(steadied.histogram);
       if (report.errors > 0) notes.push(`${report.errors} ${mode} watchers ended with an error (last: ${report.lastError})`);
-      return { h, eventsPerS: h.count / o.seconds, offered: steadied.sent / steadied.seconds, ackP99: ack.quantile(0.99) };
+      return { h, eventsPerS: h.count / o.seconds, offered: steadied.sent / steadied.seconds, ackP99: ack.quantile(0.99), serverText };
     };
 
     const g = await measureFanout("grpc");
@@ -521,7 +523,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     extra.offered = g.offered;
     extra.grpcEventsPerS = g.eventsPerS;
     extra.ackP99 = g.ackP99;
-    const serverText = await (await fetch(`${server.url}/metrics`)).text();
+    const serverText = g.serverText;
     const serverMetrics = serverText.split("\n").filter((l) => /^(tracker_watch|tracker_live_subscriptions|rpc_calls_total.*Watch)/.test(l));
     say(`  watch-serving tracker: ${serverMetrics.map((l) => l.replace(/,?service="tracker"/, "")).join("; ")}`);
     const delay = bucketQuantiles(serverText, "tracker_live_delay_seconds", [0.5, 0.99]);
