@@ -45,7 +45,7 @@ export interface ArchiveRunOptions {
   schema?: string;
   log: Logger;
   onProgress?: (p: ArchiveProgress) => void;
-  /** Vehicle ranges of a day exported at once (PostgreSQL formats each COPY on one core). */
+  /** Page ranges of a day exported at once (PostgreSQL formats each COPY on one core). */
   exportParts?: number;
 }
 
@@ -127,7 +127,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         }
         const parquet = join(work, "day.parquet");
         const t0 = performance.now();
-        const exported = await exportDayCsvParts(sql, day, work, exportParts, (n) => report("write", n));
+        const exported = await exportDayCsvParts(sql, mode, day, work, exportParts, (n) => report("write", n));
         rows = exported.rows;
         const t1 = performance.now();
         bytes = 0;
