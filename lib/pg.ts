@@ -89,7 +89,9 @@ let guardInstalled = false;
  * it. Thrown from a timer, it cannot be caught and would end the process (porsager/postgres#1066,
  * #1154, #1208; fixes proposed in #1168, #1209, not released). The queries of that connection were
  * already rejected with CONNECTION_CLOSED, which callers retry; so exactly this error is logged and
- * the process goes on. Any other uncaught error still ends it. Remove once postgres.js has the fix.
+ * the process goes on. Any other uncaught error still ends it. scripts/patch-postgres.mjs fixes the
+ * driver itself at install (bun test fails a test on a timer's throw whatever handler is installed);
+ * this guard is for an install that skipped that script. Remove both once postgres.js has the fix.
  */
 export function guardPostgresClosedSocketWrite(onCaught: (err: Error) => void): void {
   if (guardInstalled) return;
