@@ -3,6 +3,7 @@
  * committed), and a static server that answers only the page and its bundle.
  */
 import { mkdirSync, rmSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 
 const webDir = join(import.meta.dir, "..", "web");
@@ -60,7 +61,11 @@ export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
       return new Response("not found\n", { status: 404 });
     },
   });
-  const host = options.host.includes(":") ? `[${options.host}]` : options.host;
+  // Bound to every interface (FLEET_HOST=0.0.0.0): the page is offered by the machine's name, as
+  // browsers refuse 0.0.0.0; the page then finds the tracker on the host it was loaded from.
+  const everywhere = options.host === "0.0.0.0" || options.host === "::";
+  const name = everywhere ? hostname() : options.host;
+  const host = name.includes(":") ? `[${name}]` : name;
   return {
     url: `http://${host}:${server.port}/`,
     async stop() {

@@ -8,7 +8,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { TrackerService } from "../gen/fleet/v1/tracker_pb";
-import { createMapState, createProjection, gridSteps, parsePageParams, type Box, type PageParams } from "./map-state";
+import { createMapState, createProjection, gridSteps, parsePageParams, reachableUrl, type Box, type PageParams } from "./map-state";
 
 /** The tracker `fleet up` started; replaced by Bun.build's `define` (cli/web.ts). */
 declare const FLEET_TRACKER_URL: string;
@@ -29,10 +29,24 @@ const legend = document.getElementById("legend")!;
 
 const state = createMapState();
 let connection = "connecting";
+/** The area drawn; set once the page's parameters are read. */
+let shownBox: Box | undefined;
+let drawPending = false;
+
+/** Draws on the next animation frame, once however often it is asked for: only when something changed. */
+function invalidate(): void {
+  if (drawPending || !shownBox) return;
+  drawPending = true;
+  requestAnimationFrame(() => {
+    drawPending = false;
+    draw(shownBox!);
+  });
+}
 
 function showError(text: string): void {
   errorLine.textContent = text;
   errorLine.hidden = text === "";
+  invalidate();
 }
 
 function params(): PageParams | undefined {
@@ -107,9 +121,15 @@ function draw(box: Box): void {
     `${state.updatesPerSecond(now).toFixed(1)} updates/s · last update ${age} · ${state.coalesced} coalesced`;
 }
 
-/** Keeps one watch open; on an end or an error waits (1 s doubling to 30 s) and opens a new one. */
-async function watch(p: PageParams): Promise<never> {
-  const baseUrl = p.tracker ?? FLEET_TRACKER_URL;
+/** Codes that another try with the same token and area cannot fix: the page stops and says why. */
+const PERMANENT = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument]);
+
+/**
+ * Keeps one watch open; on an end or a passing error waits (1 s doubling to 30 s) and opens a new
+ * one. A rejected token or area ends it: retrying would only be refused again.
+ */
+async function watch(p: PageParams): Promise<void> {
+  const baseUrl = p.tracker ?? reachableUrl(FLEET_TRACKER_URL, location.hostname);
   const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
   const area = { shape: { case: "box" as const, value: p.box } };
   // Failures since the stream was last live: the backoff grows with them, and a live stream resets it.
@@ -118,8 +138,10 @@ async function watch(p: PageParams): Promise<never> {
     connection = failures === 0 ? "connecting" : "reconnecting";
     try {
       state.restart();
+      invalidate();
       for await (const res of client.watchArea({ area }, { headers: { authorization: `Bearer ${p.token}` } })) {
         state.apply(res.events);
+        invalidate();
         if (state.live && connection !== "live") {
           connection = "live";
           failures = 0;
@@ -130,10 +152,16 @@ async function watch(p: PageParams): Promise<never> {
     } catch (e) {
       const err = ConnectError.from(e);
       const hint = err.code === Code.Unauthenticated ? " (the URL fleet up prints has a fresh one; or fleet token watch --all, then #token=… in the URL)" : "";
+      if (PERMANENT.has(err.code)) {
+        connection = "stopped";
+        showError(`${Code[err.code]}: ${err.rawMessage}${hint}; not retrying: change the URL to try again`);
+        return;
+      }
       showError(`${Code[err.code]}: ${err.rawMessage}${hint}`);
     }
     const delay = Math.min(30_000, 1000 * 2 ** Math.min(failures++, 5)) * (0.8 + Math.random() * 0.4);
     connection = `disconnected, retrying in ${(delay / 1000).toFixed(0)} s`;
+    invalidate();
     await new Promise((r) => setTimeout(r, delay));
   }
 }
@@ -155,12 +183,14 @@ function main(): void {
     showError("no token: open the URL fleet up printed, or add #token=<watch token> (fleet token watch --all)");
     return;
   }
-  const frame = () => {
+  shownBox = p.box;
+  invalidate();
+  // Once a second even without events: the status line's "last update … ago", and offline vehicles pruned.
+  setInterval(() => {
     state.prune();
-    draw(p.box);
-    requestAnimationFrame(frame);
-  };
-  requestAnimationFrame(frame);
+    invalidate();
+  }, 1000);
+  window.addEventListener("resize", invalidate);
   // A changed fragment (a fresh token pasted in) starts over with it.
   window.addEventListener("hashchange", () => location.reload());
   void watch(p);

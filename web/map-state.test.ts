@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { EventKind, VehicleEventSchema } from "../gen/fleet/v1/tracker_pb";
 import { cityBox, createCity } from "../sim/route";
-import { createMapState, DEFAULT_BOX, gridSteps, parseBox, parsePageParams } from "./map-state";
+import { createMapState, DEFAULT_BOX, gridSteps, parseBox, parsePageParams, reachableUrl } from "./map-state";
 
 test("map - the default box holds the simulator's default city", () => {
   const city = cityBox(createCity(), 0);
@@ -18,6 +18,12 @@ test("map - the URL gives the box in the query and the token in the fragment; a 
   expect(parsePageParams("", "")).toEqual({ box: { ...DEFAULT_BOX }, token: "", tracker: undefined });
   expect(() => parseBox("1,2,3")).toThrow("expected minLat,minLon,maxLat,maxLon");
   expect(() => parseBox("3,2,1,4")).toThrow("min must be below max");
+});
+
+test("map - a tracker bound to every interface is reached by the host the page came from", () => {
+  expect(reachableUrl("http://0.0.0.0:50052", "fleet.example")).toBe("http://fleet.example:50052");
+  expect(reachableUrl("http://[::]:50052", "10.0.0.7")).toBe("http://10.0.0.7:50052");
+  expect(reachableUrl("http://127.0.0.1:50052", "fleet.example")).toBe("http://127.0.0.1:50052");
 });
 
 test("map - grid lines fall on round degrees", () => {

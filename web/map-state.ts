@@ -32,6 +32,17 @@ export function parseBox(raw: string): Box {
   return { minLat: minLat!, minLon: minLon!, maxLat: maxLat!, maxLon: maxLon! };
 }
 
+/**
+ * `url` with a wildcard host (a server bound to 0.0.0.0 or ::, as FLEET_HOST=0.0.0.0 makes them)
+ * replaced by the host the page was loaded from: browsers refuse to connect to 0.0.0.0.
+ */
+export function reachableUrl(url: string, pageHostname: string): string {
+  const u = new URL(url);
+  if (u.hostname !== "0.0.0.0" && u.hostname !== "[::]") return url;
+  u.hostname = pageHostname;
+  return u.toString().replace(/\/$/, "");
+}
+
 export interface PageParams {
   box: Box;
   token: string;
