@@ -180,6 +180,9 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
           if (mode === "plain") await tx.unsafe(`DROP TABLE ${partitionName(day)}`);
           else await tx.unsafe(`SELECT drop_chunks('positions', older_than => '${day}'::timestamptz + interval '1 day', newer_than => '${day}'::timestamptz)`);
         }
+        // GetTrack's packed hours of the day go with its rows (history/track-hours.ts).
+        await tx`DELETE FROM track_hours WHERE hour >= ${day}::timestamptz AND hour < ${day}::timestamptz + interval '1 day'`;
+        await tx`DELETE FROM track_dirty WHERE hour >= ${day}::timestamptz AND hour < ${day}::timestamptz + interval '1 day'`;
         await tx`UPDATE archive_days SET state = 'archived', updated_at = now() WHERE day = ${day}::date`;
         return true;
       });

@@ -22,6 +22,7 @@ import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
 import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
 import { createHistoryService } from "./history-service";
 import { createPositionReader } from "./read-positions";
+import { createTrackPacker } from "./track-hours";
 import { createPositionWriter } from "./write-positions";
 
 export interface HistoryOptions {
@@ -63,10 +64,12 @@ export async function createHistory({
   let consumer: HistoryConsumer | undefined;
   let server: Server | undefined;
   const timers: ReturnType<typeof setInterval>[] = [];
+  /** The track packer's run in progress, if any. */
+  let packing: Promise<unknown> | undefined;
   const duck = await openDuckDb();
   try {
     const mode = await migrate(sql, { schema: config.historySchema, log });
-    const writer = createPositionWriter({ sql, mode, schema: config.historySchema });
+    const writer = createPositionWriter({ sql, mode, schema: config.historySchema, packDelayMs: config.trackPackDelay });
     const created = await writer.ensureAhead(config.historyPartitionsAhead);
     if (created.length) log.info("partitions created", { days: created });
     timers.push(
@@ -85,6 +88,18 @@ export async function createHistory({
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
       });
       consumer = await startHistoryConsumer({ nats, writer, registry, log, stream, durable, maxRows: config.historyBatchRows, writers: config.historyWriters });
+    }
+
+    if (config.trackPackInterval > 0) {
+      const packer = createTrackPacker({ sql, mode, schema: config.historySchema, delayMs: config.trackPackDelay, log, registry });
+      const pack = () => {
+        packing ??= packer
+          .run()
+          .catch((err) => log.warn("could not pack track hours: the next run retries", { err }))
+          .finally(() => (packing = undefined));
+      };
+      pack();
+      timers.push(setInterval(pack, config.trackPackInterval));
     }
 
     let archive;
@@ -133,6 +148,7 @@ export async function createHistory({
         (closed ??= (async () => {
           for (const t of timers) clearInterval(t);
           await consumer?.stop();
+          await packing;
           await srv.close();
           await nats?.close();
           await sql.end({ timeout: 5 });

@@ -4,11 +4,12 @@
  * caller never knows which held them. Only points the caller's access grants are read.
  */
 import type { DuckDBConnection } from "@duckdb/node-api";
-import type { Access } from "./access";
+import { seesWholeVehicle, type Access } from "./access";
 import { parquetSource, sqlString } from "../lib/archive-duckdb";
 import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
 import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
 import { binaryCopySingleValue, copyOutToBuffer, type Sql } from "../lib/pg";
+import { lightPointSql } from "./track-hours";
 
 export interface StoredPoint {
   vehicleId: string;
@@ -190,6 +191,71 @@ function inTimeOrder(t: LightTrack): LightTrack {
   return out;
 }
 
+const HOUR_US = 3600e6;
+
+/**
+ * The packed light columns of the whole hours of [fromUs, toUs) that track_hours holds for the
+ * vehicle and whose point count is the rollup's for that hour (the writer keeps the rollup in the
+ * transaction of its rows, so a pack that missed a row counts one less): hour start (µs) → bytes.
+ * A pack that does not match is marked for the packer to make again. Hours of archived days are
+ * left to the archive.
+ */
+async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: number, archived: ReadonlySet<string>): Promise<Map<number, Buffer>> {
+  const a = Math.ceil(fromUs / HOUR_US) * HOUR_US;
+  const b = Math.floor(toUs / HOUR_US) * HOUR_US;
+  const out = new Map<number, Buffer>();
+  if (b <= a) return out;
+  const ts = (us: number) => `'${new Date(us / 1000).toISOString()}'::timestamptz`;
+  const v = sqlString(vehicleId);
+  const buf = await copyOutToBuffer(
+    sql,
+    `COPY (SELECT (extract(epoch FROM t.hour) * 1000000)::int8, t.points = coalesce(r.points, 0), t.light FROM track_hours t
+       LEFT JOIN (SELECT date_trunc('hour', minute) AS hour, sum(points) AS points FROM positions_rollup
+                  WHERE vehicle_id = ${v} AND minute >= ${ts(a)} AND minute < ${ts(b)} GROUP BY 1) r ON r.hour = t.hour
+       WHERE t.vehicle_id = ${v} AND t.hour >= ${ts(a)} AND t.hour < ${ts(b)}) TO STDOUT (FORMAT binary)`,
+  );
+  const stale: number[] = [];
+  for (const [hourUs, matches, light] of binaryCopyRows(buf)) {
+    if (!matches) stale.push(hourUs);
+    else if (!archived.has(dayOf(hourUs / 1000))) out.set(hourUs, light);
+  }
+  if (stale.length > 0) {
+    // Points that came without the writer marking their hour (a clock far off, a row written by hand): pack it again.
+    const hours = stale.map((us) => new Date(us / 1000).toISOString());
+    sql`INSERT INTO track_dirty (vehicle_id, hour) SELECT ${vehicleId}, unnest(${hours}::timestamptz[]) ON CONFLICT DO NOTHING`.catch(() => {});
+  }
+  return out;
+}
+
+/** [fromUs, toUs) without the packed hours, as ranges in time order. */
+function unpackedRanges(fromUs: number, toUs: number, packs: ReadonlyMap<number, Buffer>): [number, number][] {
+  const out: [number, number][] = [];
+  let start = fromUs;
+  for (const h of [...packs.keys()].sort((x, y) => x - y)) {
+    if (h > start) out.push([start, h]);
+    start = h + HOUR_US;
+  }
+  if (start < toUs) out.push([start, toUs]);
+  return out;
+}
+
+/** Rows of a binary COPY of (int8, bool, bytea). */
+function* binaryCopyRows(buf: Buffer): Generator<[number, boolean, Buffer]> {
+  if (buf.length < 19 || buf.toString("latin1", 0, 11) !== "PGCOPY\n\xff\r\n\0") throw new Error("not a binary COPY stream");
+  let o = 19 + buf.readInt32BE(15);
+  for (;;) {
+    const fields = buf.readInt16BE(o);
+    if (fields === -1) return;
+    if (fields !== 3) throw new Error(`binary COPY row has ${fields} fields, expected 3`);
+    // Each field: int32 length, then the value (int8: 8 bytes, bool: 1 byte).
+    const hourUs = Number(buf.readBigInt64BE(o + 6));
+    const matches = buf[o + 18] === 1;
+    const len = buf.readInt32BE(o + 19);
+    yield [hourUs, matches, buf.subarray(o + 23, o + 23 + len)];
+    o += 23 + len;
+  }
+}
+
 export function createPositionReader({ sql, archive }: PositionReaderOptions): PositionReader {
   const fromArchive = async (days: string[], f: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]> => {
     if (!archive || days.length === 0) return [];
@@ -214,25 +280,32 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
   return {
     async track(f, fromUs, toUs, keep) {
       const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
-      // Long ranges are read in slices at once: packing is PostgreSQL's work, one core per query.
-      const slices = Math.max(1, Math.min(TRACK_SLICES, Math.ceil((toUs - fromUs) / (6 * 3600e6))));
-      const bounds = Array.from({ length: slices + 1 }, (_, i) => Math.round(fromUs + ((toUs - fromUs) * i) / slices));
+      // Whole hours packed by history/track-hours.ts, when the caller sees every point of the vehicle.
+      const packs = seesWholeVehicle(f.access, f.vehicleId) ? await packedHours(sql, f.vehicleId, fromUs, toUs, new Set(archived)) : new Map<number, Buffer>();
+      // The rest is read from the rows: long stretches in slices at once (packing is PostgreSQL's
+      // work, one core per query).
+      const pieces: [number, number][] = [];
+      for (const [a, b] of unpackedRanges(fromUs, toUs, packs)) {
+        const n = Math.max(1, Math.min(TRACK_SLICES, Math.ceil((b - a) / (6 * 3600e6))));
+        for (let i = 0; i < n; i++) pieces.push([Math.round(a + ((b - a) * i) / n), Math.round(a + ((b - a) * (i + 1)) / n)]);
+      }
       // Packed in a sorted subquery rather than with string_agg(… ORDER BY): PostgreSQL 15 sorts an
       // aggregate's input again even when the index gives it in order (86,400 rows spilled to a
       // temporary file). The order is checked below, so nothing rests on the subquery's.
-      const [packed, cold] = await Promise.all([
+      const [read, cold] = await Promise.all([
         Promise.all(
-          bounds.slice(0, -1).map((a, i) =>
+          pieces.map(([a, b]) =>
             copyOutToBuffer(
               sql,
               `COPY (SELECT string_agg(p, ''::bytea) FROM (
-                 SELECT timestamptz_send(recorded_at) || float8send(lat) || float8send(lon) || float4send(speed) || float4send(heading) AS p
-                 FROM positions WHERE ${conditions(f, a, bounds[i + 1]!, "pg")} ORDER BY recorded_at) s) TO STDOUT (FORMAT binary)`,
-            ).then(binaryCopySingleValue),
+                 SELECT ${lightPointSql()} AS p
+                 FROM positions WHERE ${conditions(f, a, b, "pg")} ORDER BY recorded_at) s) TO STDOUT (FORMAT binary)`,
+            ).then((buf) => [a, binaryCopySingleValue(buf)] as const),
           ),
         ),
         fromArchive(archived, f, fromUs, toUs),
       ]);
+      const packed = [...read, ...packs].sort((x, y) => x[0] - y[0]).map(([, b]) => b);
       const hotN = packed.reduce((n, b) => n + (b ? b.byteLength / LIGHT_BYTES : 0), 0);
       let all = lightTrack(hotN);
       let sorted = true;

@@ -54,8 +54,21 @@ const INSERT = `
  * turn, so this statement's snapshot holds every batch committed before: the leg from a vehicle's
  * last stored point to its first new one is found even when the two came in concurrent transactions.
  */
-const ROLLUP = `
-  WITH seg AS (
+/**
+ * Marks the hours of new rows that had closed already (late points: the hour ended more than the
+ * packing delay ago) for track-hours.ts to pack again. Rows of an hour still open need nothing:
+ * the hour is packed once it closes (HISTORY_TRACK_PACK_DELAY after it ended).
+ */
+const markDirty = (rows: string, time: string, delaySeconds: number) => `
+  dirty AS (
+    INSERT INTO track_dirty (vehicle_id, hour)
+    SELECT DISTINCT vehicle_id, date_trunc('hour', ${time}) FROM ${rows}
+    WHERE ${time} < date_trunc('hour', now() - ${Math.round(delaySeconds)} * interval '1 second')
+    ON CONFLICT DO NOTHING
+  )`;
+
+const rollup = (delaySeconds: number) => `
+  WITH ${markDirty("history_new", "recorded_at", delaySeconds)}, seg AS (
     SELECT vehicle_id, recorded_at, lat, lon, speed,
            lag(lat) OVER w AS plat, lag(lon) OVER w AS plon, lag(recorded_at) OVER w AS pat
     FROM history_new WINDOW w AS (PARTITION BY vehicle_id ORDER BY recorded_at)
@@ -81,7 +94,7 @@ const ROLLUP = `
  * Rollup of a batch whose rows were all new (the fast path): the per-minute sums come from the
  * writer, the leg from each vehicle's stored predecessor to its first new point from here.
  */
-const ROLLUP_ARRAYS = `
+const rollupArrays = (delaySeconds: number) => `
   WITH f AS (
     SELECT * FROM unnest($1::text[], $2::int8[], $3::float8[], $4::float8[]) AS f(vehicle_id, us, lat, lon)
   ), legs AS (
@@ -94,7 +107,7 @@ const ROLLUP_ARRAYS = `
   ), a AS (
     SELECT * FROM unnest($5::text[], $6::int8[], $7::int4[], $8::float8[], $9::float4[], $10::float8[])
       AS a(vehicle_id, minute_us, points, distance_m, max_speed, sum_speed)
-  )
+  ), ${markDirty("a", `${EPOCH} + a.minute_us * interval '1 microsecond'`, delaySeconds)}
   INSERT INTO positions_rollup AS r (vehicle_id, minute, points, distance_m, max_speed, sum_speed)
   SELECT a.vehicle_id, ${EPOCH} + a.minute_us * interval '1 microsecond', a.points, a.distance_m + coalesce(l.d, 0), a.max_speed, a.sum_speed
   FROM a LEFT JOIN legs l ON l.vehicle_id = a.vehicle_id AND l.minute_us = a.minute_us
@@ -122,6 +135,8 @@ export interface PositionWriterOptions {
   sql: Sql;
   mode: StorageMode;
   schema?: string;
+  /** Rows of an hour that ended longer ago than this are late: the hour is marked to pack again (ms). */
+  packDelayMs?: number;
 }
 
 export interface WriteResult {
@@ -139,7 +154,9 @@ export interface PositionWriter {
 }
 
 /** Creates the writer. Day partitions for the rows' days are created on demand (known days are cached). */
-export function createPositionWriter({ sql, mode, schema = "public" }: PositionWriterOptions): PositionWriter {
+export function createPositionWriter({ sql, mode, schema = "public", packDelayMs = 300_000 }: PositionWriterOptions): PositionWriter {
+  const ROLLUP = rollup(packDelayMs / 1000);
+  const ROLLUP_ARRAYS = rollupArrays(packDelayMs / 1000);
   const known = new Set<number>();
   const rollupLock = lockKey(`fleet-rollup:${schema}`).toString();
   let loaded = false;

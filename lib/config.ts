@@ -149,6 +149,8 @@ const S = {
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
   historyWriters: int("HISTORY_WRITERS", 2, "write transactions in flight per history process", 1, 64),
   historyPartitionsAhead: int("HISTORY_PARTITIONS_AHEAD", 2, "day partitions created ahead of today", 0, 365),
+  trackPackDelay: duration("HISTORY_TRACK_PACK_DELAY", "5m", "an hour's track points are packed for GetTrack this long after the hour ended (later points pack it again)"),
+  trackPackInterval: duration("HISTORY_TRACK_PACK_INTERVAL", "1m", "how often history packs the hours that closed (0: never; GetTrack then reads every row)"),
   trackMaxRange: duration("HISTORY_TRACK_MAX_RANGE", "7d", "longest range of GetTrack and GetStats"),
   trackPoints: int("HISTORY_TRACK_POINTS", 1000, "GetTrack point budget when the caller gives none", 2, 1_000_000),
   trackMaxPoints: int("HISTORY_TRACK_MAX_POINTS", 10_000, "largest GetTrack point budget", 2, 1_000_000),

@@ -117,6 +117,33 @@ const MIGRATIONS: Migration[] = [
       await tx`INSERT INTO history_meta (key, value) VALUES ('mode', ${mode})`;
     },
   },
+  {
+    version: 2,
+    name: "packed track hours",
+    async up(tx, mode) {
+      await tx.unsafe(`
+        -- GetTrack's light columns of one vehicle and hour, packed once the hour has closed (see
+        -- history/track-hours.ts): a vehicle-day is 24 rows to read instead of 86,400.
+        CREATE TABLE track_hours (
+          vehicle_id text NOT NULL,
+          hour timestamptz NOT NULL,
+          points integer NOT NULL,
+          light bytea NOT NULL,
+          PRIMARY KEY (vehicle_id, hour)
+        );
+        -- Packed already, and compressing packed floats gains little: read as stored.
+        ALTER TABLE track_hours ALTER COLUMN light SET STORAGE EXTERNAL;
+        -- Hours of a vehicle that received points after they had closed (late points), to pack again.
+        CREATE TABLE track_dirty (
+          vehicle_id text NOT NULL,
+          hour timestamptz NOT NULL,
+          PRIMARY KEY (vehicle_id, hour)
+        );
+      `);
+      // Packing reads one hour of every vehicle: a block range index finds it in a day that arrives in time order.
+      if (mode === "plain") await tx.unsafe(`CREATE INDEX positions_recorded_at_brin ON positions USING brin (recorded_at)`);
+    },
+  },
 ];
 
 export interface MigrateOptions {

@@ -85,9 +85,14 @@ test("archive - closed days go to Parquet on S3, read back, then dropped; today 
   await fx.fill("2026-10-02", 2, 500);
   const today = new Date().toISOString().slice(0, 10);
   await fx.fill(today, 1, 10);
+  // GetTrack's packed hours (history/track-hours.ts) of an archived day go with its rows; today's stay.
+  await fx.sql`INSERT INTO track_hours (vehicle_id, hour, points, light) VALUES ('v1', '2026-10-01 08:00:00+00', 1, '\\x00'), ('v1', ${today}::timestamptz, 1, '\\x00')`;
+  await fx.sql`INSERT INTO track_dirty (vehicle_id, hour) VALUES ('v1', '2026-10-01 23:00:00+00')`;
   const steps: string[] = [];
   const r = await fx.archiver.run(undefined, (p) => steps.push(`${p.day}:${p.step}`));
   expect(r.days).toEqual(["2026-10-01", "2026-10-02"]);
+  expect((await fx.sql`SELECT hour FROM track_hours`).map((x) => (x.hour as Date).toISOString().slice(0, 10))).toEqual([today]);
+  expect((await fx.sql`SELECT count(*)::int AS n FROM track_dirty`)[0]!.n).toBe(0);
   expect(r.rows).toBe(4000);
   expect(steps).toContain("2026-10-01:write");
   expect(steps).toContain("2026-10-01:verify");
