@@ -155,14 +155,22 @@ export type NativeMethod = NativeStream | NativeUnary;
 
 const isUnary = (route: NativeMethod): route is NativeUnary => route.method.methodKind === "unary";
 
-/** Every unary method of `service` that `impl` implements, served natively with the same handler. */
-export function nativeUnaryMethods<S extends DescService>(service: S, impl: Partial<ServiceImpl<S>>): NativeUnary[] {
+/**
+ * Every unary method of `service` that `impl` implements, served natively with the same handler;
+ * `encoders` writes a method's responses instead of protobuf-es (exactly what toBinary writes).
+ */
+export function nativeUnaryMethods<S extends DescService>(
+  service: S,
+  impl: Partial<ServiceImpl<S>>,
+  encoders: Partial<Record<keyof ServiceImpl<S>, MessageEncoder<Message>>> = {},
+): NativeUnary[] {
   const handlers = impl as unknown as Record<string, ((req: Message, ctx: HandlerContext) => Promise<MessageInitShape<DescMessage>>) | undefined>;
   const out: NativeUnary[] = [];
   for (const method of service.methods) {
     const handler = handlers[method.localName];
     if (method.methodKind !== "unary" || !handler) continue;
-    out.push({ method: method as DescMethodUnary, handle: (request, ctx) => handler.call(impl, request, ctx) });
+    const encode = (encoders as Record<string, MessageEncoder<Message> | undefined>)[method.localName];
+    out.push({ method: method as DescMethodUnary, encode, handle: (request, ctx) => handler.call(impl, request, ctx) });
   }
   return out;
 }

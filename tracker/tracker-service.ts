@@ -2,25 +2,22 @@
  * TrackerService: GetVehicle, Nearby, CountByStatus, SetStatus (unary) and WatchVehicles,
  * WatchArea (server streams). Every answer and every event passes the token's grant (authz.ts).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type Message } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
 import {
   CountByStatusResponseSchema,
   GetVehicleResponseSchema,
-  NearbyResponseSchema,
-  NearbyVehicleSchema,
   SetStatusResponseSchema,
   StatusCountSchema,
   TrackerService,
-  type NearbyVehicle,
   type VehicleEvent,
   type WatchAreaResponse,
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import type { WatchClaims } from "../lib/auth";
-import { nativeServerStream, nativeUnaryMethods, type NativeMethod } from "../lib/grpc-stream";
+import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
@@ -33,7 +30,7 @@ import { decodeState, LiveKind, toVehicleState, viewOfRecord, type StoredState }
 import type { Store } from "./store";
 import type { LiveView } from "./state-codec";
 import { Watch, type WatchScope } from "./watch";
-import { encodeWatchResponse } from "./watch-encoder";
+import { encodeNearbyResponse, encodeWatchResponse, nearbyResponse, type NearbyResult } from "./watch-encoder";
 
 export interface TrackerLimits {
   maxRadiusM: number;
@@ -197,20 +194,21 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       // filtered here, asking for more when that left too few.
       const exact = claims.all && region.kind === "circle";
       let wanted = exact ? limit : limit * 2;
-      let hits: NearbyVehicle[] = [];
+      let hits: NearbyResult[] = [];
       for (;;) {
         const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask));
         hits = [];
         for (const { id, record } of found.hits) {
           const s = decodeState(record);
           if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
-          hits.push(create(NearbyVehicleSchema, { vehicle: toVehicleState(id, s), distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) }));
+          hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) });
         }
         if (hits.length >= limit || !found.more) break;
         wanted *= 4;
       }
       hits.sort((a, b) => a.distanceM - b.distanceM);
-      return create(NearbyResponseSchema, { vehicles: hits.slice(0, limit) });
+      // Its messages are made only if the Connect or gRPC-Web path reads them (watch-encoder.ts).
+      return nearbyResponse(hits.slice(0, limit));
     },
 
     async countByStatus(req, ctx) {
@@ -348,7 +346,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   return {
     service,
     nativeMethods: [
-      ...nativeUnaryMethods(TrackerService, service),
+      ...nativeUnaryMethods(TrackerService, service, { nearby: encodeNearbyResponse as MessageEncoder<Message> }),
       nativeServerStream(TrackerService.method.watchVehicles, (req, ctx) => service.watchVehicles!(req, ctx), watchOutput),
       nativeServerStream(TrackerService.method.watchArea, (req, ctx) => service.watchArea!(req, ctx), watchOutput),
     ],

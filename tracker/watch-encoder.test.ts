@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { EventKind, VehicleEventSchema, WatchAreaResponseSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
+import { EventKind, NearbyResponseSchema, NearbyVehicleSchema, VehicleEventSchema, WatchAreaResponseSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
 import { PositionSchema, VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { VehicleStateSchema } from "../gen/fleet/v1/tracker_pb";
 import { encodeLive, LiveKind, packPoint, peekLive, toVehicleState, type StoredState } from "./state-codec";
-import { encodeVehicleState, encodeWatchResponse, liveEvent } from "./watch-encoder";
+import { encodeNearbyResponse, encodeVehicleState, encodeWatchResponse, liveEvent, nearbyResponse, type NearbyResult } from "./watch-encoder";
 
 const state = (over: Partial<StoredState> = {}): StoredState => ({
   rev: 7,
@@ -73,6 +73,30 @@ describe("watch encoder", () => {
       // toBinary reads each event's `vehicle` (the message made from the view); the encoder writes the record.
       expect(encodeWatchResponse(area)).toEqual(toBinary(WatchAreaResponseSchema, area));
       expect(events[0]!.vehicle).toEqual(toVehicleState("v-1", view.state));
+    }
+  });
+
+  test("encoder - a Nearby answer is written as protobuf-es writes it, and reads as its messages", () => {
+    const cases: NearbyResult[][] = [
+      [],
+      [{ vehicleId: "truck-9", state: state(), distanceM: 0 }],
+      [
+        { vehicleId: "truck-9", state: state(), distanceM: 12.5 },
+        { vehicleId: "fahrzeug-ü-€-🚚", state: state({ online: false, orderId: "", fleetId: "" }), distanceM: 1999.999 },
+        { vehicleId: "x".repeat(300), state: state({ seq: 4_294_967_295, orderId: "o".repeat(200) }), distanceM: 1e-9 },
+      ],
+    ];
+    for (const hits of cases) {
+      const expected = create(NearbyResponseSchema, {
+        vehicles: hits.map((h) => create(NearbyVehicleSchema, { vehicle: toVehicleState(h.vehicleId, h.state), distanceM: h.distanceM })),
+      });
+      const lazy = nearbyResponse(hits);
+      expect(encodeNearbyResponse(lazy)).toEqual(toBinary(NearbyResponseSchema, expected));
+      // What connect's other paths see: the messages, made on first read, and toBinary of them.
+      expect(lazy.vehicles).toEqual(expected.vehicles);
+      expect(toBinary(NearbyResponseSchema, lazy)).toEqual(toBinary(NearbyResponseSchema, expected));
+      // A plain message (not from nearbyResponse) goes through protobuf-es.
+      expect(encodeNearbyResponse(expected)).toEqual(toBinary(NearbyResponseSchema, expected));
     }
   });
 });
