@@ -162,9 +162,10 @@ const PG_EPOCH_US = 946_684_800_000_000;
 export interface PositionReader {
   /**
    * One vehicle's points in [from, to), reduced by `keep` (indexes of the points to keep, given the
-   * light points). PostgreSQL sends the light columns packed in one bytea per time slice through a
-   * binary COPY (text output of 86,400 rows was most of a vehicle-day's time, and a bytea in a text
-   * result travels as hex), then the full rows of the kept points only.
+   * light points). Whole hours that history/track-hours.ts packed (and the rollup confirms) come
+   * from their packs; for the rest PostgreSQL sends the light columns packed in one bytea per time
+   * slice through a binary COPY (text output of 86,400 rows was most of a vehicle-day's time, and a
+   * bytea in a text result travels as hex); then the full rows of the kept points only.
    */
   track(
     f: PointFilter & { vehicleId: string },
@@ -197,10 +198,9 @@ const HOUR_US = 3600e6;
  * The packed light columns of the whole hours of [fromUs, toUs) that track_hours holds for the
  * vehicle and whose point count is the rollup's for that hour (the writer keeps the rollup in the
  * transaction of its rows, so a pack that missed a row counts one less): hour start (µs) → bytes.
- * A pack that does not match is marked for the packer to make again. Hours of archived days are
- * left to the archive.
+ * A pack that does not match is marked for the packer to make again.
  */
-async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: number, archived: ReadonlySet<string>): Promise<Map<number, Buffer>> {
+async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: number): Promise<Map<number, Buffer>> {
   const a = Math.ceil(fromUs / HOUR_US) * HOUR_US;
   const b = Math.floor(toUs / HOUR_US) * HOUR_US;
   const out = new Map<number, Buffer>();
@@ -217,7 +217,7 @@ async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: nu
   const stale: number[] = [];
   for (const [hourUs, matches, light] of binaryCopyRows(buf)) {
     if (!matches) stale.push(hourUs);
-    else if (!archived.has(dayOf(hourUs / 1000))) out.set(hourUs, light);
+    else out.set(hourUs, light);
   }
   if (stale.length > 0) {
     // Points that came without the writer marking their hour (a clock far off, a row written by hand): pack it again.
@@ -279,9 +279,13 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
 
   return {
     async track(f, fromUs, toUs, keep) {
-      const archived = await archivedDaysBetween(sql, fromUs / 1000, toUs / 1000);
-      // Whole hours packed by history/track-hours.ts, when the caller sees every point of the vehicle.
-      const packs = seesWholeVehicle(f.access, f.vehicleId) ? await packedHours(sql, f.vehicleId, fromUs, toUs, new Set(archived)) : new Map<number, Buffer>();
+      // Whole hours packed by history/track-hours.ts, when the caller sees every point of the
+      // vehicle; archived days are the archive's.
+      const [archived, packed] = await Promise.all([
+        archivedDaysBetween(sql, fromUs / 1000, toUs / 1000),
+        seesWholeVehicle(f.access, f.vehicleId) ? packedHours(sql, f.vehicleId, fromUs, toUs) : new Map<number, Buffer>(),
+      ]);
+      const packs = new Map([...packed].filter(([hourUs]) => !archived.includes(dayOf(hourUs / 1000))));
       // The rest is read from the rows: long stretches in slices at once (packing is PostgreSQL's
       // work, one core per query).
       const pieces: [number, number][] = [];
@@ -305,12 +309,12 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
         ),
         fromArchive(archived, f, fromUs, toUs),
       ]);
-      const packed = [...read, ...packs].sort((x, y) => x[0] - y[0]).map(([, b]) => b);
-      const hotN = packed.reduce((n, b) => n + (b ? b.byteLength / LIGHT_BYTES : 0), 0);
+      const inOrder = [...read, ...packs].sort((x, y) => x[0] - y[0]).map(([, b]) => b);
+      const hotN = inOrder.reduce((n, b) => n + (b ? b.byteLength / LIGHT_BYTES : 0), 0);
       let all = lightTrack(hotN);
       let sorted = true;
       let k = 0;
-      for (const b of packed) {
+      for (const b of inOrder) {
         if (!b) continue;
         const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
         for (let o = 0; o + LIGHT_BYTES <= b.byteLength; o += LIGHT_BYTES, k++) {
