@@ -98,7 +98,8 @@ export async function createHistory({
           .catch((err) => log.warn("could not pack track hours: the next run retries", { err }))
           .finally(() => (packing = undefined));
       };
-      pack();
+      // Not at start: a restarted history first catches up with JetStream, and the packer's first
+      // walk over the hours would compete with the writer for PostgreSQL then.
       timers.push(setInterval(pack, config.trackPackInterval));
     }
 
