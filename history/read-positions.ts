@@ -8,7 +8,7 @@ import { seesWholeVehicle, type Access } from "./access";
 import { parquetSource, sqlString } from "../lib/archive-duckdb";
 import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
 import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
-import { binaryCopySingleValue, copyOutToBuffer, type Sql } from "../lib/pg";
+import { binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, type Sql } from "../lib/pg";
 import { lightPointSql } from "./track-hours";
 
 export interface StoredPoint {
@@ -215,9 +215,10 @@ async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: nu
        WHERE t.vehicle_id = ${v} AND t.hour >= ${ts(a)} AND t.hour < ${ts(b)}) TO STDOUT (FORMAT binary)`,
   );
   const stale: number[] = [];
-  for (const [hourUs, matches, light] of binaryCopyRows(buf)) {
-    if (!matches) stale.push(hourUs);
-    else out.set(hourUs, light);
+  for (const [hour, matches, light] of binaryCopyRows(buf)) {
+    const hourUs = Number(hour!.readBigInt64BE(0));
+    if (matches![0] !== 1) stale.push(hourUs);
+    else out.set(hourUs, light!);
   }
   if (stale.length > 0) {
     // Points that came without the writer marking their hour (a clock far off, a row written by hand): pack it again.
@@ -237,23 +238,6 @@ function unpackedRanges(fromUs: number, toUs: number, packs: ReadonlyMap<number,
   }
   if (start < toUs) out.push([start, toUs]);
   return out;
-}
-
-/** Rows of a binary COPY of (int8, bool, bytea). */
-function* binaryCopyRows(buf: Buffer): Generator<[number, boolean, Buffer]> {
-  if (buf.length < 19 || buf.toString("latin1", 0, 11) !== "PGCOPY\n\xff\r\n\0") throw new Error("not a binary COPY stream");
-  let o = 19 + buf.readInt32BE(15);
-  for (;;) {
-    const fields = buf.readInt16BE(o);
-    if (fields === -1) return;
-    if (fields !== 3) throw new Error(`binary COPY row has ${fields} fields, expected 3`);
-    // Each field: int32 length, then the value (int8: 8 bytes, bool: 1 byte).
-    const hourUs = Number(buf.readBigInt64BE(o + 6));
-    const matches = buf[o + 18] === 1;
-    const len = buf.readInt32BE(o + 19);
-    yield [hourUs, matches, buf.subarray(o + 23, o + 23 + len)];
-    o += 23 + len;
-  }
 }
 
 export function createPositionReader({ sql, archive }: PositionReaderOptions): PositionReader {

@@ -136,18 +136,34 @@ export async function copyOutToBuffer(sql: Sql, copy: string): Promise<Buffer> {
 }
 
 /**
- * The single field of a one-row, one-column `COPY … (FORMAT binary)`: the raw bytes of the value,
- * or null for SQL NULL (or no row). Binary COPY sends a bytea as it is, where a query's text result
+ * The rows of a `COPY … (FORMAT binary)` as each row's fields: the raw bytes of each value (views
+ * of `buf`), or null for SQL NULL. Binary COPY sends a bytea as it is, where a query's text result
  * would double it in hex that both sides then encode and decode.
  */
-export function binaryCopySingleValue(buf: Buffer): Buffer | null {
+export function* binaryCopyRows(buf: Buffer): Generator<(Buffer | null)[]> {
   // Header: 11-byte signature, int32 flags, int32 extension length, the extension.
   if (buf.length < 19 || buf.toString("latin1", 0, 11) !== "PGCOPY\n\xff\r\n\0") throw new Error("not a binary COPY stream");
   let o = 19 + buf.readInt32BE(15);
-  const fields = buf.readInt16BE(o);
-  if (fields === -1) return null;
-  if (fields !== 1) throw new Error(`binary COPY row has ${fields} fields, expected 1`);
-  const len = buf.readInt32BE(o + 2);
-  o += 6;
-  return len < 0 ? null : buf.subarray(o, o + len);
+  while (o + 2 <= buf.length) {
+    const count = buf.readInt16BE(o);
+    o += 2;
+    if (count === -1) return;
+    const fields: (Buffer | null)[] = [];
+    for (let i = 0; i < count; i++) {
+      const len = buf.readInt32BE(o);
+      o += 4;
+      fields.push(len < 0 ? null : buf.subarray(o, o + len));
+      if (len > 0) o += len;
+    }
+    yield fields;
+  }
+}
+
+/** The single field of a one-row, one-column binary COPY: its bytes, or null for SQL NULL (or no row). */
+export function binaryCopySingleValue(buf: Buffer): Buffer | null {
+  for (const fields of binaryCopyRows(buf)) {
+    if (fields.length !== 1) throw new Error(`binary COPY row has ${fields.length} fields, expected 1`);
+    return fields[0]!;
+  }
+  return null;
 }
