@@ -12,12 +12,15 @@ import { DAY_MS, dayOf, dayStartMs, partitionName, type StorageMode } from "../l
 /** Parquet writer options (DuckDB COPY … TO): zstd, format V2 (delta encodings), row groups of ~1M rows. */
 export const PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1048576";
 
+/** Bytes of CSV gathered before each write to the export's file. */
+const EXPORT_CHUNK_BYTES = 1 << 20;
+
 /**
  * Writes rows of a day to `csvFile` (the columns of the Parquet files: coordinates, speed, heading
  * and accuracy already scaled to integers), in the order PostgreSQL reads them, or sorted by vehicle
  * and time with `sorted`; `where` narrows them further (a page range). `onRows` is called with the
- * running count every ~`every` rows. Resolves with the number of lines: the rows, unless a text field
- * holds a newline (for progress; the Parquet file says how many rows there are).
+ * running count every ~`every` rows. Resolves with the number of rows PostgreSQL sent (for progress;
+ * the Parquet file says how many rows there are).
  */
 export async function exportDayCsv(
   sql: Sql,
@@ -37,10 +40,29 @@ export async function exportDayCsv(
   // a COPY stream's buffer fills, and a pause at the very end left the connection stuck (seen with
   // 50,000 rows: the next query on that connection never completed).
   const sink = Bun.file(csvFile).writer({ highWaterMark: 1 << 20 });
+  // PostgreSQL sends a CopyData message per row: they are gathered here and written a megabyte at a
+  // time, since a sink write per row was most of the archiver's own CPU in the export (measured on
+  // 1M rows in two parts: 0.94–1.43 s of CPU against 0.73 s).
+  let out = Buffer.allocUnsafe(EXPORT_CHUNK_BYTES);
+  let filled = 0;
+  const flush = () => {
+    if (filled === 0) return;
+    sink.write(out.subarray(0, filled));
+    out = Buffer.allocUnsafe(EXPORT_CHUNK_BYTES);
+    filled = 0;
+  };
   await new Promise<void>((resolve, reject) => {
     readable.on("data", (chunk: Buffer) => {
-      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) rows++;
-      sink.write(chunk);
+      // PostgreSQL sends each row in a CopyData message of its own, ending in a newline.
+      if (chunk[chunk.length - 1] === 10) rows++;
+      if (filled + chunk.length > out.length) {
+        flush();
+        if (chunk.length > out.length) {
+          sink.write(chunk);
+          return;
+        }
+      }
+      filled += chunk.copy(out, filled);
       if (rows >= next) {
         onRows?.(rows);
         next = rows + every;
@@ -49,6 +71,7 @@ export async function exportDayCsv(
     readable.once("end", () => resolve());
     readable.once("error", reject);
   });
+  flush();
   // postgres.js resumes its socket only from the stream's _read; a pause on the last chunks left the
   // connection deaf to the next query's answer (seen under load). Resume it once more.
   (readable as unknown as { _read?: () => void })._read?.();

@@ -120,6 +120,8 @@ test("archive - text with newlines, quotes and commas is archived as it was, cou
   const fx = await fixture();
   await fx.fill("2026-10-03", 2, 100);
   await fx.sql`UPDATE positions SET order_id = ${'o-1\n"two",\r\nthree'}, fleet_id = ${"fleet\nb"} WHERE vehicle_id = 'v1'`;
+  // A row larger than the export's write buffer (1 MiB).
+  await fx.sql`UPDATE positions SET order_id = repeat('x', 1500000) WHERE vehicle_id = 'v2' AND seq = 50`;
   const r = await fx.archiver.run();
   expect(r.days).toEqual(["2026-10-03"]);
   expect(r.rows).toBe(200);
@@ -128,8 +130,10 @@ test("archive - text with newlines, quotes and commas is archived as it was, cou
   const c = await duck.connect();
   const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-10-03"]);
   const rows = (await c.runAndReadAll(`SELECT DISTINCT order_id, fleet_id FROM ${parquetSource(files)} WHERE vehicle_id = 'v1'`)).getRows();
+  const big = (await c.runAndReadAll(`SELECT seq, length(order_id) FROM ${parquetSource(files)} WHERE vehicle_id = 'v2' AND order_id <> ''`)).getRows();
   duck.close();
   expect(rows).toEqual([['o-1\n"two",\r\nthree', "fleet\nb"]]);
+  expect(big.map(([seq, len]) => [Number(seq), Number(len)])).toEqual([[50, 1_500_000]]);
 }, SLOW);
 
 test("archive - S3 down during a run: nothing dropped, the next run finishes", async () => {
