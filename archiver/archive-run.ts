@@ -21,7 +21,7 @@ import { objectKey, type ArchiveStore } from "../lib/archive-store";
 import type { Logger } from "../lib/log";
 import { lockKey, type Sql } from "../lib/pg";
 import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, type DayState, type StorageMode } from "../lib/positions-db";
-import { csvToParquet, exportDayCsvParts, parquetRows } from "./parquet-writer";
+import { exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
 
 export type ArchiveStep = "write" | "verify" | "drop" | "skip";
 
@@ -127,14 +127,13 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         }
         const parquet = join(work, "day.parquet");
         const t0 = performance.now();
-        const exported = await exportDayCsvParts(sql, mode, day, work, exportParts, (n) => report("write", n));
+        const exported = await exportDayParts(sql, mode, day, work, exportParts, (n) => report("write", n));
         rows = exported.rows;
         const t1 = performance.now();
         bytes = 0;
         if (rows > 0) {
-          await csvToParquet(conn, exported.files, parquet);
-          // The export counted lines, for progress; a text field may hold a newline, so the rows
-          // are what DuckDB wrote.
+          await plainToParquet(conn, exported.files, parquet);
+          // The rows are what DuckDB wrote (read back from the file it made).
           rows = await parquetRows(conn, parquet);
         }
         const t2 = performance.now();

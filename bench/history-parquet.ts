@@ -7,8 +7,9 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { sqlString } from "../lib/archive-duckdb";
-import { csvToParquet } from "../archiver/parquet-writer";
+import { EXPORT_SELECT, sqlString } from "../lib/archive-duckdb";
+import type { Sql } from "../lib/pg";
+import { csvToParquet, dayConditions } from "../archiver/parquet-writer";
 
 export interface WriterFigures {
   rows: number;
@@ -30,7 +31,31 @@ async function scanMs(conn: DuckDBConnection, file: string): Promise<number> {
   return best;
 }
 
-/** DuckDB: from the CSV the archiver exports to Parquet. Timed: the conversion (the export is the same for both). */
+/**
+ * The rows of a day as CSV of the Parquet files' columns, sorted by vehicle and time: the input both
+ * writers are given. Returns the rows.
+ */
+export async function exportSortedDayCsv(sql: Sql, day: string, csvFile: string): Promise<number> {
+  const readable = await sql
+    .unsafe(`COPY (SELECT ${EXPORT_SELECT} FROM positions WHERE ${dayConditions(day).join(" AND ")} ORDER BY vehicle_id, recorded_at) TO STDOUT WITH (FORMAT csv)`)
+    .readable();
+  let rows = 0;
+  const chunks: Buffer[] = [];
+  // Flowing mode, never back-pressured: a postgres.js COPY stream paused at its end left the connection stuck.
+  await new Promise<void>((resolve, reject) => {
+    readable.on("data", (chunk: Buffer) => {
+      rows++;
+      chunks.push(chunk);
+    });
+    readable.once("end", () => resolve());
+    readable.once("error", reject);
+  });
+  (readable as unknown as { _read?: () => void })._read?.();
+  await Bun.write(csvFile, Buffer.concat(chunks));
+  return rows;
+}
+
+/** DuckDB: from the same CSV as parquetjs-lite (the archiver gives DuckDB plain Parquet instead, which it reads faster). Timed: the conversion (the export is the same for both). */
 export async function duckdbWriter(conn: DuckDBConnection, csv: string, dir: string, rows: number): Promise<WriterFigures> {
   const out = join(dir, "duckdb.parquet");
   const t = performance.now();

@@ -30,7 +30,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { PositionBatchSchema, PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import { createArchiver } from "../archiver/archiver";
-import { exportDayCsv, PARQUET_OPTIONS } from "../archiver/parquet-writer";
+import { PARQUET_OPTIONS } from "../archiver/parquet-writer";
 import { FILE_SELECT, openDuckDb, positionsViewSql, sqlString } from "../lib/archive-duckdb";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
@@ -44,7 +44,7 @@ import { partitionOf, positionsSubject } from "../lib/subjects";
 import { createCity, createRng, createVehicleModel } from "../sim/route";
 import { createHistogram } from "./histogram";
 import { createTrackPacker } from "../history/track-hours";
-import { duckdbWriter, parquetjsWriter, type WriterFigures } from "./history-parquet";
+import { duckdbWriter, exportSortedDayCsv, parquetjsWriter, type WriterFigures } from "./history-parquet";
 
 export const HISTORY_HELP = `bun run bench history [options]
 
@@ -316,7 +316,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const duck = await openDuckDb();
     const conn = await duck.connect();
     const csv = join(work, "d0.csv");
-    const csvRows = await exportDayCsv(sql, dayOf(d0), csv, { sorted: true });
+    const csvRows = await exportSortedDayCsv(sql, dayOf(d0), csv);
     const duckW = await duckdbWriter(conn, csv, work, csvRows);
     log(`DuckDB writer: ${duckW.rows_per_s.toLocaleString()} rows/s, ${duckW.bytes_per_point.toFixed(2)} B/point, DuckDB scan ${duckW.duckdb_scan_ms.toFixed(1)} ms`);
     const pjsW: WriterFigures = await parquetjsWriter(conn, csv, work, csvRows);

@@ -45,18 +45,23 @@ export const FILE_SELECT = POSITION_COLUMNS.map(([n]) => {
 export const FILE_COLUMNS: readonly [string, string][] = POSITION_COLUMNS.map(([n, t]) => (SCALED[n] ? [SCALED[n][0], "INTEGER"] : [n, t]));
 
 /**
- * The same scaling in PostgreSQL's SQL, for the archiver's export: integers are cheaper for
- * PostgreSQL to print and for DuckDB to parse than floats.
+ * The same scaling in PostgreSQL's SQL (the archiver's binary export scales as this does), for CSV
+ * of the files' columns (the bench's Parquet writer comparison) and for tests.
  */
 export const EXPORT_SELECT = POSITION_COLUMNS.map(([n]) => {
   const s = SCALED[n];
   return s ? `round(${n}::float8 * ${s[1]})::int4 AS ${s[0]}` : n;
 }).join(", ");
 
+/** Text columns that are never NULL in PostgreSQL. */
+const EMPTY_AS_NULL_BEFORE = new Set(["fleet_id", "order_id"]);
+
 /** The select list that turns the Parquet files' columns back into a position's. */
 const VIEW_SELECT = POSITION_COLUMNS.map(([n]) => {
   const s = SCALED[n];
-  return s ? `(${s[0]} / ${s[1]})::${s[2]} AS ${n}` : n;
+  if (s) return `(${s[0]} / ${s[1]})::${s[2]} AS ${n}`;
+  // Files written before the binary export (CSV read by DuckDB) hold NULL where PostgreSQL had ''.
+  return EMPTY_AS_NULL_BEFORE.has(n) ? `coalesce(${n}, '') AS ${n}` : n;
 }).join(", ");
 
 /** SQL string literal. */

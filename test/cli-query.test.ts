@@ -38,6 +38,12 @@ test("fleet query - SQL over the positions view, as JSON lines", () => {
   ]);
 });
 
+test("fleet query - an empty order in files of the CSV export (NULL there) reads as '', as PostgreSQL had it", () => {
+  const r = fleet("SELECT count(*) AS n FROM positions WHERE order_id = '' AND order_id IS NOT NULL", "--json");
+  expect(r.code).toBe(0);
+  expect(JSON.parse(r.out.trim())).toEqual({ n: 5 });
+});
+
 test("fleet query - a table for a person", () => {
   const r = fleet("SELECT vehicle_id, fleet_id FROM positions WHERE day = '2026-10-02' ORDER BY vehicle_id");
   expect(r.code).toBe(0);

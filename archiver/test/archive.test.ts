@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ArchiveService, PartitionState } from "../../gen/fleet/v1/archive_pb";
-import { openDuckDb, parquetSource } from "../../lib/archive-duckdb";
+import { EXPORT_SELECT, openDuckDb, parquetSource, sqlString } from "../../lib/archive-duckdb";
 import { localParquetFiles, objectKey, type ArchiveStore } from "../../lib/archive-store";
 import { mintWatchToken, tokenKeys } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
@@ -134,6 +134,34 @@ test("archive - text with newlines, quotes and commas is archived as it was, cou
   duck.close();
   expect(rows).toEqual([['o-1\n"two",\r\nthree', "fleet\nb"]]);
   expect(big.map(([seq, len]) => [Number(seq), Number(len)])).toEqual([[50, 1_500_000]]);
+}, SLOW);
+
+test("archive - every column of every row is in the archive as PostgreSQL held it (scaled as its own round() scales)", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-10-04", 3, 400);
+  // Values the fill does not make: southern and western coordinates, halves that round to even,
+  // a received_at on some rows only, non-ASCII and empty text, statuses, another seq range.
+  await fx.sql`
+    UPDATE positions SET lat = -33.8688 - seq * 1e-6, lon = -151.2093 + seq * 0.5e-7, speed = seq * 0.125, heading = (seq * 0.005)::real,
+      accuracy = 0.125, status = (seq % 5)::int2, order_id = CASE WHEN seq % 3 = 0 THEN 'Zürich-' || seq ELSE '' END,
+      fleet_id = CASE WHEN vehicle_id = 'v2' THEN '' ELSE fleet_id END, seq = seq + 4000000000,
+      received_at = CASE WHEN seq % 2 = 0 THEN recorded_at + interval '1.234567 second' END
+    WHERE vehicle_id IN ('v2', 'v3')`;
+  const expected = await fx.sql.unsafe(`SELECT ${EXPORT_SELECT}, (extract(epoch FROM recorded_at) * 1000000)::int8::text AS rec_us,
+      (extract(epoch FROM received_at) * 1000000)::int8::text AS rcv_us FROM positions ORDER BY vehicle_id, recorded_at`);
+  expect((await fx.archiver.run()).rows).toBe(1200);
+  const duck = await openDuckDb();
+  const c = await duck.connect();
+  const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-10-04"]);
+  const got = (
+    await c.runAndReadAll(`SELECT vehicle_id, seq, fleet_id, lat_e7, lon_e7, speed_cm_s, heading_cdeg, accuracy_cm, order_id, status,
+      epoch_us(recorded_at)::VARCHAR, epoch_us(received_at)::VARCHAR FROM read_parquet(${sqlString(files[0]!)})`)
+  ).getRows();
+  duck.close();
+  const want = expected.map((r) => [r.vehicle_id, BigInt(r.seq), r.fleet_id, r.lat_e7, r.lon_e7, r.speed_cm_s, r.heading_cdeg, r.accuracy_cm, r.order_id, r.status, r.rec_us, r.rcv_us]);
+  expect(got).toEqual(want);
+  expect(want.filter((r) => r[11] === null).length).toBeGreaterThan(0);
+  expect(want.some((r) => String(r[8]).startsWith("Zürich"))).toBe(true);
 }, SLOW);
 
 test("archive - S3 down during a run: nothing dropped, the next run finishes", async () => {
