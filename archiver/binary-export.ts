@@ -42,130 +42,169 @@ const roundInt = (x: number): number => {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 };
 
-/** Rows of one export, as columns. */
+/** Typed arrays are in the host's byte order, Parquet's values little-endian: the two must agree. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// Big-endian floats read through the bytes of a scratch value (a Buffer read per field cost more).
+const f64 = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64.buffer);
+const f32 = new Float32Array(1);
+const f32Bytes = new Uint8Array(f32.buffer);
+
+const grow = <T extends Int32Array | Uint8Array>(a: T, size: number): T => {
+  const next = new (a.constructor as new (n: number) => T)(size);
+  next.set(a);
+  return next;
+};
+
+/** Rows of one export, as columns: fixed-width ones in typed arrays, text as PLAIN byte arrays. */
 class ExportColumns {
   rows = 0;
+  private capacity = 1 << 16;
   readonly vehicle = new Values(1 << 20);
-  readonly recorded = new Values(1 << 20);
-  readonly seq = new Values(1 << 20);
   readonly fleet = new Values(1 << 20);
-  readonly lat = new Values(1 << 19);
-  readonly lon = new Values(1 << 19);
-  readonly speed = new Values(1 << 19);
-  readonly heading = new Values(1 << 19);
-  readonly accuracy = new Values(1 << 19);
   readonly order = new Values(1 << 19);
-  readonly status = new Values(1 << 19);
-  readonly received = new Values(1 << 20);
-  defined = new Uint8Array(1 << 16);
+  /** µs since 1970 as (low, high) i32 pairs, i.e. little-endian i64. */
+  private recorded = new Int32Array(2 * this.capacity);
+  /** The big-endian bytes of PostgreSQL's int8, reversed. */
+  private seq = new Uint8Array(8 * this.capacity);
+  private lat = new Int32Array(this.capacity);
+  private lon = new Int32Array(this.capacity);
+  private speed = new Int32Array(this.capacity);
+  private heading = new Int32Array(this.capacity);
+  private accuracy = new Int32Array(this.capacity);
+  private status = new Int32Array(this.capacity);
+  /** received_at of the rows that have one, as recorded. */
+  private received = new Int32Array(2 * this.capacity);
+  private receivedCount = 0;
+  private defined = new Uint8Array(this.capacity);
+
+  constructor() {
+    if (!LITTLE_ENDIAN) throw new Error("the archiver's export needs a little-endian machine");
+  }
+
+  private growAll(): void {
+    const c = (this.capacity *= 2);
+    this.recorded = grow(this.recorded, 2 * c);
+    this.seq = grow(this.seq, 8 * c);
+    this.lat = grow(this.lat, c);
+    this.lon = grow(this.lon, c);
+    this.speed = grow(this.speed, c);
+    this.heading = grow(this.heading, c);
+    this.accuracy = grow(this.accuracy, c);
+    this.status = grow(this.status, c);
+    this.received = grow(this.received, 2 * c);
+    this.defined = grow(this.defined, c);
+  }
 
   /** Reads one row (field count, then each field's i32 length and bytes) at `o`; returns the offset after it. */
   row(b: Buffer, o: number): number {
-    const count = b.readInt16BE(o);
-    if (count !== FIELDS) throw new Error(`binary COPY row has ${count} fields, expected ${FIELDS}`);
+    if (((b[o]! << 8) | b[o + 1]!) !== FIELDS) throw new Error(`binary COPY row has ${b.readInt16BE(o)} fields, expected ${FIELDS}`);
+    if (this.rows === this.capacity) this.growAll();
+    const r = this.rows;
     o += 2;
-    o = this.text(this.vehicle, b, o);
-    o = this.timestamp(this.recorded, b, o, true);
-    o = this.int8(this.seq, b, o);
-    o = this.text(this.fleet, b, o);
-    o = this.scaled(this.lat, b, o, 8, 1e7);
-    o = this.scaled(this.lon, b, o, 8, 1e7);
-    o = this.scaled(this.speed, b, o, 4, 100);
-    o = this.scaled(this.heading, b, o, 4, 100);
-    o = this.scaled(this.accuracy, b, o, 4, 100);
-    o = this.text(this.order, b, o);
-    // smallint, as INT32 (the file's INT_16 logical type says SMALLINT).
+    o = text(this.vehicle, b, o);
+    if (i32(b, o) !== 8) throw new Error("recorded_at is null or not a timestamptz");
+    usSince1970(b, o + 4, this.recorded, 2 * r);
+    o += 12;
+    if (i32(b, o) !== 8) throw new Error("seq is not a bigint");
+    const seq = this.seq;
+    for (let i = 0, at = 8 * r; i < 8; i++) seq[at + i] = b[o + 11 - i]!;
+    o += 12;
+    o = text(this.fleet, b, o);
+    this.lat[r] = roundInt(float8(b, o) * 1e7);
+    this.lon[r] = roundInt(float8(b, o + 12) * 1e7);
+    o += 24;
+    this.speed[r] = roundInt(float4(b, o) * 100);
+    this.heading[r] = roundInt(float4(b, o + 8) * 100);
+    this.accuracy[r] = roundInt(float4(b, o + 16) * 100);
+    o += 24;
+    o = text(this.order, b, o);
     if (i32(b, o) !== 2) throw new Error("status is not a smallint");
-    this.status.ensure(4);
-    this.status.pos = this.status.buf.writeInt32LE(b.readInt16BE(o + 4), this.status.pos);
+    this.status[r] = (b[o + 4]! << 24) >> 16 | b[o + 5]!; // sign-extended i16 (INT_16 in the file)
     o += 6;
-    o = this.timestamp(this.received, b, o, false);
+    const len = i32(b, o);
+    if (len === 8) {
+      this.defined[r] = 1;
+      usSince1970(b, o + 4, this.received, 2 * this.receivedCount++);
+      o += 12;
+    } else if (len === -1) {
+      this.defined[r] = 0;
+      o += 4;
+    } else throw new Error("received_at is not a timestamptz");
     this.rows++;
     return o;
   }
 
-  private text(v: Values, b: Buffer, o: number): number {
-    const len = i32(b, o);
-    if (len < 0) throw new Error("a text column of the positions table is null");
-    v.ensure(4 + len);
-    const out = v.buf;
-    let at = v.pos;
-    out[at] = len & 0xff;
-    out[at + 1] = (len >>> 8) & 0xff;
-    out[at + 2] = (len >>> 16) & 0xff;
-    out[at + 3] = len >>> 24;
-    at += 4;
-    o += 4;
-    // Ids are short: a loop costs less than a native copy call.
-    if (len <= 64) for (let i = 0; i < len; i++) out[at + i] = b[o + i]!;
-    else b.copy(out, at, o, o + len);
-    v.pos = at + len;
-    return o + len;
-  }
-
-  private int8(v: Values, b: Buffer, o: number): number {
-    if (i32(b, o) !== 8) throw new Error("seq is not a bigint");
-    v.ensure(8);
-    const out = v.buf;
-    const at = v.pos;
-    for (let i = 0; i < 8; i++) out[at + i] = b[o + 11 - i]!;
-    v.pos += 8;
-    return o + 12;
-  }
-
-  private timestamp(v: Values, b: Buffer, o: number, required: boolean): number {
-    const len = i32(b, o);
-    if (len < 0) {
-      if (required) throw new Error("recorded_at is null");
-      this.define(0);
-      return o + 4;
-    }
-    if (len !== 8) throw new Error("not a timestamptz");
-    if (!required) this.define(1);
-    v.ensure(8);
-    // In two halves, as numbers: exact for timestamps within ±285 years of 1970 (|µs| < 2^53).
-    const us = i32(b, o + 4) * 0x1_0000_0000 + (i32(b, o + 8) >>> 0) + PG_EPOCH_US;
-    const hi = Math.floor(us / 0x1_0000_0000);
-    v.buf.writeUInt32LE(us - hi * 0x1_0000_0000, v.pos);
-    v.buf.writeInt32LE(hi, v.pos + 4);
-    v.pos += 8;
-    return o + 12;
-  }
-
-  private scaled(v: Values, b: Buffer, o: number, size: 4 | 8, scale: number): number {
-    if (i32(b, o) !== size) throw new Error("a coordinate column is null or of another type");
-    const x = size === 8 ? b.readDoubleBE(o + 4) : b.readFloatBE(o + 4);
-    v.ensure(4);
-    v.pos = v.buf.writeInt32LE(roundInt(x * scale), v.pos);
-    return o + 4 + size;
-  }
-
-  private define(d: number): void {
-    if (this.rows >= this.defined.length) {
-      const next = new Uint8Array(this.defined.length * 2);
-      next.set(this.defined);
-      this.defined = next;
-    }
-    this.defined[this.rows] = d;
-  }
-
   columns(): PlainColumn[] {
-    const c = (name: string, type: ParquetType, logical: PlainColumn["logical"], v: Values): PlainColumn => ({ name, type, logical, values: v.bytes() });
+    const n = this.rows;
+    const bytes = (a: Int32Array | Uint8Array, count: number) => Buffer.from(a.buffer, a.byteOffset, count * a.BYTES_PER_ELEMENT);
+    const ints = (name: string, a: Int32Array, logical: PlainColumn["logical"] = "none"): PlainColumn => ({ name, type: ParquetType.INT32, logical, values: bytes(a, n) });
+    const text = (name: string, v: Values): PlainColumn => ({ name, type: ParquetType.BYTE_ARRAY, logical: "string", values: v.bytes() });
     return [
-      c("vehicle_id", ParquetType.BYTE_ARRAY, "string", this.vehicle),
-      c("recorded_at", ParquetType.INT64, "timestamp_us_utc", this.recorded),
-      c("seq", ParquetType.INT64, "none", this.seq),
-      c("fleet_id", ParquetType.BYTE_ARRAY, "string", this.fleet),
-      c("lat_e7", ParquetType.INT32, "none", this.lat),
-      c("lon_e7", ParquetType.INT32, "none", this.lon),
-      c("speed_cm_s", ParquetType.INT32, "none", this.speed),
-      c("heading_cdeg", ParquetType.INT32, "none", this.heading),
-      c("accuracy_cm", ParquetType.INT32, "none", this.accuracy),
-      c("order_id", ParquetType.BYTE_ARRAY, "string", this.order),
-      c("status", ParquetType.INT32, "int16", this.status),
-      { ...c("received_at", ParquetType.INT64, "timestamp_us_utc", this.received), defined: this.defined.subarray(0, this.rows) },
+      text("vehicle_id", this.vehicle),
+      { name: "recorded_at", type: ParquetType.INT64, logical: "timestamp_us_utc", values: bytes(this.recorded, 2 * n) },
+      { name: "seq", type: ParquetType.INT64, logical: "none", values: bytes(this.seq, 8 * n) },
+      text("fleet_id", this.fleet),
+      ints("lat_e7", this.lat),
+      ints("lon_e7", this.lon),
+      ints("speed_cm_s", this.speed),
+      ints("heading_cdeg", this.heading),
+      ints("accuracy_cm", this.accuracy),
+      text("order_id", this.order),
+      ints("status", this.status, "int16"),
+      {
+        name: "received_at",
+        type: ParquetType.INT64,
+        logical: "timestamp_us_utc",
+        values: bytes(this.received, 2 * this.receivedCount),
+        defined: this.defined.subarray(0, n),
+      },
     ];
   }
+}
+
+/** A text field at `o` appended to `v` as a PLAIN byte array; returns the offset after it. */
+function text(v: Values, b: Buffer, o: number): number {
+  const len = i32(b, o);
+  if (len < 0) throw new Error("a text column of the positions table is null");
+  v.ensure(4 + len);
+  const out = v.buf;
+  let at = v.pos;
+  out[at] = len & 0xff;
+  out[at + 1] = (len >>> 8) & 0xff;
+  out[at + 2] = (len >>> 16) & 0xff;
+  out[at + 3] = len >>> 24;
+  at += 4;
+  o += 4;
+  // Ids are short: a loop costs less than a native copy call.
+  if (len <= 64) for (let i = 0; i < len; i++) out[at + i] = b[o + i]!;
+  else b.copy(out, at, o, o + len);
+  v.pos = at + len;
+  return o + len;
+}
+
+/** PostgreSQL's int8 µs since 2000 at `o`, as (low, high) i32 of µs since 1970 at `at`. */
+function usSince1970(b: Buffer, o: number, out: Int32Array, at: number): void {
+  // As numbers: exact for timestamps within ±285 years of 1970 (|µs| < 2^53).
+  const us = i32(b, o) * 0x1_0000_0000 + (i32(b, o + 4) >>> 0) + PG_EPOCH_US;
+  const hi = Math.floor(us / 0x1_0000_0000);
+  out[at] = us - hi * 0x1_0000_0000; // wraps to the i32 of the same bits
+  out[at + 1] = hi;
+}
+
+/** A float8 field (its length checked) at `o`. */
+function float8(b: Buffer, o: number): number {
+  if (i32(b, o) !== 8) throw new Error("a float8 column is null or of another type");
+  for (let i = 0; i < 8; i++) f64Bytes[i] = b[o + 11 - i]!;
+  return f64[0]!;
+}
+
+/** A float4 field (its length checked) at `o`, widened to float8 as PostgreSQL's `::float8` does. */
+function float4(b: Buffer, o: number): number {
+  if (i32(b, o) !== 4) throw new Error("a float4 column is null or of another type");
+  for (let i = 0; i < 4; i++) f32Bytes[i] = b[o + 7 - i]!;
+  return f32[0]!;
 }
 
 const SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
