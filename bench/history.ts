@@ -63,6 +63,27 @@ const TARGETS = { ratio: 0.7, lagP99: 1000, trackP99: 100, bytesPerPoint: 10, ar
 const log = (line: string) => console.log(`[history] ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A Prometheus histogram's change between two scrapes of /metrics: count, sum, and the bucket bound holding a quantile. */
+function histogramDelta(before: string, after: string, name: string): { count: number; sum: number; within(q: number): number } {
+  const read = (text: string) => {
+    const buckets = new Map<number, number>();
+    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)`, "gm"))) buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
+    const one = (suffix: string) => Number(new RegExp(`^${name}_${suffix}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text)?.[1] ?? 0);
+    return { buckets, count: one("count"), sum: one("sum") };
+  };
+  const a = read(before);
+  const b = read(after);
+  const count = b.count - a.count;
+  return {
+    count,
+    sum: b.sum - a.sum,
+    within(q) {
+      for (const [le, n] of [...b.buckets].sort((x, y) => x[0] - y[0])) if (n - (a.buckets.get(le) ?? 0) >= q * count) return le;
+      return Infinity;
+    },
+  };
+}
+
 function simulate(vehicles: number, seconds: number, startMs: number): Position[] {
   const city = createCity();
   const rng = createRng(42);
@@ -170,6 +191,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s`);
 
     // 4. lag at 16,700 points/s
+    const metricsBefore = await (await fetch(`${history!.url}/metrics`)).text();
     const rate = 16_700;
     const lagSeconds = quick ? 5 : 20;
     const hist = createHistogram();
@@ -233,6 +255,13 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const lagP50 = hist.quantile(0.5);
     const lagP99 = hist.quantile(0.99);
     log(`lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`);
+    const metricsAfter = await (await fetch(`${history!.url}/metrics`)).text();
+    const commits = histogramDelta(metricsBefore, metricsAfter, "history_batch_commit_seconds");
+    const rowsPer = histogramDelta(metricsBefore, metricsAfter, "history_batch_rows");
+    log(
+      `  history's write transactions meanwhile: ${commits.count}, ${(rowsPer.sum / Math.max(1, rowsPer.count)).toFixed(0)} rows each on average, ` +
+        `${((commits.sum / Math.max(1, commits.count)) * 1000).toFixed(1)} ms each on average, 99% within ${(commits.within(0.99) * 1000).toFixed(0)} ms (its buckets)`,
+    );
 
     // 5. GetTrack of a vehicle-day: five vehicle-days two days old, sent through JetStream and written
     // by history as vehicles' points are; their hours packed (history/track-hours.ts) as history's own
