@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { connect as tcpConnect, createServer } from "node:net";
 import { join } from "node:path";
@@ -180,24 +180,29 @@ describe("stack", () => {
     }
   });
 
-  test("stack - SIGKILL of the parent stops its servers and removes the folder", async () => {
+  /** A child process that starts a stack of `services` and stays; resolves with what it started. */
+  async function stackInChild(services: string[]): Promise<{ child: ReturnType<typeof Bun.spawn>; dir: string; pids: number[]; ports: number[] }> {
     const script = `
       import { startStack } from ${JSON.stringify(join(import.meta.dir, "stack.ts"))};
-      const s = await startStack({ env: {} });
-      const pids = ["nats", "redis", "postgres", "s3"].map((n) => s.pid(n));
-      const ports = [s.natsUrl, s.redisUrl, s.databaseUrl, s.s3.endpoint].map((u) => Number(new URL(u).port));
-      console.log(JSON.stringify({ dir: s.dir, pids, ports }));
+      const names = ${JSON.stringify(services)};
+      const s = await startStack({ services: names, env: {} });
+      const urls = { nats: s.natsUrl, redis: s.redisUrl, postgres: s.databaseUrl, s3: s.s3.endpoint };
+      console.log(JSON.stringify({ dir: s.dir, pids: names.map((n) => s.pid(n)), ports: names.map((n) => Number(new URL(urls[n]).port)) }));
       setInterval(() => {}, 1000);
     `;
     const child = Bun.spawn([process.execPath, "-e", script], { stdout: "pipe", stderr: "inherit" });
-    const reader = child.stdout.getReader();
+    const reader = (child.stdout as ReadableStream<Uint8Array>).getReader();
     let text = "";
     while (!text.includes("\n")) {
       const { value, done } = await reader.read();
       if (done) throw new Error(`child ended before it started the stack: ${text}`);
       text += new TextDecoder().decode(value);
     }
-    const { dir, pids, ports } = JSON.parse(text) as { dir: string; pids: number[]; ports: number[] };
+    return { child, ...(JSON.parse(text) as { dir: string; pids: number[]; ports: number[] }) };
+  }
+
+  test("stack - SIGKILL of the parent stops its servers and removes the folder", async () => {
+    const { child, dir, pids, ports } = await stackInChild(["nats", "redis", "postgres", "s3"]);
     expect(pids.every((p) => p > 0 && alive(p))).toBe(true);
 
     child.kill("SIGKILL");
@@ -209,5 +214,36 @@ describe("stack", () => {
       state = { pids: pids.map(alive), ports: await Promise.all(ports.map(listening)), dir: existsSync(dir) };
     }
     expect(state).toEqual({ pids: [false, false, false, false], ports: [false, false, false, false], dir: false });
+  });
+
+  test("stack - servers left by a parent killed with its watchdog are stopped by the next stack", async () => {
+    const { child, dir, pids } = await stackInChild(["redis", "postgres"]);
+    // What \`bun test\` does to a timed-out test's processes: the watchdog goes too.
+    const watchdogs = readdirSync("/proc")
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          const argv = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0");
+          return argv.includes("fleet-stack-watchdog") && argv.includes(String(child.pid));
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+    expect(watchdogs.length).toBe(1);
+    process.kill(watchdogs[0]!, "SIGKILL");
+    child.kill("SIGKILL");
+    await child.exited;
+    await Bun.sleep(300);
+    expect(pids.map(alive)).toEqual([true, true]);
+
+    const next = await startStack({ services: ["redis"], env: {} });
+    try {
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && pids.some(alive)) await Bun.sleep(50);
+      expect({ pids: pids.map(alive), dir: existsSync(dir) }).toEqual({ pids: [false, false], dir: false });
+    } finally {
+      await next.stop();
+    }
   });
 });

@@ -9,9 +9,13 @@
  * temporary folder. PR_SET_PDEATHSIG was the other candidate; it was not chosen because it fires when
  * the spawning *thread* exits, is cleared when the child changes uid (postgres under root), only
  * reaches the direct child and cannot remove the folder.
+ *
+ * When the watchdog itself is killed with the parent (`bun test` kills what a timed-out test
+ * spawned, the watchdog among it), the next stack started on the machine finds the orphans: a
+ * temporary stack folder whose parent is gone, with servers still running from it.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -249,6 +253,73 @@ fi
 if [ "$remove" = 1 ]; then rm -rf "$dir"; fi
 `;
 
+const pidAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/** Whether process `pid` runs from `dir`: named in its command line, or working in it (redis-server rewrites its title). */
+function runsFrom(pid: number, dir: string): boolean {
+  try {
+    if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) return true;
+  } catch {
+    return false;
+  }
+  try {
+    return readlinkSync(`/proc/${pid}/cwd`).startsWith(dir);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stops the servers of temporary stack folders whose parent process is gone and removes the
+ * folders: what a watchdog killed along with its parent left behind. Only processes that still run
+ * from such a folder are signalled (a pid reused since is left alone). Returns the folders removed.
+ */
+export function reapOrphanedStacks(root = tmpdir(), log: Logger = silentLogger): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root).filter((n) => n.startsWith("fleet-stack-"));
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const dir = join(root, name);
+    let parent: number;
+    let pids: number[];
+    try {
+      parent = Number(readFileSync(join(dir, ".stack-parent"), "utf8").trim());
+      pids = readFileSync(join(dir, ".stack-pids"), "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => Number(l.split(" ")[0]));
+    } catch {
+      continue; // a folder of another version, or one being set up
+    }
+    if (!(parent > 0) || pidAlive(parent)) continue;
+    const orphans = pids.filter((pid) => pid > 0 && pidAlive(pid) && runsFrom(pid, dir));
+    for (const pid of orphans) {
+      try {
+        process.kill(-pid, "SIGKILL"); // its process group: PostgreSQL's backends too
+      } catch {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {}
+      }
+    }
+    if (orphans.length > 0) log.warn(`stopped ${orphans.length} server(s) left running by a stack whose process and watchdog were killed`, { dir, pids: orphans });
+    rmSync(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  return removed;
+}
+
 /** Stacks alive in this process, for the synchronous exit hook. */
 const live = new Set<{ signalAll(): void }>();
 let exitHookInstalled = false;
@@ -278,8 +349,10 @@ export async function startStack({
     s3: config.s3Endpoint !== "",
   };
   const temporary = givenDir === undefined;
+  if (temporary) reapOrphanedStacks(tmpdir(), log);
   const dir = givenDir ? resolve(givenDir) : mkdtempSync(join(tmpdir(), "fleet-stack-"));
   mkdirSync(join(dir, "logs"), { recursive: true });
+  if (temporary) writeFileSync(join(dir, ".stack-parent"), `${process.pid}\n`);
   // PostgreSQL runs as another user under root and must reach its data folder inside ours.
   chmodSync(dir, 0o711);
 
