@@ -105,6 +105,20 @@ class Partition {
 
 let markCounter = 0;
 
+/** Answers the re-sends of `seq` as the point itself was answered; once nothing is in flight, the rest were never sent before. */
+function settleEchoes(state: VehicleState, seq: number, failure: Error | undefined): void {
+  const echoes = state.echoes!;
+  const rest: typeof echoes = [];
+  for (const e of echoes) {
+    if (e.seq === seq) e.settle(failure);
+    else rest.push(e);
+  }
+  if (state.inFlight === 0) {
+    for (const e of rest) e.settle("missing");
+    state.echoes = undefined;
+  } else state.echoes = rest.length > 0 ? rest : undefined;
+}
+
 /** Creates the batcher. */
 export function createBatcher({
   js,
@@ -218,17 +232,21 @@ export function createBatcher({
     for (let i = 0; i < positions.length; i++) {
       const state = states[i]!;
       const sink = sinks[i]!;
+      const seq = positions[i]!.seq;
       state.inFlight--;
+      let failure: Error | undefined;
       if (error) {
         state.broken = true;
+        failure = error;
         sink.failed(error);
       } else if (state.broken) {
-        sink.failed(new UnavailableError("an earlier point of this vehicle could not be stored: resume and resend"));
+        failure = new UnavailableError("an earlier point of this vehicle could not be stored: resume and resend");
+        sink.failed(failure);
       } else {
-        const seq = positions[i]!.seq;
         if (seq > state.durable) state.durable = seq;
         sink.durable(seq);
       }
+      if (state.echoes !== undefined) settleEchoes(state, seq, failure);
       if (state.broken) {
         // Re-sent points must be taken again: forget what was only in flight.
         state.accepted = state.durable;

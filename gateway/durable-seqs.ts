@@ -13,6 +13,16 @@ import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
 import { HEADERS } from "../lib/subjects";
 
+/**
+ * A point sent again while its first send is still in flight (a vehicle that reconnected before the
+ * ack of its broken stream came): answered when the first send settles, as that one is answered.
+ * `missing`: no point of that seq was in flight after all (the seq skipped by the vehicle earlier).
+ */
+export interface Echo {
+  readonly seq: number;
+  settle(outcome: Error | undefined | "missing"): void;
+}
+
 /** What the gateway knows of one vehicle. Mutable on purpose: touched once per point. */
 export class VehicleState {
   /** Highest seq such that every point the gateway accepted up to it is durable. */
@@ -23,6 +33,8 @@ export class VehicleState {
   inFlight = 0;
   /** An earlier batch failed: later points must not make the vehicle look durable past the gap. */
   broken = false;
+  /** Re-sent points waiting for their first send (rare: set only then). */
+  echoes: Echo[] | undefined;
   /** Last time (ms) this state was used. */
   seen: number;
 

@@ -312,12 +312,26 @@ export function createIngestService({
       return;
     }
     if (p.seq <= state.accepted) {
-      refuse(
-        call,
-        p.seq,
-        RejectReason.INVALID_FIELD,
-        `seq ${p.seq} is not above ${state.accepted}, the last seq accepted for this vehicle: seqs must increase (call Resume after a reconnect)`,
-      );
+      const message = `seq ${p.seq} is not above ${state.accepted}, the last seq accepted for this vehicle: seqs must increase (call Resume after a reconnect)`;
+      if (state.inFlight === 0) {
+        refuse(call, p.seq, RejectReason.INVALID_FIELD, message);
+        return;
+      }
+      // Maybe sent again while its first send is in flight (the vehicle reconnected before that
+      // stream's ack came): this call answers it as that send is answered, durable or not.
+      const seq = p.seq;
+      call.pending++;
+      (state.echoes ??= []).push({
+        seq,
+        settle: (outcome) => {
+          if (outcome === "missing") {
+            call.pending--;
+            refuse(call, seq, RejectReason.INVALID_FIELD, message);
+          } else if (outcome) call.failed(outcome);
+          else call.durable();
+          call.settled();
+        },
+      });
       return;
     }
     state.accepted = p.seq;
