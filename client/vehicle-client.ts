@@ -273,9 +273,10 @@ export function createVehicleClient({
       if (r) {
         if (r.reason === RejectReason.DUPLICATE) acked++;
         else if (r.reason === RejectReason.INVALID_FIELD && e.sends > 1 && !e.recheck) {
-          // A re-sent point the gateway still counts as in flight from the broken stream ("seq not
-          // above the last accepted"): it may well become durable. Ask Resume again after a pause
-          // instead of giving it up; a second refusal is final.
+          // A re-sent point refused as "seq not above the last accepted": this gateway answers a
+          // point whose first send is in flight with that send, but one of before 2026-12-02
+          // refused it, and it may well become durable. Ask Resume again after a pause instead of
+          // giving it up; a second refusal is final.
           e.recheck = true;
           recheckPending = true;
           keep.push(e);
