@@ -1,10 +1,10 @@
 /**
  * A minimal Parquet writer for the archiver's intermediate files: flat columns, one row group, one
- * uncompressed PLAIN data page per column. DuckDB reads such a file at memory speed and sorts it
- * into the archive's real Parquet file (zstd, delta encodings), which DuckDB writes itself; this
- * writer exists only because the alternatives to feed DuckDB from JavaScript cost more than the
- * rest of the archive run (CSV: PostgreSQL printing and DuckDB parsing it, ~2 s of CPU per 1M rows;
- * the appender's JavaScript values: 2.4 s per 1M rows; parquetjs-lite: 24k rows/s).
+ * uncompressed PLAIN data page per column. DuckDB reads such a file without parsing anything and
+ * sorts it into the archive's real Parquet file (zstd, delta encodings), which DuckDB writes itself.
+ * This writer exists because the other ways to feed DuckDB from JavaScript cost more (measured on
+ * 1M rows: CSV, PostgreSQL printing and DuckDB parsing it, ~2 s of CPU; DuckDB's appender fed
+ * JavaScript values, 2.4 s; parquetjs-lite, 23–41k rows/s).
  *
  * Format: https://github.com/apache/parquet-format (parquet.thrift), metadata in Thrift's compact
  * protocol. Only what these files need is written: no statistics, no dictionary, no compression.

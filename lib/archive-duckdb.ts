@@ -41,7 +41,7 @@ export const FILE_SELECT = POSITION_COLUMNS.map(([n]) => {
   return s ? `round(${n} * ${s[1]})::INTEGER AS ${s[0]}` : n;
 }).join(", ");
 
-/** Columns of the Parquet files (and of the archiver's CSV export), with DuckDB types. */
+/** Columns of the Parquet files (the archiver's export writes them), with DuckDB types. */
 export const FILE_COLUMNS: readonly [string, string][] = POSITION_COLUMNS.map(([n, t]) => (SCALED[n] ? [SCALED[n][0], "INTEGER"] : [n, t]));
 
 /**
