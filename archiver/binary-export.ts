@@ -5,7 +5,8 @@
  * by plain-parquet.ts. No text is printed or parsed on either side: PostgreSQL sends its values'
  * own bytes, and DuckDB reads the file's without conversion before it sorts and compresses them.
  */
-import type { Sql } from "../lib/pg";
+import { binaryCopyHeaderEnd, type Sql } from "../lib/pg";
+import { ProtoWriter } from "../lib/proto-writer";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 
 /** PostgreSQL's timestamps count µs from 2000-01-01; the files' from 1970-01-01. */
@@ -14,24 +15,6 @@ const PG_EPOCH_US = 946_684_800_000_000;
 /** The columns read, in the order of FILE_COLUMNS, each with how its binary field is stored. */
 const SELECT = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
 const FIELDS = 12;
-
-/** A growable buffer of PLAIN-encoded values. */
-class Values {
-  buf: Buffer;
-  pos = 0;
-  constructor(bytes: number) {
-    this.buf = Buffer.allocUnsafe(bytes);
-  }
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-  bytes(): Buffer {
-    return this.buf.subarray(0, this.pos);
-  }
-}
 
 /** A big-endian i32 (the binary COPY format's field lengths). */
 const i32 = (b: Buffer, o: number): number => (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
@@ -61,9 +44,10 @@ const grow = <T extends Int32Array | Uint8Array>(a: T, size: number): T => {
 class ExportColumns {
   rows = 0;
   private capacity = 1 << 16;
-  readonly vehicle = new Values(1 << 20);
-  readonly fleet = new Values(1 << 20);
-  readonly order = new Values(1 << 19);
+  // Text as PLAIN byte arrays (u32 LE length, then the bytes).
+  readonly vehicle = new ProtoWriter();
+  readonly fleet = new ProtoWriter();
+  readonly order = new ProtoWriter();
   /** µs since 1970 as (low, high) i32 pairs, i.e. little-endian i64. */
   private recorded = new Int32Array(2 * this.capacity);
   /** The big-endian bytes of PostgreSQL's int8, reversed. */
@@ -140,7 +124,7 @@ class ExportColumns {
     const n = this.rows;
     const bytes = (a: Int32Array | Uint8Array, count: number) => Buffer.from(a.buffer, a.byteOffset, count * a.BYTES_PER_ELEMENT);
     const ints = (name: string, a: Int32Array, logical: PlainColumn["logical"] = "none"): PlainColumn => ({ name, type: ParquetType.INT32, logical, values: bytes(a, n) });
-    const text = (name: string, v: Values): PlainColumn => ({ name, type: ParquetType.BYTE_ARRAY, logical: "string", values: v.bytes() });
+    const text = (name: string, v: ProtoWriter): PlainColumn => ({ name, type: ParquetType.BYTE_ARRAY, logical: "string", values: v.buf.subarray(0, v.pos) });
     return [
       text("vehicle_id", this.vehicle),
       { name: "recorded_at", type: ParquetType.INT64, logical: "timestamp_us_utc", values: bytes(this.recorded, 2 * n) },
@@ -165,7 +149,7 @@ class ExportColumns {
 }
 
 /** A text field at `o` appended to `v` as a PLAIN byte array; returns the offset after it. */
-function text(v: Values, b: Buffer, o: number): number {
+function text(v: ProtoWriter, b: Buffer, o: number): number {
   const len = i32(b, o);
   if (len < 0) throw new Error("a text column of the positions table is null");
   v.ensure(4 + len);
@@ -207,8 +191,6 @@ function float4(b: Buffer, o: number): number {
   return f32[0]!;
 }
 
-const SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
-
 /**
  * Reads a binary COPY stream of the export's columns, chunk by chunk. PostgreSQL sends the header
  * with the first row, then a CopyData message per row and one for the trailer (-1); the stream is
@@ -236,12 +218,12 @@ export class PositionCopyReader {
     this.carry = undefined;
     let o = 0;
     if (!this.started) {
-      if (b.length >= 11 && !b.subarray(0, 11).equals(SIGNATURE)) throw new Error("not a binary COPY stream");
-      if (b.length < 19 || b.length < 19 + b.readInt32BE(15)) {
+      const start = binaryCopyHeaderEnd(b);
+      if (start === undefined) {
         this.carry = b;
         return;
       }
-      o = 19 + b.readInt32BE(15);
+      o = start;
       this.started = true;
     }
     while (o + 2 <= b.length) {

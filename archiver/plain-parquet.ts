@@ -10,6 +10,9 @@
  * protocol. Only what these files need is written: no statistics, no dictionary, no compression.
  */
 
+import { ProtoWriter } from "../lib/proto-writer";
+import { writeVarint } from "../lib/varint";
+
 /** Physical types (parquet.thrift `Type`). */
 export const enum ParquetType {
   INT32 = 1,
@@ -41,31 +44,26 @@ const T_BINARY = 8;
 const T_LIST = 9;
 const T_STRUCT = 12;
 
-/** Thrift compact protocol, written forward into a growable buffer. */
+/** Thrift compact protocol, written forward into the project's growable buffer (its varints are protobuf's). */
 class ThriftWriter {
-  buf = Buffer.allocUnsafe(4096);
-  pos = 0;
+  private readonly out = new ProtoWriter();
   private last: number[] = [0];
 
-  private ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(next, 0, 0, this.pos);
-    this.buf = next;
-  }
-
-  private byte(b: number): void {
-    this.ensure(1);
-    this.buf[this.pos++] = b;
+  private put(b: number): void {
+    this.out.ensure(1);
+    this.out.byte(b);
   }
 
   private uvarint(v: number): void {
-    this.ensure(10);
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v % 0x80) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.buf[this.pos++] = v;
+    this.out.ensure(10);
+    this.out.varint(v);
+  }
+
+  private utf8(s: string): void {
+    const n = Buffer.byteLength(s, "utf8");
+    this.uvarint(n);
+    this.out.ensure(n);
+    this.out.pos += this.out.buf.write(s, this.out.pos, "utf8");
   }
 
   /** Zigzag varint of an integer below 2^52 in magnitude. */
@@ -76,9 +74,9 @@ class ThriftWriter {
   private header(id: number, type: number): void {
     const depth = this.last.length - 1;
     const delta = id - this.last[depth]!;
-    if (delta > 0 && delta <= 15) this.byte((delta << 4) | type);
+    if (delta > 0 && delta <= 15) this.put((delta << 4) | type);
     else {
-      this.byte(type);
+      this.put(type);
       this.zigzag(id);
     }
     this.last[depth] = id;
@@ -98,7 +96,7 @@ class ThriftWriter {
 
   byteField(id: number, v: number): this {
     this.header(id, T_BYTE);
-    this.byte(v & 0xff);
+    this.put(v & 0xff);
     return this;
   }
 
@@ -109,10 +107,7 @@ class ThriftWriter {
 
   string(id: number, s: string): this {
     this.header(id, T_BINARY);
-    const n = Buffer.byteLength(s, "utf8");
-    this.uvarint(n);
-    this.ensure(n);
-    this.pos += this.buf.write(s, this.pos, "utf8");
+    this.utf8(s);
     return this;
   }
 
@@ -143,20 +138,15 @@ class ThriftWriter {
 
   strings(id: number, items: readonly string[]): this {
     this.listHeader(id, items.length, T_BINARY);
-    for (const s of items) {
-      const n = Buffer.byteLength(s, "utf8");
-      this.uvarint(n);
-      this.ensure(n);
-      this.pos += this.buf.write(s, this.pos, "utf8");
-    }
+    for (const s of items) this.utf8(s);
     return this;
   }
 
   private listHeader(id: number, size: number, elem: number): void {
     this.header(id, T_LIST);
-    if (size < 15) this.byte((size << 4) | elem);
+    if (size < 15) this.put((size << 4) | elem);
     else {
-      this.byte(0xf0 | elem);
+      this.put(0xf0 | elem);
       this.uvarint(size);
     }
   }
@@ -167,12 +157,13 @@ class ThriftWriter {
   }
 
   end(): void {
-    this.byte(0);
+    this.put(0);
     this.last.pop();
   }
 
-  bytes(): Buffer {
-    return this.buf.subarray(0, this.pos);
+  /** What was written, as a view of the buffer. */
+  view(): Buffer {
+    return this.out.buf.subarray(0, this.out.pos);
   }
 }
 
@@ -197,12 +188,7 @@ function definitionLevels(defined: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(4 + runs.length * 6);
   let pos = 4;
   for (let r = 0; r < runs.length; r += 2) {
-    let header = runs[r]! * 2; // RLE run: count << 1, then the value in one byte (bit width 1)
-    while (header >= 0x80) {
-      out[pos++] = (header % 0x80) | 0x80;
-      header = Math.floor(header / 0x80);
-    }
-    out[pos++] = header;
+    pos = writeVarint(out, pos, runs[r]! * 2); // RLE run: count << 1, then the value in one byte (bit width 1)
     out[pos++] = runs[r + 1]!;
   }
   out.writeUInt32LE(pos - 4, 0);
@@ -246,7 +232,7 @@ export function plainParquet(columns: readonly PlainColumn[], rows: number): Buf
       .i32(3, pageSize)
       .struct(5, (d) => d.i32(1, rows).i32(2, PLAIN).i32(3, RLE).i32(4, RLE));
     header.end();
-    const h = header.bytes();
+    const h = header.view();
     chunks.push({ column: c, offset, size: h.length + pageSize, values: rows });
     parts.push(Buffer.from(h));
     if (levels) parts.push(levels);
@@ -284,7 +270,7 @@ export function plainParquet(columns: readonly PlainColumn[], rows: number): Buf
   });
   meta.string(6, "fleet archiver (plain intermediate)");
   meta.end();
-  const m = meta.bytes();
+  const m = meta.view();
   const tail = Buffer.allocUnsafe(8);
   tail.writeUInt32LE(m.length, 0);
   MAGIC.copy(tail, 4);

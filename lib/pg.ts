@@ -135,15 +135,28 @@ export async function copyOutToBuffer(sql: Sql, copy: string): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
+const BINARY_COPY_SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+
+/**
+ * Where the rows of a `COPY … (FORMAT binary)` stream start (after the 11-byte signature, int32
+ * flags, int32 extension length and the extension), or undefined while `buf` holds less than the
+ * header. Throws when `buf` is not such a stream.
+ */
+export function binaryCopyHeaderEnd(buf: Buffer): number | undefined {
+  if (!buf.subarray(0, 11).equals(BINARY_COPY_SIGNATURE.subarray(0, Math.min(11, buf.length)))) throw new Error("not a binary COPY stream");
+  if (buf.length < 19 || buf.length < 19 + buf.readInt32BE(15)) return undefined;
+  return 19 + buf.readInt32BE(15);
+}
+
 /**
  * The rows of a `COPY … (FORMAT binary)` as each row's fields: the raw bytes of each value (views
  * of `buf`), or null for SQL NULL. Binary COPY sends a bytea as it is, where a query's text result
  * would double it in hex that both sides then encode and decode.
  */
 export function* binaryCopyRows(buf: Buffer): Generator<(Buffer | null)[]> {
-  // Header: 11-byte signature, int32 flags, int32 extension length, the extension.
-  if (buf.length < 19 || buf.toString("latin1", 0, 11) !== "PGCOPY\n\xff\r\n\0") throw new Error("not a binary COPY stream");
-  let o = 19 + buf.readInt32BE(15);
+  const start = binaryCopyHeaderEnd(buf);
+  if (start === undefined) throw new Error("not a binary COPY stream");
+  let o = start;
   while (o + 2 <= buf.length) {
     const count = buf.readInt16BE(o);
     o += 2;

@@ -6,7 +6,7 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { varintSize, writeVarint } from "./varint";
 
-/** A growable output buffer for protobuf written by hand, reused from message to message. */
+/** A growable output buffer for bytes written by hand (protobuf here; the archiver's Parquet and Thrift too). */
 export class ProtoWriter {
   buf = Buffer.allocUnsafe(64 * 1024);
   pos = 0;
