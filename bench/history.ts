@@ -43,6 +43,7 @@ import { startStack } from "../lib/stack";
 import { partitionOf, positionsSubject } from "../lib/subjects";
 import { createCity, createRng, createVehicleModel } from "../sim/route";
 import { createHistogram } from "./histogram";
+import { bucketBound, histogramDelta, readHistogram } from "./prom-histogram";
 import { createTrackPacker } from "../history/track-hours";
 import { duckdbWriter, exportSortedDayCsv, parquetjsWriter, type WriterFigures } from "./history-parquet";
 
@@ -62,27 +63,6 @@ const TARGETS = { ratio: 0.7, lagP99: 1000, trackP99: 100, bytesPerPoint: 10, ar
 
 const log = (line: string) => console.log(`[history] ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A Prometheus histogram's change between two scrapes of /metrics: count, sum, and the bucket bound holding a quantile. */
-function histogramDelta(before: string, after: string, name: string): { count: number; sum: number; within(q: number): number } {
-  const read = (text: string) => {
-    const buckets = new Map<number, number>();
-    for (const m of text.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)`, "gm"))) buckets.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2]));
-    const one = (suffix: string) => Number(new RegExp(`^${name}_${suffix}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text)?.[1] ?? 0);
-    return { buckets, count: one("count"), sum: one("sum") };
-  };
-  const a = read(before);
-  const b = read(after);
-  const count = b.count - a.count;
-  return {
-    count,
-    sum: b.sum - a.sum,
-    within(q) {
-      for (const [le, n] of [...b.buckets].sort((x, y) => x[0] - y[0])) if (n - (a.buckets.get(le) ?? 0) >= q * count) return le;
-      return Infinity;
-    },
-  };
-}
 
 function simulate(vehicles: number, seconds: number, startMs: number): Position[] {
   const city = createCity();
@@ -256,11 +236,12 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const lagP99 = hist.quantile(0.99);
     log(`lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`);
     const metricsAfter = await (await fetch(`${history!.url}/metrics`)).text();
-    const commits = histogramDelta(metricsBefore, metricsAfter, "history_batch_commit_seconds");
-    const rowsPer = histogramDelta(metricsBefore, metricsAfter, "history_batch_rows");
+    const during = (name: string) => histogramDelta(readHistogram(metricsBefore, name), readHistogram(metricsAfter, name));
+    const commits = during("history_batch_commit_seconds");
+    const rowsPer = during("history_batch_rows");
     log(
       `  history's write transactions meanwhile: ${commits.count}, ${(rowsPer.sum / Math.max(1, rowsPer.count)).toFixed(0)} rows each on average, ` +
-        `${((commits.sum / Math.max(1, commits.count)) * 1000).toFixed(1)} ms each on average, 99% within ${(commits.within(0.99) * 1000).toFixed(0)} ms (its buckets)`,
+        `${((commits.sum / Math.max(1, commits.count)) * 1000).toFixed(1)} ms each on average, 99% within ${(bucketBound(commits, 0.99) * 1000).toFixed(0)} ms (its buckets)`,
     );
 
     // 5. GetTrack of a vehicle-day: five vehicle-days two days old, sent through JetStream and written

@@ -38,6 +38,7 @@ import { ensurePositionsStream } from "../lib/jetstream";
 import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
 import { startStack } from "../lib/stack";
 import { CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/subjects";
+import { bucketBound, readHistogram } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";
 import { simPosition } from "./point-codec";
@@ -222,13 +223,8 @@ function fillPoint(i: number, round: number, nowMs: number): Position {
 
 /** Upper bounds of quantiles of a Prometheus histogram from its cumulative buckets (the bucket the quantile falls in). */
 function bucketQuantiles(text: string, name: string, qs: number[]): number[] {
-  const buckets: [number, number][] = [];
-  for (const line of text.split("\n")) {
-    const m = new RegExp(`^${name}_bucket\\{.*le="([^"]+)".*\\} (\\S+)$`).exec(line);
-    if (m) buckets.push([m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[2])]);
-  }
-  const total = buckets.at(-1)?.[1] ?? 0;
-  return qs.map((q) => buckets.find(([, n]) => n >= q * total)?.[0] ?? NaN);
+  const h = readHistogram(text, name);
+  return qs.map((q) => bucketBound(h, q));
 }
 
 /** Runs the whole bench; returns the figures it printed last. */

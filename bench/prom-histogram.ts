@@ -1,0 +1,39 @@
+/** Prometheus histograms read from a service's /metrics text, for the benches' side figures. */
+
+export interface PromHistogram {
+  /** Cumulative counts by upper bound, ascending (+Inf last). */
+  buckets: [le: number, count: number][];
+  count: number;
+  sum: number;
+}
+
+/** The histogram `name` in a /metrics text (one series: filter the lines first when it has several). */
+export function readHistogram(text: string, name: string): PromHistogram {
+  const buckets: [number, number][] = [];
+  let count = 0;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const bucket = new RegExp(`^${name}_bucket\\{.*le="([^"]+)".*\\} (\\S+)$`).exec(line);
+    if (bucket) buckets.push([bucket[1] === "+Inf" ? Infinity : Number(bucket[1]), Number(bucket[2])]);
+    const total = new RegExp(`^${name}_(count|sum)(?:\\{.*\\})? (\\S+)$`).exec(line);
+    if (total) total[1] === "count" ? (count = Number(total[2])) : (sum = Number(total[2]));
+  }
+  buckets.sort((a, b) => a[0] - b[0]);
+  return { buckets, count, sum };
+}
+
+/** What was observed between two readings of the same histogram. */
+export function histogramDelta(before: PromHistogram, after: PromHistogram): PromHistogram {
+  const earlier = new Map(before.buckets);
+  return {
+    buckets: after.buckets.map(([le, n]) => [le, n - (earlier.get(le) ?? 0)]),
+    count: after.count - before.count,
+    sum: after.sum - before.sum,
+  };
+}
+
+/** The upper bound of the bucket quantile `q` falls in (NaN without buckets). */
+export function bucketBound(h: PromHistogram, q: number): number {
+  const total = h.buckets.at(-1)?.[1] ?? 0;
+  return h.buckets.find(([, n]) => n >= q * total)?.[0] ?? NaN;
+}
