@@ -12,7 +12,7 @@ import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 /** PostgreSQL's timestamps count µs from 2000-01-01; the files' from 1970-01-01. */
 const PG_EPOCH_US = 946_684_800_000_000;
 
-/** The columns read, in the order of FILE_COLUMNS, each with how its binary field is stored. */
+/** The columns read, in the order of FILE_COLUMNS (ExportColumns.row reads their fields in it). */
 const SELECT = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
 const FIELDS = 12;
 
