@@ -262,15 +262,16 @@ const pidAlive = (pid: number): boolean => {
   }
 };
 
-/** Whether process `pid` runs from `dir`: named in its command line, or working in it (redis-server rewrites its title). */
+/** Whether process `pid` runs from inside `dir`: a path in it on its command line, or its working folder (redis-server rewrites its title). */
 function runsFrom(pid: number, dir: string): boolean {
+  const inside = `${dir}/`;
   try {
-    if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(dir)) return true;
+    if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(inside)) return true;
   } catch {
     return false;
   }
   try {
-    return readlinkSync(`/proc/${pid}/cwd`).startsWith(dir);
+    return `${readlinkSync(`/proc/${pid}/cwd`)}/`.startsWith(inside);
   } catch {
     return false;
   }
