@@ -214,7 +214,7 @@ describe("stack", () => {
       state = { pids: pids.map(alive), ports: await Promise.all(ports.map(listening)), dir: existsSync(dir) };
     }
     expect(state).toEqual({ pids: [false, false, false, false], ports: [false, false, false, false], dir: false });
-  });
+  }, 30_000);
 
   test("stack - servers left by a parent killed with its watchdog are stopped by the next stack", async () => {
     const { child, dir, pids } = await stackInChild(["redis", "postgres"]);
@@ -245,5 +245,5 @@ describe("stack", () => {
     } finally {
       await next.stop();
     }
-  });
+  }, 30_000);
 });
