@@ -21,7 +21,7 @@ import { objectKey, type ArchiveStore } from "../lib/archive-store";
 import type { Logger } from "../lib/log";
 import { lockKey, type Sql } from "../lib/pg";
 import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, type DayState, type StorageMode } from "../lib/positions-db";
-import { exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
+import { dayConditions, exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
 
 export type ArchiveStep = "write" | "verify" | "drop" | "skip";
 
@@ -170,7 +170,8 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
           if (mode === "plain") await tx.unsafe(`LOCK TABLE ${partitionName(day)} IN ACCESS EXCLUSIVE MODE`);
           else await tx.unsafe(`LOCK TABLE positions IN SHARE ROW EXCLUSIVE MODE`);
           const [c] = await tx.unsafe(
-            `SELECT count(*)::int8 AS n FROM positions WHERE recorded_at >= '${day} 00:00:00+00' AND recorded_at < '${day} 00:00:00+00'::timestamptz + interval '1 day'`,
+            // The same conditions as the export's: the count is of the rows that were archived.
+            `SELECT count(*)::int8 AS n FROM positions WHERE ${dayConditions(day).join(" AND ")}`,
           );
           inPostgres = Number(c!.n);
         }
