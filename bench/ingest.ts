@@ -21,6 +21,7 @@ import { startServiceProcess, type ServiceProcess } from "../lib/service-process
 import { measureJetStreamCeiling } from "./jetstream-ceiling";
 import { measureMqtt, startMosquitto, type Mosquitto } from "./mosquitto";
 import { createHistogram } from "./histogram";
+import { loopDelayLine } from "./prom-histogram";
 import { cpuMeter, rssBytes } from "./proc";
 import { summarizeProfile } from "./profile-summary";
 import type { WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
@@ -390,9 +391,12 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
 
     say(`[${elapsed()}] latency: steady ${fmt(o.rate)} points/s over the open streams, 3 s warm-up then ${o.steadyMs / 1000} s measured`);
     let meter = cpuMeter(pids, { rest: true });
+    const gatewayMetrics = async () => (await fetch(`${gateway.url}/metrics`)).text();
+    const metricsBefore = await gatewayMetrics();
     for (const w of workers) w.send({ type: "steady", rate: o.rate / o.workers, warmupMs: 3000, durationMs: o.steadyMs });
     const steadied = await withTicker("steady", workers, Promise.all(workers.map((w) => w.next("steadied", o.steadyMs + 60_000))));
     cpu.steady = meter.stop();
+    say(`  gateway during the phase: ${loopDelayLine(metricsBefore, await gatewayMetrics())}`);
     const h = createHistogram();
     for (const e of steadied) h.merge(e.histogram);
     figures.ack_p50_ms = h.quantile(0.5);

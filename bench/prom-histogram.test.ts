@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { bucketBound, histogramDelta, readHistogram } from "./prom-histogram";
+import { bucketBound, histogramDelta, loopDelayLine, readHistogram } from "./prom-histogram";
 
 const scrape = (a: number, b: number, inf: number, sum: number) => `# HELP x_seconds time
 # TYPE x_seconds histogram
@@ -21,4 +21,19 @@ test("prom histogram - reads buckets, count and sum of one name; the change betw
   expect(bucketBound(d, 0.99)).toBe(Infinity);
   expect(bucketBound(d, 0.98)).toBe(0.5);
   expect(bucketBound(readHistogram("", "x_seconds"), 0.5)).toBeNaN();
+});
+
+test("prom histogram - the event-loop delay of a registry's process metrics counts a blocked loop", async () => {
+  const { createRegistry } = await import("../lib/metrics");
+  const registry = createRegistry("probe");
+  const before = await registry.metrics();
+  await Bun.sleep(50);
+  const until = performance.now() + 60;
+  while (performance.now() < until) {
+    // the event loop is busy: the 10 ms sampling timer comes late
+  }
+  await Bun.sleep(30);
+  const line = loopDelayLine(before, await registry.metrics());
+  expect(line).toMatch(/> 20 ms [1-9]\d* \(of \d+ samples/);
+  expect(loopDelayLine(before, before)).toBe("no event-loop samples");
 });

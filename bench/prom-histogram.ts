@@ -37,3 +37,15 @@ export function bucketBound(h: PromHistogram, q: number): number {
   const total = h.buckets.at(-1)?.[1] ?? 0;
   return h.buckets.find(([, n]) => n >= q * total)?.[0] ?? NaN;
 }
+
+/**
+ * What a service's `process_event_loop_delay_seconds` (lib/metrics.ts) counted between two readings
+ * of its /metrics: how often its event loop was late by more than 5, 10 and 20 ms.
+ */
+export function loopDelayLine(before: string, after: string): string {
+  const name = "process_event_loop_delay_seconds";
+  const h = histogramDelta(readHistogram(before, name), readHistogram(after, name));
+  if (h.count === 0) return "no event-loop samples";
+  const over = (s: number) => h.count - (h.buckets.find(([le]) => le >= s)?.[1] ?? h.count);
+  return `event loop late > 5 ms ${over(0.005)} times, > 10 ms ${over(0.01)}, > 20 ms ${over(0.02)} (of ${h.count} samples, one per 10 ms)`;
+}

@@ -16,7 +16,7 @@ import type Redis from "ioredis";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Nats } from "../lib/jetstream";
 import type { Logger } from "../lib/log";
-import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
+import { Counter, delayBuckets, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import type { LivePublisher } from "./live";
 import { PointBlob } from "./point-blob";
 import type { Store } from "./store";
@@ -71,6 +71,12 @@ export async function startConsumer({
     registers: [registry],
   });
   const redisLatency = new Histogram({ name: "tracker_redis_batch_seconds", help: "time of one newer-wins script call (one batch)", buckets: latencyBuckets, registers: [registry] });
+  const applyDelay = new Histogram({
+    name: "tracker_apply_delay_seconds",
+    help: "from the gateway receiving a point to Redis having taken it, for the first point of each script call: how far the live state runs behind",
+    buckets: delayBuckets,
+    registers: [registry],
+  });
   const lag = new Gauge({ name: "tracker_consumer_pending", help: "messages of the stream the tracker consumer has not yet received (num_pending)", registers: [registry] });
   const ackPending = new Gauge({ name: "tracker_consumer_ack_pending", help: "messages received and not yet acked", registers: [registry] });
 
@@ -141,6 +147,8 @@ export async function startConsumer({
     try {
       const applied = await store.applyBatch(blob, Date.now());
       redisLatency.observe((performance.now() - started) / 1000);
+      // The record's last-seen time is when the gateway received the point (state-codec.ts).
+      if (applied.length > 0) applyDelay.observe(Math.max(0, Date.now() - applied[0]!.record.readDoubleLE(16)) / 1000);
       for (const m of taken) m.ack();
       batches.inc({ result: "ok" }, taken.length);
       pointsCounter.inc({ result: "applied" }, applied.length);

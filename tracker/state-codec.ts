@@ -7,7 +7,8 @@
  *   0 rev u32        bumped by every change (point, status, offline): orders events per vehicle
  *   4 seq u32        the point's seq
  *   8 recorded f64   ms since the epoch
- *  16 lastSeen f64   ms since the epoch, when the tracker took the point
+ *  16 lastSeen f64   ms since the epoch, when the gateway received the point (when the tracker took
+ *                    it, if that is earlier or the point has no receive time)
  *  24 lat i32        1e-7 degrees
  *  28 lon i32        1e-7 degrees
  *  32 speed u16      0.01 m/s

@@ -19,7 +19,7 @@ import {
 import type { WatchClaims } from "../lib/auth";
 import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
 import type { Logger } from "../lib/log";
-import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
+import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
@@ -114,7 +114,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   const liveDelay = new Histogram({
     name: "tracker_live_delay_seconds",
     help: "from the gateway receiving a point (its last-seen time) to this process receiving its live event, one message in 16: how far the pipeline up to the watches runs behind",
-    buckets: latencyBuckets,
+    buckets: delayBuckets,
     registers: [registry],
   });
   // One message in 16 is timed: an observe() per message was 6% of a busy watch server's CPU.
