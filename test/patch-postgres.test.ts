@@ -3,20 +3,20 @@ import { afterAll, expect, test } from "bun:test";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { EDITS } from "../scripts/patch-postgres.mjs";
 
 const root = join(import.meta.dir, "..");
 const dir = mkdtempSync(join(tmpdir(), "fleet-patch-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A copy of the installed package with its connection.js as it was released (the patch taken out). */
+/** A copy of the installed package with its connection.js as it was released (the patch's edits undone). */
 function pristineCopy(name: string): string {
   const to = join(dir, name);
   cpSync(join(root, "node_modules", "postgres"), to, { recursive: true });
   for (const file of ["src/connection.js", "cjs/src/connection.js"]) {
     const path = join(to, file);
-    const text = readFileSync(path, "utf8")
-      .replace(/    if \(!socket\) \{ \/\/ fleet patch[^\n]*\n(?:[^\n]*\n){3}    \}\n/, "")
-      .replaceAll(/\n    chunk = nextWriteTimer = null \/\/ fleet patch/g, "");
+    let text = readFileSync(path, "utf8");
+    for (const [from, patched] of [...EDITS].reverse()) text = text.replace(patched, from);
     expect(text).not.toContain("fleet patch");
     writeFileSync(path, text);
   }
@@ -28,7 +28,7 @@ const run = (pkg: string) => {
   return { code: r.exitCode, out: r.stdout.toString() + r.stderr.toString() };
 };
 
-test("patch-postgres - guards nextWrite and forgets a cancelled write, once, and says so", () => {
+test("patch-postgres - guards nextWrite, forgets a cancelled write, reads COPY TO data in runs, once, and says so", () => {
   const pkg = pristineCopy("a");
   const first = run(pkg);
   expect(first.code).toBe(0);
@@ -36,6 +36,8 @@ test("patch-postgres - guards nextWrite and forgets a cancelled write, once, and
   const text = readFileSync(join(pkg, "src", "connection.js"), "utf8");
   expect(text).toMatch(/function nextWrite\(fn\) \{\n    if \(!socket\) \{ \/\/ fleet patch/);
   expect(text.match(/chunk = nextWriteTimer = null \/\/ fleet patch/g)).toHaveLength(2);
+  expect(text).toContain("function copyDataRun()");
+  expect(text.match(/copyOut = false \/\/ fleet patch/g)).toHaveLength(4);
   // A second run changes nothing and prints nothing.
   const second = run(pkg);
   expect(second.code).toBe(0);
