@@ -4,14 +4,14 @@
  *
  * Cheap on purpose, so that the gateway, not the generator, is what gets measured: raw
  * `node:http2` with hand-framed gRPC messages (one `SyncRequest` per point, 5-byte prefix +
- * protobuf written by `point-codec.ts`), one session per connection, acks decoded with
- * protobuf-es (they are coalesced, so there are few of them).
+ * protobuf written by `point-codec.ts`), one session per connection, acks read by hand
+ * (`syncAckDurableSeq`; protobuf-es for those that refuse points).
  */
 import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { SyncResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken, type TokenKeys } from "../lib/auth";
-import { maxSyncFrameSize, simPosition, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
+import { maxSyncFrameSize, simPosition, syncAckDurableSeq, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
 import { createHistogram, type Histogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent, WorkerCounters } from "./ingest-protocol";
 
@@ -38,6 +38,7 @@ interface VehicleStream {
 }
 
 const send = (event: WorkerEvent) => process.send!(event);
+const NONE: { reason: number }[] = [];
 
 const counters: WorkerCounters = { sent: 0, acked: 0, rejected: 0, streamErrors: 0, open: 0 };
 const rejectReasons = new Map<number, number>();
@@ -111,10 +112,13 @@ function onData(v: VehicleStream, chunk: Buffer): void {
   while (buf.length - off >= 5) {
     const len = ((buf[off + 1]! << 24) >>> 0) + (buf[off + 2]! << 16) + (buf[off + 3]! << 8) + buf[off + 4]!;
     if (buf.length - off < 5 + len) break;
-    const msg = fromBinary(SyncResponseSchema, buf.subarray(off + 5, off + 5 + len));
+    const durable = syncAckDurableSeq(buf, off + 5, off + 5 + len);
+    if (durable !== undefined) onAck(v, durable, NONE);
+    else {
+      const ack = fromBinary(SyncResponseSchema, buf.subarray(off + 5, off + 5 + len)).ack;
+      onAck(v, ack?.durableSeq ?? 0, ack?.rejected ?? []);
+    }
     off += 5 + len;
-    const ack = msg.ack;
-    onAck(v, ack?.durableSeq ?? 0, ack?.rejected ?? []);
   }
   if (off < buf.length) {
     const rest = buf.subarray(off);

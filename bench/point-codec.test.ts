@@ -1,8 +1,8 @@
 import { expect, test } from "bun:test";
-import { fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { SyncRequestSchema } from "../gen/fleet/v1/ingest_pb";
-import { encodePosition, maxSyncFrameSize, vehicleTemplate, writeSyncFrame } from "./point-codec";
+import { RejectReason, SyncRequestSchema, SyncResponseSchema } from "../gen/fleet/v1/ingest_pb";
+import { encodePosition, maxSyncFrameSize, syncAckDurableSeq, vehicleTemplate, writeSyncFrame } from "./point-codec";
 
 const t = vehicleTemplate("bench-0-12345", 48.8566, 2.3522, 13.25, 271, 4);
 
@@ -34,4 +34,24 @@ test("point-codec - sync frames carry the gRPC prefix and decodable SyncRequests
   expect(second.position?.seq).toBe(8);
   expect(second.position?.recordedAt?.nanos).toBe(999_000_000);
   expect(end).toBeLessThanOrEqual(buf.length);
+});
+
+test("point-codec - durable_seq of a SyncResponse read by hand as protobuf-es reads it; rejections left to protobuf-es", () => {
+  const cases = [
+    create(SyncResponseSchema, {}),
+    create(SyncResponseSchema, { ack: {} }),
+    create(SyncResponseSchema, { ack: { vehicleId: "bench-0-12345", durableSeq: 1, accepted: 1 } }),
+    create(SyncResponseSchema, { ack: { vehicleId: "v", durableSeq: 4_000_000_000, accepted: 300 } }),
+    create(SyncResponseSchema, { ack: { durableSeq: 128 } }),
+  ];
+  for (const m of cases) {
+    const bytes = toBinary(SyncResponseSchema, m);
+    const padded = new Uint8Array(bytes.length + 6);
+    padded.set(bytes, 3);
+    expect(syncAckDurableSeq(padded, 3, 3 + bytes.length)).toBe(m.ack?.durableSeq ?? 0);
+  }
+  const refused = toBinary(SyncResponseSchema, create(SyncResponseSchema, { ack: { durableSeq: 9, rejected: [{ seq: 10, reason: RejectReason.DUPLICATE }] } }));
+  expect(syncAckDurableSeq(refused, 0, refused.length)).toBeUndefined();
+  const truncated = toBinary(SyncResponseSchema, cases[2]!);
+  expect(syncAckDurableSeq(truncated, 0, truncated.length - 1)).toBeUndefined();
 });

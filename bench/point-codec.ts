@@ -111,3 +111,44 @@ export function maxSyncFrameSize(t: VehicleTemplate): number {
 export function simPosition(index: number): [lat: number, lon: number] {
   return [48.8 + ((index * 7919) % 1000) / 5000, 2.25 + ((index * 104729) % 1000) / 5000];
 }
+
+let at = 0;
+/** The varint at `at` (moved past it), or -1 past 32 bits or the end. */
+function varint32(b: Uint8Array, end: number): number {
+  let v = 0;
+  for (let shift = 0; shift < 35 && at < end; shift += 7) {
+    const byte = b[at++]!;
+    v += (byte & 0x7f) * 2 ** shift;
+    if (byte < 0x80) return v <= 0xffff_ffff ? v : -1;
+  }
+  return -1;
+}
+
+/**
+ * `ack.durable_seq` of the `SyncResponse` at `b[start, end)` when it refuses nothing, read by hand
+ * (the load generator reads one ack per point at a steady load, and protobuf-es's objects for each
+ * made its garbage collector stall the clock it measures with); undefined for anything else
+ * (rejections, unknown fields), which the caller decodes with protobuf-es.
+ */
+export function syncAckDurableSeq(b: Uint8Array, start: number, end: number): number | undefined {
+  if (start === end) return 0;
+  if (b[start] !== 0x0a) return undefined;
+  at = start + 1;
+  const len = varint32(b, end);
+  if (len < 0 || at + len !== end) return undefined;
+  let durable = 0;
+  while (at < end) {
+    const tag = b[at++];
+    if (tag === 0x0a) {
+      const n = varint32(b, end); // vehicle_id: skipped
+      if (n < 0 || at + n > end) return undefined;
+      at += n;
+    } else if (tag === 0x10) {
+      durable = varint32(b, end);
+      if (durable < 0) return undefined;
+    } else if (tag === 0x18) {
+      if (varint32(b, end) < 0) return undefined;
+    } else return undefined;
+  }
+  return durable;
+}

@@ -21,7 +21,7 @@ import { headers as natsHeaders } from "@nats-io/nats-core";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { Position } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
-import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
+import { Counter, delayBuckets, Gauge, Histogram, type Registry } from "../lib/metrics";
 import { UnavailableError } from "../lib/rpc";
 import { HEADERS, partitionOf, positionsSubject } from "../lib/subjects";
 import type { VehicleState } from "./durable-seqs";
@@ -155,7 +155,7 @@ export function createBatcher({
   const publishLatency = new Histogram({
     name: "gateway_publish_seconds",
     help: "time from publish to PubAck of one batch",
-    buckets: latencyBuckets,
+    buckets: delayBuckets,
     registers: [registry],
   });
   new Gauge({

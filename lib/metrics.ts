@@ -98,8 +98,9 @@ export const latencyBuckets = [
 ];
 
 /**
- * Buckets in seconds for how far a pipeline runs behind (a point's age when a stage has it): fine
- * between 1 and 50 ms, where the live map's promise of tens of milliseconds is kept or broken.
+ * Buckets in seconds, fine between 1 and 50 ms, where the promises of tens of milliseconds (a live
+ * map, an ack) are kept or broken: for how far a pipeline runs behind (a point's age when a stage
+ * has it) and for the steps on that path.
  */
 export const delayBuckets = [
   0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
