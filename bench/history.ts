@@ -43,7 +43,7 @@ import { startStack } from "../lib/stack";
 import { partitionOf, positionsSubject } from "../lib/subjects";
 import { createCity, createRng, createVehicleModel } from "../sim/route";
 import { createHistogram } from "./histogram";
-import { bucketBound, histogramDelta, readHistogram } from "./prom-histogram";
+import { bucketBound, fetchMetrics, histogramBetween } from "./prom-histogram";
 import { createTrackPacker } from "../history/track-hours";
 import { duckdbWriter, exportSortedDayCsv, parquetjsWriter, type WriterFigures } from "./history-parquet";
 
@@ -158,7 +158,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     history = await startServiceProcess({ service: "history", env, logFile: join(work, "history.log") });
     const started = performance.now();
     const rowsWritten = async () => {
-      const text = await (await fetch(`${history!.url}/metrics`)).text();
+      const text = await fetchMetrics(history!.url);
       const m = /^history_rows_written_total\{[^}]*\} (\d+)/m.exec(text);
       return m ? Number(m[1]) : 0;
     };
@@ -171,7 +171,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s`);
 
     // 4. lag at 16,700 points/s
-    const metricsBefore = await (await fetch(`${history!.url}/metrics`)).text();
+    const metricsBefore = await fetchMetrics(history!.url);
     const rate = 16_700;
     const lagSeconds = quick ? 5 : 20;
     const hist = createHistogram();
@@ -235,8 +235,8 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const lagP50 = hist.quantile(0.5);
     const lagP99 = hist.quantile(0.99);
     log(`lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`);
-    const metricsAfter = await (await fetch(`${history!.url}/metrics`)).text();
-    const during = (name: string) => histogramDelta(readHistogram(metricsBefore, name), readHistogram(metricsAfter, name));
+    const metricsAfter = await fetchMetrics(history!.url);
+    const during = (name: string) => histogramBetween(metricsBefore, metricsAfter, name);
     const commits = during("history_batch_commit_seconds");
     const rowsPer = during("history_batch_rows");
     log(

@@ -21,7 +21,7 @@ import { startServiceProcess, type ServiceProcess } from "../lib/service-process
 import { measureJetStreamCeiling } from "./jetstream-ceiling";
 import { measureMqtt, startMosquitto, type Mosquitto } from "./mosquitto";
 import { createHistogram } from "./histogram";
-import { bucketBound, histogramDelta, loopDelayLine, readHistogram } from "./prom-histogram";
+import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine } from "./prom-histogram";
 import { cpuMeter, rssBytes } from "./proc";
 import { summarizeProfile } from "./profile-summary";
 import type { WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
@@ -391,13 +391,12 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
 
     say(`[${elapsed()}] latency: steady ${fmt(o.rate)} points/s over the open streams, 3 s warm-up then ${o.steadyMs / 1000} s measured`);
     let meter = cpuMeter(pids, { rest: true });
-    const gatewayMetrics = async () => (await fetch(`${gateway.url}/metrics`)).text();
-    const metricsBefore = await gatewayMetrics();
+    const metricsBefore = await fetchMetrics(gateway.url);
     for (const w of workers) w.send({ type: "steady", rate: o.rate / o.workers, warmupMs: 3000, durationMs: o.steadyMs });
     const steadied = await withTicker("steady", workers, Promise.all(workers.map((w) => w.next("steadied", o.steadyMs + 60_000))));
     cpu.steady = meter.stop();
-    const metricsAfter = await gatewayMetrics();
-    const publish = histogramDelta(readHistogram(metricsBefore, "gateway_publish_seconds"), readHistogram(metricsAfter, "gateway_publish_seconds"));
+    const metricsAfter = await fetchMetrics(gateway.url);
+    const publish = histogramBetween(metricsBefore, metricsAfter, "gateway_publish_seconds");
     say(`  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); ${loopDelayLine(metricsBefore, metricsAfter)}`);
     const h = createHistogram();
     for (const e of steadied) h.merge(e.histogram);

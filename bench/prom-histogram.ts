@@ -32,6 +32,16 @@ export function histogramDelta(before: PromHistogram, after: PromHistogram): Pro
   };
 }
 
+/** A service's /metrics text (`url` is the service's base URL). */
+export async function fetchMetrics(url: string): Promise<string> {
+  return (await fetch(`${url}/metrics`)).text();
+}
+
+/** The histogram `name` as observed between two readings of the same /metrics. */
+export function histogramBetween(before: string, after: string, name: string): PromHistogram {
+  return histogramDelta(readHistogram(before, name), readHistogram(after, name));
+}
+
 /** The upper bound of the bucket quantile `q` falls in (NaN without buckets). */
 export function bucketBound(h: PromHistogram, q: number): number {
   const total = h.buckets.at(-1)?.[1] ?? 0;
@@ -43,8 +53,7 @@ export function bucketBound(h: PromHistogram, q: number): number {
  * of its /metrics: how often its event loop was late by more than 5, 10 and 20 ms.
  */
 export function loopDelayLine(before: string, after: string): string {
-  const name = "process_event_loop_delay_seconds";
-  const h = histogramDelta(readHistogram(before, name), readHistogram(after, name));
+  const h = histogramBetween(before, after, "process_event_loop_delay_seconds");
   if (h.count === 0) return "no event-loop samples";
   const over = (s: number) => h.count - (h.buckets.find(([le]) => le >= s)?.[1] ?? h.count);
   return `event loop late > 5 ms ${over(0.005)} times, > 10 ms ${over(0.01)}, > 20 ms ${over(0.02)} (of ${h.count} samples, one per 10 ms)`;

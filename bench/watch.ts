@@ -38,7 +38,7 @@ import { ensurePositionsStream } from "../lib/jetstream";
 import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
 import { startStack } from "../lib/stack";
 import { CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/subjects";
-import { bucketBound, histogramDelta, loopDelayLine, readHistogram } from "./prom-histogram";
+import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine, readHistogram } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";
 import { simPosition } from "./point-codec";
@@ -295,7 +295,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     const meter = cpuMeter({ tracker: tracker.pid, redis: stack.pid("redis"), nats: stack.pid("nats") }, { rest: true });
     const samples: { t: number; points: number }[] = [];
     const pointsDone = async () => {
-      const text = await (await fetch(`${tracker.url}/metrics`)).text();
+      const text = await fetchMetrics(tracker.url);
       return text
         .split("\n")
         .filter((l) => l.startsWith("tracker_points_total"))
@@ -370,7 +370,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
         ),
       );
     const grpcJsHist = createHistogram();
-    const trackerBefore = await (await fetch(`${tracker.url}/metrics`)).text();
+    const trackerBefore = await fetchMetrics(tracker.url);
     for (let q = 0; q < 200 + o.nearby; q++) {
       const t0 = performance.now();
       await nearbyGrpcJs(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16);
@@ -382,7 +382,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     say(`  => @grpc/grpc-js: p50 ${fmt(extra.nearbyP50, 2)} ms, p99 ${fmt(f.nearby_p99_ms, 2)} ms`);
     // The tracker's own time per call (its rpc_duration_seconds, both clients' calls): the tail of
     // the handler and the store, without the client and the network.
-    const trackerAfter = await (await fetch(`${tracker.url}/metrics`)).text();
+    const trackerAfter = await fetchMetrics(tracker.url);
     say(`  => the tracker during the grpc-js queries: ${loopDelayLine(trackerBefore, trackerAfter)}`);
     const handler = bucketQuantiles(
       trackerAfter.split("\n").filter((l) => !l.startsWith("rpc_duration_seconds_bucket") || l.includes('procedure="Nearby"')).join("\n"),
@@ -486,10 +486,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
       await Bun.sleep(3000);
       // The trackers' delay histograms are read before and after, so that they cover the measured window only.
-      const metricsOf = async (url: string) => (await fetch(`${url}/metrics`)).text();
-      const consumerBefore = await metricsOf(tracker.url);
-      const serverBefore = mode === "grpc" ? await metricsOf(server.url) : "";
-      const gatewayBefore = await metricsOf(gateway.url);
+      const consumerBefore = await fetchMetrics(tracker.url);
+      const serverBefore = mode === "grpc" ? await fetchMetrics(server.url) : "";
+      const gatewayBefore = await fetchMetrics(gateway.url);
       watchers.send({ type: "record" });
       const meter = cpuMeter(pids, { rest: true });
       // One line a second: how far the tracker's consumer is behind the stream.
@@ -509,17 +508,16 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       watchers.send({ type: "report" });
       const report = await watchers.next("report", 30_000);
       // The serving tracker's counters while its watches are still open.
-      const serverText = mode === "grpc" ? await metricsOf(server.url) : "";
-      const consumerText = await metricsOf(tracker.url);
-      const gatewayText = await metricsOf(gateway.url);
+      const serverText = mode === "grpc" ? await fetchMetrics(server.url) : "";
+      const consumerText = await fetchMetrics(tracker.url);
+      const gatewayText = await fetchMetrics(gateway.url);
       say(`  gateway: ${loopDelayLine(gatewayBefore, gatewayText)}`);
       say(`  consuming tracker: ${loopDelayLine(consumerBefore, consumerText)}`);
       if (mode === "grpc" && server !== tracker) say(`  watch-serving tracker: ${loopDelayLine(serverBefore, serverText)}`);
-      const during = (before: string, after: string, name: string) => histogramDelta(readHistogram(before, name), readHistogram(after, name));
-      const applyDelay = during(consumerBefore, consumerText, "tracker_apply_delay_seconds");
+      const applyDelay = histogramBetween(consumerBefore, consumerText, "tracker_apply_delay_seconds");
       say(`  the consuming tracker had each point in Redis (gateway receive → script answered, first point of each call, its tracker_apply_delay_seconds): p50 ≤ ${fmt(bucketBound(applyDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(applyDelay, 0.99) * 1000, 1)} ms`);
       if (mode === "grpc") {
-        const liveDelay = during(serverBefore, serverText, "tracker_live_delay_seconds");
+        const liveDelay = histogramBetween(serverBefore, serverText, "tracker_live_delay_seconds");
         say(`  live events reached the watch server (gateway receive → NATS delivery, its tracker_live_delay_seconds): p50 ≤ ${fmt(bucketBound(liveDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(liveDelay, 0.99) * 1000, 1)} ms`);
       }
       watchers.send({ type: "close" });

@@ -6,11 +6,6 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export { Counter, Gauge, Histogram, Registry } from "prom-client";
 
-/**
- * A few cheap process metrics (resident memory, heap, CPU, event-loop delay; open streams are per service).
- * prom-client's `collectDefaultMetrics` was measured at ~150 ms of CPU per scrape in a loaded
- * gateway (its per-heap-space statistics), which a 15 s scrape interval cannot afford on the hot path.
- */
 /** How often the event loop's delay is sampled (ms). */
 const LOOP_SAMPLE_MS = 10;
 /** The histograms of every registry of this process that samples the event loop (one timer for all). */
@@ -36,6 +31,11 @@ function sampleEventLoop(): void {
   setTimeout(tick, LOOP_SAMPLE_MS).unref();
 }
 
+/**
+ * A few cheap process metrics (resident memory, heap, CPU, event-loop delay; open streams are per service).
+ * prom-client's `collectDefaultMetrics` was measured at ~150 ms of CPU per scrape in a loaded
+ * gateway (its per-heap-space statistics), which a 15 s scrape interval cannot afford on the hot path.
+ */
 function registerProcessMetrics(registry: Registry): void {
   loopDelayHistograms.add(
     new Histogram({
