@@ -36,7 +36,7 @@ import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { connectNats, ensurePositionsStream } from "../lib/jetstream";
 import { createLogger } from "../lib/log";
-import { connectPostgres } from "../lib/pg";
+import { connectPostgres, copyFrom } from "../lib/pg";
 import { DAY_MS, dayOf, ensureDayPartitions, migrate, partitionName } from "../lib/positions-db";
 import { startServiceProcess } from "../lib/service-process";
 import { startStack } from "../lib/stack";
@@ -124,13 +124,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       chunks.push(text);
     }
     t = performance.now();
-    for (const text of chunks) {
-      const w = await sql.unsafe(`COPY ceiling FROM STDIN`).writable();
-      await new Promise<void>((resolve, reject) => {
-        w.once("error", reject);
-        w.end(text, () => resolve());
-      });
-    }
+    for (const text of chunks) await copyFrom(sql, `COPY ceiling FROM STDIN`, text);
     const [{ n: ceilingRows }] = (await sql`SELECT count(*)::int AS n FROM ceiling`) as unknown as [{ n: number }];
     const copyCeiling = Math.round(ceilingRows / ((performance.now() - t) / 1000));
     log(`COPY ceiling: ${ceilingRows} rows, ${copyCeiling.toLocaleString()} rows/s`);

@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
 import { rowsOf } from "./batch-decoder";
-import { copyText, distanceM, rollupOf, stagingLines, timestampMicros } from "./copy-rows";
+import { copyText, distanceM, isoMicrosFormatter, positionsText, prepareRows, rollupOf, stagingText, timestampMicros } from "./copy-rows";
 
 test("copy rows - escapes backslash, tab and newlines in text", () => {
   expect(copyText("plain")).toBe("plain");
@@ -18,16 +18,30 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
   const ms = Date.UTC(2026, 10, 21, 12);
   const p = create(PositionSchema, { vehicleId: "v\t1", seq: 3, recordedAt: timestampFromMs(ms), lat: 52.5, lon: 13.4, speed: 2, fleetId: "f" });
   const bad = create(PositionSchema, { vehicleId: "v2", seq: 1 });
-  const { text, points, days } = stagingLines(rowsOf([p, bad]));
+  const { rows, points, days } = prepareRows(rowsOf([p, bad]));
   expect(points.length).toBe(1);
   expect([...days]).toEqual([Math.floor(ms / 86_400_000)]);
-  expect(text).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
+  expect(stagingText(rows)).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
+  expect(positionsText(rows)).toBe(`v\\t1\t2026-11-21T12:00:00.000000Z\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
 });
 
-test("copy rows - a point twice in one batch is written once", () => {
+test("copy rows - a point twice in one batch is written once; rows come in key order", () => {
   const ms = Date.UTC(2026, 10, 21, 12);
-  const p = create(PositionSchema, { vehicleId: "v", seq: 1, recordedAt: timestampFromMs(ms), lat: 1, lon: 2 });
-  expect(stagingLines(rowsOf([p, p])).points.length).toBe(1);
+  const at = (vehicleId: string, s: number) => create(PositionSchema, { vehicleId, seq: 1, recordedAt: timestampFromMs(ms + s * 1000), lat: 1, lon: 2 });
+  const p = at("v", 0);
+  expect(prepareRows(rowsOf([p, p])).points.length).toBe(1);
+  const { rows } = prepareRows(rowsOf([at("b", 2), at("a", 5), at("b", 1), at("a", 3)]));
+  expect(rows.map((r) => `${r.vehicleId}${(r.us / 1000 - ms) / 1000}`)).toEqual(["a3", "a5", "b1", "b2"]);
+});
+
+test("copy rows - ISO times keep all six digits, before and after a second changes", () => {
+  const iso = isoMicrosFormatter();
+  const us = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000;
+  expect(iso(us + 250)).toBe("2026-11-21T12:00:58.000250Z");
+  expect(iso(us + 999_999)).toBe("2026-11-21T12:00:58.999999Z");
+  expect(iso(us + 1_000_000)).toBe("2026-11-21T12:00:59.000000Z");
+  expect(iso(us + 123_456)).toBe("2026-11-21T12:00:58.123456Z");
+  expect(iso(-1)).toBe("1969-12-31T23:59:59.999999Z");
 });
 
 test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {

@@ -1,6 +1,7 @@
 /**
- * Positions as rows of PostgreSQL's COPY text format, for the staging table of the writer.
- * Times go as integer microseconds since the epoch (exact, and cheaper than formatting dates).
+ * Positions as rows of PostgreSQL's COPY text format, for `positions` itself (the writer's usual
+ * path) or for its staging table (times as integer microseconds since the epoch: exact, and turned
+ * into timestamptz by the insert), and the rollup's sums of new points.
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Row } from "./batch-decoder";
@@ -32,29 +33,83 @@ export interface RollupPoint {
   speed: number;
 }
 
+/** A batch's rows ready to COPY, in key order (vehicle, time), each (vehicle, time) once. */
+export interface PreparedRows {
+  rows: Row[];
+  /** The same rows as the rollup needs them. */
+  points: RollupPoint[];
+  /** Days (since the epoch) the rows fall in: their partitions must exist. */
+  days: Set<number>;
+}
+
+const byKey = (a: Row, b: Row) => (a.vehicleId < b.vehicleId ? -1 : a.vehicleId > b.vehicleId ? 1 : a.us - b.us);
+
 /**
- * COPY lines for the staging table without duplicates (a batch that holds one (vehicle, time) twice
- * keeps the first, as the insert that ignores existing rows would), and the points for the rollup.
+ * Drops points without a time and repeats of a (vehicle, time) within the batch (the first stays,
+ * as the insert that ignores existing rows would keep it), and sorts the rest by key: concurrent
+ * writers then take their index entries in the same order, and the B-tree is written leaf by leaf.
  */
-export function stagingLines(rows: readonly Row[]): { text: string; points: RollupPoint[]; days: Set<number> } {
-  let text = "";
-  const points: RollupPoint[] = [];
-  const days = new Set<number>();
+export function prepareRows(input: readonly Row[]): PreparedRows {
   const seen = new Set<string>();
-  for (const p of rows) {
-    const us = p.us;
-    if (Number.isNaN(us)) continue;
-    const key = `${us}\u0000${p.vehicleId}`;
+  const rows: Row[] = [];
+  const days = new Set<number>();
+  for (const p of input) {
+    if (Number.isNaN(p.us)) continue;
+    const key = `${p.us}\u0000${p.vehicleId}`;
     if (seen.has(key)) continue;
     seen.add(key);
-    days.add(Math.floor(us / 86_400_000_000));
+    rows.push(p);
+    days.add(Math.floor(p.us / 86_400_000_000));
+  }
+  rows.sort(byKey);
+  const points = rows.map((p) => ({ vehicleId: p.vehicleId, us: p.us, lat: p.lat, lon: p.lon, speed: p.speed }));
+  return { rows, points, days };
+}
+
+/** COPY text of the staging table (STAGING_COLUMNS): times as integer microseconds. */
+export function stagingText(rows: readonly Row[]): string {
+  let text = "";
+  for (const p of rows) {
     const received = Number.isNaN(p.receivedUs) ? "\\N" : String(p.receivedUs);
     text +=
-      `${copyText(p.vehicleId)}\t${us}\t${p.seq}\t${copyText(p.fleetId)}\t${p.lat}\t${p.lon}\t${p.speed}\t${p.heading}\t` +
+      `${copyText(p.vehicleId)}\t${p.us}\t${p.seq}\t${copyText(p.fleetId)}\t${p.lat}\t${p.lon}\t${p.speed}\t${p.heading}\t` +
       `${p.accuracy}\t${copyText(p.orderId)}\t${p.status}\t${received}\n`;
-    points.push({ vehicleId: p.vehicleId, us, lat: p.lat, lon: p.lon, speed: p.speed });
   }
-  return { text, points, days };
+  return text;
+}
+
+/** Columns of `positions`, in the order of positionsText. */
+export const POSITION_COLUMNS = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
+
+/**
+ * Formats microseconds since the epoch as ISO 8601 in UTC with all six digits
+ * (2026-11-21T12:00:58.000250Z), which timestamptz reads exactly. The date part is kept for the
+ * last second formatted: a batch's times fall in few seconds.
+ */
+export function isoMicrosFormatter(): (us: number) => string {
+  let second = NaN;
+  let prefix = "";
+  return (us) => {
+    const s = Math.floor(us / 1_000_000);
+    if (s !== second) {
+      second = s;
+      prefix = new Date(s * 1000).toISOString().slice(0, 19);
+    }
+    return `${prefix}.${String(us - s * 1_000_000).padStart(6, "0")}Z`;
+  };
+}
+
+/** COPY text of `positions` itself (POSITION_COLUMNS). */
+export function positionsText(rows: readonly Row[]): string {
+  const recorded = isoMicrosFormatter();
+  const received = isoMicrosFormatter();
+  let text = "";
+  for (const p of rows) {
+    text +=
+      `${copyText(p.vehicleId)}\t${recorded(p.us)}\t${p.seq}\t${copyText(p.fleetId)}\t${p.lat}\t${p.lon}\t${p.speed}\t${p.heading}\t` +
+      `${p.accuracy}\t${copyText(p.orderId)}\t${p.status}\t${Number.isNaN(p.receivedUs) ? "\\N" : received(p.receivedUs)}\n`;
+  }
+  return text;
 }
 
 const R = 6371008.8;

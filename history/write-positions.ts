@@ -1,10 +1,13 @@
 /**
- * One transaction per group of batches: COPY into a temporary staging table, then a plain insert
- * into `positions` in a savepoint (the usual case: every row is new; the rollup sums come from the
- * writer). When a row is already there (a redelivery, a re-sent point), the insert that ignores
- * existing rows on (vehicle_id, recorded_at) runs instead and feeds the rollup exactly the rows it
- * inserted. Whatever JetStream redelivers, a row is in `positions` once and counted once in the
- * rollup. Inserts of concurrent writers (in one process or several) run in parallel; their rollup
+ * One transaction per group of batches. The usual case, every row new: the rows are COPYed straight
+ * into `positions` in a savepoint, and the rollup sums come from the writer. PostgreSQL refuses
+ * such a COPY whole when any row is there already (a redelivery, a re-sent point); the savepoint is
+ * rolled back and the rows take the staging path: COPY into a temporary staging table, then an
+ * insert that ignores existing rows on (vehicle_id, recorded_at) and feeds the rollup exactly the
+ * rows it inserted. Whatever JetStream redelivers, a row is in `positions` once and counted once in
+ * the rollup. (Before, the usual case also went through the staging table, with a plain insert:
+ * PostgreSQL did about twice a COPY's work per row. A postgres.js without the install's patch never
+ * reports a failed COPY, so there every batch takes the staging path.) Inserts of concurrent writers (in one process or several) run in parallel; their rollup
  * steps take turns (see ROLLUP).
  *
  * Distance: each new point adds its distance from the vehicle's previous point, found among the new
@@ -14,9 +17,9 @@
  * little high (documented in history/README.md).
  */
 import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
-import { lockKey, type Sql, type TransactionSql } from "../lib/pg";
+import { copyFailuresReported, copyFrom, lockKey, type Sql, type TransactionSql } from "../lib/pg";
 import type { Row } from "./batch-decoder";
-import { rollupOf, stagingLines, STAGING_COLUMNS } from "./copy-rows";
+import { POSITION_COLUMNS, positionsText, prepareRows, rollupOf, STAGING_COLUMNS, stagingText, type PreparedRows } from "./copy-rows";
 
 const STAGING = `
   CREATE TEMP TABLE IF NOT EXISTS history_staging (
@@ -35,15 +38,10 @@ const SELECT_STAGING = `
     FROM history_staging
     ORDER BY vehicle_id, recorded_us`;
 
-const INSERT_COLUMNS = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
-
-/** Fast path: every row is new (the usual case): a plain insert, ~1.6× faster than one that checks for conflicts. */
-const INSERT_ALL = `INSERT INTO positions (${INSERT_COLUMNS}) ${SELECT_STAGING}`;
-
 /** Inserts what is new, in key order (concurrent writers take row locks in the same order), and keeps the new rows aside. */
 const INSERT = `
   WITH ins AS (
-    INSERT INTO positions (${INSERT_COLUMNS}) ${SELECT_STAGING}
+    INSERT INTO positions (${POSITION_COLUMNS}) ${SELECT_STAGING}
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, recorded_at, lat, lon, speed
   )
@@ -118,19 +116,6 @@ const rollupArrays = (delaySeconds: number) => `
     max_speed = greatest(r.max_speed, excluded.max_speed),
     sum_speed = r.sum_speed + excluded.sum_speed`;
 
-/**
- * COPY … FROM STDIN of one text. Only into the staging table, which has no constraint: postgres.js
- * loses track of a COPY that the server fails (a unique violation mid-COPY left the connection
- * "in copy" and the query resolved as if it had succeeded).
- */
-const copyInto = async (tx: TransactionSql, statement: string, text: string) => {
-  const w = await tx.unsafe(statement).writable();
-  await new Promise<void>((resolve, reject) => {
-    w.once("error", reject);
-    w.end(text, () => resolve());
-  });
-};
-
 export interface PositionWriterOptions {
   sql: Sql;
   mode: StorageMode;
@@ -173,8 +158,10 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
     for (const d of missing) known.add(d);
   };
 
-  /** Slow path: insert ignoring existing rows, rollup of exactly the new ones. */
-  const slowPath = async (tx: TransactionSql): Promise<number> => {
+  /** Staging path: insert ignoring existing rows, rollup of exactly the new ones. */
+  const stagingPath = async (tx: TransactionSql, batch: PreparedRows): Promise<number> => {
+    await tx.unsafe(STAGING);
+    await copyFrom(tx, `COPY history_staging (${STAGING_COLUMNS}) FROM STDIN`, stagingText(batch.rows));
     const r = await tx.unsafe(INSERT);
     const inserted = r.count;
     if (inserted > 0) {
@@ -186,23 +173,22 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
 
   return {
     async write(input) {
-      const { text, points, days } = stagingLines(input);
-      const rows = points.length;
+      const batch = prepareRows(input);
+      const rows = batch.rows.length;
       if (rows === 0) return { rows: 0, inserted: 0 };
-      await ensureDays(days);
+      await ensureDays(batch.days);
       try {
         const inserted = await sql.begin(async (tx) => {
-          await tx.unsafe(STAGING);
-          await copyInto(tx, `COPY history_staging (${STAGING_COLUMNS}) FROM STDIN`, text);
-          // Fast path: a plain insert. A row already there (a redelivery, a re-sent point) fails it;
-          // the savepoint takes us to the insert that ignores existing rows.
+          if (!copyFailuresReported) return stagingPath(tx, batch);
+          // The usual path: COPY straight in. A row already there fails it whole (unique
+          // violation); the savepoint takes us to the staging path.
           try {
-            await tx.savepoint((sp) => sp.unsafe(INSERT_ALL));
+            await tx.savepoint((sp) => copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN`, positionsText(batch.rows)));
           } catch (err) {
             if ((err as { code?: string }).code !== "23505") throw err;
-            return slowPath(tx);
+            return stagingPath(tx, batch);
           }
-          const { rows: r, firsts } = rollupOf(points);
+          const { rows: r, firsts } = rollupOf(batch.points);
           await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
           await tx.unsafe(ROLLUP_ARRAYS, [firsts.vehicle, firsts.us, firsts.lat, firsts.lon, r.vehicle, r.minuteUs, r.points, r.distance, r.maxSpeed, r.sumSpeed]);
           return rows;

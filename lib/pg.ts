@@ -2,6 +2,9 @@
  * PostgreSQL connections shared by history and the archiver (postgres.js): UTC sessions, an optional
  * schema (tests isolate by schema, not by server), and which errors mean "the server is away, retry".
  */
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import postgres from "postgres";
 
 export type Sql = postgres.Sql;
@@ -39,6 +42,31 @@ export function connectPostgres({ url, schema = "public", max = 4, applicationNa
     connection: { application_name: applicationName, TimeZone: "UTC", search_path: checkSchemaName(schema) },
   });
 }
+
+/**
+ * COPY … FROM STDIN of one text; resolves when the server took every row, rejects with the server's
+ * error (a unique violation, say) when it did not. Without the install's patch of postgres.js
+ * (scripts/patch-postgres.mjs) a COPY that the server fails never settles: check
+ * `copyFailuresReported` before COPYing into a table with constraints.
+ */
+export async function copyFrom(sql: Sql | TransactionSql, statement: string, text: string): Promise<void> {
+  const w = await sql.unsafe(statement).writable();
+  await new Promise<void>((resolve, reject) => {
+    w.once("error", reject);
+    w.end(text, (err?: Error | null) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** Whether the postgres.js in use reports a COPY FROM that the server failed (it has the install's patch). */
+export const copyFailuresReported: boolean = (() => {
+  try {
+    // src/index.js or cjs/src/index.js, beside the connection.js it loads
+    const entry = createRequire(import.meta.url).resolve("postgres");
+    return readFileSync(join(dirname(entry), "connection.js"), "utf8").includes("final && (final(err), final = null) // fleet patch");
+  } catch {
+    return false;
+  }
+})();
 
 /** Error codes and messages that mean the server restarted, is starting or cannot be reached. */
 const TRANSIENT_CODES = new Set([

@@ -15,6 +15,11 @@
 // stream as one chunk of their payloads (the same bytes, fewer chunks): the archiver's binary
 // export of 1M rows took 20% less CPU (570 -> 455 ms, local PostgreSQL, median of the warm runs).
 // COPY BOTH (replication) still gets one push per message, as its reader expects.
+// And one more bug: a COPY … FROM STDIN that the server fails (a unique violation, a row for a
+// missing partition) after the stream was ended left the stream's end waiting forever: the query
+// had resolved with the stream at CopyInResponse, and the error found no stream to fail. Here the
+// error ends that wait, so the stream emits it (the writer's fast path COPYs straight into
+// `positions` and relies on this; see copyFailuresReported in lib/pg.ts).
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -72,6 +77,10 @@ export const EDITS = [
   ],
   ["  function CopyBothResponse() {\n", `  function CopyBothResponse() {\n    copyOut = false // ${MARK}\n`],
   ["  function CopyDone() {\n", `  function CopyDone() {\n    copyOut = false // ${MARK}\n`],
+  [
+    "  function errored(err) {\n    stream && (stream.destroy(err), stream = null)\n",
+    `  function errored(err) {\n    final && (final(err), final = null) // ${MARK}: a COPY FROM the server failed after its stream ended\n    stream && (stream.destroy(err), stream = null)\n`,
+  ],
 ];
 
 /** Applies EDITS to the package at `root`; returns what to print, or throws when the code differs. */
@@ -96,7 +105,7 @@ export function patchPostgres(root) {
     }
     if (changed === 0) continue;
     writeFileSync(path, text);
-    said.push(`patch-postgres: patched postgres ${version} ${file}, ${changed} of ${EDITS.length} edits (a write to a closed connection no longer throws from a timer; COPY TO data comes in runs)`);
+    said.push(`patch-postgres: patched postgres ${version} ${file}, ${changed} of ${EDITS.length} edits (a write to a closed connection no longer throws from a timer; COPY TO data comes in runs; a failed COPY FROM is reported)`);
   }
   return said;
 }

@@ -28,7 +28,7 @@ const run = (pkg: string) => {
   return { code: r.exitCode, out: r.stdout.toString() + r.stderr.toString() };
 };
 
-test("patch-postgres - guards nextWrite, forgets a cancelled write, reads COPY TO data in runs, once, and says so", () => {
+test("patch-postgres - guards nextWrite, forgets a cancelled write, reads COPY TO data in runs, reports a failed COPY FROM, once, and says so", () => {
   const pkg = pristineCopy("a");
   const first = run(pkg);
   expect(first.code).toBe(0);
@@ -38,6 +38,7 @@ test("patch-postgres - guards nextWrite, forgets a cancelled write, reads COPY T
   expect(text.match(/chunk = nextWriteTimer = null \/\/ fleet patch/g)).toHaveLength(2);
   expect(text).toContain("function copyDataRun()");
   expect(text.match(/copyOut = false \/\/ fleet patch/g)).toHaveLength(4);
+  expect(text).toMatch(/function errored\(err\) \{\n    final && \(final\(err\), final = null\) \/\/ fleet patch/);
   // A second run changes nothing and prints nothing.
   const second = run(pkg);
   expect(second.code).toBe(0);

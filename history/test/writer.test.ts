@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFailuresReported, copyFrom } from "../../lib/pg";
 import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;
@@ -28,6 +29,22 @@ test("writer - every point once, whatever is published again", async () => {
   // 299 legs of 1e-4 degrees of latitude (~11.1 m each).
   expect(Number(r!.d)).toBeCloseTo(299 * 11.119, -1);
   expect(Number(r!.mx)).toBe(10);
+});
+
+test("writer - a COPY that PostgreSQL refuses is reported, and the transaction goes on after its savepoint", async () => {
+  expect(copyFailuresReported).toBe(true); // the install patched postgres.js (scripts/patch-postgres.mjs)
+  const outcome = await fx.sql.begin(async (tx) => {
+    await tx`CREATE TEMP TABLE copy_refused (k int PRIMARY KEY) ON COMMIT DROP`;
+    await tx`INSERT INTO copy_refused VALUES (5)`;
+    const failed = await tx.savepoint((sp) => copyFrom(sp, "COPY copy_refused FROM STDIN", "1\n5\n")).then(
+      () => "copied",
+      (err: { code?: string }) => err.code,
+    );
+    await copyFrom(tx, "COPY copy_refused FROM STDIN", "6\n");
+    const [row] = await tx`SELECT count(*)::int AS n FROM copy_refused`;
+    return { failed, n: row!.n as number };
+  });
+  expect(outcome).toEqual({ failed: "23505", n: 2 });
 });
 
 test("writer - a day without a partition gets one, and the rollup spans batches", async () => {
