@@ -276,6 +276,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
   const notes: string[] = [];
   const mqttRuns: { connections: number; pointsPerSecond: number }[] = [];
   const cpu: Record<string, Record<string, number>> = {};
+  const waited: Record<string, Record<string, number>> = {};
   const extra = { idleRss: 0, openRss: 0, openMs: 0, steadyAcked: 0, steadySent: 0, steadySeconds: 0, latencyCount: 0, p999: NaN, max: NaN, blastAcked: 0, jsBytes: 0 };
 
   const onSignal = () => {
@@ -395,6 +396,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     for (const w of workers) w.send({ type: "steady", rate: o.rate / o.workers, warmupMs: 3000, durationMs: o.steadyMs });
     const steadied = await withTicker("steady", workers, Promise.all(workers.map((w) => w.next("steadied", o.steadyMs + 60_000))));
     cpu.steady = meter.stop();
+    waited.steady = meter.waited;
     const metricsAfter = await fetchMetrics(gateway.url);
     const publish = histogramBetween(metricsBefore, metricsAfter, "gateway_publish_seconds");
     say(`  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); ${loopDelayLine(metricsBefore, metricsAfter)}`);
@@ -422,6 +424,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     for (const w of workers) w.send({ type: "blast", window: o.window, warmupMs: 3000, durationMs: o.blastMs });
     const blasted = await withTicker("blast", workers, Promise.all(workers.map((w) => w.next("blasted", o.blastMs + 60_000))));
     cpu.blast = meter.stop();
+    waited.blast = meter.waited;
     figures.gateway_points_per_s = blasted.reduce((s, e) => s + e.acked / e.seconds, 0);
     extra.blastAcked = blasted.reduce((s, e) => s + e.acked, 0);
     say(`  => ${fmt(figures.gateway_points_per_s)} acked points/s`);
@@ -454,7 +457,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     for (const c of cleanups.reverse()) await c().catch((err) => say(`cleanup: ${err instanceof Error ? err.message : String(err)}`));
   }
 
-  printTable(figures, mqttRuns, cpu, extra, notes, o);
+  printTable(figures, mqttRuns, cpu, waited, extra, notes, o);
   const rounded: IngestFigures = {
     gateway_points_per_s: Math.round(figures.gateway_points_per_s),
     ack_p50_ms: Number(figures.ack_p50_ms.toFixed(2)),
@@ -472,6 +475,7 @@ function printTable(
   f: IngestFigures,
   mqttRuns: { connections: number; pointsPerSecond: number }[],
   cpu: Record<string, Record<string, number>>,
+  waited: Record<string, Record<string, number>>,
   extra: { idleRss: number; openRss: number; steadySent: number; steadySeconds: number; steadyAcked: number; p999: number; max: number; jsBytes: number },
   notes: string[],
   o: Options,
@@ -502,6 +506,9 @@ function printTable(
   if (mqttRuns.length > 0) say(`Mosquitto QoS 1 by connections: ${mqttRuns.map((r) => `${r.connections}: ${fmt(r.pointsPerSecond)}`).join(", ")} points/s`);
   for (const [phase, shares] of Object.entries(cpu)) {
     say(`CPU during ${phase} (1.00 = one core): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+  }
+  for (const [phase, shares] of Object.entries(waited)) {
+    say(`Waiting for a core during ${phase} (main thread, share of the phase): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
   }
   for (const [phase, shares] of Object.entries(cpu)) {
     const rest = shares["rest of machine"];

@@ -23,6 +23,19 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/**
+ * Seconds the main thread of `pid` has spent runnable but waiting for a core, so far
+ * (/proc/<pid>/task/<pid>/schedstat, second field; NaN when unavailable). Time a service waits
+ * here is time its event loop is late without doing anything: the machine's other work had the cores.
+ */
+export function runQueueWaitSeconds(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Pids of the direct children of `parent` whose command name is `comm`. */
 export function childPids(parent: number, comm: string): number[] {
   const out: number[] = [];
@@ -61,9 +74,14 @@ export function cpuMeter(pids: Record<string, number | undefined>, { rest = fals
   const t0 = performance.now();
   const m0 = machineBusySeconds();
   const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? cpuSeconds(p) : 0]));
+  const w0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? runQueueWaitSeconds(p) : NaN]));
+  const waited: Record<string, number> = {};
   return {
+    /** After `stop`: the share of the phase each pid's main thread waited for a core (see runQueueWaitSeconds). */
+    waited,
     stop(): Record<string, number> {
       const secs = (performance.now() - t0) / 1000;
+      for (const [k, p] of Object.entries(pids)) waited[k] = p ? (runQueueWaitSeconds(p) - w0[k]!) / secs : NaN;
       const out: Record<string, number> = Object.fromEntries(
         Object.entries(pids).map(([k, p]) => [k, p ? (cpuSeconds(p) - c0[k]!) / secs : NaN]),
       );

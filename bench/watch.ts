@@ -237,6 +237,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   const extra: Record<string, number> = {};
   const notes: string[] = [];
   const cpu: Record<string, Record<string, number>> = {};
+  /** Per phase, the share of it each process's main thread waited for a core. */
+  const waited: Record<string, Record<string, number>> = {};
   const onSignal = () => {
     say("interrupted: stopping what the bench started");
     void Promise.allSettled(cleanups.reverse().map((c) => c())).then(() => process.exit(130));
@@ -505,6 +507,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       }, 1000);
       const steadied = await load.next("steadied", o.seconds * 1000 + 60_000).finally(() => clearInterval(ticker));
       cpu[`watch, ${mode}`] = meter.stop();
+      waited[`watch, ${mode}`] = meter.waited;
       watchers.send({ type: "report" });
       const report = await watchers.next("report", 30_000);
       // The serving tracker's counters while its watches are still open.
@@ -587,6 +590,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   say(`updates delivered per second in the measured window: tracker watches ${fmt(extra.grpcEventsPerS ?? NaN)}, Redis subscribers ${fmt(extra.redisEventsPerS ?? NaN)}; gateway ack p99 ${fmt(extra.ackP99 ?? NaN, 2)} ms`);
   say("CPU (1.0 = one core) per phase:");
   for (const [phase, use] of Object.entries(cpu)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+  say("Waiting for a core (main thread, share of the phase):");
+  for (const [phase, use] of Object.entries(waited)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
   for (const n of notes) say(`note: ${n}`);
   const rounded: WatchFigures = {
     tracker_points_per_s: Math.round(f.tracker_points_per_s),
