@@ -164,6 +164,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         state = "writing";
         continue;
       }
+      const td = performance.now();
       const dropped = await sql.begin(async (tx) => {
         let inPostgres = 0;
         if (isHot) {
@@ -194,7 +195,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
       }
       state = "archived";
       report("drop", rows);
-      log.info("archive: day archived and dropped", { day, generation, rows, bytes, verifyMs });
+      log.info("archive: day archived and dropped", { day, generation, rows, bytes, verifyMs, dropMs: Math.round(performance.now() - td) });
       return { rows, bytes };
     }
     throw new Error(`day ${day} kept changing while it was archived; try again later`);

@@ -349,11 +349,18 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     }
     const archiveS = (performance.now() - t) / 1000;
     // Where each day's time went, as the archiver logged it.
+    const steps = new Map<string, Record<string, unknown>>();
     for (const line of (await Bun.file(archiverLog).text()).split("\n")) {
-      if (line.includes('"archive: day written"')) {
+      if (line.includes('"archive: day written"') || line.includes('"archive: day archived and dropped"')) {
         const d = JSON.parse(line) as Record<string, unknown>;
-        log(`  ${d.day}: ${Number(d.rows).toLocaleString()} rows, export ${d.exportMs} ms, Parquet ${d.parquetMs} ms, upload ${d.uploadMs} ms`);
+        steps.set(String(d.day), { ...steps.get(String(d.day)), ...d });
       }
+    }
+    for (const d of steps.values()) {
+      log(
+        `  ${d.day}: ${Number(d.rows).toLocaleString()} rows, export ${d.exportMs} ms, Parquet ${d.parquetMs} ms, upload ${d.uploadMs} ms, ` +
+          `read back and counted ${d.verifyMs} ms, counted in PostgreSQL and dropped ${d.dropMs} ms`,
+      );
     }
     const run = { rows: [...perDay.values()].reduce((n, d) => n + d.rows, 0), days: [...perDay.keys()].sort() };
     const archiveRowsPerS = Math.round(run.rows / archiveS);
