@@ -36,9 +36,13 @@ const SELECT_STAGING = `
     SELECT vehicle_id, ${EPOCH} + recorded_us * interval '1 microsecond', seq, fleet_id, lat, lon, speed, heading, accuracy,
       order_id, status, ${EPOCH} + received_us * interval '1 microsecond'
     FROM history_staging
-    ORDER BY vehicle_id, recorded_us`;
+    ORDER BY vehicle_id COLLATE "C", recorded_us`;
 
-/** Inserts what is new, in key order (concurrent writers take row locks in the same order), and keeps the new rows aside. */
+/**
+ * Inserts what is new, in key order (concurrent writers take row locks in the same order; byte
+ * order, as prepareRows sorts the straight COPY's rows, whatever the database's collation), and
+ * keeps the new rows aside.
+ */
 const INSERT = `
   WITH ins AS (
     INSERT INTO positions (${POSITION_COLUMNS}) ${SELECT_STAGING}
