@@ -389,7 +389,7 @@ class FramedInput implements AnyInput {
           return this.fail(new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal));
         }
         if (len > this.maxBytes) {
-          return this.fail(new ConnectError(`message size ${len} is larger than configured readMaxBytes ${this.maxBytes}`, Code.ResourceExhausted));
+          return this.fail(new ConnectError(`message of ${len} bytes is over this server's limit of ${this.maxBytes} bytes: send smaller messages (fewer points in each)`, Code.ResourceExhausted));
         }
         if (buf.length - off - 5 < len) break;
         let message: Message;
