@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure the system servers the stack helper starts are installed, and installs the missing
 # Debian packages with apt-get when it can (root, or sudo without a password). Idempotent and fast
-# when all is present: it only looks for binaries.
+# when all is present: it only looks for binaries (and, for python-grpc, the modules).
 #
 #   scripts/ensure-system.sh                  # nats redis postgres mosquitto
 #   scripts/ensure-system.sh nats postgres    # only these
+#   scripts/ensure-system.sh python-grpc      # Debian's Python gRPC (grpcio, grpc_tools), for the
+#                                             # interop test with a client of another language
 #
 # Exit status 0 when everything asked for is present afterwards; 1 with a message naming the
 # package to install otherwise. Messages go to stderr, prefixed "ensure-system:".
@@ -19,6 +21,7 @@ package_of() {
     redis) echo redis-server ;;
     postgres) echo postgresql ;;
     mosquitto) echo mosquitto ;;
+    python-grpc) echo python3-grpcio python3-grpc-tools ;;
     *) return 1 ;;
   esac
 }
@@ -37,6 +40,8 @@ present() {
     redis) command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] ;;
     postgres) has_postgres ;;
     mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] ;;
+    # Debian's python3, where apt puts the modules (a python3 earlier on PATH may be another one).
+    python-grpc) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1 ;;
   esac
 }
 
@@ -46,7 +51,7 @@ wanted=("$@")
 missing=()
 for name in "${wanted[@]}"; do
   if ! package_of "$name" >/dev/null; then
-    say "unknown server \"$name\" (expected nats, redis, postgres or mosquitto)"
+    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto or python-grpc)"
     exit 1
   fi
   present "$name" || missing+=("$name")
@@ -54,7 +59,10 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 packages=()
-for name in "${missing[@]}"; do packages+=("$(package_of "$name")"); done
+for name in "${missing[@]}"; do
+  read -ra pkgs <<< "$(package_of "$name")"
+  packages+=("${pkgs[@]}")
+done
 
 as_root=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -83,7 +91,7 @@ fi
 
 for name in "${missing[@]}"; do
   if ! present "$name"; then
-    say "installed $(package_of "$name") but its binary is still not found"
+    say "installed $(package_of "$name") but it is still not found"
     exit 1
   fi
 done

@@ -1,0 +1,106 @@
+/**
+ * Interop with a gRPC client of another language and implementation: Python's grpcio, on gRPC's C
+ * core (as Go, C++, Ruby and PHP vehicles would meet a server that frames HTTP/2 differently from
+ * grpc-js). Its stubs are generated from proto/ here, by Debian's grpc_tools; the packages are
+ * installed with apt-get when missing (scripts/ensure-system.sh python-grpc), as the servers are.
+ * The client (test/python/interop_client.py) streams through the gateway and watches on the tracker.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
+import { mintWatchToken, tokenKeys } from "../lib/auth";
+import { loadConfig } from "../lib/config";
+import { testStack } from "../lib/testing";
+import { createTracker, type Tracker } from "../tracker/tracker";
+
+const ROOT = join(import.meta.dir, "..");
+/** Debian's python3, where apt installs grpcio (a python3 earlier on PATH may be another one). */
+const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+
+let gw: TestGateway;
+let tracker: Tracker;
+let stubs: string;
+type Line = { check: string; [k: string]: unknown };
+let lines: Line[] = [];
+const vehicle = uniqueName("py");
+
+beforeAll(async () => {
+  const ensured = spawnSync("bash", [join(ROOT, "scripts", "ensure-system.sh"), "python-grpc"], { stdio: ["ignore", 2, 2] });
+  if (ensured.status !== 0) throw new Error("Python's grpcio is missing and could not be installed (see the ensure-system lines above)");
+  stubs = mkdtempSync(join(tmpdir(), "fleet-py-stubs-"));
+  const protos = readdirSync(join(ROOT, "proto", "fleet", "v1")).map((f) => `fleet/v1/${f}`);
+  const gen = spawnSync(PYTHON, ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos], { encoding: "utf8" });
+  if (gen.status !== 0) throw new Error(`grpc_tools.protoc failed: ${gen.stderr}`);
+
+  const stack = await testStack(["nats", "redis"]);
+  gw = await startTestGateway();
+  const config = loadConfig({ FLEET_JWT_SECRET: gw.config.secret, TRACKER_PORT: "0", NATS_URL: stack.natsUrl, REDIS_URL: stack.redisUrl, LOG_LEVEL: "error" });
+  tracker = await createTracker({ config, stream: gw.stream, subjects: `${gw.stream}.pos.>`, prefix: `${gw.stream}:` });
+
+  const keys = tokenKeys(gw.config);
+  const args = [
+    join(import.meta.dir, "python", "interop_client.py"),
+    stubs,
+    gw.target,
+    tracker.url.replace(/^https?:\/\//, ""),
+    vehicle,
+    await gw.token(vehicle),
+    await mintWatchToken(keys, { vehicles: [vehicle] }),
+    await mintWatchToken(keys, { vehicles: ["somebody-else"] }),
+  ];
+  // Asynchronous: the gateway and the tracker answer it from this process.
+  const proc = Bun.spawn([PYTHON, ...args], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`the Python client failed (exit ${code}): ${err}\n${out}`);
+  lines = out.trim().split("\n").map((l) => JSON.parse(l) as Line);
+}, 120_000);
+
+afterAll(async () => {
+  await tracker?.close();
+  await gw?.gateway.close();
+  if (stubs) rmSync(stubs, { recursive: true, force: true });
+});
+
+const line = (check: string): Line => {
+  const l = lines.find((x) => x.check === check);
+  if (!l) throw new Error(`the Python client printed no "${check}" line: ${JSON.stringify(lines)}`);
+  return l;
+};
+
+test("python grpcio - Resume, Sync and Upload: durable seqs, and the NaN point refused with its reason", () => {
+  expect(line("resume").durable).toBe(0);
+  const acks = line("sync").acks as { durable: number; rejected: [number, string, string][] }[];
+  expect(acks.at(-1)!.durable).toBe(3);
+  const rejected = acks.flatMap((a) => a.rejected);
+  expect(rejected).toHaveLength(1);
+  expect(rejected[0]![0]).toBe(2);
+  expect(rejected[0]![1]).toBe("REJECT_REASON_INVALID_COORDINATES");
+  expect(rejected[0]![2]).toContain("NaN");
+  expect(line("upload")).toMatchObject({ durable: 5, accepted: 2 });
+});
+
+test("python grpcio - a vehicle watch on the tracker gets the snapshot's end, then every stored point live", () => {
+  const events = line("watch").events as { kind: string; seq: number }[];
+  expect(events[0]!.kind).toBe("EVENT_KIND_SNAPSHOT_END");
+  const live = events.slice(1);
+  expect(live[0]!.kind).toBe("EVENT_KIND_ENTER");
+  expect(live.slice(1).every((e) => e.kind === "EVENT_KIND_MOVE")).toBe(true);
+  expect(live.at(-1)!.seq).toBe(5);
+  expect(live.some((e) => e.seq === 2)).toBe(false); // the refused point never reached anyone
+  expect(line("get-vehicle")).toMatchObject({ seq: 5, online: true });
+});
+
+test("python grpcio - bad input gets a gRPC status with a reason", () => {
+  expect(line("bad-token")).toMatchObject({ code: "UNAUTHENTICATED" });
+  expect(line("other-vehicle-point")).toMatchObject({ code: "PERMISSION_DENIED" });
+  expect(String(line("other-vehicle-point").message)).toContain(vehicle);
+  expect(line("too-large")).toMatchObject({ code: "RESOURCE_EXHAUSTED" });
+  expect(String(line("too-large").message)).toContain(String(gw.config.maxMessageBytes));
+  expect(line("malformed")).toMatchObject({ code: "INVALID_ARGUMENT" });
+  expect(line("not-granted")).toMatchObject({ code: "PERMISSION_DENIED" });
+  expect(line("inverted-box")).toMatchObject({ code: "INVALID_ARGUMENT" });
+  expect(String(line("inverted-box").message)).toContain("inverted");
+});
