@@ -17,8 +17,6 @@ import { testStack } from "../lib/testing";
 import { createTracker, type Tracker } from "../tracker/tracker";
 
 const ROOT = join(import.meta.dir, "..");
-/** Debian's python3, where apt installs grpcio (a python3 earlier on PATH may be another one). */
-const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 
 let gw: TestGateway;
 let tracker: Tracker;
@@ -30,6 +28,9 @@ const vehicle = uniqueName("py");
 beforeAll(async () => {
   const ensured = spawnSync("bash", [join(ROOT, "scripts", "ensure-system.sh"), "python-grpc"], { stdio: ["ignore", 2, 2] });
   if (ensured.status !== 0) throw new Error("Python's grpcio is missing and could not be installed (see the ensure-system lines above)");
+  // Debian's python3, where apt installs grpcio (a python3 earlier on PATH may be another one);
+  // looked up after the install, which may have brought it.
+  const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   stubs = mkdtempSync(join(tmpdir(), "fleet-py-stubs-"));
   const protos = readdirSync(join(ROOT, "proto", "fleet", "v1")).map((f) => `fleet/v1/${f}`);
   const gen = spawnSync(PYTHON, ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos], { encoding: "utf8" });
