@@ -7,8 +7,8 @@
  * rows it inserted. Whatever JetStream redelivers, a row is in `positions` once and counted once in
  * the rollup. (Before, the usual case also went through the staging table, with a plain insert:
  * PostgreSQL did about twice a COPY's work per row. A postgres.js without the install's patch never
- * reports a failed COPY, so there every batch takes the staging path.) Inserts of concurrent writers (in one process or several) run in parallel; their rollup
- * steps take turns (see ROLLUP).
+ * reports a failed COPY, so there every batch takes the staging path.) Inserts of concurrent
+ * writers (in one process or several) run in parallel; their rollup steps take turns (see ROLLUP).
  *
  * Distance: each new point adds its distance from the vehicle's previous point, found among the new
  * rows of the same statement (lag) or, for the first new point of a vehicle, among the rows already
