@@ -508,7 +508,7 @@ function printTable(
     say(`CPU during ${phase} (1.00 = one core): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
   }
   for (const [phase, shares] of Object.entries(waited)) {
-    say(`Waiting for a core during ${phase} (main thread, share of the phase): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
+    say(`Waiting for a core during ${phase} (busiest thread of each, share of the phase): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
   }
   for (const [phase, shares] of Object.entries(cpu)) {
     const rest = shares["rest of machine"];

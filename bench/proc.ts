@@ -24,16 +24,48 @@ export function cpuSeconds(pid: number): number {
 }
 
 /**
- * Seconds the main thread of `pid` has spent runnable but waiting for a core, so far
- * (/proc/<pid>/task/<pid>/schedstat, second field; NaN when unavailable). Time a service waits
- * here is time its event loop is late without doing anything: the machine's other work had the cores.
+ * Per thread of `pid`: CPU seconds used and seconds spent runnable but waiting for a core, so far
+ * (/proc/<pid>/task/<tid>/stat and schedstat; empty when unavailable). Time a service's busy
+ * thread waits here is time its event loop is late without doing anything: the machine's other
+ * work had the cores.
  */
-export function runQueueWaitSeconds(pid: number): number {
+export function threadTimes(pid: number): Map<string, { cpu: number; wait: number }> {
+  const out = new Map<string, { cpu: number; wait: number }>();
+  let tids: string[];
   try {
-    return Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
+    tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return NaN;
+    return out;
   }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const wait = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[1]) / 1e9;
+      out.set(tid, { cpu: (Number(rest[11]) + Number(rest[12])) / 100, wait });
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The share of the time between two `threadTimes` readings that the busiest thread (the one that
+ * used the most CPU: a Bun process's JavaScript thread, nats-server's busiest goroutine thread)
+ * spent waiting for a core.
+ */
+function busiestThreadWait(before: Map<string, { cpu: number; wait: number }>, after: Map<string, { cpu: number; wait: number }>, secs: number): number {
+  let best = -1;
+  let wait = NaN;
+  for (const [tid, a] of after) {
+    const b = before.get(tid) ?? { cpu: 0, wait: 0 };
+    if (a.cpu - b.cpu > best) {
+      best = a.cpu - b.cpu;
+      wait = (a.wait - b.wait) / secs;
+    }
+  }
+  return wait;
 }
 
 /** Pids of the direct children of `parent` whose command name is `comm`. */
@@ -74,14 +106,14 @@ export function cpuMeter(pids: Record<string, number | undefined>, { rest = fals
   const t0 = performance.now();
   const m0 = machineBusySeconds();
   const c0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? cpuSeconds(p) : 0]));
-  const w0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? runQueueWaitSeconds(p) : NaN]));
+  const th0 = Object.fromEntries(Object.entries(pids).map(([k, p]) => [k, p ? threadTimes(p) : new Map()]));
   const waited: Record<string, number> = {};
   return {
-    /** After `stop`: the share of the phase each pid's main thread waited for a core (see runQueueWaitSeconds). */
+    /** After `stop`: the share of the phase each pid's busiest thread waited for a core (see threadTimes). */
     waited,
     stop(): Record<string, number> {
       const secs = (performance.now() - t0) / 1000;
-      for (const [k, p] of Object.entries(pids)) waited[k] = p ? (runQueueWaitSeconds(p) - w0[k]!) / secs : NaN;
+      for (const [k, p] of Object.entries(pids)) waited[k] = p ? busiestThreadWait(th0[k]!, threadTimes(p), secs) : NaN;
       const out: Record<string, number> = Object.fromEntries(
         Object.entries(pids).map(([k, p]) => [k, p ? (cpuSeconds(p) - c0[k]!) / secs : NaN]),
       );

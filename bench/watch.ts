@@ -237,7 +237,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   const extra: Record<string, number> = {};
   const notes: string[] = [];
   const cpu: Record<string, Record<string, number>> = {};
-  /** Per phase, the share of it each process's main thread waited for a core. */
+  /** Per phase, the share of it each process's busiest thread waited for a core. */
   const waited: Record<string, Record<string, number>> = {};
   const onSignal = () => {
     say("interrupted: stopping what the bench started");
@@ -590,7 +590,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   say(`updates delivered per second in the measured window: tracker watches ${fmt(extra.grpcEventsPerS ?? NaN)}, Redis subscribers ${fmt(extra.redisEventsPerS ?? NaN)}; gateway ack p99 ${fmt(extra.ackP99 ?? NaN, 2)} ms`);
   say("CPU (1.0 = one core) per phase:");
   for (const [phase, use] of Object.entries(cpu)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
-  say("Waiting for a core (main thread, share of the phase):");
+  say("Waiting for a core (busiest thread of each process, share of the phase):");
   for (const [phase, use] of Object.entries(waited)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
   for (const n of notes) say(`note: ${n}`);
   const rounded: WatchFigures = {
