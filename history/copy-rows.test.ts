@@ -18,8 +18,8 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
   const ms = Date.UTC(2026, 10, 21, 12);
   const p = create(PositionSchema, { vehicleId: "v\t1", seq: 3, recordedAt: timestampFromMs(ms), lat: 52.5, lon: 13.4, speed: 2, fleetId: "f" });
   const bad = create(PositionSchema, { vehicleId: "v2", seq: 1 });
-  const { rows, points, days } = prepareRows(rowsOf([p, bad]));
-  expect(points.length).toBe(1);
+  const { rows, days } = prepareRows(rowsOf([p, bad]));
+  expect(rows.length).toBe(1);
   expect([...days]).toEqual([Math.floor(ms / 86_400_000)]);
   expect(stagingText(rows)).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
   expect(positionsText(rows)).toBe(`v\\t1\t2026-11-21T12:00:00.000000Z\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
@@ -29,7 +29,7 @@ test("copy rows - a point twice in one batch is written once; rows come in key o
   const ms = Date.UTC(2026, 10, 21, 12);
   const at = (vehicleId: string, s: number) => create(PositionSchema, { vehicleId, seq: 1, recordedAt: timestampFromMs(ms + s * 1000), lat: 1, lon: 2 });
   const p = at("v", 0);
-  expect(prepareRows(rowsOf([p, p])).points.length).toBe(1);
+  expect(prepareRows(rowsOf([p, p])).rows.length).toBe(1);
   const { rows } = prepareRows(rowsOf([at("b", 2), at("a", 5), at("b", 1), at("a", 3)]));
   expect(rows.map((r) => `${r.vehicleId}${(r.us / 1000 - ms) / 1000}`)).toEqual(["a3", "a5", "b1", "b2"]);
 });

@@ -35,9 +35,8 @@ export interface RollupPoint {
 
 /** A batch's rows ready to COPY, in key order (vehicle, time), each (vehicle, time) once. */
 export interface PreparedRows {
+  /** Also what the rollup takes (a Row is a RollupPoint). */
   rows: Row[];
-  /** The same rows as the rollup needs them. */
-  points: RollupPoint[];
   /** Days (since the epoch) the rows fall in: their partitions must exist. */
   days: Set<number>;
 }
@@ -62,8 +61,7 @@ export function prepareRows(input: readonly Row[]): PreparedRows {
     days.add(Math.floor(p.us / 86_400_000_000));
   }
   rows.sort(byKey);
-  const points = rows.map((p) => ({ vehicleId: p.vehicleId, us: p.us, lat: p.lat, lon: p.lon, speed: p.speed }));
-  return { rows, points, days };
+  return { rows, days };
 }
 
 /** COPY text of the staging table (STAGING_COLUMNS): times as integer microseconds. */
@@ -122,7 +120,7 @@ export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number
 }
 
 /** Rollup rows of new points (per vehicle and minute) and each vehicle's first point, whose leg from the stored predecessor SQL adds. */
-export function rollupOf(points: RollupPoint[]) {
+export function rollupOf(points: readonly RollupPoint[]) {
   const byVehicle = new Map<string, RollupPoint[]>();
   for (const p of points) {
     const list = byVehicle.get(p.vehicleId);
