@@ -55,4 +55,12 @@ describe("validate", () => {
     expect(reasonOf(good({ orderId: "o".repeat(129) }))).toBe(RejectReason.INVALID_FIELD);
     expect(reasonOf(good({ orderId: "o".repeat(128) }))).toBeUndefined();
   });
+  test("validate - refuses control characters in ids (PostgreSQL's text cannot hold U+0000), naming them", () => {
+    const nul = validatePosition(good({ orderId: "o-1\u0000x" }), now, opts);
+    expect(nul?.reason).toBe(RejectReason.INVALID_FIELD);
+    expect(nul?.message).toBe("order_id has a control character (U+0000) at position 3: send printable text");
+    expect(validatePosition(good({ vehicleId: "v\n1" }), now, opts)?.message).toContain("vehicle_id has a control character (U+000A)");
+    expect(reasonOf(good({ orderId: "o\u007f" }))).toBe(RejectReason.INVALID_FIELD);
+    expect(reasonOf(good({ orderId: "Bestellung-ÄÖ-12 ✓", vehicleId: "lkw-ü-7" }))).toBeUndefined();
+  });
 });

@@ -10,6 +10,11 @@ test("copy rows - escapes backslash, tab and newlines in text", () => {
   expect(copyText("a\\b\tc\nd\re")).toBe("a\\\\b\\tc\\nd\\re");
 });
 
+test("copy rows - U+0000, which PostgreSQL's text cannot hold, becomes U+FFFD", () => {
+  expect(copyText("o-1\u0000x")).toBe("o-1\uFFFDx");
+  expect(copyText("\u0000\t\u0000")).toBe("\uFFFD\\t\uFFFD");
+});
+
 test("copy rows - times are exact microseconds", () => {
   expect(timestampMicros({ seconds: 1_700_000_000n, nanos: 123_456_789 } as never)).toBe(1_700_000_000_123_456);
 });

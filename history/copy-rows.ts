@@ -16,12 +16,16 @@ export function timestampMicros(ts: Timestamp | undefined): number {
   return Number(ts.seconds) * 1_000_000 + Math.floor(ts.nanos / 1000);
 }
 
-const SPECIAL = /[\\\t\n\r]/;
+const SPECIAL = /[\\\t\n\r\u0000]/;
 
-/** Escapes a text value for COPY's text format. */
+/**
+ * Escapes a text value for COPY's text format. U+0000, which PostgreSQL's text cannot hold (the
+ * whole batch would be refused, again at every retry), becomes U+FFFD: the gateway refuses such ids,
+ * but a fleet from a token or a point published by another way could still carry one.
+ */
 export function copyText(value: string): string {
   if (!SPECIAL.test(value)) return value;
-  return value.replace(/[\\\t\n\r]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r"));
+  return value.replace(/[\\\t\n\r\u0000]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : "\uFFFD"));
 }
 
 /** A point reduced to what the rollup needs. */

@@ -47,6 +47,15 @@ test("writer - a COPY that PostgreSQL refuses is reported, and the transaction g
   expect(outcome).toEqual({ failed: "23505", n: 2 });
 });
 
+test("writer - a NUL in a text that reached the stream is stored as U+FFFD, and the points after it are written", async () => {
+  // The gateway refuses such ids; a fleet from a token or another publisher could still send one.
+  await fx.publish([pointAt("w-nul", T0, 1, { orderId: "o-1\u0000x", fleetId: "f\u0000" }), pointAt("w-nul", T0 + 1000, 2)]);
+  await fx.publish([pointAt("w-nul", T0 + 2000, 3)]);
+  await eventually(async () => (await countRows(fx.sql, "w-nul")) === 3, "3 rows of w-nul");
+  const [r] = await fx.sql`SELECT order_id, fleet_id FROM positions WHERE vehicle_id = 'w-nul' AND seq = 1`;
+  expect(r).toEqual({ order_id: "o-1\uFFFDx", fleet_id: "f\uFFFD" });
+});
+
 test("writer - a day without a partition gets one, and the rollup spans batches", async () => {
   const old = Date.UTC(2026, 9, 1, 23, 59, 58);
   await fx.publish([pointAt("w2", old, 1)]);
