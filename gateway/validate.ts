@@ -4,6 +4,7 @@
  */
 import type { Position } from "../gen/fleet/v1/position_pb";
 import { RejectReason } from "../gen/fleet/v1/ingest_pb";
+import { controlCharAt, controlCharMessage } from "../lib/ids";
 
 export interface ValidateOptions {
   /** ms recorded_at may be ahead of the gateway's clock. */
@@ -25,25 +26,6 @@ export interface Refusal {
 export const DEFAULT_MAX_ID_LENGTH = 128;
 
 const refuse = (reason: RejectReason, message: string): Refusal => ({ reason, message });
-
-/**
- * Index of the first control character (U+0000–U+001F, U+007F) in `s`, or -1. PostgreSQL's text
- * cannot hold U+0000 at all (history would refuse the point for ever), and none of them belongs in
- * an id.
- */
-function controlAt(s: string): number {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f) return i;
-  }
-  return -1;
-}
-
-function controlRefusal(field: string, value: string): Refusal {
-  const at = controlAt(value);
-  const code = value.charCodeAt(at).toString(16).toUpperCase().padStart(4, "0");
-  return refuse(RejectReason.INVALID_FIELD, `${field} has a control character (U+${code}) at position ${at}: send printable text`);
-}
 
 /**
  * Returns undefined when the point is acceptable, else why not. Does not look at the vehicle
@@ -80,7 +62,7 @@ export function validatePosition(p: Position, nowMs: number, o: ValidateOptions)
     return refuse(RejectReason.INVALID_FIELD, `vehicle_id must have 1 to ${maxId} characters`);
   }
   if (p.orderId.length > maxId) return refuse(RejectReason.INVALID_FIELD, `order_id must have at most ${maxId} characters`);
-  if (controlAt(p.vehicleId) >= 0) return controlRefusal("vehicle_id", p.vehicleId);
-  if (controlAt(p.orderId) >= 0) return controlRefusal("order_id", p.orderId);
+  if (controlCharAt(p.vehicleId) >= 0) return refuse(RejectReason.INVALID_FIELD, controlCharMessage("vehicle_id", p.vehicleId));
+  if (controlCharAt(p.orderId) >= 0) return refuse(RejectReason.INVALID_FIELD, controlCharMessage("order_id", p.orderId));
   return undefined;
 }

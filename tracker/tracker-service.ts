@@ -18,6 +18,7 @@ import {
 } from "../gen/fleet/v1/tracker_pb";
 import type { WatchClaims } from "../lib/auth";
 import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
+import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
 import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
@@ -88,6 +89,7 @@ async function fromStore<T>(what: string, call: () => Promise<T>): Promise<T> {
 function checkId(what: string, id: string): void {
   if (id.length === 0) throw new InvalidRequestError(`${what} is empty`);
   if (id.length > MAX_ID) throw new InvalidRequestError(`${what} must have at most ${MAX_ID} characters`);
+  if (controlCharAt(id) >= 0) throw new InvalidRequestError(controlCharMessage(what, id));
 }
 
 function statusFilter(statuses: readonly VehicleStatus[]): (s: VehicleStatus) => boolean {
@@ -251,6 +253,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         throw new InvalidRequestError(`status ${VehicleStatus[req.status] ?? req.status} cannot be set: use ACTIVE, IDLE, ON_DELIVERY or AVAILABLE`);
       }
       if (req.orderId.length > MAX_ID) throw new InvalidRequestError(`order_id must have at most ${MAX_ID} characters`);
+      if (controlCharAt(req.orderId) >= 0) throw new InvalidRequestError(controlCharMessage("order_id", req.orderId));
       if (req.status === VehicleStatus.ON_DELIVERY && req.orderId === "") throw new InvalidRequestError("ON_DELIVERY needs the order_id the vehicle serves");
       const record = (await fromStore("get", () => store.getMany([req.vehicleId]))).get(req.vehicleId);
       const state = record ? decodeState(record) : undefined;

@@ -220,6 +220,9 @@ describe("queries", () => {
     expect(offline.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(offline.error?.details).toContain("cannot be set");
     expect((await set(dispatcher, { vehicleId: v, status: VehicleStatus.ON_DELIVERY })).error?.details).toContain("needs the order_id");
+    const nul = await set(dispatcher, { vehicleId: v, status: VehicleStatus.ON_DELIVERY, orderId: "o\u00002" });
+    expect(nul.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(nul.error?.details).toContain("order_id has a control character (U+0000) at position 1");
     expect((await set(admin, { vehicleId: uniqueName("ghost"), status: VehicleStatus.IDLE })).error?.code).toBe(grpc.status.NOT_FOUND);
     const back = await set(dispatcher, { vehicleId: v, status: VehicleStatus.AVAILABLE, orderId: "" });
     expect(back.response!.vehicle!.orderId).toBe("");

@@ -134,7 +134,7 @@ describe("watch vehicles", () => {
     w.cancel();
   });
 
-  test("watch - bad input: too many ids, ids and order, an empty id, no token, a forged token, a vehicle the token does not grant", async () => {
+  test("watch - bad input: too many ids, ids and order, an empty id, a control character, no token, a forged token, a vehicle the token does not grant", async () => {
     const first = async (token: string | undefined, req: object) => (await watch(client, "watchVehicles", token, req).ended)!;
     const ok = await t.token({ vehicles: ["x"] });
     const tooMany = await first(ok, { vehicleIds: Array.from({ length: 101 }, (_, i) => `v${i}`) });
@@ -143,6 +143,7 @@ describe("watch vehicles", () => {
     expect((await first(ok, { vehicleIds: ["x"], orderId: "o" })).details).toContain("not both");
     expect((await first(ok, {})).details).toContain("name vehicle_ids or an order_id");
     expect((await first(ok, { vehicleIds: [""] })).code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect((await first(ok, { orderId: "o\n1" })).details).toContain("order_id has a control character (U+000A)");
     const none = await first(undefined, { vehicleIds: ["x"] });
     expect(none.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(none.details).toContain("missing token");
