@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RejectReason } from "../gen/fleet/v1/ingest_pb";
-import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
+import { PositionSchema, type Position, type VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { validatePosition } from "./validate";
 
 const now = Date.parse("2026-01-01T12:00:00Z");
@@ -54,6 +54,13 @@ describe("validate", () => {
     expect(reasonOf(good({ vehicleId: "x".repeat(129) }))).toBe(RejectReason.INVALID_FIELD);
     expect(reasonOf(good({ orderId: "o".repeat(129) }))).toBe(RejectReason.INVALID_FIELD);
     expect(reasonOf(good({ orderId: "o".repeat(128) }))).toBeUndefined();
+  });
+  test("validate - refuses a status that is not a VehicleStatus (the enum is open: any int32 decodes)", () => {
+    for (const status of [1, 3, 5]) expect(reasonOf(good({ status }))).toBeUndefined();
+    const r = validatePosition(good({ status: 70000 as VehicleStatus }), now, opts);
+    expect(r?.reason).toBe(RejectReason.INVALID_FIELD);
+    expect(r?.message).toBe("status 70000 is not a VehicleStatus: send 0 to 5 (VEHICLE_STATUS_UNSPECIFIED … VEHICLE_STATUS_OFFLINE)");
+    expect(reasonOf(good({ status: -1 as VehicleStatus }))).toBe(RejectReason.INVALID_FIELD);
   });
   test("validate - refuses control characters in ids (PostgreSQL's text cannot hold U+0000), naming them", () => {
     const nul = validatePosition(good({ orderId: "o-1\u0000x" }), now, opts);

@@ -2,7 +2,7 @@
  * Checks of one point, each with the reason a vehicle gets back in its ack. Pure and allocation-free
  * on the happy path: it runs once per point at 100k points/s.
  */
-import type { Position } from "../gen/fleet/v1/position_pb";
+import { VehicleStatus, type Position } from "../gen/fleet/v1/position_pb";
 import { RejectReason } from "../gen/fleet/v1/ingest_pb";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 
@@ -24,6 +24,9 @@ export interface Refusal {
 }
 
 export const DEFAULT_MAX_ID_LENGTH = 128;
+
+/** The highest VehicleStatus value. */
+const MAX_STATUS = Math.max(...Object.values(VehicleStatus).filter((v): v is number => typeof v === "number"));
 
 const refuse = (reason: RejectReason, message: string): Refusal => ({ reason, message });
 
@@ -58,6 +61,11 @@ export function validatePosition(p: Position, nowMs: number, o: ValidateOptions)
   }
   if (!(heading >= 0 && heading <= 360)) return refuse(RejectReason.INVALID_FIELD, `heading ${heading}: need 0..360`);
   if (!(accuracy >= 0 && accuracy < Infinity)) return refuse(RejectReason.INVALID_FIELD, `accuracy ${accuracy}: need a finite value ≥ 0`);
+  // An open enum: any int32 decodes. Stored as a smallint by history (70000 would be refused there
+  // for ever) and as a byte by the tracker.
+  if (!(p.status >= 0 && p.status <= MAX_STATUS)) {
+    return refuse(RejectReason.INVALID_FIELD, `status ${p.status} is not a VehicleStatus: send 0 to ${MAX_STATUS} (VEHICLE_STATUS_UNSPECIFIED … VEHICLE_STATUS_OFFLINE)`);
+  }
   if (p.vehicleId.length === 0 || p.vehicleId.length > maxId) {
     return refuse(RejectReason.INVALID_FIELD, `vehicle_id must have 1 to ${maxId} characters`);
   }

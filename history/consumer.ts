@@ -13,7 +13,7 @@ import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@na
 import type { Nats } from "../lib/jetstream";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
-import { isTransientPgError } from "../lib/pg";
+import { isDataException, isTransientPgError } from "../lib/pg";
 import { CONSUMERS, partitionOf, POSITIONS_STREAM } from "../lib/subjects";
 import { decodeBatchRows, type Row } from "./batch-decoder";
 import type { PositionWriter } from "./write-positions";
@@ -81,6 +81,11 @@ export async function startHistoryConsumer({
     labelNames: ["kind"],
     registers: [registry],
   });
+  const rowsParked = new Counter({
+    name: "history_rows_parked_total",
+    help: "points PostgreSQL refused with a data exception, kept in positions_parked instead",
+    registers: [registry],
+  });
   const badMessages = new Counter({
     name: "history_bad_messages_total",
     help: "messages that are not a PositionBatch (terminated, logged)",
@@ -146,6 +151,30 @@ export async function startHistoryConsumer({
     }
   })().catch((err) => log.error("history consumer stopped reading", { err }));
 
+  /**
+   * Writes the rows. A row PostgreSQL can never take (a data exception: a value out of its column's
+   * range, text it cannot hold) would fail its batch at every retry and hold up every point behind
+   * it: such a batch is halved until the row is alone, and that row is parked (positions_parked,
+   * with the error) instead of written. Other errors go to the caller, which retries.
+   */
+  const writeOrPark = async (rows: Row[]): Promise<{ rows: number; inserted: number; parked: number }> => {
+    try {
+      return { ...(await writer.write(rows)), parked: 0 };
+    } catch (err) {
+      if (!isDataException(err)) throw err;
+      if (rows.length === 1) {
+        await writer.park(rows[0]!, err as Error);
+        rowsParked.inc();
+        log.error("point parked: PostgreSQL refuses it (see positions_parked)", { vehicleId: rows[0]!.vehicleId, seq: rows[0]!.seq, err });
+        return { rows: 1, inserted: 0, parked: 1 };
+      }
+      const half = rows.length >> 1;
+      const a = await writeOrPark(rows.slice(0, half));
+      const b = await writeOrPark(rows.slice(half));
+      return { rows: a.rows + b.rows, inserted: a.inserted + b.inserted, parked: a.parked + b.parked };
+    }
+  };
+
   const writerLoop = async (index: number) => {
     const queue = queues[index]!;
     while (!stopping || queue.length > 0) {
@@ -163,11 +192,11 @@ export async function startHistoryConsumer({
       for (let attempt = 1; ; attempt++) {
         const t0 = performance.now();
         try {
-          const r = await writer.write(positions);
+          const r = await writeOrPark(positions);
           commitSeconds.observe((performance.now() - t0) / 1000);
           batchRows.observe(r.rows);
           rowsWritten.inc(r.inserted);
-          rowsDuplicate.inc(r.rows - r.inserted);
+          rowsDuplicate.inc(r.rows - r.inserted - r.parked);
           for (const g of group) g.msg.ack();
           if (!healthy) log.info("history writes again", { attempts: attempt });
           healthy = true;

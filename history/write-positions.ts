@@ -140,6 +140,8 @@ export interface PositionWriter {
   write(rows: readonly Row[]): Promise<WriteResult>;
   /** Creates partitions for today and the next `ahead` days. */
   ensureAhead(ahead: number, now?: number): Promise<string[]>;
+  /** Keeps a row PostgreSQL refused in positions_parked, with why (as JSON bytes: text could not hold every row). */
+  park(row: Row, err: Error): Promise<void>;
 }
 
 /** Creates the writer. Day partitions for the rows' days are created on demand (known days are cached). */
@@ -206,6 +208,11 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
         }
         throw err;
       }
+    },
+    async park(row, err) {
+      const point = Buffer.from(JSON.stringify(row), "utf8");
+      const error = `${(err as { code?: string }).code ?? err.name}: ${err.message}`.replaceAll("\u0000", "\uFFFD");
+      await sql`INSERT INTO positions_parked (point, error) VALUES (${point}, ${error})`;
     },
     async ensureAhead(ahead, now = Date.now()) {
       const today = Math.floor(now / DAY_MS);

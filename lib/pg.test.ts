@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { isClosedSocketWrite } from "./pg";
+import { isClosedSocketWrite, isDataException } from "./pg";
 
 test("pg - recognises postgres.js's write to a closed socket, and nothing else", () => {
   const bun = new TypeError("null is not an object (evaluating 'socket.write')");
@@ -12,4 +12,13 @@ test("pg - recognises postgres.js's write to a closed socket, and nothing else",
   other.stack = "TypeError: …\n    at send (/app/lib/thing.js:1:1)";
   expect(isClosedSocketWrite(other)).toBe(false);
   expect(isClosedSocketWrite(new Error("socket.write"))).toBe(false);
+});
+
+test("pg - a data exception (SQLSTATE class 22) or a RangeError is the data's fault; a lost connection or a unique violation is not", () => {
+  expect(isDataException(Object.assign(new Error("value out of range for type smallint"), { code: "22003" }))).toBe(true);
+  expect(isDataException(Object.assign(new Error("invalid byte sequence"), { code: "22021" }))).toBe(true);
+  expect(isDataException(new RangeError("Invalid Date"))).toBe(true);
+  expect(isDataException(Object.assign(new Error("duplicate key"), { code: "23505" }))).toBe(false);
+  expect(isDataException(Object.assign(new Error("closed"), { code: "CONNECTION_CLOSED" }))).toBe(false);
+  expect(isDataException(undefined)).toBe(false);
 });

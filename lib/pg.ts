@@ -68,6 +68,17 @@ export const copyFailuresReported: boolean = (() => {
   }
 })();
 
+/**
+ * True for an error no retry can mend, caused by the data itself: PostgreSQL's data exceptions
+ * (SQLSTATE class 22: a value out of its type's range, text it cannot hold) and a RangeError from
+ * formatting a value for it (a time no Date can hold).
+ */
+export function isDataException(err: unknown): boolean {
+  if (err instanceof RangeError) return true;
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === "string" && code.length === 5 && code.startsWith("22");
+}
+
 /** Error codes and messages that mean the server restarted, is starting or cannot be reached. */
 const TRANSIENT_CODES = new Set([
   "57P01", // admin_shutdown

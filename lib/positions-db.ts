@@ -144,6 +144,23 @@ const MIGRATIONS: Migration[] = [
       if (mode === "plain") await tx.unsafe(`CREATE INDEX positions_recorded_at_brin ON positions USING brin (recorded_at)`);
     },
   },
+  {
+    version: 3,
+    name: "parked rows",
+    async up(tx) {
+      await tx.unsafe(`
+        -- Points PostgreSQL refused with a data exception (SQLSTATE class 22), kept as they came
+        -- (JSON, as bytes: text could not hold what made them fail) with the error, so that they
+        -- hold up nothing behind them and are not lost either (history/consumer.ts).
+        CREATE TABLE positions_parked (
+          id bigserial PRIMARY KEY,
+          parked_at timestamptz NOT NULL DEFAULT now(),
+          point bytea NOT NULL,
+          error text NOT NULL
+        );
+      `);
+    },
+  },
 ];
 
 export interface MigrateOptions {

@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { create } from "@bufbuild/protobuf";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
+import type { VehicleStatus } from "../../gen/fleet/v1/position_pb";
 import { copyFailuresReported, copyFrom } from "../../lib/pg";
 import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 
@@ -54,6 +57,23 @@ test("writer - a NUL in a text that reached the stream is stored as U+FFFD, and 
   await eventually(async () => (await countRows(fx.sql, "w-nul")) === 3, "3 rows of w-nul");
   const [r] = await fx.sql`SELECT order_id, fleet_id FROM positions WHERE vehicle_id = 'w-nul' AND seq = 1`;
   expect(r).toEqual({ order_id: "o-1\uFFFDx", fleet_id: "f\uFFFD" });
+});
+
+test("writer - a point PostgreSQL can never take is parked with its error; its neighbours and the points after it are written", async () => {
+  // The gateway refuses both; another publisher could still send them.
+  const farFuture = create(TimestampSchema, { seconds: 2n ** 48n, nanos: 0 }); // no Date holds it
+  await fx.publish([pointAt("w-park", T0, 1), pointAt("w-park", T0 + 1000, 2, { status: 70000 as VehicleStatus }), pointAt("w-park", T0 + 2000, 3)]);
+  await fx.publish([pointAt("w-park", T0 + 3000, 4, { recordedAt: farFuture })]);
+  await fx.publish([pointAt("w-park", T0 + 4000, 5)]);
+  await eventually(async () => (await countRows(fx.sql, "w-park")) === 3, "the 3 good rows of w-park");
+  const parkedOf = () => fx.sql`SELECT convert_from(point, 'UTF8')::jsonb AS point, error FROM positions_parked WHERE convert_from(point, 'UTF8')::jsonb->>'vehicleId' = 'w-park' ORDER BY id`;
+  await eventually(async () => (await parkedOf()).length === 2, "2 parked points of w-park");
+  const parked = await parkedOf();
+  expect(parked.map((r) => r.point.seq)).toEqual([2, 4]);
+  expect(parked[0]!.error).toContain("smallint");
+  expect(parked[1]!.error).toContain("RangeError");
+  const [stored] = await fx.sql`SELECT array_agg(seq::int ORDER BY seq) AS seqs FROM positions WHERE vehicle_id = 'w-park'`;
+  expect(stored!.seqs).toEqual([1, 3, 5]);
 });
 
 test("writer - a day without a partition gets one, and the rollup spans batches", async () => {
