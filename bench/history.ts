@@ -39,6 +39,7 @@ import { createLogger } from "../lib/log";
 import { connectPostgres, copyFrom } from "../lib/pg";
 import { DAY_MS, dayOf, ensureDayPartitions, migrate, partitionName } from "../lib/positions-db";
 import { startServiceProcess } from "../lib/service-process";
+import { cpuMeter } from "./proc";
 import { startStack } from "../lib/stack";
 import { partitionOf, positionsSubject } from "../lib/subjects";
 import { createCity, createRng, createVehicleModel } from "../sim/route";
@@ -63,6 +64,12 @@ const TARGETS = { ratio: 0.7, lagP99: 1000, trackP99: 100, bytesPerPoint: 10, ar
 
 const log = (line: string) => console.log(`[history] ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** CPU shares of a phase; "rest of machine" is PostgreSQL's backends here, as nothing else runs. */
+const cpuLine = (shares: Record<string, number>) =>
+  Object.entries(shares)
+    .map(([k, v]) => `${k === "rest of machine" ? "rest of machine (PostgreSQL)" : k} ${v.toFixed(2)}`)
+    .join(", ");
 
 function simulate(vehicles: number, seconds: number, startMs: number): Position[] {
   const city = createCity();
@@ -124,10 +131,12 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       chunks.push(text);
     }
     t = performance.now();
+    const ceilingMeter = cpuMeter({ bench: process.pid }, { rest: true });
     for (const text of chunks) await copyFrom(sql, `COPY ceiling FROM STDIN`, text);
+    const ceilingCpu = ceilingMeter.stop();
     const [{ n: ceilingRows }] = (await sql`SELECT count(*)::int AS n FROM ceiling`) as unknown as [{ n: number }];
     const copyCeiling = Math.round(ceilingRows / ((performance.now() - t) / 1000));
-    log(`COPY ceiling: ${ceilingRows} rows, ${copyCeiling.toLocaleString()} rows/s`);
+    log(`COPY ceiling: ${ceilingRows} rows, ${copyCeiling.toLocaleString()} rows/s; CPU meanwhile (1.00 = one core): ${cpuLine(ceilingCpu)}`);
     await sql.unsafe(`DROP TABLE ceiling`);
 
     // 3. history throughput from a backlog
@@ -151,6 +160,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     log(`published ${published} points to JetStream in ${((performance.now() - t) / 1000).toFixed(1)} s; starting history`);
     history = await startServiceProcess({ service: "history", env, logFile: join(work, "history.log") });
     const started = performance.now();
+    const historyMeter = cpuMeter({ history: history.pid, nats: stack.pid("nats") }, { rest: true });
     const rowsWritten = async () => {
       const text = await fetchMetrics(history!.url);
       const m = /^history_rows_written_total\{[^}]*\} (\d+)/m.exec(text);
@@ -162,7 +172,8 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       if (performance.now() - started > 600_000) throw new Error(`history wrote ${last} of ${published} rows in 10 minutes`);
     }
     const historyRowsPerS = Math.round(published / ((performance.now() - started) / 1000));
-    log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s`);
+    const historyCpu = historyMeter.stop();
+    log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s; CPU meanwhile: ${cpuLine(historyCpu)}`);
 
     // 4. lag at 16,700 points/s
     const metricsBefore = await fetchMetrics(history!.url);

@@ -2,8 +2,9 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { rowsOf } from "./batch-decoder";
-import { copyText, distanceM, isoMicrosFormatter, positionsText, prepareRows, rollupOf, stagingText, timestampMicros } from "./copy-rows";
+import { binaryCopyRows } from "../lib/pg";
+import { rowsOf, type Row } from "./batch-decoder";
+import { copyText, distanceM, positionsCopy, prepareRows, rollupOf, stagingText, timestampMicros } from "./copy-rows";
 
 test("copy rows - escapes backslash, tab and newlines in text", () => {
   expect(copyText("plain")).toBe("plain");
@@ -27,7 +28,6 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
   expect(rows.length).toBe(1);
   expect([...days]).toEqual([Math.floor(ms / 86_400_000)]);
   expect(stagingText(rows)).toBe(`v\\t1\t${ms * 1000}\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
-  expect(positionsText(rows)).toBe(`v\\t1\t2026-11-21T12:00:00.000000Z\t3\tf\t52.5\t13.4\t2\t0\t0\t\t0\t\\N\n`);
 });
 
 test("copy rows - a point twice in one batch is written once; rows come in key order", () => {
@@ -39,14 +39,34 @@ test("copy rows - a point twice in one batch is written once; rows come in key o
   expect(rows.map((r) => `${r.vehicleId}${(r.us / 1000 - ms) / 1000}`)).toEqual(["a3", "a5", "b1", "b2"]);
 });
 
-test("copy rows - ISO times keep all six digits, before and after a second changes", () => {
-  const iso = isoMicrosFormatter();
-  const us = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000;
-  expect(iso(us + 250)).toBe("2026-11-21T12:00:58.000250Z");
-  expect(iso(us + 999_999)).toBe("2026-11-21T12:00:58.999999Z");
-  expect(iso(us + 1_000_000)).toBe("2026-11-21T12:00:59.000000Z");
-  expect(iso(us + 123_456)).toBe("2026-11-21T12:00:58.123456Z");
-  expect(iso(-1)).toBe("1969-12-31T23:59:59.999999Z");
+test("copy rows - binary COPY of positions: every field in PostgreSQL's own bytes, read back by the archiver's reader", () => {
+  const us = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000 + 250; // µs that no ms clock has
+  const row = (over: Partial<Row>): Row => ({
+    vehicleId: "v-1", us, seq: 4_000_000_000, fleetId: "fleet-ä", lat: 52.123456789, lon: -13.987654321,
+    speed: 8.5, heading: 359.75, accuracy: 3.25, orderId: "", status: 3, receivedUs: us + 40_000, ...over,
+  });
+  const data = positionsCopy([row({}), row({ vehicleId: "v\u00002", orderId: "Bestellung ✓", receivedUs: NaN, us: -1 })]);
+  const rows = [...binaryCopyRows(Buffer.from(data))];
+  expect(rows.length).toBe(2);
+  const [a, b] = rows as Buffer[][];
+  const pgUs = (f: Buffer) => Number(f.readBigInt64BE(0)) + 946_684_800_000_000;
+  expect(a!.length).toBe(12);
+  expect(a![0]!.toString("utf8")).toBe("v-1");
+  expect(pgUs(a![1]!)).toBe(us);
+  expect(a![2]!.readBigInt64BE(0)).toBe(4_000_000_000n);
+  expect(a![3]!.toString("utf8")).toBe("fleet-ä");
+  expect(a![4]!.readDoubleBE(0)).toBe(52.123456789);
+  expect(a![5]!.readDoubleBE(0)).toBe(-13.987654321);
+  expect([a![6]!.readFloatBE(0), a![7]!.readFloatBE(0), a![8]!.readFloatBE(0)]).toEqual([8.5, 359.75, 3.25]);
+  expect(a![9]!.length).toBe(0);
+  expect(a![10]!.readInt16BE(0)).toBe(3);
+  expect(pgUs(a![11]!)).toBe(us + 40_000);
+  expect(b![0]!.toString("utf8")).toBe("v\uFFFD2"); // text cannot hold U+0000
+  expect(pgUs(b![1]!)).toBe(-1);
+  expect(b![9]!.toString("utf8")).toBe("Bestellung ✓");
+  expect(b![11]).toBeNull();
+  expect(() => positionsCopy([row({ us: 2 ** 53 })])).toThrow(RangeError);
+  expect(() => positionsCopy([row({ status: 70000 })])).toThrow("out of range for type smallint");
 });
 
 test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {

@@ -19,7 +19,7 @@
 import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
 import { copyFailuresReported, copyFrom, lockKey, type Sql, type TransactionSql } from "../lib/pg";
 import type { Row } from "./batch-decoder";
-import { POSITION_COLUMNS, positionsText, prepareRows, rollupOf, STAGING_COLUMNS, stagingText, type PreparedRows } from "./copy-rows";
+import { POSITION_COLUMNS, positionsCopy, prepareRows, rollupOf, STAGING_COLUMNS, stagingText, type PreparedRows } from "./copy-rows";
 
 const STAGING = `
   CREATE TEMP TABLE IF NOT EXISTS history_staging (
@@ -189,7 +189,7 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
           // The usual path: COPY straight in. A row already there fails it whole (unique
           // violation); the savepoint takes us to the staging path.
           try {
-            await tx.savepoint((sp) => copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN`, positionsText(batch.rows)));
+            await tx.savepoint((sp) => copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN WITH (FORMAT binary)`, positionsCopy(batch.rows)));
           } catch (err) {
             if ((err as { code?: string }).code !== "23505") throw err;
             return stagingPath(tx, batch);

@@ -44,16 +44,16 @@ export function connectPostgres({ url, schema = "public", max = 4, applicationNa
 }
 
 /**
- * COPY … FROM STDIN of one text; resolves when the server took every row, rejects with the server's
+ * COPY … FROM STDIN of one text (or, for FORMAT binary, bytes); resolves when the server took every row, rejects with the server's
  * error (a unique violation, say) when it did not. Without the install's patch of postgres.js
  * (scripts/patch-postgres.mjs) a COPY that the server fails never settles: check
  * `copyFailuresReported` before COPYing into a table with constraints.
  */
-export async function copyFrom(sql: Sql | TransactionSql, statement: string, text: string): Promise<void> {
+export async function copyFrom(sql: Sql | TransactionSql, statement: string, data: string | Uint8Array): Promise<void> {
   const w = await sql.unsafe(statement).writable();
   await new Promise<void>((resolve, reject) => {
     w.once("error", reject);
-    w.end(text, (err?: Error | null) => (err ? reject(err) : resolve()));
+    w.end(data, (err?: Error | null) => (err ? reject(err) : resolve()));
   });
 }
 

@@ -50,6 +50,23 @@ test("writer - a COPY that PostgreSQL refuses is reported, and the transaction g
   expect(outcome).toEqual({ failed: "23505", n: 2 });
 });
 
+test("writer - every column as sent: µs times, full float8 coordinates, float4 values, non-ASCII text, no received_at", async () => {
+  const recordedAt = create(TimestampSchema, { seconds: BigInt(T0 / 1000) + 7n, nanos: 123_456_789 });
+  const receivedAt = create(TimestampSchema, { seconds: BigInt(T0 / 1000) + 7n, nanos: 200_000_000 });
+  const over = { lat: 52.123456789012, lon: -13.98765432101, speed: 8.5, heading: 359.75, accuracy: 3.25, fleetId: "flotte-ä", orderId: "Bestellung ✓", status: 3 as VehicleStatus };
+  await fx.publish([pointAt("w-cols", 0, 7, { ...over, recordedAt, receivedAt }), pointAt("w-cols", 0, 8, { ...over, recordedAt: create(TimestampSchema, { seconds: BigInt(T0 / 1000) + 8n }), receivedAt: undefined })]);
+  await eventually(async () => (await countRows(fx.sql, "w-cols")) === 2, "2 rows of w-cols");
+  const rows = await fx.sql`
+    SELECT seq::int, (extract(epoch FROM recorded_at) * 1000000)::int8::text AS us, fleet_id, lat, lon, speed, heading, accuracy, order_id, status,
+           (extract(epoch FROM received_at) * 1000000)::int8::text AS received_us
+    FROM positions WHERE vehicle_id = 'w-cols' ORDER BY seq`;
+  expect(rows[0]).toEqual({
+    seq: 7, us: String((T0 / 1000 + 7) * 1_000_000 + 123_456), fleet_id: "flotte-ä", lat: 52.123456789012, lon: -13.98765432101,
+    speed: 8.5, heading: 359.75, accuracy: 3.25, order_id: "Bestellung ✓", status: 3, received_us: String((T0 / 1000 + 7) * 1_000_000 + 200_000),
+  });
+  expect(rows[1]!.received_us).toBeNull();
+});
+
 test("writer - a NUL in a text that reached the stream is stored as U+FFFD, and the points after it are written", async () => {
   // The gateway refuses such ids; a fleet from a token or another publisher could still send one.
   await fx.publish([pointAt("w-nul", T0, 1, { orderId: "o-1\u0000x", fleetId: "f\u0000" }), pointAt("w-nul", T0 + 1000, 2)]);
