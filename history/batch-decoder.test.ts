@@ -37,3 +37,12 @@ test("batch decoder - unknown fields and repeated fields go through protobuf-es"
 test("batch decoder - bytes that are not a PositionBatch throw", () => {
   expect(() => decodeBatchRows(new Uint8Array([0x0a, 0x50, 0x01]))).toThrow();
 });
+
+test("batch decoder - ids are made once and reused, and two ids whose hashes collide stay apart", () => {
+  // "Aa" and "BB" have the same hash (h = 31·h + byte, from the length).
+  const b = batch(["Aa", "BB", "Aa", "BB", "Aa"].map((vehicleId, i) => ({ vehicleId, seq: i + 1, recordedAt: timestampFromMs(1000 + i), fleetId: "north" })));
+  const rows = decodeBatchRows(toBinary(PositionBatchSchema, b));
+  expect(rows.map((r) => r.vehicleId)).toEqual(["Aa", "BB", "Aa", "BB", "Aa"]);
+  expect(rows.every((r) => r.fleetId === "north")).toBe(true);
+  expect(decodeBatchRows(toBinary(PositionBatchSchema, b))).toEqual(rows);
+});

@@ -35,8 +35,14 @@ test("copy rows - a point twice in one batch is written once; rows come in key o
   const at = (vehicleId: string, s: number) => create(PositionSchema, { vehicleId, seq: 1, recordedAt: timestampFromMs(ms + s * 1000), lat: 1, lon: 2 });
   const p = at("v", 0);
   expect(prepareRows(rowsOf([p, p])).rows.length).toBe(1);
-  const { rows } = prepareRows(rowsOf([at("b", 2), at("a", 5), at("b", 1), at("a", 3)]));
+  const { rows, byVehicle } = prepareRows(rowsOf([at("b", 2), at("a", 5), at("b", 1), at("a", 3)]));
   expect(rows.map((r) => `${r.vehicleId}${(r.us / 1000 - ms) / 1000}`)).toEqual(["a3", "a5", "b1", "b2"]);
+  expect(byVehicle.map((g) => g.map((r) => r.vehicleId).join(""))).toEqual(["aa", "bb"]);
+  // Of two points of one vehicle and time, the first sent stays, wherever the second comes.
+  const first = { ...at("c", 4), seq: 7 };
+  const later = { ...at("c", 4), seq: 8 };
+  const kept = prepareRows(rowsOf([at("c", 9), first, at("c", 1), later])).rows;
+  expect(kept.map((r) => r.seq)).toEqual([1, 7, 1]);
 });
 
 test("copy rows - binary COPY of positions: every field in PostgreSQL's own bytes, read back by the archiver's reader", () => {
@@ -71,13 +77,15 @@ test("copy rows - binary COPY of positions: every field in PostgreSQL's own byte
 
 test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {
   const t = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000;
-  const pts = [
-    { vehicleId: "a", us: t + 2_000_000, lat: 0.0002, lon: 0, speed: 4 }, // next minute
-    { vehicleId: "a", us: t, lat: 0, lon: 0, speed: 2 },
-    { vehicleId: "a", us: t + 1_000_000, lat: 0.0001, lon: 0, speed: 6 },
-    { vehicleId: "b", us: t, lat: 5, lon: 5, speed: 1 },
+  const base = { seq: 1, fleetId: "", heading: 0, accuracy: 0, orderId: "", status: 0, receivedUs: NaN };
+  const pts: Row[] = [
+    { ...base, vehicleId: "a", us: t + 2_000_000, lat: 0.0002, lon: 0, speed: 4 }, // next minute
+    { ...base, vehicleId: "b", us: t, lat: 5, lon: 5, speed: 1 },
+    { ...base, vehicleId: "a", us: t, lat: 0, lon: 0, speed: 2 },
+    { ...base, vehicleId: "a", us: t + 1_000_000, lat: 0.0001, lon: 0, speed: 6 },
   ];
-  const { rows, firsts } = rollupOf(pts);
+  // Out of order, as a batch may hold them: prepareRows puts each vehicle's points in time order.
+  const { rows, firsts } = rollupOf(prepareRows(pts).byVehicle);
   expect(firsts.vehicle).toEqual(["a", "b"]);
   expect(firsts.us).toEqual([t, t]);
   expect(rows.vehicle).toEqual(["a", "a", "b"]);

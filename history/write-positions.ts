@@ -194,7 +194,7 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
             if ((err as { code?: string }).code !== "23505") throw err;
             return stagingPath(tx, batch);
           }
-          const { rows: r, firsts } = rollupOf(batch.rows);
+          const { rows: r, firsts } = rollupOf(batch.byVehicle);
           await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
           await tx.unsafe(ROLLUP_ARRAYS, [firsts.vehicle, firsts.us, firsts.lat, firsts.lon, r.vehicle, r.minuteUs, r.points, r.distance, r.maxSpeed, r.sumSpeed]);
           return rows;
