@@ -144,6 +144,38 @@ class CopyBuffer {
     this.pos = at;
   }
 
+  /** An int8 field of a non-negative value below 2^32. Room for each field must be there, as for text. */
+  int8(x: number): void {
+    this.view.setInt32(this.pos, 8);
+    this.view.setInt32(this.pos + 4, 0);
+    this.view.setUint32(this.pos + 8, x);
+    this.pos += 12;
+  }
+
+  float8(x: number): void {
+    this.view.setInt32(this.pos, 8);
+    this.view.setFloat64(this.pos + 4, x);
+    this.pos += 12;
+  }
+
+  float4(x: number): void {
+    this.view.setInt32(this.pos, 4);
+    this.view.setFloat32(this.pos + 4, x);
+    this.pos += 8;
+  }
+
+  int2(x: number): void {
+    this.view.setInt32(this.pos, 2);
+    this.view.setInt16(this.pos + 4, x);
+    this.pos += 6;
+  }
+
+  /** A NULL field. */
+  null(): void {
+    this.view.setInt32(this.pos, -1);
+    this.pos += 4;
+  }
+
   /** A timestamptz field of µs since 1970 (exact below 2^53). Room for 12 bytes must be there. */
   time(us: number): void {
     const v = us - PG_EPOCH_US;
@@ -181,36 +213,22 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
       throw new RangeError(`status ${p.status} of vehicle "${p.vehicleId}" seq ${p.seq} is out of range for type smallint`);
     }
     // The whole row's room at once (UTF-8 takes at most 3 bytes per UTF-16 unit): nothing below moves the buffer.
-    c.ensure(2 + 3 * 4 + 3 * (p.vehicleId.length + p.fleetId.length + p.orderId.length) + 12 + 12 + 48 + 6 + 12);
+    c.ensure(2 + 3 * 4 + 3 * (p.vehicleId.length + p.fleetId.length + p.orderId.length) + 12 + 12 + 2 * 12 + 3 * 8 + 6 + 12);
     c.view.setInt16(c.pos, FIELDS);
     c.pos += 2;
     c.text(p.vehicleId);
     c.time(p.us);
-    const v = c.view;
-    v.setInt32(c.pos, 8);
-    v.setInt32(c.pos + 4, 0);
-    v.setUint32(c.pos + 8, p.seq);
-    c.pos += 12;
+    c.int8(p.seq);
     c.text(p.fleetId);
-    v.setInt32(c.pos, 8);
-    v.setFloat64(c.pos + 4, p.lat);
-    v.setInt32(c.pos + 12, 8);
-    v.setFloat64(c.pos + 16, p.lon);
-    v.setInt32(c.pos + 24, 4);
-    v.setFloat32(c.pos + 28, p.speed);
-    v.setInt32(c.pos + 32, 4);
-    v.setFloat32(c.pos + 36, p.heading);
-    v.setInt32(c.pos + 40, 4);
-    v.setFloat32(c.pos + 44, p.accuracy);
-    c.pos += 48;
+    c.float8(p.lat);
+    c.float8(p.lon);
+    c.float4(p.speed);
+    c.float4(p.heading);
+    c.float4(p.accuracy);
     c.text(p.orderId);
-    v.setInt32(c.pos, 2);
-    v.setInt16(c.pos + 4, p.status);
-    c.pos += 6;
-    if (Number.isNaN(p.receivedUs)) {
-      v.setInt32(c.pos, -1);
-      c.pos += 4;
-    } else c.time(p.receivedUs);
+    c.int2(p.status);
+    if (Number.isNaN(p.receivedUs)) c.null();
+    else c.time(p.receivedUs);
   }
   c.ensure(2);
   c.view.setInt16(c.pos, -1);
