@@ -5,12 +5,10 @@
  * by plain-parquet.ts. No text is printed or parsed on either side: PostgreSQL sends its values'
  * own bytes, and DuckDB reads the file's without conversion before it sorts and compresses them.
  */
-import { binaryCopyHeaderEnd, type Sql } from "../lib/pg";
+import { binaryCopyHeaderEnd, PG_EPOCH_US, type Sql } from "../lib/pg";
 import { ProtoWriter } from "../lib/proto-writer";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 
-/** PostgreSQL's timestamps count µs from 2000-01-01; the files' from 1970-01-01. */
-const PG_EPOCH_US = 946_684_800_000_000;
 
 /** The columns read, in the order of FILE_COLUMNS (ExportColumns.row reads their fields in it). */
 const SELECT = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";

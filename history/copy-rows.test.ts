@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { binaryCopyRows } from "../lib/pg";
+import { binaryCopyRows, PG_EPOCH_US } from "../lib/pg";
 import { rowsOf, type Row } from "./batch-decoder";
 import { copyText, distanceM, positionsCopy, prepareRows, rollupOf, stagingText, timestampMicros } from "./copy-rows";
 
@@ -55,7 +55,7 @@ test("copy rows - binary COPY of positions: every field in PostgreSQL's own byte
   const rows = [...binaryCopyRows(Buffer.from(data))];
   expect(rows.length).toBe(2);
   const [a, b] = rows as Buffer[][];
-  const pgUs = (f: Buffer) => Number(f.readBigInt64BE(0)) + 946_684_800_000_000;
+  const pgUs = (f: Buffer) => Number(f.readBigInt64BE(0)) + PG_EPOCH_US;
   expect(a!.length).toBe(12);
   expect(a![0]!.toString("utf8")).toBe("v-1");
   expect(pgUs(a![1]!)).toBe(us);
@@ -73,6 +73,10 @@ test("copy rows - binary COPY of positions: every field in PostgreSQL's own byte
   expect(b![11]).toBeNull();
   expect(() => positionsCopy([row({ us: 2 ** 53 })])).toThrow(RangeError);
   expect(() => positionsCopy([row({ status: 70000 })])).toThrow("out of range for type smallint");
+  // Each result is its own bytes: two writers' batches are encoded while the first is still to be sent.
+  const before = Buffer.from(data);
+  positionsCopy([row({ vehicleId: "other", seq: 1 })]);
+  expect(Buffer.compare(Buffer.from(data), before)).toBe(0);
 });
 
 test("copy rows - rollup per vehicle and minute, legs inside the batch, first points for the rest", () => {

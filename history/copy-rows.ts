@@ -4,6 +4,8 @@
  * timestamptz by the insert); and the rollup's sums of new points.
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { BINARY_COPY_SIGNATURE, PG_EPOCH_US } from "../lib/pg";
+import { ProtoWriter } from "../lib/proto-writer";
 import type { Row } from "./batch-decoder";
 
 /** Columns of the staging table, in COPY order. */
@@ -105,28 +107,11 @@ export function stagingText(rows: readonly Row[]): string {
 /** Columns of `positions`, in the order of positionsCopy's fields. */
 export const POSITION_COLUMNS = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
 
-/** PostgreSQL's timestamps count µs from 2000-01-01; ours from 1970-01-01. */
-const PG_EPOCH_US = 946_684_800_000_000;
-const SIGNATURE = [0x50, 0x47, 0x43, 0x4f, 0x50, 0x59, 0x0a, 0xff, 0x0d, 0x0a, 0x00];
 const FIELDS = 12;
 const utf8 = new TextEncoder();
 
-/** A growing buffer of big-endian values, as binary COPY wants them; reused from batch to batch. */
-class CopyBuffer {
-  buf = new Uint8Array(1 << 16);
-  view = new DataView(this.buf.buffer);
-  pos = 0;
-
-  ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
-
+/** Values as binary COPY wants them (big-endian, each after its length), on the project's growable buffer. */
+class CopyWriter extends ProtoWriter {
   /** A text field: its UTF-8 length, then its bytes (U+0000, which text cannot hold, as U+FFFD). Room for 4 + 3 × length must be there. */
   text(value: string): void {
     const n = value.length;
@@ -140,39 +125,39 @@ class CopyBuffer {
       }
       this.buf[at++] = c;
     }
-    this.view.setInt32(this.pos, at - start);
+    this.buf.writeInt32BE(at - start, this.pos);
     this.pos = at;
   }
 
   /** An int8 field of a non-negative value below 2^32. Room for each field must be there, as for text. */
   int8(x: number): void {
-    this.view.setInt32(this.pos, 8);
-    this.view.setInt32(this.pos + 4, 0);
-    this.view.setUint32(this.pos + 8, x);
+    this.buf.writeInt32BE(8, this.pos);
+    this.buf.writeInt32BE(0, this.pos + 4);
+    this.buf.writeUInt32BE(x, this.pos + 8);
     this.pos += 12;
   }
 
   float8(x: number): void {
-    this.view.setInt32(this.pos, 8);
-    this.view.setFloat64(this.pos + 4, x);
+    this.buf.writeInt32BE(8, this.pos);
+    this.buf.writeDoubleBE(x, this.pos + 4);
     this.pos += 12;
   }
 
   float4(x: number): void {
-    this.view.setInt32(this.pos, 4);
-    this.view.setFloat32(this.pos + 4, x);
+    this.buf.writeInt32BE(4, this.pos);
+    this.buf.writeFloatBE(x, this.pos + 4);
     this.pos += 8;
   }
 
   int2(x: number): void {
-    this.view.setInt32(this.pos, 2);
-    this.view.setInt16(this.pos + 4, x);
+    this.buf.writeInt32BE(2, this.pos);
+    this.buf.writeInt16BE(x, this.pos + 4);
     this.pos += 6;
   }
 
   /** A NULL field. */
   null(): void {
-    this.view.setInt32(this.pos, -1);
+    this.buf.writeInt32BE(-1, this.pos);
     this.pos += 4;
   }
 
@@ -180,14 +165,14 @@ class CopyBuffer {
   time(us: number): void {
     const v = us - PG_EPOCH_US;
     const hi = Math.floor(v / 0x1_0000_0000);
-    this.view.setInt32(this.pos, 8);
-    this.view.setInt32(this.pos + 4, hi);
-    this.view.setUint32(this.pos + 8, v - hi * 0x1_0000_0000);
+    this.buf.writeInt32BE(8, this.pos);
+    this.buf.writeInt32BE(hi, this.pos + 4);
+    this.buf.writeUInt32BE(v - hi * 0x1_0000_0000, this.pos + 8);
     this.pos += 12;
   }
 }
 
-const copy = new CopyBuffer();
+const copy = new CopyWriter();
 
 /**
  * `positions` rows (POSITION_COLUMNS) as a binary COPY stream: PostgreSQL reads the values' own
@@ -200,9 +185,9 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
   const c = copy;
   c.pos = 0;
   c.ensure(19);
-  c.buf.set(SIGNATURE, 0);
-  c.view.setInt32(11, 0); // flags
-  c.view.setInt32(15, 0); // header extension
+  BINARY_COPY_SIGNATURE.copy(c.buf, 0);
+  c.buf.writeInt32BE(0, 11); // flags
+  c.buf.writeInt32BE(0, 15); // header extension
   c.pos = 19;
   for (const p of rows) {
     // What PostgreSQL would refuse in text, refused here: binary values would wrap instead.
@@ -214,7 +199,7 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
     }
     // The whole row's room at once (UTF-8 takes at most 3 bytes per UTF-16 unit): nothing below moves the buffer.
     c.ensure(2 + 3 * 4 + 3 * (p.vehicleId.length + p.fleetId.length + p.orderId.length) + 12 + 12 + 2 * 12 + 3 * 8 + 6 + 12);
-    c.view.setInt16(c.pos, FIELDS);
+    c.buf.writeInt16BE(FIELDS, c.pos);
     c.pos += 2;
     c.text(p.vehicleId);
     c.time(p.us);
@@ -231,10 +216,10 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
     else c.time(p.receivedUs);
   }
   c.ensure(2);
-  c.view.setInt16(c.pos, -1);
+  c.buf.writeInt16BE(-1, c.pos);
   c.pos += 2;
   // A copy: the COPY is sent after a round trip, and another writer's batch reuses the buffer meanwhile.
-  return c.buf.slice(0, c.pos);
+  return Buffer.from(c.buf.subarray(0, c.pos)); // a copy (Buffer.slice would be a view)
 }
 
 const R = 6371008.8;

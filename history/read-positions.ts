@@ -8,7 +8,7 @@ import { seesWholeVehicle, type Access } from "./access";
 import { parquetSource, sqlString } from "../lib/archive-duckdb";
 import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
 import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
-import { binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, type Sql } from "../lib/pg";
+import { binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, PG_EPOCH_US, type Sql } from "../lib/pg";
 import { lightPointSql } from "./track-hours";
 
 export interface StoredPoint {
@@ -156,8 +156,6 @@ const LIGHT_BYTES = 32;
 /** Time slices a long GetTrack range is read in, at once. */
 const TRACK_SLICES = 4;
 
-/** µs between the Unix epoch and PostgreSQL's (2000-01-01), for timestamptz_send. */
-const PG_EPOCH_US = 946_684_800_000_000;
 
 export interface PositionReader {
   /**

@@ -174,7 +174,11 @@ export async function copyOutToBuffer(sql: Sql, copy: string): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
-const BINARY_COPY_SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+/** The 11 bytes a binary COPY stream starts with. */
+export const BINARY_COPY_SIGNATURE = Buffer.from("PGCOPY\n\xff\r\n\0", "latin1");
+
+/** µs between the Unix epoch and PostgreSQL's (2000-01-01): its binary timestamps count from there. */
+export const PG_EPOCH_US = 946_684_800_000_000;
 
 /**
  * Where the rows of a `COPY … (FORMAT binary)` stream start (after the 11-byte signature, int32
