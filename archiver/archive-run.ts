@@ -12,6 +12,9 @@
  *   that arrived late) sends the day back to writing.
  * - archived: a partition of that day that appears again (late points) is archived as the next
  *   generation (part-<n+1>.parquet).
+ *
+ * Days overlap by one step: once a day is exported, the next day's export (read-only: it changes no
+ * state) starts beside its Parquet, upload and read-back, and is done before the day is dropped.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -78,13 +81,28 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
       const hot = all.filter((d) => dayStartMs(d) + DAY_MS <= cutoffMs);
       const pending = [...states.values()].filter((d) => d.state !== "archived").map((d) => d.day);
       const days = [...new Set([...pending, ...hot])].sort();
-      for (const day of days) {
-        const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }, day, all.includes(day));
-        if (r) {
-          result.days.push(day);
-          result.rows += r.rows;
-          result.bytes += r.bytes;
+      // The next day's export (PostgreSQL's work) runs while this day is sorted into Parquet,
+      // uploaded and read back (DuckDB's and the store's), once this day's own export is done.
+      let ahead: Export | undefined;
+      try {
+        for (let i = 0; i < days.length; i++) {
+          const day = days[i]!;
+          const next = days[i + 1];
+          const mine = ahead?.day === day ? ahead : undefined;
+          ahead = undefined;
+          const exportNext = () => {
+            if (next && all.includes(next) && states.get(next)?.state !== "written") ahead = startExport(sql, mode, next, exportParts);
+          };
+          const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }, day, all.includes(day), mine, exportNext, () => ahead?.done);
+          if (r) {
+            result.days.push(day);
+            result.rows += r.rows;
+            result.bytes += r.bytes;
+          }
         }
+      } finally {
+        // A day failed (or the next one was never reached): the export made ahead is not needed.
+        if (ahead) await ahead.discard();
       }
       return result;
     } finally {
@@ -97,13 +115,78 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
 
 type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void; exportParts: number };
 
-async function archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }: DayContext, day: string, isHot: boolean): Promise<{ rows: number; bytes: number } | undefined> {
+/** A day's rows exported to plain Parquet files in a folder of their own (exportDayParts), started ahead of its turn. */
+interface Export {
+  day: string;
+  work: string;
+  /** Settles when the export is done (it never rejects; `result` does). */
+  done: Promise<void>;
+  result: Promise<{ files: string[]; rows: number; ms: number }>;
+  discard(): Promise<void>;
+}
+
+/** Its progress is not reported: the day is reported when its turn comes. */
+function startExport(sql: Sql, mode: StorageMode, day: string, parts: number): Export {
+  const work = mkdtempSync(join(tmpdir(), "fleet-archive-"));
+  const t0 = performance.now();
+  const result = exportDayParts(sql, mode, day, work, parts).then((r) => ({ ...r, ms: performance.now() - t0 }));
+  const done = result.then(
+    () => {},
+    () => {},
+  );
+  return {
+    day,
+    work,
+    done,
+    result,
+    async discard() {
+      await done;
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Archives one day. `ahead`: its export, already started (used for the first write, if the day is
+ * to be written). `exported`: called once this day no longer needs PostgreSQL for its export (the
+ * next day's may start). `beforeDrop`: awaited before the partition is locked and dropped, so that
+ * no export runs beside the drop.
+ */
+async function archiveDay(
+  { sql, mode, store, connect, log, onProgress, exportParts }: DayContext,
+  day: string,
+  isHot: boolean,
+  ahead?: Export,
+  exported: () => void = () => {},
+  beforeDrop: () => Promise<void> | undefined = () => undefined,
+): Promise<{ rows: number; bytes: number } | undefined> {
+  try {
+    return await archiveDayOnce({ sql, mode, store, connect, log, onProgress, exportParts }, day, isHot, ahead, exported, beforeDrop);
+  } finally {
+    await ahead?.discard();
+  }
+}
+
+async function archiveDayOnce(
+  { sql, mode, store, connect, log, onProgress, exportParts }: DayContext,
+  day: string,
+  isHot: boolean,
+  ahead: Export | undefined,
+  exported: () => void,
+  beforeDrop: () => Promise<void> | undefined,
+): Promise<{ rows: number; bytes: number } | undefined> {
+  let exportedCalled = false;
+  const exportDone = () => {
+    if (exportedCalled) return;
+    exportedCalled = true;
+    exported();
+  };
   let [row] = await sql`SELECT state, generation, rows, bytes FROM archive_days WHERE day = ${day}::date`;
   if (!row) {
-    if (!isHot) return undefined;
+    if (!isHot) return exportDone(), undefined;
     [row] = await sql`INSERT INTO archive_days (day, state, generation) VALUES (${day}::date, 'writing', 0) RETURNING state, generation, rows, bytes`;
   } else if (row.state === "archived") {
-    if (!isHot) return undefined;
+    if (!isHot) return exportDone(), undefined;
     // Late points re-opened the day: archive them as the next generation.
     [row] = await sql`UPDATE archive_days SET state = 'writing', generation = generation + 1, rows = 0, bytes = 0, updated_at = now()
                       WHERE day = ${day}::date RETURNING state, generation, rows, bytes`;
@@ -127,7 +210,11 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         }
         const parquet = join(work, "day.parquet");
         const t0 = performance.now();
-        const exported = await exportDayParts(sql, mode, day, work, exportParts, (n) => report("write", n));
+        // The export started ahead, on the first round only: a rewrite needs the rows as they are now.
+        const early = round === 0 ? await ahead?.result.catch((err) => (log.warn("archive: the export made ahead failed: exporting again", { day, err }), undefined)) : undefined;
+        const exported = early ?? (await exportDayParts(sql, mode, day, work, exportParts, (n) => report("write", n)));
+        const exportMs = early ? early.ms : performance.now() - t0;
+        exportDone();
         rows = exported.rows;
         const t1 = performance.now();
         bytes = 0;
@@ -138,13 +225,14 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         }
         const t2 = performance.now();
         if (rows > 0) bytes = await store.put(key, parquet);
-        timings = { exportMs: Math.round(t1 - t0), parquetMs: Math.round(t2 - t1), uploadMs: Math.round(performance.now() - t2) };
+        timings = { exportMs: Math.round(exportMs), parquetMs: Math.round(t2 - t1), uploadMs: Math.round(performance.now() - t2) };
         for (const f of exported.files) rmSync(f, { force: true });
         await sql`UPDATE archive_days SET state = 'written', rows = ${rows}, bytes = ${bytes}, location = ${location}, updated_at = now() WHERE day = ${day}::date`;
         state = "written";
         report("write", rows);
         log.info("archive: day written", { day, generation, rows, bytes, location, ...timings });
       }
+      exportDone();
       // written: read the object back, then drop the partition if the counts match.
       let archived = 0;
       const tv = performance.now();
@@ -164,6 +252,7 @@ async function archiveDay({ sql, mode, store, connect, log, onProgress, exportPa
         state = "writing";
         continue;
       }
+      await beforeDrop();
       const td = performance.now();
       const dropped = await sql.begin(async (tx) => {
         let inPostgres = 0;

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ArchiveService, PartitionState } from "../../gen/fleet/v1/archive_pb";
@@ -182,6 +184,53 @@ test("archive - S3 down during a run: nothing dropped, the next run finishes", a
   expect(await rowsInArchive(fx.store, "2026-09-10")).toBe(4000);
   expect(await hotDays(fx.sql, "plain")).not.toContain("2026-09-10");
 }, SLOW * 2);
+
+/** The archiver's work folders in the system's temporary folder now. */
+const workFolders = () => readdirSync(tmpdir()).filter((f) => f.startsWith("fleet-archive-")).length;
+
+test("archive - S3 down while the next day's export was made ahead: nothing dropped, no work folder left, the next run finishes both", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-09-20", 2, 1500);
+  await fx.fill("2026-09-21", 2, 1500);
+  const folders = workFolders();
+  await stack.stopService("s3");
+  try {
+    await expect(fx.archiver.run()).rejects.toThrow();
+  } finally {
+    await stack.startService("s3");
+  }
+  expect(workFolders()).toBe(folders);
+  expect(await hotDays(fx.sql, "plain")).toEqual(expect.arrayContaining(["2026-09-20", "2026-09-21"]));
+  const r = await fx.archiver.run();
+  expect(r.days).toEqual(["2026-09-20", "2026-09-21"]);
+  expect(await rowsInArchive(fx.store, "2026-09-20")).toBe(3000);
+  expect(await rowsInArchive(fx.store, "2026-09-21")).toBe(3000);
+  expect(workFolders()).toBe(folders);
+}, SLOW * 2);
+
+test("archive - a point that reaches a day after its export was made ahead is archived too (the counts under lock differ: written again)", async () => {
+  const fx = await fixture();
+  await fx.fill("2026-09-25", 2, 300);
+  await fx.fill("2026-09-26", 2, 300);
+  // While the first day uploads, the second's export (started once the first's was done) has long
+  // finished; then a late point arrives for the second day.
+  const late = { ...fx.store } as ArchiveStore;
+  late.put = async (key, file) => {
+    if (key === objectKey("2026-09-25", 0)) {
+      await Bun.sleep(500);
+      await fx.sql`INSERT INTO positions (vehicle_id, recorded_at, seq, lat, lon, speed, heading, accuracy)
+                   VALUES ('late', '2026-09-26 12:00:00+00', 1, 52.5, 13.4, 0, 0, 5)`;
+    }
+    return fx.store.put(key, file);
+  };
+  const archiver = await createArchiver({ config: fx.config, store: late, log: createLogger({ level: "error" }) });
+  opened.push(archiver);
+  const r = await archiver.run();
+  expect(r.days).toEqual(["2026-09-25", "2026-09-26"]);
+  expect(r.rows).toBe(1201);
+  expect(await rowsInArchive(fx.store, "2026-09-26")).toBe(601);
+  expect(await hotDays(fx.sql, "plain")).toEqual(expect.not.arrayContaining(["2026-09-25", "2026-09-26"]));
+}, SLOW);
 
 test("archive - a day half-archived by a killed run is completed, not doubled", async () => {
   const fx = await fixture();
