@@ -14,7 +14,6 @@ import { mintVehicleToken, type TokenKeys } from "../lib/auth";
 import { maxSyncFrameSize, simPosition, syncAckDurableSeq, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
 import { createHistogram, type Histogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent, WorkerCounters } from "./ingest-protocol";
-import { bunFrameWriter, type NativeFrameWriter } from "../lib/grpc-stream";
 
 /** Points a stream may have sent and not yet seen acked; also the size of the send-time ring. */
 const RING = 256;
@@ -26,8 +25,6 @@ interface VehicleStream {
   readonly token: string;
   session: number;
   stream: http2.ClientHttp2Stream | null;
-  /** Bun's frame writer of the stream's session, once the stream is open (null: none, use stream.write). */
-  writer: NativeFrameWriter | null | undefined;
   /** Last seq sent. */
   seq: number;
   /** Highest durable seq acked. */
@@ -74,13 +71,7 @@ function writePoints(v: VehicleStream, n: number, tMs: number, at: number): void
     if (v.sent) v.sent[v.seq % RING] = at;
   }
   // Copy: the stream may keep the buffer until it is flushed.
-  const frame = Buffer.from(frameBuf.subarray(0, off));
-  // Once open (an ack came back, so whatever went through stream.write before is out), straight to
-  // Bun's frame writer as the servers' native path writes: Node's Writable in front of it cost ~1.7 µs
-  // a write, CPU this shared machine would otherwise take from the gateway.
-  if (v.open && v.writer === undefined) v.writer = bunFrameWriter(v.stream) ?? null;
-  if (v.writer) v.writer.writeStream(v.stream.id!, frame, undefined, false, undefined, true);
-  else v.stream.write(frame);
+  v.stream.write(Buffer.from(frameBuf.subarray(0, off)));
   counters.sent += n;
 }
 
@@ -147,7 +138,6 @@ function openStream(v: VehicleStream): void {
     authorization: `Bearer ${v.token}`,
   });
   v.stream = stream;
-  v.writer = undefined;
   stream.on("response", (headers) => {
     const status = headers["grpc-status"];
     if (status !== undefined && status !== "0") failStream(v, `grpc-status ${status} ${headers["grpc-message"] ?? ""}`);
@@ -203,7 +193,6 @@ async function init(cmd: Extract<WorkerCommand, { type: "init" }>): Promise<void
       token,
       session: i % cmd.connections,
       stream: null,
-      writer: undefined,
       seq: 0,
       durable: 0,
       open: false,

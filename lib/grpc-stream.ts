@@ -594,7 +594,7 @@ const WRITE_FLUSHED_WITHOUT_CALLBACK = 16;
 export interface NativeFrameWriter {
   writeStream(id: number, chunk: Uint8Array, encoding: undefined, endStream: boolean, callback: (() => void) | undefined, direct: boolean): number;
 }
-export const bunFrameWriter = (stream: http2.Http2Stream): NativeFrameWriter | undefined => {
+export const bunFrameWriter = (stream: http2.ServerHttp2Stream): NativeFrameWriter | undefined => {
   const w = (stream.session as unknown as Record<symbol, NativeFrameWriter | undefined> | undefined)?.[BUN_HTTP2_NATIVE];
   return typeof w?.writeStream === "function" && typeof stream.id === "number" ? w : undefined;
 };

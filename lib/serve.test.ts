@@ -69,7 +69,7 @@ test("serve - with contextValues, a native call still gets the values made from 
 
 test("serve - native writes take Bun's frame writer (a Bun without it falls back to stream.write: this says so)", async () => {
   const h2 = http2.createServer();
-  const found = new Promise<boolean>((resolve) => h2.on("stream", (stream) => (resolve(bunFrameWriter(stream) !== undefined), stream.close())));
+  const found = new Promise<boolean>((resolve) => h2.on("stream", (stream) => (resolve(bunFrameWriter(stream as http2.ServerHttp2Stream) !== undefined), stream.close())));
   await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
   const session = http2.connect(`http://127.0.0.1:${(h2.address() as { port: number }).port}`);
   session.on("error", () => {});
