@@ -580,25 +580,6 @@ function headersObject(into: http2.OutgoingHttpHeaders, headers: Headers): http2
 /** Bytes written and not yet flushed past which a native call's handler waits (see `writable`). */
 const WRITE_HIGH_WATER = 64 * 1024;
 
-/**
- * Bun's HTTP/2 session keeps its native frame writer under this global symbol; its own
- * `respondWithFile` writes DATA through it as below. `stream.write` takes Node's Writable path
- * first (state, a buffer of pending writes joined by `Buffer.concat` in `_writev` a tick later):
- * on a bare server ~2.5 µs of CPU per small write against ~0.7 µs for the native call alone, with
- * ten or more writes in a turn (a probe, see the README). Where it is missing (another runtime,
- * another Bun), writes go through `stream.write`.
- */
-const BUN_HTTP2_NATIVE = Symbol.for("::bunhttp2native::");
-/** `writeStream`'s result when the data went out at once and the callback will not be called. */
-const WRITE_FLUSHED_WITHOUT_CALLBACK = 16;
-export interface NativeFrameWriter {
-  writeStream(id: number, chunk: Uint8Array, encoding: undefined, endStream: boolean, callback: (() => void) | undefined, direct: boolean): number;
-}
-export const bunFrameWriter = (stream: http2.ServerHttp2Stream): NativeFrameWriter | undefined => {
-  const w = (stream.session as unknown as Record<symbol, NativeFrameWriter | undefined> | undefined)?.[BUN_HTTP2_NATIVE];
-  return typeof w?.writeStream === "function" && typeof stream.id === "number" ? w : undefined;
-};
-
 /** The response side of one native call: headers on the first message, then trailers (or trailers only). */
 class FramedOutput {
   private headersSent = false;
@@ -613,11 +594,6 @@ class FramedOutput {
   private flushed = 0;
   private trackedUpTo = 0;
   private waiter: (() => void) | undefined;
-  /** Bun's native frame writer of the stream's session (null: none, use stream.write). */
-  private native: NativeFrameWriter | null | undefined;
-  /** Frames held while Bun keeps a write callback of this stream waiting; the last callback asked for among them. */
-  private held: Buffer[] | undefined;
-  private heldCallback: (() => void) | undefined;
 
   constructor(
     private readonly stream: http2.ServerHttp2Stream,
@@ -650,54 +626,14 @@ class FramedOutput {
     frame.set(bytes, 5);
     const end = (this.written += frame.length);
     if (end - this.trackedUpTo < this.highWater / 4 && end - this.flushed < this.highWater) {
-      this.write(frame, undefined);
+      this.stream.write(frame);
       return;
     }
     this.trackedUpTo = end;
-    this.write(frame, () => {
+    this.stream.write(frame, () => {
       if (end > this.flushed) this.flushed = end;
       if (this.written - this.flushed < this.highWater) this.wake();
     });
-  }
-
-  /**
-   * One DATA write, straight to Bun's frame writer where there is one (after respond(): the headers
-   * are out). Bun keeps one write callback per stream and calls it at the stream's next write,
-   * flushed or not, so while one waits the frames are held here and go out together when it fires
-   * (what Node's Writable did for every write).
-   */
-  private write(frame: Buffer, callback: (() => void) | undefined): void {
-    const native = (this.native ??= bunFrameWriter(this.stream) ?? null);
-    if (!native) {
-      this.stream.write(frame, callback);
-      return;
-    }
-    if (this.held) {
-      this.held.push(frame);
-      if (callback) this.heldCallback = callback;
-      return;
-    }
-    this.send(native, frame, callback);
-  }
-
-  private send(native: NativeFrameWriter, chunk: Buffer, callback: (() => void) | undefined): void {
-    const id = this.stream.id!;
-    if (!callback) {
-      native.writeStream(id, chunk, undefined, false, undefined, true);
-      return;
-    }
-    const done = () => {
-      const held = this.held;
-      const next = this.heldCallback;
-      this.held = this.heldCallback = undefined;
-      callback();
-      if (held && held.length > 0 && !this.gone) this.send(native, held.length === 1 ? held[0]! : Buffer.concat(held), next);
-    };
-    this.held = [];
-    const status = native.writeStream(id, chunk, undefined, false, done, true);
-    // A session that is gone takes nothing (and calls nothing); writable() sees the stream gone.
-    if (typeof status !== "number") this.held = undefined;
-    else if (status & WRITE_FLUSHED_WITHOUT_CALLBACK) process.nextTick(done);
   }
 
   /** Resolves once the client took enough of what was written (or the stream is gone). */
@@ -727,10 +663,6 @@ class FramedOutput {
     this.stream.once("wantTrailers", () => {
       if (!this.gone) this.stream.sendTrailers(trailers);
     });
-    // Held frames go before the end (their waiting callback fires; nothing waits on it now).
-    const held = this.held;
-    this.held = this.heldCallback = undefined;
-    if (held && held.length > 0 && this.native) this.native.writeStream(this.stream.id!, Buffer.concat(held), undefined, false, undefined, true);
     this.stream.end();
   }
 }

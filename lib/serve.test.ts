@@ -3,8 +3,7 @@ import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
 import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../gen/fleet/v1/ingest_pb";
-import { TrackerService, WatchVehiclesRequestSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
-import { bunFrameWriter, nativeServerStream, nativeUnaryMethods } from "./grpc-stream";
+import { nativeUnaryMethods } from "./grpc-stream";
 import { createLogger } from "./log";
 import { createRegistry } from "./metrics";
 import { serve, type Server, type ServeOptions } from "./serve";
@@ -18,10 +17,10 @@ afterEach(async () => {
 });
 
 /** A server whose Resume answers through connect with vehicle "connect", natively with "native" plus the context value. */
-async function start(contextValues?: ServeOptions["contextValues"], nativeMethods?: ServeOptions["nativeMethods"]): Promise<Server> {
+async function start(contextValues?: ServeOptions["contextValues"]): Promise<Server> {
   server = await serve({
     routes: (router) => router.service(IngestService, { resume: () => ({ vehicleId: "connect" }) }),
-    nativeMethods: nativeMethods ?? nativeUnaryMethods(IngestService, { resume: (_req, ctx) => Promise.resolve({ vehicleId: `native ${ctx.values.get(origin)}` }) }),
+    nativeMethods: nativeUnaryMethods(IngestService, { resume: (_req, ctx) => Promise.resolve({ vehicleId: `native ${ctx.values.get(origin)}` }) }),
     host: "127.0.0.1",
     port: 0,
     registry: createRegistry("serve-test", { processMetrics: false }),
@@ -65,67 +64,4 @@ test("serve - a native method over gRPC is answered by the native path", async (
 test("serve - with contextValues, a native call still gets the values made from its request", async () => {
   const s = await start((req): ContextValues => createContextValues().set(origin, `from ${req.headers["content-type"]}`));
   expect(await resume(s.url)).toBe("native from application/grpc");
-});
-
-test("serve - native writes take Bun's frame writer (a Bun without it falls back to stream.write: this says so)", async () => {
-  const h2 = http2.createServer();
-  const found = new Promise<boolean>((resolve) => h2.on("stream", (stream) => (resolve(bunFrameWriter(stream as http2.ServerHttp2Stream) !== undefined), stream.close())));
-  await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));
-  const session = http2.connect(`http://127.0.0.1:${(h2.address() as { port: number }).port}`);
-  session.on("error", () => {});
-  session.request({ ":path": "/" }).on("error", () => {}).end();
-  try {
-    expect(await found).toBe(process.versions.bun !== undefined);
-  } finally {
-    session.destroy();
-    h2.close();
-  }
-});
-
-test("serve - a server stream's messages arrive whole and in order through a client that stalls (writes held while Bun waits to flush)", async () => {
-  const count = 5000;
-  const method = nativeServerStream(
-    TrackerService.method.watchVehicles,
-    async function* () {
-      for (let i = 0; i < count; i++) yield { events: [{ coalesced: i }] };
-    },
-    // A small high-water mark: a write callback every 256 bytes, so frames are held often.
-    { writeHighWaterBytes: 1024 },
-  );
-  const s = await start(undefined, [method]);
-  const session = http2.connect(s.url);
-  try {
-    const body = toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: ["v"] }));
-    const frame = Buffer.alloc(5 + body.length);
-    frame.writeUInt32BE(body.length, 1);
-    frame.set(body, 5);
-    const req = session.request({ ":method": "POST", ":path": "/fleet.v1.TrackerService/WatchVehicles", "content-type": "application/grpc", te: "trailers" });
-    req.end(frame);
-    const chunks: Buffer[] = [];
-    let stalled = false;
-    req.on("data", (c: Buffer) => {
-      chunks.push(c);
-      if (!stalled) {
-        stalled = true;
-        req.pause();
-        setTimeout(() => req.resume(), 300);
-      }
-    });
-    const trailers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.on("trailers", resolve));
-    await new Promise((resolve, reject) => {
-      req.on("end", resolve);
-      req.on("error", reject);
-    });
-    expect((await trailers)["grpc-status"]).toBe("0");
-    const data = Buffer.concat(chunks);
-    const seen: number[] = [];
-    for (let at = 0; at < data.length; ) {
-      const len = data.readUInt32BE(at + 1);
-      seen.push(fromBinary(WatchVehiclesResponseSchema, data.subarray(at + 5, at + 5 + len)).events[0]!.coalesced);
-      at += 5 + len;
-    }
-    expect(seen).toEqual(Array.from({ length: count }, (_, i) => i));
-  } finally {
-    session.close();
-  }
 });
