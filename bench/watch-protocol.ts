@@ -23,6 +23,7 @@ export type WatchCommand =
 export type WatchEvent =
   | { type: "hello" }
   | { type: "ready"; open: number; failed: number; lastError: string }
-  | { type: "report"; histogram: HistogramJSON; events: number; errors: number; lastError: string }
+  /** messages: gRPC messages received while recording (0 for Redis, one update each). */
+  | { type: "report"; histogram: HistogramJSON; events: number; messages: number; errors: number; lastError: string }
   | { type: "closed" }
   | { type: "failed"; message: string };

@@ -27,6 +27,8 @@ const nowMs = () => performance.timeOrigin + performance.now();
 let histogram: Histogram = createHistogram();
 let recording = false;
 let events = 0;
+/** gRPC messages received while recording (each carries one or more events). */
+let messages = 0;
 let errors = 0;
 let lastError = "";
 const sessions: http2.ClientHttp2Session[] = [];
@@ -94,6 +96,7 @@ async function initGrpc(cmd: Extract<WatchCommand, { type: "init" }>): Promise<{
               if (buf.length - at - 5 < len) break;
               const list = readWatchResponse(buf, at + 5, at + 5 + len);
               at += 5 + len;
+              if (recording) messages++;
               if (!started && list.some((e) => e.kind === EventKind.SNAPSHOT_END)) {
                 started = true;
                 open++;
@@ -160,11 +163,12 @@ process.on("message", async (message) => {
       }
       case "record":
         histogram = createHistogram();
+        messages = 0;
         recording = true;
         break;
       case "report":
         recording = false;
-        send({ type: "report", histogram: histogram.toJSON(), events, errors, lastError });
+        send({ type: "report", histogram: histogram.toJSON(), events, messages, errors, lastError });
         break;
       case "close":
         closing = true;

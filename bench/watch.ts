@@ -531,6 +531,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       const ack = createHistogram();
       ack.merge(steadied.histogram);
       if (report.errors > 0) notes.push(`${report.errors} ${mode} watchers ended with an error (last: ${report.lastError})`);
+      if (mode === "grpc" && report.messages > 0) say(`  the watchers read ${fmt(report.messages / o.seconds)} gRPC messages/s, ${fmt(h.count / report.messages, 2)} updates in each`);
       return { h, eventsPerS: h.count / o.seconds, offered: steadied.sent / steadied.seconds, ackP99: ack.quantile(0.99), serverText };
     };
 
