@@ -34,16 +34,21 @@ async function start(contextValues?: ServeOptions["contextValues"], nativeMethod
   return server;
 }
 
+/** A gRPC request of one message on a new stream of `session`. */
+function grpcRequest(session: http2.ClientHttp2Session, path: string, body: Uint8Array): http2.ClientHttp2Stream {
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  frame.set(body, 5);
+  const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+  req.end(frame);
+  return req;
+}
+
 /** One gRPC Resume over node:http2; the answer's vehicle id. */
 async function resume(url: string): Promise<string> {
   const session = http2.connect(url);
   try {
-    const body = toBinary(ResumeRequestSchema, create(ResumeRequestSchema, { vehicleId: "v" }));
-    const frame = Buffer.alloc(5 + body.length);
-    frame.writeUInt32BE(body.length, 1);
-    frame.set(body, 5);
-    const req = session.request({ ":method": "POST", ":path": "/fleet.v1.IngestService/Resume", "content-type": "application/grpc", te: "trailers" });
-    req.end(frame);
+    const req = grpcRequest(session, "/fleet.v1.IngestService/Resume", toBinary(ResumeRequestSchema, create(ResumeRequestSchema, { vehicleId: "v" })));
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     await new Promise((resolve, reject) => {
@@ -72,12 +77,7 @@ async function readStalled(method: ReturnType<typeof nativeServerStream>): Promi
   const s = await start(undefined, [method]);
   const session = http2.connect(s.url);
   try {
-    const body = toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: ["v"] }));
-    const frame = Buffer.alloc(5 + body.length);
-    frame.writeUInt32BE(body.length, 1);
-    frame.set(body, 5);
-    const req = session.request({ ":method": "POST", ":path": "/fleet.v1.TrackerService/WatchVehicles", "content-type": "application/grpc", te: "trailers" });
-    req.end(frame);
+    const req = grpcRequest(session, "/fleet.v1.TrackerService/WatchVehicles", toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: ["v"] })));
     const chunks: Buffer[] = [];
     let stalled = false;
     req.on("data", (c: Buffer) => {
