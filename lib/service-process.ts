@@ -64,7 +64,10 @@ export async function startServiceProcess({
       clearTimeout(timer);
       if (err) {
         child.kill("SIGKILL");
-        reject(new Error(`${err.message}; last log lines:\n${tail.join("\n")}`));
+        const portTaken = tail.some((line) => line.includes("EADDRINUSE"))
+          ? ` (its port is taken by another process: stop that one, or set ${service.toUpperCase()}_PORT to a free port, 0 for any)`
+          : "";
+        reject(new Error(`${err.message}${portTaken}; last log lines:\n${tail.join("\n")}`));
       } else resolve(value!);
     };
     const onData = (chunk: Buffer) => {

@@ -1,7 +1,7 @@
 /**
  * The `fleet` command as a user runs it: a separate process, its stdout and exit code.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { freePort } from "../lib/free-port";
 
@@ -45,30 +45,51 @@ describe("fleet cli", () => {
   });
 });
 
-describe("fleet up", () => {
-  let child: ReturnType<typeof spawn> | undefined;
-  afterAll(() => child?.kill("SIGKILL"));
-
-  test("up - --json names every endpoint, the gateway takes a point, Ctrl-C stops it all", async () => {
-    const port = await freePort();
-    child = spawn(bun, ["cli/fleet.ts", "up", "--json"], {
-      cwd: root,
-      env: { ...process.env, GATEWAY_PORT: String(port), WEB_PORT: "0", NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
-    const line = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      const timer = setTimeout(() => reject(new Error("fleet up printed no JSON line in 30 s")), 30_000);
-      child!.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString();
-        const nl = out.indexOf("\n");
-        if (nl >= 0) {
+/**
+ * Starts `fleet up` on free ports for every service and waits until its stdout shows `ready`.
+ * Rejects at once, with what it printed, when it exits first, and after 45 s otherwise.
+ */
+async function fleetUp(args: string[], ready: (stdout: string) => boolean, env: Record<string, string> = {}) {
+  const ports = { GATEWAY_PORT: await freePort(), TRACKER_PORT: await freePort(), HISTORY_PORT: await freePort(), ARCHIVER_PORT: await freePort() };
+  const child = spawn(bun, ["cli/fleet.ts", "up", ...args], {
+    cwd: root,
+    env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), WEB_PORT: "0", NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  let stdout = "";
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const printed = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`fleet up was not ready in 45 s; ${printed()}`)), 45_000);
+      exited.then((code) => (clearTimeout(timer), reject(new Error(`fleet up exited (${code}) before it was ready; ${printed()}`))));
+      child.stdout!.on("data", (chunk: Buffer) => {
+        stdout += chunk.toString();
+        if (ready(stdout)) {
           clearTimeout(timer);
-          resolve(out.slice(0, nl));
+          resolve();
         }
       });
     });
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+  return { child, exited, stdout, gatewayPort: ports.GATEWAY_PORT };
+}
+
+describe("fleet up", () => {
+  let child: ReturnType<typeof spawn> | undefined;
+  afterEach(() => child?.kill("SIGKILL"));
+
+  test("up - --json names every endpoint, the gateway takes a point, Ctrl-C stops it all", async () => {
+    const up = await fleetUp(["--json"], (out) => out.includes("\n"));
+    child = up.child;
+    const { exited } = up;
+    const port = up.gatewayPort;
+    const line = up.stdout.slice(0, up.stdout.indexOf("\n"));
     const endpoints = JSON.parse(line) as Record<string, string | null>;
     expect(Object.keys(endpoints).sort()).toEqual(["archiver", "database", "gateway", "history", "nats", "redis", "s3", "tracker", "web"]);
     expect(endpoints.gateway).toBe(`http://127.0.0.1:${port}`);
@@ -103,24 +124,11 @@ describe("fleet up", () => {
   }, 60_000);
 
   test("up - serves the live map page and the bundle Bun.build made, and prints the page URL with a watch token", async () => {
-    const [gatewayPort, webPort] = [await freePort(), await freePort()];
-    child = spawn(bun, ["cli/fleet.ts", "up"], {
-      cwd: root,
-      env: { ...process.env, GATEWAY_PORT: String(gatewayPort), WEB_PORT: String(webPort), NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const exited = new Promise<number | null>((resolve) => child!.once("exit", (code) => resolve(code)));
-    const out = await new Promise<string>((resolve, reject) => {
-      let text = "";
-      const timer = setTimeout(() => reject(new Error(`fleet up was not up in 30 s; printed:\n${text}`)), 30_000);
-      child!.stdout!.on("data", (chunk: Buffer) => {
-        text += chunk.toString();
-        if (text.includes("Ctrl-C to stop.")) {
-          clearTimeout(timer);
-          resolve(text);
-        }
-      });
-    });
+    const webPort = await freePort();
+    const up = await fleetUp([], (text) => text.includes("Ctrl-C to stop."), { WEB_PORT: String(webPort) });
+    child = up.child;
+    const { exited } = up;
+    const out = up.stdout;
     // The existing lines stay, the map's join them.
     expect(out).toContain("fleet is up:");
     expect(out).toMatch(/^ {2}gateway {3}http:\/\/127\.0\.0\.1:\d+/m);
