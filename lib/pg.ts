@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import postgres from "postgres";
+import { COPY_FAILURE_EDIT } from "../scripts/patch-postgres.mjs";
 
 export type Sql = postgres.Sql;
 export type TransactionSql = postgres.TransactionSql;
@@ -62,7 +63,7 @@ export const copyFailuresReported: boolean = (() => {
   try {
     // src/index.js or cjs/src/index.js, beside the connection.js it loads
     const entry = createRequire(import.meta.url).resolve("postgres");
-    return readFileSync(join(dirname(entry), "connection.js"), "utf8").includes("final && (final(err), final = null) // fleet patch");
+    return readFileSync(join(dirname(entry), "connection.js"), "utf8").includes(COPY_FAILURE_EDIT[1]);
   } catch {
     return false;
   }

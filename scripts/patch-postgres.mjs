@@ -27,6 +27,11 @@ import { fileURLToPath } from "node:url";
 // The installed package; a test passes another folder.
 const root = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), "..", "node_modules", "postgres");
 const MARK = "fleet patch";
+/** The edit that makes a COPY FROM the server failed reject (lib/pg.ts's copyFailuresReported looks for it). */
+export const COPY_FAILURE_EDIT = [
+  "  function errored(err) {\n    stream && (stream.destroy(err), stream = null)\n",
+  `  function errored(err) {\n    final && (final(err), final = null) // ${MARK}: a COPY FROM the server failed after its stream ended\n    stream && (stream.destroy(err), stream = null)\n`,
+];
 /** [what the release has, what the patch makes of it]; exported for test/patch-postgres.test.ts. */
 export const EDITS = [
   [
@@ -77,10 +82,7 @@ export const EDITS = [
   ],
   ["  function CopyBothResponse() {\n", `  function CopyBothResponse() {\n    copyOut = false // ${MARK}\n`],
   ["  function CopyDone() {\n", `  function CopyDone() {\n    copyOut = false // ${MARK}\n`],
-  [
-    "  function errored(err) {\n    stream && (stream.destroy(err), stream = null)\n",
-    `  function errored(err) {\n    final && (final(err), final = null) // ${MARK}: a COPY FROM the server failed after its stream ended\n    stream && (stream.destroy(err), stream = null)\n`,
-  ],
+  COPY_FAILURE_EDIT,
 ];
 
 /** Applies EDITS to the package at `root`; returns what to print, or throws when the code differs. */
