@@ -399,7 +399,8 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     waited.steady = meter.waited;
     const metricsAfter = await fetchMetrics(gateway.url);
     const publish = histogramBetween(metricsBefore, metricsAfter, "gateway_publish_seconds");
-    say(`  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); ${loopDelayLine(metricsBefore, metricsAfter)}`);
+    const ackWait = histogramBetween(metricsBefore, metricsAfter, "gateway_ack_wait_seconds");
+    say(`  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); a batch's first point taken → its acks written p50 ≤ ${fmt(bucketBound(ackWait, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(ackWait, 0.99) * 1000, 1)} ms; ${loopDelayLine(metricsBefore, metricsAfter)}`);
     const h = createHistogram();
     for (const e of steadied) h.merge(e.histogram);
     figures.ack_p50_ms = h.quantile(0.5);

@@ -87,6 +87,8 @@ class Batch {
   sinks: AckSink[] = [];
   done = false;
   error: Error | undefined;
+  /** performance.now() when its first point was added. */
+  readonly opened = performance.now();
   constructor(readonly no: number) {}
 }
 
@@ -155,6 +157,12 @@ export function createBatcher({
   const publishLatency = new Histogram({
     name: "gateway_publish_seconds",
     help: "time from publish to PubAck of one batch",
+    buckets: delayBuckets,
+    registers: [registry],
+  });
+  const ackWait = new Histogram({
+    name: "gateway_ack_wait_seconds",
+    help: "per batch, from its first point being taken to the acks of its points being written: the longest any point waited in the gateway (linger, publish, PubAck)",
     buckets: delayBuckets,
     registers: [registry],
   });
@@ -259,6 +267,7 @@ export function createBatcher({
     }
     inFlight -= positions.length;
     for (const sink of touched) sink.settled();
+    ackWait.observe((performance.now() - batch.opened) / 1000);
     while (waitHead < waiters.length && inFlight < maxInFlight) {
       const wake = waiters[waitHead]!;
       waiters[waitHead++] = undefined;

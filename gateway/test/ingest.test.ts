@@ -297,6 +297,7 @@ describe("http", () => {
     expect(m).toContain('gateway_points_refused_total{reason="INVALID_COORDINATES",service="gateway"}');
     expect(m).toContain("gateway_batch_points_bucket");
     expect(m).toContain("gateway_publish_seconds_bucket");
+    expect(m).toMatch(/gateway_ack_wait_seconds_count\{service="gateway"\} [1-9]/);
     expect(m).toContain("gateway_in_flight_points");
     expect(m).toContain('rpc_open_streams{procedure="Sync",service="gateway"} 1');
   });
