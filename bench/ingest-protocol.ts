@@ -36,6 +36,12 @@ export type WorkerEvent =
       seconds: number;
       /** Points sent in the measured window and not acked 200 ms after it (counted in the histogram with their age). */
       unacked: number;
+      /**
+       * The worker's own event loop in the measured window: turns of its 1 ms send timer that came
+       * more than 5, 10, 20 ms after the one before, and the longest gap (ms). Acks it read late
+       * count in its latency too.
+       */
+      gaps: { over5: number; over10: number; over20: number; maxMs: number };
       histogram: HistogramJSON;
       counters: WorkerCounters;
       rejectReasons: [number, number][];

@@ -234,7 +234,11 @@ async function blast(windowSize: number, warmupMs: number, durationMs: number): 
 }
 
 /** Offers `rate` points/s spread over the streams round-robin; records ack latency after the warm-up. */
-async function steady(rate: number, warmupMs: number, durationMs: number): Promise<{ acked: number; sent: number; seconds: number; unacked: number }> {
+async function steady(
+  rate: number,
+  warmupMs: number,
+  durationMs: number,
+): Promise<{ acked: number; sent: number; seconds: number; unacked: number; gaps: { over5: number; over10: number; over20: number; maxMs: number } }> {
   mode = "steady";
   for (const v of streams) v.sent = new Float64Array(RING);
   const live = streams.filter((v) => v.open && !v.closed);
@@ -245,9 +249,19 @@ async function steady(rate: number, warmupMs: number, durationMs: number): Promi
   let sent0 = 0;
   let s0 = 0;
   const end = start + warmupMs + durationMs;
+  const gaps = { over5: 0, over10: 0, over20: 0, maxMs: 0 };
+  let lastTick = start;
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {
       const t = now();
+      if (histogram) {
+        const gap = t - lastTick;
+        if (gap > 5) gaps.over5++;
+        if (gap > 10) gaps.over10++;
+        if (gap > 20) gaps.over20++;
+        if (gap > gaps.maxMs) gaps.maxMs = gap;
+      }
+      lastTick = t;
       if (!histogram && t - start >= warmupMs) {
         histogram = createHistogram();
         a0 = counters.acked;
@@ -290,7 +304,7 @@ async function steady(rate: number, warmupMs: number, durationMs: number): Promi
       }
     }
   }
-  const result = { acked, sent, seconds, unacked };
+  const result = { acked, sent, seconds, unacked, gaps };
   mode = "idle";
   return result;
 }

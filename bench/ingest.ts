@@ -161,6 +161,10 @@ interface Worker {
   latest: WorkerCounters;
 }
 
+/** One load generator's late turns of its send timer (a stalled generator reads its acks late too). */
+const loadGapLine = (g: { over5: number; over10: number; over20: number; maxMs: number }) =>
+  `send timer late > 5 ms ${g.over5} times, > 10 ms ${g.over10}, > 20 ms ${g.over20}, longest gap ${fmt(g.maxMs, 1)} ms`;
+
 function spawnWorker(): Worker {
   const waiting = new Map<string, { resolve: (e: WorkerEvent) => void; reject: (e: Error) => void }>();
   const queued: WorkerEvent[] = [];
@@ -417,6 +421,7 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
       `  => offered ${fmt(extra.steadySent / extra.steadySeconds)} /s, acked ${fmt(extra.steadyAcked / extra.steadySeconds)} /s; ` +
         `ack latency p50 ${fmt(figures.ack_p50_ms, 2)} ms, p99 ${fmt(figures.ack_p99_ms, 2)} ms, p99.9 ${fmt(extra.p999, 2)} ms, max ${fmt(extra.max, 1)} ms (${fmt(h.count)} samples)`,
     );
+    say(`  load generators' event loops in the phase: ${steadied.map((e) => loadGapLine(e.gaps)).join("; ")}`);
     for (const w of workers) w.send({ type: "settle", timeoutMs: 10_000 });
     await Promise.all(workers.map((w) => w.next("settled", 15_000)));
 
