@@ -389,7 +389,7 @@ class FramedInput implements AnyInput {
           return this.fail(new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal));
         }
         if (len > this.maxBytes) {
-          return this.fail(new ConnectError(`message of ${len} bytes is over this server's limit of ${this.maxBytes} bytes: send smaller messages (fewer points in each)`, Code.ResourceExhausted));
+          return this.fail(new ConnectError(tooLargeMessage(len, this.maxBytes), Code.ResourceExhausted));
         }
         if (buf.length - off - 5 < len) break;
         let message: Message;
@@ -575,6 +575,11 @@ function headersObject(into: http2.OutgoingHttpHeaders, headers: Headers): http2
     into[key] = value;
   });
   return into;
+}
+
+/** What a client hears when its request message is over the limit, on every protocol the port speaks. */
+export function tooLargeMessage(bytes: number, limit: number): string {
+  return `message of ${bytes} bytes is over this server's limit of ${limit} bytes: send smaller messages (fewer points in each)`;
 }
 
 /** Bytes written and not yet flushed past which a native call's handler waits (see `writable`). */

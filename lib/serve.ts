@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { createNativeGrpc, grpcMessageEncode, type NativeGrpc, type NativeMethod } from "./grpc-stream";
+import { createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -158,6 +158,34 @@ function nativeStreamsFirst(server: http2.Http2Server | http2.Http2SecureServer,
   });
 }
 
+/** Content types of Connect's unary calls: the body is the one request message. */
+const CONNECT_UNARY_TYPES = new Set(["application/json", "application/proto", "application/json; charset=utf-8"]);
+
+/**
+ * Answers a Connect unary call whose Content-Length is over the limit before connect-node reads it,
+ * with the words the native gRPC path uses: connect-node's own error names its option
+ * (`readMaxBytes`), which means nothing to a caller. A compressed body is left to connect-node
+ * (its size says nothing of the message's); so is a body without a length (connect-node still
+ * refuses it past the limit).
+ */
+function refuseOversizedUnary(req: NodeRequest, anyRes: NodeResponse, maxMessageBytes: number): boolean {
+  if (req.method !== "POST") return false;
+  const length = Number(req.headers["content-length"]);
+  if (!(length > maxMessageBytes)) return false;
+  const type = req.headers["content-type"]?.toLowerCase();
+  if (type === undefined || !CONNECT_UNARY_TYPES.has(type)) return false;
+  const encoding = req.headers["content-encoding"];
+  if (encoding !== undefined && encoding !== "identity") return false;
+  const res = anyRes as http.ServerResponse;
+  const body = JSON.stringify({ code: "resource_exhausted", message: tooLargeMessage(length, maxMessageBytes) });
+  // Connect's HTTP status for resource_exhausted.
+  res.writeHead(429, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+  // The body is read and dropped, so that the connection (HTTP/1.1 keep-alive) stays usable.
+  req.resume();
+  return true;
+}
+
 /** Starts the one-port server and resolves once it listens. */
 export async function serve({
   routes,
@@ -227,6 +255,7 @@ export async function serve({
       return;
     }
     if (native?.handle(req)) return;
+    if (refuseOversizedUnary(req, res, maxMessageBytes)) return;
     fixGrpcTrailers(res);
     if (req.httpVersionMajor === 2) boundH2Writes(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA

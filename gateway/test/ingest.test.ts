@@ -3,11 +3,11 @@
  * implementation), connect-node transports, and plain fetch for Connect JSON over HTTP/1.1.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
-import { IngestService, RejectReason, SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
+import { IngestService, PublishRequestSchema, RejectReason, SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken, mintWatchToken, tokenKeys } from "../../lib/auth";
 import {
   bearer,
@@ -284,6 +284,24 @@ describe("publish", () => {
     const err = await ingest.publish({ positions: [point(v, 3)] }, { headers: { authorization: "Bearer nope" } }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConnectError);
     expect((err as ConnectError).code).toBe(Code.Unauthenticated);
+  });
+
+  test("publish - a Connect message over the size limit is RESOURCE_EXHAUSTED naming the limit, JSON or binary, and the next call works", async () => {
+    const v = "browser-3";
+    const headers = { authorization: `Bearer ${await t.token(v)}` };
+    const url = `${t.gateway.url}/fleet.v1.IngestService/Publish`;
+    const limit = t.config.maxMessageBytes;
+    // As a browser sends them (fetch gives the body's length): JSON, then binary protobuf.
+    const json = JSON.stringify({ positions: [{ vehicleId: v, seq: 1, recordedAt: new Date().toISOString(), lat: 1, lon: 1, orderId: "y".repeat(limit) }] });
+    const binary = toBinary(PublishRequestSchema, create(PublishRequestSchema, { positions: [point(v, 1, { orderId: "x".repeat(limit) })] }));
+    for (const [type, body] of [["application/json", json], ["application/proto", binary]] as const) {
+      const res = await fetch(url, { method: "POST", headers: { "content-type": type, ...headers }, body });
+      expect(res.status).toBe(429);
+      expect(await res.json()).toEqual({ code: "resource_exhausted", message: `message of ${body.length} bytes is over this server's limit of ${limit} bytes: send smaller messages (fewer points in each)` });
+    }
+    const ingest = createClient(IngestService, createConnectTransport({ baseUrl: t.gateway.url, httpVersion: "1.1" }));
+    const r = await ingest.publish({ positions: [point(v, 1)] }, { headers });
+    expect(r.ack!.durableSeq).toBe(1);
   });
 });
 
