@@ -23,6 +23,14 @@ export type WorkerCommand =
   | { type: "settle"; timeoutMs: number }
   | { type: "close"; timeoutMs: number };
 
+/** Turns of a 1 ms timer that came more than 5, 10, 20 ms after the one before, and the longest gap (ms). */
+export interface TimerGaps {
+  over5: number;
+  over10: number;
+  over20: number;
+  maxMs: number;
+}
+
 export type WorkerEvent =
   | { type: "hello" }
   | { type: "ready" }
@@ -41,7 +49,7 @@ export type WorkerEvent =
        * more than 5, 10, 20 ms after the one before, and the longest gap (ms). Acks it read late
        * count in its latency too.
        */
-      gaps: { over5: number; over10: number; over20: number; maxMs: number };
+      gaps: TimerGaps;
       histogram: HistogramJSON;
       counters: WorkerCounters;
       rejectReasons: [number, number][];

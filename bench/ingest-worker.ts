@@ -13,7 +13,7 @@ import { SyncResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken, type TokenKeys } from "../lib/auth";
 import { maxSyncFrameSize, simPosition, syncAckDurableSeq, vehicleTemplate, writeSyncFrame, type VehicleTemplate } from "./point-codec";
 import { createHistogram, type Histogram } from "./histogram";
-import type { WorkerCommand, WorkerEvent, WorkerCounters } from "./ingest-protocol";
+import type { TimerGaps, WorkerCommand, WorkerEvent, WorkerCounters } from "./ingest-protocol";
 
 /** Points a stream may have sent and not yet seen acked; also the size of the send-time ring. */
 const RING = 256;
@@ -234,11 +234,7 @@ async function blast(windowSize: number, warmupMs: number, durationMs: number): 
 }
 
 /** Offers `rate` points/s spread over the streams round-robin; records ack latency after the warm-up. */
-async function steady(
-  rate: number,
-  warmupMs: number,
-  durationMs: number,
-): Promise<{ acked: number; sent: number; seconds: number; unacked: number; gaps: { over5: number; over10: number; over20: number; maxMs: number } }> {
+async function steady(rate: number, warmupMs: number, durationMs: number): Promise<{ acked: number; sent: number; seconds: number; unacked: number; gaps: TimerGaps }> {
   mode = "steady";
   for (const v of streams) v.sent = new Float64Array(RING);
   const live = streams.filter((v) => v.open && !v.closed);
@@ -249,7 +245,7 @@ async function steady(
   let sent0 = 0;
   let s0 = 0;
   const end = start + warmupMs + durationMs;
-  const gaps = { over5: 0, over10: 0, over20: 0, maxMs: 0 };
+  const gaps: TimerGaps = { over5: 0, over10: 0, over20: 0, maxMs: 0 };
   let lastTick = start;
   await new Promise<void>((resolve) => {
     const timer = setInterval(() => {

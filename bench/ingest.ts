@@ -24,7 +24,7 @@ import { createHistogram } from "./histogram";
 import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine } from "./prom-histogram";
 import { cpuMeter, rssBytes } from "./proc";
 import { summarizeProfile } from "./profile-summary";
-import type { WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
+import type { TimerGaps, WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
 
 /** The JSON line printed last. */
 export interface IngestFigures {
@@ -162,7 +162,7 @@ interface Worker {
 }
 
 /** One load generator's late turns of its send timer (a stalled generator reads its acks late too). */
-const loadGapLine = (g: { over5: number; over10: number; over20: number; maxMs: number }) =>
+const loadGapLine = (g: TimerGaps) =>
   `send timer late > 5 ms ${g.over5} times, > 10 ms ${g.over10}, > 20 ms ${g.over20}, longest gap ${fmt(g.maxMs, 1)} ms`;
 
 function spawnWorker(): Worker {
