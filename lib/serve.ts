@@ -58,8 +58,14 @@ export interface Server {
   close(): Promise<void>;
 }
 
-/** Connection-level receive window: large, so many streams can each have a message on the way. */
-const CONNECTION_WINDOW = 8 * 1024 * 1024;
+/*
+ * No session.setLocalWindowSize(): on Bun 1.4.5 it stops every WINDOW_UPDATE the server would send
+ * (connection and stream), so any request body past 65,535 bytes stalls for good (a five-line
+ * node:http2 server and `curl --http2-prior-knowledge --data-binary @300k` reproduce it). Bun's
+ * defaults need no help: it returns connection-level credit as DATA arrives and stream-level
+ * credit as the stream is read, so a paused stream (the native path stops reading while its
+ * points are not yet durable) pushes back on its client alone, not on its neighbours.
+ */
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
 
@@ -271,11 +277,6 @@ export async function serve({
   const sockets = new Set<net.Socket>();
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
-    try {
-      session.setLocalWindowSize(CONNECTION_WINDOW);
-    } catch (err) {
-      log.debug("setLocalWindowSize failed", { err });
-    }
     session.once("close", () => sessions.delete(session));
     session.on("error", (err) => log.debug("http2 session error", { err }));
   };
