@@ -18,9 +18,22 @@ describe("auth", () => {
   });
 
   test("auth - a watch token lists its grants", async () => {
-    const token = await mintWatchToken(keys, { vehicles: ["a"], orders: ["o-1"], dispatch: true });
+    const token = await mintWatchToken(keys, { vehicles: ["a"], orders: ["north/o-1"], dispatch: true });
     const claims = await verifyToken(keys, token);
-    expect(claims).toMatchObject({ role: "watch", vehicles: ["a"], fleets: [], orders: ["o-1"], all: false, dispatch: true });
+    expect(claims).toMatchObject({ role: "watch", vehicles: ["a"], fleets: [], orders: ["north/o-1"], all: false, dispatch: true });
+  });
+
+  test("auth - an order grant must name its fleet, and one that does not grants nothing", async () => {
+    await expect(mintWatchToken(keys, { orders: ["o-1"] })).rejects.toThrow(/names no fleet.*fleet\/order/);
+    await expect(mintVehicleToken(keys, "truck-1", { fleetId: "a/b" })).rejects.toThrow(/holds a "\/"/);
+    const legacy = await new SignJWT({ role: "watch", vehicles: ["a"], orders: ["o-1", "north/o-2"] })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("w")
+      .setIssuer("fleet")
+      .setAudience("fleet")
+      .setExpirationTime("1h")
+      .sign(new TextEncoder().encode(keys.secret));
+    expect(await verifyToken(keys, legacy)).toMatchObject({ orders: ["north/o-2"] });
   });
 
   test("auth - refuses a token signed with another secret", async () => {

@@ -3,7 +3,8 @@
  * key-confusion tricks are refused); `exp`, `iss` and `aud` are required and checked.
  *
  * - A vehicle token binds one vehicle: `sub` is the vehicle id, `role` is "vehicle".
- * - A watch token lists what its holder may see: `vehicles`, `fleets`, `orders`, or `all`.
+ * - A watch token lists what its holder may see: `vehicles`, `fleets`, `orders`, or `all`. Order ids
+ *   are unique within a fleet only, so an order grant names its fleet: `fleet/order` (orderGrant).
  * - An admin token (`role: "admin"`) may see and do everything.
  */
 import { SignJWT, jwtVerify, errors as joseErrors } from "jose";
@@ -20,6 +21,7 @@ export interface WatchClaims {
   role: "watch" | "admin";
   vehicles: readonly string[];
   fleets: readonly string[];
+  /** Order grants, each `fleet/order` (see orderGrant). */
   orders: readonly string[];
   /** Sees every vehicle (admin tokens, or a watch token minted with `all`). */
   all: boolean;
@@ -56,6 +58,23 @@ function keyOf(secret: string): Uint8Array {
   return key;
 }
 
+/**
+ * The grant of one order of one fleet, as a watch token lists it and as services match a vehicle's
+ * current (fleet, order) against a token. A vehicle claims orders of its own fleet only: the
+ * gateway stamps the fleet of its token on each point, so "ORD-1" sent by a vehicle of fleet B is
+ * `B/ORD-1`, which a token for `A/ORD-1` does not grant.
+ */
+export function orderGrant(fleetId: string, orderId: string): string {
+  return `${fleetId}/${orderId}`;
+}
+
+/** Splits an order grant at its first "/"; undefined when it names no fleet. */
+export function parseOrderGrant(grant: string): { fleetId: string; orderId: string } | undefined {
+  const slash = grant.indexOf("/");
+  if (slash <= 0 || slash === grant.length - 1) return undefined;
+  return { fleetId: grant.slice(0, slash), orderId: grant.slice(slash + 1) };
+}
+
 function expiry(ttlSeconds: number) {
   return Math.floor(Date.now() / 1000) + ttlSeconds;
 }
@@ -67,6 +86,7 @@ export async function mintVehicleToken(
   { fleetId = "", ttlSeconds = 30 * 86400 }: { fleetId?: string; ttlSeconds?: number } = {},
 ): Promise<string> {
   if (!vehicleId) throw new AuthError("vehicle id is empty");
+  if (fleetId.includes("/")) throw new AuthError(`fleet id "${fleetId}" holds a "/": order grants use it to separate fleet and order`);
   return new SignJWT({ role: "vehicle", fleet: fleetId })
     .setProtectedHeader({ alg: ALG, typ: "JWT" })
     .setSubject(vehicleId)
@@ -94,6 +114,8 @@ export async function mintWatchToken(keys: TokenKeys, grant: WatchGrant): Promis
   if (!all && !admin && vehicles.length + fleets.length + orders.length === 0) {
     throw new AuthError("a watch token must grant vehicles, fleets, orders or all");
   }
+  const unscoped = orders.find((o) => parseOrderGrant(o) === undefined);
+  if (unscoped !== undefined) throw new AuthError(`order grant "${unscoped}" names no fleet: write it "fleet/order" (order ids are unique within a fleet only)`);
   return new SignJWT({ role: admin ? "admin" : "watch", vehicles, fleets, orders, all: all || admin, dispatch: dispatch || admin })
     .setProtectedHeader({ alg: ALG, typ: "JWT" })
     .setSubject(grant.subject ?? "watcher")
@@ -132,7 +154,8 @@ export async function verifyToken(keys: TokenKeys, token: string): Promise<Claim
       role: payload.role,
       vehicles: stringList(payload.vehicles),
       fleets: stringList(payload.fleets),
-      orders: stringList(payload.orders),
+      // A grant that names no fleet (a token minted before orders were scoped) grants nothing.
+      orders: stringList(payload.orders).filter((o) => parseOrderGrant(o) !== undefined),
       all: payload.all === true || payload.role === "admin",
       dispatch: payload.dispatch === true || payload.role === "admin",
     };

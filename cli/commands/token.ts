@@ -6,9 +6,10 @@ import { mintVehicleToken, mintWatchToken, tokenKeys } from "../../lib/auth";
 const help = `usage:
   fleet token vehicle <vehicle-id> [--fleet F] [--ttl 30d]
       a token that lets one vehicle send its own positions to the gateway
-  fleet token watch [--vehicle ID]... [--fleet F]... [--order O]... [--all] [--dispatch] [--admin] [--ttl 1d]
+  fleet token watch [--vehicle ID]... [--fleet F]... [--order FLEET/ORDER]... [--all] [--dispatch] [--admin] [--ttl 1d]
       a token that lets its holder see the listed vehicles, fleets or orders (--all: every vehicle;
-      --dispatch: may also set vehicle status; --admin: everything, including archive runs)
+      --dispatch: may also set vehicle status; --admin: everything, including archive runs).
+      An order is named with its fleet (order ids are unique within a fleet only): --order north/ORD-1
 
 Tokens are HS256 JWTs signed with FLEET_JWT_SECRET (issuer FLEET_JWT_ISSUER, audience FLEET_JWT_AUDIENCE).
 Use them as "authorization: Bearer <token>". The token is printed alone on stdout.`;
@@ -47,7 +48,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (kind === "watch") {
     if (!values.all && !values.admin && !values.vehicle && !values.fleet && !values.order) {
-      console.error("fleet token watch: grant something: --vehicle ID, --fleet F, --order O or --all");
+      console.error("fleet token watch: grant something: --vehicle ID, --fleet F, --order FLEET/ORDER or --all");
       return 2;
     }
     console.log(
