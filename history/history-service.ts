@@ -12,7 +12,7 @@ import type { Area } from "../gen/fleet/v1/geo_pb";
 import type { Sql } from "../lib/pg";
 import { claimsOf, InvalidRequestError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";
-import type { AreaFilter, PositionReader, StoredPoint } from "./read-positions";
+import { accessCondition, type AreaFilter, type PositionReader, type StoredPoint } from "./read-positions";
 import { simplifyColumns } from "./simplify";
 
 export interface HistoryLimits {
@@ -142,7 +142,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
         // The rollup does not keep fleets: a fleet or order grant must match the vehicle's points in the range.
         const [seen] = await sql`
           SELECT 1 FROM positions WHERE vehicle_id = ${req.vehicleId} AND recorded_at >= ${from}::timestamptz AND recorded_at < ${to}::timestamptz
-            AND (fleet_id = ANY(${access.fleets}::text[]) OR order_id = ANY(${access.orders}::text[])) LIMIT 1`;
+            AND ${sql.unsafe(accessCondition(access))} LIMIT 1`;
         if (!seen) return create(HistoryService.method.getStats.output, {});
       }
       const rows = await sql`

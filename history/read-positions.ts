@@ -84,16 +84,20 @@ function conditions(f: PointFilter, fromUs: number, toUs: number, dialect: "pg" 
       );
     }
   }
-  const a = f.access;
-  if (!a.all) {
-    const list = (xs: string[]) => xs.map(sqlString).join(", ");
-    const any: string[] = [];
-    if (a.vehicles.length) any.push(`vehicle_id IN (${list(a.vehicles)})`);
-    if (a.fleets.length) any.push(`fleet_id IN (${list(a.fleets)})`);
-    if (a.orders.length) any.push(`order_id IN (${list(a.orders)})`);
-    out.push(any.length ? `(${any.join(" OR ")})` : "false");
-  }
+  if (!f.access.all) out.push(accessCondition(f.access));
   return out.join(" AND ");
+}
+
+/** The rows an access sees, as an SQL condition both dialects take (values are literals, escaped). */
+export function accessCondition(a: Access): string {
+  if (a.all) return "true";
+  const list = (xs: string[]) => xs.map(sqlString).join(", ");
+  const any: string[] = [];
+  if (a.vehicles.length) any.push(`vehicle_id IN (${list(a.vehicles)})`);
+  if (a.fleets.length) any.push(`fleet_id IN (${list(a.fleets)})`);
+  // An order is one fleet's: the pair, never the order id alone.
+  for (const g of a.orders) any.push(`(fleet_id = ${sqlString(g.fleetId)} AND order_id = ${sqlString(g.orderId)})`);
+  return any.length ? `(${any.join(" OR ")})` : "false";
 }
 
 const toPoint = (r: Record<string, unknown> | unknown[]): StoredPoint => {

@@ -91,8 +91,11 @@ test("track - only what the token grants", async () => {
   const fleetB = bearer(await fx.token({ fleets: ["fleet-b"] }));
   expect((await client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) }, fleetB)).points.length).toBe(0);
   expect((await client.getTrack({ vehicleId: "q2", from: ts(T0), to: ts(T0 + 3600_000) }, fleetB)).points.length).toBe(1);
-  const order = bearer(await fx.token({ orders: ["o-9"] }));
+  const order = bearer(await fx.token({ orders: ["fleet-b/o-9"] }));
   expect((await client.getTrack({ vehicleId: "q2", from: ts(T0), to: ts(T0 + 3600_000) }, order)).points.length).toBe(1);
+  // The same order id of another fleet is another order.
+  const otherFleet = bearer(await fx.token({ orders: ["fleet-a/o-9"] }));
+  expect((await client.getTrack({ vehicleId: "q2", from: ts(T0), to: ts(T0 + 3600_000) }, otherFleet)).points.length).toBe(0);
   const none = await code(client.getTrack({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 1000) }));
   expect(none?.code).toBe(Code.Unauthenticated);
 });
