@@ -69,6 +69,17 @@ export class TooSlowError extends Error {
   }
 }
 
+/**
+ * The caller already holds as much of a bounded resource as it may (concurrent streams of a kind,
+ * per token or in total): RESOURCE_EXHAUSTED, with a message naming the limit and its variable.
+ */
+export class LimitExceededError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "LimitExceededError";
+  }
+}
+
 /** A stream sent nothing for too long. */
 export class IdleTimeoutError extends Error {
   constructor(message: string) {
@@ -114,6 +125,7 @@ export function toConnectError(err: unknown): { error: ConnectError; known: bool
   if (err instanceof InvalidRequestError) return { error: new ConnectError(err.message, Code.InvalidArgument), known: true };
   if (err instanceof NotFoundError) return { error: new ConnectError(err.message, Code.NotFound), known: true };
   if (err instanceof TooSlowError) return { error: new ConnectError(err.message, Code.ResourceExhausted), known: true };
+  if (err instanceof LimitExceededError) return { error: new ConnectError(err.message, Code.ResourceExhausted), known: true };
   if (err instanceof IdleTimeoutError) return { error: new ConnectError(err.message, Code.DeadlineExceeded), known: true };
   return { error: new ConnectError("internal error: see the server log", Code.Internal), known: false };
 }
