@@ -85,9 +85,10 @@ export function liveSubscriptionsOf(subject: string): string[] {
 }
 
 /**
- * Events of the vehicle serving an order, sent when a vehicle takes or leaves it: an order watch
- * subscribes here to follow a reassignment.
+ * Events of the vehicle serving an order of a fleet, sent when a vehicle takes or leaves it: an order
+ * watch subscribes here to follow a reassignment. The fleet is part of the subject because order ids
+ * are unique within a fleet only (an empty fleet is "_": a subject token cannot be empty).
  */
-export function liveOrderSubject(orderId: string): string {
-  return `liveorder.${subjectToken(orderId)}`;
+export function liveOrderSubject(fleetId: string, orderId: string): string {
+  return `liveorder.${subjectToken(fleetId) || "_"}.${subjectToken(orderId)}`;
 }

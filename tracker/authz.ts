@@ -1,9 +1,11 @@
 /**
  * What a watch token lets its holder see: a vehicle is visible when the token grants all, names the
- * vehicle, its fleet, or the order it serves now. Every answer and every streamed event passes here.
+ * vehicle, its fleet, or the order it serves now in its fleet (`fleet/order`: order ids are unique
+ * within a fleet only, so "ORD-1" of fleet B is not "ORD-1" of fleet A). Every answer and every
+ * streamed event passes here.
  */
 import type { HandlerContext } from "@connectrpc/connect";
-import type { WatchClaims } from "../lib/auth";
+import { orderGrant, type WatchClaims } from "../lib/auth";
 import { claimsOf, PermissionError } from "../lib/rpc";
 import type { LiveView } from "./state-codec";
 
@@ -14,13 +16,13 @@ export function watchClaims(ctx: HandlerContext): WatchClaims {
   return claims;
 }
 
-/** True when the token grants this vehicle in its current fleet and order. */
+/** True when the token grants this vehicle in its current fleet and order (the pair: see orderGrant). */
 export function canSee(claims: WatchClaims, vehicleId: string, fleetId: string, orderId: string): boolean {
   return (
     claims.all ||
     claims.vehicles.includes(vehicleId) ||
     (fleetId !== "" && claims.fleets.includes(fleetId)) ||
-    (orderId !== "" && claims.orders.includes(orderId))
+    (orderId !== "" && fleetId !== "" && claims.orders.length > 0 && claims.orders.includes(orderGrant(fleetId, orderId)))
   );
 }
 

@@ -1,7 +1,8 @@
 /**
  * Publishes live events on core NATS after Redis took a change: to the vehicle's cell subject
  * (`live.<gh3>.<gh5>.<gh6>.<vehicle>`), also to its previous cell when it changed cell (so area
- * watches there see it leave), and to the order subjects when the order it serves changed.
+ * watches there see it leave), and to the order subjects (`liveorder.<fleet>.<order>`) when the
+ * order it serves, or its fleet, changed.
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { geohashEncode, geohashSameCell } from "../lib/geohash";
@@ -10,6 +11,7 @@ import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
 import type { Before } from "./store";
 
 const cellOf = (lat: number, lon: number) => geohashEncode(lat, lon, 6);
+const fleetOf = (record: Buffer) => record.toString("utf8", FIXED_BYTES, FIXED_BYTES + record.readUInt8(40));
 const orderOf = (record: Buffer) => record.toString("utf8", FIXED_BYTES + record.readUInt8(40));
 
 export interface LivePublisher {
@@ -41,14 +43,15 @@ export function createLivePublisher(nc: NatsConnection, local?: (subject: string
       const cell = cellOf(record.readInt32LE(24) / 1e7, record.readInt32LE(28) / 1e7);
       send(liveSubject(cell, vehicleId), data);
       const order = orderOf(record);
+      const fleet = fleetOf(record);
       if (before) {
         const oldCell = cellOf(before.lat, before.lon);
         if (oldCell !== cell) send(liveSubject(oldCell, vehicleId), data);
-        if (order !== before.orderId) {
-          if (order) send(liveOrderSubject(order), data);
-          if (before.orderId) send(liveOrderSubject(before.orderId), data);
+        if (order !== before.orderId || fleet !== before.fleetId) {
+          if (order) send(liveOrderSubject(fleet, order), data);
+          if (before.orderId) send(liveOrderSubject(before.fleetId, before.orderId), data);
         }
-      } else if (order) send(liveOrderSubject(order), data);
+      } else if (order) send(liveOrderSubject(fleet, order), data);
     },
     publishEvent(vehicleId, event, record, before) {
       const lat = record.readInt32LE(24);
@@ -64,14 +67,15 @@ export function createLivePublisher(nc: NatsConnection, local?: (subject: string
           send(liveSubject(cellOf(oldLat / 1e7, oldLon / 1e7), vehicleId), event);
         }
         const oldOrderAt = FIXED_BYTES + before[40]!;
-        // Compared as bytes: most points keep their order, and then no string is made.
-        if (record.length - orderAt !== before.length - oldOrderAt || record.compare(before, oldOrderAt, before.length, orderAt, record.length) !== 0) {
+        // Fleet and order (from the fleet's length on) compared as bytes: most points keep both, and
+        // then no string is made.
+        if (record.length !== before.length || record.compare(before, 40, before.length, 40, record.length) !== 0) {
           const order = record.toString("utf8", orderAt);
           const oldOrder = before.toString("utf8", oldOrderAt);
-          if (order) send(liveOrderSubject(order), event);
-          if (oldOrder) send(liveOrderSubject(oldOrder), event);
+          if (order) send(liveOrderSubject(record.toString("utf8", FIXED_BYTES, orderAt), order), event);
+          if (oldOrder) send(liveOrderSubject(before.toString("utf8", FIXED_BYTES, oldOrderAt), oldOrder), event);
         }
-      } else if (record.length > orderAt) send(liveOrderSubject(record.toString("utf8", orderAt)), event);
+      } else if (record.length > orderAt) send(liveOrderSubject(record.toString("utf8", FIXED_BYTES, orderAt), record.toString("utf8", orderAt)), event);
     },
   };
 }

@@ -3,7 +3,8 @@
 -- recorded 9-16, last seen 17-24, lat 25-28, lon 29-32, status 39, flags 40, fleet length 41,
 -- fleet, then order).
 -- KEYS[1] GEO set of online vehicles; KEYS[2] hash of counts per status ("s<status>") and per status
--- and fleet ("s<status>|<fleet>"); KEYS[3] hash order id -> vehicle id; KEYS[4] the sweep's lower
+-- and fleet ("s<status>|<fleet>"); KEYS[3] hash "<fleet>/<order>" -> vehicle id (an order id is
+-- unique within its fleet only: lib/auth.ts orderGrant); KEYS[4] the sweep's lower
 -- bounds of last-seen per bucket (sweep.lua).
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
 -- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
@@ -33,7 +34,8 @@ local function count(status, fleet, by)
 end
 
 -- The record after point v (rev 0) over old (nil: a new vehicle), with the counts and the order
--- index brought in step. The status 0 in a point keeps the stored one; an empty order keeps the stored one.
+-- index brought in step. The status 0 in a point keeps the stored one; an empty order keeps the stored
+-- one while the fleet stays (a vehicle moved to another fleet does not take the old fleet's order along).
 local function newRecord(v, old, rev, id)
   local status, oldStatus, oldFleet, oldOrder = 1, 0, '', ''
   if old then
@@ -47,14 +49,15 @@ local function newRecord(v, old, rev, id)
   if ns ~= 0 then status = ns end
   local fleet = sub(v, 42, 41 + fl)
   local order = sub(v, 42 + fl)
-  if order == '' then order = oldOrder end
+  if order == '' and fleet == oldFleet then order = oldOrder end
   if oldStatus ~= status or oldFleet ~= fleet then
     if old then count(oldStatus, oldFleet, -1) end
     count(status, fleet, 1)
   end
-  if order ~= oldOrder then
-    if oldOrder ~= '' and call('HGET', orders, oldOrder) == id then call('HDEL', orders, oldOrder) end
-    if order ~= '' then call('HSET', orders, order, id) end
+  if order ~= oldOrder or fleet ~= oldFleet then
+    local oldKey = oldFleet .. '/' .. oldOrder
+    if oldOrder ~= '' and call('HGET', orders, oldKey) == id then call('HDEL', orders, oldKey) end
+    if order ~= '' then call('HSET', orders, fleet .. '/' .. order, id) end
   end
   return pack('<I4', rev) .. sub(v, 5, 38) .. char(status, 1, fl) .. fleet .. order
 end

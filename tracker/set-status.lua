@@ -23,9 +23,10 @@ if flags % 2 == 1 and oldStatus ~= status then
   count(oldStatus, fleet, -1)
   count(status, fleet, 1)
 end
+-- The order index is keyed "<fleet>/<order>" (newer-wins.lua): the order is one of the vehicle's fleet.
 if order ~= oldOrder then
-  if oldOrder ~= '' and redis.call('HGET', orders, oldOrder) == id then redis.call('HDEL', orders, oldOrder) end
-  if order ~= '' then redis.call('HSET', orders, order, id) end
+  if oldOrder ~= '' and redis.call('HGET', orders, fleet .. '/' .. oldOrder) == id then redis.call('HDEL', orders, fleet .. '/' .. oldOrder) end
+  if order ~= '' then redis.call('HSET', orders, fleet .. '/' .. order, id) end
 end
 redis.call('HSET', key, id, rec)
 return {rec, old}

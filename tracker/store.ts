@@ -8,7 +8,9 @@
  *   encoding: ~60 bytes a vehicle instead of ~100+ for a hash per vehicle (see README).
  * - `counts`: vehicles per status (`s<status>`) and per status and fleet (`s<status>|<fleet>`),
  *   offline ones under OFFLINE; kept by the same scripts that change a status, so always in step.
- * - `orders`: order id -> vehicle id serving it.
+ * - `fleet-orders`: `<fleet>/<order>` (lib/auth.ts orderGrant) -> vehicle id serving it. Order ids are
+ *   unique within a fleet only; the key changed name when it became per fleet, so that an index of
+ *   bare order ids left by an older tracker is never read as one.
  *
  * Writes are Lua scripts (one round trip, atomic): newer-wins.lua per group of JetStream batches,
  * set-status.lua, sweep.lua; nearby.lua reads a search with its records in one round trip.
@@ -40,10 +42,11 @@ interface Scripts {
   fleetSweepBuffer(geo: string, counts: string, seenBounds: string, ...args: Arg[]): Promise<Buffer[]>;
 }
 
-/** What a vehicle was before a change: where (for a cell change) and the order it served. */
+/** What a vehicle was before a change: where (for a cell change) and the order (of its fleet) it served. */
 export interface Before {
   lat: number;
   lon: number;
+  fleetId: string;
   orderId: string;
 }
 
@@ -80,8 +83,8 @@ export interface Store {
   nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number): Promise<{ more: boolean; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
-  /** The vehicle serving an order, if any. */
-  orderVehicle(orderId: string): Promise<string | undefined>;
+  /** The vehicle serving an order, named as a grant (`fleet/order`, lib/auth.ts orderGrant), if any. */
+  orderVehicle(grant: string): Promise<string | undefined>;
   /** Sets status and order; undefined for an unknown vehicle. */
   setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; before: Before } | undefined>;
   /** Takes vehicles last seen before `cutoffMs` offline, `bucketsPerCall` buckets per script call. */
@@ -115,9 +118,15 @@ function bucketOfBytes(bytes: Uint8Array): number {
   return (h >>> 0) % BUCKETS;
 }
 
+/** Whether the packed point at `r` of `b` names the fleet of the record `before`. */
+function sameFleet(b: Buffer, r: number, before: Buffer): boolean {
+  const fl = b[r + 40]!;
+  return fl === before[40]! && b.compare(before, FIXED_BYTES, FIXED_BYTES + fl, r + FIXED_BYTES, r + FIXED_BYTES + fl) === 0;
+}
+
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
-  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
+  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}fleet-orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
   // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
   redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 4 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
@@ -149,7 +158,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         if (typeof before === "number") continue;
         const r = points.recAt(i);
         let orderLen = points.recLen[i]! - FIXED_BYTES - b[r + 40]!;
-        if (orderLen === 0 && before) orderLen = before.length - FIXED_BYTES - before[40]!;
+        if (orderLen === 0 && before && sameFleet(b, r, before)) orderLen = before.length - FIXED_BYTES - before[40]!;
         total += 3 + points.idLen[i]! + FIXED_BYTES + b[r + 40]! + orderLen;
       }
       const events = Buffer.allocUnsafe(total);
@@ -175,7 +184,8 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         events[rec + 40] = fl;
         const pointEnd = r + points.recLen[i]!;
         at = rec + FIXED_BYTES;
-        if (pointEnd > r + FIXED_BYTES + fl || !before) at += b.copy(events, at, r + FIXED_BYTES, pointEnd);
+        // An empty order keeps the stored one while the fleet stays (newer-wins.lua's newRecord).
+        if (pointEnd > r + FIXED_BYTES + fl || !before || !sameFleet(b, r, before)) at += b.copy(events, at, r + FIXED_BYTES, pointEnd);
         else {
           at += b.copy(events, at, r + FIXED_BYTES, r + FIXED_BYTES + fl);
           at += before.copy(events, at, FIXED_BYTES + before[40]!);
@@ -223,14 +233,23 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       const values = await redis.hmget(keys.counts, ...fields);
       return values.map((v) => Math.max(0, Number(v ?? 0)));
     },
-    async orderVehicle(orderId) {
-      return (await redis.hget(keys.orders, orderId)) ?? undefined;
+    async orderVehicle(grant) {
+      return (await redis.hget(keys.orders, grant)) ?? undefined;
     },
     async setStatus(vehicleId, status, orderId) {
       const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
       if (!reply) return undefined;
       const [record, previous] = reply;
-      return { record, before: { lat: previous.readInt32LE(24) / 1e7, lon: previous.readInt32LE(28) / 1e7, orderId: previous.toString("utf8", FIXED_BYTES + previous.readUInt8(40)) } };
+      const fl = previous.readUInt8(40);
+      return {
+        record,
+        before: {
+          lat: previous.readInt32LE(24) / 1e7,
+          lon: previous.readInt32LE(28) / 1e7,
+          fleetId: previous.toString("utf8", FIXED_BYTES, FIXED_BYTES + fl),
+          orderId: previous.toString("utf8", FIXED_BYTES + fl),
+        },
+      };
     },
     async sweep(cutoffMs, bucketsPerCall = 32) {
       const out: { vehicleId: string; record: Buffer }[] = [];

@@ -16,7 +16,7 @@ import {
   type WatchAreaResponse,
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
-import type { WatchClaims } from "../lib/auth";
+import { parseOrderGrant, type WatchClaims } from "../lib/auth";
 import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
@@ -273,24 +273,38 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       if (ids.length > 0 && orderId !== "") throw new InvalidRequestError("give vehicle_ids or an order_id, not both");
       if (ids.length > limits.watchMaxVehicles) throw new InvalidRequestError(`${ids.length} vehicle_ids: at most ${limits.watchMaxVehicles} per watch`);
       for (const id of ids) checkId("vehicle_id", id);
-      if (orderId) checkId("order_id", orderId);
+      // An order is named with its fleet, as a token grants it: order ids are unique within a fleet only.
+      const order = orderId ? parseOrderGrant(orderId) : undefined;
+      if (orderId) {
+        if (controlCharAt(orderId) >= 0) throw new InvalidRequestError(controlCharMessage("order_id", orderId));
+        if (!order) throw new InvalidRequestError(`order_id "${orderId}" names no fleet: write it fleet/order, as the token grants it (order ids are unique within a fleet only)`);
+        checkId("order_id's fleet", order.fleetId);
+        checkId("order_id's order", order.orderId);
+      }
       const base = watchOptions("vehicles", claims, req.minIntervalMs, ctx);
 
       let watch: Watch;
-      if (orderId) {
+      if (order) {
+        const { fleetId, orderId: bare } = order;
         const first = await fromStore("orders", () => store.orderVehicle(orderId));
         const firstState = first ? (await fromStore("get", () => store.getMany([first]))).get(first) : undefined;
         const decoded = firstState ? decodeState(firstState) : undefined;
-        if (!claims.all && !claims.orders.includes(orderId) && !(first && decoded && canSee(claims, first, decoded.fleetId, decoded.orderId))) {
+        if (
+          !claims.all &&
+          !claims.fleets.includes(fleetId) &&
+          !claims.orders.includes(orderId) &&
+          !(first && decoded && canSee(claims, first, decoded.fleetId, decoded.orderId))
+        ) {
           throw new PermissionError(`token does not grant order "${orderId}"`);
         }
+        const serves = (view: LiveView) => view.state.orderId === bare && view.state.fleetId === fleetId;
         let current: string | undefined;
         const scope: WatchScope = {
           keepOffline: true,
-          inView: (view) => view.state.orderId === orderId,
+          inView: serves,
           onEvent: (view, w) => {
-            // The order moved to another vehicle: follow it.
-            if (view.vehicleId !== current && view.state.orderId === orderId) {
+            // The order moved to another vehicle (of its fleet): follow it.
+            if (view.vehicleId !== current && serves(view)) {
               if (current) w.unsubscribe(liveVehicleWildcard(current));
               current = view.vehicleId;
               w.subscribe(liveVehicleWildcard(current));
@@ -299,7 +313,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         };
         watch = new Watch({
           ...base,
-          subjects: [liveOrderSubject(orderId)],
+          subjects: [liveOrderSubject(fleetId, bare)],
           scope,
           snapshot: async () => {
             const id = await fromStore("orders", () => store.orderVehicle(orderId));

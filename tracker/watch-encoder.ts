@@ -14,6 +14,7 @@ import {
   EventKind,
   NearbyResponseSchema,
   NearbyVehicleSchema,
+  VehicleEventSchema,
   VehicleStateSchema,
   type NearbyResponse,
   type NearbyVehicle,
@@ -44,6 +45,14 @@ export function liveEvent(kind: EventKind, view: LiveView, coalesced: number): V
     coalesced,
     [VIEW]: view,
   } as LiveEvent;
+}
+
+/**
+ * An EXIT that names the vehicle and nothing else: for a vehicle the token no longer sees (it took
+ * another order, moved to another fleet), whose new state is none of the watcher's business.
+ */
+export function bareExit(vehicleId: string): VehicleEvent {
+  return create(VehicleEventSchema, { kind: EventKind.EXIT, vehicle: { position: { vehicleId } } });
 }
 
 const position = new ProtoWriter();

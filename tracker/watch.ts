@@ -10,7 +10,8 @@
  *
  * The kind of an event is decided when it is sent, against what the client was told so far:
  * in view and unknown to the client → ENTER; known → MOVE; out of view and known → EXIT (OFFLINE
- * when the vehicle went offline); out of view and unknown → nothing.
+ * when the vehicle went offline); out of view and unknown → nothing. An EXIT of a vehicle the token
+ * no longer grants (it took another order, moved to another fleet) names the vehicle and nothing else.
  */
 import { create } from "@bufbuild/protobuf";
 import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
@@ -18,7 +19,7 @@ import type { Logger } from "../lib/log";
 import { TooSlowError } from "../lib/rpc";
 import type { LiveHub } from "./live-hub";
 import type { LiveView } from "./state-codec";
-import { liveEvent } from "./watch-encoder";
+import { bareExit, liveEvent } from "./watch-encoder";
 
 const SNAPSHOT_END: VehicleEvent = Object.freeze(create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }));
 
@@ -59,6 +60,8 @@ export interface WatchOptions {
 interface Pending {
   view: LiveView;
   inView: boolean;
+  /** Out of view because the token no longer grants it: its EXIT carries no state. */
+  hidden: boolean;
   coalesced: number;
 }
 
@@ -123,19 +126,21 @@ export class Watch {
       return;
     }
     this.lastRev.set(id, view.rev);
-    this.enqueue(view, inView);
+    // Asked again only for a vehicle the client knows that is leaving view (rare).
+    this.enqueue(view, inView, !inView && !this.o.visible(view));
   }
 
-  private enqueue(view: LiveView, inView: boolean): void {
+  private enqueue(view: LiveView, inView: boolean, hidden: boolean): void {
     const vehicleId = view.vehicleId;
     const p = this.pending.get(vehicleId);
     if (p) {
       p.view = view;
       p.inView = inView;
+      p.hidden = hidden;
       p.coalesced++;
       this.o.onCoalesced?.();
     } else {
-      this.pending.set(vehicleId, { view, inView, coalesced: 0 });
+      this.pending.set(vehicleId, { view, inView, hidden, coalesced: 0 });
       if (this.pending.size > this.o.maxPending) {
         this.fail(new TooSlowError(`watch client reads too slowly: more than ${this.o.maxPending} vehicles wait; read faster, set min_interval_ms or narrow the watch`));
         return;
@@ -197,9 +202,13 @@ export class Watch {
       } else {
         this.pending.delete(id);
         if (lastSent === undefined) continue;
-        kind = p.view.online ? EventKind.EXIT : EventKind.OFFLINE;
         this.known.delete(id);
         this.lastRev.delete(id);
+        if (p.hidden) {
+          out.push(bareExit(id));
+          continue;
+        }
+        kind = p.view.online ? EventKind.EXIT : EventKind.OFFLINE;
         out.push(liveEvent(kind, p.view, p.coalesced));
         continue;
       }

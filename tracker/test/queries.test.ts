@@ -175,10 +175,11 @@ describe("queries", () => {
     const a = uniqueName("ca");
     const b = uniqueName("cb");
     const c = uniqueName("cc");
+    const elsewhere = uniqueName("elsewhere");
     await t.publish([
       point(a, 1, { fleetId: fleet }),
       point(b, 1, { fleetId: fleet, status: VehicleStatus.AVAILABLE }),
-      point(c, 1, { fleetId: uniqueName("elsewhere"), orderId: `${c}-order`, status: VehicleStatus.ON_DELIVERY }),
+      point(c, 1, { fleetId: elsewhere, orderId: `${c}-order`, status: VehicleStatus.ON_DELIVERY }),
     ]);
     await seen(c, 1);
     const count = async (token: string, fleetId = "") => {
@@ -186,11 +187,34 @@ describe("queries", () => {
       return Object.fromEntries(r.response!.counts.filter((x) => x.count > 0n).map((x) => [VehicleStatus[x.status], Number(x.count)]));
     };
     expect(await count(await t.token({ fleets: [fleet] }))).toEqual({ ACTIVE: 1, AVAILABLE: 1 });
-    expect(await count(await t.token({ fleets: [fleet], orders: [`${c}-order`] }))).toEqual({ ACTIVE: 1, AVAILABLE: 1, ON_DELIVERY: 1 });
+    expect(await count(await t.token({ fleets: [fleet], orders: [`${elsewhere}/${c}-order`] }))).toEqual({ ACTIVE: 1, AVAILABLE: 1, ON_DELIVERY: 1 });
     expect(await count(await t.token({ vehicles: [a] }))).toEqual({ ACTIVE: 1 });
     expect(await count(await t.token({ vehicles: [a] }), fleet)).toEqual({ ACTIVE: 1 });
     expect(await count(await t.token({ vehicles: [a] }), "another")).toEqual({});
     expect(await count(admin, fleet)).toEqual({ ACTIVE: 1, AVAILABLE: 1 });
+  });
+
+  test("orders - an order is one of a fleet: a fleet-B vehicle sending ORD-1 is not seen by a token for A/ORD-1", async () => {
+    const [fleetA, fleetB] = [uniqueName("oa"), uniqueName("ob")];
+    const [a, b] = [uniqueName("va"), uniqueName("vb")];
+    await t.publish([
+      point(a, 1, { fleetId: fleetA, orderId: "ORD-1", lat: -33.9, lon: 18.4 }),
+      point(b, 1, { fleetId: fleetB, orderId: "ORD-1", lat: -33.9, lon: 18.4001 }),
+    ]);
+    await seen(b, 1);
+    const customer = await t.token({ orders: [`${fleetA}/ORD-1`] });
+    expect((await get(a, customer)).response?.vehicle?.orderId).toBe("ORD-1");
+    const denied = await get(b, customer);
+    expect(denied.error?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(denied.error?.details).toContain(`does not grant vehicle "${b}"`);
+    const near = await unary<NearbyResponse>(client, "nearby", customer, { area: { shape: { case: "circle", value: { lat: -33.9, lon: 18.4, radiusM: 500 } } } });
+    expect(near.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([a]);
+    const counts = await unary<CountByStatusResponse>(client, "countByStatus", customer, {});
+    expect(counts.response!.counts.reduce((n, c) => n + Number(c.count), 0)).toBe(1);
+    // B's own order grant sees b, not a.
+    const other = await t.token({ orders: [`${fleetB}/ORD-1`] });
+    expect((await get(b, other)).response?.vehicle?.position?.fleetId).toBe(fleetB);
+    expect((await get(a, other)).error?.code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   test("set status - a dispatcher marks a vehicle on delivery with its order; others are refused", async () => {
@@ -210,7 +234,7 @@ describe("queries", () => {
     expect(after.vehicle!.status).toBe(VehicleStatus.ON_DELIVERY);
     expect(after.vehicle!.orderId).toBe("o-1");
     // The order grant now shows the vehicle.
-    expect((await get(v, await t.token({ orders: ["o-1"] }))).response?.vehicle?.orderId).toBe("o-1");
+    expect((await get(v, await t.token({ orders: [`${fleet}/o-1`] }))).response?.vehicle?.orderId).toBe("o-1");
 
     expect((await set(await t.token({ fleets: [fleet] }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await set(await t.token({ fleets: ["other"], dispatch: true }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code).toBe(
@@ -226,7 +250,7 @@ describe("queries", () => {
     expect((await set(admin, { vehicleId: uniqueName("ghost"), status: VehicleStatus.IDLE })).error?.code).toBe(grpc.status.NOT_FOUND);
     const back = await set(dispatcher, { vehicleId: v, status: VehicleStatus.AVAILABLE, orderId: "" });
     expect(back.response!.vehicle!.orderId).toBe("");
-    expect((await get(v, await t.token({ orders: ["o-1"] }))).error?.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect((await get(v, await t.token({ orders: [`${fleet}/o-1`] }))).error?.code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   test("staleness - a vehicle not heard from leaves the GEO set, counts as offline, and Get says online false", async () => {

@@ -55,8 +55,8 @@ describe("store", () => {
     expect(decodeState(b!.record)).toMatchObject({ rev: 3, seq: 3, status: VehicleStatus.ON_DELIVERY, orderId: "o-2", fleetId: "fc" });
     expect(b!.record.equals(await stored(v))).toBe(true);
     expect(b!.vehicleId).toBe(v);
-    expect(await redis.hget(`${prefix}orders`, "o-2")).toBe(v);
-    expect(await redis.hget(`${prefix}orders`, "o-1")).toBeNull();
+    expect(await redis.hget(`${prefix}fleet-orders`, "fc/o-2")).toBe(v);
+    expect(await redis.hget(`${prefix}fleet-orders`, "fa/o-1")).toBeNull();
     const counts = await redis.hmget(`${prefix}counts`, "s2|fa", "s3|fc", "s1|fb");
     expect(counts).toEqual(["0", "1", "1"]);
     // A vehicle the sweep took offline comes back with its next point: counted online again, rev bumped.
@@ -67,5 +67,22 @@ describe("store", () => {
     const back = await apply([point(w, 2, { fleetId: "fb" })]);
     expect(back[0]!.record.equals(await stored(w))).toBe(true);
     expect(decodeState(back[0]!.record)).toMatchObject({ rev: 2, online: true, status: VehicleStatus.ACTIVE });
+  });
+
+  test("apply - an order is indexed with its fleet; a vehicle moved to another fleet does not take its order along", async () => {
+    const v = uniqueName("fo");
+    const u = uniqueName("fo");
+    await apply([point(v, 1, { fleetId: "fa", orderId: "ORD-1" }), point(u, 1, { fleetId: "fb", orderId: "ORD-1" })]);
+    expect(await store.orderVehicle("fa/ORD-1")).toBe(v);
+    expect(await store.orderVehicle("fb/ORD-1")).toBe(u);
+    // Same fleet, no order in the point: the order stays. Another fleet, no order: it goes.
+    const kept = await apply([point(v, 2, { fleetId: "fa" })]);
+    expect(decodeState(kept[0]!.record).orderId).toBe("ORD-1");
+    const moved = await apply([point(v, 3, { fleetId: "fc" })]);
+    expect(decodeState(moved[0]!.record)).toMatchObject({ fleetId: "fc", orderId: "" });
+    expect(moved[0]!.record.equals(await stored(v))).toBe(true);
+    expect(await store.orderVehicle("fa/ORD-1")).toBeUndefined();
+    expect(await store.orderVehicle("fc/ORD-1")).toBeUndefined();
+    expect(await store.orderVehicle("fb/ORD-1")).toBe(u);
   });
 });

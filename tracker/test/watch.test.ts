@@ -117,8 +117,9 @@ describe("watch vehicles", () => {
     await t.publish([point(a, 1), point(b, 1)]);
     await waitForSeq(dispatcher, b, 1);
     expect((await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.ON_DELIVERY, orderId: order })).error).toBeUndefined();
-    const customer = await t.token({ orders: [order] });
-    const w = watch(client, "watchVehicles", customer, { orderId: order });
+    // The points' fleet is "fleet-a" (helpers' point): the order is one of that fleet.
+    const customer = await t.token({ orders: [`fleet-a/${order}`] });
+    const w = watch(client, "watchVehicles", customer, { orderId: `fleet-a/${order}` });
     await w.until(2);
     expect(kinds(w.events)).toEqual([`SNAPSHOT ${a}@1`, "SNAPSHOT_END"]);
     await t.publish([point(a, 2), point(b, 2)]);
@@ -127,11 +128,63 @@ describe("watch vehicles", () => {
     await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.AVAILABLE, orderId: "" });
     await unary(client, "setStatus", dispatcher, { vehicleId: b, status: VehicleStatus.ON_DELIVERY, orderId: order });
     await w.until(5);
-    expect(kinds(w.events.slice(3))).toEqual([`EXIT ${a}@2`, `ENTER ${b}@2`]);
+    // a no longer serves the order, so the customer no longer sees it: its EXIT says nothing but its id.
+    expect(kinds(w.events.slice(3))).toEqual([`EXIT ${a}@0`, `ENTER ${b}@2`]);
+    expect(w.events[3]!.vehicle!.position!.lat).toBe(0);
+    expect(w.events[3]!.vehicle!.orderId).toBe("");
     await t.publish([point(a, 3), point(b, 3)]);
     await w.until(6);
     expect(kinds(w.events.slice(5))).toEqual([`MOVE ${b}@3`]);
     w.cancel();
+  });
+
+  test("watch - an order watch is of one fleet's order: a fleet-B vehicle sending the same order id never shows", async () => {
+    const [fleetA, fleetB] = [uniqueName("oa"), uniqueName("ob")];
+    const [a, b] = [uniqueName("a"), uniqueName("b")];
+    const customer = await t.token({ orders: [`${fleetA}/ORD-1`] });
+    await t.publish([point(b, 1, { fleetId: fleetB, orderId: "ORD-1" })]);
+    await waitForSeq(await t.token({ fleets: [fleetB] }), b, 1);
+    const w = watch(client, "watchVehicles", customer, { orderId: `${fleetA}/ORD-1` });
+    await w.until(1);
+    expect(kinds(w.events)).toEqual(["SNAPSHOT_END"]);
+    // In stream order: b's point would reach the watch before a's.
+    await t.publish([point(b, 2, { fleetId: fleetB, orderId: "ORD-1" })]);
+    await t.publish([point(a, 1, { fleetId: fleetA, orderId: "ORD-1" })]);
+    await w.until(2);
+    await t.publish([point(b, 3, { fleetId: fleetB, orderId: "ORD-1" })]);
+    await t.publish([point(a, 2, { fleetId: fleetA, orderId: "ORD-1" })]);
+    await w.until(3);
+    expect(kinds(w.events)).toEqual(["SNAPSHOT_END", `ENTER ${a}@1`, `MOVE ${a}@2`]);
+    w.cancel();
+    // Fleet B's order watch is refused to A's customer.
+    const other = (await watch(client, "watchVehicles", customer, { orderId: `${fleetB}/ORD-1` }).ended)!;
+    expect(other.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(other.details).toContain(`does not grant order "${fleetB}/ORD-1"`);
+  });
+
+  test("watch - an EXIT of a vehicle the token no longer sees (it moved to another fleet) carries nothing but its id", async () => {
+    const fleet = uniqueName("ex");
+    const v = uniqueName("ex");
+    const token = await t.token({ fleets: [fleet] });
+    await t.publish([point(v, 1, { fleetId: fleet, orderId: "ORD-7", lat: 45.1, lon: 7.6 })]);
+    await waitForSeq(token, v, 1);
+    const byId = watch(client, "watchVehicles", token, { vehicleIds: [v] });
+    const area = watch(client, "watchArea", token, { area: box(45, 7.5, 45.2, 7.7) });
+    await byId.until(2);
+    await area.until(2);
+    await t.publish([point(v, 2, { fleetId: uniqueName("elsewhere"), orderId: "ORD-8", lat: 45.11, lon: 7.61, speed: 3 })]);
+    for (const w of [byId, area]) {
+      await w.until(3);
+      const exit = w.events[2]!;
+      expect(exit.kind).toBe(EventKind.EXIT);
+      expect(exit.vehicle!.position!.vehicleId).toBe(v);
+      // Nothing of its new state: no position, seq, time, order, fleet, status.
+      expect(exit.vehicle!.position).toMatchObject({ seq: 0, lat: 0, lon: 0, speed: 0, heading: 0, orderId: "", fleetId: "", status: 0 });
+      expect(exit.vehicle!.position!.recordedAt).toBeUndefined();
+      expect(exit.vehicle!).toMatchObject({ orderId: "", status: 0, online: false });
+      expect(exit.vehicle!.lastSeen).toBeUndefined();
+      w.cancel();
+    }
   });
 
   test("watch - bad input: too many ids, ids and order, an empty id, a control character, no token, a forged token, a vehicle the token does not grant", async () => {
@@ -152,7 +205,10 @@ describe("watch vehicles", () => {
     const denied = await first(ok, { vehicleIds: ["x", "y"] });
     expect(denied.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(denied.details).toContain('does not grant vehicle "y"');
-    expect((await first(ok, { orderId: uniqueName("o") })).code).toBe(grpc.status.PERMISSION_DENIED);
+    expect((await first(ok, { orderId: `fleet-a/${uniqueName("o")}` })).code).toBe(grpc.status.PERMISSION_DENIED);
+    const bare = await first(ok, { orderId: "ORD-1" });
+    expect(bare.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(bare.details).toContain("names no fleet: write it fleet/order");
   });
 });
 
