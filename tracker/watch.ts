@@ -65,6 +65,12 @@ interface Pending {
   coalesced: number;
 }
 
+/**
+ * The longest timer Node and Bun keep: a longer one fires after 1 ms (TimeoutOverflowWarning), so a
+ * min_interval_ms of 2^32 - 1 (it is a uint32) made a watch wake every millisecond. Clamped to it.
+ */
+export const MAX_MIN_INTERVAL_MS = 2 ** 31 - 1;
+
 /** rev is a u32 that wraps: a is newer than b when a - b is in (0, 2^31). */
 const newer = (a: number, b: number) => {
   const d = (a - b) >>> 0;
@@ -85,8 +91,10 @@ export class Watch {
   /** When the current send started waiting for the client (0: not waiting). */
   waitingSince = 0;
   private closed = false;
+  private readonly minIntervalMs: number;
 
   constructor(private readonly o: WatchOptions) {
+    this.minIntervalMs = Math.min(Math.max(0, o.minIntervalMs), MAX_MIN_INTERVAL_MS);
     for (const s of o.subjects) this.subscribe(s);
   }
 
@@ -192,7 +200,7 @@ export class Watch {
         else if (lastSent === undefined) kind = EventKind.ENTER;
         else {
           kind = EventKind.MOVE;
-          const due = lastSent + this.o.minIntervalMs;
+          const due = lastSent + this.minIntervalMs;
           if (due > now) {
             nextDue = Math.min(nextDue, due);
             continue;

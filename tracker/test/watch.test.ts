@@ -109,6 +109,32 @@ describe("watch vehicles", () => {
     expect(live.reduce((n, e) => n + 1 + e.coalesced, 0)).toBe(20);
   });
 
+  test("watch - a min_interval_ms past 2^31 ms is clamped: the watch holds updates back without a timer that overflows", async () => {
+    const v = uniqueName("long");
+    const token = await t.token({ vehicles: [v] });
+    await t.publish([point(v, 1)]);
+    await waitForSeq(token, v, 1);
+    const overflows: string[] = [];
+    const onWarning = (w: Error) => {
+      if (w.name === "TimeoutOverflowWarning") overflows.push(w.message);
+    };
+    process.on("warning", onWarning);
+    try {
+      const w = watch(client, "watchVehicles", token, { vehicleIds: [v], minIntervalMs: 4_000_000_000 });
+      await w.until(2);
+      await t.publish([point(v, 2)]);
+      await w.until(3); // the first live update goes at once
+      await t.publish([point(v, 3)]);
+      await waitForSeq(token, v, 3);
+      await Bun.sleep(100);
+      expect(kinds(w.events)).toEqual([`SNAPSHOT ${v}@1`, "SNAPSHOT_END", `MOVE ${v}@2`]);
+      expect(overflows).toEqual([]);
+      w.cancel();
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
+
   test("watch - an order watch shows the vehicle serving it and follows a reassignment", async () => {
     const order = uniqueName("order");
     const a = uniqueName("a");
