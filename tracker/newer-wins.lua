@@ -1,5 +1,8 @@
--- Applies JetStream batches of points to the live state, atomically: an older or duplicate point
--- never overwrites a newer one. Records are state-codec.ts's layout (1-based here: rev 1-4, seq 5-8,
+-- Applies JetStream batches of points to the live state, atomically: the newest fix by its recorded
+-- time wins; an older one, a duplicate (a redelivery) or a second fix with the same recorded time
+-- changes nothing. The same time keeps the first, as history does (ON CONFLICT DO NOTHING on
+-- (vehicle_id, recorded_at)), so both agree on which point it is. Seq plays no part: a vehicle that
+-- reboots restarts its seqs at 1, and its next fix must still win. Records are state-codec.ts's layout (1-based here: rev 1-4, seq 5-8,
 -- recorded 9-16, last seen 17-24, lat 25-28, lon 29-32, status 39, flags 40, fleet length 41,
 -- fleet, then order).
 -- KEYS[1] GEO set of online vehicles; KEYS[2] hash of counts per status ("s<status>") and per status
@@ -21,8 +24,6 @@ local prefix, channel, blob = ARGV[1], ARGV[2], ARGV[3]
 -- A point heard from before this (ms) lowers its bucket's sweep bound (a replay after an outage);
 -- fresh points leave the bound alone, which costs nothing.
 local oldBefore = tonumber(ARGV[4])
--- A lower seq still wins when recorded this much later than the stored point: the vehicle restarted its seq.
-local RESTART_MS = 600000
 local OFFLINE = 5
 
 local unpack_table = unpack
@@ -82,12 +83,12 @@ while pos <= size do
   pos = pos + 1 + latLen
   local key = prefix .. bucket
   local old = call('HGET', key, id)
-  local nseq, nrec, seen = unpack('<I4dd', v, 5)
+  local nrec, seen = unpack('<dd', v, 9)
   local rec
   n = n + 1
   if old then
-    local orev, oseq, orec = unpack('<I4I4d', old)
-    if nseq > oseq or nrec > orec + RESTART_MS then
+    local orev, _, orec = unpack('<I4I4d', old)
+    if nrec > orec then
       local rev = (orev + 1) % 4294967296
       local ns = byte(v, 39)
       local os, oflags = byte(old, 39, 40)

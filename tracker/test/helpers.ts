@@ -102,12 +102,22 @@ export async function startTestTracker(env: Record<string, string> = {}, options
   };
 }
 
-/** A point of a vehicle; `over` changes fields. recorded_at defaults to now. */
+let lastRecordedMs = 0;
+/**
+ * Now, but never the same millisecond twice in this process: the tracker keeps the first of two
+ * fixes with one recorded time (newer-wins.lua), so points made one after another must differ.
+ */
+export function recordedNow(): number {
+  lastRecordedMs = Math.max(Date.now(), lastRecordedMs + 1);
+  return lastRecordedMs;
+}
+
+/** A point of a vehicle; `over` changes fields. recorded_at defaults to now (recordedNow). */
 export function point(vehicleId: string, seq: number, over: Partial<MessageInitShape<typeof PositionSchema>> = {}): Position {
   return create(PositionSchema, <MessageInitShape<typeof PositionSchema>>{
     vehicleId,
     seq,
-    recordedAt: timestampFromMs(Date.now()),
+    recordedAt: timestampFromMs(recordedNow()),
     lat: 52.52,
     lon: 13.405,
     speed: 10,

@@ -36,16 +36,49 @@ const metric = async (url: string, name: string) => {
 };
 
 describe("consumer", () => {
-  test("newer wins - an older or duplicate point never overwrites a newer one, in one batch or across batches", async () => {
+  test("newer wins - an older (by recorded time) or duplicate point never overwrites a newer one, in one batch or across batches", async () => {
     const v = uniqueName("nw");
-    await t.publish([point(v, 5, { lat: 52.5 }), point(v, 3, { lat: 10 })]);
+    const t0 = Date.now() - 60_000;
+    const at = (ms: number) => ({ recordedAt: timestampFromMs(t0 + ms) });
+    await t.publish([point(v, 5, { lat: 52.5, ...at(5000) }), point(v, 3, { lat: 10, ...at(3000) })]);
     await seen(v, 5);
-    await t.publish([point(v, 5, { lat: 11 }), point(v, 4, { lat: 12 })]);
-    await t.publish([point(v, 6, { lat: 52.6 })]);
+    await t.publish([point(v, 5, { lat: 11, ...at(5000) }), point(v, 4, { lat: 12, ...at(4000) })]);
+    await t.publish([point(v, 6, { lat: 52.6, ...at(6000) })]);
     const r = await seen(v, 6);
     expect(r.vehicle!.position!.lat).toBeCloseTo(52.6, 6);
     const older = await metric(t.tracker.url, "tracker_points_total");
     expect(older.some((l) => l.includes('result="older"') && Number(l.split(" ").pop()) >= 3)).toBe(true);
+  });
+
+  test("newer wins - two fixes with one recorded time: the first stays, as history keeps the first (both agree)", async () => {
+    const [v, w] = [uniqueName("tie"), uniqueName("tie")];
+    const same = { recordedAt: timestampFromMs(Date.now() - 1000) };
+    // Seq 1 and 2 in one batch, seq 3 in the next: all three recorded at the same time.
+    await t.publish([point(w, 1, { lat: 1.5, ...same }), point(w, 2, { lat: 1.6, ...same })]);
+    await t.publish([point(w, 3, { lat: 1.7, ...same })]);
+    await t.publish([point(v, 1)]); // the stream's order: once v is there, w's points were applied
+    await seen(v, 1);
+    const r = (await get(w)).response!;
+    expect(r.vehicle!.position!.seq).toBe(1);
+    expect(r.vehicle!.position!.lat).toBeCloseTo(1.5, 6);
+  });
+
+  test("newer wins - a vehicle that reboots and restarts its seqs at 1 shows its newest fix at once; a redelivered point changes nothing", async () => {
+    const v = uniqueName("boot");
+    const now = Date.now();
+    await t.publish([point(v, 900, { lat: 2.0, recordedAt: timestampFromMs(now - 5000) })]);
+    await seen(v, 900);
+    // Rebooted a few seconds later: seq 1, 2, recorded after the old point (not 10 minutes after).
+    await t.publish([point(v, 1, { lat: 2.1, recordedAt: timestampFromMs(now - 3000) })]);
+    const first = await seen(v, 1);
+    expect(first.vehicle!.position!.lat).toBeCloseTo(2.1, 6);
+    await t.publish([point(v, 2, { lat: 2.2, recordedAt: timestampFromMs(now - 2000) })]);
+    await seen(v, 2);
+    // JetStream redelivers the old seq 900 and seq 1: neither is newer than seq 2's fix.
+    await t.publish([point(v, 900, { lat: 2.0, recordedAt: timestampFromMs(now - 5000) }), point(v, 1, { lat: 2.1, recordedAt: timestampFromMs(now - 3000) })]);
+    await t.publish([point(v, 3, { lat: 2.3, recordedAt: timestampFromMs(now - 1000) })]);
+    const r = await seen(v, 3);
+    expect(r.vehicle!.position!.lat).toBeCloseTo(2.3, 6);
   });
 
   test("status - a point's status replaces the stored one, an unspecified one keeps it; counts follow", async () => {

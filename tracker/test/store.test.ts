@@ -4,6 +4,7 @@
  * kind of change, and the counts and order index follow.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import Redis from "ioredis";
 import { VehicleStatus, type Position } from "../../gen/fleet/v1/position_pb";
 import { PointBlob } from "../point-blob";
@@ -45,7 +46,7 @@ describe("store", () => {
     const second = await apply([
       point(v, 2, { fleetId: "fa" }),
       point(v, 3, { status: VehicleStatus.ON_DELIVERY, orderId: "o-2", fleetId: "fc", lat: 40, lon: 3 }),
-      point(w, 0, { fleetId: "fb" }),
+      point(w, 0, { fleetId: "fb", recordedAt: timestampFromMs(Date.now() - 60_000) }),
     ]);
     expect(second.length).toBe(2);
     const [a, b] = second;
