@@ -10,9 +10,9 @@ import { HistoryService, StatsBucket, type GetStatsResponse, type GetTrackRespon
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import type { Area } from "../gen/fleet/v1/geo_pb";
 import type { Sql } from "../lib/pg";
-import { claimsOf, InvalidRequestError } from "../lib/rpc";
+import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";
-import { accessCondition, type AreaFilter, type PositionReader, type StoredPoint } from "./read-positions";
+import { accessCondition, type AreaFilter, type PointFilter, type PositionReader, type StoredPoint } from "./read-positions";
 import { simplifyColumns } from "./simplify";
 
 export interface HistoryLimits {
@@ -26,6 +26,10 @@ export interface HistoryLimits {
   trackMaxPoints: number;
   /** Largest replay area radius (or half-diagonal of a box), metres. */
   maxAreaRadiusM: number;
+  /** Replays open at once, in total (HISTORY_REPLAYS_MAX). */
+  replaysMax: number;
+  /** Replays open at once with one token (HISTORY_REPLAYS_PER_TOKEN). */
+  replaysPerToken: number;
 }
 
 export interface HistoryServiceOptions {
@@ -115,10 +119,44 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener("abort", done, { once: true });
   });
 
+/**
+ * Places for open Replays, in total and per token: a Replay lasts as long as its range divided by
+ * its speed, and each reads pages for all that time. A token is its bearer string (watch tokens
+ * carry no other identity); a call without one was refused before it came here.
+ */
+function createReplaySlots(max: number, perToken: number) {
+  let open = 0;
+  const byToken = new Map<string, number>();
+  return {
+    /** Takes a place or throws LimitExceededError naming the limit; returns its release (idempotent). */
+    take(token: string): () => void {
+      const mine = byToken.get(token) ?? 0;
+      if (mine >= perToken) {
+        throw new LimitExceededError(`this token has ${mine} replays open, the limit (HISTORY_REPLAYS_PER_TOKEN) is ${perToken}: end one, or wait for one to finish, and retry`);
+      }
+      if (open >= max) throw new LimitExceededError(`history has ${open} replays open, the limit (HISTORY_REPLAYS_MAX) is ${max}: retry later`);
+      open++;
+      byToken.set(token, mine + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        open--;
+        const n = byToken.get(token)! - 1;
+        if (n === 0) byToken.delete(token);
+        else byToken.set(token, n);
+      };
+    },
+  };
+}
+
+const bearerOf = (header: string | null) => /^\s*bearer\s+(\S+)\s*$/i.exec(header ?? "")?.[1] ?? "";
+
 /** Points due within this many ms of each other (after scaling) go out in one message. */
 const REPLAY_COALESCE_MS = 20;
 
 export function createHistoryService({ sql, reader, limits }: HistoryServiceOptions): ServiceImpl<typeof HistoryService> {
+  const replaySlots = createReplaySlots(limits.replaysMax, limits.replaysPerToken);
   return {
     async getTrack(req, ctx: HandlerContext): Promise<GetTrackResponse> {
       const access = accessOf(claimsOf(ctx));
@@ -166,7 +204,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const access = accessOf(claimsOf(ctx));
       if (!(req.speed > 0) || !Number.isFinite(req.speed)) throw new InvalidRequestError(`speed must be above 0 (10 plays ten times faster), got ${req.speed}`);
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.replayMaxRangeMs);
-      let filter;
+      let filter: PointFilter;
       if (req.target.case === "vehicleId") {
         if (!req.target.value) throw new InvalidRequestError("vehicle_id is empty");
         filter = { vehicleId: req.target.value, access };
@@ -176,30 +214,42 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
         throw new InvalidRequestError("replay needs a vehicle_id or an area");
       }
       const signal = ctx.signal;
-      let startUs: number | undefined;
-      const wallStart = performance.now();
-      let batch: Position[] = [];
-      let batchDue = 0;
-      for await (const chunk of reader.stream(filter, fromUs, toUs, signal)) {
-        for (const p of chunk) {
-          startUs ??= p.us;
-          const due = (p.us - startUs) / 1000 / req.speed;
-          if (batch.length > 0 && due - batchDue > REPLAY_COALESCE_MS) {
-            const wait = batchDue - (performance.now() - wallStart);
-            if (wait > 0) await sleep(wait, signal);
-            if (signal.aborted) return;
-            yield create(HistoryService.method.replay.output, { positions: batch });
-            batch = [];
-          }
-          if (batch.length === 0) batchDue = due;
-          batch.push(toPosition(p));
-        }
-      }
-      if (batch.length > 0 && !signal.aborted) {
-        const wait = batchDue - (performance.now() - wallStart);
-        if (wait > 0) await sleep(wait, signal);
-        if (!signal.aborted) yield create(HistoryService.method.replay.output, { positions: batch });
+      const release = replaySlots.take(bearerOf(ctx.requestHeader.get("authorization")));
+      signal.addEventListener("abort", release, { once: true });
+      try {
+        yield* paced(filter, fromUs, toUs, req.speed, signal);
+      } finally {
+        release();
+        signal.removeEventListener("abort", release);
       }
     },
   };
+
+  /** The points of [fromUs, toUs) at their recorded pace divided by `speed`. */
+  async function* paced(filter: PointFilter, fromUs: number, toUs: number, speed: number, signal: AbortSignal): AsyncGenerator<ReplayResponse> {
+    let startUs: number | undefined;
+    const wallStart = performance.now();
+    let batch: Position[] = [];
+    let batchDue = 0;
+    for await (const chunk of reader.stream(filter, fromUs, toUs, signal)) {
+      for (const p of chunk) {
+        startUs ??= p.us;
+        const due = (p.us - startUs) / 1000 / speed;
+        if (batch.length > 0 && due - batchDue > REPLAY_COALESCE_MS) {
+          const wait = batchDue - (performance.now() - wallStart);
+          if (wait > 0) await sleep(wait, signal);
+          if (signal.aborted) return;
+          yield create(HistoryService.method.replay.output, { positions: batch });
+          batch = [];
+        }
+        if (batch.length === 0) batchDue = due;
+        batch.push(toPosition(p));
+      }
+    }
+    if (batch.length > 0 && !signal.aborted) {
+      const wait = batchDue - (performance.now() - wallStart);
+      if (wait > 0) await sleep(wait, signal);
+      if (!signal.aborted) yield create(HistoryService.method.replay.output, { positions: batch });
+    }
+  }
 }

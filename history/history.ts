@@ -59,7 +59,10 @@ export async function createHistory({
   consume = true,
 }: HistoryOptions): Promise<History> {
   const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: 6, applicationName: `history ${instanceId}` });
+  // Two pools: a query (a Replay page, a GetTrack) never waits behind a write, and the writer never
+  // waits behind readers, whatever number of them is open.
+  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: config.historyWriteConnections, applicationName: `history ${instanceId}` });
+  const readSql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: config.historyReadConnections, applicationName: `history reader ${instanceId}` });
   let nats: Nats | undefined;
   let consumer: HistoryConsumer | undefined;
   let server: Server | undefined;
@@ -109,9 +112,9 @@ export async function createHistory({
     } catch {
       log.warn("no archive configured (ARCHIVE_DIR or S3_ENDPOINT): archived days read as empty");
     }
-    const reader = createPositionReader({ sql, archive });
+    const reader = createPositionReader({ sql: readSql, archive });
     const service = createHistoryService({
-      sql,
+      sql: readSql,
       reader,
       limits: {
         trackMaxRangeMs: config.trackMaxRange,
@@ -119,6 +122,8 @@ export async function createHistory({
         trackDefaultPoints: config.trackPoints,
         trackMaxPoints: config.trackMaxPoints,
         maxAreaRadiusM: config.maxAreaRadius,
+        replaysMax: config.replaysMax,
+        replaysPerToken: config.replaysPerToken,
       },
     });
     server = await serve({
@@ -152,7 +157,7 @@ export async function createHistory({
           await packing;
           await srv.close();
           await nats?.close();
-          await sql.end({ timeout: 5 });
+          await Promise.all([sql.end({ timeout: 5 }), readSql.end({ timeout: 5 })]);
           duck.close();
         })()),
     };
@@ -162,6 +167,7 @@ export async function createHistory({
     await server?.close().catch(() => {});
     await nats?.close().catch(() => {});
     await sql.end({ timeout: 1 }).catch(() => {});
+    await readSql.end({ timeout: 1 }).catch(() => {});
     duck.close();
     throw err;
   }

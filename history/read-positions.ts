@@ -157,6 +157,17 @@ function lightTrack(n: number): LightTrack {
 /** Bytes of one packed light point: timestamptz_send, float8send ×2, float4send ×2 (big-endian). */
 const LIGHT_BYTES = 32;
 
+/** Rows of one Replay page. */
+const PAGE_ROWS = 1000;
+/** The first time window a Replay page looks into, µs (doubled while pages come back short). */
+const PAGE_WINDOW_US = 60e6;
+
+/** A time in µs as a PostgreSQL timestamptz literal, to the microsecond. */
+function pgTimestamp(us: number): string {
+  const ms = Math.floor(us / 1000);
+  return `'${new Date(ms).toISOString().replace("Z", "")}${String(us - ms * 1000).padStart(3, "0")}Z'::timestamptz`;
+}
+
 /** Time slices a long GetTrack range is read in, at once. */
 const TRACK_SLICES = 4;
 
@@ -175,7 +186,7 @@ export interface PositionReader {
     toUs: number,
     keep: (track: LightTrack) => number[],
   ): Promise<{ points: StoredPoint[]; total: number }>;
-  /** Every visible point in [from, to), time order, one day at a time, hot days read in chunks. */
+  /** Every visible point in [from, to), time order, one day at a time; hot days in pages, one query each (no connection held between them). */
   stream(filter: PointFilter, fromUs: number, toUs: number, signal?: AbortSignal): AsyncGenerator<StoredPoint[]>;
 }
 
@@ -370,10 +381,32 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
           for (let i = 0; i < all.length; i += 1000) yield all.slice(i, i + 1000);
           continue;
         }
-        const cursor = sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, a, b, "pg")} ORDER BY recorded_at, vehicle_id`).cursor(1000);
-        for await (const rows of cursor) {
+        // Pages, one query each, rather than a cursor: a Replay paces its points over minutes or
+        // hours, and a cursor would hold a connection for all of it (eight slow replays once took
+        // every connection, and the writer's with them). A page is the next PAGE_ROWS rows after
+        // the last one sent (by recorded_at, vehicle_id: the key is unique), looked for in a time
+        // window so that an area's page reads a bounded stretch of the day (its index is the
+        // BRIN on recorded_at); the window grows while pages come back short.
+        let start = a;
+        let after: StoredPoint | undefined;
+        let windowUs = PAGE_WINDOW_US;
+        while (start < b) {
           if (signal?.aborted) return;
-          yield rows.map(toPoint);
+          const end = Math.min(b, start + windowUs);
+          const key = after ? ` AND (recorded_at, vehicle_id) > (${pgTimestamp(after.us)}, ${sqlString(after.vehicleId)})` : "";
+          const rows = (
+            await sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, start, end, "pg")}${key} ORDER BY recorded_at, vehicle_id LIMIT ${PAGE_ROWS}`).values()
+          ).map(toPoint);
+          if (rows.length === PAGE_ROWS) {
+            after = rows[rows.length - 1]!;
+            start = after.us;
+          } else {
+            after = undefined;
+            start = end;
+            if (rows.length < PAGE_ROWS / 4) windowUs *= 2;
+          }
+          if (signal?.aborted) return;
+          if (rows.length > 0) yield rows;
         }
       }
     },

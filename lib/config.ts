@@ -156,6 +156,10 @@ const S = {
   trackMaxPoints: int("HISTORY_TRACK_MAX_POINTS", 10_000, "largest GetTrack point budget", 2, 1_000_000),
   replayMaxRange: duration("HISTORY_REPLAY_MAX_RANGE", "1d", "longest range of Replay"),
   maxAreaRadius: num("HISTORY_MAX_AREA_RADIUS", 50_000, "largest Replay area radius (or box half-diagonal), metres"),
+  historyReadConnections: int("HISTORY_READ_CONNECTIONS", 4, "PostgreSQL connections of history's queries (GetTrack, GetStats, Replay pages); the writer has its own", 1, 1000),
+  historyWriteConnections: int("HISTORY_WRITE_CONNECTIONS", 4, "PostgreSQL connections of history's writer (HISTORY_WRITERS transactions, partitions, track packing)", 2, 1000),
+  replaysMax: int("HISTORY_REPLAYS_MAX", 64, "Replay streams open at once per history process", 1, 100_000),
+  replaysPerToken: int("HISTORY_REPLAYS_PER_TOKEN", 4, "Replay streams one token may have open at once", 1, 100_000),
   // archiver
   archiverPort: int("ARCHIVER_PORT", 50054, "archiver port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   archiveInterval: duration("ARCHIVE_INTERVAL", "1h", "how often the archiver runs by itself (0: only when asked)"),
