@@ -13,6 +13,7 @@ import type { Sql } from "../lib/pg";
 import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";
 import { accessCondition, type AreaFilter, type PointFilter, type PositionReader, type StoredPoint } from "./read-positions";
+import { createPointSizer, encodingOf, RESPONSE_OVERHEAD_BYTES } from "./response-size";
 import { simplifyColumns } from "./simplify";
 
 export interface HistoryLimits {
@@ -26,6 +27,8 @@ export interface HistoryLimits {
   trackMaxPoints: number;
   /** Largest replay area radius (or half-diagonal of a box), metres. */
   maxAreaRadiusM: number;
+  /** Largest message the server sends (GATEWAY_MAX_MESSAGE_BYTES: the server's writeMaxBytes). */
+  maxResponseBytes: number;
   /** Replays open at once, in total (HISTORY_REPLAYS_MAX). */
   replaysMax: number;
   /** Replays open at once with one token (HISTORY_REPLAYS_PER_TOKEN). */
@@ -154,6 +157,28 @@ const bearerOf = (header: string | null) => /^\s*bearer\s+(\S+)\s*$/i.exec(heade
 
 /** Points due within this many ms of each other (after scaling) go out in one message. */
 const REPLAY_COALESCE_MS = 20;
+/** Points of one Replay message at most (a message is also kept under the message limit in bytes). */
+export const REPLAY_MESSAGE_POINTS = 1000;
+
+/**
+ * The track simplified further until it fits `maxBytes` as `size` measures it: the caller's budget
+ * is what it wants at most, the message limit is what it can be sent (10,000 points are ~0.9 MB in
+ * binary, ~2.2 MB in JSON, against 256 KiB). First and last points, stops and turns are kept first,
+ * as in the first simplification.
+ */
+function fitTrack(points: StoredPoint[], maxBytes: number, size: (p: StoredPoint) => number): StoredPoint[] {
+  let bytes = points.reduce((n, p) => n + size(p), 0);
+  while (bytes > maxBytes && points.length > 2) {
+    const budget = Math.max(2, Math.min(points.length - 1, Math.floor(points.length * (maxBytes / bytes) * 0.99)));
+    const kept = simplifyColumns(
+      { length: points.length, lat: points.map((p) => p.lat), lon: points.map((p) => p.lon), speed: points.map((p) => p.speed), heading: points.map((p) => p.heading) },
+      budget,
+    );
+    points = kept.map((i) => points[i]!);
+    bytes = points.reduce((n, p) => n + size(p), 0);
+  }
+  return points;
+}
 
 export function createHistoryService({ sql, reader, limits }: HistoryServiceOptions): ServiceImpl<typeof HistoryService> {
   const replaySlots = createReplaySlots(limits.replaysMax, limits.replaysPerToken);
@@ -165,7 +190,9 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
       const budget = req.maxPoints || limits.trackDefaultPoints;
       const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) => simplifyColumns(light, budget));
-      return create(HistoryService.method.getTrack.output, { points: points.map(toPosition), totalPoints: BigInt(total) });
+      const size = createPointSizer(encodingOf(ctx.requestHeader.get("content-type")));
+      const fitting = fitTrack(points, limits.maxResponseBytes - RESPONSE_OVERHEAD_BYTES, size);
+      return create(HistoryService.method.getTrack.output, { points: fitting.map(toPosition), totalPoints: BigInt(total) });
     },
 
     async getStats(req, ctx): Promise<GetStatsResponse> {
@@ -217,7 +244,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const release = replaySlots.take(bearerOf(ctx.requestHeader.get("authorization")));
       signal.addEventListener("abort", release, { once: true });
       try {
-        yield* paced(filter, fromUs, toUs, req.speed, signal);
+        yield* paced(filter, fromUs, toUs, req.speed, createPointSizer(encodingOf(ctx.requestHeader.get("content-type"))), signal);
       } finally {
         release();
         signal.removeEventListener("abort", release);
@@ -225,25 +252,41 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
     },
   };
 
-  /** The points of [fromUs, toUs) at their recorded pace divided by `speed`. */
-  async function* paced(filter: PointFilter, fromUs: number, toUs: number, speed: number, signal: AbortSignal): AsyncGenerator<ReplayResponse> {
+  /**
+   * The points of [fromUs, toUs) at their recorded pace divided by `speed`; those due together go in
+   * one message of at most REPLAY_MESSAGE_POINTS points and the message limit in bytes (as `size`
+   * measures them), the rest of them in the next messages, at once.
+   */
+  async function* paced(
+    filter: PointFilter,
+    fromUs: number,
+    toUs: number,
+    speed: number,
+    size: (p: StoredPoint) => number,
+    signal: AbortSignal,
+  ): AsyncGenerator<ReplayResponse> {
+    const maxBytes = limits.maxResponseBytes - RESPONSE_OVERHEAD_BYTES;
     let startUs: number | undefined;
     const wallStart = performance.now();
     let batch: Position[] = [];
+    let batchBytes = 0;
     let batchDue = 0;
     for await (const chunk of reader.stream(filter, fromUs, toUs, signal)) {
       for (const p of chunk) {
         startUs ??= p.us;
         const due = (p.us - startUs) / 1000 / speed;
-        if (batch.length > 0 && due - batchDue > REPLAY_COALESCE_MS) {
+        const bytes = size(p);
+        if (batch.length > 0 && (due - batchDue > REPLAY_COALESCE_MS || batch.length >= REPLAY_MESSAGE_POINTS || batchBytes + bytes > maxBytes)) {
           const wait = batchDue - (performance.now() - wallStart);
           if (wait > 0) await sleep(wait, signal);
           if (signal.aborted) return;
           yield create(HistoryService.method.replay.output, { positions: batch });
           batch = [];
+          batchBytes = 0;
         }
         if (batch.length === 0) batchDue = due;
         batch.push(toPosition(p));
+        batchBytes += bytes;
       }
     }
     if (batch.length > 0 && !signal.aborted) {

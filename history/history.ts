@@ -122,6 +122,7 @@ export async function createHistory({
         trackDefaultPoints: config.trackPoints,
         trackMaxPoints: config.trackMaxPoints,
         maxAreaRadiusM: config.maxAreaRadius,
+        maxResponseBytes: config.maxMessageBytes,
         replaysMax: config.replaysMax,
         replaysPerToken: config.replaysPerToken,
       },
