@@ -258,13 +258,35 @@ export function grpcMessageEncode(message: string): string {
   return out;
 }
 
-/** gRPC's timeout header, as connect parses it. */
+/**
+ * The longest deadline a call gets. Timers hold a signed 32-bit count of milliseconds: a longer
+ * delay (grpc-go sends `2592000S`, 30 days, for "no deadline") fires at once, which failed such
+ * calls with DEADLINE_EXCEEDED at their start. Longer deadlines are clamped to this (~24.8 days).
+ */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+const GRPC_TIMEOUT_UNITS_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/** gRPC's timeout header, as connect parses it, clamped to MAX_TIMEOUT_MS. */
 function parseGrpcTimeout(value: string | undefined): { timeoutMs?: number; error?: ConnectError } {
   if (value === undefined) return {};
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
   if (!m) return { error: new ConnectError(`protocol error: invalid grpc timeout value: ${value}`, Code.InvalidArgument) };
-  const unit = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 }[m[2] as "H"];
-  return { timeoutMs: unit * Number(m[1]) };
+  return { timeoutMs: Math.min(GRPC_TIMEOUT_UNITS_MS[m[2]!]! * Number(m[1]), MAX_TIMEOUT_MS) };
+}
+
+/**
+ * Rewrites a request's `grpc-timeout` or `connect-timeout-ms` past MAX_TIMEOUT_MS to that bound,
+ * before connect-node sees it (it would arm a timer that fires at once).
+ */
+export function clampTimeoutHeaders(headers: Record<string, string | string[] | undefined>): void {
+  const grpc = headers["grpc-timeout"];
+  if (typeof grpc === "string") {
+    const m = /^(\d{1,8})([HMSmun])$/.exec(grpc);
+    if (m && GRPC_TIMEOUT_UNITS_MS[m[2]!]! * Number(m[1]) > MAX_TIMEOUT_MS) headers["grpc-timeout"] = `${Math.floor(MAX_TIMEOUT_MS / 1000)}S`;
+  }
+  const connect = headers["connect-timeout-ms"];
+  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > MAX_TIMEOUT_MS) headers["connect-timeout-ms"] = String(MAX_TIMEOUT_MS);
 }
 
 const COMPRESSED = 0b1;
@@ -273,11 +295,21 @@ const COMPRESSED = 0b1;
  * The request side of one native call: reassembles length-prefixed messages across DATA chunks,
  * enforces the size limit and refuses compressed messages before buffering them, and pushes each
  * decoded message to the sink while not paused.
+ *
+ * Chunks are kept in a list, as connect-es's envelope reader does, and a message is copied out once
+ * when it is complete: concatenating the held bytes with each new chunk cost O(n²), and a client
+ * sending 256 KiB in 1-byte DATA frames held the event loop for seconds. A message that lies in one
+ * chunk (the usual case) is decoded in place, with no copy.
  */
 class FramedInput implements AnyInput {
   private sink: MessageSink<Message> | undefined;
   /** Bytes received and not yet delivered (a partial message, or messages held while paused). */
-  private pending: Buffer | undefined;
+  private chunks: Buffer[] = [];
+  /** Index of the first chunk still held, and how far into it delivery got. */
+  private head = 0;
+  private offset = 0;
+  /** Bytes held in `chunks` past `offset`. */
+  private queued = 0;
   private paused = false;
   private stopped = false;
   /** The client half-closed. */
@@ -321,7 +353,7 @@ class FramedInput implements AnyInput {
 
   stop(): void {
     this.stopped = true;
-    this.pending = undefined;
+    this.clear();
   }
 
   /** Fails the stream (protocol error, reset, deadline); before `start`, the handler gets it on start. */
@@ -332,31 +364,14 @@ class FramedInput implements AnyInput {
       return;
     }
     this.done = true;
-    this.pending = undefined;
+    this.clear();
     this.sink.error(err);
   }
 
   onData(chunk: Buffer): void {
-    if (this.stopped || this.done) return;
-    const held = this.pending;
-    if (!held) {
-      this.pending = chunk;
-      return this.pump();
-    }
-    // A message began in an earlier chunk: complete it with only the bytes it still needs, so
-    // that a large chunk of many messages is not copied whole.
-    if (!this.paused && held.length >= 5) {
-      const need = 5 + held.readUInt32BE(1) - held.length;
-      if (need > 0 && need < chunk.length) {
-        this.pending = Buffer.concat([held, chunk.subarray(0, need)]);
-        this.pump();
-        if (this.stopped || this.done) return;
-        const rest = chunk.subarray(need);
-        this.pending = this.pending ? Buffer.concat([this.pending, rest]) : rest;
-        return this.pump();
-      }
-    }
-    this.pending = Buffer.concat([held, chunk]);
+    if (this.stopped || this.done || chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.queued += chunk.length;
     this.pump();
   }
 
@@ -369,7 +384,53 @@ class FramedInput implements AnyInput {
     });
   }
 
-  /** Delivers what `pending` holds, until it is empty or the handler pauses or stops. */
+  private clear(): void {
+    this.chunks = [];
+    this.head = 0;
+    this.offset = 0;
+    this.queued = 0;
+  }
+
+  /** Drops `n` held bytes from the front. */
+  private consume(n: number): void {
+    this.queued -= n;
+    while (n > 0) {
+      const left = this.chunks[this.head]!.length - this.offset;
+      if (n < left) {
+        this.offset += n;
+        return;
+      }
+      n -= left;
+      this.head++;
+      this.offset = 0;
+    }
+    if (this.head === this.chunks.length) {
+      this.chunks = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Copies the first `n` held bytes into one buffer; `drop` also consumes them. */
+  private copy(n: number, drop: boolean): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    let i = this.head;
+    let from = this.offset;
+    while (at < n) {
+      const c = this.chunks[i++]!;
+      const take = Math.min(n - at, c.length - from);
+      c.copy(out, at, from, from + take);
+      at += take;
+      from = 0;
+    }
+    if (drop) this.consume(n);
+    return out;
+  }
+
+  /** Delivers what is held, until it is empty or the handler pauses or stops. */
   private pump(): void {
     this.pumping = true;
     try {
@@ -380,32 +441,40 @@ class FramedInput implements AnyInput {
   }
 
   private deliver(): void {
-    const buf = this.pending;
-    let off = 0;
-    if (buf) {
-      while (!this.paused && !this.stopped && !this.done && buf.length - off >= 5) {
-        const len = buf.readUInt32BE(off + 1);
-        if ((buf[off]! & COMPRESSED) !== 0) {
-          return this.fail(new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal));
-        }
-        if (len > this.maxBytes) {
-          return this.fail(new ConnectError(tooLargeMessage(len, this.maxBytes), Code.ResourceExhausted));
-        }
-        if (buf.length - off - 5 < len) break;
-        let message: Message;
-        try {
-          message = this.decode(buf, off + 5, off + 5 + len);
-        } catch (err) {
-          return this.fail(new ConnectError(`parse binary: ${(err as Error).message}`, Code.InvalidArgument));
-        }
-        off += 5 + len;
-        this.sink!.message(message);
+    while (!this.paused && !this.stopped && !this.done && this.queued >= 5) {
+      let first = this.chunks[this.head]!;
+      let at = this.offset;
+      if (first.length - at < 5) {
+        first = this.copy(5, false);
+        at = 0;
       }
-      if (this.stopped || this.done) return;
-      this.pending = off === buf.length ? undefined : off === 0 ? buf : buf.subarray(off);
+      const flags = first[at]!;
+      const len = first.readUInt32BE(at + 1);
+      if ((flags & COMPRESSED) !== 0) {
+        return this.fail(new ConnectError("received compressed envelope, but do not know how to decompress", Code.Internal));
+      }
+      if (len > this.maxBytes) {
+        return this.fail(new ConnectError(tooLargeMessage(len, this.maxBytes), Code.ResourceExhausted));
+      }
+      if (this.queued - 5 < len) break;
+      let buf = this.chunks[this.head]!;
+      let start = this.offset + 5;
+      if (buf.length - this.offset >= 5 + len) this.consume(5 + len);
+      else {
+        buf = this.copy(5 + len, true);
+        start = 5;
+      }
+      let message: Message;
+      try {
+        message = this.decode(buf, start, start + len);
+      } catch (err) {
+        return this.fail(new ConnectError(`parse binary: ${(err as Error).message}`, Code.InvalidArgument));
+      }
+      this.sink!.message(message);
     }
+    if (this.stopped || this.done) return;
     if (this.ended && !this.paused) {
-      if (this.pending) return this.fail(new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument));
+      if (this.queued > 0) return this.fail(new ConnectError("protocol error: incomplete envelope", Code.InvalidArgument));
       this.done = true;
       this.sink!.end();
     }
@@ -762,15 +831,17 @@ class NativeCall implements AsyncIterable<never> {
   }
 }
 
-/** The request of a native unary call as the interceptors see it; it carries the call to the innermost step. */
+/**
+ * The request of a native unary call as the interceptors see it; it carries the call to the
+ * innermost step. Its `message` is undefined while the interceptors run: the body is read only
+ * once they passed the call on (see createNativeGrpc), so auth refuses a caller from its headers.
+ */
 class NativeUnaryRequest implements UnaryRequest {
   readonly stream = false;
   readonly requestMethod = "POST";
+  readonly message = undefined as unknown as Message;
 
-  constructor(
-    readonly call: NativeCall,
-    readonly message: Message,
-  ) {}
+  constructor(readonly call: NativeCall) {}
 
   get service(): DescService {
     return this.call.ctx.service;
@@ -815,6 +886,8 @@ export interface NativeGrpcOptions {
   contextValues?: (req: http2.Http2ServerRequest) => ContextValues;
   /** Largest message in either direction; larger is RESOURCE_EXHAUSTED naming the limit. */
   maxMessageBytes: number;
+  /** A unary call's request message must have arrived this long after its headers (or its own deadline, if sooner). */
+  unaryBodyTimeoutMs?: number;
 }
 
 export interface NativeGrpc {
@@ -850,7 +923,7 @@ function handlerContext(ctx: NativeContext, r: StreamRequest | UnaryRequest, own
 }
 
 /** Creates the native gRPC path for `methods`. */
-export function createNativeGrpc({ methods, interceptors, contextValues, maxMessageBytes }: NativeGrpcOptions): NativeGrpc {
+export function createNativeGrpc({ methods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs = 10_000 }: NativeGrpcOptions): NativeGrpc {
   type Next = (r: StreamRequest) => Promise<StreamResponse>;
   type UnaryNext = (r: UnaryRequest) => Promise<UnaryResponse>;
 
@@ -861,11 +934,29 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
     const message = await (call.route as NativeStream).invoke(call.input, handlerContext(ctx, r, r === (call as unknown as StreamRequest)));
     return { stream: true, service: ctx.service, method: ctx.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message } as StreamResponse;
   };
+  /**
+   * The request message of a unary call, read here, inside the interceptors (connect reads it
+   * before them): a caller that auth refuses never gets its body buffered. A body that has not all
+   * arrived within unaryBodyTimeoutMs (a client trickling bytes) ends the call.
+   */
+  const readUnary = async (call: NativeCall): Promise<Message> => {
+    const timer = setTimeout(() => {
+      call.input.fail(
+        new ConnectError(`request message not received within ${unaryBodyTimeoutMs} ms of the headers: send the whole request at once`, Code.DeadlineExceeded),
+      );
+    }, unaryBodyTimeoutMs);
+    try {
+      return await single(call.input);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   const invokeUnary: UnaryNext = async (r) => {
     const { call } = r as NativeUnaryRequest;
     const { ctx } = call;
     const route = call.route as NativeUnary;
-    const message = create(route.method.output, await route.handle(r.message, handlerContext(ctx, r, r instanceof NativeUnaryRequest)));
+    const request = r.message ?? (await readUnary(call));
+    const message = create(route.method.output, await route.handle(request, handlerContext(ctx, r, r instanceof NativeUnaryRequest)));
     return { stream: false, service: ctx.service, method: route.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message } as UnaryResponse;
   };
   // connect's applyInterceptors (not exported): the first interceptor is the outermost. Built once.
@@ -884,8 +975,7 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
     stream.on("close", onStreamGone);
     try {
       if (isUnary(route)) {
-        // As connect does, the request is read and parsed before the interceptors run.
-        const res = await unaryChain(new NativeUnaryRequest(call, await single(input)));
+        const res = await unaryChain(new NativeUnaryRequest(call));
         output.message(res.message as MessageInitShape<DescMessage>, res.header);
         output.end(res.header, headersObject({}, res.trailer));
         return;

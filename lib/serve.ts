@@ -18,7 +18,7 @@ import type { AddressInfo } from "node:net";
 import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
+import { clampTimeoutHeaders, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -44,6 +44,8 @@ export interface ServeOptions {
   contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
   /** Methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
   nativeMethods?: NativeMethod[];
+  /** A native unary call's request message must arrive within this long of its headers (default 10 s). */
+  unaryBodyTimeoutMs?: number;
 }
 
 export interface Server {
@@ -207,6 +209,7 @@ export async function serve({
   interceptors = [],
   contextValues,
   nativeMethods = [],
+  unaryBodyTimeoutMs = 10_000,
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
     routes,
@@ -218,7 +221,7 @@ export async function serve({
     interceptors,
     contextValues,
   });
-  const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes }) : undefined;
+  const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs }) : undefined;
 
   const handler = (req: NodeRequest, anyRes: NodeResponse) => {
     // Both response kinds have the same API; TypeScript cannot call methods of the union.
@@ -262,6 +265,7 @@ export async function serve({
     }
     if (native?.handle(req)) return;
     if (refuseOversizedUnary(req, res, maxMessageBytes)) return;
+    clampTimeoutHeaders(req.headers);
     fixGrpcTrailers(res);
     if (req.httpVersionMajor === 2) boundH2Writes(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA
