@@ -180,6 +180,17 @@ function fitTrack(points: StoredPoint[], maxBytes: number, size: (p: StoredPoint
   return points;
 }
 
+const statsResponse = (rows: readonly Record<string, unknown>[]): GetStatsResponse =>
+  create(HistoryService.method.getStats.output, {
+    rows: rows.map((r) => ({
+      bucketStart: timestampFromMs(Number(r.bucket)),
+      points: BigInt(r.points as string),
+      distanceM: Number(r.distance),
+      maxSpeed: Number(r.max_speed),
+      meanSpeed: Number(r.mean_speed),
+    })),
+  });
+
 export function createHistoryService({ sql, reader, limits }: HistoryServiceOptions): ServiceImpl<typeof HistoryService> {
   const replaySlots = createReplaySlots(limits.replaysMax, limits.replaysPerToken);
   return {
@@ -204,11 +215,20 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const from = new Date(fromUs / 1000).toISOString();
       const to = new Date(toUs / 1000).toISOString();
       if (!seesWholeVehicle(access, req.vehicleId)) {
-        // The rollup does not keep fleets: a fleet or order grant must match the vehicle's points in the range.
-        const [seen] = await sql`
-          SELECT 1 FROM positions WHERE vehicle_id = ${req.vehicleId} AND recorded_at >= ${from}::timestamptz AND recorded_at < ${to}::timestamptz
-            AND ${sql.unsafe(accessCondition(access))} LIMIT 1`;
-        if (!seen) return create(HistoryService.method.getStats.output, {});
+        // The rollup has neither fleets nor orders: a fleet or order grant gets the statistics of
+        // the points it sees only (the time the vehicle was in that fleet or served that order),
+        // from the rows; a leg counts when both its ends are seen.
+        const rows = await sql`
+          SELECT (extract(epoch FROM date_trunc(${unit}, recorded_at)) * 1000)::int8 AS bucket, count(*)::int8 AS points,
+                 coalesce(sum(leg), 0) AS distance, max(speed) AS max_speed, avg(speed) AS mean_speed
+          FROM (SELECT recorded_at, speed, seen,
+                       CASE WHEN lag(seen) OVER w THEN fleet_distance_m(lag(lat) OVER w, lag(lon) OVER w, lat, lon) END AS leg
+                FROM (SELECT recorded_at, lat, lon, speed, ${sql.unsafe(accessCondition(access))} AS seen FROM positions
+                      WHERE vehicle_id = ${req.vehicleId} AND recorded_at >= ${from}::timestamptz AND recorded_at < ${to}::timestamptz) p
+                WINDOW w AS (ORDER BY recorded_at)) t
+          WHERE seen
+          GROUP BY 1 ORDER BY 1`;
+        return statsResponse(rows);
       }
       const rows = await sql`
         SELECT (extract(epoch FROM date_trunc(${unit}, minute)) * 1000)::int8 AS bucket, sum(points)::int8 AS points,
@@ -216,15 +236,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
         FROM positions_rollup
         WHERE vehicle_id = ${req.vehicleId} AND minute >= ${from}::timestamptz AND minute < ${to}::timestamptz
         GROUP BY 1 ORDER BY 1`;
-      return create(HistoryService.method.getStats.output, {
-        rows: rows.map((r) => ({
-          bucketStart: timestampFromMs(Number(r.bucket)),
-          points: BigInt(r.points as string),
-          distanceM: Number(r.distance),
-          maxSpeed: Number(r.max_speed),
-          meanSpeed: Number(r.mean_speed),
-        })),
-      });
+      return statsResponse(rows);
     },
 
     async *replay(req, ctx): AsyncGenerator<ReplayResponse> {

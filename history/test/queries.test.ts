@@ -32,7 +32,11 @@ beforeAll(async () => {
   // a day is read in four slices at once, and points fall exactly on the slices' bounds (every 6 h).
   const day = Array.from({ length: 1440 }, (_, i) => pointAt("q3", T0 + i * 60_000, i + 1, { orderId: `o-${i % 3}`, speed: 10 + (i % 5), heading: (i * 7) % 360 }));
   for (let i = day.length; i > 0; i -= 200) await fx.publish(day.slice(Math.max(0, i - 200), i));
-  await eventually(async () => (await countRows(fx.sql, "q%")) === 7501 + 1440, "all q rows");
+  // q4: two hours at one point every 10 s; it serves order ORD-7 from 01:15 to 01:45 only, slowly.
+  const served = (i: number) => i >= 450 && i < 630;
+  const q4 = Array.from({ length: 720 }, (_, i) => pointAt("q4", T0 + i * 10_000, i + 1, { orderId: served(i) ? "ORD-7" : "", speed: served(i) ? 5 : 20 }));
+  await fx.publish(q4);
+  await eventually(async () => (await countRows(fx.sql, "q%")) === 7501 + 1440 + 720, "all q rows");
 }, 60_000);
 afterAll(async () => {
   await fx?.close();
@@ -109,6 +113,42 @@ test("stats - per hour from the rollup", async () => {
   expect(r.rows[0]!.distanceM).toBeLessThan(3599 * 6.85);
   const hidden = await client.getStats({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) }, bearer(await fx.token({ fleets: ["fleet-b"] })));
   expect(hidden.rows.length).toBe(0);
+});
+
+test("order grant - stats, track and replay hold only the time the vehicle served the order", async () => {
+  const order = bearer(await fx.token({ orders: ["fleet-a/ORD-7"] }));
+  const range = { vehicleId: "q4", from: ts(T0), to: ts(T0 + 2 * 3600_000) };
+  const inOrder = (ms: number) => ms >= T0 + 4500_000 && ms < T0 + 6300_000;
+  // Hour buckets: the first hour had no point of the order, and the second only 180 of its 360.
+  const hours = await client.getStats({ ...range, bucket: StatsBucket.HOUR }, order);
+  expect(hours.rows.map((r) => [Number(r.bucketStart!.seconds) * 1000 - T0, Number(r.points)])).toEqual([[3600_000, 180]]);
+  expect(hours.rows[0]!.maxSpeed).toBe(5);
+  expect(hours.rows[0]!.meanSpeed).toBe(5);
+  // 179 legs of 10 s at 1e-4 degrees of latitude a second step (pointAt moves 1e-4 per seq): ~11.1 m each.
+  expect(hours.rows[0]!.distanceM).toBeGreaterThan(179 * 11);
+  expect(hours.rows[0]!.distanceM).toBeLessThan(179 * 11.2);
+  const minutes = await client.getStats({ ...range, bucket: StatsBucket.MINUTE }, order);
+  expect(minutes.rows.length).toBe(30);
+  expect(minutes.rows.every((r) => inOrder(Number(r.bucketStart!.seconds) * 1000))).toBe(true);
+  // The whole vehicle's stats are unchanged for a token that sees it.
+  const whole = await client.getStats({ ...range, bucket: StatsBucket.HOUR }, all);
+  expect(whole.rows.map((r) => Number(r.points))).toEqual([360, 360]);
+  expect(whole.rows[1]!.maxSpeed).toBe(20);
+
+  const track = await client.getTrack({ ...range, maxPoints: 1000 }, order);
+  expect(track.totalPoints).toBe(180n);
+  expect(track.points.every((p) => p.orderId === "ORD-7" && inOrder(Number(p.recordedAt!.seconds) * 1000))).toBe(true);
+  let replayed = 0;
+  for await (const m of client.replay({ target: { case: "vehicleId", value: "q4" }, from: range.from, to: range.to, speed: 100_000 }, order)) {
+    for (const p of m.positions) {
+      expect(inOrder(Number(p.recordedAt!.seconds) * 1000)).toBe(true);
+      replayed++;
+    }
+  }
+  expect(replayed).toBe(180);
+  // The same order id under another fleet is not this order.
+  const other = await client.getStats({ ...range, bucket: StatsBucket.HOUR }, bearer(await fx.token({ orders: ["fleet-b/ORD-7"] })));
+  expect(other.rows.length).toBe(0);
 });
 
 test("replay - speed must be above zero", async () => {
