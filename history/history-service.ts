@@ -10,6 +10,7 @@ import { HistoryService, StatsBucket, type GetStatsResponse, type GetTrackRespon
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import type { Area } from "../gen/fleet/v1/geo_pb";
 import type { Sql } from "../lib/pg";
+import { controlCharAt, controlCharMessage } from "../lib/ids";
 import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";
 import { accessCondition, type AreaFilter, type PointFilter, type PositionReader, type StoredPoint } from "./read-positions";
@@ -43,11 +44,31 @@ export interface HistoryServiceOptions {
 
 const formatDuration = (ms: number) => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${Math.round(ms / 1000)}s`);
 
-/** from/to as µs, checked: both set, from < to, within maxMs. */
+/** Seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: a Timestamp's range (and JSON's). */
+const MIN_SECONDS = -62_135_596_800;
+const MAX_SECONDS = 253_402_300_799;
+
+/** A Timestamp as µs, or InvalidRequestError when it is not a time (PostgreSQL and Date would fail on it later, as INTERNAL). */
+function checkTime(name: string, t: Timestamp): number {
+  const seconds = Number(t.seconds);
+  if (!(seconds >= MIN_SECONDS && seconds <= MAX_SECONDS) || !(t.nanos >= 0 && t.nanos <= 999_999_999)) {
+    throw new InvalidRequestError(`${name} (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time from 0001-01-01 to 9999-12-31 with nanos 0..999999999`);
+  }
+  return seconds * 1e6 + Math.floor(t.nanos / 1000);
+}
+
+/** A vehicle id as asked: not empty, no control character (PostgreSQL's text cannot hold U+0000, and none belongs in an id). */
+function checkVehicleId(id: string): string {
+  if (!id) throw new InvalidRequestError("vehicle_id is required");
+  if (controlCharAt(id) >= 0) throw new InvalidRequestError(controlCharMessage("vehicle_id", id));
+  return id;
+}
+
+/** from/to as µs, checked: both set and times, from < to, within maxMs. */
 export function checkRange(from: Timestamp | undefined, to: Timestamp | undefined, maxMs: number): { fromUs: number; toUs: number } {
   if (!from || !to) throw new InvalidRequestError("from and to are required");
-  const fromUs = Number(from.seconds) * 1e6 + Math.floor(from.nanos / 1000);
-  const toUs = Number(to.seconds) * 1e6 + Math.floor(to.nanos / 1000);
+  const fromUs = checkTime("from", from);
+  const toUs = checkTime("to", to);
   if (!(fromUs < toUs)) {
     throw new InvalidRequestError(`from (${timestampDate(from).toISOString()}) must be before to (${timestampDate(to).toISOString()})`);
   }
@@ -196,7 +217,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
   return {
     async getTrack(req, ctx: HandlerContext): Promise<GetTrackResponse> {
       const access = accessOf(claimsOf(ctx));
-      if (!req.vehicleId) throw new InvalidRequestError("vehicle_id is required");
+      checkVehicleId(req.vehicleId);
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
       if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
       const budget = req.maxPoints || limits.trackDefaultPoints;
@@ -208,7 +229,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
 
     async getStats(req, ctx): Promise<GetStatsResponse> {
       const access = accessOf(claimsOf(ctx));
-      if (!req.vehicleId) throw new InvalidRequestError("vehicle_id is required");
+      checkVehicleId(req.vehicleId);
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
       const unit = BUCKET_UNIT[req.bucket];
       if (!unit) throw new InvalidRequestError(`bucket ${req.bucket} is unknown`);
@@ -245,7 +266,7 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.replayMaxRangeMs);
       let filter: PointFilter;
       if (req.target.case === "vehicleId") {
-        if (!req.target.value) throw new InvalidRequestError("vehicle_id is empty");
+        checkVehicleId(req.target.value);
         filter = { vehicleId: req.target.value, access };
       } else if (req.target.case === "area") {
         filter = { area: checkArea(req.target.value, limits.maxAreaRadiusM), access };

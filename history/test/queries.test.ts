@@ -85,6 +85,37 @@ test("track - from after to, and a range over the limit, are INVALID_ARGUMENT wi
   expect(c?.code).toBe(Code.InvalidArgument);
 });
 
+test("track, stats, replay - an id with a control character, or a time out of range, is INVALID_ARGUMENT saying which", async () => {
+  const replay = (req: Parameters<typeof client.replay>[0]) =>
+    (async () => {
+      for await (const _ of client.replay(req, all));
+    })();
+  for (const vehicleId of ["q1\u0000", "q\n1"]) {
+    for (const call of [
+      client.getTrack({ vehicleId, from: ts(T0), to: ts(T0 + 1000) }, all),
+      client.getStats({ vehicleId, from: ts(T0), to: ts(T0 + 1000) }, all),
+      replay({ target: { case: "vehicleId", value: vehicleId }, from: ts(T0), to: ts(T0 + 1000), speed: 1 }),
+    ]) {
+      const err = await code(call);
+      expect(err?.code).toBe(Code.InvalidArgument);
+      expect(err?.message).toContain("vehicle_id has a control character");
+    }
+  }
+  const far = { seconds: 10n ** 15n, nanos: 0 };
+  const negativeNanos = { seconds: BigInt(T0 / 1000), nanos: -1 };
+  for (const [from, to] of [[ts(T0), far], [negativeNanos, ts(T0 + 1000)]] as const) {
+    for (const call of [
+      client.getTrack({ vehicleId: "q1", from, to }, all),
+      client.getStats({ vehicleId: "q1", from, to }, all),
+      replay({ target: { case: "vehicleId", value: "q1" }, from, to, speed: 1 }),
+    ]) {
+      const err = await code(call);
+      expect(err?.code).toBe(Code.InvalidArgument);
+      expect(err?.message).toMatch(/(from|to) .*out of range/);
+    }
+  }
+});
+
 test("track - an unknown vehicle is empty, not an error", async () => {
   const r = await client.getTrack({ vehicleId: "nobody", from: ts(T0), to: ts(T0 + 3600_000) }, all);
   expect(r.points.length).toBe(0);
