@@ -143,6 +143,8 @@ const S = {
   trackerConsume: bool("TRACKER_CONSUME", true, "consume the positions stream into Redis; false serves queries and watches only (scale the two apart)"),
   redisPubsub: bool("TRACKER_REDIS_PUBSUB", false, "also PUBLISH every update on a Redis channel per vehicle (the benchmark's comparison)"),
   // history
+  scanMax: int("TRACKER_SCAN_MAX", 2000, "vehicles one Nearby or area snapshot may examine in Redis (bounds each script call to a few ms); past it RESOURCE_EXHAUSTED: narrow the area", 100, 100000),
+  watchesPerToken: int("TRACKER_WATCHES_PER_TOKEN", 50, "watches one token may hold open at once in one tracker process; past it RESOURCE_EXHAUSTED", 1),
   historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
   historySchema: str("HISTORY_DB_SCHEMA", "public", "PostgreSQL schema of the history tables (created with them)"),

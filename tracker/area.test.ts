@@ -1,7 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { AreaSchema } from "../gen/fleet/v1/geo_pb";
+import { geohashEncode } from "../lib/geohash";
 import { InvalidRequestError } from "../lib/rpc";
+import { liveCellWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
 
 const circle = (lat: number, lon: number, radiusM: number) => create(AreaSchema, { shape: { case: "circle", value: { lat, lon, radiusM } } });
@@ -69,7 +71,7 @@ describe("area", () => {
     expect(refusal(() => toRegion(undefined, MAX))).toContain("area is missing");
   });
 
-  test("subjects - a 1 km circle takes 6-character cells, a city 5-character ones, a region 3-character ones, beyond that everything", () => {
+  test("subjects - a 1 km circle takes 6-character cells, a city 5-character ones, a region 3-character ones, beyond that refused", () => {
     const small = regionSubjects(toRegion(circle(52.5, 13.4, 1000), MAX));
     expect(small.length).toBeGreaterThan(1);
     expect(small.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.[0-9a-z]{6}\.\*$/.test(s))).toBe(true);
@@ -78,6 +80,23 @@ describe("area", () => {
     expect(city.every((s) => /^live\.[0-9a-z]{3}\.[0-9a-z]{5}\.>$/.test(s))).toBe(true);
     const region = regionSubjects(toRegion(circle(52.5, 13.4, 150_000), MAX));
     expect(region.every((s) => /^live\.[0-9a-z]{3}\.>$/.test(s))).toBe(true);
-    expect(regionSubjects(toRegion(circle(52.5, 13.4, 3_000_000), 1e9))).toEqual(["live.>"]);
+    expect(refusal(() => regionSubjects(toRegion(circle(52.5, 13.4, 3_000_000), 1e9)))).toContain("spans more than 256 cells");
+  });
+
+  test("cells - a circle near a pole is refused with the reason, never a subscription to live.>", () => {
+    const message = refusal(() => regionSubjects(toRegion(circle(89, 0, 200_000), MAX)));
+    expect(message).toContain("too near a pole");
+    // 85° still fits in cells of ~156 km: bounded, not everything.
+    const north = regionSubjects(toRegion(circle(85, 20, 200_000), MAX));
+    expect(north.length).toBeLessThanOrEqual(256);
+    expect(north).not.toContain("live.>");
+  });
+
+  test("cells - a circle across the antimeridian covers both sides of it", () => {
+    const subjects = regionSubjects(toRegion(circle(-17, 179.95, 20_000), MAX));
+    const covers = (lat: number, lon: number) => [6, 5, 3].some((p) => subjects.includes(liveCellWildcard(geohashEncode(lat, lon, p))));
+    expect(covers(-17, -179.9)).toBe(true);
+    expect(covers(-17, 179.9)).toBe(true);
+    expect(subjects.length).toBeLessThanOrEqual(64);
   });
 });

@@ -35,6 +35,8 @@ export interface Region {
   radiusM: number;
   /** Bounding box. */
   bounds: Bounds;
+  /** The part of a circle's bounding box across the antimeridian, if it crosses it. */
+  wrap?: Bounds;
   contains(lat: number, lon: number): boolean;
 }
 
@@ -57,6 +59,10 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
     const cosLat = Math.cos(rad(Math.min(89.9, Math.abs(lat) + dLat)));
     const dLon = Math.min(180, dLat / Math.max(cosLat, 1e-6));
     const bounds = { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) };
+    // A circle across the antimeridian also covers longitudes on the other side of ±180.
+    let wrap: Bounds | undefined;
+    if (dLon < 180 && lon - dLon < -180) wrap = { minLat: bounds.minLat, maxLat: bounds.maxLat, minLon: lon - dLon + 360, maxLon: 180 };
+    if (dLon < 180 && lon + dLon > 180) wrap = { minLat: bounds.minLat, maxLat: bounds.maxLat, minLon: -180, maxLon: lon + dLon - 360 };
     const haversine = (la: number, lo: number) => distanceM(lat, lon, la, lo) <= radiusM;
     // An area watch is handed every vehicle of the cells around it, most of them outside the
     // circle: the bounding box turns those away before the trigonometry. Only where the box is
@@ -70,6 +76,7 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
       lon,
       radiusM,
       bounds,
+      wrap,
       contains: boxed ? (la, lo) => la >= minLat && la <= maxLat && lo >= minLon && lo <= maxLon && haversine(la, lo) : haversine,
     };
   }
@@ -100,17 +107,35 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
   };
 }
 
-/** Most subscriptions one area watch takes before it uses coarser cells. */
-const MAX_CELLS = 64;
+/** Most subscriptions one area watch takes before it uses coarser cells: 64 fine ones, 256 of ~156 km. */
+const MAX_CELLS: [precision: number, max: number][] = [
+  [6, 64],
+  [5, 64],
+  [3, 256],
+];
 
 /**
  * Live subjects that carry every update inside a region: the finest cells (6, 5, then 3 geohash
- * characters) of which at most 64 cover it, else everything (`live.>`). The watch filters exactly anyway.
+ * characters) of which at most 64 (256 of the coarsest) cover it, both sides of the antimeridian.
+ * The watch filters exactly anyway. Never `live.>` (every event on earth): an area near a pole spans
+ * every longitude, and one that needs more cells than that is refused with the reason.
  */
 export function regionSubjects(region: Region): string[] {
-  for (const precision of [6, 5, 3]) {
-    const cells = geohashCover(region.bounds, precision, MAX_CELLS);
-    if (cells) return cells.map(liveCellWildcard);
+  const boxes = region.wrap ? [region.bounds, region.wrap] : [region.bounds];
+  for (const [precision, max] of MAX_CELLS) {
+    const cells = new Set<string>();
+    let fits = true;
+    for (const box of boxes) {
+      const part = geohashCover(box, precision, max);
+      if (!part) {
+        fits = false;
+        break;
+      }
+      for (const c of part) cells.add(c);
+    }
+    if (fits && cells.size <= max) return [...cells].map(liveCellWildcard);
   }
-  return ["live.>"];
+  throw new InvalidRequestError(
+    `area around lat ${region.lat}, lon ${region.lon} spans more than ${MAX_CELLS.at(-1)![1]} cells of ~156 km (it reaches too near a pole, where it covers every longitude): a watch there would take every event on earth; make it smaller or keep it away from the pole`,
+  );
 }

@@ -77,19 +77,25 @@ export interface Store {
   getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
   /**
    * Online vehicles within `radiusM` of a point whose status is in `statusMask` (bit s for status s;
-   * 0: any), nearest first, at most `wanted` (0: all), with their records. `more` says the search
-   * stopped at `wanted` and more may match.
+   * 0: any) and whose fleet is one of `fleets` (empty: any), nearest first, at most `wanted`, with
+   * their records, reading at most about `budget` candidates (nearby.lua). `state`: "all" (every
+   * match is there), "more" (stopped at `wanted`), "budget" (stopped at the budget with fewer).
    */
-  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number): Promise<{ more: boolean; hits: NearbyHit[] }>;
+  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number, fleets: readonly string[], budget: number): Promise<{ state: NearbyState; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
   /** The vehicle serving an order, named as a grant (`fleet/order`, lib/auth.ts orderGrant), if any. */
   orderVehicle(grant: string): Promise<string | undefined>;
+  /** The vehicles serving these orders (grants), in one round trip. */
+  orderVehicles(grants: readonly string[]): Promise<string[]>;
   /** Sets status and order; undefined for an unknown vehicle. */
   setStatus(vehicleId: string, status: number, orderId: string): Promise<{ record: Buffer; before: Before } | undefined>;
   /** Takes vehicles last seen before `cutoffMs` offline, `bucketsPerCall` buckets per script call. */
   sweep(cutoffMs: number, bucketsPerCall?: number): Promise<{ vehicleId: string; record: Buffer }[]>;
 }
+
+export type NearbyState = "all" | "more" | "budget";
+const NEARBY_STATES: NearbyState[] = ["all", "more", "budget"];
 
 /** A vehicle found by `nearby`, nearest first (the distance is the caller's to compute: `distanceM`). */
 export interface NearbyHit {
@@ -221,12 +227,12 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       });
       return out;
     },
-    async nearby(lat, lon, radiusM, wanted, statusMask) {
+    async nearby(lat, lon, radiusM, wanted, statusMask, fleets, budget) {
       const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
-      const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, wanted, statusMask);
+      const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, Math.max(1, wanted), statusMask, budget, ...fleets);
       const hits: NearbyHit[] = [];
       for (let i = 1; i + 1 < reply.length; i += 2) hits.push({ id: (reply[i] as Buffer).toString("utf8"), record: reply[i + 1] as Buffer });
-      return { more: Number(reply[0]) === 1, hits };
+      return { state: NEARBY_STATES[Number(reply[0])] ?? "all", hits };
     },
     async counts(fields) {
       if (fields.length === 0) return [];
@@ -235,6 +241,10 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
     },
     async orderVehicle(grant) {
       return (await redis.hget(keys.orders, grant)) ?? undefined;
+    },
+    async orderVehicles(grants) {
+      if (grants.length === 0) return [];
+      return (await redis.hmget(keys.orders, ...grants)).filter((v): v is string => v !== null);
     },
     async setStatus(vehicleId, status, orderId) {
       const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);

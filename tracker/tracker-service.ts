@@ -14,6 +14,7 @@ import {
   TrackerService,
   type VehicleEvent,
   type WatchAreaResponse,
+  type WatchVehiclesRequest,
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import { parseOrderGrant, type WatchClaims } from "../lib/auth";
@@ -21,7 +22,7 @@ import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type Nativ
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
-import { InvalidRequestError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
+import { InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
 import { distanceM, regionSubjects, toRegion } from "./area";
 import { canSee, canSeeView, grantsById, watchClaims } from "./authz";
@@ -40,6 +41,10 @@ export interface TrackerLimits {
   watchMaxVehicles: number;
   watchMaxPending: number;
   watchMaxLagMs: number;
+  /** Candidates one Nearby or area snapshot may read in Redis (TRACKER_SCAN_MAX). */
+  scanMax: number;
+  /** Watches one token may hold open at once (TRACKER_WATCHES_PER_TOKEN). */
+  watchesPerToken: number;
 }
 
 export interface TrackerServiceOptions {
@@ -150,6 +155,43 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     throw new PermissionError(`token does not grant vehicle "${id}"`);
   };
 
+  /**
+   * Records of the vehicles a token grants one by one (by id, or by the order they serve). A token
+   * that grants no fleet sees only these: a query reads them, not every vehicle of its circle, so
+   * its cost follows the grant (a one-vehicle token over 40,000 vehicles in a 200 km circle read all
+   * 40,000 in one script, ~0.5 s of Redis).
+   */
+  const grantedRecords = async (claims: WatchClaims): Promise<Map<string, Buffer>> => {
+    const ids = new Set(claims.vehicles);
+    for (const v of await fromStore("orders", () => store.orderVehicles(claims.orders))) ids.add(v);
+    return fromStore("get", () => store.getMany([...ids]));
+  };
+  /** Whether a query reads the token's grant rather than searching the circle. */
+  const byGrant = (claims: WatchClaims) => !claims.all && claims.fleets.length === 0;
+  const tooMany = (what: string) =>
+    new LimitExceededError(
+      `${what} would read more than ${limits.scanMax} vehicles in the area (TRACKER_SCAN_MAX): narrow the area, the statuses or the limit`,
+    );
+
+  /** Open watches per token (its raw bearer value): at most limits.watchesPerToken each. */
+  const watchesOf = new Map<string, number>();
+  const holdWatch = (ctx: HandlerContext): (() => void) => {
+    const key = ctx.requestHeader.get("authorization") ?? "";
+    const open = watchesOf.get(key) ?? 0;
+    if (open >= limits.watchesPerToken) {
+      throw new LimitExceededError(`this token has ${open} watches open, the most it may (TRACKER_WATCHES_PER_TOKEN ${limits.watchesPerToken}): close one first`);
+    }
+    watchesOf.set(key, open + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (watchesOf.get(key) ?? 1) - 1;
+      if (n <= 0) watchesOf.delete(key);
+      else watchesOf.set(key, n);
+    };
+  };
+
 
   // Children per kind: a labelled inc() looks its series up by the label values every time.
   const coalescedOf = { vehicles: coalesced.labels("vehicles"), area: coalesced.labels("area") };
@@ -192,21 +234,33 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       if (req.limit > limits.nearbyMax) throw new InvalidRequestError(`limit ${req.limit} is past the maximum of ${limits.nearbyMax}`);
       const limit = req.limit || limits.nearbyDefault;
       const mask = statusMask(req.statuses);
-      // Redis filters status and online; what it cannot know (the token's grant, a box's corners) is
-      // filtered here, asking for more when that left too few.
-      const exact = claims.all && region.kind === "circle";
-      let wanted = exact ? limit : limit * 2;
       let hits: NearbyResult[] = [];
-      for (;;) {
-        const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask));
-        hits = [];
-        for (const { id, record } of found.hits) {
-          const s = decodeState(record);
-          if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) continue;
-          hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) });
+      const seen = new Set<string>();
+      const take = (id: string, record: Buffer) => {
+        const s = decodeState(record);
+        if (seen.has(id) || !s.online || (mask !== 0 && (mask & (1 << s.status)) === 0)) return;
+        if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) return;
+        seen.add(id);
+        hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) });
+      };
+      if (!byGrant(claims)) {
+        // Redis filters status, online and the token's fleets, reading at most TRACKER_SCAN_MAX
+        // candidates; a box's corners are filtered here, asking for more when that left too few.
+        const fleets = claims.all ? [] : claims.fleets;
+        let wanted = region.kind === "circle" ? limit : limit * 2;
+        for (;;) {
+          const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask, fleets, limits.scanMax));
+          hits = [];
+          seen.clear();
+          for (const { id, record } of found.hits) take(id, record);
+          if (hits.length >= limit || found.state === "all") break;
+          if (found.state === "budget" || wanted >= limits.scanMax) throw tooMany("nearby");
+          wanted = Math.min(limits.scanMax, wanted * 4);
         }
-        if (hits.length >= limit || !found.more) break;
-        wanted *= 4;
+      }
+      // Vehicles granted one by one (all of a token without fleets, or besides its fleets).
+      if (!claims.all && claims.vehicles.length + claims.orders.length > 0) {
+        for (const [id, record] of await grantedRecords(claims)) take(id, record);
       }
       hits.sort((a, b) => a.distanceM - b.distanceM);
       // Its messages are made only if the Connect or gRPC-Web path reads them (watch-encoder.ts).
@@ -267,6 +321,51 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
 
     async *watchVehicles(req, ctx) {
       const claims = watchClaims(ctx);
+      const release = holdWatch(ctx);
+      try {
+        yield* watchVehiclesOf(claims, req, ctx);
+      } finally {
+        release();
+      }
+    },
+
+    async *watchArea(req, ctx) {
+      const claims = watchClaims(ctx);
+      const region = toRegion(req.area, limits.maxRadiusM);
+      const subjects = regionSubjects(region);
+      const wanted = statusFilter(req.statuses);
+      const release = holdWatch(ctx);
+      try {
+        const watch = new Watch({
+          ...watchOptions("area", claims, req.minIntervalMs, ctx),
+          subjects,
+          scope: { keepOffline: false, inView: (view) => wanted(view.status) && region.contains(view.lat, view.lon) },
+          snapshot: async () => {
+            if (byGrant(claims)) {
+              const records = await grantedRecords(claims);
+              return [...records].map(([id, record]) => viewOfRecord(id, record));
+            }
+            const fleets = claims.all ? [] : claims.fleets;
+            // Everything in the circle the token's fleets hold, up to the scan bound.
+            const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, limits.scanMax, 0, fleets, limits.scanMax));
+            if (found.state !== "all") throw tooMany("the area's snapshot");
+            const views = found.hits.map((h) => viewOfRecord(h.id, h.record));
+            if (!claims.all && claims.vehicles.length + claims.orders.length > 0) {
+              const have = new Set(found.hits.map((h) => h.id));
+              for (const [id, record] of await grantedRecords(claims)) if (!have.has(id)) views.push(viewOfRecord(id, record));
+            }
+            return views;
+          },
+        });
+        yield* watch.events(areaResponse);
+      } finally {
+        release();
+      }
+    },
+  };
+
+  async function* watchVehiclesOf(claims: WatchClaims, req: WatchVehiclesRequest, ctx: HandlerContext): AsyncGenerator<WatchVehiclesResponse> {
+    {
       const ids = [...new Set(req.vehicleIds)];
       const orderId = req.orderId;
       if (ids.length === 0 && orderId === "") throw new InvalidRequestError("name vehicle_ids or an order_id to watch");
@@ -341,24 +440,8 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         });
       }
       yield* watch.events(vehiclesResponse);
-    },
-
-    async *watchArea(req, ctx) {
-      const claims = watchClaims(ctx);
-      const region = toRegion(req.area, limits.maxRadiusM);
-      const wanted = statusFilter(req.statuses);
-      const watch = new Watch({
-        ...watchOptions("area", claims, req.minIntervalMs, ctx),
-        subjects: regionSubjects(region),
-        scope: { keepOffline: false, inView: (view) => wanted(view.status) && region.contains(view.lat, view.lon) },
-        snapshot: async () => {
-          const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, 0, 0));
-          return found.hits.map((h) => viewOfRecord(h.id, h.record));
-        },
-      });
-      yield* watch.events(areaResponse);
-    },
-  };
+    }
+  }
 
   return {
     service,

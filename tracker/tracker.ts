@@ -119,6 +119,8 @@ export async function createTracker({
         watchMaxVehicles: config.watchMaxVehicles,
         watchMaxPending: config.watchMaxPending,
         watchMaxLagMs: config.watchMaxLag,
+        scanMax: config.scanMax,
+        watchesPerToken: config.watchesPerToken,
       },
       registry,
       log,

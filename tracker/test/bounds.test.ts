@@ -1,0 +1,140 @@
+/**
+ * What one caller can cost the tracker: Nearby and area snapshots read what the token grants, or at
+ * most TRACKER_SCAN_MAX candidates, whatever the circle holds; area watches never subscribe to every
+ * event; watches per token are bounded. Against a real Redis holding 40,000 live vehicles, loaded
+ * straight through the store's write path (the consumer's newer-wins.lua) to keep the test quick.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import Redis from "ioredis";
+import type { NearbyResponse } from "../../gen/fleet/v1/tracker_pb";
+import { EventKind } from "../../gen/fleet/v1/tracker_pb";
+import { PointBlob } from "../point-blob";
+import { createStore } from "../store";
+import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, watch, type TestTracker } from "./helpers";
+
+const VEHICLES = 40_000;
+let t: TestTracker;
+let client: grpc.Client;
+let redis: Redis;
+const fleet = uniqueName("crowd");
+const mine = `${fleet}-mine`;
+const ids: string[] = [];
+beforeAll(async () => {
+  t = await startTestTracker({ TRACKER_CONSUME: "false", TRACKER_WATCHES_PER_TOKEN: "3" });
+  client = grpcClient(t.target);
+  redis = new Redis(t.redisUrl);
+  const store = createStore({ redis, prefix: t.prefix });
+  // A 200 × 200 grid around (50, 10), ~550 m apart: all within 200 km of its centre.
+  for (let i = 0; i < VEHICLES; i++) ids.push(`${fleet}-${i}`);
+  const now = Date.now();
+  for (let from = 0; from < VEHICLES; from += 2000) {
+    const blob = new PointBlob();
+    for (let i = from; i < Math.min(VEHICLES, from + 2000); i++) {
+      blob.addPosition(point(ids[i]!, 1, { fleetId: fleet, lat: 49.45 + (i % 200) * 0.0055, lon: 9.2 + Math.floor(i / 200) * 0.008 }), now);
+    }
+    await store.applyBatch(blob, now);
+  }
+  const blob = new PointBlob();
+  blob.addPosition(point(mine, 1, { fleetId: uniqueName("own"), lat: 50.9, lon: 11.2 }), now);
+  await store.applyBatch(blob, now);
+}, 60_000);
+afterAll(async () => {
+  await redis.config("SET", "slowlog-log-slower-than", "10000");
+  redis.disconnect();
+  client.close();
+  await t.close();
+});
+
+const wide = { area: { shape: { case: "circle", value: { lat: 50, lon: 10, radiusM: 200_000 } } } };
+
+const commandCalls = async () => {
+  const calls = new Map<string, number>();
+  for (const m of (await redis.info("commandstats")).matchAll(/cmdstat_(\w+):calls=(\d+)/g)) calls.set(m[1]!, Number(m[2]));
+  return calls;
+};
+
+/**
+ * Runs `call`; returns it with the Redis commands that took over `thresholdUs` meanwhile (SLOWLOG)
+ * and how many of each command ran (INFO commandstats, counted inside scripts too). The work is the
+ * sure measure; the time is loose, as the machine is shared by other tests (the bounded search took
+ * 40–90 ms of Redis with the machine loaded 3×, the unbounded one 0.5–0.9 s).
+ */
+async function measured<T>(call: () => Promise<T>, thresholdUs = 150_000): Promise<{ result: T; slow: string[]; calls: (name: string) => number }> {
+  await redis.config("SET", "slowlog-log-slower-than", String(thresholdUs));
+  await redis.slowlog("RESET");
+  const before = await commandCalls();
+  const result = await call();
+  const after = await commandCalls();
+  const log = (await redis.slowlog("GET", 100)) as [number, number, number, string[]][];
+  return {
+    result,
+    slow: log.map(([, , us, args]) => `${args.slice(0, 2).join(" ")}: ${us} µs`),
+    calls: (name) => (after.get(name) ?? 0) - (before.get(name) ?? 0),
+  };
+}
+
+describe("bounds", () => {
+  test("nearby - a token granting one vehicle over 40,000 in a 200 km circle reads its grant: found, nothing else, no slow Redis command", async () => {
+    const token = await t.token({ vehicles: [mine] });
+    const { result, slow, calls } = await measured(() => unary<NearbyResponse>(client, "nearby", token, { ...wide, limit: 10 }));
+    expect(result.error).toBeUndefined();
+    expect(result.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([mine]);
+    expect(calls("geosearch")).toBe(0);
+    expect(calls("hget") + calls("hmget")).toBeLessThanOrEqual(2);
+    expect(slow).toEqual([]);
+  });
+
+  test("nearby - a fleet token's search reads at most TRACKER_SCAN_MAX candidates; past it RESOURCE_EXHAUSTED naming the limit", async () => {
+    const token = await t.token({ fleets: [fleet] });
+    const near = await measured(() => unary<NearbyResponse>(client, "nearby", token, { ...wide, limit: 5 }));
+    expect(near.result.response!.vehicles.length).toBe(5);
+    expect(near.result.response!.vehicles.every((v) => v.vehicle!.position!.fleetId === fleet)).toBe(true);
+    // A status none of them has: every candidate is turned away, the search stops at the bound.
+    const none = await measured(() => unary<NearbyResponse>(client, "nearby", token, { ...wide, statuses: [4], limit: 5 }));
+    expect(none.result.error?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(none.result.error?.details).toContain("TRACKER_SCAN_MAX");
+    expect(none.result.error?.details).toContain("narrow the area");
+    expect(none.calls("hget")).toBeLessThanOrEqual(2 * t.config.scanMax);
+    expect([...near.slow, ...none.slow]).toEqual([]);
+  });
+
+  test("area - a snapshot reads the grant (one vehicle) or refuses an area past the bound; no slow Redis command", async () => {
+    const one = watch(client, "watchArea", await t.token({ vehicles: [mine] }), wide);
+    const { slow, calls } = await measured(async () => one.until(2));
+    expect(calls("geosearch")).toBe(0);
+    expect(one.events.map((e) => [EventKind[e.kind], e.vehicle?.position?.vehicleId])).toEqual([["SNAPSHOT", mine], ["SNAPSHOT_END", undefined]]);
+    one.cancel();
+    const crowd = watch(client, "watchArea", await t.token({ fleets: [fleet] }), wide);
+    const refused = await measured(() => crowd.ended);
+    expect(refused.result?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused.result?.details).toContain("TRACKER_SCAN_MAX");
+    expect(refused.calls("hget")).toBeLessThanOrEqual(2 * t.config.scanMax);
+    expect([...slow, ...refused.slow]).toEqual([]);
+  });
+
+  test("area - a circle at lat 89 is INVALID_ARGUMENT saying why (it would take every event on earth)", async () => {
+    const err = (await watch(client, "watchArea", await t.token({ all: true }), { area: { shape: { case: "circle", value: { lat: 89, lon: 0, radiusM: 200_000 } } } }).ended)!;
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toContain("too near a pole");
+  });
+
+  test("watch - a token holds at most TRACKER_WATCHES_PER_TOKEN watches at once; past it RESOURCE_EXHAUSTED, and a closed one frees its place", async () => {
+    const token = await t.token({ vehicles: [mine] });
+    const open = [0, 1, 2].map(() => watch(client, "watchVehicles", token, { vehicleIds: [mine] }));
+    for (const w of open) await w.until(2);
+    const fourth = (await watch(client, "watchVehicles", token, { vehicleIds: [mine] }).ended)!;
+    expect(fourth.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(fourth.details).toContain("TRACKER_WATCHES_PER_TOKEN 3");
+    // Another token is not counted against this one.
+    const other = watch(client, "watchArea", await t.token({ vehicles: [mine], subject: "other" }), wide);
+    await other.until(2);
+    other.cancel();
+    open[0]!.cancel();
+    await open[0]!.ended;
+    await Bun.sleep(50);
+    const again = watch(client, "watchVehicles", token, { vehicleIds: [mine] });
+    await again.until(2);
+    again.cancel();
+    for (const w of open.slice(1)) w.cancel();
+  });
+});
