@@ -12,7 +12,7 @@ import {
   type StreamResponse,
 } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
-import { AuthError, verifyBearer, type Claims, type TokenKeys } from "./auth";
+import { AuthError, verifyToken, type Claims, type TokenKeys } from "./auth";
 import type { Logger } from "./log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "./metrics";
 
@@ -271,8 +271,70 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
 
 const claimsKey = createContextKey<Claims | undefined>(undefined, { description: "verified bearer claims" });
 
-/** Verified tokens remembered at most; past it the oldest are forgotten. */
-const VERIFIED_CACHE_SIZE = 50_000;
+/** Bytes of verified tokens and their claims remembered at most; past it the oldest are forgotten. */
+const VERIFIED_CACHE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The token of an `authorization` header, as RFC 6750 writes it: the scheme `Bearer` in any case
+ * (RFC 9110: schemes are case-insensitive), one or more spaces, a b64token. A tab, a second token
+ * or any other character is refused with what to send. The header's spelling never reaches the
+ * token cache: `bearer  T` and `Bearer T` are the one token T.
+ */
+export function bearerToken(header: string | null): string {
+  if (!header) throw new AuthError('missing token: send "authorization: Bearer <token>" (mint one with `fleet token`)');
+  const m = /^Bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header);
+  if (!m) throw new AuthError('authorization header must be "Bearer <token>": the word Bearer, a space, then the token');
+  return m[1]!;
+}
+
+/** What a remembered token costs: its characters (Latin-1, one byte each) and its claims' strings, plus a fixed overhead. */
+function entryBytes(token: string, claims: Claims): number {
+  let bytes = 200 + token.length;
+  if (claims.role === "vehicle") bytes += 2 * (claims.vehicleId.length + claims.fleetId.length);
+  else for (const list of [claims.vehicles, claims.fleets, claims.orders]) for (const item of list) bytes += 2 * item.length + 16;
+  return bytes;
+}
+
+export interface AuthInterceptorOptions {
+  /** Bytes of verified tokens (and their claims) remembered at most. */
+  cacheBytes?: number;
+}
+
+/** What the auth interceptor remembers: verified tokens, bounded in bytes; `size` and `bytes` are for tests and metrics. */
+export class VerifiedTokens {
+  private readonly entries = new Map<string, { claims: Claims; expiresMs: number; bytes: number }>();
+  bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(token: string): Claims | undefined {
+    const hit = this.entries.get(token);
+    if (!hit) return undefined;
+    if (Date.now() < hit.expiresMs) return hit.claims;
+    this.delete(token);
+    return undefined;
+  }
+
+  set(token: string, claims: Claims, expiresMs: number): void {
+    const bytes = entryBytes(token, claims);
+    if (bytes > this.maxBytes / 16) return; // one outsized token must not flush everyone else's
+    this.delete(token);
+    while (this.bytes + bytes > this.maxBytes && this.entries.size > 0) this.delete(this.entries.keys().next().value!);
+    this.entries.set(token, { claims, expiresMs, bytes });
+    this.bytes += bytes;
+  }
+
+  private delete(token: string): void {
+    const hit = this.entries.get(token);
+    if (!hit) return;
+    this.entries.delete(token);
+    this.bytes -= hit.bytes;
+  }
+}
 
 /**
  * Verifies the bearer token once per call (not per message) and keeps the claims in the call's
@@ -281,28 +343,26 @@ const VERIFIED_CACHE_SIZE = 50_000;
  *
  * A token that verified is remembered until its `exp`: a vehicle opens a new stream every few
  * seconds with the same token, and an HS256 check through WebCrypto cost more than the stream's
- * points. Only successes are kept, so a bad token is checked (and refused) every time.
+ * points. Only successes are kept, so a bad token is checked (and refused) every time. The cache is
+ * keyed by the token, not the header, and bounded in bytes (`cacheBytes`, default 16 MiB).
  */
-export function createAuthInterceptor(keys: TokenKeys): Interceptor {
-  const verified = new Map<string, { claims: Claims; expiresMs: number }>();
+export function createAuthInterceptor(keys: TokenKeys, { cacheBytes = VERIFIED_CACHE_BYTES }: AuthInterceptorOptions = {}): Interceptor & { readonly cache: VerifiedTokens } {
+  const verified = new VerifiedTokens(cacheBytes);
   const verify = async (header: string | null): Promise<Claims> => {
-    if (header !== null) {
-      const hit = verified.get(header);
-      if (hit && Date.now() < hit.expiresMs) return hit.claims;
-      if (hit) verified.delete(header);
-    }
-    const claims = await verifyBearer(keys, header);
-    // verifyBearer checked the header's form and required `exp`.
-    const { exp } = decodeJwt(header!.trim().split(/\s+/)[1]!);
-    if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value!);
-    verified.set(header!, { claims, expiresMs: exp! * 1000 });
+    const token = bearerToken(header);
+    const hit = verified.get(token);
+    if (hit) return hit;
+    const claims = await verifyToken(keys, token);
+    // verifyToken required `exp`.
+    verified.set(token, claims, decodeJwt(token).exp! * 1000);
     return claims;
   };
-  return (next) => async (req) => {
+  const interceptor: Interceptor = (next) => async (req) => {
     const claims = await verify(req.header.get("authorization"));
     req.contextValues.set(claimsKey, claims);
     return next(req);
   };
+  return Object.assign(interceptor, { cache: verified });
 }
 
 /** The claims the auth interceptor verified for this call. */
