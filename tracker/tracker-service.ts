@@ -173,10 +173,13 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       `${what} would read more than ${limits.scanMax} vehicles in the area (TRACKER_SCAN_MAX): narrow the area, the statuses or the limit`,
     );
 
-  /** Open watches per token (its raw bearer value): at most limits.watchesPerToken each. */
+  /**
+   * Open watches per token: at most limits.watchesPerToken each. Keyed by the token itself, not the
+   * header (`bearer  T` and `Bearer T` are one token), which the auth interceptor verified already.
+   */
   const watchesOf = new Map<string, number>();
   const holdWatch = (ctx: HandlerContext): (() => void) => {
-    const key = ctx.requestHeader.get("authorization") ?? "";
+    const key = (ctx.requestHeader.get("authorization") ?? "").trim().replace(/^bearer\s+/i, "");
     const open = watchesOf.get(key) ?? 0;
     if (open >= limits.watchesPerToken) {
       throw new LimitExceededError(`this token has ${open} watches open, the most it may (TRACKER_WATCHES_PER_TOKEN ${limits.watchesPerToken}): close one first`);

@@ -125,6 +125,16 @@ describe("bounds", () => {
     const fourth = (await watch(client, "watchVehicles", token, { vehicleIds: [mine] }).ended)!;
     expect(fourth.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(fourth.details).toContain("TRACKER_WATCHES_PER_TOKEN 3");
+    // The same token written another way is the same token.
+    const md = new grpc.Metadata();
+    md.set("authorization", `bearer ${token}`);
+    const respelled = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = (client as unknown as { watchVehicles(m: unknown, md: grpc.Metadata): grpc.ClientReadableStream<unknown> }).watchVehicles({ vehicleIds: [mine] }, md);
+      call.on("data", () => {});
+      call.on("error", resolve);
+      call.on("end", () => resolve(null));
+    });
+    expect(respelled?.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // Another token is not counted against this one.
     const other = watch(client, "watchArea", await t.token({ vehicles: [mine], subject: "other" }), wide);
     await other.until(2);
