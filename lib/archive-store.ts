@@ -8,7 +8,7 @@ import { S3Client } from "bun";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { copyFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve, sep } from "node:path";
 
 export interface ArchiveObject {
   /** Key relative to the archive root, e.g. positions/day=2026-11-10/part-0.parquet */
@@ -44,6 +44,26 @@ export function objectKey(day: string, generation: number): string {
 /** Day of an object key, or undefined. */
 export function dayOfKey(key: string): string | undefined {
   return /(?:^|\/)day=(\d{4}-\d{2}-\d{2})\//.exec(key)?.[1];
+}
+
+/**
+ * The local path of an object key under `root`, or undefined when the key could reach elsewhere: an
+ * S3 key is any string (`positions/day=2026-11-10/../../../../home/x.parquet` is one), and a
+ * cache path made by joining it would leave the cache folder. Keys the archive writes are plain
+ * segments; a key with an empty, `.` or `..` segment, a backslash or a NUL is none of them.
+ */
+export function localPathOf(root: string, key: string): string | undefined {
+  if (key.startsWith("/") || /[\\\0]/.test(key) || key.split("/").some((seg) => seg === "" || seg === "." || seg === "..")) return undefined;
+  const base = resolve(root);
+  const path = resolve(base, key);
+  return path.startsWith(base + sep) ? path : undefined;
+}
+
+/** localPathOf, or an error naming the key. */
+function requireLocalPath(root: string, key: string): string {
+  const path = localPathOf(root, key);
+  if (path === undefined) throw new Error(`archive key "${key}" is not a plain path under ${root}: refused`);
+  return path;
 }
 
 export interface S3StoreOptions {
@@ -107,7 +127,7 @@ export function createDirStore(dir: string): ArchiveStore {
     kind: "dir",
     root: dir.endsWith("/") ? dir : `${dir}/`,
     async put(key, localFile) {
-      const target = join(dir, key);
+      const target = requireLocalPath(dir, key);
       mkdirSync(dirname(target), { recursive: true });
       const tmp = `${target}.${process.pid}.tmp`;
       await copyFile(localFile, tmp);
@@ -123,10 +143,10 @@ export function createDirStore(dir: string): ArchiveStore {
     },
     async fetch(key, localFile) {
       mkdirSync(dirname(localFile), { recursive: true });
-      await copyFile(join(dir, key), localFile);
+      await copyFile(requireLocalPath(dir, key), localFile);
     },
     async delete(key) {
-      rmSync(join(dir, key), { force: true });
+      rmSync(requireLocalPath(dir, key), { force: true });
     },
   };
 }
@@ -164,7 +184,8 @@ export function defaultCacheDir(): string {
  * Local paths of the archive's Parquet files (of `days`, or all), for DuckDB. A local folder is read
  * in place; S3 objects are copied into `cacheDir` once (an object of the same key and size is reused:
  * objects are written once per generation and never changed, only overwritten by a retry of an
- * unfinished write, which does not get read before it is verified).
+ * unfinished write, which does not get read before it is verified). A key that is no plain path
+ * under the cache folder (see localPathOf) is not an object the archiver wrote: it is left out.
  */
 export async function localParquetFiles(store: ArchiveStore, cacheDir: string, days?: string[]): Promise<string[]> {
   const objects = days ? (await Promise.all(days.map((d) => store.list(dayPrefix(d))))).flat() : await store.list(POSITIONS_PREFIX);
@@ -174,7 +195,8 @@ export async function localParquetFiles(store: ArchiveStore, cacheDir: string, d
   const out: string[] = [];
   await Promise.all(
     parquet.map(async (o) => {
-      const local = join(base, o.key);
+      const local = localPathOf(base, o.key);
+      if (local === undefined) return;
       if (!existsSync(local) || statSync(local).size !== o.size) await store.fetch(o.key, local);
       out.push(local);
     }),
