@@ -3,12 +3,12 @@
  * run). Admin tokens only.
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ArchiveService, PartitionSchema, PartitionState, type ListPartitionsResponse, type RunArchiveResponse } from "../gen/fleet/v1/archive_pb";
 import type { Sql } from "../lib/pg";
 import { archiveDays, hotDays, partitionName, type StorageMode } from "../lib/positions-db";
-import { claimsOf, PermissionError, UnavailableError } from "../lib/rpc";
+import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/rpc";
 import { ArchiveBusyError, type ArchiveProgress } from "./archive-run";
 
 export interface ArchiveServiceOptions {
@@ -24,6 +24,26 @@ const STATE = { writing: PartitionState.ARCHIVING, written: PartitionState.ARCHI
 
 function requireAdmin(ctx: HandlerContext) {
   if (claimsOf(ctx).role !== "admin") throw new PermissionError("archive calls need an admin token (`fleet token watch --admin`)");
+}
+
+/** Latest seconds a Timestamp holds (9999-12-31T23:59:59Z). */
+const MAX_SECONDS = 253_402_300_799;
+
+/**
+ * older_than as ms, refused when it is in the future: days that have not ended yet (today, still
+ * written to) would be archived and their partitions dropped under the writer.
+ */
+function checkOlderThan(t: Timestamp): number {
+  const seconds = Number(t.seconds);
+  if (!(seconds >= 0 && seconds <= MAX_SECONDS) || !(t.nanos >= 0 && t.nanos <= 999_999_999)) {
+    throw new InvalidRequestError(`older_than (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time after 1970 and before now`);
+  }
+  const ms = timestampMs(t);
+  const now = Date.now();
+  if (ms > now) {
+    throw new InvalidRequestError(`older_than ${new Date(ms).toISOString()} is in the future (now ${new Date(now).toISOString()}): only days that have ended can be archived; send a past time, or none for the hot retention`);
+  }
+  return ms;
 }
 
 export function createArchiveService({ sql, mode, run, hotRetentionMs }: ArchiveServiceOptions): ServiceImpl<typeof ArchiveService> {
@@ -63,7 +83,7 @@ export function createArchiveService({ sql, mode, run, hotRetentionMs }: Archive
 
     async *runArchive(req, ctx): AsyncGenerator<RunArchiveResponse> {
       requireAdmin(ctx);
-      const cutoffMs = req.olderThan ? timestampMs(req.olderThan) : Date.now() - hotRetentionMs;
+      const cutoffMs = req.olderThan ? checkOlderThan(req.olderThan) : Date.now() - hotRetentionMs;
       const queue: RunArchiveResponse[] = [];
       let wake: (() => void) | undefined;
       let done = false;

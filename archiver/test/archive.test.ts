@@ -291,6 +291,27 @@ test("archive service - admin only; lists days and streams a run's progress", as
   expect(day.location).toContain("day=2026-06-01/part-0.parquet");
 }, SLOW);
 
+test("archive service - an older_than in the future (or out of range) is INVALID_ARGUMENT, and nothing is archived", async () => {
+  const fx = await fixture();
+  const client = createClient(ArchiveService, createGrpcTransport({ baseUrl: fx.archiver.url }));
+  const auth = { headers: { authorization: `Bearer ${await mintWatchToken(tokenKeys(fx.config), { admin: true })}` } };
+  const run = async (olderThan: { seconds: bigint; nanos: number }) => {
+    try {
+      for await (const _ of client.runArchive({ olderThan }, auth));
+      return undefined;
+    } catch (e) {
+      return ConnectError.from(e);
+    }
+  };
+  const future = await run({ seconds: BigInt(Math.floor(Date.now() / 1000) + 86_400), nanos: 0 });
+  expect(future?.code).toBe(Code.InvalidArgument);
+  expect(future?.rawMessage).toContain("is in the future");
+  const far = await run({ seconds: 10n ** 15n, nanos: 0 });
+  expect(far?.code).toBe(Code.InvalidArgument);
+  expect(far?.rawMessage).toContain("out of range");
+  expect((await archiveDays(fx.sql)).length).toBe(0);
+}, SLOW);
+
 test("archive - a day exported in page ranges at once (rows in arrival order) is one file sorted by vehicle and time", async () => {
   const fx = await fixture();
   await fx.fill("2026-05-01", 9, 7000); // 63,000 rows: also past where a paused COPY stream once stalled
