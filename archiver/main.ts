@@ -4,12 +4,15 @@
  */
 import { ConfigError, loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
+import { checkSecret } from "../lib/secret-policy";
 import { guardPostgresClosedSocketWrite } from "../lib/pg";
 import { createArchiver } from "./archiver";
 
 let config;
+let secretWarning: string | undefined;
 try {
   config = loadConfig();
+  secretWarning = checkSecret(config);
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`archiver: ${err.message}`);
@@ -18,6 +21,7 @@ try {
   throw err;
 }
 const log = createLogger({ level: config.logLevel, fields: { service: "archiver" } });
+if (secretWarning) log.warn(secretWarning);
 guardPostgresClosedSocketWrite((err) => log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err }));
 
 try {

@@ -4,11 +4,14 @@
  */
 import { ConfigError, loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
+import { checkSecret } from "../lib/secret-policy";
 import { createGateway } from "./gateway";
 
 let config;
+let secretWarning: string | undefined;
 try {
   config = loadConfig();
+  secretWarning = checkSecret(config, { tls: config.tlsCert !== "" });
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`gateway: ${err.message}`);
@@ -17,6 +20,7 @@ try {
   throw err;
 }
 const log = createLogger({ level: config.logLevel, fields: { service: "gateway" } });
+if (secretWarning) log.warn(secretWarning);
 
 try {
   const gateway = await createGateway({ config, log });

@@ -4,11 +4,14 @@
  */
 import { ConfigError, loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
+import { checkSecret } from "../lib/secret-policy";
 import { createTracker } from "./tracker";
 
 let config;
+let secretWarning: string | undefined;
 try {
   config = loadConfig();
+  secretWarning = checkSecret(config);
 } catch (err) {
   if (err instanceof ConfigError) {
     console.error(`tracker: ${err.message}`);
@@ -17,6 +20,7 @@ try {
   throw err;
 }
 const log = createLogger({ level: config.logLevel, fields: { service: "tracker" } });
+if (secretWarning) log.warn(secretWarning);
 
 try {
   const tracker = await createTracker({ config, log });
