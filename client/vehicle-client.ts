@@ -16,7 +16,7 @@
  * the contract has it); this file adds a buffer append on push and a yield when sending.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { IngestService, RejectReason, type IngestAck, type Rejection, type UploadRequest } from "../gen/fleet/v1/ingest_pb";
@@ -53,7 +53,7 @@ export interface VehicleClientOptions {
   startSeq?: number;
   /** A connect Transport to share one HTTP/2 connection among many clients. */
   transport?: Transport;
-  /** Called when the durable seq advances (DUPLICATE refusals count as durable). */
+  /** Called when the durable seq advances (DUPLICATE refusals count as durable; SEQ_SKIPPED ones do not). */
   onAck?: (durableSeq: number) => void;
   /**
    * Called once per refused point (never for DUPLICATE). A refusal whose ack was lost with a broken
@@ -70,7 +70,7 @@ export interface VehicleClientStats {
   pushed: number;
   /** Points the gateway said are durable (including DUPLICATE refusals). */
   acked: number;
-  /** Points the gateway refused for a reason other than DUPLICATE. */
+  /** Points the gateway refused for a reason other than DUPLICATE (SEQ_SKIPPED and DUPLICATE_TIME among them: not stored). */
   rejected: number;
   /** Points dropped locally because the buffer was full. */
   dropped: number;
@@ -144,6 +144,9 @@ interface FlushWaiter {
   reject: (err: unknown) => void;
 }
 
+/** The trailer with the vehicle's durable seq that ends every ingest call (gateway/ingest-service.ts). */
+const DURABLE_SEQ_TRAILER = "fleet-durable-seq";
+
 const RETRYABLE_SILENTLY = new Set([Code.Unavailable, Code.Canceled, Code.Aborted, Code.DeadlineExceeded, Code.Unknown, Code.Internal]);
 const FATAL = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.Unimplemented]);
 
@@ -181,6 +184,16 @@ export function createVehicleClient({
   let sent = 0;
   let pushedCount = 0;
   let nextSeq = Math.max(1, startSeq);
+  /** Last recorded_at given by `push` to a point without one, in µs: each later one is after it. */
+  let lastStampUs = 0;
+  // The gateway takes one fix per vehicle and instant: points pushed in the same millisecond without
+  // a time of their own get times a microsecond apart.
+  const stampNow = (): Timestamp => {
+    let us = Date.now() * 1000;
+    if (us <= lastStampUs) us = lastStampUs + 1;
+    lastStampUs = us;
+    return create(TimestampSchema, { seconds: BigInt(Math.floor(us / 1e6)), nanos: (us % 1e6) * 1000 });
+  };
   const closing = new AbortController();
 
   const stats = { pushed: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0, durableSeq: 0, connected: false };
@@ -415,6 +428,10 @@ export function createVehicleClient({
       } catch (raw) {
         const err = ConnectError.from(raw);
         if (closed) break;
+        // A refused or failed call still says how far the vehicle is durable: no Resume needed.
+        const told = Number(err.metadata.get(DURABLE_SEQ_TRAILER) ?? Number.NaN);
+        const knowsDurable = Number.isInteger(told) && told >= 0 && !FATAL.has(err.code);
+        if (knowsDurable) applyDurable(told, []);
         if (FATAL.has(err.code)) {
           if (err.code === Code.Unauthenticated && getToken && !authRetried) {
             // The token may just have expired: one fresh token, then give up.
@@ -426,7 +443,7 @@ export function createVehicleClient({
         }
         stats.connected = false;
         stats.reconnects++;
-        needResume = true;
+        needResume = !knowsDurable;
         const delay = retryDelay(err);
         (RETRYABLE_SILENTLY.has(err.code) ? logger.debug : logger.warn)("ingest stream broke, reconnecting", {
           code: Code[err.code],
@@ -451,7 +468,7 @@ export function createVehicleClient({
       if (closed || fatal) return false;
       const p: Position = (input as Position).$typeName === "fleet.v1.Position" ? (input as Position) : create(PositionSchema, input);
       if (!p.vehicleId) p.vehicleId = vehicleId;
-      if (!p.recordedAt) p.recordedAt = timestampFromMs(Date.now());
+      if (!p.recordedAt) p.recordedAt = stampNow();
       entries.push({ p, n: ++pushedCount, sends: 0, recheck: false });
       stats.pushed++;
       if (buffered() > bufferLimit) {

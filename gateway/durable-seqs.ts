@@ -23,6 +23,9 @@ export interface Echo {
   settle(outcome: Error | undefined | "missing"): void;
 }
 
+/** Skipped-seq ranges remembered per vehicle; past it the lowest are forgotten (answered DUPLICATE, as before). */
+const MAX_GAPS = 16;
+
 /** What the gateway knows of one vehicle. Mutable on purpose: touched once per point. */
 export class VehicleState {
   /** Highest seq such that every point the gateway accepted up to it is durable. */
@@ -35,6 +38,18 @@ export class VehicleState {
   broken = false;
   /** Re-sent points waiting for their first send (rare: set only then). */
   echoes: Echo[] | undefined;
+  /**
+   * Seq and recorded time (ms) of the last point accepted: the next one may not have the same time
+   * (history keeps one point per vehicle and instant). Only compared while `lastSeq === accepted`.
+   */
+  lastSeq = 0;
+  lastTime = 0;
+  /**
+   * Seqs below `accepted` that were never accepted (skipped by the vehicle, or refused), as
+   * ascending [first, last] pairs: a late point there is not a duplicate, and not stored either.
+   * Undefined while there is none (almost always).
+   */
+  gaps: number[] | undefined;
   /** Last time (ms) this state was used. */
   seen: number;
 
@@ -43,6 +58,50 @@ export class VehicleState {
     now: number,
   ) {
     this.seen = now;
+  }
+
+  /** Records `seq` (above `accepted`) as accepted, recorded at `timeMs`; the seqs it skips become a gap. */
+  accept(seq: number, timeMs: number): void {
+    const g = this.gaps;
+    if (g) {
+      // Gaps above `accepted` were noted before a failed batch moved `accepted` back: stale.
+      while (g.length > 0 && g[g.length - 1]! > this.accepted) g.length -= 2;
+      if (g.length === 0) this.gaps = undefined;
+    }
+    // From a vehicle never heard of (accepted 0) the seqs below are unknown, not skipped.
+    if (this.accepted > 0 && seq > this.accepted + 1) {
+      const gaps = (this.gaps ??= []);
+      gaps.push(this.accepted + 1, seq - 1);
+      if (gaps.length > 2 * MAX_GAPS) gaps.splice(0, 2);
+    }
+    this.accepted = seq;
+    this.lastSeq = seq;
+    this.lastTime = timeMs;
+  }
+
+  /** True when `seq` (at or below `accepted`) is known never to have been accepted. */
+  skipped(seq: number): boolean {
+    const g = this.gaps;
+    if (!g) return false;
+    for (let i = 0; i < g.length; i += 2) if (seq >= g[i]! && seq <= g[i + 1]!) return true;
+    return false;
+  }
+
+  /** `seq` inside a gap was stored after all (by another gateway): it is no longer skipped. */
+  filled(seq: number): void {
+    const g = this.gaps;
+    if (!g) return;
+    for (let i = 0; i < g.length; i += 2) {
+      const a = g[i]!;
+      const b = g[i + 1]!;
+      if (seq < a || seq > b) continue;
+      if (a === b) g.splice(i, 2);
+      else if (seq === a) g[i] = a + 1;
+      else if (seq === b) g[i + 1] = b - 1;
+      else g.splice(i + 1, 0, seq - 1, seq + 1);
+      break;
+    }
+    if (g.length === 0) this.gaps = undefined;
   }
 }
 
@@ -58,8 +117,8 @@ export interface DurableSeqs {
   state(vehicleId: string): VehicleState;
   /** Highest durable seq known for a vehicle, 0 when unknown. */
   durableSeq(vehicleId: string): number;
-  /** Records that `seq` of a vehicle is durable (learned from the stream). */
-  learn(vehicleId: string, seq: number, now?: number): void;
+  /** Records that `seq` of a vehicle, recorded at `timeMs`, is durable (learned from the stream). */
+  learn(vehicleId: string, seq: number, now?: number, timeMs?: number): void;
   /** Forgets idle vehicles with nothing in flight. */
   prune(now?: number): void;
   readonly size: number;
@@ -79,10 +138,11 @@ export function createDurableSeqs({ forgetAfterMs, maxVehicles = 2_000_000 }: Du
   return {
     state,
     durableSeq: (vehicleId) => states.get(vehicleId)?.durable ?? 0,
-    learn(vehicleId, seq, now = Date.now()) {
+    learn(vehicleId, seq, now = Date.now(), timeMs = 0) {
       const s = state(vehicleId);
+      if (seq > s.accepted) s.accept(seq, timeMs);
+      else s.filled(seq);
       if (seq > s.durable) s.durable = seq;
-      if (seq > s.accepted) s.accepted = seq;
       s.seen = now;
     },
     prune(now = Date.now()) {
@@ -149,7 +209,8 @@ export async function followPositions({ js, jsm, stream, instanceId, windowMs, s
         try {
           const now = Date.now();
           for (const p of fromBinary(PositionBatchSchema, m.data).positions) {
-            seqs.learn(p.vehicleId, p.seq, now);
+            const t = p.recordedAt;
+            seqs.learn(p.vehicleId, p.seq, now, t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
             learned++;
           }
         } catch (err) {

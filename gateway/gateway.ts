@@ -89,12 +89,13 @@ export async function createGateway({
     });
     await follower.ready;
 
-    const limiter = createRateLimiter({
-      rate: config.rateLimit,
-      burst: config.rateBurst,
-      // A drained bucket must not be forgotten before it would have refilled.
-      forgetAfterMs: Math.max(60_000, config.rateLimit > 0 ? (2000 * config.rateBurst) / config.rateLimit : 0),
-    });
+    const limits = {
+      fixRate: config.fixRate,
+      fixBurst: config.fixBurst,
+      bytesPerSecond: config.vehicleBytesPerSecond,
+      burstBytes: config.vehicleBurstBytes,
+    };
+    const limiter = createRateLimiter(limits);
     timers.push(
       setInterval(() => {
         seqs.prune();
@@ -131,7 +132,8 @@ export async function createGateway({
       limiter,
       streams,
       validate: { maxClockSkew: config.maxClockSkew, maxPointAge: config.maxPointAge, maxSpeed: config.maxSpeed },
-      rateLimit: config.rateLimit,
+      limits,
+      maxUnsentRejections: config.maxUnsentRejections,
       registry,
       log,
       draining: () => draining,

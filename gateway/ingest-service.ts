@@ -1,9 +1,14 @@
 /**
  * IngestService: Upload (client stream), Sync (bidi), Publish (unary), Resume (unary).
  *
- * Per point: same vehicle as the token, rate limit, validation, dedup against the durable seq,
- * then into the batcher. A point is acked only once the JetStream message holding it is PubAck'd.
- * Nothing here allocates a promise per point: a call is woken once per completed batch.
+ * Per point: same vehicle as the token, validation, dedup against the durable seq (a seq the vehicle
+ * skipped is told apart), one point per vehicle and instant, the flood check by the vehicle's own
+ * clock, the byte budget (a vehicle over it is read more slowly, not refused), then into the
+ * batcher. Points already durable cost nothing against any limit. A point is acked only once the
+ * JetStream message holding it is PubAck'd. Nothing here allocates a promise per point: a call is
+ * woken once per completed batch. Every call that got as far as its vehicle ends with the vehicle's
+ * durable seq in the `fleet-durable-seq` trailer, refused or failed calls too, so that a vehicle
+ * knows where to resume without calling Resume.
  *
  * Upload and Sync read their points from a `MessageInput` (lib/grpc-stream.ts): pushed by the
  * native gRPC path, or pulled from connect's AsyncIterable for the other protocols. Both run the
@@ -32,7 +37,7 @@ import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
 import { ackResponseEncoder } from "./ack-encoder";
 import { pointRequestDecoder } from "./point-decoder";
-import type { Bucket, RateLimiter } from "./rate-limit";
+import { pointBytes, type RateLimiter, type VehicleLimits } from "./rate-limit";
 import type { Stoppable, StreamWatch, WatchedStream } from "./stream-watch";
 import { validatePosition, type ValidateOptions } from "./validate";
 
@@ -43,8 +48,13 @@ export interface IngestServiceOptions {
   /** Idle timeout and drain of the request streams. */
   streams: StreamWatch;
   validate: ValidateOptions;
-  /** Points per second one vehicle may send (for the retry message). */
-  rateLimit: number;
+  /** The limiter's settings, for the messages. */
+  limits: { fixRate: number; fixBurst: number; bytesPerSecond: number };
+  /**
+   * Refusals a call may hold unsent: past it a Sync stops reading until its client takes the ack,
+   * and an Upload answers at once (its client sends the rest in its next Upload).
+   */
+  maxUnsentRejections?: number;
   registry: Registry;
   log: Logger;
   /** True once the gateway drains: new calls are refused. */
@@ -53,6 +63,12 @@ export interface IngestServiceOptions {
 
 /** What Upload and Sync read: one position per message. */
 type PointInput = MessageInput<{ position?: Position }>;
+
+/** The trailer that tells the vehicle's durable seq at the end of every ingest call, failed ones too. */
+export const DURABLE_SEQ_TRAILER = "fleet-durable-seq";
+
+/** A Publish whose vehicle is this far over its byte budget is refused instead of slowed. */
+const MAX_PUBLISH_DELAY_MS = 10_000;
 
 /** The IngestService: connect's implementation, and Upload and Sync for the native gRPC path. */
 export interface IngestHandlers {
@@ -73,13 +89,17 @@ class IngestCall implements AckSink {
   rejected: Rejection[] | undefined;
   /** First publish failure: the call ends with it once its points settled. */
   error: Error | undefined;
+  /** ms the vehicle is over its byte budget after the last point taken (0: not over). */
+  bytesWait = 0;
+  /** Called once the next ack is taken (a Sync reader waiting for its client to read). */
+  onAckTaken: (() => void) | undefined;
   private wake: (() => void) | undefined;
 
   constructor(
     readonly vehicleId: string,
     readonly fleetId: string,
     readonly state: VehicleState,
-    readonly bucket: Bucket,
+    readonly limits: VehicleLimits,
   ) {}
 
   durable(): void {
@@ -125,6 +145,11 @@ class IngestCall implements AckSink {
     };
     this.accepted = 0;
     this.rejected = undefined;
+    const taken = this.onAckTaken;
+    if (taken) {
+      this.onAckTaken = undefined;
+      taken();
+    }
     return ack;
   }
 }
@@ -133,14 +158,21 @@ class IngestCall implements AckSink {
 interface ReaderDeps {
   batcher: Batcher;
   streams: StreamWatch;
-  /** Takes one point into the call (see createIngestService); throws what ends the stream. */
-  take(call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, rateChecked: boolean): void;
+  maxUnsentRejections: number;
+  /** Takes one point of `bytes` into the call (see createIngestService); throws what ends the stream. */
+  take(call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, bytes: number): void;
 }
+
+/** Why a reader stopped reading for a while: bits, since several may hold at once. */
+const NO_ROOM = 1;
+const OVER_BYTES = 2;
+const ACK_UNREAD = 4;
 
 /**
  * Reads one call's stream of points until it ends, the stream watch stops it (idle, drain), or a
- * point is fatal; then marks itself done and wakes the call. While the batcher has no room the
- * input is paused, so HTTP/2 flow control holds the vehicle back.
+ * point is fatal; then marks itself done and wakes the call. While the batcher has no room, the
+ * vehicle is over its byte budget or (Sync) its client leaves too many refusals unread, the input
+ * is paused, so HTTP/2 flow control holds the vehicle back.
  *
  * One object per open stream, with methods rather than closures: 10,000 open streams each holding
  * a promise, its resolvers and a handful of callbacks cost more memory than the streams themselves.
@@ -151,11 +183,15 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
   failure: unknown;
   private readonly watched: WatchedStream;
   private roomWaiter: (() => void) | undefined;
+  private blocked = 0;
+  private bytesTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly call: IngestCall,
     private readonly input: PointInput,
     private readonly deps: ReaderDeps,
+    /** Upload: past the unsent refusals bound, end reading and answer (a Sync waits for its client instead). */
+    private readonly answerEarly: boolean,
   ) {
     this.watched = deps.streams.watch(this);
     if (deps.batcher.full) this.waitForRoom();
@@ -166,13 +202,29 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
     if (this.done) return;
     const now = Date.now();
     this.watched.touch(now);
+    const call = this.call;
+    const p = msg.position;
     try {
-      this.deps.take(this.call, msg.position, now, true, false);
+      this.deps.take(call, p, now, true, p ? pointBytes(p, msg as { $unknown?: { data: Uint8Array }[] }) : 8);
     } catch (err) {
       return this.finish(err);
     }
-    if (this.call.error) return this.finish(undefined);
+    if (call.error) return this.finish(undefined);
     if (this.deps.batcher.full) this.waitForRoom();
+    if (call.bytesWait > 0 && !(this.blocked & OVER_BYTES)) {
+      this.block(OVER_BYTES);
+      this.bytesTimer = setTimeout(() => {
+        this.bytesTimer = undefined;
+        this.unblock(OVER_BYTES);
+      }, call.bytesWait);
+    }
+    if (call.rejected !== undefined && call.rejected.length >= this.deps.maxUnsentRejections && call.rejected.at(-1)!.reason !== RejectReason.DUPLICATE) {
+      if (this.answerEarly) return this.finish(undefined);
+      if (!(this.blocked & ACK_UNREAD)) {
+        this.block(ACK_UNREAD);
+        call.onAckTaken = () => this.unblock(ACK_UNREAD);
+      }
+    }
   }
 
   end(): void {
@@ -188,20 +240,35 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
   }
 
   private waitForRoom(): void {
-    this.input.pause();
-    this.watched.hold(true);
+    if (this.blocked & NO_ROOM) return;
+    this.block(NO_ROOM);
     // Made on first need only: most streams never wait.
-    this.roomWaiter ??= () => {
-      if (this.done) return;
-      this.watched.hold(false);
-      this.input.resume();
-    };
+    this.roomWaiter ??= () => this.unblock(NO_ROOM);
     this.deps.batcher.whenRoom(this.roomWaiter);
+  }
+
+  private block(why: number): void {
+    if (this.blocked === 0) {
+      this.input.pause();
+      this.watched.hold(true);
+    }
+    this.blocked |= why;
+  }
+
+  private unblock(why: number): void {
+    if (this.done || !(this.blocked & why)) return;
+    this.blocked &= ~why;
+    if (this.blocked === 0) {
+      this.watched.hold(false);
+      // May deliver held messages at once, re-entering message().
+      this.input.resume();
+    }
   }
 
   private finish(err: unknown): void {
     if (this.done) return;
     this.done = true;
+    if (this.bytesTimer) clearTimeout(this.bytesTimer);
     this.failure = err;
     this.watched.close();
     this.input.stop();
@@ -216,7 +283,8 @@ export function createIngestService({
   limiter,
   streams,
   validate,
-  rateLimit,
+  limits,
+  maxUnsentRejections = 1000,
   registry,
   log,
   draining,
@@ -245,9 +313,12 @@ export function createIngestService({
   });
 
   const refuse = (call: IngestCall, seq: number, reason: RejectReason, message: string) => {
-    (call.rejected ??= []).push({ $typeName: "fleet.v1.Rejection", seq, reason, message });
     const name = RejectReason[reason] ?? String(reason);
     refusedTotals.set(name, (refusedTotals.get(name) ?? 0) + 1);
+    // A re-sent backlog is mostly DUPLICATEs: past the bound they are left to the ack's durable_seq,
+    // which covers them, so that re-sending from seq 1 goes through in one call.
+    if (reason === RejectReason.DUPLICATE && call.rejected !== undefined && call.rejected.length >= maxUnsentRejections) return;
+    (call.rejected ??= []).push({ $typeName: "fleet.v1.Rejection", seq, reason, message });
     // Sync sends rejections with the next ack; wake it in case no batch is coming.
     call.settled();
   };
@@ -268,23 +339,30 @@ export function createIngestService({
     const claims = claimsOf(ctx);
     if (claims.role !== "vehicle") throw new PermissionError("sending positions needs a vehicle token");
     const state = seqs.state(claims.vehicleId);
-    return new IngestCall(claims.vehicleId, claims.fleetId, state, limiter.bucket(claims.vehicleId));
+    return new IngestCall(claims.vehicleId, claims.fleetId, state, limiter.limits(claims.vehicleId));
   };
 
-  const rateLimited = (call: IngestCall, waitMs: number, points: number) =>
+  const flooded = (call: IngestCall, seq: number, waitMs: number) =>
     new RateLimitError(
-      `rate limit of ${rateLimit} points/s for vehicle "${call.vehicleId}" exceeded` +
-        (points > 1 ? ` by a batch of ${points}` : "") +
-        (Number.isFinite(waitMs) ? `: retry in ${(waitMs / 1000).toFixed(1)} s` : ": batch larger than the burst, split it"),
-      Number.isFinite(waitMs) ? waitMs : 60_000,
+      `vehicle "${call.vehicleId}" sent more than ${limits.fixRate} fixes per second of its recorded time ` +
+        `(GATEWAY_MAX_FIX_RATE, burst ${limits.fixBurst}): a flood, seq ${seq} and later not taken; ` +
+        `retry in ${Math.ceil(waitMs / 1000)} s from the durable seq in the ${DURABLE_SEQ_TRAILER} trailer`,
+      waitMs,
     );
 
+  /** The vehicle's durable seq into the trailers: set before the call ends, whichever way. */
+  const tellDurable = (call: IngestCall, ctx: HandlerContext) => ctx.responseTrailer.set(DURABLE_SEQ_TRAILER, String(call.state.durable));
+
   /**
-   * Takes one point: refusals go into the call's ack, accepted points into the batcher.
-   * Throws PermissionError (another vehicle) when `foreignIsFatal`, RateLimitError past the limit.
+   * Takes one point that took `bytes` on the wire: refusals go into the call's ack, accepted points
+   * into the batcher. Throws PermissionError (another vehicle) when `foreignIsFatal`, RateLimitError
+   * on a flood. Sets `call.bytesWait` when the vehicle is over its byte budget. A point already
+   * durable (or in flight) is answered without being charged.
    */
-  const take = (call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, rateChecked: boolean) => {
+  const take = (call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, bytes: number) => {
+    call.bytesWait = 0;
     if (!p) {
+      call.bytesWait = call.limits.takeBytes(bytes, now);
       refuse(call, 0, RejectReason.INVALID_FIELD, "position is missing");
       return;
     }
@@ -297,16 +375,24 @@ export function createIngestService({
       refuse(call, p.seq, RejectReason.WRONG_VEHICLE, `point is for vehicle "${p.vehicleId.slice(0, 128)}", the token is for "${call.vehicleId}"`);
       return;
     }
-    if (!rateChecked) {
-      const wait = call.bucket.take(1, now);
-      if (wait > 0) throw rateLimited(call, wait, 1);
-    }
     const refusal = validatePosition(p, now, validate);
     if (refusal) {
+      call.bytesWait = call.limits.takeBytes(bytes, now);
       refuse(call, p.seq, refusal.reason, refusal.message);
       return;
     }
     const state = call.state;
+    if (p.seq <= state.accepted && state.skipped(p.seq)) {
+      call.bytesWait = call.limits.takeBytes(bytes, now);
+      refuse(
+        call,
+        p.seq,
+        RejectReason.SEQ_SKIPPED,
+        `seq ${p.seq} was skipped: later seqs of this vehicle are taken (up to ${state.accepted}) and this one never was; ` +
+          `it is not stored: send the point again with a seq above ${state.accepted}`,
+      );
+      return;
+    }
     if (p.seq <= state.durable) {
       refuse(call, p.seq, RejectReason.DUPLICATE, `seq ${p.seq} is already durable (durable seq ${state.durable})`);
       return;
@@ -334,7 +420,23 @@ export function createIngestService({
       });
       return;
     }
-    state.accepted = p.seq;
+    const t = p.recordedAt!;
+    const recordedMs = Number(t.seconds) * 1000 + t.nanos / 1e6;
+    if (recordedMs === state.lastTime && state.lastSeq === state.accepted && state.lastSeq !== 0) {
+      call.bytesWait = call.limits.takeBytes(bytes, now);
+      refuse(
+        call,
+        p.seq,
+        RejectReason.DUPLICATE_TIME,
+        `recorded_at ${new Date(recordedMs).toISOString()} is the time of seq ${state.lastSeq} already: ` +
+          `one fix per vehicle and instant, the first is kept and this one is not stored`,
+      );
+      return;
+    }
+    const flood = call.limits.takeFix(recordedMs, now);
+    if (flood > 0) throw flooded(call, p.seq, flood);
+    call.bytesWait = call.limits.takeBytes(bytes, now);
+    state.accept(p.seq, recordedMs);
     state.seen = now;
     p.fleetId = call.fleetId;
     p.receivedAt = receivedAt(now);
@@ -343,17 +445,18 @@ export function createIngestService({
     batcher.add(p, state, call);
   };
 
-  const reading: ReaderDeps = { batcher, streams, take };
+  const reading: ReaderDeps = { batcher, streams, take, maxUnsentRejections };
 
   const ackOf = (call: IngestCall) => call.takeAck();
 
   const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
     const call = begin(ctx);
-    const reader = new PointReader(call, input, reading);
+    const reader = new PointReader(call, input, reading, true);
     while (!reader.done) await call.changed();
-    // What was accepted before a failure still becomes durable; the vehicle learns how far
-    // through Resume, since a client stream cannot carry both a response and an error.
+    // What was accepted before a failure still becomes durable; the vehicle learns how far from
+    // the trailer, since a client stream cannot carry both a response and an error.
     await call.settle();
+    tellDurable(call, ctx);
     if (reader.failure !== undefined) throw reader.failure;
     if (call.error) throw call.error;
     return { $typeName: "fleet.v1.UploadResponse", ack: ackOf(call) };
@@ -363,12 +466,13 @@ export function createIngestService({
     const call = begin(ctx);
     // The resume point, right away.
     yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-    const reader = new PointReader(call, input, reading);
+    const reader = new PointReader(call, input, reading, false);
     for (;;) {
       if (call.hasNews) yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
       if ((reader.done || call.error) && call.pending === 0) break;
       await call.changed();
     }
+    tellDurable(call, ctx);
     if (call.error) throw call.error;
     if (reader.failure !== undefined) throw reader.failure;
   }
@@ -381,14 +485,30 @@ export function createIngestService({
       const call = begin(ctx);
       const n = req.positions.length;
       if (n > 0) {
-        const wait = call.bucket.take(n, Date.now());
-        if (wait > 0) throw rateLimited(call, wait, n);
+        // A vehicle already far over its byte budget (many Publishes at once) is refused; one a
+        // little over is slowed: its answer waits, and the vehicle's next Publish with it.
+        const debt = call.limits.takeBytes(0, Date.now());
+        if (debt > MAX_PUBLISH_DELAY_MS) {
+          tellDurable(call, ctx);
+          throw new RateLimitError(
+            `vehicle "${call.vehicleId}" sends more than ${limits.bytesPerSecond} bytes/s (GATEWAY_VEHICLE_BYTES_PER_SECOND): ` +
+              `retry in ${Math.ceil(debt / 1000)} s, one Publish at a time`,
+            debt,
+          );
+        }
         const room = batcher.room();
         if (room) await room;
         const now = Date.now();
-        for (const p of req.positions) take(call, p, now, false, true);
-        await call.settle();
+        try {
+          for (const p of req.positions) take(call, p, now, false, pointBytes(p));
+        } finally {
+          // A flood ends the call, but what was taken before it still becomes durable.
+          await call.settle();
+          tellDurable(call, ctx);
+        }
         if (call.error) throw call.error;
+        const over = call.limits.takeBytes(0, Date.now());
+        if (over > 0) await Bun.sleep(Math.min(over, MAX_PUBLISH_DELAY_MS));
       }
       return { ack: ackOf(call) };
     },

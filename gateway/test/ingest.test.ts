@@ -263,7 +263,7 @@ describe("publish", () => {
         positions: [
           { vehicleId: v, seq: 1, recordedAt: now, lat: 48.1, lon: 11.5, speed: 3 },
           { vehicleId: "intruder", seq: 2, recordedAt: now, lat: 48.1, lon: 11.5 },
-          { vehicleId: v, seq: 3, recordedAt: now, lat: 48.2, lon: 11.6 },
+          { vehicleId: v, seq: 3, recordedAt: new Date(Date.now() - 500).toISOString(), lat: 48.2, lon: 11.6 },
         ],
       }),
     });

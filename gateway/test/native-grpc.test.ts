@@ -198,7 +198,7 @@ describe("native grpc flow control", () => {
   let t: TestGateway;
   beforeAll(async () => {
     // Five points in flight at most, and a batch waits 3 s: the gateway has no room for that long.
-    t = await startTestGateway({ GATEWAY_MAX_IN_FLIGHT: "5", GATEWAY_BATCH_DELAY: "3s", GATEWAY_RATE_LIMIT: "100000", GATEWAY_RATE_BURST: "100000" });
+    t = await startTestGateway({ GATEWAY_MAX_IN_FLIGHT: "5", GATEWAY_BATCH_DELAY: "3s", GATEWAY_MAX_FIX_RATE: "0" });
   });
   afterAll(async () => {
     await t.gateway.close();

@@ -34,15 +34,15 @@ test("resend - points re-sent while their first send is in flight are acked with
   expect((await t.stored()).filter((p) => p.vehicleId === v).map((p) => p.seq)).toEqual([1, 2, 3, 4]);
 });
 
-test("resend - a seq below the last accepted that was never sent is still refused, once nothing is in flight", async () => {
+test("resend - a seq below the last accepted that was never sent is refused SEQ_SKIPPED, not stored", async () => {
   const v = "resend-gap";
   const token = await t.token(v);
   const first = uploadPoints(client, token, [point(v, 1), point(v, 5)]);
   await Bun.sleep(100);
   const late = await uploadPoints(client, token, [point(v, 3)]);
   const ack = late.response!.ack!;
-  expect(ack.rejected.map((r) => [r.seq, r.reason])).toEqual([[3, RejectReason.INVALID_FIELD]]);
-  expect(ack.rejected[0]!.message).toContain("not above 5");
+  expect(ack.rejected.map((r) => [r.seq, r.reason])).toEqual([[3, RejectReason.SEQ_SKIPPED]]);
+  expect(ack.rejected[0]!.message).toContain("seq 3 was skipped");
   expect((await first).response!.ack!.durableSeq).toBe(5);
   expect((await t.stored()).filter((p) => p.vehicleId === v).map((p) => p.seq)).toEqual([1, 5]);
 });

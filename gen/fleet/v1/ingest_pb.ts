@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fleet/v1/ingest.proto.
  */
 export const file_fleet_v1_ingest: GenFile = /*@__PURE__*/
-  fileDesc("ChVmbGVldC92MS9pbmdlc3QucHJvdG8SCGZsZWV0LnYxIlEKCVJlamVjdGlvbhILCgNzZXEYASABKA0SJgoGcmVhc29uGAIgASgOMhYuZmxlZXQudjEuUmVqZWN0UmVhc29uEg8KB21lc3NhZ2UYAyABKAkibQoJSW5nZXN0QWNrEhIKCnZlaGljbGVfaWQYASABKAkSEwoLZHVyYWJsZV9zZXEYAiABKA0SEAoIYWNjZXB0ZWQYAyABKA0SJQoIcmVqZWN0ZWQYBCADKAsyEy5mbGVldC52MS5SZWplY3Rpb24iNQoNVXBsb2FkUmVxdWVzdBIkCghwb3NpdGlvbhgBIAEoCzISLmZsZWV0LnYxLlBvc2l0aW9uIjIKDlVwbG9hZFJlc3BvbnNlEiAKA2FjaxgBIAEoCzITLmZsZWV0LnYxLkluZ2VzdEFjayIzCgtTeW5jUmVxdWVzdBIkCghwb3NpdGlvbhgBIAEoCzISLmZsZWV0LnYxLlBvc2l0aW9uIjAKDFN5bmNSZXNwb25zZRIgCgNhY2sYASABKAsyEy5mbGVldC52MS5Jbmdlc3RBY2siNwoOUHVibGlzaFJlcXVlc3QSJQoJcG9zaXRpb25zGAEgAygLMhIuZmxlZXQudjEuUG9zaXRpb24iMwoPUHVibGlzaFJlc3BvbnNlEiAKA2FjaxgBIAEoCzITLmZsZWV0LnYxLkluZ2VzdEFjayIjCg1SZXN1bWVSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkiOQoOUmVzdW1lUmVzcG9uc2USEgoKdmVoaWNsZV9pZBgBIAEoCRITCgtkdXJhYmxlX3NlcRgCIAEoDSqaAgoMUmVqZWN0UmVhc29uEh0KGVJFSkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFSRUpFQ1RfUkVBU09OX0lOVkFMSURfQ09PUkRJTkFURVMQARIgChxSRUpFQ1RfUkVBU09OX1RJTUVfSU5fRlVUVVJFEAISHgoaUkVKRUNUX1JFQVNPTl9USU1FX1RPT19PTEQQAxIbChdSRUpFQ1RfUkVBU09OX0RVUExJQ0FURRAEEiMKH1JFSkVDVF9SRUFTT05fSU1QTEFVU0lCTEVfU1BFRUQQBRIfChtSRUpFQ1RfUkVBU09OX0lOVkFMSURfRklFTEQQBhIfChtSRUpFQ1RfUkVBU09OX1dST05HX1ZFSElDTEUQBzKGAgoNSW5nZXN0U2VydmljZRI9CgZVcGxvYWQSFy5mbGVldC52MS5VcGxvYWRSZXF1ZXN0GhguZmxlZXQudjEuVXBsb2FkUmVzcG9uc2UoARI5CgRTeW5jEhUuZmxlZXQudjEuU3luY1JlcXVlc3QaFi5mbGVldC52MS5TeW5jUmVzcG9uc2UoATABEj4KB1B1Ymxpc2gSGC5mbGVldC52MS5QdWJsaXNoUmVxdWVzdBoZLmZsZWV0LnYxLlB1Ymxpc2hSZXNwb25zZRI7CgZSZXN1bWUSFy5mbGVldC52MS5SZXN1bWVSZXF1ZXN0GhguZmxlZXQudjEuUmVzdW1lUmVzcG9uc2ViBnByb3RvMw", [file_fleet_v1_position]);
+  fileDesc("ChVmbGVldC92MS9pbmdlc3QucHJvdG8SCGZsZWV0LnYxIlEKCVJlamVjdGlvbhILCgNzZXEYASABKA0SJgoGcmVhc29uGAIgASgOMhYuZmxlZXQudjEuUmVqZWN0UmVhc29uEg8KB21lc3NhZ2UYAyABKAkibQoJSW5nZXN0QWNrEhIKCnZlaGljbGVfaWQYASABKAkSEwoLZHVyYWJsZV9zZXEYAiABKA0SEAoIYWNjZXB0ZWQYAyABKA0SJQoIcmVqZWN0ZWQYBCADKAsyEy5mbGVldC52MS5SZWplY3Rpb24iNQoNVXBsb2FkUmVxdWVzdBIkCghwb3NpdGlvbhgBIAEoCzISLmZsZWV0LnYxLlBvc2l0aW9uIjIKDlVwbG9hZFJlc3BvbnNlEiAKA2FjaxgBIAEoCzITLmZsZWV0LnYxLkluZ2VzdEFjayIzCgtTeW5jUmVxdWVzdBIkCghwb3NpdGlvbhgBIAEoCzISLmZsZWV0LnYxLlBvc2l0aW9uIjAKDFN5bmNSZXNwb25zZRIgCgNhY2sYASABKAsyEy5mbGVldC52MS5Jbmdlc3RBY2siNwoOUHVibGlzaFJlcXVlc3QSJQoJcG9zaXRpb25zGAEgAygLMhIuZmxlZXQudjEuUG9zaXRpb24iMwoPUHVibGlzaFJlc3BvbnNlEiAKA2FjaxgBIAEoCzITLmZsZWV0LnYxLkluZ2VzdEFjayIjCg1SZXN1bWVSZXF1ZXN0EhIKCnZlaGljbGVfaWQYASABKAkiOQoOUmVzdW1lUmVzcG9uc2USEgoKdmVoaWNsZV9pZBgBIAEoCRITCgtkdXJhYmxlX3NlcRgCIAEoDSrbAgoMUmVqZWN0UmVhc29uEh0KGVJFSkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIlCiFSRUpFQ1RfUkVBU09OX0lOVkFMSURfQ09PUkRJTkFURVMQARIgChxSRUpFQ1RfUkVBU09OX1RJTUVfSU5fRlVUVVJFEAISHgoaUkVKRUNUX1JFQVNPTl9USU1FX1RPT19PTEQQAxIbChdSRUpFQ1RfUkVBU09OX0RVUExJQ0FURRAEEiMKH1JFSkVDVF9SRUFTT05fSU1QTEFVU0lCTEVfU1BFRUQQBRIfChtSRUpFQ1RfUkVBU09OX0lOVkFMSURfRklFTEQQBhIfChtSRUpFQ1RfUkVBU09OX1dST05HX1ZFSElDTEUQBxIgChxSRUpFQ1RfUkVBU09OX0RVUExJQ0FURV9USU1FEAgSHQoZUkVKRUNUX1JFQVNPTl9TRVFfU0tJUFBFRBAJMoYCCg1Jbmdlc3RTZXJ2aWNlEj0KBlVwbG9hZBIXLmZsZWV0LnYxLlVwbG9hZFJlcXVlc3QaGC5mbGVldC52MS5VcGxvYWRSZXNwb25zZSgBEjkKBFN5bmMSFS5mbGVldC52MS5TeW5jUmVxdWVzdBoWLmZsZWV0LnYxLlN5bmNSZXNwb25zZSgBMAESPgoHUHVibGlzaBIYLmZsZWV0LnYxLlB1Ymxpc2hSZXF1ZXN0GhkuZmxlZXQudjEuUHVibGlzaFJlc3BvbnNlEjsKBlJlc3VtZRIXLmZsZWV0LnYxLlJlc3VtZVJlcXVlc3QaGC5mbGVldC52MS5SZXN1bWVSZXNwb25zZWIGcHJvdG8z", [file_fleet_v1_position]);
 
 /**
  * Rejection is one refused point.
@@ -301,7 +301,9 @@ export enum RejectReason {
   TIME_TOO_OLD = 3,
 
   /**
-   * REJECT_REASON_DUPLICATE: this seq is already durable; the vehicle may treat it as acked.
+   * REJECT_REASON_DUPLICATE: this seq is already durable; the vehicle may treat it as acked. Costs
+   * nothing against any limit; past GATEWAY_MAX_UNSENT_REJECTIONS refusals in one ack, DUPLICATEs are
+   * no longer listed: the ack's durable_seq covers them.
    *
    * @generated from enum value: REJECT_REASON_DUPLICATE = 4;
    */
@@ -327,6 +329,22 @@ export enum RejectReason {
    * @generated from enum value: REJECT_REASON_WRONG_VEHICLE = 7;
    */
   WRONG_VEHICLE = 7,
+
+  /**
+   * REJECT_REASON_DUPLICATE_TIME: recorded_at is the time of the vehicle's previous point (another seq):
+   * one fix per vehicle and instant, the first is kept; this point is not stored.
+   *
+   * @generated from enum value: REJECT_REASON_DUPLICATE_TIME = 8;
+   */
+  DUPLICATE_TIME = 8,
+
+  /**
+   * REJECT_REASON_SEQ_SKIPPED: the seq is below seqs already taken for the vehicle and was never taken
+   * itself (skipped, or refused before): not stored and not durable; send the point with a new seq.
+   *
+   * @generated from enum value: REJECT_REASON_SEQ_SKIPPED = 9;
+   */
+  SEQ_SKIPPED = 9,
 }
 
 /**
@@ -345,7 +363,11 @@ export const IngestService: GenService<{
   /**
    * Upload is the stream a vehicle holds: one position per message; the single response, sent when the
    * client half-closes, names the highest durable seq and every refused point with its reason.
-   * Vehicles roll the stream every few seconds or points.
+   * Vehicles roll the stream every few seconds or points; a backlog goes in one Upload, as fast as the
+   * gateway makes it durable (it stops reading, never refuses, a vehicle that sends faster). The
+   * response comes early when GATEWAY_MAX_UNSENT_REJECTIONS points were refused: send the rest again.
+   * Every ingest call, refused or failed ones too, ends with the trailer "fleet-durable-seq": the
+   * vehicle's durable seq, where to resume without calling Resume.
    *
    * @generated from rpc fleet.v1.IngestService.Upload
    */
