@@ -108,7 +108,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
   let history;
   try {
     await migrate(sql, { schema, log: quiet });
-    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge });
+    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes });
 
     // 1. data
     const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;

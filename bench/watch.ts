@@ -266,7 +266,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     cleanups.push(() => nc.close());
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
-    await ensurePositionsStream(jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge });
+    await ensurePositionsStream(jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes });
     const now = Date.now();
     let messages = 0;
     for (let round = 1; round <= o.rounds; round++) {

@@ -9,7 +9,7 @@ import { hostname } from "node:os";
 import { IngestService } from "../gen/fleet/v1/ingest_pb";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
-import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
+import { connectNats, ensurePositionsStream, watchStreamLimits, type Nats } from "../lib/jetstream";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
 import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
@@ -41,6 +41,8 @@ export interface Gateway {
   /** Base URL of the one port, e.g. http://127.0.0.1:50051. */
   readonly url: string;
   readonly port: number;
+  /** Admin address of /metrics and /healthz (loopback by default). */
+  readonly adminUrl: string;
   readonly instanceId: string;
   readonly registry: Registry;
   /**
@@ -73,10 +75,13 @@ export async function createGateway({
     await ensurePositionsStream(nats.jsm, {
       duplicateWindow: config.duplicateWindow,
       streamMaxAge: config.streamMaxAge,
+      streamMaxBytes: config.streamMaxBytes,
       stream,
       subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
     });
 
+    // The gateway is what a full stream refuses: its metrics and log say so ahead of time.
+    timers.push(watchStreamLimits(nats.jsm, { stream, registry, log }));
     const seqs = createDurableSeqs({ forgetAfterMs: Math.max(config.duplicateWindow, 60_000) });
     follower = await followPositions({
       js: nats.js,
@@ -145,6 +150,7 @@ export async function createGateway({
       nativeMethods: ingest.nativeMethods,
       host: config.host,
       port: config.gatewayPort,
+      admin: { host: config.adminHost, port: config.gatewayAdminPort },
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
       registry,
       log,
@@ -170,6 +176,7 @@ export async function createGateway({
     return {
       url: server.url,
       port: server.port,
+      adminUrl: server.adminUrl,
       instanceId,
       registry,
       async drain() {

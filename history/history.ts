@@ -41,6 +41,8 @@ export interface HistoryOptions {
 export interface History {
   readonly url: string;
   readonly port: number;
+  /** Admin address of /metrics and /healthz (loopback by default). */
+  readonly adminUrl: string;
   readonly registry: Registry;
   readonly sql: Sql;
   readonly mode: StorageMode;
@@ -87,6 +89,7 @@ export async function createHistory({
       await ensurePositionsStream(nats.jsm, {
         duplicateWindow: config.duplicateWindow,
         streamMaxAge: config.streamMaxAge,
+        streamMaxBytes: config.streamMaxBytes,
         stream,
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
       });
@@ -133,6 +136,7 @@ export async function createHistory({
       nativeMethods: nativeUnaryMethods(HistoryService, service),
       host: config.host,
       port: config.historyPort,
+      admin: { host: config.adminHost, port: config.historyAdminPort },
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,
@@ -148,6 +152,7 @@ export async function createHistory({
     return {
       url: srv.url,
       port: srv.port,
+      adminUrl: srv.adminUrl,
       registry,
       sql,
       mode,

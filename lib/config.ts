@@ -113,6 +113,7 @@ const S = {
   duplicateWindow: duration("FLEET_DUPLICATE_WINDOW", "5m", "JetStream duplicate window, also how far back a gateway rebuilds its resume state"),
   streamMaxAge: duration("FLEET_STREAM_MAX_AGE", "7d", "how long JetStream keeps positions"),
   // gateway
+  streamMaxBytes: int("FLEET_STREAM_MAX_BYTES", 10 * 1024 ** 3, "largest size of the positions stream on disk; when full, new points are refused (UNAVAILABLE), never old ones dropped", 1024 * 1024),
   gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
   tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
   tlsKey: str("GATEWAY_TLS_KEY", "", "PEM private key file for GATEWAY_TLS_CERT"),

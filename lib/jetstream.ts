@@ -16,6 +16,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import type { Logger } from "./log";
+import { Gauge, type Registry } from "./metrics";
 import { POSITIONS_STREAM, POSITIONS_SUBJECTS } from "./subjects";
 
 export interface NatsOptions {
@@ -96,15 +97,26 @@ export interface PositionsStreamConfig {
   duplicateWindow: number;
   /** How long positions are kept, in ms (FLEET_STREAM_MAX_AGE). */
   streamMaxAge: number;
+  /** Largest size of the stream in bytes (FLEET_STREAM_MAX_BYTES); default 10 GiB. */
+  streamMaxBytes?: number;
   /** Stream name; tests may use their own. Default FLEET_POSITIONS. */
   stream?: string;
   /** Subjects; default fleet.pos.> */
   subjects?: string;
 }
 
+/** FLEET_STREAM_MAX_BYTES's default, for callers that give none. */
+const DEFAULT_STREAM_MAX_BYTES = 10 * 1024 ** 3;
+
 /**
  * Creates the positions stream (file storage, limits retention) or updates an existing one to the
- * configured duplicate window and max age. Safe to call from every instance at start.
+ * configured duplicate window and limits. Safe to call from every instance at start.
+ *
+ * The limits' policy: positions leave the stream by age (FLEET_STREAM_MAX_AGE, far longer than any
+ * sink may lag), and size (FLEET_STREAM_MAX_BYTES) bounds the disk. A full stream refuses new
+ * messages (DiscardPolicy.New: the gateway answers UNAVAILABLE and acks nothing) rather than drop
+ * its oldest (DiscardPolicy.Old would silently delete acked points a lagging sink has not read).
+ * `watchStreamLimits` shows how near the limits the stream is.
  */
 export async function ensurePositionsStream(jsm: JetStreamManager, config: PositionsStreamConfig): Promise<StreamInfo> {
   const name = config.stream ?? POSITIONS_STREAM;
@@ -112,15 +124,22 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
     subjects: [config.subjects ?? POSITIONS_SUBJECTS],
     storage: StorageType.File,
     retention: RetentionPolicy.Limits,
-    discard: DiscardPolicy.Old,
+    discard: DiscardPolicy.New,
     duplicate_window: nanos(config.duplicateWindow),
     max_age: nanos(config.streamMaxAge),
+    max_bytes: config.streamMaxBytes ?? DEFAULT_STREAM_MAX_BYTES,
     num_replicas: 1,
   };
   try {
     const info = await jsm.streams.info(name);
     const c = info.config;
-    if (c.duplicate_window === wanted.duplicate_window && c.max_age === wanted.max_age && c.subjects?.[0] === wanted.subjects![0]) {
+    if (
+      c.duplicate_window === wanted.duplicate_window &&
+      c.max_age === wanted.max_age &&
+      c.max_bytes === wanted.max_bytes &&
+      c.discard === wanted.discard &&
+      c.subjects?.[0] === wanted.subjects![0]
+    ) {
       return info;
     }
     // Storage and replicas cannot change on a live stream; only the limits are updated.
@@ -128,6 +147,8 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
       subjects: wanted.subjects,
       duplicate_window: wanted.duplicate_window,
       max_age: wanted.max_age,
+      max_bytes: wanted.max_bytes,
+      discard: wanted.discard,
     });
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
@@ -144,4 +165,63 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
 function isStreamNotFound(err: unknown): boolean {
   const e = err as { name?: string; message?: string; code?: number; api_error?: { err_code?: number } };
   return e?.name === "StreamNotFoundError" || e?.api_error?.err_code === 10059 || /stream not found/i.test(e?.message ?? "");
+}
+
+/** Share of a limit past which `watchStreamLimits` warns in the log. */
+const NEAR_LIMIT = 0.8;
+
+/**
+ * Gauges of how full the positions stream is, read from JetStream at each scrape:
+ * `fleet_stream_bytes` and `fleet_stream_max_bytes`, `fleet_stream_oldest_age_seconds` and
+ * `fleet_stream_max_age_seconds`, and `fleet_stream_limit_ratio` (the nearer of the two, 0–1; at
+ * 1 for bytes new points are refused). It also checks every `intervalMs` and logs a warning while
+ * the stream is past 80% of its size limit. Returns that timer (clearInterval stops it).
+ */
+export function watchStreamLimits(
+  jsm: JetStreamManager,
+  { stream = POSITIONS_STREAM, registry, log, intervalMs = 60_000 }: { stream?: string; registry: Registry; log: Logger; intervalMs?: number },
+): ReturnType<typeof setInterval> {
+  const read = async () => {
+    const info = await jsm.streams.info(stream);
+    const maxBytes = info.config.max_bytes > 0 ? info.config.max_bytes : 0;
+    const maxAgeS = info.config.max_age > 0 ? info.config.max_age / 1e9 : 0;
+    const first = info.state.messages > 0 && info.state.first_ts ? Date.parse(info.state.first_ts) : NaN;
+    const ageS = Number.isFinite(first) ? Math.max(0, (Date.now() - first) / 1000) : 0;
+    const ratio = Math.max(maxBytes ? info.state.bytes / maxBytes : 0, maxAgeS ? ageS / maxAgeS : 0);
+    return { bytes: info.state.bytes, maxBytes, ageS, maxAgeS, ratio };
+  };
+  const gauge = (name: string, help: string, pick: (r: Awaited<ReturnType<typeof read>>) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        try {
+          this.set(pick(await read()));
+        } catch {
+          // JetStream unreachable: the scrape keeps the last value; the connection metrics say why.
+        }
+      },
+    });
+  gauge("fleet_stream_bytes", "bytes held by the positions stream", (r) => r.bytes);
+  gauge("fleet_stream_max_bytes", "FLEET_STREAM_MAX_BYTES as the stream has it (0: none)", (r) => r.maxBytes);
+  gauge("fleet_stream_oldest_age_seconds", "age of the oldest message in the positions stream", (r) => r.ageS);
+  gauge("fleet_stream_max_age_seconds", "FLEET_STREAM_MAX_AGE as the stream has it (0: none)", (r) => r.maxAgeS);
+  gauge("fleet_stream_limit_ratio", "how near the positions stream is to its nearer limit, 0-1 (bytes at 1: new points refused)", (r) => r.ratio);
+  const timer = setInterval(() => {
+    read().then(
+      (r) => {
+        if (r.maxBytes && r.bytes / r.maxBytes >= NEAR_LIMIT) {
+          log.warn("positions stream nearly full: new points are refused once it is; raise FLEET_STREAM_MAX_BYTES or find the lagging sink", {
+            stream,
+            bytes: r.bytes,
+            maxBytes: r.maxBytes,
+          });
+        }
+      },
+      () => {},
+    );
+  }, intervalMs);
+  timer.unref?.();
+  return timer;
 }

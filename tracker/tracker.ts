@@ -42,6 +42,8 @@ export interface TrackerOptions {
 export interface Tracker {
   readonly url: string;
   readonly port: number;
+  /** Admin address of /metrics and /healthz (loopback by default). */
+  readonly adminUrl: string;
   readonly registry: Registry;
   readonly redis: Redis;
   /** Runs a staleness sweep now. */
@@ -88,7 +90,7 @@ export async function createTracker({
     await redis.connect();
     // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
     nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true });
-    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, stream, subjects });
+    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes, stream, subjects });
     const store = createStore({ redis, prefix, pubsubPrefix: config.redisPubsub ? `${prefix}pos:` : "" });
     const live = createLivePublisher(nats.nc, (subject, data) => handlers.deliverLocal(subject, data));
 
@@ -147,6 +149,7 @@ export async function createTracker({
       nativeMethods: handlers.nativeMethods,
       host: config.host,
       port: config.trackerPort,
+      admin: { host: config.adminHost, port: config.trackerAdminPort },
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,
@@ -164,6 +167,7 @@ export async function createTracker({
     return {
       url: srv.url,
       port: srv.port,
+      adminUrl: srv.adminUrl,
       registry,
       redis,
       sweep: () => sw.sweep(),
