@@ -117,9 +117,10 @@ test("answer size - the same Replay over Connect JSON streaming: every message u
 });
 
 /** One Connect streaming envelope: flags 0, big-endian length, the bytes. */
-function envelope(json: string): Buffer {
-  const payload = Buffer.from(json);
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([head, payload]);
+function envelope(json: string): Uint8Array<ArrayBuffer> {
+  const payload = new TextEncoder().encode(json);
+  const out = new Uint8Array(5 + payload.length);
+  new DataView(out.buffer).setUint32(1, payload.length);
+  out.set(payload, 5);
+  return out;
 }
