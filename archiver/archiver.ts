@@ -27,6 +27,8 @@ export interface ArchiverOptions {
 export interface Archiver {
   readonly url: string;
   readonly port: number;
+  /** Admin address of /metrics and /healthz (loopback by default). */
+  readonly adminUrl: string;
   readonly registry: Registry;
   readonly sql: Sql;
   readonly store: ArchiveStore;
@@ -94,6 +96,7 @@ export async function createArchiver({
       routes: (router) => router.service(ArchiveService, createArchiveService({ sql, mode, run, hotRetentionMs: config.hotRetention })),
       host: config.host,
       port: config.archiverPort,
+      admin: { host: config.adminHost, port: config.archiverAdminPort },
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,
@@ -114,6 +117,7 @@ export async function createArchiver({
     return {
       url: srv.url,
       port: srv.port,
+      adminUrl: srv.adminUrl,
       registry,
       sql,
       store,

@@ -162,7 +162,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const started = performance.now();
     const historyMeter = cpuMeter({ history: history.pid, nats: stack.pid("nats") }, { rest: true });
     const rowsWritten = async () => {
-      const text = await fetchMetrics(history!.url);
+      const text = await fetchMetrics(history!.adminUrl);
       const m = /^history_rows_written_total\{[^}]*\} (\d+)/m.exec(text);
       return m ? Number(m[1]) : 0;
     };
@@ -176,7 +176,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s; CPU meanwhile: ${cpuLine(historyCpu)}`);
 
     // 4. lag at 16,700 points/s
-    const metricsBefore = await fetchMetrics(history!.url);
+    const metricsBefore = await fetchMetrics(history!.adminUrl);
     const rate = 16_700;
     const lagSeconds = quick ? 5 : 20;
     const hist = createHistogram();
@@ -240,7 +240,7 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const lagP50 = hist.quantile(0.5);
     const lagP99 = hist.quantile(0.99);
     log(`lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`);
-    const metricsAfter = await fetchMetrics(history!.url);
+    const metricsAfter = await fetchMetrics(history!.adminUrl);
     const during = (name: string) => histogramBetween(metricsBefore, metricsAfter, name);
     const commits = during("history_batch_commit_seconds");
     const rowsPer = during("history_batch_rows");

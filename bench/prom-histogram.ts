@@ -32,7 +32,7 @@ export function histogramDelta(before: PromHistogram, after: PromHistogram): Pro
   };
 }
 
-/** A service's /metrics text (`url` is the service's base URL). */
+/** A service's /metrics text (`url` is the service's admin URL, where /metrics is served). */
 export async function fetchMetrics(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`)).text();
 }

@@ -254,7 +254,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     const secret = randomBytes(24).toString("base64url");
     const keys = { secret, issuer: "fleet", audience: "fleet" };
     const config = loadConfig({ ...stack.env(), FLEET_JWT_SECRET: secret });
-    const env = { ...stack.env(), FLEET_JWT_SECRET: secret, LOG_LEVEL: "info" };
+    // Every watcher holds the one bench token: the per-token bound of a public tracker must let them all in.
+    const env = { ...stack.env(), FLEET_JWT_SECRET: secret, LOG_LEVEL: "info", TRACKER_WATCHES_PER_TOKEN: String(o.watchers + 10) };
     mkdirSync(join(root, ".fleet", "logs"), { recursive: true });
     const redis = new Redis(stack.redisUrl);
     cleanups.push(async () => redis.disconnect());
@@ -297,7 +298,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     const meter = cpuMeter({ tracker: tracker.pid, redis: stack.pid("redis"), nats: stack.pid("nats") }, { rest: true });
     const samples: { t: number; points: number }[] = [];
     const pointsDone = async () => {
-      const text = await fetchMetrics(tracker.url);
+      const text = await fetchMetrics(tracker.adminUrl);
       return text
         .split("\n")
         .filter((l) => l.startsWith("tracker_points_total"))
@@ -372,7 +373,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
         ),
       );
     const grpcJsHist = createHistogram();
-    const trackerBefore = await fetchMetrics(tracker.url);
+    const trackerBefore = await fetchMetrics(tracker.adminUrl);
     for (let q = 0; q < 200 + o.nearby; q++) {
       const t0 = performance.now();
       await nearbyGrpcJs(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16);
@@ -384,7 +385,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     say(`  => @grpc/grpc-js: p50 ${fmt(extra.nearbyP50, 2)} ms, p99 ${fmt(f.nearby_p99_ms, 2)} ms`);
     // The tracker's own time per call (its rpc_duration_seconds, both clients' calls): the tail of
     // the handler and the store, without the client and the network.
-    const trackerAfter = await fetchMetrics(tracker.url);
+    const trackerAfter = await fetchMetrics(tracker.adminUrl);
     say(`  => the tracker during the grpc-js queries: ${loopDelayLine(trackerBefore, trackerAfter)}`);
     const handler = bucketQuantiles(
       trackerAfter.split("\n").filter((l) => !l.startsWith("rpc_duration_seconds_bucket") || l.includes('procedure="Nearby"')).join("\n"),
@@ -488,9 +489,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
       await Bun.sleep(3000);
       // The trackers' delay histograms are read before and after, so that they cover the measured window only.
-      const consumerBefore = await fetchMetrics(tracker.url);
-      const serverBefore = mode === "grpc" ? await fetchMetrics(server.url) : "";
-      const gatewayBefore = await fetchMetrics(gateway.url);
+      const consumerBefore = await fetchMetrics(tracker.adminUrl);
+      const serverBefore = mode === "grpc" ? await fetchMetrics(server.adminUrl) : "";
+      const gatewayBefore = await fetchMetrics(gateway.adminUrl);
       watchers.send({ type: "record" });
       const meter = cpuMeter(pids, { rest: true });
       // One line a second: how far the tracker's consumer is behind the stream.
@@ -511,9 +512,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       watchers.send({ type: "report" });
       const report = await watchers.next("report", 30_000);
       // The serving tracker's counters while its watches are still open.
-      const serverText = mode === "grpc" ? await fetchMetrics(server.url) : "";
-      const consumerText = await fetchMetrics(tracker.url);
-      const gatewayText = await fetchMetrics(gateway.url);
+      const serverText = mode === "grpc" ? await fetchMetrics(server.adminUrl) : "";
+      const consumerText = await fetchMetrics(tracker.adminUrl);
+      const gatewayText = await fetchMetrics(gateway.adminUrl);
       say(`  gateway: ${loopDelayLine(gatewayBefore, gatewayText)}`);
       say(`  consuming tracker: ${loopDelayLine(consumerBefore, consumerText)}`);
       if (mode === "grpc" && server !== tracker) say(`  watch-serving tracker: ${loopDelayLine(serverBefore, serverText)}`);

@@ -92,6 +92,7 @@ const DEV_SECRET = "fleet-local-development-secret-change-me";
 const S = {
   logLevel: oneOf<LogLevel>("LOG_LEVEL", "info", ["debug", "info", "warn", "error"], "log level"),
   host: str("FLEET_HOST", "127.0.0.1", "address the services listen on"),
+  adminHost: str("FLEET_ADMIN_HOST", "127.0.0.1", "address of every service's admin port (/metrics, /healthz): keep it off the public network"),
   // auth
   secret: str("FLEET_JWT_SECRET", DEV_SECRET, "HS256 secret that signs and checks tokens; set your own outside local use"),
   issuer: str("FLEET_JWT_ISSUER", "fleet", "required `iss` of tokens"),
@@ -114,7 +115,8 @@ const S = {
   streamMaxAge: duration("FLEET_STREAM_MAX_AGE", "7d", "how long JetStream keeps positions"),
   // gateway
   streamMaxBytes: int("FLEET_STREAM_MAX_BYTES", 10 * 1024 ** 3, "largest size of the positions stream on disk; when full, new points are refused (UNAVAILABLE), never old ones dropped", 1024 * 1024),
-  gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
+  gatewayAdminPort: int("GATEWAY_ADMIN_PORT", 0, "gateway admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
   tlsKey: str("GATEWAY_TLS_KEY", "", "PEM private key file for GATEWAY_TLS_CERT"),
   maxMessageBytes: int("GATEWAY_MAX_MESSAGE_BYTES", 256 * 1024, "largest request message accepted", 1024, 16 * 1024 * 1024),
@@ -134,7 +136,8 @@ const S = {
   maxSpeed: num("GATEWAY_MAX_SPEED", 100, "plausible speed limit in m/s"),
   drainTimeout: duration("GATEWAY_DRAIN_TIMEOUT", "10s", "on SIGTERM, how long to finish in-flight points"),
   // tracker
-  trackerPort: int("TRACKER_PORT", 50052, "tracker port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  trackerPort: int("TRACKER_PORT", 50052, "tracker port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
+  trackerAdminPort: int("TRACKER_ADMIN_PORT", 0, "tracker admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   staleAfter: duration("TRACKER_STALE_AFTER", "5m", "a vehicle not heard from for this long goes offline"),
   sweepInterval: duration("TRACKER_SWEEP_INTERVAL", "10s", "how often the tracker looks for vehicles past TRACKER_STALE_AFTER"),
   redisPrefix: str("TRACKER_REDIS_PREFIX", "fleet:", "prefix of every Redis key the tracker writes"),
@@ -150,7 +153,8 @@ const S = {
   // history
   scanMax: int("TRACKER_SCAN_MAX", 2000, "vehicles one Nearby or area snapshot may examine in Redis (bounds each script call to a few ms); past it RESOURCE_EXHAUSTED: narrow the area", 100, 100000),
   watchesPerToken: int("TRACKER_WATCHES_PER_TOKEN", 50, "watches one token may hold open at once in one tracker process; past it RESOURCE_EXHAUSTED", 1),
-  historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
+  historyAdminPort: int("HISTORY_ADMIN_PORT", 0, "history admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
   historySchema: str("HISTORY_DB_SCHEMA", "public", "PostgreSQL schema of the history tables (created with them)"),
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
@@ -168,7 +172,8 @@ const S = {
   replaysMax: int("HISTORY_REPLAYS_MAX", 64, "Replay streams open at once per history process", 1, 100_000),
   replaysPerToken: int("HISTORY_REPLAYS_PER_TOKEN", 4, "Replay streams one token may have open at once", 1, 100_000),
   // archiver
-  archiverPort: int("ARCHIVER_PORT", 50054, "archiver port (gRPC, gRPC-Web, Connect, /metrics, /healthz)", 0, 65535),
+  archiverPort: int("ARCHIVER_PORT", 50054, "archiver port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
+  archiverAdminPort: int("ARCHIVER_ADMIN_PORT", 0, "archiver admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   archiveInterval: duration("ARCHIVE_INTERVAL", "1h", "how often the archiver runs by itself (0: only when asked)"),
   archivePrefix: str("ARCHIVE_PREFIX", "", "key prefix of the archive inside S3_BUCKET"),
   archiveCacheDir: str("ARCHIVE_CACHE_DIR", "", "local copies of S3 objects for DuckDB (default: <tmp>/fleet-archive-cache)"),

@@ -1,6 +1,8 @@
 /**
  * One port per service: gRPC (h2c, or h2 over TLS), gRPC-Web and Connect (HTTP/1.1 and h2) through
- * one connect-node handler, plus `/metrics` and `/healthz`. Browsers reach it over HTTP/1.1 with CORS.
+ * one connect-node handler, plus `/healthz`. Browsers reach it over HTTP/1.1 with CORS. `/metrics`
+ * (and `/healthz` again) are on a second, admin address, loopback by default: what a service
+ * counts (procedures, codes, memory) is for its operators, not for whoever reaches the public port.
  *
  * Cleartext: a `node:net` server peeks at the first bytes of each connection and hands the socket to
  * an `http2` server (the `PRI * HTTP/2.0` preface, i.e. h2c with prior knowledge, what gRPC clients
@@ -29,8 +31,10 @@ export interface ServeOptions {
   port: number;
   /** PEM certificate and key: serve h2 and HTTP/1.1 over TLS instead of cleartext. */
   tls?: { cert: string | Buffer; key: string | Buffer };
-  /** Served on `/metrics`. */
+  /** Served on `/metrics` of the admin address. */
   registry: Registry;
+  /** Admin address (`/metrics`, `/healthz`); port 0 picks a free one. Default: 127.0.0.1, any free port. */
+  admin?: { host: string; port: number };
   log: Logger;
   /** Largest request (and response) message; larger is RESOURCE_EXHAUSTED naming the limit. */
   maxMessageBytes: number;
@@ -52,6 +56,8 @@ export interface Server {
   /** e.g. `http://127.0.0.1:50051` (https with TLS). */
   readonly url: string;
   readonly port: number;
+  /** The admin address's URL, e.g. `http://127.0.0.1:41234` (`/metrics`, `/healthz`; plain HTTP/1.1). */
+  readonly adminUrl: string;
   /** Closes the listener and asks every connection to finish (HTTP/2 GOAWAY): no new calls, running calls go on. */
   stopAccepting(): Promise<void>;
   /** Resolves true once every connection has ended, false after `timeoutMs`. */
@@ -210,6 +216,7 @@ export async function serve({
   contextValues,
   nativeMethods = [],
   unaryBodyTimeoutMs = 10_000,
+  admin = { host: "127.0.0.1", port: 0 },
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
     routes,
@@ -222,6 +229,31 @@ export async function serve({
     contextValues,
   });
   const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs }) : undefined;
+
+  const answerHealthz = (res: http.ServerResponse) => {
+    const ok = healthz();
+    res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
+    res.end(ok ? "ok" : "unavailable");
+  };
+  const adminServer = http.createServer((req, res) => {
+    if (req.method === "GET" && req.url === "/healthz") return answerHealthz(res);
+    if (req.method === "GET" && req.url === "/metrics") {
+      registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          log.error("metrics failed", { err });
+          res.writeHead(500);
+          res.end();
+        },
+      );
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" });
+    res.end("not found: this admin address serves GET /metrics and GET /healthz");
+  });
 
   const handler = (req: NodeRequest, anyRes: NodeResponse) => {
     // Both response kinds have the same API; TypeScript cannot call methods of the union.
@@ -243,26 +275,7 @@ export async function serve({
       res.end();
       return;
     }
-    if (req.method === "GET" && url === "/healthz") {
-      const ok = healthz();
-      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
-      res.end(ok ? "ok" : "unavailable");
-      return;
-    }
-    if (req.method === "GET" && url === "/metrics") {
-      registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": registry.contentType });
-          res.end(text);
-        },
-        (err: unknown) => {
-          log.error("metrics failed", { err });
-          res.writeHead(500);
-          res.end();
-        },
-      );
-      return;
-    }
+    if (req.method === "GET" && url === "/healthz") return answerHealthz(res);
     if (native?.handle(req)) return;
     if (refuseOversizedUnary(req, res, maxMessageBytes)) return;
     clampTimeoutHeaders(req.headers);
@@ -334,7 +347,22 @@ export async function serve({
     });
   });
   const bound = (listener.address() as AddressInfo).port;
-  const url = `${tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${bound}`;
+  const hostPart = (h: string) => (h.includes(":") ? `[${h}]` : h);
+  const url = `${tls ? "https" : "http"}://${hostPart(host)}:${bound}`;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      adminServer.once("error", reject);
+      adminServer.listen(admin.port, admin.host, () => {
+        adminServer.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    listener.close();
+    throw err;
+  }
+  const adminUrl = `http://${hostPart(admin.host)}:${(adminServer.address() as AddressInfo).port}`;
+  log.info("admin listening", { url: adminUrl, serves: ["/metrics", "/healthz"] });
 
   let stopped: Promise<void> | undefined;
   const stopAccepting = () =>
@@ -351,6 +379,7 @@ export async function serve({
   return {
     url,
     port: bound,
+    adminUrl,
     stopAccepting,
     async settled(timeoutMs) {
       const until = Date.now() + timeoutMs;
@@ -365,6 +394,9 @@ export async function serve({
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       h1?.closeAllConnections();
+      // Metrics stay readable while the service drains; they go with it.
+      adminServer.close();
+      adminServer.closeAllConnections();
     },
   };
 }

@@ -25,6 +25,8 @@ export interface ServiceProcess {
   readonly pid: number;
   /** URL from the "listening" line, e.g. http://127.0.0.1:50051. */
   readonly url: string;
+  /** URL from the "admin listening" line: /metrics and /healthz. */
+  readonly adminUrl: string;
   /** Resolves with the exit code (or signal name) when the process ends. */
   readonly exited: Promise<number | string>;
   /** Sends a signal and waits for the exit; SIGKILL after `timeoutMs` if it has not ended. */
@@ -54,6 +56,7 @@ export async function startServiceProcess({
     child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
   );
   const tail: string[] = [];
+  let adminUrl = "";
   const url = await new Promise<string>((resolve, reject) => {
     let buffered = "";
     let done = false;
@@ -79,9 +82,10 @@ export async function startServiceProcess({
         buffered = buffered.slice(nl + 1);
         tail.push(line);
         if (tail.length > 20) tail.shift();
-        if (!done && line.includes('"listening"')) {
+        if (!done && (line.includes('"listening"') || line.includes('"admin listening"'))) {
           try {
             const parsed = JSON.parse(line) as { msg?: string; url?: string };
+            if (parsed.msg === "admin listening" && parsed.url) adminUrl = parsed.url;
             if (parsed.msg === "listening" && parsed.url) finish(null, parsed.url);
           } catch {
             // not JSON: keep waiting
@@ -97,6 +101,7 @@ export async function startServiceProcess({
     child,
     pid: child.pid!,
     url,
+    adminUrl,
     exited,
     async stop(signal = "SIGTERM", timeoutMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

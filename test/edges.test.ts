@@ -138,3 +138,21 @@ describe("grpc-timeout", () => {
     expect(c.header(id, "grpc-message")).toBe("the operation timed out");
   });
 });
+
+describe("admin address", () => {
+  test("metrics - /metrics is served on the admin address (loopback), not on the public port; /healthz on both", async () => {
+    const server = await start({ admin: { host: "127.0.0.1", port: 0 } });
+    expect(new URL(server.adminUrl).port).not.toBe(String(server.port));
+    const curl = async (url: string) => {
+      const out = await Bun.$`curl -s -o /dev/null -w %{http_code} ${url}`.nothrow().text();
+      return out.trim();
+    };
+    expect(await curl(`${server.url}/metrics`)).toBe("404");
+    expect(await curl(`${server.adminUrl}/metrics`)).toBe("200");
+    expect(await Bun.$`curl -s ${server.adminUrl}/metrics`.text()).toContain("rpc_calls_total");
+    expect(await curl(`${server.url}/healthz`)).toBe("200");
+    expect(await curl(`${server.adminUrl}/healthz`)).toBe("200");
+    // Over HTTP/2 with prior knowledge too (the gRPC side of the public port).
+    expect((await Bun.$`curl -s --http2-prior-knowledge -o /dev/null -w %{http_code} ${server.url}/metrics`.nothrow().text()).trim()).toBe("404");
+  });
+});

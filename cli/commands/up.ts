@@ -25,7 +25,7 @@ S3_SECRET_ACCESS_KEY); ports: GATEWAY_PORT, TRACKER_PORT, HISTORY_PORT, ARCHIVER
 export function describeEndpoints(e: Endpoints): string {
   const row = (k: string, v: string | null, note = "") => `  ${k.padEnd(9)} ${v ?? "(not in this build)"}${note}`;
   return [
-    row("gateway", e.gateway, e.gateway ? "   gRPC, gRPC-Web, Connect; /metrics /healthz" : ""),
+    row("gateway", e.gateway, e.gateway ? "   gRPC, gRPC-Web, Connect; /healthz (/metrics on each service's admin port, loopback)" : ""),
     row("tracker", e.tracker),
     row("history", e.history),
     row("archiver", e.archiver),

@@ -310,7 +310,7 @@ describe("http", () => {
     const h = await fetch(`${t.gateway.url}/healthz`);
     expect(h.status).toBe(200);
     expect(await h.text()).toBe("ok");
-    const m = await (await fetch(`${t.gateway.url}/metrics`)).text();
+    const m = await (await fetch(`${t.gateway.adminUrl}/metrics`)).text();
     expect(m).toMatch(/gateway_points_accepted_total\{service="gateway"\} [1-9]/);
     expect(m).toContain('gateway_points_refused_total{reason="INVALID_COORDINATES",service="gateway"}');
     expect(m).toContain("gateway_batch_points_bucket");

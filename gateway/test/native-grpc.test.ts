@@ -137,7 +137,7 @@ describe("native grpc", () => {
     anonymous.stream.end(grpcFrame(new Uint8Array(0)));
     expect((await anonymous.done).status).toBe("16");
     // Unary calls are counted as calls, not as open streams.
-    const metrics = await (await fetch(`${t.gateway.url}/metrics`)).text();
+    const metrics = await (await fetch(`${t.gateway.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/rpc_calls_total\{[^}]*procedure="Publish"[^}]*code="ok"[^}]*\} [1-9]/);
     expect(metrics).not.toMatch(/rpc_open_streams\{[^}]*procedure="(Publish|Resume)"/);
   });
@@ -184,7 +184,7 @@ describe("native grpc", () => {
     await Bun.sleep(100);
     call.stream.close(http2.constants.NGHTTP2_CANCEL);
     await call.done;
-    const metricsText = async () => (await fetch(`${t.gateway.url}/metrics`)).text();
+    const metricsText = async () => (await fetch(`${t.gateway.adminUrl}/metrics`)).text();
     const until = Date.now() + 3000;
     while (!(await metricsText()).includes('rpc_calls_total{procedure="Upload",code="canceled"')) {
       if (Date.now() > until) throw new Error(`no canceled Upload counted: ${(await metricsText()).split("\n").filter((l) => l.startsWith("rpc_calls_total")).join("; ")}`);
@@ -216,7 +216,7 @@ describe("native grpc flow control", () => {
       if (call.stream.write(frame(v, ++written))) continue;
       await Promise.race([new Promise((resolve) => call.stream.once("drain", resolve)), Bun.sleep(until - Date.now())]);
     }
-    const m = await (await fetch(`${t.gateway.url}/metrics`)).text();
+    const m = await (await fetch(`${t.gateway.adminUrl}/metrics`)).text();
     const accepted = Number(/gateway_points_accepted_total\{[^}]*\} (\d+)/.exec(m)?.[1] ?? -1);
     // The gateway took the five it has room for and reads no further.
     expect(accepted).toBe(5);

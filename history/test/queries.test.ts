@@ -225,7 +225,7 @@ test("replay - an area, only the vehicles inside", async () => {
 });
 
 test("metrics - rows written and commit latency on /metrics", async () => {
-  const text = await (await fetch(`${history.url}/metrics`)).text();
+  const text = await (await fetch(`${history.adminUrl}/metrics`)).text();
   expect(text).toMatch(/history_rows_written_total\{[^}]*\} [1-9]/);
   expect(text).toContain("history_batch_commit_seconds_bucket");
   expect(text).toContain("history_consumer_lag_messages");

@@ -46,7 +46,7 @@ describe("consumer", () => {
     await t.publish([point(v, 6, { lat: 52.6, ...at(6000) })]);
     const r = await seen(v, 6);
     expect(r.vehicle!.position!.lat).toBeCloseTo(52.6, 6);
-    const older = await metric(t.tracker.url, "tracker_points_total");
+    const older = await metric(t.tracker.adminUrl, "tracker_points_total");
     expect(older.some((l) => l.includes('result="older"') && Number(l.split(" ").pop()) >= 3)).toBe(true);
   });
 
@@ -103,7 +103,7 @@ describe("consumer", () => {
       for (const id of ids) await seen(id, 1);
       const handled = async (url: string) =>
         (await metric(url, "tracker_batches_total")).filter((l) => l.includes('result="ok"')).reduce((n, l) => n + Number(l.split(" ").pop()), 0);
-      expect(await handled(second.url)).toBeGreaterThan(0);
+      expect(await handled(second.adminUrl)).toBeGreaterThan(0);
     } finally {
       await second.close();
     }

@@ -317,7 +317,7 @@ describe("slow watchers", () => {
     await slow.close();
   });
 
-  const metrics = async () => (await (await fetch(`${slow.tracker.url}/metrics`)).text()).split("\n");
+  const metrics = async () => (await (await fetch(`${slow.tracker.adminUrl}/metrics`)).text()).split("\n");
   const counter = async (name: string, label: string) => {
     const line = (await metrics()).find((l) => l.startsWith(name) && l.includes(label));
     return line ? Number(line.split(" ").pop()) : 0;
@@ -384,7 +384,7 @@ describe("live fan-out", () => {
       here.cancel();
       there.cancel();
       // A watch its client closed ends as cancelled, not as done.
-      await waitUntil(async () => /rpc_calls_total\{[^}]*procedure="WatchVehicles"[^}]*code="canceled"[^}]*\} [1-9]/.test(await (await fetch(`${serving.url}/metrics`)).text()));
+      await waitUntil(async () => /rpc_calls_total\{[^}]*procedure="WatchVehicles"[^}]*code="canceled"[^}]*\} [1-9]/.test(await (await fetch(`${serving.adminUrl}/metrics`)).text()));
       for (const w of [here, there]) {
         const live = w.events.filter((e) => e.kind === EventKind.MOVE);
         // Every seq once (or coalesced into a later one), in order.
