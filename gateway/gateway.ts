@@ -43,8 +43,6 @@ export interface Gateway {
   readonly port: number;
   /** Admin address of /metrics and /healthz (loopback by default). */
   readonly adminUrl: string;
-  /** Admin address of /metrics and /healthz (loopback by default). */
-  readonly adminUrl: string;
   readonly instanceId: string;
   readonly registry: Registry;
   /**
@@ -153,7 +151,6 @@ export async function createGateway({
       host: config.host,
       port: config.gatewayPort,
       admin: { host: config.adminHost, port: config.gatewayAdminPort },
-      admin: { host: config.adminHost, port: config.gatewayAdminPort },
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
       registry,
       log,
@@ -179,7 +176,6 @@ export async function createGateway({
     return {
       url: server.url,
       port: server.port,
-      adminUrl: server.adminUrl,
       adminUrl: server.adminUrl,
       instanceId,
       registry,
