@@ -26,6 +26,8 @@ const gatewayConfig = (port: number) =>
       logLevel: "error",
       // Points pushed in a loop are microseconds apart of recorded time: a flood by the vehicle's clock.
       fixRate: 0,
+      // The test NATS reserves each stream's max_bytes.
+      streamMaxBytes: 64 * 1024 * 1024,
     },
   );
 const startGateway = (port = 0) =>

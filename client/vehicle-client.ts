@@ -16,7 +16,7 @@
  * the contract has it); this file adds a buffer append on push and a yield when sending.
  */
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { TimestampSchema, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { IngestService, RejectReason, type IngestAck, type Rejection, type UploadRequest } from "../gen/fleet/v1/ingest_pb";
@@ -184,15 +184,15 @@ export function createVehicleClient({
   let sent = 0;
   let pushedCount = 0;
   let nextSeq = Math.max(1, startSeq);
-  /** Last recorded_at given by `push` to a point without one, in µs: each later one is after it. */
-  let lastStampUs = 0;
-  // The gateway takes one fix per vehicle and instant: points pushed in the same millisecond without
-  // a time of their own get times a microsecond apart.
+  /** Last recorded_at given by `push` to a point without one, in ms: each later one is after it. */
+  let lastStampMs = 0;
+  // The gateway takes one fix per vehicle and millisecond: points pushed faster than that without a
+  // time of their own get the next free millisecond (a vehicle's fixes come far slower).
   const stampNow = (): Timestamp => {
-    let us = Date.now() * 1000;
-    if (us <= lastStampUs) us = lastStampUs + 1;
-    lastStampUs = us;
-    return create(TimestampSchema, { seconds: BigInt(Math.floor(us / 1e6)), nanos: (us % 1e6) * 1000 });
+    let ms = Date.now();
+    if (ms <= lastStampMs) ms = lastStampMs + 1;
+    lastStampMs = ms;
+    return timestampFromMs(ms);
   };
   const closing = new AbortController();
 

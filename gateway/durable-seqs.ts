@@ -39,8 +39,9 @@ export class VehicleState {
   /** Re-sent points waiting for their first send (rare: set only then). */
   echoes: Echo[] | undefined;
   /**
-   * Seq and recorded time (ms) of the last point accepted: the next one may not have the same time
-   * (history keeps one point per vehicle and instant). Only compared while `lastSeq === accepted`.
+   * Seq and recorded time (whole ms) of the last point accepted: the next one may not be in the same
+   * millisecond (the tracker keeps one fix per vehicle and millisecond, history one per instant).
+   * Only compared while `lastSeq === accepted`.
    */
   lastSeq = 0;
   lastTime = 0;
@@ -210,7 +211,7 @@ export async function followPositions({ js, jsm, stream, instanceId, windowMs, s
           const now = Date.now();
           for (const p of fromBinary(PositionBatchSchema, m.data).positions) {
             const t = p.recordedAt;
-            seqs.learn(p.vehicleId, p.seq, now, t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
+            seqs.learn(p.vehicleId, p.seq, now, t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
             learned++;
           }
         } catch (err) {

@@ -420,16 +420,17 @@ export function createIngestService({
       });
       return;
     }
+    // Whole milliseconds, as the tracker compares times: two fixes in one millisecond are one instant.
     const t = p.recordedAt!;
-    const recordedMs = Number(t.seconds) * 1000 + t.nanos / 1e6;
+    const recordedMs = Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6);
     if (recordedMs === state.lastTime && state.lastSeq === state.accepted && state.lastSeq !== 0) {
       call.bytesWait = call.limits.takeBytes(bytes, now);
       refuse(
         call,
         p.seq,
         RejectReason.DUPLICATE_TIME,
-        `recorded_at ${new Date(recordedMs).toISOString()} is the time of seq ${state.lastSeq} already: ` +
-          `one fix per vehicle and instant, the first is kept and this one is not stored`,
+        `recorded_at ${new Date(recordedMs).toISOString()} is the millisecond of seq ${state.lastSeq} already: ` +
+          `one fix per vehicle and millisecond, the first is kept and this one is not stored`,
       );
       return;
     }

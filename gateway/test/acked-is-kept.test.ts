@@ -5,7 +5,6 @@
  * gateway restart, which rebuilds what it needs from the stream over the duplicate window.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { RejectReason } from "../../gen/fleet/v1/ingest_pb";
 import { grpcClient, point, startTestGateway, uploadPoints, type TestGateway, grpc } from "./helpers";
 
@@ -35,14 +34,17 @@ async function restarted(): Promise<{ t: TestGateway; client: grpc.Client; close
   };
 }
 
-test("same instant - a second point at the time of the vehicle's previous one is refused DUPLICATE_TIME; the first is stored", async () => {
+test("same instant - a second point in the millisecond of the vehicle's previous one is refused DUPLICATE_TIME; the first is stored", async () => {
   const v = "same-time";
   const token = await t.token(v);
-  const at = timestampFromMs(Date.now() - 5000);
-  const r = await uploadPoints(client, token, [point(v, 1, { recordedAt: at, lat: 52.5 }), point(v, 2, { recordedAt: at, lat: 52.6 }), point(v, 3)]);
+  const second = BigInt(Math.floor(Date.now() / 1000) - 5);
+  const at = { seconds: second, nanos: 250_000 };
+  // 0.4 ms later: another instant for PostgreSQL, the same one for the tracker (whole milliseconds).
+  const near = { seconds: second, nanos: 650_000 };
+  const r = await uploadPoints(client, token, [point(v, 1, { recordedAt: at, lat: 52.5 }), point(v, 2, { recordedAt: near, lat: 52.6 }), point(v, 3)]);
   const ack = r.response!.ack!;
   expect(ack.rejected.map((x) => [x.seq, x.reason])).toEqual([[2, RejectReason.DUPLICATE_TIME]]);
-  expect(ack.rejected[0]!.message).toContain("is the time of seq 1 already");
+  expect(ack.rejected[0]!.message).toContain("is the millisecond of seq 1 already");
   expect(ack.durableSeq).toBe(3);
   const stored = (await t.stored()).filter((p) => p.vehicleId === v);
   expect(stored.map((p) => [p.seq, p.lat])).toEqual([

@@ -18,6 +18,8 @@ test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", as
       LOG_LEVEL: "info",
       // Points wait in their batch long enough for SIGTERM to find them in flight.
       GATEWAY_BATCH_DELAY: "300ms",
+      // The test NATS reserves each stream's max_bytes.
+      FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024),
     },
   });
   const keys = { secret: SECRET, issuer: "fleet", audience: "fleet" };

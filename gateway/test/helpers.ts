@@ -3,6 +3,7 @@
  * isolate by names), tokens, an independent gRPC client (@grpc/grpc-js with protobuf-es
  * serializers) and a reader of what landed in JetStream.
  */
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape, type MessageInitShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -59,6 +60,8 @@ export async function startTestGateway(
     // Tests make their points in loops, microseconds apart of recorded time: floods by the vehicle's
     // own clock. The flood check has its own tests (test/backlog.test.ts), with the default back.
     GATEWAY_MAX_FIX_RATE: "0",
+    // Each test gateway has its own stream on the one test NATS, which reserves its max_bytes.
+    FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024),
     ...env,
   });
   const stream = uniqueName("GW");
@@ -100,15 +103,14 @@ export async function storedPoints(natsUrl: string, stream: string): Promise<Pos
 }
 
 /**
- * A valid point of a vehicle; `over` changes fields. Recorded a second or two ago, `seq` µs apart
- * (the gateway takes one fix per vehicle and instant, and points are made faster than 1 per ms).
+ * A valid point of a vehicle; `over` changes fields. Recorded 5 to 60 s ago, `seq` ms apart (the
+ * gateway takes one fix per vehicle and millisecond, and tests make points faster than that).
  */
 export function point(vehicleId: string, seq: number, over: Partial<MessageInitShape<typeof PositionSchema>> = {}): Position {
-  const us = (Date.now() - 2000) * 1000 + (seq % 1_000_000);
   return create(PositionSchema, <MessageInitShape<typeof PositionSchema>>{
     vehicleId,
     seq,
-    recordedAt: { seconds: BigInt(Math.floor(us / 1e6)), nanos: (us % 1e6) * 1000 },
+    recordedAt: timestampFromMs(Date.now() - 60_000 + (seq % 55_000)),
     lat: 52.52 + seq * 1e-5,
     lon: 13.405,
     speed: 10,

@@ -32,8 +32,8 @@ def status(err):
 
 def point(seq, lat=52.52, lon=13.405, vehicle_id=vehicle):
     ts = Timestamp()
-    # seq µs apart: the gateway takes one fix per vehicle and instant.
-    ts.FromMicroseconds(int(time.time() * 1000) * 1000 + seq)
+    # seq ms apart: the gateway takes one fix per vehicle and millisecond.
+    ts.FromMilliseconds(int(time.time() * 1000) + seq)
     return position_pb2.Position(vehicle_id=vehicle_id, seq=seq, recorded_at=ts, lat=lat + seq * 1e-5, lon=lon, speed=8.0, heading=90.0, accuracy=4.0)
 
 

@@ -331,8 +331,8 @@ export enum RejectReason {
   WRONG_VEHICLE = 7,
 
   /**
-   * REJECT_REASON_DUPLICATE_TIME: recorded_at is the time of the vehicle's previous point (another seq):
-   * one fix per vehicle and instant, the first is kept; this point is not stored.
+   * REJECT_REASON_DUPLICATE_TIME: recorded_at is in the millisecond of the vehicle's previous point
+   * (another seq): one fix per vehicle and millisecond, the first is kept; this point is not stored.
    *
    * @generated from enum value: REJECT_REASON_DUPLICATE_TIME = 8;
    */
