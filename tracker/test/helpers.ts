@@ -67,6 +67,9 @@ export async function startTestTracker(env: Record<string, string> = {}, options
     REDIS_URL: stack.redisUrl,
     LOG_LEVEL: "error",
     TRACKER_SWEEP_INTERVAL: "1h",
+    // Each test tracker makes a stream of its own: JetStream reserves its max_bytes, and the default
+    // 10 GiB of a few streams is more than the test server's disk has.
+    FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024),
     ...env,
   });
   const stream = uniqueName("TRK");
