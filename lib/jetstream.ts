@@ -157,6 +157,12 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
     } catch (addErr) {
       // Another instance created it between our info and add.
       if (/already in use|exists/i.test(String((addErr as Error)?.message))) return jsm.streams.info(name);
+      if (/insufficient storage/i.test(String((addErr as Error)?.message))) {
+        throw new Error(
+          `JetStream cannot reserve FLEET_STREAM_MAX_BYTES (${wanted.max_bytes} bytes) for stream ${name}: lower it, or raise the server's jetstream max_file_store`,
+          { cause: addErr },
+        );
+      }
       throw addErr;
     }
   }

@@ -431,7 +431,12 @@ export async function startStack({
 
   const startNats = async (s: Server) => {
     mkdirSync(join(dir, "nats"), { recursive: true });
-    spawnServer(s, [binaries.nats!, "-a", "127.0.0.1", "-p", String(s.port), "-m", String(s.port2), "-js", "-sd", join(dir, "nats"), "-n", `fleet-stack-${s.port}`]);
+    // JetStream reserves each stream's max_bytes (FLEET_STREAM_MAX_BYTES, 10 GiB) against
+    // max_file_store, which defaults to 75% of the free disk: a few streams (tests give each its
+    // own) would use it up. A development stack takes the disk as it comes instead.
+    const conf = join(dir, "nats.conf");
+    writeFileSync(conf, `jetstream { store_dir: ${JSON.stringify(join(dir, "nats"))}, max_file_store: 100T }\n`);
+    spawnServer(s, [binaries.nats!, "-a", "127.0.0.1", "-p", String(s.port), "-m", String(s.port2), "-c", conf, "-n", `fleet-stack-${s.port}`]);
     await waitReady(s, async () => {
       const r = await fetch(`http://127.0.0.1:${s.port2}/healthz`, { signal: AbortSignal.timeout(1000) });
       if (!r.ok) throw new Error(`healthz ${r.status}`);
