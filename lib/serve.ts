@@ -48,6 +48,11 @@ export interface ServeOptions {
   contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
   /** Methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
   nativeMethods?: NativeMethod[];
+  /**
+   * Connections open at once at most; past it a new one is closed at once (default 10,000: a
+   * process has 20,000 file descriptors here, and the rest are for NATS, Redis, PostgreSQL, files).
+   */
+  maxConnections?: number;
   /** A native unary call's request message must arrive within this long of its headers (default 10 s). */
   unaryBodyTimeoutMs?: number;
 }
@@ -216,6 +221,7 @@ export async function serve({
   contextValues,
   nativeMethods = [],
   unaryBodyTimeoutMs = 10_000,
+  maxConnections = 10_000,
   admin = { host: "127.0.0.1", port: 0 },
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
@@ -313,6 +319,7 @@ export async function serve({
     h1.keepAliveTimeout = idleTimeoutMs;
     const h1Server = h1;
     listener = net.createServer((socket) => {
+      if (socket.destroyed) return;
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
       socket.on("error", (err) => log.debug("socket error", { err }));
@@ -331,7 +338,16 @@ export async function serve({
       socket.on("data", onData);
     });
   }
+  let refusedConnections = 0;
+  // First of the 'connection' listeners: past the bound a client gets a closed connection (and the
+  // log one line per thousand refused).
+  listener.prependListener("connection", (socket: net.Socket) => {
+    if (sockets.size < maxConnections) return;
+    if (refusedConnections++ % 1000 === 0) log.warn("connection refused: too many open", { maxConnections, refused: refusedConnections });
+    socket.destroy();
+  });
   listener.on("connection", (socket: net.Socket) => {
+    if (socket.destroyed) return;
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.setNoDelay(true);

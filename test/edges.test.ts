@@ -11,7 +11,7 @@ import { createLogger } from "../lib/log";
 import { createRegistry } from "../lib/metrics";
 import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
 import { serve, type Server, type ServeOptions } from "../lib/serve";
-import { grpcFrame, grpcMessages, RawH2 } from "./raw-h2";
+import { encodeHeaders, frame, FRAME, grpcFrame, grpcMessages, RawH2 } from "./raw-h2";
 
 const keys = { secret: "edges-test-secret-of-more-than-32-bytes", issuer: "fleet", audience: "fleet" };
 const log = createLogger({ level: "error" });
@@ -154,5 +154,86 @@ describe("admin address", () => {
     expect(await curl(`${server.adminUrl}/healthz`)).toBe("200");
     // Over HTTP/2 with prior knowledge too (the gRPC side of the public port).
     expect((await Bun.$`curl -s --http2-prior-knowledge -o /dev/null -w %{http_code} ${server.url}/metrics`.nothrow().text()).trim()).toBe("404");
+  });
+});
+
+/**
+ * What Bun 1.4.5's node:http2 does by itself, checked here so that an upgrade that loses it is seen:
+ * each abuse ends the abusing connection, and another client is still answered at once.
+ */
+describe("limits of a public endpoint", () => {
+  const healthy = async (server: Server) => {
+    const started = performance.now();
+    const res = await fetch(`${server.url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(1000);
+  };
+
+  test("limits - streams past SETTINGS_MAX_CONCURRENT_STREAMS are refused (REFUSED_STREAM), then the connection (ENHANCE_YOUR_CALM)", async () => {
+    const server = await start({ maxStreamsPerConnection: 20 });
+    const c = await connect(server);
+    await c.until(() => c.serverSettings.has(3));
+    expect(c.serverSettings.get(3)).toBe(20);
+    // Authenticated calls whose body never comes: each stream stays open.
+    const auth = `Bearer ${await token()}`;
+    for (let i = 0; i < 300 && !c.closed; i++) c.request(resumeHeaders(auth));
+    await c.until(() => c.closed, 3000);
+    expect([...c.streams.values()].some((s) => s.reset === 7)).toBe(true);
+    expect(c.goaway?.code).toBe(11);
+    await healthy(server);
+  });
+
+  test("limits - rapid reset (CVE-2023-44487): a client that opens and resets streams without end loses its connection", async () => {
+    const server = await start();
+    const c = await connect(server);
+    for (let i = 0; i < 5000 && !c.closed; i++) {
+      const id = c.request(resumeHeaders(undefined));
+      c.send(frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])));
+      if (i % 500 === 0) await Bun.sleep(1);
+    }
+    await c.until(() => c.closed, 3000);
+    expect(c.goaway).toBeDefined();
+    await healthy(server);
+  });
+
+  test("limits - a CONTINUATION flood (a header block that never ends) loses its connection", async () => {
+    const server = await start();
+    const c = await connect(server);
+    c.send(frame(FRAME.HEADERS, 0, 1, encodeHeaders(resumeHeaders(undefined))));
+    const pad = encodeHeaders([["x-pad", "a".repeat(1000)]]);
+    for (let i = 0; i < 5000 && !c.closed; i++) {
+      c.send(frame(FRAME.CONTINUATION, 0, 1, pad));
+      if (i % 200 === 0) await Bun.sleep(1);
+    }
+    await c.until(() => c.closed, 3000);
+    await healthy(server);
+  });
+
+  test("limits - a ping flood from a client that reads nothing loses its connection", async () => {
+    const server = await start();
+    const c = await connect(server);
+    c.socket.pause();
+    const ping = frame(FRAME.PING, 0, 0, Buffer.alloc(8));
+    for (let i = 0; i < 200_000 && !c.closed; i++) {
+      c.send(ping);
+      if (i % 5000 === 0) await Bun.sleep(1);
+    }
+    await c.until(() => c.closed, 5000);
+    await healthy(server);
+  });
+
+  test("limits - connections past maxConnections are closed at once; the ones open are still served", async () => {
+    const server = await start({ maxConnections: 5 });
+    const open = await Promise.all(Array.from({ length: 5 }, () => connect(server)));
+    await Promise.all(open.map((c) => c.until(() => c.serverSettings.size > 0)));
+    const extra = await connect(server);
+    await extra.until(() => extra.closed, 3000);
+    const id = open[0]!.request(resumeHeaders(`Bearer ${await token()}`));
+    await open[0]!.data(id, resumeBody("abc"), 1024);
+    await open[0]!.until(() => open[0]!.done(id), 3000);
+    expect(open[0]!.header(id, "grpc-status")).toBe("0");
+    for (const c of open) c.close();
+    await Bun.sleep(100);
+    await healthy(server);
   });
 });
