@@ -20,7 +20,7 @@ beforeAll(async () => {
   const stack = await testStack(["nats", "postgres"]);
   const schema = `e2e_${process.pid}_${Date.now().toString(36)}`;
   history = await createHistory({
-    config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_PORT: "0", LOG_LEVEL: "error", ARCHIVE_DIR: stack.dir }),
+    config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_PORT: "0", LOG_LEVEL: "error", ARCHIVE_DIR: stack.dir, FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024) }),
     log: createLogger({ level: "error" }),
     stream: gw.stream,
     subjectPrefix: `${gw.stream}.pos.`,

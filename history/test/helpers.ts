@@ -21,6 +21,8 @@ import type { Stack } from "../../lib/stack";
 import { createHistory, type History } from "../history";
 
 export const SECRET = "history-test-secret";
+/** The test streams' size: each reserves it in the shared nats-server, whose storage is not 10 GiB a stream. */
+export const TEST_STREAM_MAX_BYTES = 64 * 1024 * 1024;
 
 let counter = 0;
 /** A lowercase name unique in this test process (schema, stream, prefix). */
@@ -55,6 +57,7 @@ export function testConfig(stack: Stack, schema: string, env: Record<string, str
     HISTORY_DB_SCHEMA: schema,
     ARCHIVE_PREFIX: `${schema}/`,
     LOG_LEVEL: "error",
+    FLEET_STREAM_MAX_BYTES: String(TEST_STREAM_MAX_BYTES),
     ...env,
   });
 }
@@ -69,7 +72,7 @@ export async function historyFixture(env: Record<string, string> = {}): Promise<
   const config = testConfig(stack, schema, env);
   const log = createLogger({ level: "error" });
   const nats = await connectNats({ url: stack.natsUrl, name: "history-test", log });
-  await ensurePositionsStream(nats.jsm, { duplicateWindow: 60_000, streamMaxAge: 3_600_000, stream, subjects: `${subjectPrefix}>` });
+  await ensurePositionsStream(nats.jsm, { duplicateWindow: 60_000, streamMaxAge: 3_600_000, streamMaxBytes: TEST_STREAM_MAX_BYTES, stream, subjects: `${subjectPrefix}>` });
   const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 2 });
   const started: History[] = [];
   let n = 0;
