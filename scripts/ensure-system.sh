@@ -7,6 +7,8 @@
 #   scripts/ensure-system.sh nats postgres    # only these
 #   scripts/ensure-system.sh python-grpc      # Debian's Python gRPC (grpcio, grpc_tools), for the
 #                                             # interop test with a client of another language
+#   scripts/ensure-system.sh test-clients     # curl and libnghttp2 (HTTP/2 clients the tests use
+#                                             # that share no code with the servers)
 #
 # Exit status 0 when everything asked for is present afterwards; 1 with a message naming the
 # package to install otherwise. Messages go to stderr, prefixed "ensure-system:".
@@ -22,6 +24,7 @@ package_of() {
     postgres) echo postgresql ;;
     mosquitto) echo mosquitto ;;
     python-grpc) echo python3-grpcio python3-grpc-tools ;;
+    test-clients) echo curl libnghttp2-14 ;;
     *) return 1 ;;
   esac
 }
@@ -42,6 +45,7 @@ present() {
     mosquitto) command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] ;;
     # Debian's python3, where apt puts the modules (a python3 earlier on PATH may be another one).
     python-grpc) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1 ;;
+    test-clients) command -v curl >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libnghttp2\.so\.14' ;;
   esac
 }
 
@@ -51,7 +55,7 @@ wanted=("$@")
 missing=()
 for name in "${wanted[@]}"; do
   if ! package_of "$name" >/dev/null; then
-    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto or python-grpc)"
+    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto, python-grpc or test-clients)"
     exit 1
   fi
   present "$name" || missing+=("$name")
