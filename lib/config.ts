@@ -113,8 +113,8 @@ const S = {
   partitions: int("FLEET_PARTITIONS", 4, "subjects the positions stream is split into (one vehicle always maps to one)", 1, 1024),
   duplicateWindow: duration("FLEET_DUPLICATE_WINDOW", "5m", "JetStream duplicate window, also how far back a gateway rebuilds its resume state"),
   streamMaxAge: duration("FLEET_STREAM_MAX_AGE", "7d", "how long JetStream keeps positions"),
-  // gateway
   streamMaxBytes: int("FLEET_STREAM_MAX_BYTES", 10 * 1024 ** 3, "largest size of the positions stream on disk; when full, new points are refused (UNAVAILABLE), never old ones dropped", 1024 * 1024),
+  // gateway
   gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
   gatewayAdminPort: int("GATEWAY_ADMIN_PORT", 0, "gateway admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
@@ -147,12 +147,12 @@ const S = {
   nearbyMax: int("TRACKER_NEARBY_MAX", 1000, "largest limit a Nearby request may ask for", 1),
   watchMaxVehicles: int("TRACKER_WATCH_MAX_VEHICLES", 100, "vehicle ids one WatchVehicles call may name", 1),
   watchMaxPending: int("TRACKER_WATCH_MAX_PENDING", 10_000, "vehicles with an unsent update a watch may hold before it is ended as too slow", 1),
+  scanMax: int("TRACKER_SCAN_MAX", 2000, "vehicles one Nearby or area snapshot may examine in Redis (bounds each script call to a few ms); past it RESOURCE_EXHAUSTED: narrow the area", 100, 100000),
+  watchesPerToken: int("TRACKER_WATCHES_PER_TOKEN", 50, "watches one token may hold open at once in one tracker process; past it RESOURCE_EXHAUSTED", 1),
   watchMaxLag: duration("TRACKER_WATCH_MAX_LAG", "30s", "a watch whose client takes nothing for this long while updates wait is ended as too slow"),
   trackerConsume: bool("TRACKER_CONSUME", true, "consume the positions stream into Redis; false serves queries and watches only (scale the two apart)"),
   redisPubsub: bool("TRACKER_REDIS_PUBSUB", false, "also PUBLISH every update on a Redis channel per vehicle (the benchmark's comparison)"),
   // history
-  scanMax: int("TRACKER_SCAN_MAX", 2000, "vehicles one Nearby or area snapshot may examine in Redis (bounds each script call to a few ms); past it RESOURCE_EXHAUSTED: narrow the area", 100, 100000),
-  watchesPerToken: int("TRACKER_WATCHES_PER_TOKEN", 50, "watches one token may hold open at once in one tracker process; past it RESOURCE_EXHAUSTED", 1),
   historyPort: int("HISTORY_PORT", 50053, "history port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
   historyAdminPort: int("HISTORY_ADMIN_PORT", 0, "history admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
