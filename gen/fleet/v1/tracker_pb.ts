@@ -368,7 +368,8 @@ export type WatchVehiclesRequest = Message<"fleet.v1.WatchVehiclesRequest"> & {
   vehicleIds: string[];
 
   /**
-   * order_id watches the vehicle that serves this order, following reassignments.
+   * order_id watches the vehicle that serves this order, following reassignments; written
+   * "fleet/order" (order ids are unique within a fleet only), as tokens grant it.
    *
    * @generated from field: string order_id = 2;
    */
