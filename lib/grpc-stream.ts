@@ -40,6 +40,7 @@ import {
 import {
   Code,
   ConnectError,
+  createContextKey,
   type ContextKey,
   type ContextValues,
   type HandlerContext,
@@ -581,6 +582,13 @@ const contextValuesPrototype: ContextValues = {
 };
 
 /**
+ * The client connection a call came on, in its context's values: the HTTP/2 session (or the socket
+ * of an HTTP/1.1 request, as serve.ts sets it on connect's path), for limits per connection. Set on
+ * every native call (with no `contextValues`, which would turn the native path off).
+ */
+export const connectionKey = createContextKey<object | undefined>(undefined, { description: "client connection" });
+
+/**
  * The HandlerContext of a native call. It behaves as connect's `createHandlerContext` (the signal
  * aborts on deadline, client gone or `abort()`), but makes its AbortController only when someone
  * reads `signal`: an AbortController with a listener costs ~0.8 KB per open stream, connect's
@@ -786,7 +794,7 @@ class NativeCall implements AsyncIterable<never> {
       method,
       `http://${headers[":authority"] ?? "localhost"}${headers[":path"]}`,
       header,
-      (req && contextValues?.(req)) ?? (Object.create(contextValuesPrototype) as ContextValues),
+      ((req && contextValues?.(req)) ?? (Object.create(contextValuesPrototype) as ContextValues)).set(connectionKey, raw.session),
       timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
       this.input,
     );
