@@ -149,6 +149,7 @@ const S = {
   watchMaxPending: int("TRACKER_WATCH_MAX_PENDING", 10_000, "vehicles with an unsent update a watch may hold before it is ended as too slow", 1),
   scanMax: int("TRACKER_SCAN_MAX", 2000, "vehicles one Nearby or area snapshot may examine in Redis (bounds each script call to a few ms); past it RESOURCE_EXHAUSTED: narrow the area", 100, 100000),
   watchesPerToken: int("TRACKER_WATCHES_PER_TOKEN", 50, "watches one token may hold open at once in one tracker process; past it RESOURCE_EXHAUSTED", 1),
+  watchesPerConnection: int("TRACKER_WATCHES_PER_CONNECTION", 100, "watches one client connection (HTTP/2 session, or HTTP/1.1 socket) may hold open at once; past it RESOURCE_EXHAUSTED", 1),
   watchMaxLag: duration("TRACKER_WATCH_MAX_LAG", "30s", "a watch whose client takes nothing for this long while updates wait is ended as too slow"),
   trackerConsume: bool("TRACKER_CONSUME", true, "consume the positions stream into Redis; false serves queries and watches only (scale the two apart)"),
   redisPubsub: bool("TRACKER_REDIS_PUBSUB", false, "also PUBLISH every update on a Redis channel per vehicle (the benchmark's comparison)"),

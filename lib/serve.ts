@@ -17,10 +17,10 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { cors, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import { cors, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { clampTimeoutHeaders, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
+import { clampTimeoutHeaders, connectionKey, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
 
 export interface ServeOptions {
@@ -232,7 +232,9 @@ export async function serve({
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
     interceptors,
-    contextValues,
+    // Each call's connection (connectionKey), as the native path sets it: limits per connection.
+    contextValues: (req) =>
+      (contextValues?.(req) ?? createContextValues()).set(connectionKey, req.httpVersionMajor === 2 ? (req as http2.Http2ServerRequest).stream.session : req.socket),
   });
   const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs }) : undefined;
 

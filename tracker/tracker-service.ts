@@ -18,7 +18,7 @@ import {
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import { parseOrderGrant, type WatchClaims } from "../lib/auth";
-import { nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
+import { connectionKey, nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc-stream";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
@@ -45,6 +45,8 @@ export interface TrackerLimits {
   scanMax: number;
   /** Watches one token may hold open at once (TRACKER_WATCHES_PER_TOKEN). */
   watchesPerToken: number;
+  /** Watches one client connection may hold open at once (TRACKER_WATCHES_PER_CONNECTION). */
+  watchesPerConnection: number;
 }
 
 export interface TrackerServiceOptions {
@@ -176,15 +178,27 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   /**
    * Open watches per token: at most limits.watchesPerToken each. Keyed by the token itself, not the
    * header (`bearer  T` and `Bearer T` are one token), which the auth interceptor verified already.
+   * And per client connection (its HTTP/2 session or HTTP/1.1 socket, connectionKey): at most
+   * limits.watchesPerConnection, whatever tokens it carries, so one client cannot hold a process's
+   * watches by opening them under many tokens. A WeakMap: a connection gone is forgotten with it.
    */
   const watchesOf = new Map<string, number>();
+  const watchesOn = new WeakMap<object, number>();
   const holdWatch = (ctx: HandlerContext): (() => void) => {
     const key = (ctx.requestHeader.get("authorization") ?? "").trim().replace(/^bearer\s+/i, "");
     const open = watchesOf.get(key) ?? 0;
     if (open >= limits.watchesPerToken) {
       throw new LimitExceededError(`this token has ${open} watches open, the most it may (TRACKER_WATCHES_PER_TOKEN ${limits.watchesPerToken}): close one first`);
     }
+    const connection = ctx.values.get(connectionKey);
+    const onConnection = connection ? (watchesOn.get(connection) ?? 0) : 0;
+    if (onConnection >= limits.watchesPerConnection) {
+      throw new LimitExceededError(
+        `this connection has ${onConnection} watches open, the most it may (TRACKER_WATCHES_PER_CONNECTION ${limits.watchesPerConnection}): close one first, or open another connection`,
+      );
+    }
     watchesOf.set(key, open + 1);
+    if (connection) watchesOn.set(connection, onConnection + 1);
     let released = false;
     return () => {
       if (released) return;
@@ -192,6 +206,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const n = (watchesOf.get(key) ?? 1) - 1;
       if (n <= 0) watchesOf.delete(key);
       else watchesOf.set(key, n);
+      if (connection) watchesOn.set(connection, Math.max(0, (watchesOn.get(connection) ?? 1) - 1));
     };
   };
 

@@ -123,6 +123,7 @@ export async function createTracker({
         watchMaxLagMs: config.watchMaxLag,
         scanMax: config.scanMax,
         watchesPerToken: config.watchesPerToken,
+        watchesPerConnection: config.watchesPerConnection,
       },
       registry,
       log,

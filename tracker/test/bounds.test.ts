@@ -20,7 +20,7 @@ const fleet = uniqueName("crowd");
 const mine = `${fleet}-mine`;
 const ids: string[] = [];
 beforeAll(async () => {
-  t = await startTestTracker({ TRACKER_CONSUME: "false", TRACKER_WATCHES_PER_TOKEN: "3" });
+  t = await startTestTracker({ TRACKER_CONSUME: "false", TRACKER_WATCHES_PER_TOKEN: "3", TRACKER_WATCHES_PER_CONNECTION: "4" });
   client = grpcClient(t.target);
   redis = new Redis(t.redisUrl);
   const store = createStore({ redis, prefix: t.prefix });
@@ -146,5 +146,33 @@ describe("bounds", () => {
     await again.until(2);
     again.cancel();
     for (const w of open.slice(1)) w.cancel();
+  });
+
+  test("watch - a connection holds at most TRACKER_WATCHES_PER_CONNECTION watches, whatever its tokens; another connection is not counted", async () => {
+    // A pool of its own each: grpc-js clients with one target and options share a connection otherwise.
+    const [one, two] = [0, 1].map(() => grpcClient(t.target, { "grpc.use_local_subchannel_pool": 1 })) as [grpc.Client, grpc.Client];
+    const tokens = await Promise.all([0, 1, 2, 3, 4].map((i) => t.token({ vehicles: [mine], subject: `conn-${i}` })));
+    const open = tokens.slice(0, 4).map((token) => watch(one, "watchVehicles", token, { vehicleIds: [mine] }));
+    for (const w of open) await w.until(2);
+    const fifth = (await watch(one, "watchVehicles", tokens[4]!, { vehicleIds: [mine] }).ended)!;
+    expect(fifth.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(fifth.details).toContain("TRACKER_WATCHES_PER_CONNECTION 4");
+    expect(fifth.details).toContain("open another connection");
+    const area = (await watch(one, "watchArea", tokens[4]!, wide).ended)!;
+    expect(area.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // The same token on another connection is answered.
+    const elsewhere = watch(two, "watchVehicles", tokens[4]!, { vehicleIds: [mine] });
+    await elsewhere.until(2);
+    elsewhere.cancel();
+    // A closed watch frees its place on the connection.
+    open[0]!.cancel();
+    await open[0]!.ended;
+    await Bun.sleep(50);
+    const again = watch(one, "watchVehicles", tokens[4]!, { vehicleIds: [mine] });
+    await again.until(2);
+    again.cancel();
+    for (const w of open.slice(1)) w.cancel();
+    one.close();
+    two.close();
   });
 });

@@ -168,8 +168,9 @@ const definition = {
 
 const TrackerClient = grpc.makeGenericClientConstructor(definition, "TrackerService");
 
-export function grpcClient(target: string): grpc.Client {
-  return new TrackerClient(target, grpc.credentials.createInsecure());
+/** `options` are grpc-js channel options (e.g. a subchannel pool of its own: a connection of its own). */
+export function grpcClient(target: string, options: grpc.ChannelOptions = {}): grpc.Client {
+  return new TrackerClient(target, grpc.credentials.createInsecure(), options);
 }
 
 export function bearer(token: string | undefined): grpc.Metadata {
