@@ -5,7 +5,6 @@ time. It prints one JSON line {"check": MODE, ...}; the test asserts on it.
 
 usage: long_streams.py STUBS TARGET CA_FILE|- TOKEN VEHICLE MODE COUNT [FIRST_SEQ]
   MODE sync     one Sync stream carrying COUNT points; reads acks as they come
-  MODE upload   one Upload stream carrying COUNT points
   MODE publish  one Publish (unary) whose request is COUNT bytes long, give or take a point
 Points are recorded 200 ms apart, ending now (a vehicle's backlog at 5 fixes a second), along a
 straight road at 0.55 m/s.
@@ -58,9 +57,6 @@ try:
             if resp.ack.durable_seq >= first_seq + count - 1:
                 break
         say(durable=acks[-1] if acks else 0, acks=len(acks), rejected=0, seconds=round(time.time() - t0, 2))
-    elif mode == "upload":
-        resp = ingest.Upload((ingest_pb2.UploadRequest(position=position(i)) for i in range(count)), metadata=metadata, timeout=120)
-        say(durable=resp.ack.durable_seq, accepted=resp.ack.accepted, rejected=len(resp.ack.rejected), seconds=round(time.time() - t0, 2))
     elif mode == "publish":
         target_bytes = count
         request = ingest_pb2.PublishRequest(positions=[position(0)])
