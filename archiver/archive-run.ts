@@ -22,8 +22,8 @@ import { join } from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { objectKey, type ArchiveStore } from "../lib/archive-store";
 import type { Logger } from "../lib/log";
-import { lockKey, type Sql } from "../lib/pg";
-import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, type DayState, type StorageMode } from "../lib/positions-db";
+import { checkSchemaName, lockKey, type Sql } from "../lib/pg";
+import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, timescaleSchema, type DayState, type StorageMode } from "../lib/positions-db";
 import { dayConditions, exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
 
 export type ArchiveStep = "write" | "verify" | "drop" | "skip";
@@ -93,7 +93,7 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
           const exportNext = () => {
             if (next && all.includes(next) && states.get(next)?.state !== "written") ahead = startExport(sql, mode, next, exportParts);
           };
-          const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts }, day, all.includes(day), mine, exportNext, () => ahead?.done);
+          const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts, schema }, day, all.includes(day), mine, exportNext, () => ahead?.done);
           if (r) {
             result.days.push(day);
             result.rows += r.rows;
@@ -113,7 +113,7 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
   }
 }
 
-type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void; exportParts: number };
+type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void; exportParts: number; schema: string };
 
 /** A day's rows exported to plain Parquet files in a folder of their own (exportDayParts), started ahead of its turn. */
 interface Export {
@@ -153,7 +153,7 @@ function startExport(sql: Sql, mode: StorageMode, day: string, parts: number): E
  * no export runs beside the drop.
  */
 async function archiveDay(
-  { sql, mode, store, connect, log, onProgress, exportParts }: DayContext,
+  ctx: DayContext,
   day: string,
   isHot: boolean,
   ahead?: Export,
@@ -161,14 +161,14 @@ async function archiveDay(
   beforeDrop: () => Promise<void> | undefined = () => undefined,
 ): Promise<{ rows: number; bytes: number } | undefined> {
   try {
-    return await archiveDayOnce({ sql, mode, store, connect, log, onProgress, exportParts }, day, isHot, ahead, exported, beforeDrop);
+    return await archiveDayOnce(ctx, day, isHot, ahead, exported, beforeDrop);
   } finally {
     await ahead?.discard();
   }
 }
 
 async function archiveDayOnce(
-  { sql, mode, store, connect, log, onProgress, exportParts }: DayContext,
+  { sql, mode, store, connect, log, onProgress, exportParts, schema }: DayContext,
   day: string,
   isHot: boolean,
   ahead: Export | undefined,
@@ -268,7 +268,14 @@ async function archiveDayOnce(
         if (inPostgres !== archived) return false;
         if (isHot) {
           if (mode === "plain") await tx.unsafe(`DROP TABLE ${partitionName(day)}`);
-          else await tx.unsafe(`SELECT drop_chunks('positions', older_than => '${day}'::timestamptz + interval '1 day', newer_than => '${day}'::timestamptz)`);
+          else {
+            // Qualified with the extension's schema: the session sees only the service's (lib/pg.ts).
+            const ts = await timescaleSchema(tx);
+            if (!ts) throw new Error("positions is a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb");
+            await tx.unsafe(
+              `SELECT ${ts}.drop_chunks('${checkSchemaName(schema)}.positions', older_than => '${day}'::timestamptz + interval '1 day', newer_than => '${day}'::timestamptz)`,
+            );
+          }
         }
         // GetTrack's packed hours of the day go with its rows (history/track-hours.ts).
         await tx`DELETE FROM track_hours WHERE hour >= ${day}::timestamptz AND hour < ${day}::timestamptz + interval '1 day'`;

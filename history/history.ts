@@ -73,7 +73,7 @@ export async function createHistory({
   let packing: Promise<unknown> | undefined;
   const duck = await openDuckDb();
   try {
-    const mode = await migrate(sql, { schema: config.historySchema, log });
+    const mode = await migrate(sql, { schema: config.historySchema, log, timescale: config.historyTimescale });
     const writer = createPositionWriter({ sql, mode, schema: config.historySchema, packDelayMs: config.trackPackDelay });
     const created = await writer.ensureAhead(config.historyPartitionsAhead);
     if (created.length) log.info("partitions created", { days: created });

@@ -158,6 +158,7 @@ const S = {
   historyAdminPort: int("HISTORY_ADMIN_PORT", 0, "history admin port on FLEET_ADMIN_HOST: /metrics and /healthz (0: any free port, logged as \"admin listening\")", 0, 65535),
   hotRetention: duration("HISTORY_HOT_RETENTION", "7d", "positions older than this move to the Parquet archive"),
   historySchema: str("HISTORY_DB_SCHEMA", "public", "PostgreSQL schema of the history tables (created with them)"),
+  historyTimescale: oneOf("HISTORY_TIMESCALE", "auto", ["auto", "on", "off"], "TimescaleDB for positions: auto uses it when installed and preloaded (else plain partitions), on fails at start naming what is missing, off never uses it; a schema keeps the mode it was created with"),
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
   historyWriters: int("HISTORY_WRITERS", 2, "write transactions in flight per history process", 1, 64),
   historyPartitionsAhead: int("HISTORY_PARTITIONS_AHEAD", 2, "day partitions created ahead of today", 0, 365),

@@ -7,9 +7,11 @@
  * (`positions_pYYYYMMDD`), created ahead by the service and on demand for late points; the primary
  * key (vehicle_id, recorded_at) of each partition is also the index of per-vehicle time ranges.
  *
- * TimescaleDB (when the extension is available): `positions` is a hypertable with one-day chunks and
- * compression, and the same queries run against it. NOT TESTED: no TimescaleDB package exists on the
- * build machine; the branch is kept small (see `mode`).
+ * TimescaleDB (when the extension is usable, see `chooseStorage`): `positions` is a hypertable with
+ * one-day chunks and compression, and the same queries run against it. Sessions see only the
+ * service's schema (lib/pg.ts), so every TimescaleDB function is called qualified with the schema
+ * the extension lives in (pg_extension.extnamespace). No TimescaleDB package exists on the build
+ * machine: that branch is tested where the extension is installed and preloaded.
  */
 import type { Logger } from "./log";
 import { checkSchemaName, lockKey, type Sql, type TransactionSql } from "./pg";
@@ -49,14 +51,21 @@ export function dayOfPartition(name: string): string | undefined {
 interface Migration {
   version: number;
   name: string;
-  up(tx: TransactionSql, mode: StorageMode): Promise<void>;
+  up(tx: TransactionSql, mode: StorageMode, ctx: MigrationContext): Promise<void>;
+}
+
+interface MigrationContext {
+  /** The service's schema, unquoted (checkSchemaName). */
+  schema: string;
+  /** TimescaleDB's schema, quoted as an identifier; set in timescale mode. */
+  extensionSchema?: string;
 }
 
 const MIGRATIONS: Migration[] = [
   {
     version: 1,
     name: "positions, rollup, archive state",
-    async up(tx, mode) {
+    async up(tx, mode, { schema, extensionSchema: ts }) {
       await tx.unsafe(`
         -- Great-circle distance in metres; inlined by the planner.
         CREATE OR REPLACE FUNCTION fleet_distance_m(lat1 float8, lon1 float8, lat2 float8, lon2 float8)
@@ -104,12 +113,15 @@ const MIGRATIONS: Migration[] = [
           received_at timestamptz,
           PRIMARY KEY (vehicle_id, recorded_at)`;
       if (mode === "timescale") {
+        if (!ts) throw new Error("timescale mode without the extension's schema");
+        // Qualified: the session's search_path is the service's schema only, and the extension's
+        // functions (by_range too) live in its own.
         await tx.unsafe(`
           CREATE TABLE positions (${columns});
-          SELECT create_hypertable('positions', 'recorded_at', chunk_time_interval => interval '1 day');
+          SELECT ${ts}.create_hypertable('${schema}.positions', ${ts}.by_range('recorded_at', interval '1 day'));
           ALTER TABLE positions SET (timescaledb.compress, timescaledb.compress_segmentby = 'vehicle_id',
                                      timescaledb.compress_orderby = 'recorded_at');
-          SELECT add_compression_policy('positions', interval '2 days');
+          SELECT ${ts}.add_compression_policy('${schema}.positions', compress_after => interval '2 days');
         `);
       } else {
         await tx.unsafe(`CREATE TABLE positions (${columns}) PARTITION BY RANGE (recorded_at);`);
@@ -163,18 +175,132 @@ const MIGRATIONS: Migration[] = [
   },
 ];
 
+/** HISTORY_TIMESCALE: auto uses TimescaleDB when it is usable, on requires it, off never uses it. */
+export type TimescaleSetting = "auto" | "on" | "off";
+
+/** What the server says about TimescaleDB, as `timescaleFacts` reads it in one query. */
+export interface TimescaleFacts {
+  /** pg_available_extensions lists it: its files are installed for this server. */
+  installed: boolean;
+  /** shared_preload_libraries, or null when this role may not read it. */
+  preloadLibraries: string | null;
+  /** The loader's own setting (timescaledb.disable_load) exists in this session: the loader is preloaded. */
+  loaderLoaded: boolean;
+  /** Schema of the created extension (pg_extension.extnamespace) as a quoted identifier; null when not created. */
+  extensionSchema: string | null;
+}
+
+/** The storage mode a schema gets, and why (logged at start). */
+export interface StorageChoice {
+  mode: StorageMode;
+  /** CREATE EXTENSION is needed first (timescale mode, extension not created yet). */
+  createExtension: boolean;
+  reason: string;
+}
+
+/** Where the extension is created when no one created it: its own schema, never a service's (a test drops those with CASCADE). */
+export const TIMESCALE_SCHEMA = "timescaledb";
+
+/** TimescaleDB is wanted (or already holds the schema) but cannot be used. */
+export class TimescaleUnavailableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TimescaleUnavailableError";
+  }
+}
+
+const PRELOAD_HOW =
+  "add it to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = 'timescaledb', or postgresql.conf) and restart PostgreSQL";
+
+/** True when a shared_preload_libraries value names TimescaleDB's loader ("timescaledb", quoted or as $libdir/timescaledb[.so]). */
+export function preloadsTimescale(libraries: string | null): boolean {
+  if (!libraries) return false;
+  return libraries
+    .split(",")
+    .map((l) => l.trim().replace(/^"(.*)"$/, "$1"))
+    .some((l) => /(^|\/)timescaledb(\.so)?$/.test(l));
+}
+
+/**
+ * The storage mode from HISTORY_TIMESCALE, what the server has, and the mode the schema's first
+ * migration recorded (a schema never changes mode). Usable TimescaleDB: preloaded, and installed or
+ * already created. Merely installed is not usable: CREATE EXTENSION without the preload is a FATAL
+ * that drops the connection. Throws TimescaleUnavailableError saying what is missing and how to fix it.
+ */
+export function chooseStorage(setting: TimescaleSetting, facts: TimescaleFacts, recorded?: StorageMode, schema = "public"): StorageChoice {
+  const preloaded = facts.loaderLoaded || preloadsTimescale(facts.preloadLibraries);
+  const created = facts.extensionSchema !== null;
+  if (created && !preloaded) {
+    // Its event triggers call into the library on any DDL, plain mode's too: nothing works until it is preloaded.
+    throw new TimescaleUnavailableError(`timescaledb is created in this database but not preloaded: ${PRELOAD_HOW}, or DROP EXTENSION timescaledb`);
+  }
+  if (recorded === "timescale") {
+    if (setting === "off") {
+      throw new TimescaleUnavailableError(
+        `HISTORY_TIMESCALE=off but schema ${schema} holds a TimescaleDB hypertable: set HISTORY_TIMESCALE=auto (or on), or use a new HISTORY_DB_SCHEMA`,
+      );
+    }
+    if (!created) throw new TimescaleUnavailableError(`schema ${schema} was made for TimescaleDB but the extension is not created: CREATE EXTENSION timescaledb`);
+    return { mode: "timescale", createExtension: false, reason: `schema ${schema} holds a hypertable (extension in ${facts.extensionSchema})` };
+  }
+  if (recorded === "plain") {
+    if (setting === "on") {
+      throw new TimescaleUnavailableError(
+        `HISTORY_TIMESCALE=on but schema ${schema} already holds plain day partitions: use a new HISTORY_DB_SCHEMA for TimescaleDB, or set HISTORY_TIMESCALE=auto`,
+      );
+    }
+    return { mode: "plain", createExtension: false, reason: `schema ${schema} holds plain day partitions` };
+  }
+  if (setting === "off") return { mode: "plain", createExtension: false, reason: "HISTORY_TIMESCALE=off" };
+  if (created) return { mode: "timescale", createExtension: false, reason: `timescaledb is created (in ${facts.extensionSchema}) and preloaded` };
+  if (facts.installed && preloaded) return { mode: "timescale", createExtension: true, reason: `timescaledb is installed and preloaded: created in schema ${TIMESCALE_SCHEMA}` };
+  const missing = facts.installed ? `timescaledb is installed but not preloaded` : `timescaledb is not installed for this PostgreSQL server`;
+  if (setting === "on") {
+    const how = facts.installed ? PRELOAD_HOW : "install TimescaleDB for this PostgreSQL version (2.28.3 is the last for PostgreSQL 15) and preload it";
+    throw new TimescaleUnavailableError(`HISTORY_TIMESCALE=on but ${missing}: ${how}, or set HISTORY_TIMESCALE=auto or off`);
+  }
+  return { mode: "plain", createExtension: false, reason: missing };
+}
+
+/** Reads what chooseStorage needs, in one query that any role may run. */
+export async function timescaleFacts(sql: Sql | TransactionSql): Promise<TimescaleFacts> {
+  // pg_settings hides shared_preload_libraries from roles without pg_read_all_settings (SHOW would
+  // fail): then the loader's setting, defined in every backend of a server that preloads it, tells.
+  const [r] = await sql`
+    SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS installed,
+           (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries') AS preload_libraries,
+           current_setting('timescaledb.disable_load', true) IS NOT NULL AS loader_loaded,
+           (SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname = 'timescaledb') AS extension_schema`;
+  return {
+    installed: r!.installed as boolean,
+    preloadLibraries: (r!.preload_libraries as string | null) ?? null,
+    loaderLoaded: r!.loader_loaded as boolean,
+    extensionSchema: (r!.extension_schema as string | null) ?? null,
+  };
+}
+
+/** TimescaleDB's schema as a quoted identifier, to qualify its functions with; undefined when the extension is not created. */
+export async function timescaleSchema(sql: Sql | TransactionSql): Promise<string | undefined> {
+  const [r] = await sql`
+    SELECT quote_ident(n.nspname) AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'timescaledb'`;
+  return (r?.schema as string | undefined) ?? undefined;
+}
+
 export interface MigrateOptions {
   schema?: string;
   log: Logger;
-  /** Use TimescaleDB when its extension is available (default true). */
-  timescale?: boolean;
+  /** HISTORY_TIMESCALE (default auto). */
+  timescale?: TimescaleSetting;
 }
 
 /**
  * Applies the migrations not yet applied, in order, under an advisory lock, so that several
- * processes starting at once apply each exactly once. Returns the storage mode.
+ * processes starting at once apply each exactly once. Logs the storage mode and why; returns it.
+ * Throws TimescaleUnavailableError when HISTORY_TIMESCALE asks for what the server cannot give.
  */
-export async function migrate(sql: Sql, { schema = "public", log, timescale = true }: MigrateOptions): Promise<StorageMode> {
+export async function migrate(sql: Sql, { schema = "public", log, timescale = "auto" }: MigrateOptions): Promise<StorageMode> {
   checkSchemaName(schema);
   return sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(${lockKey(`fleet-migrate:${schema}`).toString()}::bigint)`;
@@ -182,20 +308,24 @@ export async function migrate(sql: Sql, { schema = "public", log, timescale = tr
     await tx.unsafe(`CREATE TABLE IF NOT EXISTS ${schema}.schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     const applied = new Set((await tx`SELECT version FROM schema_migrations`).map((r) => Number(r.version)));
-    let mode: StorageMode = "plain";
+    let recorded: StorageMode | undefined;
     if (applied.size > 0) {
       const [row] = await tx`SELECT value FROM history_meta WHERE key = 'mode'`;
-      mode = (row?.value as StorageMode) ?? "plain";
-    } else if (timescale) {
-      const [ext] = await tx`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`;
-      if (ext) {
-        await tx`CREATE EXTENSION IF NOT EXISTS timescaledb`;
-        mode = "timescale";
-      }
+      recorded = (row?.value as StorageMode) ?? "plain";
     }
+    const choice = chooseStorage(timescale, await timescaleFacts(tx), recorded, schema);
+    if (choice.createExtension) {
+      // Services of other schemas may create it at the same moment: one at a time, then IF NOT EXISTS sees it.
+      await tx`SELECT pg_advisory_xact_lock(${lockKey("fleet-timescaledb-extension").toString()}::bigint)`;
+      await tx.unsafe(`CREATE SCHEMA IF NOT EXISTS ${TIMESCALE_SCHEMA}`);
+      await tx.unsafe(`CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA ${TIMESCALE_SCHEMA}`);
+    }
+    const mode = choice.mode;
+    const extensionSchema = mode === "timescale" ? await timescaleSchema(tx) : undefined;
+    log.info("storage mode", { schema, mode, reason: choice.reason, timescale, ...(extensionSchema ? { extensionSchema } : {}) });
     for (const m of MIGRATIONS) {
       if (applied.has(m.version)) continue;
-      await m.up(tx, mode);
+      await m.up(tx, mode, { schema, extensionSchema });
       await tx`INSERT INTO schema_migrations (version, name) VALUES (${m.version}, ${m.name})`;
       log.info("migration applied", { schema, version: m.version, name: m.name, mode });
     }

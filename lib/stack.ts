@@ -127,6 +127,31 @@ function findPostgresBin(): string | undefined {
   return undefined;
 }
 
+/**
+ * The server's library folder: `pg_config --pkglibdir` beside the server binaries, else their
+ * ../lib (Debian's /usr/lib/postgresql/N/lib).
+ */
+function postgresLibDir(postgresBin: string): string {
+  const pgConfig = join(postgresBin, "pg_config");
+  if (existsSync(pgConfig)) {
+    const r = spawnSync(pgConfig, ["--pkglibdir"], { encoding: "utf8" });
+    const dir = r.status === 0 ? r.stdout.trim() : "";
+    if (dir) return dir;
+  }
+  return resolve(postgresBin, "..", "lib");
+}
+
+/**
+ * The server options that preload TimescaleDB when its loader (timescaledb.so, the library
+ * shared_preload_libraries names; the versioned timescaledb-X.Y.Z.so is loaded by it) is in the
+ * server's library folder; none otherwise. Without the preload, CREATE EXTENSION is a FATAL that
+ * closes the connection. Telemetry off: a test or demo server has no business calling home.
+ */
+export function timescalePreloadOptions(libDir: string): string[] {
+  if (!existsSync(join(libDir, "timescaledb.so"))) return [];
+  return ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"];
+}
+
 function findBinary(name: ServiceName): string | undefined {
   switch (name) {
     case "nats":
@@ -482,6 +507,7 @@ export async function startStack({
         join(binaries.postgresBin!, "postgres"), "-D", data, "-p", String(s.port), "-k", socketDir,
         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
         "-c", "max_connections=300", "-c", "log_min_messages=warning",
+        ...timescalePreloadOptions(postgresLibDir(binaries.postgresBin!)),
       ]),
     );
     await waitReady(s, async () => {
