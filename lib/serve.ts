@@ -17,8 +17,9 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { cors, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, cors, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import type { Compression } from "@connectrpc/connect/protocol";
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { clampTimeoutHeaders, connectionKey, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
 import type { Logger } from "./log";
@@ -55,6 +56,12 @@ export interface ServeOptions {
   maxConnections?: number;
   /** A native unary call's request message must arrive within this long of its headers (default 10 s). */
   unaryBodyTimeoutMs?: number;
+  /**
+   * An HTTP/1.1 request's headers must arrive within this long of the connection (or, on a kept-alive
+   * connection, of its first byte after the previous response); past it 408 and the connection is
+   * closed (default 10 s, what Bun's own listener allows).
+   */
+  headersTimeoutMs?: number;
 }
 
 export interface Server {
@@ -81,6 +88,16 @@ export interface Server {
  */
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0");
+
+/*
+ * Bun 1.4.5's node:http server honours none of headersTimeout, requestTimeout or keepAliveTimeout on
+ * a connection handed to it with emit("connection"), which is how the cleartext port shares one
+ * listener between HTTP/1.1 and h2c: a client sending its request line one byte a second held its
+ * connection (and file descriptor) for as long as it kept trickling. (On a port it listens on
+ * itself Bun closes such a client after ~10 s whatever headersTimeout says.) So the deadlines are
+ * kept here, per connection: the headers within headersTimeoutMs, and between requests a kept-alive
+ * connection idles for idleTimeoutMs at most.
+ */
 
 /** Request headers a browser may send, for the CORS preflight. */
 const allowedHeaders = [...cors.allowedHeaders, "Authorization"].join(", ");
@@ -187,6 +204,28 @@ const CONNECT_UNARY_TYPES = new Set(["application/json", "application/proto", "a
  * (its size says nothing of the message's); so is a body without a length (connect-node still
  * refuses it past the limit).
  */
+/**
+ * connect-node's gzip and brotli with its size error in the native path's words: it already stops
+ * inflating at readMaxBytes (a 100 KB gzip of 100 MB costs ~1 MB and a few ms), but its message
+ * names that option, which means nothing to a caller.
+ */
+function boundedCompression(compression: Compression): Compression {
+  return {
+    name: compression.name,
+    compress: (bytes) => compression.compress(bytes),
+    decompress: (bytes, readMaxBytes) =>
+      compression.decompress(bytes, readMaxBytes).catch((err: unknown) => {
+        if (err instanceof ConnectError && err.code === Code.ResourceExhausted) {
+          throw new ConnectError(
+            `message is over this server's limit of ${readMaxBytes} bytes once decompressed (${compression.name}): send smaller messages (fewer points in each)`,
+            Code.ResourceExhausted,
+          );
+        }
+        throw err;
+      }),
+  };
+}
+
 function refuseOversizedUnary(req: NodeRequest, anyRes: NodeResponse, maxMessageBytes: number): boolean {
   if (req.method !== "POST") return false;
   const length = Number(req.headers["content-length"]);
@@ -222,6 +261,7 @@ export async function serve({
   nativeMethods = [],
   unaryBodyTimeoutMs = 10_000,
   maxConnections = 10_000,
+  headersTimeoutMs = 10_000,
   admin = { host: "127.0.0.1", port: 0 },
 }: ServeOptions): Promise<Server> {
   const rpc = connectNodeAdapter({
@@ -231,6 +271,7 @@ export async function serve({
     connect: true,
     readMaxBytes: maxMessageBytes,
     writeMaxBytes: maxMessageBytes,
+    acceptCompression: [boundedCompression(compressionGzip), boundedCompression(compressionBrotli)],
     interceptors,
     // Each call's connection (connectionKey), as the native path sets it: limits per connection.
     contextValues: (req) =>
@@ -320,11 +361,53 @@ export async function serve({
     h1 = http.createServer(handler);
     h1.keepAliveTimeout = idleTimeoutMs;
     const h1Server = h1;
+    const deadlines = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+    const clearDeadline = (socket: net.Socket) => {
+      clearTimeout(deadlines.get(socket));
+      deadlines.delete(socket);
+    };
+    /** The headers of the next request must arrive within headersTimeoutMs: past it 408, then close. */
+    const awaitHeaders = (socket: net.Socket) => {
+      clearDeadline(socket);
+      deadlines.set(
+        socket,
+        setTimeout(() => {
+          deadlines.delete(socket);
+          const body = `request headers not received within ${headersTimeoutMs} ms: send the whole request head at once`;
+          socket.end(`HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+          // A client that does not read the answer does not keep the connection either.
+          setTimeout(() => socket.destroy(), 1000).unref();
+        }, headersTimeoutMs),
+      );
+    };
+    /** Between requests: idle for idleTimeoutMs at most, then the next request's headers are timed from its first byte. */
+    const awaitNextRequest = (socket: net.Socket) => {
+      clearDeadline(socket);
+      deadlines.set(
+        socket,
+        setTimeout(() => socket.destroy(), idleTimeoutMs),
+      );
+      socket.once("data", () => {
+        if (deadlines.has(socket)) awaitHeaders(socket);
+      });
+    };
+    h1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const socket = req.socket;
+      clearDeadline(socket);
+      res.once("finish", () => {
+        if (!socket.destroyed) awaitNextRequest(socket);
+      });
+    });
     listener = net.createServer((socket) => {
       if (socket.destroyed) return;
       sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
+      socket.once("close", () => {
+        sockets.delete(socket);
+        clearDeadline(socket);
+      });
       socket.on("error", (err) => log.debug("socket error", { err }));
+      // Until the first bytes tell HTTP/1.1 from h2c, and then for an HTTP/1.1 request's headers.
+      awaitHeaders(socket);
       let head: Buffer = Buffer.alloc(0);
       const onData = (chunk: Buffer) => {
         head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
@@ -333,8 +416,10 @@ export async function serve({
         socket.off("data", onData);
         socket.pause();
         socket.unshift(head);
-        const target = head.subarray(0, 4).equals(H2_PREFACE.subarray(0, 4)) ? h2 : h1Server;
-        target.emit("connection", socket);
+        const isH2 = head.subarray(0, 4).equals(H2_PREFACE.subarray(0, 4));
+        // An h2c connection may idle between calls (gRPC channels do); its limits are node:http2's.
+        if (isH2) clearDeadline(socket);
+        (isH2 ? h2 : h1Server).emit("connection", socket);
         socket.resume();
       };
       socket.on("data", onData);

@@ -3,6 +3,8 @@
  * shares no code with the server: a raw HTTP/2 client of hand-made frames (test/raw-h2.ts), curl.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken } from "../lib/auth";
@@ -29,11 +31,17 @@ const resume = (delayMs: number) => async (req: { vehicleId: string }) => {
   return { vehicleId: String(req.vehicleId.length) };
 };
 
+/** Upload reads its stream to the end and answers an empty ack. */
+async function drainUpload(requests: AsyncIterable<unknown>) {
+  for await (const _ of requests);
+  return {};
+}
+
 /** A server with auth whose Resume is native (or, with `native: false`, served by connect). */
 async function start({ native = true, delayMs = 0, ...options }: Partial<ServeOptions> & { native?: boolean; delayMs?: number } = {}): Promise<Server> {
   const registry = createRegistry("edges-test", { processMetrics: false });
   const server = await serve({
-    routes: (router) => router.service(IngestService, { resume: resume(delayMs) }),
+    routes: (router) => router.service(IngestService, { resume: resume(delayMs), upload: drainUpload }),
     nativeMethods: native ? nativeUnaryMethods(IngestService, { resume: resume(delayMs) }) : [],
     host: "127.0.0.1",
     port: 0,
@@ -154,6 +162,117 @@ describe("admin address", () => {
     expect(await curl(`${server.adminUrl}/healthz`)).toBe("200");
     // Over HTTP/2 with prior knowledge too (the gRPC side of the public port).
     expect((await Bun.$`curl -s --http2-prior-knowledge -o /dev/null -w %{http_code} ${server.url}/metrics`.nothrow().text()).trim()).toBe("404");
+  });
+});
+
+/** A raw TCP client that sends `text` one byte every `everyMs`; what it was answered, and when it was closed. */
+function trickle(port: number, text: string, everyMs: number, first = "") {
+  const socket = net.connect(port, "127.0.0.1");
+  const started = performance.now();
+  const state = { received: "", closedAfterMs: undefined as number | undefined };
+  socket.on("data", (d) => (state.received += d.toString("latin1")));
+  socket.on("error", () => {});
+  socket.on("close", () => (state.closedAfterMs = performance.now() - started));
+  const done = (async () => {
+    if (first) {
+      socket.write(first);
+      // The whole (chunked) answer to the first request, then the slow one.
+      while (!state.received.includes("\r\n0\r\n\r\n") && state.closedAfterMs === undefined) await Bun.sleep(10);
+    }
+    for (const ch of text) {
+      if (state.closedAfterMs !== undefined) return;
+      await Bun.sleep(everyMs);
+      socket.write(ch);
+    }
+  })();
+  return { state, done, socket };
+}
+
+describe("compressed bodies", () => {
+  /** Peak growth of this process's RSS (the server runs here) while `run` runs. */
+  async function peakRssGrowth(run: () => Promise<void>): Promise<number> {
+    const before = process.memoryUsage().rss;
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - before)), 2);
+    try {
+      await run();
+    } finally {
+      clearInterval(sampler);
+    }
+    return Math.max(peak, process.memoryUsage().rss - before);
+  }
+
+  test("gzip bomb - 100 KB of gzip inflating to 100 MB is RESOURCE_EXHAUSTED over Connect unary, Connect streaming and gRPC-Web, without inflating it", async () => {
+    const server = await start({ native: false, maxMessageBytes: 256 * 1024 });
+    const message = toBinary(ResumeRequestSchema, create(ResumeRequestSchema, { vehicleId: "x".repeat(100 * 1024 * 1024) }));
+    const bomb = gzipSync(message, { level: 9 });
+    expect(bomb.length).toBeLessThan(256 * 1024);
+    const dir = `${process.env.TMPDIR ?? "/tmp"}/edges-bomb-${process.pid}`;
+    await Bun.write(`${dir}/unary.gz`, bomb);
+    await Bun.write(`${dir}/enveloped.gz`, grpcFrame(bomb, true));
+    const auth = `authorization: Bearer ${await token()}`;
+    const curl = (args: string[]) => Bun.$`curl -s -H ${auth} -w ${"\n%{http_code}"} ${args}`.nothrow().text();
+    const limit = "message is over this server's limit of 262144 bytes once decompressed (gzip): send smaller messages (fewer points in each)";
+    const answers: string[] = [];
+    const growth = await peakRssGrowth(async () => {
+      answers.push(await curl(["-H", "content-type: application/proto", "-H", "content-encoding: gzip", "--data-binary", `@${dir}/unary.gz`, `${server.url}/fleet.v1.IngestService/Resume`]));
+      answers.push(await curl(["-H", "content-type: application/connect+proto", "-H", "connect-content-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Upload`]));
+      answers.push(await curl(["-H", "content-type: application/grpc-web+proto", "-H", "grpc-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Resume`]));
+      answers.push(await curl(["--http2-prior-knowledge", "-H", "content-type: application/grpc-web+proto", "-H", "grpc-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Upload`]));
+    });
+    await Bun.$`rm -rf ${dir}`;
+    const [unary, streaming, grpcWeb, grpcWebH2] = answers as [string, string, string, string];
+    // Connect unary: HTTP 429 and a JSON error.
+    expect(unary.endsWith("\n429")).toBe(true);
+    expect(JSON.parse(unary.slice(0, unary.lastIndexOf("\n")))).toEqual({ code: "resource_exhausted", message: limit });
+    // Connect streaming: HTTP 200, the error in the end-of-stream message.
+    expect(streaming.endsWith("\n200")).toBe(true);
+    expect(streaming).toContain(JSON.stringify({ error: { code: "resource_exhausted", message: limit } }));
+    // gRPC-Web: status 8 in the trailers frame.
+    for (const answer of [grpcWeb, grpcWebH2]) {
+      expect(answer).toContain("grpc-status: 8");
+      expect(decodeURIComponent(/grpc-message: ([^\r]*)/.exec(answer)![1]!)).toBe(limit);
+    }
+    // connect-node stops inflating at its limit (Bun's zlib honours maxOutputLength): a few MB at most, not 100.
+    expect(growth).toBeLessThan(50 * 1024 * 1024);
+  });
+});
+
+describe("slow clients", () => {
+  const slowHead = `GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${"a".repeat(200)}\r\n\r\n`;
+
+  test("slowloris - HTTP/1.1 request heads sent a byte at a time are answered 408 and closed within headersTimeoutMs; other clients are answered meanwhile", async () => {
+    const server = await start({ headersTimeoutMs: 1000 });
+    // Twenty trickling connections, and one that first makes a quick request and then trickles the next.
+    const slow = Array.from({ length: 20 }, () => trickle(server.port, slowHead, 100));
+    const kept = trickle(server.port, slowHead, 100, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    await Bun.sleep(500);
+    const started = performance.now();
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(1000);
+    await Promise.all([...slow, kept].map((t) => t.done));
+    for (const t of slow) {
+      expect(t.state.closedAfterMs).toBeGreaterThan(900);
+      expect(t.state.closedAfterMs).toBeLessThan(2500);
+      expect(t.state.received).toStartWith("HTTP/1.1 408 Request Timeout");
+      expect(t.state.received).toContain("request headers not received within 1000 ms");
+    }
+    // Its first request was answered; the trickled second one was not.
+    expect(kept.state.received).toStartWith("HTTP/1.1 200");
+    expect(kept.state.received).toContain("HTTP/1.1 408 Request Timeout");
+    expect(kept.state.closedAfterMs).toBeLessThan(3000);
+  });
+
+  test("slowloris - a connection that sends nothing at all is closed after headersTimeoutMs; one that idles between requests after idleTimeoutMs", async () => {
+    const server = await start({ headersTimeoutMs: 500, idleTimeoutMs: 1500 });
+    const silent = trickle(server.port, "", 0);
+    const idle = trickle(server.port, "", 0, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    await Bun.sleep(3000);
+    expect(silent.state.closedAfterMs).toBeGreaterThan(400);
+    expect(silent.state.closedAfterMs).toBeLessThan(1500);
+    expect(idle.state.received).toStartWith("HTTP/1.1 200");
+    expect(idle.state.closedAfterMs).toBeGreaterThan(1400);
+    expect(idle.state.closedAfterMs).toBeLessThan(2500);
   });
 });
 
