@@ -101,6 +101,9 @@ export async function createArchiver({
       log,
       maxMessageBytes: config.maxMessageBytes,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
+      maxConnections: config.maxConnections,
+      headersTimeoutMs: config.headersTimeout,
+      unaryBodyTimeoutMs: config.unaryBodyTimeout,
       idleTimeoutMs: config.idleTimeout,
       interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
     });

@@ -156,6 +156,9 @@ export async function createGateway({
       log,
       maxMessageBytes: config.maxMessageBytes,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
+      maxConnections: config.maxConnections,
+      headersTimeoutMs: config.headersTimeout,
+      unaryBodyTimeoutMs: config.unaryBodyTimeout,
       idleTimeoutMs: config.idleTimeout,
       healthz: () => nats.connected(),
       // Outermost first: the rpc interceptor sees (and maps) auth failures too.

@@ -93,6 +93,10 @@ const S = {
   logLevel: oneOf<LogLevel>("LOG_LEVEL", "info", ["debug", "info", "warn", "error"], "log level"),
   host: str("FLEET_HOST", "127.0.0.1", "address the services listen on"),
   adminHost: str("FLEET_ADMIN_HOST", "127.0.0.1", "address of every service's admin port (/metrics, /healthz): keep it off the public network"),
+  // Limits of every service's public port (each service counts its own).
+  maxConnections: int("FLEET_MAX_CONNECTIONS", 10_000, "connections one service's port holds open at once; past it a new one is closed at once (a process has 20,000 file descriptors here)", 1, 1_000_000),
+  headersTimeout: duration("FLEET_HEADERS_TIMEOUT", "10s", "an HTTP/1.1 request's headers must arrive within this long (a slow client gets 408 and is disconnected)"),
+  unaryBodyTimeout: duration("FLEET_UNARY_BODY_TIMEOUT", "10s", "a unary call's request message must arrive within this long of its headers (DEADLINE_EXCEEDED after)"),
   // auth
   secret: str("FLEET_JWT_SECRET", DEV_SECRET, "HS256 secret that signs and checks tokens; set your own outside local use"),
   issuer: str("FLEET_JWT_ISSUER", "fleet", "required `iss` of tokens"),

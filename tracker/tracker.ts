@@ -155,6 +155,9 @@ export async function createTracker({
       log,
       maxMessageBytes: config.maxMessageBytes,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
+      maxConnections: config.maxConnections,
+      headersTimeoutMs: config.headersTimeout,
+      unaryBodyTimeoutMs: config.unaryBodyTimeout,
       // Watches are long and may be quiet: the connection rule must not cut them.
       idleTimeoutMs: Math.max(config.idleTimeout, 10 * 60_000),
       healthz: () => natsHandle.connected() && redis.status === "ready",
