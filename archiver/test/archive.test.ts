@@ -10,7 +10,7 @@ import { mintWatchToken, tokenKeys } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { createLogger } from "../../lib/log";
 import { connectPostgres, type Sql } from "../../lib/pg";
-import { archiveDays, ensureDayPartitions, hotDays, migrate } from "../../lib/positions-db";
+import { archiveDays, ensureDayPartitions, hotDays, migrate, type StorageMode } from "../../lib/positions-db";
 import type { Stack } from "../../lib/stack";
 import { testStack } from "../../lib/testing";
 import { createArchiver, type Archiver } from "../archiver";
@@ -31,6 +31,8 @@ afterAll(async () => {
 interface Fixture {
   config: Config;
   sql: Sql;
+  /** What the database gave the schema: the same tests run on day partitions and on a hypertable. */
+  mode: StorageMode;
   archiver: Archiver;
   store: ArchiveStore;
   /** Inserts `rows` points per vehicle for `vehicles` vehicles on a day (one a second from 08:00), in time order as they arrive. */
@@ -50,21 +52,25 @@ async function fixture(): Promise<Fixture> {
     LOG_LEVEL: "error",
   });
   const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 2 });
-  await migrate(sql, { schema, log: createLogger({ level: "error" }) });
+  const mode = await migrate(sql, { schema, log: createLogger({ level: "error" }) });
+  if (n === 1) console.log(`archive tests: storage mode ${mode}`);
   const archiver = await createArchiver({ config, log: createLogger({ level: (process.env.TEST_LOG_LEVEL as "debug") ?? "error" }) });
   opened.push(archiver, { close: () => sql.end({ timeout: 1 }) });
   return {
     config,
     sql,
+    mode,
     archiver,
     store: archiver.store,
     async fill(day, vehicles, rows) {
-      await ensureDayPartitions(sql, "plain", [day], schema);
+      await ensureDayPartitions(sql, mode, [day], schema);
       await sql`
         INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy)
         SELECT 'v' || v, ${day}::timestamptz + interval '8 hours' + i * interval '1 second', i, 'fleet-a',
                52.5 + i * 1e-5, 13.4 + v * 1e-3, 10, 90, 5
         FROM generate_series(1, ${rows}) i, generate_series(1, ${vehicles}) v ORDER BY i, v`;
+      // The day is seen as hot in this mode, so that "no longer hot" after a run means something.
+      expect(await hotDays(sql, mode)).toContain(day);
     },
   };
 }
@@ -99,8 +105,8 @@ test("archive - closed days go to Parquet on S3, read back, then dropped; today 
   expect(steps).toContain("2026-10-01:write");
   expect(steps).toContain("2026-10-01:verify");
   expect(steps).toContain("2026-10-01:drop");
-  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-10-01");
-  expect(await hotDays(fx.sql, "plain")).toContain(today);
+  expect(await hotDays(fx.sql, fx.mode)).not.toContain("2026-10-01");
+  expect(await hotDays(fx.sql, fx.mode)).toContain(today);
   expect(await rowsInArchive(fx.store, "2026-10-01")).toBe(3000);
   expect(await rowsInArchive(fx.store, "2026-10-02")).toBe(1000);
   const objects = await fx.store.list("positions/");
@@ -127,7 +133,7 @@ test("archive - text with newlines, quotes and commas is archived as it was, cou
   const r = await fx.archiver.run();
   expect(r.days).toEqual(["2026-10-03"]);
   expect(r.rows).toBe(200);
-  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-10-03");
+  expect(await hotDays(fx.sql, fx.mode)).not.toContain("2026-10-03");
   const duck = await openDuckDb();
   const c = await duck.connect();
   const files = await localParquetFiles(fx.store, `${stack.dir}/cache`, ["2026-10-03"]);
@@ -175,14 +181,14 @@ test("archive - S3 down during a run: nothing dropped, the next run finishes", a
   } finally {
     await stack.startService("s3");
   }
-  expect(await hotDays(fx.sql, "plain")).toContain("2026-09-10");
+  expect(await hotDays(fx.sql, fx.mode)).toContain("2026-09-10");
   const [c] = await fx.sql`SELECT count(*)::int AS n FROM positions`;
   expect(c!.n).toBe(4000);
   expect((await archiveDays(fx.sql))[0]!.state).toBe("writing");
   const r = await fx.archiver.run();
   expect(r.days).toEqual(["2026-09-10"]);
   expect(await rowsInArchive(fx.store, "2026-09-10")).toBe(4000);
-  expect(await hotDays(fx.sql, "plain")).not.toContain("2026-09-10");
+  expect(await hotDays(fx.sql, fx.mode)).not.toContain("2026-09-10");
 }, SLOW * 2);
 
 /** The archiver's work folders in the system's temporary folder now. */
@@ -200,7 +206,7 @@ test("archive - S3 down while the next day's export was made ahead: nothing drop
     await stack.startService("s3");
   }
   expect(workFolders()).toBe(folders);
-  expect(await hotDays(fx.sql, "plain")).toEqual(expect.arrayContaining(["2026-09-20", "2026-09-21"]));
+  expect(await hotDays(fx.sql, fx.mode)).toEqual(expect.arrayContaining(["2026-09-20", "2026-09-21"]));
   const r = await fx.archiver.run();
   expect(r.days).toEqual(["2026-09-20", "2026-09-21"]);
   expect(await rowsInArchive(fx.store, "2026-09-20")).toBe(3000);
@@ -229,7 +235,7 @@ test("archive - a point that reaches a day after its export was made ahead is ar
   expect(r.days).toEqual(["2026-09-25", "2026-09-26"]);
   expect(r.rows).toBe(1201);
   expect(await rowsInArchive(fx.store, "2026-09-26")).toBe(601);
-  expect(await hotDays(fx.sql, "plain")).toEqual(expect.not.arrayContaining(["2026-09-25", "2026-09-26"]));
+  expect(await hotDays(fx.sql, fx.mode)).toEqual(expect.not.arrayContaining(["2026-09-25", "2026-09-26"]));
 }, SLOW);
 
 test("archive - a day half-archived by a killed run is completed, not doubled", async () => {
@@ -251,7 +257,7 @@ test("archive - a day half-archived by a killed run is completed, not doubled", 
   expect(await rowsInArchive(fx.store, "2026-08-01")).toBe(600);
   expect(await rowsInArchive(fx.store, "2026-08-02")).toBe(600);
   expect((await fx.store.list("positions/")).length).toBe(2);
-  expect(await hotDays(fx.sql, "plain")).toEqual(expect.not.arrayContaining(["2026-08-01", "2026-08-02"]));
+  expect(await hotDays(fx.sql, fx.mode)).toEqual(expect.not.arrayContaining(["2026-08-01", "2026-08-02"]));
 }, SLOW);
 
 test("archive - late points re-open a day: archived again as the next generation", async () => {
@@ -259,7 +265,7 @@ test("archive - late points re-open a day: archived again as the next generation
   await fx.fill("2026-07-01", 1, 100);
   await fx.archiver.run();
   await fx.sql`INSERT INTO archive_days (day, state) VALUES ('2026-07-02', 'archived') ON CONFLICT DO NOTHING`; // unrelated row
-  await ensureDayPartitions(fx.sql, "plain", ["2026-07-01"], fx.config.historySchema);
+  await ensureDayPartitions(fx.sql, fx.mode, ["2026-07-01"], fx.config.historySchema);
   await fx.sql`INSERT INTO positions (vehicle_id, recorded_at, seq, lat, lon, speed, heading, accuracy)
                VALUES ('late', '2026-07-01 12:00:00+00', 1, 52.5, 13.4, 0, 0, 5)`;
   const r = await fx.archiver.run();

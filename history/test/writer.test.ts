@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { VehicleStatus } from "../../gen/fleet/v1/position_pb";
 import { copyFailuresReported, copyFrom } from "../../lib/pg";
+import { hotDays, storageMode } from "../../lib/positions-db";
 import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;
@@ -93,13 +94,18 @@ test("writer - a point PostgreSQL can never take is parked with its error; its n
   expect(stored!.seqs).toEqual([1, 3, 5]);
 });
 
-test("writer - a day without a partition gets one, and the rollup spans batches", async () => {
+test("writer - a day without a partition (or chunk) gets one, and the rollup spans batches", async () => {
   const old = Date.UTC(2026, 9, 1, 23, 59, 58);
   await fx.publish([pointAt("w2", old, 1)]);
   await fx.publish([pointAt("w2", old + 1000, 2), pointAt("w2", old + 2000, 3), pointAt("w2", old + 3000, 4)]);
   await eventually(async () => (await countRows(fx.sql, "w2")) === 4, "4 rows of w2");
-  const parts = await fx.sql`SELECT relname FROM pg_class WHERE relname IN ('positions_p20261001', 'positions_p20261002') AND relnamespace = current_schema()::regnamespace`;
-  expect(parts.length).toBe(2);
+  // Day partitions in plain mode, hypertable chunks in Timescale mode: the days are hot either way.
+  const mode = await storageMode(fx.sql);
+  expect(await hotDays(fx.sql, mode)).toEqual(expect.arrayContaining(["2026-10-01", "2026-10-02"]));
+  if (mode === "plain") {
+    const parts = await fx.sql`SELECT relname FROM pg_class WHERE relname IN ('positions_p20261001', 'positions_p20261002') AND relnamespace = current_schema()::regnamespace`;
+    expect(parts.length).toBe(2);
+  }
   const [r] = await fx.sql`SELECT sum(points)::int AS points, sum(distance_m) AS d FROM positions_rollup WHERE vehicle_id = 'w2'`;
   expect(r!.points).toBe(4);
   expect(Number(r!.d)).toBeCloseTo(3 * 11.119, 0); // the leg from the first batch's point is counted
