@@ -32,7 +32,11 @@ export function checkSchemaName(schema: string): string {
   return schema;
 }
 
-/** Opens a pool. Sessions run in UTC with `search_path` set to the schema, so SQL stays unqualified. */
+/**
+ * Opens a pool. Sessions run in UTC with `search_path` set to the schema only, so SQL stays
+ * unqualified; TimescaleDB's functions live in the extension's own schema and are called qualified
+ * with it (lib/positions-db.ts).
+ */
 export function connectPostgres({ url, schema = "public", max = 4, applicationName = "fleet", connectTimeout = 5 }: PostgresOptions): Sql {
   if (!url) throw new Error("DATABASE_URL is empty: history needs PostgreSQL (or run `fleet up`, which starts one)");
   return postgres(url, {
