@@ -91,8 +91,10 @@ class IngestCall implements AckSink {
   error: Error | undefined;
   /** ms the vehicle is over its byte budget after the last point taken (0: not over). */
   bytesWait = 0;
-  /** Called once the next ack is taken (a Sync reader waiting for its client to read). */
+  /** Called once the next ack taken went out (a Sync reader waiting for its client to read). */
   onAckTaken: (() => void) | undefined;
+  /** onAckTaken of the ack taken last, called by ackSent: the refusals that held the reader are in that ack. */
+  private onAckSent: (() => void) | undefined;
   private wake: (() => void) | undefined;
 
   constructor(
@@ -145,12 +147,22 @@ class IngestCall implements AckSink {
     };
     this.accepted = 0;
     this.rejected = undefined;
-    const taken = this.onAckTaken;
-    if (taken) {
-      this.onAckTaken = undefined;
-      taken();
-    }
+    this.onAckSent = this.onAckTaken;
+    this.onAckTaken = undefined;
     return ack;
+  }
+
+  /**
+   * The ack taken last went out to the client, or at least into a response stream under its
+   * high-water mark: a reader held back for unsent refusals reads on, which may happen at once and
+   * add news to this call before this returns.
+   */
+  ackSent(): void {
+    const sent = this.onAckSent;
+    if (sent) {
+      this.onAckSent = undefined;
+      sent();
+    }
   }
 }
 
@@ -469,7 +481,16 @@ export function createIngestService({
     yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
     const reader = new PointReader(call, input, reading, false);
     for (;;) {
-      if (call.hasNews) yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
+      if (call.hasNews) {
+        // Resumed once the response stream took the ack and is under its high-water mark, so a
+        // client that does not read holds the reader back (ackSent), through HTTP/2 flow control.
+        yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
+        // The reader may read on at once, synchronously, and its refusals do not wake this loop
+        // (it is not waiting): look for news again before waiting. Waiting here instead lost that
+        // wake-up, and a Sync past GATEWAY_MAX_UNSENT_REJECTIONS refusals hung for good.
+        call.ackSent();
+        continue;
+      }
       if ((reader.done || call.error) && call.pending === 0) break;
       await call.changed();
     }
