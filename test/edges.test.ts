@@ -344,6 +344,31 @@ describe("limits of a public endpoint", () => {
     await healthy(server);
   });
 
+  test("limits - under a stream flood from 20 connections of another process (streams to the limit, rapid resets, reconnecting when cut) RSS stays bounded and /healthz answers within 1 s", async () => {
+    const server = await start({ maxStreamsPerConnection: 100 });
+    const before = process.memoryUsage().rss;
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - before)), 5);
+    const flood = Bun.$`${process.execPath} ${import.meta.dir}/clients/h2-stream-flood.ts ${server.port} ${`Bearer ${await token()}`} 2500 20`.text();
+    let worst = 0;
+    let done = false;
+    void flood.finally(() => (done = true));
+    await Bun.sleep(300);
+    while (!done) {
+      const started = performance.now();
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      worst = Math.max(worst, performance.now() - started);
+      await Bun.sleep(100);
+    }
+    const { streams, cut } = JSON.parse(await flood) as { streams: number; cut: number };
+    clearInterval(sampler);
+    console.log(`stream flood: ${streams} streams, ${cut} connections cut, /healthz worst ${worst.toFixed(0)} ms, RSS peak growth ${(peak / 2 ** 20).toFixed(1)} MiB`);
+    // ~15,000-35,000 streams and ~30 MiB here (2 shared cores), /healthz at worst ~0.5 s.
+    expect(streams).toBeGreaterThan(5000);
+    expect(worst).toBeLessThan(1000);
+    expect(peak).toBeLessThan(100 * 1024 * 1024);
+  });
+
   test("limits - connections past maxConnections are closed at once; the ones open are still served", async () => {
     const server = await start({ maxConnections: 5 });
     const open = await Promise.all(Array.from({ length: 5 }, () => connect(server)));
