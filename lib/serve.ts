@@ -17,7 +17,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, cors, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, cors, createConnectRouter, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
@@ -244,6 +244,40 @@ function refuseOversizedUnary(req: NodeRequest, anyRes: NodeResponse, maxMessage
   return true;
 }
 
+/**
+ * A unary call on connect's path (Connect unary, or gRPC and gRPC-Web to a unary method not served
+ * natively) whose request has not all arrived within `timeoutMs` of its headers is answered
+ * DEADLINE_EXCEEDED in its protocol's form, with the native path's words, and its body is no longer
+ * waited for: connect-node would wait for it as long as the client liked, holding the stream (or,
+ * over HTTP/1.1, the connection).
+ */
+function bodyDeadline(req: NodeRequest, anyRes: NodeResponse, timeoutMs: number): void {
+  if (req.readableEnded) return;
+  const res = anyRes as http.ServerResponse;
+  const timer = setTimeout(() => {
+    if (req.readableEnded || res.headersSent || res.writableEnded) return;
+    const message = `request message not received within ${timeoutMs} ms of the headers: send the whole request at once`;
+    const type = req.headers["content-type"]?.toLowerCase() ?? "";
+    if (req.httpVersionMajor === 1) res.setHeader("connection", "close");
+    if (type.startsWith("application/grpc")) {
+      // Trailers-only, in the headers, as gRPC and gRPC-Web both allow.
+      res.writeHead(200, { "content-type": type, "grpc-status": String(Code.DeadlineExceeded), "grpc-message": grpcMessageEncode(message) });
+      res.end();
+    } else {
+      const body = JSON.stringify({ code: "deadline_exceeded", message });
+      // Connect's HTTP status for deadline_exceeded.
+      res.writeHead(504, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+    }
+    // The rest of the body is not read: over HTTP/1.1 the connection goes, over h2 the stream.
+    res.once("finish", () => (req.httpVersionMajor === 1 ? req.socket.destroy() : req.destroy()));
+  }, timeoutMs);
+  const clear = () => clearTimeout(timer);
+  req.once("end", clear);
+  req.once("close", clear);
+  res.once("close", clear);
+}
+
 /** Starts the one-port server and resolves once it listens. */
 export async function serve({
   routes,
@@ -277,6 +311,12 @@ export async function serve({
     contextValues: (req) =>
       (contextValues?.(req) ?? createContextValues()).set(connectionKey, req.httpVersionMajor === 2 ? (req as http2.Http2ServerRequest).stream.session : req.socket),
   });
+  const unaryPaths = new Set<string>();
+  {
+    const router = createConnectRouter();
+    routes(router);
+    for (const h of router.handlers) if (h.method.methodKind === "unary") unaryPaths.add(h.requestPath);
+  }
   const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs }) : undefined;
 
   const answerHealthz = (res: http.ServerResponse) => {
@@ -328,6 +368,7 @@ export async function serve({
     if (native?.handle(req)) return;
     if (refuseOversizedUnary(req, res, maxMessageBytes)) return;
     clampTimeoutHeaders(req.headers);
+    if (req.method === "POST" && unaryPaths.has(url.split("?")[0]!)) bodyDeadline(req, res, unaryBodyTimeoutMs);
     fixGrpcTrailers(res);
     if (req.httpVersionMajor === 2) boundH2Writes(res);
     // A call that ends before reading its whole request (an error, a size limit) leaves DATA

@@ -263,6 +263,37 @@ describe("slow clients", () => {
     expect(kept.state.closedAfterMs).toBeLessThan(3000);
   });
 
+  test("slow body - a unary call on connect's path whose body never comes is DEADLINE_EXCEEDED after unaryBodyTimeoutMs (Connect over h2 and HTTP/1.1, gRPC, gRPC-Web)", async () => {
+    const server = await start({ native: false, unaryBodyTimeoutMs: 500 });
+    const c = await connect(server);
+    const auth = `Bearer ${await token()}`;
+    const h2 = (type: string) => resumeHeaders(auth).map(([k, v]): [string, string] => (k === "content-type" ? [k, type] : [k, v]));
+    const connectId = c.request(h2("application/proto"));
+    const grpcId = c.request(h2("application/grpc"));
+    const webId = c.request(h2("application/grpc-web+proto"));
+    await c.data(webId, resumeBody("v-1").subarray(0, 3), 3, false);
+    // Over HTTP/1.1: three bytes of a body of 100, then nothing.
+    const h1 = trickle(server.port, "", 0, "");
+    h1.socket.write(`POST /fleet.v1.IngestService/Resume HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${auth}\r\nContent-Type: application/proto\r\nContent-Length: 100\r\n\r\nabc`);
+    await c.until(() => c.done(connectId) && c.done(grpcId) && c.done(webId), 3000);
+    const message = "request message not received within 500 ms of the headers: send the whole request at once";
+    expect(c.header(connectId, ":status")).toBe("504");
+    expect(JSON.parse(Buffer.concat(c.streams.get(connectId)!.data).toString())).toEqual({ code: "deadline_exceeded", message });
+    for (const id of [grpcId, webId]) {
+      expect(c.header(id, "grpc-status")).toBe("4");
+      expect(decodeURIComponent(c.header(id, "grpc-message")!)).toBe(message);
+    }
+    await Bun.sleep(300);
+    expect(h1.state.received).toStartWith("HTTP/1.1 504");
+    expect(h1.state.received).toContain(message);
+    expect(h1.state.closedAfterMs).toBeLessThan(1500);
+    // The connection still serves calls whose body comes.
+    const ok = c.request(resumeHeaders(auth));
+    await c.data(ok, resumeBody("abc"), 1024);
+    await c.until(() => c.done(ok), 3000);
+    expect(c.header(ok, "grpc-status")).toBe("0");
+  });
+
   test("slowloris - a connection that sends nothing at all is closed after headersTimeoutMs; one that idles between requests after idleTimeoutMs", async () => {
     const server = await start({ headersTimeoutMs: 500, idleTimeoutMs: 1500 });
     const silent = trickle(server.port, "", 0);
