@@ -398,7 +398,7 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     const scriptHist = createHistogram();
     for (let q = 0; q < 200 + o.nearby; q++) {
       const t0 = performance.now();
-      await store.nearby(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16, 2001, 10, 1 << VehicleStatus.AVAILABLE);
+      await store.nearby(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16, 2001, 10, 1 << VehicleStatus.AVAILABLE, undefined, config.scanMax);
       if (q >= 200) scriptHist.record(performance.now() - t0);
     }
     extra.nearbyScriptP50 = scriptHist.quantile(0.5);

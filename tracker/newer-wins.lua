@@ -10,7 +10,9 @@
 -- unique within its fleet only: lib/auth.ts orderGrant); KEYS[4] the sweep's lower
 -- bounds of last-seen per bucket (sweep.lua).
 -- ARGV[1] prefix of the state buckets (a hash per bucket: vehicle id -> record); ARGV[2] Redis
--- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below. ARGV[3] the points, one blob (one
+-- Pub/Sub channel prefix or "" (the benchmark's comparison); ARGV[4] see oldBefore below; ARGV[5] prefix
+-- of the GEO sets per fleet (prefix .. fleet: that fleet's online vehicles, which a fleet token's
+-- search reads instead of every fleet's: its cost follows its grant). ARGV[3] the points, one blob (one
 -- argument instead of five per point: cheaper to send and to parse): per point u16 id length,
 -- u16 record length, u8 length + the bucket in decimal (the key is then a concatenation, not a
 -- printf of a number), the id, the point packed with rev 0 (all little-endian), then u8
@@ -20,11 +22,13 @@
 -- from that and the point, as newRecord below does (store.ts): building and sending it here cost
 -- Redis more than the rest of the point.
 local geo, counts, orders, bounds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, channel, blob = ARGV[1], ARGV[2], ARGV[3]
+local prefix, channel, blob, fleetGeo = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 -- A point heard from before this (ms) lowers its bucket's sweep bound (a replay after an outage);
 -- fresh points leave the bound alone, which costs nothing.
 local oldBefore = tonumber(ARGV[4])
 local OFFLINE = 5
+-- Vehicles whose fleet changed in this call -> their fleet now ('' for none).
+local movedTo = {}
 
 local unpack_table = unpack
 local unpack, sub, byte, char, pack, call = struct.unpack, string.sub, string.byte, string.char, struct.pack, redis.call
@@ -55,6 +59,11 @@ local function newRecord(v, old, rev, id)
     if old then count(oldStatus, oldFleet, -1) end
     count(status, fleet, 1)
   end
+  -- Out of the old fleet's GEO set (added to the new one's with the call's GEOADDs, below).
+  if old and oldFleet ~= fleet then
+    if oldFleet ~= '' then call('ZREM', fleetGeo .. oldFleet, id) end
+    movedTo[id] = fleet
+  end
   if order ~= oldOrder or fleet ~= oldFleet then
     local oldKey = oldFleet .. '/' .. oldOrder
     if oldOrder ~= '' and call('HGET', orders, oldKey) == id then call('HDEL', orders, oldKey) end
@@ -66,6 +75,8 @@ end
 local out = {}
 local n = 0
 local geoArgs, gn = {}, 0
+-- The GEOADD arguments of each fleet's set, and how many.
+local byFleet, fleetN = {}, {}
 local pos = 1
 local size = #blob
 while pos <= size do
@@ -118,6 +129,18 @@ while pos <= size do
     -- GEOADD once for the whole call (below): one command for many members costs less than many.
     gn = gn + 3
     geoArgs[gn - 2], geoArgs[gn - 1], geoArgs[gn] = lonText, latText, id
+    local fl = byte(rec, 41)
+    if fl > 0 then
+      local fleet = sub(rec, 42, 41 + fl)
+      local list = byFleet[fleet]
+      if not list then
+        list = {}
+        byFleet[fleet], fleetN[fleet] = list, 0
+      end
+      local m = fleetN[fleet] + 3
+      fleetN[fleet] = m
+      list[m - 2], list[m - 1], list[m] = lonText, latText, id
+    end
     call('HSET', key, id, rec)
     if channel ~= '' then call('PUBLISH', channel .. id, rec) end
   end
@@ -126,5 +149,23 @@ end
 -- GEOADD of the pair wins, as it should.
 for i = 1, gn, 3000 do
   call('GEOADD', geo, unpack_table(geoArgs, i, math.min(gn, i + 2999)))
+end
+for fleet, list in pairs(byFleet) do
+  local m = fleetN[fleet]
+  if next(movedTo) then
+    -- A vehicle that changed fleet within this call joins only the fleet of its last point.
+    local kept, k = {}, 0
+    for i = 1, m, 3 do
+      local to = movedTo[list[i + 2]]
+      if to == nil or to == fleet then
+        kept[k + 1], kept[k + 2], kept[k + 3] = list[i], list[i + 1], list[i + 2]
+        k = k + 3
+      end
+    end
+    list, m = kept, k
+  end
+  for i = 1, m, 3000 do
+    call('GEOADD', fleetGeo .. fleet, unpack_table(list, i, math.min(m, i + 2999)))
+  end
 end
 return out

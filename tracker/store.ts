@@ -3,6 +3,9 @@
  *
  * Keys (under TRACKER_REDIS_PREFIX):
  * - `geo`: GEO set of online vehicles (member = vehicle id).
+ * - `geo:<fleet>`: GEO set of the fleet's online vehicles, kept by the same scripts as `geo` (a
+ *   vehicle that changes fleet leaves the old one's): a fleet token's search reads its fleets'
+ *   vehicles, not every fleet's in the circle.
  * - `st:<bucket>`: the latest state of the vehicles of one bucket (hash: vehicle id -> record of
  *   state-codec.ts). 4096 buckets keep each hash small enough for Redis's compact listpack
  *   encoding: ~60 bytes a vehicle instead of ~100+ for a hash per vehicle (see README).
@@ -70,18 +73,19 @@ export interface StoreOptions {
 }
 
 export interface Store {
-  readonly keys: { geo: string; counts: string; orders: string; bucketPrefix: string; seenBounds: string };
+  readonly keys: { geo: string; fleetGeoPrefix: string; counts: string; orders: string; bucketPrefix: string; seenBounds: string };
   /** Applies a batch with newer-wins (one script call); returns the points that were taken, in order. */
   applyBatch(points: PointBlob, nowMs: number): Promise<Applied[]>;
   /** Records of these vehicles (absent when unknown). */
   getMany(ids: readonly string[]): Promise<Map<string, Buffer>>;
   /**
    * Online vehicles within `radiusM` of a point whose status is in `statusMask` (bit s for status s;
-   * 0: any) and whose fleet is one of `fleets` (empty: any), nearest first, at most `wanted`, with
-   * their records, reading at most about `budget` candidates (nearby.lua). `state`: "all" (every
-   * match is there), "more" (stopped at `wanted`), "budget" (stopped at the budget with fewer).
+   * 0: any), of `fleet` (searched in that fleet's GEO set) or of any fleet (undefined: the set of
+   * all), nearest first, at most `wanted`, with their records, reading at most about `budget`
+   * candidates (nearby.lua). `state`: "all" (every match is there), "more" (stopped at `wanted`),
+   * "budget" (stopped at the budget with fewer).
    */
-  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number, fleets: readonly string[], budget: number): Promise<{ state: NearbyState; hits: NearbyHit[] }>;
+  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number, fleet: string | undefined, budget: number): Promise<{ state: NearbyState; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
   /** The vehicle serving an order, named as a grant (`fleet/order`, lib/auth.ts orderGrant), if any. */
@@ -132,7 +136,7 @@ function sameFleet(b: Buffer, r: number, before: Buffer): boolean {
 
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
-  const keys = { geo: `${prefix}geo`, counts: `${prefix}counts`, orders: `${prefix}fleet-orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
+  const keys = { geo: `${prefix}geo`, fleetGeoPrefix: `${prefix}geo:`, counts: `${prefix}counts`, orders: `${prefix}fleet-orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
   // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
   redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 4 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
@@ -153,6 +157,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
         pubsubPrefix,
         points.buf.subarray(0, points.size),
         nowMs - OLD_POINT_MS,
+        keys.fleetGeoPrefix,
       );
       if (reply.length !== points.count) throw new Error(`newer-wins answered ${reply.length} values for ${points.count} points`);
       // The script answers what each vehicle was before; the new records are made here, as the
@@ -227,9 +232,13 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       });
       return out;
     },
-    async nearby(lat, lon, radiusM, wanted, statusMask, fleets, budget) {
+    async nearby(lat, lon, radiusM, wanted, statusMask, fleet, budget) {
       const clat = Math.max(-GEO_MAX_LAT, Math.min(GEO_MAX_LAT, lat));
-      const reply = await scripts.fleetNearbyBuffer(keys.geo, keys.bucketPrefix, lon, clat, radiusM, Math.max(1, wanted), statusMask, budget, ...fleets);
+      // The fleet's own set; the records are still checked for the fleet, as a tracker of an older
+      // version running beside this one moves a vehicle to another fleet without leaving this set.
+      const geo = fleet === undefined ? keys.geo : keys.fleetGeoPrefix + fleet;
+      const only = fleet === undefined ? [] : [fleet];
+      const reply = await scripts.fleetNearbyBuffer(geo, keys.bucketPrefix, lon, clat, radiusM, Math.max(1, wanted), statusMask, budget, ...only);
       const hits: NearbyHit[] = [];
       for (let i = 1; i + 1 < reply.length; i += 2) hits.push({ id: (reply[i] as Buffer).toString("utf8"), record: reply[i + 1] as Buffer });
       return { state: NEARBY_STATES[Number(reply[0])] ?? "all", hits };
@@ -273,6 +282,7 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
           Math.min(BUCKETS, from + bucketsPerCall),
           cutoffMs,
           Date.now(),
+          keys.fleetGeoPrefix,
         );
         for (let i = 0; i < reply.length; i += 2) out.push({ vehicleId: reply[i]!.toString("utf8"), record: reply[i + 1]! });
       }

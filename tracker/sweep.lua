@@ -6,9 +6,10 @@
 -- time, so a sweep costs little with 100,000 vehicles). Last-seen times only grow, so a bound stays
 -- a bound; newer-wins.lua lowers it for a point heard from long ago (a replay).
 -- ARGV[1] prefix of the state buckets, ARGV[2] first bucket, ARGV[3] bucket after the last,
--- ARGV[4] cutoff (ms since the epoch), ARGV[5] now. Returns two per vehicle taken offline: id, new record.
+-- ARGV[4] cutoff (ms since the epoch), ARGV[5] now, ARGV[6] prefix of the GEO sets per fleet
+-- (newer-wins.lua: a vehicle taken offline leaves its fleet's too). Returns two per vehicle taken offline: id, new record.
 local geo, counts, bounds = KEYS[1], KEYS[2], KEYS[3]
-local prefix, from, to, cutoff, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local prefix, from, to, cutoff, now, fleetGeo = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local OFFLINE = 5
 
 local function count(s, fleet, by)
@@ -34,6 +35,7 @@ for b = from, to - 1 do
       local fleet = string.sub(v, 42, 41 + fl)
       local rec = struct.pack('<I4', rev) .. string.sub(v, 5, 39) .. string.char(flags - 1) .. string.sub(v, 41)
       redis.call('ZREM', geo, id)
+      if fleet ~= '' then redis.call('ZREM', fleetGeo .. fleet, id) end
       count(string.byte(v, 39), fleet, -1)
       count(OFFLINE, fleet, 1)
       redis.call('HSET', key, id, rec)

@@ -170,6 +170,12 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
   };
   /** Whether a query reads the token's grant rather than searching the circle. */
   const byGrant = (claims: WatchClaims) => !claims.all && claims.fleets.length === 0;
+  /**
+   * The GEO sets a search reads (store.nearby's fleet): the set of all for a token that sees all,
+   * else each of its fleets' own, so that a fleet of 20 vehicles among 40,000 of other fleets reads
+   * its 20, not the 40,000 (which went past TRACKER_SCAN_MAX).
+   */
+  const searchSets = (claims: WatchClaims): (string | undefined)[] => (claims.all ? [undefined] : [...new Set(claims.fleets)]);
   const tooMany = (what: string) =>
     new LimitExceededError(
       `${what} would read more than ${limits.scanMax} vehicles in the area (TRACKER_SCAN_MAX): narrow the area, the statuses or the limit`,
@@ -262,17 +268,27 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) });
       };
       if (!byGrant(claims)) {
-        // Redis filters status, online and the token's fleets, reading at most TRACKER_SCAN_MAX
-        // candidates; a box's corners are filtered here, asking for more when that left too few.
-        const fleets = claims.all ? [] : claims.fleets;
+        // Redis filters status and online in each searched set (searchSets), reading at most
+        // TRACKER_SCAN_MAX candidates per set; a box's corners are filtered here, asking for more
+        // when that left too few.
+        const sets = searchSets(claims);
         let wanted = region.kind === "circle" ? limit : limit * 2;
         for (;;) {
-          const found = await fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask, fleets, limits.scanMax));
+          const found = await Promise.all(sets.map((fleet) => fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask, fleet, limits.scanMax))));
           hits = [];
           seen.clear();
-          for (const { id, record } of found.hits) take(id, record);
-          if (hits.length >= limit || found.state === "all") break;
-          if (found.state === "budget" || wanted >= limits.scanMax) throw tooMany("nearby");
+          // Up to this distance every match of every set is here: a set that stopped early has
+          // none nearer than the farthest it returned.
+          let sure = Infinity;
+          for (const f of found) {
+            for (const { id, record } of f.hits) take(id, record);
+            if (f.state === "all") continue;
+            const last = f.hits.at(-1);
+            const s = last && decodeState(last.record);
+            sure = Math.min(sure, s ? distanceM(region.lat, region.lon, s.lat, s.lon) : 0);
+          }
+          if (sure === Infinity || hits.filter((h) => h.distanceM <= sure).length >= limit) break;
+          if (found.some((f) => f.state === "budget") || wanted >= limits.scanMax) throw tooMany("nearby");
           wanted = Math.min(limits.scanMax, wanted * 4);
         }
       }
@@ -363,13 +379,14 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
               const records = await grantedRecords(claims);
               return [...records].map(([id, record]) => viewOfRecord(id, record));
             }
-            const fleets = claims.all ? [] : claims.fleets;
-            // Everything in the circle the token's fleets hold, up to the scan bound.
-            const found = await fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, limits.scanMax, 0, fleets, limits.scanMax));
-            if (found.state !== "all") throw tooMany("the area's snapshot");
-            const views = found.hits.map((h) => viewOfRecord(h.id, h.record));
+            // Everything in the circle the token's fleets hold, up to the scan bound per set.
+            const found = await Promise.all(
+              searchSets(claims).map((fleet) => fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, limits.scanMax, 0, fleet, limits.scanMax))),
+            );
+            if (found.some((f) => f.state !== "all")) throw tooMany("the area's snapshot");
+            const views = found.flatMap((f) => f.hits.map((h) => viewOfRecord(h.id, h.record)));
             if (!claims.all && claims.vehicles.length + claims.orders.length > 0) {
-              const have = new Set(found.hits.map((h) => h.id));
+              const have = new Set(views.map((v) => v.vehicleId));
               for (const [id, record] of await grantedRecords(claims)) if (!have.has(id)) views.push(viewOfRecord(id, record));
             }
             return views;

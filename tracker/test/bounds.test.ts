@@ -19,11 +19,15 @@ let redis: Redis;
 const fleet = uniqueName("crowd");
 const mine = `${fleet}-mine`;
 const ids: string[] = [];
+/** A small fleet's 20 vehicles, scattered among the 40,000 of the crowd. */
+const small = uniqueName("small");
+const smallIds = Array.from({ length: 20 }, (_, k) => `${small}-${k}`);
+let store: ReturnType<typeof createStore>;
 beforeAll(async () => {
   t = await startTestTracker({ TRACKER_CONSUME: "false", TRACKER_WATCHES_PER_TOKEN: "3", TRACKER_WATCHES_PER_CONNECTION: "4" });
   client = grpcClient(t.target);
   redis = new Redis(t.redisUrl);
-  const store = createStore({ redis, prefix: t.prefix });
+  store = createStore({ redis, prefix: t.prefix });
   // A 200 × 200 grid around (50, 10), ~550 m apart: all within 200 km of its centre.
   for (let i = 0; i < VEHICLES; i++) ids.push(`${fleet}-${i}`);
   const now = Date.now();
@@ -36,6 +40,7 @@ beforeAll(async () => {
   }
   const blob = new PointBlob();
   blob.addPosition(point(mine, 1, { fleetId: uniqueName("own"), lat: 50.9, lon: 11.2 }), now);
+  smallIds.forEach((id, k) => blob.addPosition(point(id, 1, { fleetId: small, lat: 49.5 + (k % 5) * 0.2 + 0.001, lon: 9.3 + Math.floor(k / 5) * 0.3 + 0.001 }), now));
   await store.applyBatch(blob, now);
 }, 60_000);
 afterAll(async () => {
@@ -98,9 +103,71 @@ describe("bounds", () => {
     expect([...near.slow, ...none.slow]).toEqual([]);
   });
 
+  test("nearby - a fleet token reads its fleet's own GEO set: 20 vehicles among 40,000 of another fleet are all found, little work, no slow command", async () => {
+    const token = await t.token({ fleets: [small] });
+    const near = await measured(() => unary<NearbyResponse>(client, "nearby", token, { ...wide, limit: 100 }));
+    expect(near.result.error).toBeUndefined();
+    expect(near.result.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId).sort()).toEqual([...smallIds].sort());
+    // Each wider circle reads the nearer members again: a few times the fleet, not the 40,000.
+    expect(near.calls("hget")).toBeLessThanOrEqual(5 * smallIds.length);
+    expect(near.calls("geosearch")).toBeLessThanOrEqual(12);
+    // A status none of them has: every one of them read, still no RESOURCE_EXHAUSTED, nothing found.
+    const none = await measured(() => unary<NearbyResponse>(client, "nearby", token, { ...wide, statuses: [4], limit: 5 }));
+    expect(none.result.error).toBeUndefined();
+    expect(none.result.response!.vehicles).toEqual([]);
+    expect(none.calls("hget")).toBeLessThanOrEqual(5 * smallIds.length);
+    // Two fleets: each searched in its own set, the nearest of both.
+    const both = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [small, fleet] }), { area: { shape: { case: "circle", value: { lat: 49.5, lon: 9.3, radiusM: 5000 } } }, limit: 3 });
+    expect(both.error).toBeUndefined();
+    expect(both.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)[0]).toBe(smallIds[0]);
+    expect(both.response!.vehicles.length).toBe(3);
+    // A snapshot of the whole circle: the 20, nothing else.
+    const snap = await measured(async () => {
+      const w = watch(client, "watchArea", token, wide);
+      await w.until(smallIds.length + 1);
+      return w;
+    });
+    const area = snap.result;
+    area.cancel();
+    expect(area.events.filter((e) => e.kind === EventKind.SNAPSHOT).map((e) => e.vehicle!.position!.vehicleId).sort()).toEqual([...smallIds].sort());
+    expect(snap.calls("hget")).toBeLessThanOrEqual(5 * smallIds.length);
+    expect([...near.slow, ...none.slow, ...snap.slow]).toEqual([]);
+  });
+
+  test("store - a vehicle leaves its fleet's GEO set when it changes fleet (even twice in one call) and when it goes stale", async () => {
+    const set = (f: string) => `${store.keys.fleetGeoPrefix}${f}`;
+    const other = uniqueName("other");
+    const [moved, twice, stale] = [uniqueName("moved"), uniqueName("twice"), uniqueName("stale")];
+    const now = Date.now();
+    const first = new PointBlob();
+    for (const id of [moved, twice]) first.addPosition(point(id, 1, { fleetId: small, lat: 50, lon: 10 }), now);
+    first.addPosition(point(stale, 1, { fleetId: small, lat: 50, lon: 10 }), now - 600_000);
+    await store.applyBatch(first, now);
+    for (const id of [moved, twice, stale]) expect(await redis.zscore(set(small), id)).not.toBeNull();
+    const second = new PointBlob();
+    second.addPosition(point(moved, 2, { fleetId: other, lat: 50, lon: 10 }), now);
+    // To the other fleet and back within one script call: in the first fleet's set only.
+    second.addPosition(point(twice, 2, { fleetId: other, lat: 50, lon: 10 }), now);
+    second.addPosition(point(twice, 3, { fleetId: small, lat: 50, lon: 10 }), now);
+    await store.applyBatch(second, now);
+    expect(await redis.zscore(set(small), moved)).toBeNull();
+    expect(await redis.zscore(set(other), moved)).not.toBeNull();
+    expect(await redis.zscore(set(small), twice)).not.toBeNull();
+    expect(await redis.zscore(set(other), twice)).toBeNull();
+    const gone = await store.sweep(now - 300_000);
+    expect(gone.map((g) => g.vehicleId)).toEqual([stale]);
+    expect(await redis.zscore(set(small), stale)).toBeNull();
+    expect(await redis.zscore(store.keys.geo, stale)).toBeNull();
+  });
+
   test("area - a snapshot reads the grant (one vehicle) or refuses an area past the bound; no slow Redis command", async () => {
-    const one = watch(client, "watchArea", await t.token({ vehicles: [mine] }), wide);
-    const { slow, calls } = await measured(async () => one.until(2));
+    const oneToken = await t.token({ vehicles: [mine] });
+    // The watch starts inside the measure, so that its snapshot is counted.
+    const { result: one, slow, calls } = await measured(async () => {
+      const w = watch(client, "watchArea", oneToken, wide);
+      await w.until(2);
+      return w;
+    });
     expect(calls("geosearch")).toBe(0);
     expect(one.events.map((e) => [EventKind[e.kind], e.vehicle?.position?.vehicleId])).toEqual([["SNAPSHOT", mine], ["SNAPSHOT_END", undefined]]);
     one.cancel();
