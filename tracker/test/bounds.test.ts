@@ -5,9 +5,11 @@
  * straight through the store's write path (the consumer's newer-wins.lua) to keep the test quick.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import Redis from "ioredis";
 import type { NearbyResponse } from "../../gen/fleet/v1/tracker_pb";
-import { EventKind } from "../../gen/fleet/v1/tracker_pb";
+import { EventKind, TrackerService } from "../../gen/fleet/v1/tracker_pb";
 import { PointBlob } from "../point-blob";
 import { createStore } from "../store";
 import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, watch, type TestTracker } from "./helpers";
@@ -158,6 +160,27 @@ describe("bounds", () => {
     expect(gone.map((g) => g.vehicleId)).toEqual([stale]);
     expect(await redis.zscore(set(small), stale)).toBeNull();
     expect(await redis.zscore(store.keys.geo, stale)).toBeNull();
+  });
+
+  test("watch - on connect's path (the Connect protocol over HTTP/2) a connection is counted too", async () => {
+    const transport = () => createConnectTransport({ baseUrl: t.tracker.url, httpVersion: "2" });
+    const [one, two] = [createClient(TrackerService, transport()), createClient(TrackerService, transport())];
+    const tokens = await Promise.all([0, 1, 2, 3, 4].map((i) => t.token({ vehicles: [mine], subject: `connect-${i}` })));
+    const controllers = tokens.map(() => new AbortController());
+    const opened = async (c: typeof one, i: number) => {
+      const it = c.watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[i]}` }, signal: controllers[i]!.signal })[Symbol.asyncIterator]();
+      return (await it.next()).value;
+    };
+    for (let i = 0; i < 4; i++) expect(await opened(one, i)).toBeDefined();
+    const fifth = await opened(one, 4).catch((e: unknown) => ConnectError.from(e));
+    expect(fifth).toBeInstanceOf(ConnectError);
+    expect((fifth as ConnectError).code).toBe(Code.ResourceExhausted);
+    expect((fifth as ConnectError).rawMessage).toContain("TRACKER_WATCHES_PER_CONNECTION 4");
+    const elsewhere = new AbortController();
+    const it = two.watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[4]}` }, signal: elsewhere.signal })[Symbol.asyncIterator]();
+    expect((await it.next()).value).toBeDefined();
+    elsewhere.abort();
+    for (const c of controllers) c.abort();
   });
 
   test("area - a snapshot reads the grant (one vehicle) or refuses an area past the bound; no slow Redis command", async () => {
