@@ -151,8 +151,12 @@ test("long streams - flow control holds a vehicle back while its points cannot b
       const lines: { t?: number; written?: number; done?: boolean; status?: string; body?: string }[] = [];
       const reader = (async () => {
         let rest = "";
-        for await (const chunk of proc.stdout) {
-          rest += new TextDecoder().decode(chunk);
+        const decoder = new TextDecoder();
+        const stdout = proc.stdout.getReader();
+        for (;;) {
+          const { done, value } = await stdout.read();
+          if (done) break;
+          rest += decoder.decode(value, { stream: true });
           const parts = rest.split("\n");
           rest = parts.pop()!;
           for (const p of parts) if (p) lines.push(JSON.parse(p));
