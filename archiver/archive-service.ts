@@ -7,7 +7,8 @@ import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ArchiveService, PartitionSchema, PartitionState, type ListPartitionsResponse, type RunArchiveResponse } from "../gen/fleet/v1/archive_pb";
 import type { Sql } from "../lib/pg";
-import { archiveDays, hotDays, partitionName, type StorageMode } from "../lib/positions-db";
+import { archiveDays, hotDays, partitionName, timescaleSchema, type StorageMode } from "../lib/positions-db";
+import { timescaleDayRows } from "../lib/timescale-chunks";
 import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/rpc";
 import { ArchiveBusyError, type ArchiveProgress } from "./archive-run";
 
@@ -57,6 +58,10 @@ export function createArchiveService({ sql, mode, run, hotRetentionMs }: Archive
         const rows = await sql`SELECT relname, greatest(reltuples, 0)::int8 AS n FROM pg_class
                                WHERE relname = ANY(${hot.map(partitionName)}::text[]) AND relnamespace = current_schema()::regnamespace`;
         for (const r of rows) estimates.set(r.relname as string, Number(r.n));
+      } else if (mode === "timescale" && hot.length) {
+        // A day's chunks' statistics, compressed ones included (approximate_row_count), under the partition's name.
+        const ts = await timescaleSchema(sql);
+        if (ts) for (const [day, n] of await timescaleDayRows(sql, ts)) estimates.set(partitionName(day), n);
       }
       const byDay = new Map<string, ListPartitionsResponse["partitions"][number]>();
       for (const d of await archiveDays(sql)) {

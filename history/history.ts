@@ -13,9 +13,10 @@ import type { Config } from "../lib/config";
 import { nativeUnaryMethods } from "../lib/grpc-stream";
 import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
 import { createLogger, type Logger } from "../lib/log";
-import { createRegistry, type Registry } from "../lib/metrics";
+import { createRegistry, Gauge, type Registry } from "../lib/metrics";
 import { connectPostgres, type Sql } from "../lib/pg";
 import { migrate, type StorageMode } from "../lib/positions-db";
+import { uncompressedChunks } from "../lib/timescale-chunks";
 import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
 import { serve, type Server } from "../lib/serve";
 import { CONSUMERS, POSITIONS_STREAM } from "../lib/subjects";
@@ -82,6 +83,28 @@ export async function createHistory({
         writer.ensureAhead(config.historyPartitionsAhead).catch((err) => log.warn("could not create partitions ahead", { err }));
       }, 3_600_000),
     );
+
+    if (mode === "timescale") {
+      // TimescaleDB's background jobs fail on PostgreSQL 15.20 (lib/timescale-chunks.ts): the
+      // compression policy may do nothing, so its backlog is shown here (`fleet compress` clears it).
+      // Not exported in plain mode, where nothing is compressed.
+      let failing = false;
+      new Gauge({
+        name: "history_uncompressed_chunks",
+        help: "chunks of positions older than the compression delay and not compressed (NaN when they could not be read); run `fleet compress` when above 0",
+        registers: [registry],
+        async collect() {
+          try {
+            this.set((await uncompressedChunks(readSql)).chunks.length);
+            failing = false;
+          } catch (err) {
+            this.set(Number.NaN);
+            if (!failing) log.warn("could not read the uncompressed chunks for history_uncompressed_chunks", { err });
+            failing = true;
+          }
+        },
+      });
+    }
 
     if (consume) {
       if (!config.natsUrl) throw new Error("NATS_URL is empty: the history writer needs NATS JetStream");

@@ -19,6 +19,12 @@ import { checkSchemaName, lockKey, type Sql, type TransactionSql } from "./pg";
 /** plain: declarative day partitions; timescale: hypertable. */
 export type StorageMode = "plain" | "timescale";
 
+/**
+ * Timescale mode: chunks whose range ended this long ago are compressed (the policy's compress_after;
+ * `fleet compress` and `history_uncompressed_chunks` read the policy, this when it is gone).
+ */
+export const COMPRESS_AFTER = "2 days";
+
 /** Where a day's positions are (mirrors fleet.v1.PartitionState). */
 export type DayState = "writing" | "written" | "archived";
 
@@ -121,7 +127,7 @@ const MIGRATIONS: Migration[] = [
           SELECT ${ts}.create_hypertable('${schema}.positions', ${ts}.by_range('recorded_at', interval '1 day'));
           ALTER TABLE positions SET (timescaledb.compress, timescaledb.compress_segmentby = 'vehicle_id',
                                      timescaledb.compress_orderby = 'recorded_at');
-          SELECT ${ts}.add_compression_policy('${schema}.positions', compress_after => interval '2 days');
+          SELECT ${ts}.add_compression_policy('${schema}.positions', compress_after => interval '${COMPRESS_AFTER}');
         `);
       } else {
         await tx.unsafe(`CREATE TABLE positions (${columns}) PARTITION BY RANGE (recorded_at);`);
