@@ -11,6 +11,7 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run(argv
   sim: { summary: "drive simulated vehicles against a running gateway", load: () => import("./commands/sim") },
   token: { summary: "mint vehicle and watch tokens for the configured secret", load: () => import("./commands/token") },
   query: { summary: "run SQL with DuckDB over the Parquet archive (a positions view is defined)", load: () => import("./commands/query") },
+  compress: { summary: "compress the TimescaleDB chunks the compression policy left behind", load: () => import("./commands/compress") },
 };
 
 const usage = `fleet: fleet telemetry platform (gRPC ingest -> NATS JetStream -> Redis / PostgreSQL / Parquet)
