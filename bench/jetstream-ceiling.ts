@@ -5,7 +5,7 @@
  */
 import { connect } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, StorageType } from "@nats-io/jetstream";
-import { partitionOf } from "../lib/subjects";
+import { partitionOf } from "../lib/nats";
 import { encodePosition, vehicleTemplate, type VehicleTemplate } from "./point-codec";
 
 export interface JetStreamCeilingOptions {

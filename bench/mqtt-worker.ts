@@ -5,7 +5,7 @@
  * counted during the measured window.
  */
 import mqtt from "mqtt";
-import { partitionOf } from "../lib/subjects";
+import { partitionOf } from "../lib/nats";
 import { encodePosition, vehicleTemplate, type VehicleTemplate } from "./point-codec";
 
 export interface MqttWorkerOptions {

@@ -34,10 +34,9 @@ import { PositionBatchSchema, PositionSchema, VehicleStatus, type Position } fro
 import { NearbyRequestSchema, NearbyResponseSchema, TrackerService, type NearbyRequest, type NearbyResponse } from "../gen/fleet/v1/tracker_pb";
 import { mintWatchToken } from "../lib/auth";
 import { loadConfig } from "../lib/config";
-import { ensurePositionsStream } from "../lib/jetstream";
+import { ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/nats";
 import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
 import { startStack } from "../lib/stack";
-import { CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/subjects";
 import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine, readHistogram } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";

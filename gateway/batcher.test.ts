@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectNats, ensurePositionsStream, type Nats } from "../lib/jetstream";
+import { connectNats, ensurePositionsStream, partitionOf, type Nats } from "../lib/nats";
 import { createLogger } from "../lib/log";
 import { createRegistry } from "../lib/metrics";
-import { partitionOf } from "../lib/subjects";
 import { testStack } from "../lib/testing";
 import { createBatcher, type AckSink } from "./batcher";
 import { VehicleState } from "./durable-seqs";

@@ -11,7 +11,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
-import { HEADERS } from "../lib/subjects";
+import { HEADERS } from "../lib/nats";
 
 /**
  * A point sent again while its first send is still in flight (a vehicle that reconnected before the

@@ -10,11 +10,10 @@
  */
 import { nanos } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import type { Nats } from "../lib/jetstream";
+import { CONSUMERS, partitionOf, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isDataException, isTransientPgError } from "../lib/pg";
-import { CONSUMERS, partitionOf, POSITIONS_STREAM } from "../lib/subjects";
 import { decodeBatchRows, type Row } from "./batch-decoder";
 import type { PositionWriter } from "./write-positions";
 

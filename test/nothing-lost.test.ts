@@ -13,7 +13,7 @@ import { createSimulator } from "../sim/simulator";
 import { freePort } from "../lib/free-port";
 import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
 import { testStack } from "../lib/testing";
-import { POSITIONS_STREAM } from "../lib/subjects";
+import { POSITIONS_STREAM } from "../lib/nats";
 
 const VEHICLES = 200;
 const keys = { secret: "nothing-lost-test-secret", issuer: "fleet", audience: "fleet" };

@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { AreaSchema } from "../gen/fleet/v1/geo_pb";
 import { geohashEncode } from "../lib/geohash";
 import { InvalidRequestError } from "../lib/rpc";
-import { liveCellWildcard } from "../lib/subjects";
+import { liveCellWildcard } from "../lib/nats";
 import { distanceM, regionSubjects, toRegion } from "./area";
 
 const circle = (lat: number, lon: number, radiusM: number) => create(AreaSchema, { shape: { case: "circle", value: { lat, lon, radiusM } } });

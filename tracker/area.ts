@@ -5,7 +5,7 @@
 import type { Area } from "../gen/fleet/v1/geo_pb";
 import { geohashCover } from "../lib/geohash";
 import { InvalidRequestError } from "../lib/rpc";
-import { liveCellWildcard } from "../lib/subjects";
+import { liveCellWildcard } from "../lib/nats";
 
 /** Earth radius Redis GEO uses, so distances agree with GEOSEARCH. */
 const EARTH_RADIUS_M = 6372797.560856;

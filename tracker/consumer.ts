@@ -14,7 +14,7 @@ import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@na
 import { nanos } from "@nats-io/nats-core";
 import type Redis from "ioredis";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
-import type { Nats } from "../lib/jetstream";
+import type { Nats } from "../lib/nats";
 import type { Logger } from "../lib/log";
 import { Counter, delayBuckets, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import type { LivePublisher } from "./live";

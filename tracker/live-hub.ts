@@ -6,7 +6,7 @@
  */
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../lib/log";
-import { liveSubscriptionsOf } from "../lib/subjects";
+import { liveSubscriptionsOf } from "../lib/nats";
 import { peekLive, type LiveView } from "./state-codec";
 
 export type LiveListener = (view: LiveView) => void;

@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { geohashEncode, geohashSameCell } from "../lib/geohash";
-import { liveOrderSubject, liveSubject } from "../lib/subjects";
+import { liveOrderSubject, liveSubject } from "../lib/nats";
 import { encodeLive, FIXED_BYTES, type LiveKind } from "./state-codec";
 import type { Before } from "./store";
 

@@ -23,7 +23,7 @@ import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
 import { InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/rpc";
-import { liveOrderSubject, liveVehicleWildcard } from "../lib/subjects";
+import { liveOrderSubject, liveVehicleWildcard } from "../lib/nats";
 import { distanceM, regionSubjects, toRegion } from "./area";
 import { canSee, canSeeView, grantsById, watchClaims } from "./authz";
 import { createLiveHub } from "./live-hub";

@@ -3,7 +3,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { loadConfig } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import { POSITIONS_STREAM } from "../../lib/subjects";
+import { POSITIONS_STREAM } from "../../lib/nats";
 import { parseSimArgs, SIM_USAGE } from "../../sim/options";
 import { cityBox, createCity } from "../../sim/route";
 import { createSimulator } from "../../sim/simulator";

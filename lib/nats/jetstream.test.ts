@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createLogger } from "./log";
+import { createLogger } from "../log";
 import { connectNats, ensurePositionsStream, watchStreamLimits, type Nats } from "./jetstream";
-import { createRegistry } from "./metrics";
-import { testStack } from "./testing";
+import { createRegistry } from "../metrics";
+import { testStack } from "../testing";
 
 let nats: Nats;
 beforeAll(async () => {

@@ -15,8 +15,8 @@ import {
   type StreamConfig,
   type StreamInfo,
 } from "@nats-io/jetstream";
-import type { Logger } from "./log";
-import { Gauge, type Registry } from "./metrics";
+import type { Logger } from "../log";
+import { Gauge, type Registry } from "../metrics";
 import { POSITIONS_STREAM, POSITIONS_SUBJECTS } from "./subjects";
 
 export interface NatsOptions {
