@@ -20,10 +20,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { objectKey, type ArchiveStore } from "../lib/archive-store";
+import { objectKey, checkSchemaName, lockKey, archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, timescaleSchema, type ArchiveStore, type Sql, type DayState, type StorageMode } from "../lib/storage";
 import type { Logger } from "../lib/log";
-import { checkSchemaName, lockKey, type Sql } from "../lib/pg";
-import { archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, timescaleSchema, type DayState, type StorageMode } from "../lib/positions-db";
 import { dayConditions, exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
 
 export type ArchiveStep = "write" | "verify" | "drop" | "skip";
@@ -269,7 +267,7 @@ async function archiveDayOnce(
         if (isHot) {
           if (mode === "plain") await tx.unsafe(`DROP TABLE ${partitionName(day)}`);
           else {
-            // Qualified with the extension's schema: the session sees only the service's (lib/pg.ts).
+            // Qualified with the extension's schema: the session sees only the service's (lib/storage/pg.ts).
             const ts = await timescaleSchema(tx);
             if (!ts) throw new Error("positions is a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb");
             await tx.unsafe(

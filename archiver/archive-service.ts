@@ -6,9 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ArchiveService, PartitionSchema, PartitionState, type ListPartitionsResponse, type RunArchiveResponse } from "../gen/fleet/v1/archive_pb";
-import type { Sql } from "../lib/pg";
-import { archiveDays, hotDays, partitionName, timescaleSchema, type StorageMode } from "../lib/positions-db";
-import { timescaleDayRows } from "../lib/timescale-chunks";
+import { archiveDays, hotDays, partitionName, timescaleSchema, timescaleDayRows, type Sql, type StorageMode } from "../lib/storage";
 import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/rpc";
 import { ArchiveBusyError, type ArchiveProgress } from "./archive-run";
 

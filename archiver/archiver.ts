@@ -3,14 +3,11 @@
  * a run every ARCHIVE_INTERVAL, and ArchiveService on the one-port server.
  */
 import { ArchiveService } from "../gen/fleet/v1/archive_pb";
-import { openDuckDb } from "../lib/archive-duckdb";
-import { archiveStoreFrom, type ArchiveStore } from "../lib/archive-store";
+import { openDuckDb, archiveStoreFrom, connectPostgres, archiveDays, migrate, type ArchiveStore, type Sql } from "../lib/storage";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { createLogger, type Logger } from "../lib/log";
 import { Counter, Gauge, createRegistry, type Registry } from "../lib/metrics";
-import { connectPostgres, type Sql } from "../lib/pg";
-import { archiveDays, migrate } from "../lib/positions-db";
 import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
 import { serve, type Server } from "../lib/serve";
 import { ArchiveBusyError, runArchive, type ArchiveProgress, type ArchiveRunResult } from "./archive-run";

@@ -5,7 +5,7 @@
  * by plain-parquet.ts. No text is printed or parsed on either side: PostgreSQL sends its values'
  * own bytes, and DuckDB reads the file's without conversion before it sorts and compresses them.
  */
-import { binaryCopyHeaderEnd, PG_EPOCH_US, type Sql } from "../lib/pg";
+import { binaryCopyHeaderEnd, PG_EPOCH_US, type Sql } from "../lib/storage";
 import { ProtoWriter } from "../lib/proto-writer";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 

@@ -5,7 +5,7 @@
 import { ConfigError, loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
 import { checkSecret } from "../lib/secret-policy";
-import { guardPostgresClosedSocketWrite } from "../lib/pg";
+import { guardPostgresClosedSocketWrite } from "../lib/storage";
 import { createArchiver } from "./archiver";
 
 let config;

@@ -7,9 +7,7 @@
  * export to sorted file in 2.8 s against 3.6 s (median of 5, alternating, on a probe).
  */
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { FILE_COLUMNS, sqlString } from "../lib/archive-duckdb";
-import type { Sql } from "../lib/pg";
-import { DAY_MS, dayOf, dayStartMs, partitionName, type StorageMode } from "../lib/positions-db";
+import { FILE_COLUMNS, sqlString, DAY_MS, dayOf, dayStartMs, partitionName, type Sql, type StorageMode } from "../lib/storage";
 import { exportPlainParquet } from "./binary-export";
 
 /** Parquet writer options (DuckDB COPY … TO): zstd, format V2 (delta encodings), row groups of ~1M rows. */

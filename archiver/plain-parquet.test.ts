@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openDuckDb, sqlString } from "../lib/archive-duckdb";
+import { openDuckDb, sqlString } from "../lib/storage";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 
 const dir = mkdtempSync(join(tmpdir(), "plain-parquet-"));

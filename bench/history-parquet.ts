@@ -2,13 +2,12 @@
  * The Parquet writer comparison of `bun run bench history`: the same rows written by DuckDB's writer
  * (what the archiver uses: zstd, format V2) and by parquetjs-lite (pure JavaScript; it has no zstd,
  * so its best codec here, gzip), then read back by DuckDB. Same columns for both (the scaled integers
- * of lib/archive-duckdb.ts).
+ * of lib/storage/archive-duckdb.ts).
  */
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { EXPORT_SELECT, sqlString } from "../lib/archive-duckdb";
-import { copyOutToBuffer, type Sql } from "../lib/pg";
+import { EXPORT_SELECT, sqlString, copyOutToBuffer, type Sql } from "../lib/storage";
 import { csvToParquet, dayConditions } from "../archiver/parquet-writer";
 
 export interface WriterFigures {

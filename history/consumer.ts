@@ -13,7 +13,7 @@ import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@na
 import { CONSUMERS, partitionOf, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
-import { isDataException, isTransientPgError } from "../lib/pg";
+import { isDataException, isTransientPgError } from "../lib/storage";
 import { decodeBatchRows, type Row } from "./batch-decoder";
 import type { PositionWriter } from "./write-positions";
 

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { binaryCopyRows, PG_EPOCH_US } from "../lib/pg";
+import { binaryCopyRows, PG_EPOCH_US } from "../lib/storage";
 import { rowsOf, type Row } from "./batch-decoder";
 import { copyText, distanceM, positionsCopy, prepareRows, rollupOf, stagingText, timestampMicros } from "./copy-rows";
 

@@ -4,7 +4,7 @@
  * timestamptz by the insert); and the rollup's sums of new points.
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { BINARY_COPY_SIGNATURE, PG_EPOCH_US } from "../lib/pg";
+import { BINARY_COPY_SIGNATURE, PG_EPOCH_US } from "../lib/storage";
 import { ProtoWriter } from "../lib/proto-writer";
 import type { Row } from "./batch-decoder";
 

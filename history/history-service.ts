@@ -9,7 +9,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { HistoryService, StatsBucket, type GetStatsResponse, type GetTrackResponse, type ReplayResponse } from "../gen/fleet/v1/history_pb";
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import type { Area } from "../gen/fleet/v1/geo_pb";
-import type { Sql } from "../lib/pg";
+import type { Sql } from "../lib/storage";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/rpc";
 import { accessOf, seesWholeVehicle } from "./access";

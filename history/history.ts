@@ -6,17 +6,13 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
-import { openDuckDb } from "../lib/archive-duckdb";
-import { archiveStoreFrom, defaultCacheDir } from "../lib/archive-store";
+import { openDuckDb, archiveStoreFrom, defaultCacheDir, connectPostgres, migrate, uncompressedChunks, type Sql, type StorageMode } from "../lib/storage";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { nativeUnaryMethods } from "../lib/grpc-stream";
 import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { createRegistry, Gauge, type Registry } from "../lib/metrics";
-import { connectPostgres, type Sql } from "../lib/pg";
-import { migrate, type StorageMode } from "../lib/positions-db";
-import { uncompressedChunks } from "../lib/timescale-chunks";
 import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
 import { serve, type Server } from "../lib/serve";
 import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
@@ -84,7 +80,7 @@ export async function createHistory({
     );
 
     if (mode === "timescale") {
-      // TimescaleDB's background jobs fail on PostgreSQL 15.20 (lib/timescale-chunks.ts): the
+      // TimescaleDB's background jobs fail on PostgreSQL 15.20 (lib/storage/timescale-chunks.ts): the
       // compression policy may do nothing, so its backlog is shown here (`fleet compress` clears it).
       // Not exported in plain mode, where nothing is compressed.
       let failing = false;

@@ -5,10 +5,7 @@
  */
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { seesWholeVehicle, type Access } from "./access";
-import { parquetSource, sqlString } from "../lib/archive-duckdb";
-import { localParquetFiles, type ArchiveStore } from "../lib/archive-store";
-import { archivedDaysBetween, DAY_MS, dayOf, dayStartMs } from "../lib/positions-db";
-import { binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, PG_EPOCH_US, type Sql } from "../lib/pg";
+import { parquetSource, sqlString, localParquetFiles, archivedDaysBetween, DAY_MS, dayOf, dayStartMs, binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, PG_EPOCH_US, type ArchiveStore, type Sql } from "../lib/storage";
 import { lightPointSql } from "./track-hours";
 
 export interface StoredPoint {

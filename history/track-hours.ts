@@ -16,8 +16,7 @@
  */
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
-import { lockKey, type Sql } from "../lib/pg";
-import { hotDays, type StorageMode } from "../lib/positions-db";
+import { lockKey, hotDays, type Sql, type StorageMode } from "../lib/storage";
 
 const HOUR_MS = 3_600_000;
 

@@ -16,8 +16,7 @@
  * points adds its own leg but does not shorten the leg it splits; the rollup's distance is then a
  * little high (documented in history/README.md).
  */
-import { DAY_MS, dayOf, ensureDayPartitions, hotDays, type StorageMode } from "../lib/positions-db";
-import { copyFailuresReported, copyFrom, lockKey, type Sql, type TransactionSql } from "../lib/pg";
+import { DAY_MS, dayOf, ensureDayPartitions, hotDays, copyFailuresReported, copyFrom, lockKey, type StorageMode, type Sql, type TransactionSql } from "../lib/storage";
 import type { Row } from "./batch-decoder";
 import { POSITION_COLUMNS, positionsCopy, prepareRows, rollupOf, STAGING_COLUMNS, stagingText, type PreparedRows } from "./copy-rows";
 

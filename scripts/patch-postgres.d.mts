@@ -1,5 +1,5 @@
-/** Types of scripts/patch-postgres.mjs, for test/patch-postgres.test.ts and lib/pg.ts. */
-/** The edit that makes a COPY FROM the server failed reject (lib/pg.ts looks for it). */
+/** Types of scripts/patch-postgres.mjs, for test/patch-postgres.test.ts and lib/storage/pg.ts. */
+/** The edit that makes a COPY FROM the server failed reject (lib/storage/pg.ts looks for it). */
 export const COPY_FAILURE_EDIT: readonly [string, string];
 /** [what the release has, what the patch makes of it]. */
 export const EDITS: readonly (readonly [string, string])[];

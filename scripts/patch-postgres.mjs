@@ -5,7 +5,7 @@
 //    setImmediate, outside any query, which ends the process (porsager/postgres#1066, #1154, #1208;
 //    PRs #1168, #1176, #1209). Here it drops the stale write: that connection's queries were
 //    already rejected with CONNECTION_CLOSED, which callers retry, and a reconnect rewrites its
-//    startup. lib/pg.ts's guardPostgresClosedSocketWrite stays for an unpatched install, but bun test
+//    startup. lib/storage/pg.ts's guardPostgresClosedSocketWrite stays for an unpatched install, but bun test
 //    reports a timer's throw as a failure whatever handler is installed, so tests need this.
 //  - terminate() and closed() cancel the scheduled write without forgetting it, so a connection
 //    that comes back never schedules one again and its small writes wait forever (the bug reported
@@ -19,7 +19,7 @@
 // missing partition) after the stream was ended left the stream's end waiting forever: the query
 // had resolved with the stream at CopyInResponse, and the error found no stream to fail. Here the
 // error ends that wait, so the stream emits it (the writer's fast path COPYs straight into
-// `positions` and relies on this; see copyFailuresReported in lib/pg.ts).
+// `positions` and relies on this; see copyFailuresReported in lib/storage/pg.ts).
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,7 +27,7 @@ import { fileURLToPath } from "node:url";
 // The installed package; a test passes another folder.
 const root = process.argv[2] ?? join(dirname(fileURLToPath(import.meta.url)), "..", "node_modules", "postgres");
 const MARK = "fleet patch";
-/** The edit that makes a COPY FROM the server failed reject (lib/pg.ts's copyFailuresReported looks for it). */
+/** The edit that makes a COPY FROM the server failed reject (lib/storage/pg.ts's copyFailuresReported looks for it). */
 export const COPY_FAILURE_EDIT = [
   "  function errored(err) {\n    stream && (stream.destroy(err), stream = null)\n",
   `  function errored(err) {\n    final && (final(err), final = null) // ${MARK}: a COPY FROM the server failed after its stream ended\n    stream && (stream.destroy(err), stream = null)\n`,

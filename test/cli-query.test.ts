@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { csvToParquet } from "../archiver/parquet-writer";
-import { openDuckDb } from "../lib/archive-duckdb";
+import { openDuckDb } from "../lib/storage";
 
 const root = join(import.meta.dir, "..");
 let dir: string;

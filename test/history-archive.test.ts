@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createArchiver, type Archiver } from "../archiver/archiver";
-import { hotDays } from "../lib/positions-db";
+import { hotDays } from "../lib/storage";
 import { bearer, countRows, eventually, historyFixture, pointAt, testConfig, type HistoryFixture } from "../history/test/helpers";
 
 let fx: HistoryFixture;

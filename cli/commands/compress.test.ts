@@ -5,8 +5,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { createLogger } from "../../lib/log";
-import { connectPostgres } from "../../lib/pg";
-import { chooseStorage, migrate, timescaleFacts } from "../../lib/positions-db";
+import { connectPostgres, chooseStorage, migrate, timescaleFacts } from "../../lib/storage";
 import { testStack } from "../../lib/testing";
 
 const root = `${import.meta.dir}/../..`;

@@ -1,9 +1,7 @@
 /** `fleet compress`: compresses by hand the TimescaleDB chunks that the compression policy left behind. */
 import { parseArgs } from "node:util";
-import { COMPRESS_AFTER, storageMode, timescaleSchema } from "../../lib/positions-db";
+import { COMPRESS_AFTER, storageMode, timescaleSchema, connectPostgres, compressChunk, uncompressedChunks } from "../../lib/storage";
 import { loadConfig, parseDuration } from "../../lib/config";
-import { connectPostgres } from "../../lib/pg";
-import { compressChunk, uncompressedChunks } from "../../lib/timescale-chunks";
 
 const help = `usage: fleet compress [--older-than DURATION] [--dry-run]
 

@@ -1,7 +1,6 @@
 /** `fleet query "<SQL>"`: DuckDB over the Parquet archive, with a `positions` view already defined. */
 import { parseArgs } from "node:util";
-import { openDuckDb, positionsViewSql } from "../../lib/archive-duckdb";
-import { archiveStoreFrom, createDirStore, defaultCacheDir, localParquetFiles } from "../../lib/archive-store";
+import { openDuckDb, positionsViewSql, archiveStoreFrom, createDirStore, defaultCacheDir, localParquetFiles } from "../../lib/storage";
 import { loadConfig } from "../../lib/config";
 
 const help = `usage: fleet query "<SQL>" [--dir FOLDER] [--day YYYY-MM-DD]... [--json]

@@ -14,7 +14,7 @@ import { mintWatchToken, tokenKeys, type WatchGrant } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { connectNats, ensurePositionsStream, HEADERS, type Nats } from "../../lib/nats";
 import { createLogger } from "../../lib/log";
-import { connectPostgres, guardPostgresClosedSocketWrite, type Sql } from "../../lib/pg";
+import { connectPostgres, guardPostgresClosedSocketWrite, type Sql } from "../../lib/storage";
 import { testStack } from "../../lib/testing";
 import type { Stack } from "../../lib/stack";
 import { createHistory, type History } from "../history";

@@ -2,8 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { VehicleStatus } from "../../gen/fleet/v1/position_pb";
-import { copyFailuresReported, copyFrom } from "../../lib/pg";
-import { hotDays, storageMode } from "../../lib/positions-db";
+import { copyFailuresReported, copyFrom, hotDays, storageMode } from "../../lib/storage";
 import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;

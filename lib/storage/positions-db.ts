@@ -9,11 +9,11 @@
  *
  * TimescaleDB (when the extension is usable, see `chooseStorage`): `positions` is a hypertable with
  * one-day chunks and compression, and the same queries run against it. Sessions see only the
- * service's schema (lib/pg.ts), so every TimescaleDB function is called qualified with the schema
+ * service's schema (lib/storage/pg.ts), so every TimescaleDB function is called qualified with the schema
  * the extension lives in (pg_extension.extnamespace). No TimescaleDB package exists on the build
  * machine: that branch is tested where the extension is installed and preloaded.
  */
-import type { Logger } from "./log";
+import type { Logger } from "../log";
 import { checkSchemaName, lockKey, type Sql, type TransactionSql } from "./pg";
 
 /** plain: declarative day partitions; timescale: hypertable. */

@@ -1,5 +1,5 @@
 /**
- * Which storage the history schema gets (HISTORY_TIMESCALE, lib/positions-db.ts): the decision as a
+ * Which storage the history schema gets (HISTORY_TIMESCALE, lib/storage/positions-db.ts): the decision as a
  * table of what the server has, the one query that reads it (against the test stack's real server),
  * the stack's preload, and the services' start in each setting. The cases that need TimescaleDB run
  * where it is installed and preloaded; elsewhere their names and a line in the output say they were
@@ -10,9 +10,9 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createHistory } from "../history/history";
-import { ConfigError, loadConfig } from "./config";
-import { createLogger } from "./log";
+import { createHistory } from "../../history/history";
+import { ConfigError, loadConfig } from "../config";
+import { createLogger } from "../log";
 import { connectPostgres } from "./pg";
 import {
   chooseStorage,
@@ -24,8 +24,8 @@ import {
   type TimescaleFacts,
   type TimescaleSetting,
 } from "./positions-db";
-import { timescalePreloadOptions } from "./stack";
-import { testStack } from "./testing";
+import { timescalePreloadOptions } from "../stack";
+import { testStack } from "../testing";
 
 const stack = await testStack(["postgres"]);
 const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });

@@ -1,17 +1,17 @@
 /**
- * The hypertable's chunks (lib/timescale-chunks.ts): the SQL text (every extension call qualified),
+ * The hypertable's chunks (lib/storage/timescale-chunks.ts): the SQL text (every extension call qualified),
  * the SQL run against views and functions shaped as TimescaleDB 2.27/2.28's (created in a
  * transaction that is rolled back, where the extension is absent), history's metric in plain mode,
  * and, where TimescaleDB is installed and preloaded, the same on a real hypertable.
  */
 import { afterAll, expect, test } from "bun:test";
-import { createHistory } from "../history/history";
-import { loadConfig } from "./config";
-import { createLogger } from "./log";
+import { createHistory } from "../../history/history";
+import { loadConfig } from "../config";
+import { createLogger } from "../log";
 import { connectPostgres } from "./pg";
 import { chooseStorage, COMPRESS_AFTER, migrate, timescaleFacts, timescaleSchema } from "./positions-db";
 import { compressChunk, compressChunkSql, dayRowsSql, timescaleDayRows, uncompressedChunks, uncompressedChunksSql } from "./timescale-chunks";
-import { testStack } from "./testing";
+import { testStack } from "../testing";
 
 const stack = await testStack(["postgres"]);
 const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });

@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import postgres from "postgres";
-import { COPY_FAILURE_EDIT } from "../scripts/patch-postgres.mjs";
+import { COPY_FAILURE_EDIT } from "../../scripts/patch-postgres.mjs";
 
 export type Sql = postgres.Sql;
 export type TransactionSql = postgres.TransactionSql;
@@ -35,7 +35,7 @@ export function checkSchemaName(schema: string): string {
 /**
  * Opens a pool. Sessions run in UTC with `search_path` set to the schema only, so SQL stays
  * unqualified; TimescaleDB's functions live in the extension's own schema and are called qualified
- * with it (lib/positions-db.ts).
+ * with it (lib/storage/positions-db.ts).
  */
 export function connectPostgres({ url, schema = "public", max = 4, applicationName = "fleet", connectTimeout = 5 }: PostgresOptions): Sql {
   if (!url) throw new Error("DATABASE_URL is empty: history needs PostgreSQL (or run `fleet up`, which starts one)");

@@ -1,5 +1,5 @@
 /**
- * The hypertable's chunks in Timescale mode (lib/positions-db.ts), as operators and ListPartitions
+ * The hypertable's chunks in Timescale mode (lib/storage/positions-db.ts), as operators and ListPartitions
  * need them: each day's row estimate from its chunks' statistics, the chunks older than the
  * compression delay that are still not compressed, and compressing one by hand.
  *
@@ -8,7 +8,7 @@
  * same call made in a session works. `history_uncompressed_chunks` shows the backlog and
  * `fleet compress` clears it.
  *
- * Sessions see only the service's schema (lib/pg.ts): the extension's functions are called
+ * Sessions see only the service's schema (lib/storage/pg.ts): the extension's functions are called
  * qualified with its schema (`timescaleSchema`, a quoted identifier). Its information views are in
  * `timescaledb_information` whatever schema the extension was created in. SQL shapes as in
  * TimescaleDB 2.27/2.28: `approximate_row_count(regclass)` (a compressed chunk counts its batches
