@@ -6,7 +6,7 @@
  * own bytes, and DuckDB reads the file's without conversion before it sorts and compresses them.
  */
 import { binaryCopyHeaderEnd, PG_EPOCH_US, type Sql } from "../lib/storage";
-import { ProtoWriter } from "../lib/proto-writer";
+import { ProtoWriter } from "../lib/wire";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 
 

@@ -10,8 +10,7 @@
  * protocol. Only what these files need is written: no statistics, no dictionary, no compression.
  */
 
-import { ProtoWriter } from "../lib/proto-writer";
-import { writeVarint } from "../lib/varint";
+import { ProtoWriter, writeVarint } from "../lib/wire";
 
 /** Physical types (parquet.thrift `Type`). */
 export const enum ParquetType {

@@ -4,7 +4,7 @@
  * and the coordinates are encoded once per vehicle and the rest is a few byte writes. It is
  * checked against protobuf-es in `point-codec.test.ts`.
  */
-import { varintSize, writeVarint } from "../lib/varint";
+import { varintSize, writeVarint } from "../lib/wire";
 
 /** What stays the same for every point of one vehicle, pre-encoded. */
 export interface VehicleTemplate {

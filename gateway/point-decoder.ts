@@ -10,7 +10,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { SyncRequestSchema, UploadRequestSchema } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
 import type { MessageDecoder } from "../lib/grpc-stream";
-import { readPositionBatch, type PositionFields } from "../lib/position-reader";
+import { readPositionBatch, type PositionFields } from "../lib/wire";
 
 type PointRequestSchema = typeof UploadRequestSchema | typeof SyncRequestSchema;
 
@@ -39,7 +39,7 @@ function toPosition(f: PositionFields): Position {
 
 /**
  * A decoder of `schema` (UploadRequest or SyncRequest) for `createNativeGrpc`'s streams. Both are
- * one field 1 = Position, as a PositionBatch is a repeated one: lib/position-reader.ts reads them.
+ * one field 1 = Position, as a PositionBatch is a repeated one: lib/wire/position-reader.ts reads them.
  */
 export function pointRequestDecoder<S extends PointRequestSchema>(schema: S): MessageDecoder<MessageShape<S>> {
   const typeName = schema.typeName;

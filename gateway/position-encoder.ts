@@ -6,7 +6,7 @@
  */
 import { toBinary } from "@bufbuild/protobuf";
 import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
-import { ProtoWriter } from "../lib/proto-writer";
+import { ProtoWriter } from "../lib/wire";
 
 const out = new ProtoWriter();
 const one = new ProtoWriter();

@@ -1,12 +1,12 @@
 /**
  * Decodes a JetStream message (a PositionBatch) straight into the rows the writer needs, by hand
- * (lib/position-reader.ts): protobuf-es's reflective `fromBinary` and the Position objects it builds
+ * (lib/wire/position-reader.ts): protobuf-es's reflective `fromBinary` and the Position objects it builds
  * took ~3 µs a point, a third of the writer's CPU. What the reader does not cover, and text that is
  * not UTF-8, is protobuf-es's to decode, so the result, or the error, is protobuf-es's.
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
-import { readPositionBatch, type PositionFields } from "../lib/position-reader";
+import { readPositionBatch, type PositionFields } from "../lib/wire";
 import { timestampMicros } from "./copy-rows";
 
 /** One position as the writer stores it; times in µs since the epoch. */

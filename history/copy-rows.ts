@@ -5,7 +5,7 @@
  */
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { BINARY_COPY_SIGNATURE, PG_EPOCH_US } from "../lib/storage";
-import { ProtoWriter } from "../lib/proto-writer";
+import { ProtoWriter } from "../lib/wire";
 import type { Row } from "./batch-decoder";
 
 /** Columns of the staging table, in COPY order. */

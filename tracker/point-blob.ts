@@ -3,13 +3,13 @@
  * u16 record length, u8 length + the bucket in decimal, the id (UTF-8), the point packed as state-codec.ts's record with
  * rev 0 (all little-endian), then its longitude and latitude for GEOADD as decimal text (u8 length
  * each; the latitude clamped to what GEOADD takes). Text made here spares Redis formatting the
- * script's numbers for GEOADD (printf was a tenth of its CPU) and parsing 17 digits back. The hand reader (lib/position-reader.ts) writes each point into one
+ * script's numbers for GEOADD (printf was a tenth of its CPU) and parsing 17 digits back. The hand reader (lib/wire/position-reader.ts) writes each point into one
  * growing buffer, with no Position object, string or Buffer per point: protobuf-es's `fromBinary`
  * and the objects around it were most of the consumer's CPU. Messages the reader does not cover (or
  * with text that is not ASCII) go through `fromBinary` and `packPoint`, which give the same bytes.
  */
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { readPositionBatch, type PositionFields } from "../lib/position-reader";
+import { readPositionBatch, type PositionFields } from "../lib/wire";
 import { FIXED_BYTES, packPoint } from "./state-codec";
 import { BUCKETS, bucketOf } from "./store";
 

@@ -23,8 +23,7 @@ import {
 } from "../gen/fleet/v1/tracker_pb";
 import { create } from "@bufbuild/protobuf";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { ProtoWriter } from "../lib/proto-writer";
-import { varintSize, writeVarint } from "../lib/varint";
+import { ProtoWriter, varintSize, writeVarint } from "../lib/wire";
 import { apiState, toVehicleState, type LiveView, type StoredState } from "./state-codec";
 
 const VIEW = Symbol("live view of the event");
