@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "../lib/free-port";
+import { freePort } from "../dev";
 import type { MqttWorkerOptions, MqttWorkerResult } from "./mqtt-worker";
 
 export const MOSQUITTO_BIN = "/usr/sbin/mosquitto";

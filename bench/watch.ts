@@ -35,8 +35,7 @@ import { NearbyRequestSchema, NearbyResponseSchema, TrackerService, type NearbyR
 import { mintWatchToken } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/nats";
-import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
-import { startStack } from "../lib/stack";
+import { startServiceProcess, startStack, type ServiceProcess } from "../dev";
 import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine, readHistogram } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import type { WorkerCommand, WorkerEvent } from "./ingest-protocol";

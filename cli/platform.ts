@@ -7,8 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
-import { startStack, type Stack } from "../lib/stack";
-import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
+import { startStack, startServiceProcess, type Stack, type ServiceProcess } from "../dev";
 import { pageUrl, startWebApp, type WebApp } from "./web";
 
 const root = join(import.meta.dir, "..");

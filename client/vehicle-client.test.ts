@@ -4,9 +4,8 @@ import { RejectReason, type Rejection } from "../gen/fleet/v1/ingest_pb";
 import { createGateway, type Gateway } from "../gateway/gateway";
 import { mintVehicleToken, type TokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
-import { freePort } from "../lib/free-port";
+import { freePort, testStack } from "../dev";
 import { silentLogger } from "../lib/log";
-import { testStack } from "../lib/testing";
 import { createIngestTransport, createVehicleClient, type VehicleClientOptions } from "./vehicle-client";
 
 const keys: TokenKeys = { secret: "client-test-secret", issuer: "fleet", audience: "fleet" };

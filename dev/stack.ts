@@ -20,9 +20,9 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import postgres from "postgres";
-import { loadConfig } from "./config";
+import { loadConfig } from "../lib/config";
 import { freePort } from "./free-port";
-import { silentLogger, type Logger } from "./log";
+import { silentLogger, type Logger } from "../lib/log";
 
 export type ServiceName = "nats" | "redis" | "postgres" | "s3";
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectNats, ensurePositionsStream, partitionOf, type Nats } from "../lib/nats";
 import { createLogger } from "../lib/log";
 import { createRegistry } from "../lib/metrics";
-import { testStack } from "../lib/testing";
+import { testStack } from "../dev";
 import { createBatcher, type AckSink } from "./batcher";
 import { VehicleState } from "./durable-seqs";
 import { point, uniqueName } from "./test/helpers";

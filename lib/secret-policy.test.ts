@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { ConfigError, loadConfig } from "./config";
 import { checkSecret, isLoopback } from "./secret-policy";
-import { startServiceProcess } from "./service-process";
+import { startServiceProcess } from "../dev";
 
 const strong = "s".repeat(32);
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createGateway, type Gateway } from "../gateway/gateway";
 import { loadConfig } from "../lib/config";
 import { silentLogger } from "../lib/log";
-import { testStack } from "../lib/testing";
+import { testStack } from "../dev";
 import { parseSimArgs } from "./options";
 import { createSimulator } from "./simulator";
 

@@ -3,7 +3,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
-import { freePort } from "../lib/free-port";
+import { freePort } from "../dev";
 
 const root = `${import.meta.dir}/..`;
 const bun = process.execPath;

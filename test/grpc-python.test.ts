@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
-import { testStack } from "../lib/testing";
+import { testStack } from "../dev";
 import { pythonGrpc, type PythonGrpc } from "./python-grpc";
 import { createTracker, type Tracker } from "../tracker/tracker";
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { loadConfig } from "../lib/config";
 import { createLogger } from "../lib/log";
 import { connectPostgres, type Sql } from "../lib/storage";
-import { testStack } from "../lib/testing";
+import { testStack } from "../dev";
 import { grpcClient, point, startTestGateway, uploadPoints, type TestGateway } from "../gateway/test/helpers";
 import { createHistory, type History } from "../history/history";
 

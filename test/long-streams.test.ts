@@ -18,8 +18,7 @@ import { PublishRequestSchema, UploadRequestSchema, UploadResponseSchema } from 
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
 import { fromBinary } from "@bufbuild/protobuf";
 import { startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
-import type { Stack } from "../lib/stack";
-import { testStack } from "../lib/testing";
+import { testStack, type Stack } from "../dev";
 import { pythonGrpc, type PythonGrpc } from "./python-grpc";
 
 const certFile = join(import.meta.dir, "fixtures", "localhost-cert.pem");

@@ -10,9 +10,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import { RejectReason } from "../gen/fleet/v1/ingest_pb";
 import { createSimulator } from "../sim/simulator";
-import { freePort } from "../lib/free-port";
-import { startServiceProcess, type ServiceProcess } from "../lib/service-process";
-import { testStack } from "../lib/testing";
+import { freePort, startServiceProcess, testStack, type ServiceProcess } from "../dev";
 import { POSITIONS_STREAM } from "../lib/nats";
 
 const VEHICLES = 200;

@@ -7,7 +7,7 @@ import { grpcClient as gatewayClient, point, startTestGateway, uploadPoints, typ
 import { EventKind } from "../gen/fleet/v1/tracker_pb";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
-import { testStack } from "../lib/testing";
+import { testStack } from "../dev";
 import { createTracker, type Tracker } from "../tracker/tracker";
 import { grpcClient as trackerClient, uniqueName, watch } from "../tracker/test/helpers";
 

@@ -8,8 +8,7 @@ import { EXPORT_SELECT, openDuckDb, parquetSource, sqlString, localParquetFiles,
 import { mintWatchToken, tokenKeys } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import type { Stack } from "../../lib/stack";
-import { testStack } from "../../lib/testing";
+import { testStack, type Stack } from "../../dev";
 import { createArchiver, type Archiver } from "../archiver";
 
 let stack: Stack;

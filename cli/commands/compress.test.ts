@@ -6,7 +6,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { createLogger } from "../../lib/log";
 import { connectPostgres, chooseStorage, migrate, timescaleFacts } from "../../lib/storage";
-import { testStack } from "../../lib/testing";
+import { testStack } from "../../dev";
 
 const root = `${import.meta.dir}/../..`;
 const stack = await testStack(["postgres"]);

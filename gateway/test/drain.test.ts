@@ -3,8 +3,7 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken } from "../../lib/auth";
-import { startServiceProcess } from "../../lib/service-process";
-import { testStack } from "../../lib/testing";
+import { startServiceProcess, testStack } from "../../dev";
 import { bearer, grpc, grpcClient, point, SECRET, storedPoints, uniqueName } from "./helpers";
 
 test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", async () => {

@@ -22,7 +22,7 @@ import { PositionBatchSchema, PositionSchema, type Position } from "../../gen/fl
 import { mintVehicleToken, tokenKeys } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import { testStack } from "../../lib/testing";
+import { testStack } from "../../dev";
 import { createGateway, type Gateway, type GatewayOptions } from "../gateway";
 
 export const SECRET = "gateway-test-secret";

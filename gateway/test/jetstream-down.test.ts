@@ -1,7 +1,6 @@
 /** JetStream stops under the gateway: calls fail UNAVAILABLE, nothing unstored is acked, and it recovers. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { testStack } from "../../lib/testing";
-import type { Stack } from "../../lib/stack";
+import { testStack, type Stack } from "../../dev";
 import { bearer, grpc, grpcClient, grpcUnary, point, startTestGateway, uploadPoints, type TestGateway } from "./helpers";
 
 let t: TestGateway;

@@ -15,8 +15,7 @@ import { loadConfig, type Config } from "../../lib/config";
 import { connectNats, ensurePositionsStream, HEADERS, type Nats } from "../../lib/nats";
 import { createLogger } from "../../lib/log";
 import { connectPostgres, guardPostgresClosedSocketWrite, type Sql } from "../../lib/storage";
-import { testStack } from "../../lib/testing";
-import type { Stack } from "../../lib/stack";
+import { testStack, type Stack } from "../../dev";
 import { createHistory, type History } from "../history";
 
 export const SECRET = "history-test-secret";

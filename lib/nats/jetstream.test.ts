@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createLogger } from "../log";
 import { connectNats, ensurePositionsStream, watchStreamLimits, type Nats } from "./jetstream";
 import { createRegistry } from "../metrics";
-import { testStack } from "../testing";
+import { testStack } from "../../dev";
 
 let nats: Nats;
 beforeAll(async () => {

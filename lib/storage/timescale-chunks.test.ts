@@ -11,7 +11,7 @@ import { createLogger } from "../log";
 import { connectPostgres } from "./pg";
 import { chooseStorage, COMPRESS_AFTER, migrate, timescaleFacts, timescaleSchema } from "./positions-db";
 import { compressChunk, compressChunkSql, dayRowsSql, timescaleDayRows, uncompressedChunks, uncompressedChunksSql } from "./timescale-chunks";
-import { testStack } from "../testing";
+import { testStack } from "../../dev";
 
 const stack = await testStack(["postgres"]);
 const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });

@@ -24,8 +24,7 @@ import {
   type TimescaleFacts,
   type TimescaleSetting,
 } from "./positions-db";
-import { timescalePreloadOptions } from "../stack";
-import { testStack } from "../testing";
+import { timescalePreloadOptions, testStack } from "../../dev";
 
 const stack = await testStack(["postgres"]);
 const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });

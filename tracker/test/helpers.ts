@@ -30,7 +30,7 @@ import {
 import { mintWatchToken, tokenKeys, type WatchGrant } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import { testStack } from "../../lib/testing";
+import { testStack } from "../../dev";
 import { createTracker, type Tracker, type TrackerOptions } from "../tracker";
 
 export const SECRET = "tracker-test-secret";

@@ -5,8 +5,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { EventKind } from "../../gen/fleet/v1/tracker_pb";
-import { testStack } from "../../lib/testing";
-import type { Stack } from "../../lib/stack";
+import { testStack, type Stack } from "../../dev";
 import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, waitFor, watch, type TestTracker } from "./helpers";
 
 let t: TestTracker;
