@@ -12,8 +12,8 @@ import type { Config } from "../lib/config";
 import { connectNats, ensurePositionsStream, watchStreamLimits, POSITIONS_STREAM, positionsSubject, type Nats } from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
-import { serve, type Server } from "../lib/serve";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/grpc/rpc";
+import { serve, type Server } from "../lib/grpc/serve";
 import { createBatcher } from "./batcher";
 import { createDurableSeqs, followPositions, type Follower } from "./durable-seqs";
 import { createIngestService } from "./ingest-service";
@@ -145,7 +145,7 @@ export async function createGateway({
 
     const server: Server = await serve({
       routes: (router) => router.service(IngestService, ingest.service),
-      // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc-stream.ts.
+      // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc/router.ts.
       nativeMethods: ingest.nativeMethods,
       host: config.host,
       port: config.gatewayPort,

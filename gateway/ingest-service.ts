@@ -10,7 +10,7 @@
  * durable seq in the `fleet-durable-seq` trailer, refused or failed calls too, so that a vehicle
  * knows where to resume without calling Resume.
  *
- * Upload and Sync read their points from a `MessageInput` (lib/grpc-stream.ts): pushed by the
+ * Upload and Sync read their points from a `MessageInput` (lib/grpc/router.ts): pushed by the
  * native gRPC path, or pulled from connect's AsyncIterable for the other protocols. Both run the
  * same handlers below.
  */
@@ -29,10 +29,10 @@ import {
   type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc-stream";
+import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc/router";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
-import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/rpc";
+import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/grpc/rpc";
 import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
 import { ackResponseEncoder } from "./ack-encoder";

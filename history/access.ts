@@ -7,7 +7,7 @@
  * history.
  */
 import { parseOrderGrant, type Claims } from "../lib/auth";
-import { PermissionError } from "../lib/rpc";
+import { PermissionError } from "../lib/grpc/rpc";
 
 export interface OrderGrant {
   fleetId: string;

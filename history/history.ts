@@ -9,12 +9,12 @@ import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { openDuckDb, archiveStoreFrom, defaultCacheDir, connectPostgres, migrate, uncompressedChunks, type Sql, type StorageMode } from "../lib/storage";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
-import { nativeUnaryMethods } from "../lib/grpc-stream";
+import { nativeUnaryMethods } from "../lib/grpc/router";
 import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { createRegistry, Gauge, type Registry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
-import { serve, type Server } from "../lib/serve";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/grpc/rpc";
+import { serve, type Server } from "../lib/grpc/serve";
 import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
 import { createHistoryService } from "./history-service";
 import { createPositionReader } from "./read-positions";
@@ -150,7 +150,7 @@ export async function createHistory({
     });
     server = await serve({
       routes: (router) => router.service(HistoryService, service),
-      // GetTrack and GetStats over gRPC skip connect-node's per-call cost (~0.3 ms of CPU on Bun): see lib/grpc-stream.ts.
+      // GetTrack and GetStats over gRPC skip connect-node's per-call cost (~0.3 ms of CPU on Bun): see lib/grpc/router.ts.
       nativeMethods: nativeUnaryMethods(HistoryService, service),
       host: config.host,
       port: config.historyPort,

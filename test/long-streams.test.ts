@@ -6,7 +6,7 @@
  * faster than its points become durable.
  *
  * Bun 1.4.5's session.setLocalWindowSize() made every request body past 65,535 bytes stall for
- * good (lib/serve.ts says why it is not called); each test here stalled at ~1,100 points before.
+ * good (lib/grpc/serve.ts says why it is not called); each test here stalled at ~1,100 points before.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { create, toBinary } from "@bufbuild/protobuf";

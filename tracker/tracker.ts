@@ -12,8 +12,8 @@ import type { Config } from "../lib/config";
 import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor } from "../lib/rpc";
-import { serve, type Server } from "../lib/serve";
+import { createAuthInterceptor, createRpcInterceptor } from "../lib/grpc/rpc";
+import { serve, type Server } from "../lib/grpc/serve";
 import { startConsumer, type PositionsConsumer } from "./consumer";
 import { createLivePublisher } from "./live";
 import { createStore } from "./store";
@@ -145,7 +145,7 @@ export async function createTracker({
     const natsHandle = nats;
     server = await serve({
       routes: (router) => router.service(TrackerService, handlers.service),
-      // Watches over gRPC skip connect's per-message pipeline (most of a watch's cost): see lib/grpc-stream.ts.
+      // Watches over gRPC skip connect's per-message pipeline (most of a watch's cost): see lib/grpc/router.ts.
       nativeMethods: handlers.nativeMethods,
       host: config.host,
       port: config.trackerPort,

@@ -1,5 +1,5 @@
 /**
- * The native gRPC path of Upload, Sync and the unary methods (lib/grpc-stream.ts) at the byte level, with a raw
+ * The native gRPC path of Upload, Sync and the unary methods (lib/grpc/router.ts) at the byte level, with a raw
  * node:http2 client: framing across DATA frames, protocol errors, deadlines, cancellation, and
  * flow control holding a fast sender back.
  */

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createContextValues, type StreamRequest, type StreamResponse } from "@connectrpc/connect";
-import { AuthError, mintVehicleToken, mintWatchToken } from "./auth";
+import { AuthError, mintVehicleToken, mintWatchToken } from "../auth";
 import { claimsOf, createAuthInterceptor } from "./rpc";
 
 const keys = { secret: "rpc-test-secret", issuer: "fleet", audience: "fleet" };

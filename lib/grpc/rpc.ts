@@ -12,11 +12,11 @@ import {
   type StreamResponse,
 } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
-import { AuthError, verifyToken, type Claims, type TokenKeys } from "./auth";
-import type { Logger } from "./log";
-import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "./metrics";
+import { AuthError, verifyToken, type Claims, type TokenKeys } from "../auth";
+import type { Logger } from "../log";
+import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../metrics";
 
-export { AuthError } from "./auth";
+export { AuthError } from "../auth";
 
 /** The caller is authenticated but may not do this (e.g. a point for another vehicle). */
 export class PermissionError extends Error {

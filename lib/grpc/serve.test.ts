@@ -2,11 +2,11 @@ import { afterEach, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
-import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../gen/fleet/v1/ingest_pb";
-import { TrackerService, WatchVehiclesRequestSchema, WatchVehiclesResponseSchema } from "../gen/fleet/v1/tracker_pb";
-import { nativeServerStream, nativeUnaryMethods } from "./grpc-stream";
-import { createLogger } from "./log";
-import { createRegistry } from "./metrics";
+import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../../gen/fleet/v1/ingest_pb";
+import { TrackerService, WatchVehiclesRequestSchema, WatchVehiclesResponseSchema } from "../../gen/fleet/v1/tracker_pb";
+import { nativeServerStream, nativeUnaryMethods } from "./router";
+import { createLogger } from "../log";
+import { createRegistry } from "../metrics";
 import { serve, type Server, type ServeOptions } from "./serve";
 
 const origin = createContextKey("none", { description: "which contextValues made this" });

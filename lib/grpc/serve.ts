@@ -21,8 +21,8 @@ import { Code, ConnectError, cors, createConnectRouter, createContextValues, typ
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { clampTimeoutHeaders, connectionKey, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./grpc-stream";
-import type { Logger } from "./log";
+import { clampTimeoutHeaders, connectionKey, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./router";
+import type { Logger } from "../log";
 
 export interface ServeOptions {
   /** Registers the services, as in connect-es examples: `(router) => router.service(X, impl)`. */
