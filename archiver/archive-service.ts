@@ -7,7 +7,7 @@ import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ArchiveService, PartitionSchema, PartitionState, type ListPartitionsResponse, type RunArchiveResponse } from "../gen/fleet/v1/archive_pb";
 import { archiveDays, hotDays, partitionName, timescaleSchema, timescaleDayRows, type Sql, type StorageMode } from "../lib/storage";
-import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/grpc/rpc";
+import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/grpc";
 import { ArchiveBusyError, type ArchiveProgress } from "./archive-run";
 
 export interface ArchiveServiceOptions {

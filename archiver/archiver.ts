@@ -8,8 +8,7 @@ import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { createLogger, type Logger } from "../lib/log";
 import { Counter, Gauge, createRegistry, type Registry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor } from "../lib/grpc/rpc";
-import { serve, type Server } from "../lib/grpc/serve";
+import { createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
 import { ArchiveBusyError, runArchive, type ArchiveProgress, type ArchiveRunResult } from "./archive-run";
 import { createArchiveService } from "./archive-service";
 

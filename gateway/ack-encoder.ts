@@ -8,7 +8,7 @@
  */
 import { create, toBinary } from "@bufbuild/protobuf";
 import { SyncResponseSchema, UploadResponseSchema, type IngestAck } from "../gen/fleet/v1/ingest_pb";
-import type { MessageEncoder } from "../lib/grpc/router";
+import type { MessageEncoder } from "../lib/grpc";
 import { varintSize, writeVarint } from "../lib/wire";
 
 type AckResponseSchema = typeof SyncResponseSchema | typeof UploadResponseSchema;

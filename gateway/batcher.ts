@@ -22,7 +22,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import type { Position } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
 import { Counter, delayBuckets, Gauge, Histogram, type Registry } from "../lib/metrics";
-import { UnavailableError } from "../lib/grpc/rpc";
+import { UnavailableError } from "../lib/grpc";
 import { HEADERS, partitionOf, positionsSubject } from "../lib/nats";
 import type { VehicleState } from "./durable-seqs";
 import { encodePositionBatch } from "./position-encoder";

@@ -29,10 +29,9 @@ import {
   type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc/router";
+import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, claimsOf, PermissionError, RateLimitError, ShuttingDownError, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
-import { claimsOf, PermissionError, RateLimitError, ShuttingDownError } from "../lib/grpc/rpc";
 import type { AckSink, Batcher } from "./batcher";
 import type { DurableSeqs, VehicleState } from "./durable-seqs";
 import { ackResponseEncoder } from "./ack-encoder";

@@ -9,7 +9,7 @@ import { fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { SyncRequestSchema, UploadRequestSchema } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import type { MessageDecoder } from "../lib/grpc/router";
+import type { MessageDecoder } from "../lib/grpc";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
 
 type PointRequestSchema = typeof UploadRequestSchema | typeof SyncRequestSchema;

@@ -6,7 +6,7 @@
  *
  * One sweeper timer serves every open stream; per message a stream only stores a timestamp.
  */
-import { IdleTimeoutError } from "../lib/grpc/rpc";
+import { IdleTimeoutError } from "../lib/grpc";
 
 /** One watched stream. */
 export interface WatchedStream {

@@ -7,7 +7,7 @@
  * history.
  */
 import { parseOrderGrant, type Claims } from "../lib/auth";
-import { PermissionError } from "../lib/grpc/rpc";
+import { PermissionError } from "../lib/grpc";
 
 export interface OrderGrant {
   fleetId: string;

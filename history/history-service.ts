@@ -11,7 +11,7 @@ import { PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import type { Area } from "../gen/fleet/v1/geo_pb";
 import type { Sql } from "../lib/storage";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
-import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/grpc/rpc";
+import { claimsOf, InvalidRequestError, LimitExceededError } from "../lib/grpc";
 import { accessOf, seesWholeVehicle } from "./access";
 import { accessCondition, type AreaFilter, type PointFilter, type PositionReader, type StoredPoint } from "./read-positions";
 import { createPointSizer, encodingOf, RESPONSE_OVERHEAD_BYTES } from "./response-size";

@@ -8,11 +8,9 @@ import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken } from "../lib/auth";
-import { nativeUnaryMethods } from "../lib/grpc/router";
+import { nativeUnaryMethods, createAuthInterceptor, createRpcInterceptor, serve, type Server, type ServeOptions } from "../lib/grpc";
 import { createLogger } from "../lib/log";
 import { createRegistry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor } from "../lib/grpc/rpc";
-import { serve, type Server, type ServeOptions } from "../lib/grpc/serve";
 import { encodeHeaders, frame, FRAME, grpcFrame, grpcMessages, RawH2 } from "./raw-h2";
 
 const keys = { secret: "edges-test-secret-of-more-than-32-bytes", issuer: "fleet", audience: "fleet" };

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { AreaSchema } from "../gen/fleet/v1/geo_pb";
 import { geohashEncode } from "../lib/geohash";
-import { InvalidRequestError } from "../lib/grpc/rpc";
+import { InvalidRequestError } from "../lib/grpc";
 import { liveCellWildcard } from "../lib/nats";
 import { distanceM, regionSubjects, toRegion } from "./area";
 

@@ -4,7 +4,7 @@
  */
 import type { Area } from "../gen/fleet/v1/geo_pb";
 import { geohashCover } from "../lib/geohash";
-import { InvalidRequestError } from "../lib/grpc/rpc";
+import { InvalidRequestError } from "../lib/grpc";
 import { liveCellWildcard } from "../lib/nats";
 
 /** Earth radius Redis GEO uses, so distances agree with GEOSEARCH. */

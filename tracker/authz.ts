@@ -6,7 +6,7 @@
  */
 import type { HandlerContext } from "@connectrpc/connect";
 import { orderGrant, type WatchClaims } from "../lib/auth";
-import { claimsOf, PermissionError } from "../lib/grpc/rpc";
+import { claimsOf, PermissionError } from "../lib/grpc";
 import type { LiveView } from "./state-codec";
 
 /** The watch claims of a call; a vehicle token is PERMISSION_DENIED. */

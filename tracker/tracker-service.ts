@@ -18,11 +18,10 @@ import {
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import { parseOrderGrant, type WatchClaims } from "../lib/auth";
-import { connectionKey, nativeServerStream, nativeUnaryMethods, type MessageEncoder, type NativeMethod } from "../lib/grpc/router";
+import { connectionKey, nativeServerStream, nativeUnaryMethods, InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError, type MessageEncoder, type NativeMethod } from "../lib/grpc";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
-import { InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError } from "../lib/grpc/rpc";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/nats";
 import { distanceM, regionSubjects, toRegion } from "./area";
 import { canSee, canSeeView, grantsById, watchClaims } from "./authz";

@@ -16,7 +16,7 @@
 import { create } from "@bufbuild/protobuf";
 import { EventKind, VehicleEventSchema, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
 import type { Logger } from "../lib/log";
-import { TooSlowError } from "../lib/grpc/rpc";
+import { TooSlowError } from "../lib/grpc";
 import type { LiveHub } from "./live-hub";
 import type { LiveView } from "./state-codec";
 import { bareExit, liveEvent } from "./watch-encoder";

@@ -4,7 +4,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createContextKey, createContextValues, type ContextValues } from "@connectrpc/connect";
 import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../../gen/fleet/v1/ingest_pb";
 import { TrackerService, WatchVehiclesRequestSchema, WatchVehiclesResponseSchema } from "../../gen/fleet/v1/tracker_pb";
-import { nativeServerStream, nativeUnaryMethods } from "./router";
+import { nativeServerStream, nativeUnaryMethods } from "./methods";
 import { createLogger } from "../log";
 import { createRegistry } from "../metrics";
 import { serve, type Server, type ServeOptions } from "./serve";

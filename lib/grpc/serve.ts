@@ -10,7 +10,7 @@
  * ALPN picks h2 or HTTP/1.1.
  *
  * `nativeMethods` names methods whose gRPC calls over HTTP/2 skip connect's adapter for
- * a hand-framed path with the same interceptors (see grpc-stream.ts): per-message cost, not
+ * a hand-framed path with the same interceptors (see router.ts): per-message cost, not
  * behaviour, is what differs.
  */
 import http from "node:http";
@@ -21,7 +21,10 @@ import { Code, ConnectError, cors, createConnectRouter, createContextValues, typ
 import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
-import { clampTimeoutHeaders, connectionKey, createNativeGrpc, grpcMessageEncode, tooLargeMessage, type NativeGrpc, type NativeMethod } from "./router";
+import { connectionKey } from "./context";
+import type { NativeMethod } from "./methods";
+import { createNativeGrpc, type NativeGrpc } from "./router";
+import { clampTimeoutHeaders, grpcMessageEncode, tooLargeMessage } from "./wire";
 import type { Logger } from "../log";
 
 export interface ServeOptions {
@@ -47,7 +50,7 @@ export interface ServeOptions {
   healthz?: () => boolean;
   interceptors?: Interceptor[];
   contextValues?: (req: http.IncomingMessage | http2.Http2ServerRequest) => ContextValues;
-  /** Methods served natively when called over gRPC on HTTP/2 (see grpc-stream.ts). */
+  /** Methods served natively when called over gRPC on HTTP/2 (see router.ts). */
   nativeMethods?: NativeMethod[];
   /**
    * Connections open at once at most; past it a new one is closed at once (default 10,000: a
