@@ -14,17 +14,22 @@
  * spawned, the watchdog among it), the next stack started on the machine finds the orphans: a
  * temporary stack folder whose parent is gone, with servers still running from it.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import postgres from "postgres";
 import { loadConfig } from "../lib/config";
-import { freePort } from "./free-port";
 import { silentLogger, type Logger } from "../lib/log";
+import { freePort } from "./free-port";
+import { startNats } from "./nats";
+import { findPostgresBin, startPostgres } from "./postgres";
+import { startRedis } from "./redis";
+import { startS3 } from "./s3";
+import { serverEnv, sleep, StackError, tail, which, type Binaries, type Server, type ServerHost, type ServiceName } from "./server";
 
-export type ServiceName = "nats" | "redis" | "postgres" | "s3";
+export { StackError, type ServiceName } from "./server";
+export { timescalePreloadOptions } from "./postgres";
+
 
 /** Every service, in the order they are reported. */
 export const ALL_SERVICES: readonly ServiceName[] = ["nats", "redis", "postgres", "s3"];
@@ -87,70 +92,8 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Thrown when a server cannot be found, installed or started; the message includes the log tail. */
-export class StackError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = "StackError";
-  }
-}
-
 const ROOT = resolve(import.meta.dir, "..");
 const STOP_TIMEOUT_MS = 10_000;
-
-interface Binaries {
-  nats?: string;
-  redis?: string;
-  postgresBin?: string;
-}
-
-function which(name: string, extra: string[] = []): string | undefined {
-  const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...extra];
-  for (const d of dirs) {
-    const p = join(d, name);
-    if (existsSync(p)) return p;
-  }
-  return undefined;
-}
-
-/** The folder holding postgres and initdb: the newest /usr/lib/postgresql/N/bin, else PATH. */
-function findPostgresBin(): string | undefined {
-  const base = "/usr/lib/postgresql";
-  if (existsSync(base)) {
-    const versions = readdirSync(base)
-      .filter((v) => existsSync(join(base, v, "bin", "postgres")) && existsSync(join(base, v, "bin", "initdb")))
-      .sort((a, b) => Number(b) - Number(a));
-    if (versions[0]) return join(base, versions[0], "bin");
-  }
-  const pg = which("postgres");
-  if (pg && which("initdb")) return resolve(pg, "..");
-  return undefined;
-}
-
-/**
- * The server's library folder: `pg_config --pkglibdir` beside the server binaries, else their
- * ../lib (Debian's /usr/lib/postgresql/N/lib).
- */
-function postgresLibDir(postgresBin: string): string {
-  const pgConfig = join(postgresBin, "pg_config");
-  if (existsSync(pgConfig)) {
-    const r = spawnSync(pgConfig, ["--pkglibdir"], { encoding: "utf8" });
-    const dir = r.status === 0 ? r.stdout.trim() : "";
-    if (dir) return dir;
-  }
-  return resolve(postgresBin, "..", "lib");
-}
-
-/**
- * The server options that preload TimescaleDB when its loader (timescaledb.so, the library
- * shared_preload_libraries names; the versioned timescaledb-X.Y.Z.so is loaded by it) is in the
- * server's library folder; none otherwise. Without the preload, CREATE EXTENSION is a FATAL that
- * closes the connection. Telemetry off: a test or demo server has no business calling home.
- */
-export function timescalePreloadOptions(libDir: string): string[] {
-  if (!existsSync(join(libDir, "timescaledb.so"))) return [];
-  return ["-c", "shared_preload_libraries=timescaledb", "-c", "timescaledb.telemetry_level=off"];
-}
 
 function findBinary(name: ServiceName): string | undefined {
   switch (name) {
@@ -183,77 +126,6 @@ function ensureBinaries(names: ServiceName[], log: Logger): Binaries {
 }
 
 const ENV_VAR: Record<ServiceName, string> = { nats: "NATS_URL", redis: "REDIS_URL", postgres: "DATABASE_URL", s3: "S3_ENDPOINT" };
-
-/** uid/gid of an OS user from /etc/passwd, or undefined. */
-function osUser(name: string): { uid: number; gid: number } | undefined {
-  try {
-    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
-      const f = line.split(":");
-      if (f[0] === name && f[2] && f[3]) return { uid: Number(f[2]), gid: Number(f[3]) };
-    }
-  } catch {
-    // no /etc/passwd: not Linux-like, treat as absent
-  }
-  return undefined;
-}
-
-const isRoot = () => typeof process.getuid === "function" && process.getuid() === 0;
-
-/**
- * initdb and postgres refuse to run as root. setpriv (util-linux) switches user and then execs, so the
- * pid we hold is postgres' own; runuser would stay in between as a parent that signals do not cross.
- */
-function asPostgresUser(argv: string[]): string[] {
-  if (!isRoot()) return argv;
-  if (!osUser("postgres")) {
-    throw new StackError("PostgreSQL cannot run as root and there is no `postgres` OS user: install the postgresql package or set DATABASE_URL");
-  }
-  const setpriv = which("setpriv", ["/usr/bin", "/bin"]);
-  if (setpriv) return [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--", ...argv];
-  const runuser = which("runuser", ["/usr/sbin", "/sbin"]);
-  if (runuser) return [runuser, "-u", "postgres", "--", ...argv];
-  throw new StackError("PostgreSQL cannot run as root and neither setpriv nor runuser is here (util-linux): set DATABASE_URL");
-}
-
-function tail(file: string, lines = 30): string {
-  try {
-    return readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Resolves when Redis answers PING with PONG (not -LOADING), rejects on anything else. */
-function redisPing(port: number): Promise<void> {
-  return new Promise((resolveP, reject) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    let got = "";
-    const done = (err?: Error) => {
-      socket.destroy();
-      if (err) reject(err);
-      else resolveP();
-    };
-    socket.setTimeout(1000, () => done(new Error("redis ping timed out")));
-    socket.once("error", done);
-    socket.once("connect", () => socket.write("PING\r\n"));
-    socket.on("data", (b) => {
-      got += b.toString();
-      if (got.includes("\r\n")) done(got.startsWith("+PONG") ? undefined : new Error(`redis answered ${got.trim()}`));
-    });
-  });
-}
-
-interface Server {
-  name: ServiceName;
-  port: number;
-  /** Second port (NATS monitoring). */
-  port2?: number;
-  child?: ChildProcess;
-  exited?: Promise<void>;
-  initialized: boolean;
-}
 
 /** Shell run detached: waits for the parent to disappear, then stops the servers and removes the folder. */
 const WATCHDOG = String.raw`
@@ -454,86 +326,17 @@ export async function startStack({
     );
   };
 
-  const startNats = async (s: Server) => {
-    mkdirSync(join(dir, "nats"), { recursive: true });
-    // JetStream reserves each stream's max_bytes (FLEET_STREAM_MAX_BYTES, 10 GiB) against
-    // max_file_store, which defaults to 75% of the free disk: a few streams (tests give each its
-    // own) would use it up. A development stack takes the disk as it comes instead.
-    const conf = join(dir, "nats.conf");
-    writeFileSync(conf, `jetstream { store_dir: ${JSON.stringify(join(dir, "nats"))}, max_file_store: 100T }\n`);
-    spawnServer(s, [binaries.nats!, "-a", "127.0.0.1", "-p", String(s.port), "-m", String(s.port2), "-c", conf, "-n", `fleet-stack-${s.port}`]);
-    await waitReady(s, async () => {
-      const r = await fetch(`http://127.0.0.1:${s.port2}/healthz`, { signal: AbortSignal.timeout(1000) });
-      if (!r.ok) throw new Error(`healthz ${r.status}`);
-    });
+  const host: ServerHost = {
+    dir,
+    get binaries() {
+      return binaries;
+    },
+    s3Bucket,
+    spawnServer,
+    waitReady,
+    logFile,
   };
-
-  const startRedis = async (s: Server) => {
-    mkdirSync(join(dir, "redis"), { recursive: true });
-    // No background saves while running (tests write a lot), one dump at a clean shutdown so that
-    // stopService/startService keeps the data; an hourly save point only matters for a long `fleet up`.
-    spawnServer(s, [binaries.redis!, "--port", String(s.port), "--bind", "127.0.0.1", "--save", "3600 1", "--appendonly", "no", "--dir", join(dir, "redis"), "--daemonize", "no", "--protected-mode", "no"]);
-    await waitReady(s, () => redisPing(s.port));
-  };
-
-  const startPostgres = async (s: Server) => {
-    const data = join(dir, "postgres");
-    if (!existsSync(join(data, "PG_VERSION"))) {
-      mkdirSync(data, { recursive: true });
-      const owner = isRoot() ? osUser("postgres") : undefined;
-      if (owner) chownSync(data, owner.uid, owner.gid);
-      const fd = openSync(logFile("postgres"), "a");
-      // -N: no fsync of the new cluster, it is a throwaway; C locale: fast and the same everywhere.
-      const initdb = asPostgresUser([join(binaries.postgresBin!, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"]);
-      const r = await new Promise<number | null>((res) => {
-        const c = spawn(initdb[0]!, initdb.slice(1), { cwd: dir, stdio: ["ignore", fd, fd], env: serverEnv() });
-        c.once("exit", (code) => res(code));
-        c.once("error", () => res(-1));
-      });
-      closeSync(fd);
-      if (r !== 0) throw new StackError(`initdb failed (${r}); last lines of ${logFile("postgres")}:\n${tail(logFile("postgres"))}`);
-    }
-    // The socket lives in the data folder for `psql -h <dir>/postgres`; a path too long for a Unix
-    // socket would stop PostgreSQL, so then only TCP.
-    const socketDir = join(data, `.s.PGSQL.${s.port}`).length < 100 ? data : "";
-    // fsync=off and full_page_writes=off: this is a test/demo server whose folder is thrown away, so
-    // durability against power loss (or an OS crash) is not worth the time. A crash of the postgres
-    // processes (SIGKILL) still loses nothing committed, because the WAL reaches the OS at commit;
-    // that is what the restart tests exercise. synchronous_commit stays on for that reason: off, a
-    // killed server loses its last commits. Real deployments give DATABASE_URL.
-    spawnServer(
-      s,
-      asPostgresUser([
-        join(binaries.postgresBin!, "postgres"), "-D", data, "-p", String(s.port), "-k", socketDir,
-        "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-        "-c", "max_connections=300", "-c", "log_min_messages=warning",
-        ...timescalePreloadOptions(postgresLibDir(binaries.postgresBin!)),
-      ]),
-    );
-    await waitReady(s, async () => {
-      const sql = postgres({ host: "127.0.0.1", port: s.port, user: "postgres", database: "postgres", max: 1, connect_timeout: 2, onnotice: () => {} });
-      try {
-        const rows = await sql<{ n: number }[]>`select count(*)::int as n from pg_database where datname = 'fleet'`;
-        if (rows[0]?.n === 0) await sql`create database fleet`;
-      } finally {
-        await sql.end({ timeout: 1 });
-      }
-    });
-  };
-
-  const startS3 = async (s: Server) => {
-    mkdirSync(join(dir, "s3"), { recursive: true });
-    const cli = Bun.resolveSync("s3rver/bin/s3rver.js", ROOT);
-    spawnServer(s, [process.execPath, cli, "-d", join(dir, "s3"), "-a", "127.0.0.1", "-p", String(s.port), "--configure-bucket", s3Bucket]);
-    await waitReady(s, async () => {
-      // Any HTTP answer for the bucket means s3rver listens and created it (a missing one says 404).
-      const r = await fetch(`http://127.0.0.1:${s.port}/${s3Bucket}?list-type=2&max-keys=0`, { signal: AbortSignal.timeout(1000) });
-      await r.arrayBuffer();
-      if (r.status === 404 || r.status >= 500) throw new Error(`s3 answered ${r.status}`);
-    });
-  };
-
-  const starters: Record<ServiceName, (s: Server) => Promise<void>> = { nats: startNats, redis: startRedis, postgres: startPostgres, s3: startS3 };
+  const starters: Record<ServiceName, (s: Server, host: ServerHost) => Promise<void>> = { nats: startNats, redis: startRedis, postgres: startPostgres, s3: startS3 };
 
   const starting = new Map<ServiceName, Promise<void>>();
   const startService = async (name: ServiceName): Promise<void> => {
@@ -552,7 +355,7 @@ export async function startStack({
       const t0 = performance.now();
       for (let attempt = 1; ; attempt++) {
         try {
-          await starters[name](s);
+          await starters[name](s, host);
           break;
         } catch (err) {
           // freePort() closes its socket before the server binds, so another process may take the
@@ -690,15 +493,6 @@ export async function startStack({
     throw err;
   }
   return stack;
-}
-
-/** Environment of a server: ours without the variables that would steer it elsewhere (PGDATA, …). */
-function serverEnv(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !k.startsWith("PG")) out[k] = v;
-  }
-  return out;
 }
 
 async function waitGroupGone(pgid: number, timeoutMs: number): Promise<void> {
