@@ -3,7 +3,10 @@
  * shares no code with the server: a raw HTTP/2 client of hand-made frames (test/raw-h2.ts), curl.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import net from "node:net";
+import { join } from "node:path";
+import tls from "node:tls";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { IngestService, ResumeRequestSchema, ResumeResponseSchema } from "../gen/fleet/v1/ingest_pb";
@@ -163,9 +166,17 @@ describe("admin address", () => {
   });
 });
 
-/** A raw TCP client that sends `text` one byte every `everyMs`; what it was answered, and when it was closed. */
-function trickle(port: number, text: string, everyMs: number, first = "") {
-  const socket = net.connect(port, "127.0.0.1");
+const certFile = join(import.meta.dir, "fixtures", "localhost-cert.pem");
+const keyFile = join(import.meta.dir, "fixtures", "localhost-key.pem");
+
+/**
+ * A raw TCP client (over TLS with ALPN http/1.1 when `secure`) that sends `text` one byte every
+ * `everyMs`; what it was answered, and when it was closed.
+ */
+function trickle(port: number, text: string, everyMs: number, first = "", secure = false) {
+  const socket = secure
+    ? tls.connect({ port, host: "127.0.0.1", servername: "localhost", ca: readFileSync(certFile), ALPNProtocols: ["http/1.1"] })
+    : net.connect(port, "127.0.0.1");
   const started = performance.now();
   const state = { received: "", closedAfterMs: undefined as number | undefined };
   socket.on("data", (d) => (state.received += d.toString("latin1")));
@@ -259,6 +270,20 @@ describe("slow clients", () => {
     expect(kept.state.received).toStartWith("HTTP/1.1 200");
     expect(kept.state.received).toContain("HTTP/1.1 408 Request Timeout");
     expect(kept.state.closedAfterMs).toBeLessThan(3000);
+  });
+
+  test("slowloris - over TLS, HTTP/1.1 (ALPN) request heads sent a byte at a time are answered 408 and closed within headersTimeoutMs", async () => {
+    const server = await start({ headersTimeoutMs: 1000, tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) } });
+    const slow = Array.from({ length: 5 }, () => trickle(server.port, slowHead, 100, "", true));
+    const kept = trickle(server.port, slowHead, 100, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", true);
+    await Promise.all([...slow, kept].map((t) => t.done));
+    for (const t of slow) {
+      expect(t.state.closedAfterMs).toBeGreaterThan(900);
+      expect(t.state.closedAfterMs).toBeLessThan(2500);
+      expect(t.state.received).toStartWith("HTTP/1.1 408 Request Timeout");
+    }
+    expect(kept.state.received).toStartWith("HTTP/1.1 200");
+    expect(kept.state.received).toContain("HTTP/1.1 408 Request Timeout");
   });
 
   test("slow body - a unary call on connect's path whose body never comes is DEADLINE_EXCEEDED after unaryBodyTimeoutMs (Connect over h2 and HTTP/1.1, gRPC, gRPC-Web)", async () => {

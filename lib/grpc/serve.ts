@@ -16,6 +16,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { AddressInfo } from "node:net";
 import { cors, createConnectRouter, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
@@ -233,11 +234,58 @@ export async function serve({
     session.on("error", (err) => log.debug("http2 session error", { err }));
   };
 
+  const deadlines = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+  const clearDeadline = (socket: net.Socket) => {
+    clearTimeout(deadlines.get(socket));
+    deadlines.delete(socket);
+  };
+  /** The headers of the next request must arrive within headersTimeoutMs: past it 408, then close. */
+  const awaitHeaders = (socket: net.Socket) => {
+    clearDeadline(socket);
+    deadlines.set(
+      socket,
+      setTimeout(() => {
+        deadlines.delete(socket);
+        const body = `request headers not received within ${headersTimeoutMs} ms: send the whole request head at once`;
+        socket.end(`HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+        // A client that does not read the answer does not keep the connection either.
+        setTimeout(() => socket.destroy(), 1000).unref();
+      }, headersTimeoutMs),
+    );
+  };
+  /** Between requests: idle for idleTimeoutMs at most, then the next request's headers are timed from its first byte. */
+  const awaitNextRequest = (socket: net.Socket) => {
+    clearDeadline(socket);
+    deadlines.set(
+      socket,
+      setTimeout(() => socket.destroy(), idleTimeoutMs),
+    );
+    socket.once("data", () => {
+      if (deadlines.has(socket)) awaitHeaders(socket);
+    });
+  };
+  /** An HTTP/1.1 request's headers arrived: its connection waits for the next one once it is answered. */
+  const headersIn = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
+    const socket = req.socket as net.Socket;
+    if (!deadlines.has(socket)) return;
+    clearDeadline(socket);
+    res.once("finish", () => {
+      if (!socket.destroyed) awaitNextRequest(socket);
+    });
+  };
+
   let listener: net.Server;
   let h1: http.Server | undefined;
   if (tls) {
     const secure = http2.createSecureServer({ cert: tls.cert, key: tls.key, allowHTTP1: true, settings }, handler);
     secure.on("session", trackSession);
+    // HTTP/1.1 over TLS (ALPN) gets the cleartext port's header deadline; h2 has node:http2's limits.
+    secure.on("secureConnection", (socket: TLSSocket) => {
+      if (socket.alpnProtocol === "h2") return;
+      socket.once("close", () => clearDeadline(socket));
+      awaitHeaders(socket);
+    });
+    secure.on("request", headersIn);
     nativeStreamsFirst(secure, native);
     listener = secure;
   } else {
@@ -247,43 +295,7 @@ export async function serve({
     h1 = http.createServer(handler);
     h1.keepAliveTimeout = idleTimeoutMs;
     const h1Server = h1;
-    const deadlines = new Map<net.Socket, ReturnType<typeof setTimeout>>();
-    const clearDeadline = (socket: net.Socket) => {
-      clearTimeout(deadlines.get(socket));
-      deadlines.delete(socket);
-    };
-    /** The headers of the next request must arrive within headersTimeoutMs: past it 408, then close. */
-    const awaitHeaders = (socket: net.Socket) => {
-      clearDeadline(socket);
-      deadlines.set(
-        socket,
-        setTimeout(() => {
-          deadlines.delete(socket);
-          const body = `request headers not received within ${headersTimeoutMs} ms: send the whole request head at once`;
-          socket.end(`HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-          // A client that does not read the answer does not keep the connection either.
-          setTimeout(() => socket.destroy(), 1000).unref();
-        }, headersTimeoutMs),
-      );
-    };
-    /** Between requests: idle for idleTimeoutMs at most, then the next request's headers are timed from its first byte. */
-    const awaitNextRequest = (socket: net.Socket) => {
-      clearDeadline(socket);
-      deadlines.set(
-        socket,
-        setTimeout(() => socket.destroy(), idleTimeoutMs),
-      );
-      socket.once("data", () => {
-        if (deadlines.has(socket)) awaitHeaders(socket);
-      });
-    };
-    h1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
-      const socket = req.socket;
-      clearDeadline(socket);
-      res.once("finish", () => {
-        if (!socket.destroyed) awaitNextRequest(socket);
-      });
-    });
+    h1Server.on("request", headersIn);
     listener = net.createServer((socket) => {
       if (socket.destroyed) return;
       sockets.add(socket);
