@@ -10,6 +10,6 @@ if [ ! -x node_modules/.bin/bun ] || [ ! -f node_modules/.package-lock.json ] ||
   # ("Missing ... from lock file"), a known npm lock-file bug; install follows the lock all the same.
   npm install --no-audit --no-fund --loglevel=error
 fi
-# Also where npm install was skipped or ran with --ignore-scripts; quiet when already patched.
-node scripts/patch-postgres.mjs
+# Also where npm install was skipped or ran with --ignore-scripts: patches/ (idempotent).
+patched=$(node_modules/.bin/patch-package --error-on-fail 2>&1) || { echo "$patched" >&2; exit 1; }
 bash scripts/ensure-system.sh

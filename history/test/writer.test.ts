@@ -35,7 +35,7 @@ test("writer - every point once, whatever is published again", async () => {
 });
 
 test("writer - a COPY that PostgreSQL refuses is reported, and the transaction goes on after its savepoint", async () => {
-  expect(copyFailuresReported).toBe(true); // the install patched postgres.js (scripts/patch-postgres.mjs)
+  expect(copyFailuresReported).toBe(true); // the install patched postgres.js (patches/postgres+3.4.9.patch)
   const outcome = await fx.sql.begin(async (tx) => {
     await tx`CREATE TEMP TABLE copy_refused (k int PRIMARY KEY) ON COMMIT DROP`;
     await tx`INSERT INTO copy_refused VALUES (5)`;

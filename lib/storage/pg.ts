@@ -6,7 +6,6 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import postgres from "postgres";
-import { COPY_FAILURE_EDIT } from "../../scripts/patch-postgres.mjs";
 
 export type Sql = postgres.Sql;
 export type TransactionSql = postgres.TransactionSql;
@@ -51,7 +50,7 @@ export function connectPostgres({ url, schema = "public", max = 4, applicationNa
 /**
  * COPY … FROM STDIN of one text (or, for FORMAT binary, bytes); resolves when the server took every row, rejects with the server's
  * error (a unique violation, say) when it did not. Without the install's patch of postgres.js
- * (scripts/patch-postgres.mjs) a COPY that the server fails never settles: check
+ * (patches/postgres+3.4.9.patch) a COPY that the server fails never settles: check
  * `copyFailuresReported` before COPYing into a table with constraints.
  */
 export async function copyFrom(sql: Sql | TransactionSql, statement: string, data: string | Uint8Array): Promise<void> {
@@ -62,12 +61,15 @@ export async function copyFrom(sql: Sql | TransactionSql, statement: string, dat
   });
 }
 
+/** The line patches/postgres+3.4.9.patch adds so that a COPY FROM the server failed rejects. */
+export const COPY_FAILURE_PATCH_LINE = "    final && (final(err), final = null) // fleet patch: a COPY FROM the server failed after its stream ended";
+
 /** Whether the postgres.js in use reports a COPY FROM that the server failed (it has the install's patch). */
 export const copyFailuresReported: boolean = (() => {
   try {
     // src/index.js or cjs/src/index.js, beside the connection.js it loads
     const entry = createRequire(import.meta.url).resolve("postgres");
-    return readFileSync(join(dirname(entry), "connection.js"), "utf8").includes(COPY_FAILURE_EDIT[1]);
+    return readFileSync(join(dirname(entry), "connection.js"), "utf8").includes(COPY_FAILURE_PATCH_LINE);
   } catch {
     return false;
   }
@@ -133,9 +135,9 @@ let guardInstalled = false;
  * it. Thrown from a timer, it cannot be caught and would end the process (porsager/postgres#1066,
  * #1154, #1208; fixes proposed in #1168, #1209, not released). The queries of that connection were
  * already rejected with CONNECTION_CLOSED, which callers retry; so exactly this error is logged and
- * the process goes on. Any other uncaught error still ends it. scripts/patch-postgres.mjs fixes the
+ * the process goes on. Any other uncaught error still ends it. patches/postgres+3.4.9.patch fixes the
  * driver itself at install (bun test fails a test on a timer's throw whatever handler is installed);
- * this guard is for an install that skipped that script. Remove both once postgres.js has the fix.
+ * this guard is for an install that skipped that patch. Remove both once postgres.js has the fix.
  */
 export function guardPostgresClosedSocketWrite(onCaught: (err: Error) => void): void {
   if (guardInstalled) return;
