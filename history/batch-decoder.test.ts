@@ -2,7 +2,8 @@ import { expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PositionBatchSchema, PositionSchema, VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { decodeBatchRows, rowsOf } from "./batch-decoder";
+import { decodeBatchRows } from "./batch-decoder";
+import { rowsOf } from "./row";
 
 const batch = (positions: Parameters<typeof create<typeof PositionSchema>>[1][]) =>
   create(PositionBatchSchema, { positions: positions.map((p) => create(PositionSchema, p)) });

@@ -7,43 +7,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
-import { timestampMicros } from "./copy-rows";
-
-/** One position as the writer stores it; times in µs since the epoch. */
-export interface Row {
-  vehicleId: string;
-  /** recorded_at; NaN when the point had none (it is skipped). */
-  us: number;
-  seq: number;
-  fleetId: string;
-  lat: number;
-  lon: number;
-  speed: number;
-  heading: number;
-  accuracy: number;
-  orderId: string;
-  status: number;
-  /** received_at, or NaN when unknown. */
-  receivedUs: number;
-}
-
-/** Rows of decoded positions (the fallback, and tests). */
-export function rowsOf(positions: readonly Position[]): Row[] {
-  return positions.map((p) => ({
-    vehicleId: p.vehicleId,
-    us: p.recordedAt ? timestampMicros(p.recordedAt) : NaN,
-    seq: p.seq,
-    fleetId: p.fleetId,
-    lat: p.lat,
-    lon: p.lon,
-    speed: p.speed,
-    heading: p.heading,
-    accuracy: p.accuracy,
-    orderId: p.orderId,
-    status: p.status,
-    receivedUs: p.receivedAt ? timestampMicros(p.receivedAt) : NaN,
-  }));
-}
+import { rowsOf, type Row } from "./row";
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 

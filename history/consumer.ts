@@ -14,7 +14,8 @@ import { CONSUMERS, partitionOf, POSITIONS_STREAM, type Nats } from "../lib/nats
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isDataException, isTransientPgError } from "../lib/storage";
-import { decodeBatchRows, type Row } from "./batch-decoder";
+import { decodeBatchRows } from "./batch-decoder";
+import type { Row } from "./row";
 import type { PositionWriter } from "./write-positions";
 
 export interface HistoryConsumerOptions {

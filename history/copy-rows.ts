@@ -1,22 +1,15 @@
 /**
  * Positions as PostgreSQL COPY input: binary for `positions` itself (the writer's usual path), text
  * for its staging table (times as integer microseconds since the epoch: exact, and turned into
- * timestamptz by the insert); and the rollup's sums of new points.
+ * timestamptz by the insert). The rows come in key order from row.ts's prepareRows.
  */
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { BINARY_COPY_SIGNATURE, PG_EPOCH_US } from "../lib/storage";
 import { ProtoWriter } from "../lib/wire";
-import type { Row } from "./batch-decoder";
+import type { Row } from "./row";
 
 /** Columns of the staging table, in COPY order. */
 export const STAGING_COLUMNS =
   "vehicle_id, recorded_us, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_us";
-
-/** Microseconds since the epoch of a Timestamp (sub-microsecond digits dropped). */
-export function timestampMicros(ts: Timestamp | undefined): number {
-  if (!ts) return 0;
-  return Number(ts.seconds) * 1_000_000 + Math.floor(ts.nanos / 1000);
-}
 
 const SPECIAL = /[\\\t\n\r\u0000]/;
 
@@ -28,68 +21,6 @@ const SPECIAL = /[\\\t\n\r\u0000]/;
 export function copyText(value: string): string {
   if (!SPECIAL.test(value)) return value;
   return value.replace(/[\\\t\n\r\u0000]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : "\uFFFD"));
-}
-
-/** A point reduced to what the rollup needs. */
-export interface RollupPoint {
-  vehicleId: string;
-  us: number;
-  lat: number;
-  lon: number;
-  speed: number;
-}
-
-/** A batch's rows ready to COPY, in key order (vehicle, time), each (vehicle, time) once. */
-export interface PreparedRows {
-  rows: Row[];
-  /** The same rows, one array per vehicle, in time order: what the rollup takes. */
-  byVehicle: Row[][];
-  /** Days (since the epoch) the rows fall in: their partitions must exist. */
-  days: Set<number>;
-}
-
-const byTime = (a: Row, b: Row) => a.us - b.us;
-
-/**
- * Drops points without a time and repeats of a (vehicle, time) within the batch (the first stays,
- * as the insert that ignores existing rows would keep it), and puts the rest in key order, vehicles
- * in code-unit order: concurrent writers then take their index entries in the same order, and the
- * B-tree is written leaf by leaf. Grouped by vehicle first (a batch holds few vehicles, each in
- * time order already), which cost less than one sort of the batch by a string and a time.
- */
-export function prepareRows(input: readonly Row[]): PreparedRows {
-  const groups = new Map<string, Row[]>();
-  for (const p of input) {
-    if (Number.isNaN(p.us)) continue;
-    const g = groups.get(p.vehicleId);
-    if (g) g.push(p);
-    else groups.set(p.vehicleId, [p]);
-  }
-  const rows: Row[] = [];
-  const byVehicle: Row[][] = [];
-  const days = new Set<number>();
-  for (const id of [...groups.keys()].sort()) {
-    const g = groups.get(id)!;
-    for (let i = 1; i < g.length; i++) {
-      if (g[i]!.us < g[i - 1]!.us) {
-        g.sort(byTime); // stable: of equal times, the first sent stays first
-        break;
-      }
-    }
-    const kept: Row[] = [];
-    let lastUs = NaN;
-    let lastDay = NaN;
-    for (const p of g) {
-      if (p.us === lastUs) continue;
-      lastUs = p.us;
-      kept.push(p);
-      rows.push(p);
-      const day = Math.floor(p.us / 86_400_000_000);
-      if (day !== lastDay) days.add((lastDay = day));
-    }
-    byVehicle.push(kept);
-  }
-  return { rows, byVehicle, days };
 }
 
 /** COPY text of the staging table (STAGING_COLUMNS): times as integer microseconds. */
@@ -222,49 +153,3 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
   return Buffer.from(c.buf.subarray(0, c.pos)); // a copy (Buffer.slice would be a view)
 }
 
-const R = 6371008.8;
-const rad = Math.PI / 180;
-
-/** Great-circle distance in metres (the formula of SQL's fleet_distance_m). */
-export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
-  const a = Math.sin(((lat2 - lat1) * rad) / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(((lon2 - lon1) * rad) / 2) ** 2;
-  return 2 * R * Math.asin(Math.sqrt(a));
-}
-
-/**
- * Rollup rows of new points (per vehicle and minute) and each vehicle's first point, whose leg from
- * the stored predecessor SQL adds. Takes one array per vehicle, in time order (PreparedRows.byVehicle).
- */
-export function rollupOf(byVehicle: readonly (readonly RollupPoint[])[]) {
-  const rows = { vehicle: [] as string[], minuteUs: [] as number[], points: [] as number[], distance: [] as number[], maxSpeed: [] as number[], sumSpeed: [] as number[] };
-  const firsts = { vehicle: [] as string[], us: [] as number[], lat: [] as number[], lon: [] as number[] };
-  for (const list of byVehicle) {
-    if (list.length === 0) continue;
-    const f = list[0]!;
-    const vehicle = f.vehicleId;
-    firsts.vehicle.push(vehicle);
-    firsts.us.push(f.us);
-    firsts.lat.push(f.lat);
-    firsts.lon.push(f.lon);
-    let minute = -1;
-    for (let i = 0; i < list.length; i++) {
-      const p = list[i]!;
-      const m = Math.floor(p.us / 60_000_000) * 60_000_000;
-      if (m !== minute) {
-        minute = m;
-        rows.vehicle.push(vehicle);
-        rows.minuteUs.push(m);
-        rows.points.push(0);
-        rows.distance.push(0);
-        rows.maxSpeed.push(p.speed);
-        rows.sumSpeed.push(0);
-      }
-      const k = rows.points.length - 1;
-      rows.points[k]!++;
-      rows.sumSpeed[k]! += p.speed;
-      if (p.speed > rows.maxSpeed[k]!) rows.maxSpeed[k] = p.speed;
-      if (i > 0) rows.distance[k]! += distanceM(list[i - 1]!.lat, list[i - 1]!.lon, p.lat, p.lon);
-    }
-  }
-  return { rows, firsts };
-}

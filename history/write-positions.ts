@@ -17,8 +17,9 @@
  * little high (documented in history/README.md).
  */
 import { DAY_MS, dayOf, ensureDayPartitions, hotDays, copyFailuresReported, copyFrom, lockKey, type StorageMode, type Sql, type TransactionSql } from "../lib/storage";
-import type { Row } from "./batch-decoder";
-import { POSITION_COLUMNS, positionsCopy, prepareRows, rollupOf, STAGING_COLUMNS, stagingText, type PreparedRows } from "./copy-rows";
+import { POSITION_COLUMNS, positionsCopy, STAGING_COLUMNS, stagingText } from "./copy-rows";
+import { rollupOf } from "./rollup";
+import { prepareRows, type PreparedRows, type Row } from "./row";
 
 const STAGING = `
   CREATE TEMP TABLE IF NOT EXISTS history_staging (
