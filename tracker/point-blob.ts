@@ -10,8 +10,8 @@
  */
 import type { Position } from "../gen/fleet/v1/position_pb";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
+import { BUCKETS, bucketOf } from "./bucket";
 import { FIXED_BYTES, packPoint } from "./state-codec";
-import { BUCKETS, bucketOf } from "./store";
 
 /** Longest fleet and order ids a record keeps, in characters (as packPoint cuts them). */
 const FLEET_MAX = 64;

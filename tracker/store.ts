@@ -19,11 +19,10 @@
  * set-status.lua, sweep.lua; nearby.lua reads a search with its records in one round trip.
  */
 import type Redis from "ioredis";
+import { BUCKETS, bucketOf } from "./bucket";
 import type { PointBlob } from "./point-blob";
 import { FIXED_BYTES, LiveKind } from "./state-codec";
 
-/** State buckets. Changing it needs a migration of existing keys: it is part of the data layout (nearby.lua has it too). */
-export const BUCKETS = 4096;
 /** GEOSEARCH refuses latitudes past this (Web Mercator). */
 const GEO_MAX_LAT = 85.05112878;
 /** A point heard from longer ago than this is "old" for the sweep's bounds (newer-wins.lua, sweep.lua). */
@@ -105,27 +104,6 @@ const NEARBY_STATES: NearbyState[] = ["all", "more", "budget"];
 export interface NearbyHit {
   id: string;
   record: Buffer;
-}
-
-/** The state bucket of a vehicle: FNV-1a over the id's UTF-8 bytes (nearby.lua computes the same). */
-export function bucketOf(vehicleId: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < vehicleId.length; i++) {
-    const c = vehicleId.charCodeAt(i);
-    if (c >= 0x80) return bucketOfBytes(Buffer.from(vehicleId, "utf8"));
-    h ^= c;
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % BUCKETS;
-}
-
-function bucketOfBytes(bytes: Uint8Array): number {
-  let h = 0x811c9dc5;
-  for (const b of bytes) {
-    h ^= b;
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % BUCKETS;
 }
 
 /** Whether the packed point at `r` of `b` names the fleet of the record `before`. */

@@ -9,7 +9,8 @@ import Redis from "ioredis";
 import { VehicleStatus, type Position } from "../../gen/fleet/v1/position_pb";
 import { PointBlob } from "../point-blob";
 import { decodeState } from "../state-codec";
-import { bucketOf, createStore, type Store } from "../store";
+import { bucketOf } from "../bucket";
+import { createStore, type Store } from "../store";
 import { startTestTracker, point, uniqueName, type TestTracker } from "./helpers";
 
 let t: TestTracker;
