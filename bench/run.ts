@@ -2,6 +2,7 @@
  * `bun run bench <name> [options]`: the project's benchmarks. Each prints progress lines and a
  * table for a person, and last one JSON line for a machine.
  */
+import { CODECS_HELP, runCodecsBench } from "./codecs";
 import { HISTORY_HELP, runHistoryBench } from "./history";
 import { INGEST_HELP, runIngestBench } from "./ingest";
 import { WATCH_HELP, runWatchBench } from "./watch";
@@ -21,6 +22,11 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
     summary: "history writer vs COPY, lag, GetTrack, Parquet writers, archiver, DuckDB over a 10M-point archive",
     help: HISTORY_HELP,
     run: runHistoryBench,
+  },
+  codecs: {
+    summary: "each hand protobuf codec next to protobuf-es's BinaryReader/BinaryWriter and reflective fromBinary/toBinary (CPU only)",
+    help: CODECS_HELP,
+    run: runCodecsBench,
   },
 };
 
