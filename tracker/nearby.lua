@@ -21,7 +21,9 @@ if #ARGV > 7 then
   for i = 8, #ARGV do fleets[ARGV[i]] = true end
 end
 
--- FNV-1a over the id's bytes, as store.ts bucketOf computes it (exact in doubles: below 2^42).
+-- FNV-1a over the id's bytes, as bucket.ts's bucketOf (lib/fnv1a.ts) computes it (exact in doubles:
+-- below 2^42). The one hash in Lua: the ids come from GEOSEARCH, so no caller can pass their buckets;
+-- tracker/test/store.test.ts proves it equal to the TypeScript one.
 local function bucketOf(s)
   local h = 2166136261
   for i = 1, #s do

@@ -10,7 +10,7 @@
  */
 import type { Position } from "../gen/fleet/v1/position_pb";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
-import { BUCKETS, bucketOf } from "./bucket";
+import { BUCKETS, bucketOf, bucketOfBytes } from "./bucket";
 import { FIXED_BYTES, packPoint } from "./state-codec";
 
 /** Longest fleet and order ids a record keeps, in characters (as packPoint cuts them). */
@@ -154,12 +154,7 @@ export class PointBlob {
     const fleetLen = Math.min(f.fleetEnd - f.fleetStart, FLEET_MAX);
     const orderLen = Math.min(f.orderEnd - f.orderStart, ORDER_MAX);
     const recLen = FIXED_BYTES + fleetLen + orderLen;
-    let h = 0x811c9dc5;
-    for (let i = f.idStart; i < f.idEnd; i++) {
-      h ^= src[i]!;
-      h = Math.imul(h, 0x01000193);
-    }
-    const bucket = (h >>> 0) % BUCKETS;
+    const bucket = bucketOfBytes(src, f.idStart, f.idEnd);
     const at = this.reserve(headSize(bucket) + idLen + recLen);
     const b = this.buf;
     const idAt = this.head(at, idLen, bucket, recLen);

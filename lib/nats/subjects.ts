@@ -2,6 +2,7 @@
  * NATS names shared by every service: the positions stream, its subjects and consumers,
  * and the live fan-out subjects. One place, so that producers and consumers agree.
  */
+import { fnv1aUtf16 } from "../fnv1a";
 
 /** The JetStream stream that holds every accepted position. */
 export const POSITIONS_STREAM = "FLEET_POSITIONS";
@@ -21,16 +22,11 @@ export const HEADERS = {
 } as const;
 
 /**
- * Partition of a vehicle: FNV-1a of its id modulo `partitions`. All points of one vehicle
+ * Partition of a vehicle: FNV-1a of its id (over UTF-16 code units, as always) modulo `partitions`. All points of one vehicle
  * go to the same subject, so they stay in order in the stream.
  */
 export function partitionOf(vehicleId: string, partitions: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < vehicleId.length; i++) {
-    h ^= vehicleId.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % partitions;
+  return fnv1aUtf16(vehicleId) % partitions;
 }
 
 /** Subject of one partition of the positions stream. */

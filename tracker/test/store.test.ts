@@ -87,4 +87,16 @@ describe("store", () => {
     expect(await store.orderVehicle("fc/ORD-1")).toBeUndefined();
     expect(await store.orderVehicle("fb/ORD-1")).toBe(u);
   });
+  test("bucket - nearby.lua's FNV-1a gives every id the bucket bucket.ts gives it (ASCII, accents, emoji, long ids)", async () => {
+    const lua = await Bun.file(new URL("../nearby.lua", import.meta.url)).text();
+    const fn = /^local function bucketOf\(s\)\n[\s\S]*?\n^end$/m.exec(lua)?.[0];
+    expect(fn).toBeDefined();
+    const ids = ["", "a", "truck-9", "vélo", "fahrzeug-ü-€-🚚", "x".repeat(300), "\u{10ffff}\u0080\u07ff\u0800\uffff"];
+    // Characters from every UTF-8 length, mixed: each byte value reaches the Lua arithmetic.
+    const chars = ["a", "Z", "-", "é", "ß", "€", "中", "🚚", "\u0080", "\uffff"];
+    for (let i = 0; i < 500; i++) ids.push(Array.from({ length: 1 + (i % 23) }, (_, k) => chars[(i * 7 + k * 13 + ((i * k) % 5)) % chars.length]).join(""));
+    const script = `local BUCKETS = 4096\n${fn}\nlocal out = {}\nfor i = 1, #ARGV do out[i] = bucketOf(ARGV[i]) end\nreturn out`;
+    const buckets = (await redis.eval(script, 0, ...ids)) as number[];
+    expect(buckets).toEqual(ids.map(bucketOf));
+  });
 });
