@@ -2,6 +2,7 @@
  * The rollup's sums of a batch's new points, per vehicle and minute (points, distance, speeds), which
  * the writer adds to `positions_rollup` (write-positions.ts, in the transaction of the COPY).
  */
+import { distanceM, EARTH_MEAN_RADIUS_M } from "../lib/geo";
 
 /** A point reduced to what the rollup needs. */
 export interface RollupPoint {
@@ -10,15 +11,6 @@ export interface RollupPoint {
   lat: number;
   lon: number;
   speed: number;
-}
-
-const R = 6371008.8;
-const rad = Math.PI / 180;
-
-/** Great-circle distance in metres (the formula of SQL's fleet_distance_m). */
-export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
-  const a = Math.sin(((lat2 - lat1) * rad) / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(((lon2 - lon1) * rad) / 2) ** 2;
-  return 2 * R * Math.asin(Math.sqrt(a));
 }
 
 /**
@@ -53,7 +45,7 @@ export function rollupOf(byVehicle: readonly (readonly RollupPoint[])[]) {
       rows.points[k]!++;
       rows.sumSpeed[k]! += p.speed;
       if (p.speed > rows.maxSpeed[k]!) rows.maxSpeed[k] = p.speed;
-      if (i > 0) rows.distance[k]! += distanceM(list[i - 1]!.lat, list[i - 1]!.lon, p.lat, p.lon);
+      if (i > 0) rows.distance[k]! += distanceM(list[i - 1]!.lat, list[i - 1]!.lon, p.lat, p.lon, EARTH_MEAN_RADIUS_M);
     }
   }
   return { rows, firsts };

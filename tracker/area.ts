@@ -3,20 +3,12 @@
  * circle Redis searches to find candidates, and the live subjects that cover an area.
  */
 import type { Area } from "../gen/fleet/v1/geo_pb";
+import { distanceM, REDIS_EARTH_RADIUS_M } from "../lib/geo";
 import { geohashCover } from "../lib/geohash";
 import { InvalidRequestError } from "../lib/grpc";
 import { liveCellWildcard } from "../lib/nats";
 
-/** Earth radius Redis GEO uses, so distances agree with GEOSEARCH. */
-const EARTH_RADIUS_M = 6372797.560856;
 const rad = (deg: number) => (deg * Math.PI) / 180;
-
-/** Great-circle distance in metres (haversine, as Redis computes it). */
-export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
-  const u = Math.sin((rad(lat2) - rad(lat1)) / 2);
-  const v = Math.sin((rad(lon2) - rad(lon1)) / 2);
-  return 2 * EARTH_RADIUS_M * Math.asin(Math.sqrt(u * u + Math.cos(rad(lat1)) * Math.cos(rad(lat2)) * v * v));
-}
 
 export interface Bounds {
   minLat: number;
@@ -55,7 +47,7 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
     }
     if (!Number.isFinite(radiusM) || radiusM <= 0) throw new InvalidRequestError(`circle radius_m ${radiusM}: must be above 0`);
     if (radiusM > maxRadiusM) throw new InvalidRequestError(`circle radius_m ${radiusM}: must be at most ${maxRadiusM} m`);
-    const dLat = (radiusM / EARTH_RADIUS_M) * (180 / Math.PI);
+    const dLat = (radiusM / REDIS_EARTH_RADIUS_M) * (180 / Math.PI);
     const cosLat = Math.cos(rad(Math.min(89.9, Math.abs(lat) + dLat)));
     const dLon = Math.min(180, dLat / Math.max(cosLat, 1e-6));
     const bounds = { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) };
@@ -63,7 +55,7 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
     let wrap: Bounds | undefined;
     if (dLon < 180 && lon - dLon < -180) wrap = { minLat: bounds.minLat, maxLat: bounds.maxLat, minLon: lon - dLon + 360, maxLon: 180 };
     if (dLon < 180 && lon + dLon > 180) wrap = { minLat: bounds.minLat, maxLat: bounds.maxLat, minLon: -180, maxLon: lon + dLon - 360 };
-    const haversine = (la: number, lo: number) => distanceM(lat, lon, la, lo) <= radiusM;
+    const haversine = (la: number, lo: number) => distanceM(lat, lon, la, lo, REDIS_EARTH_RADIUS_M) <= radiusM;
     // An area watch is handed every vehicle of the cells around it, most of them outside the
     // circle: the bounding box turns those away before the trigonometry. Only where the box is
     // exact (away from the poles and the antimeridian), with a centimetre to spare.
@@ -93,7 +85,7 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
   const lon = (minLon + maxLon) / 2;
   // The farthest corner is on the side nearer the equator (longitude degrees are longer there).
   const edgeLat = Math.abs(minLat) < Math.abs(maxLat) ? minLat : maxLat;
-  const radiusM = Math.max(distanceM(lat, lon, edgeLat, minLon), distanceM(lat, lon, edgeLat, maxLon), distanceM(lat, lon, maxLat, lon), distanceM(lat, lon, minLat, lon));
+  const radiusM = Math.max(distanceM(lat, lon, edgeLat, minLon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, edgeLat, maxLon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, maxLat, lon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, minLat, lon, REDIS_EARTH_RADIUS_M));
   if (radiusM > maxRadiusM) {
     throw new InvalidRequestError(`box is too large: its corners are ${Math.round(radiusM)} m from its centre, at most ${maxRadiusM} m`);
   }

@@ -18,12 +18,13 @@ import {
   type WatchVehiclesResponse,
 } from "../gen/fleet/v1/tracker_pb";
 import { parseOrderGrant, type WatchClaims } from "../lib/auth";
+import { distanceM, REDIS_EARTH_RADIUS_M } from "../lib/geo";
 import { connectionKey, nativeServerStream, nativeUnaryMethods, InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError, type MessageEncoder, type NativeMethod } from "../lib/grpc";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
 import { liveOrderSubject, liveVehicleWildcard } from "../lib/nats";
-import { distanceM, regionSubjects, toRegion } from "./area";
+import { regionSubjects, toRegion } from "./area";
 import { canSee, canSeeView, grantsById, watchClaims } from "./authz";
 import { createLiveHub } from "./live-hub";
 import type { LivePublisher } from "./live";
@@ -264,7 +265,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         if (seen.has(id) || !s.online || (mask !== 0 && (mask & (1 << s.status)) === 0)) return;
         if (!region.contains(s.lat, s.lon) || !canSee(claims, id, s.fleetId, s.orderId)) return;
         seen.add(id);
-        hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon) });
+        hits.push({ vehicleId: id, state: s, distanceM: distanceM(region.lat, region.lon, s.lat, s.lon, REDIS_EARTH_RADIUS_M) });
       };
       if (!byGrant(claims)) {
         // Redis filters status and online in each searched set (searchSets), reading at most
@@ -284,7 +285,7 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
             if (f.state === "all") continue;
             const last = f.hits.at(-1);
             const s = last && decodeState(last.record);
-            sure = Math.min(sure, s ? distanceM(region.lat, region.lon, s.lat, s.lon) : 0);
+            sure = Math.min(sure, s ? distanceM(region.lat, region.lon, s.lat, s.lon, REDIS_EARTH_RADIUS_M) : 0);
           }
           if (sure === Infinity || hits.filter((h) => h.distanceM <= sure).length >= limit) break;
           if (found.some((f) => f.state === "budget") || wanted >= limits.scanMax) throw tooMany("nearby");

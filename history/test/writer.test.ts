@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import type { VehicleStatus } from "../../gen/fleet/v1/position_pb";
+import { distanceM, EARTH_MEAN_RADIUS_M } from "../../lib/geo";
 import { copyFailuresReported, copyFrom, hotDays, storageMode } from "../../lib/storage";
 import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 
@@ -144,3 +145,11 @@ test("writer - PostgreSQL restarted mid-stream: nothing lost, nothing doubled", 
   const [r] = await fx.sql`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id = 'w4'`;
   expect(r!.points).toBe(published);
 }, 90_000);
+
+test("writer - the rollup's legs inside a batch (lib/geo.ts) measure as PostgreSQL's fleet_distance_m measures the first", async () => {
+  const legs = [[52.52, 13.405, 52.3906, 13.0645], [0, 0, 0, 1], [-33.8688, 151.2093, -33.8689, 151.2094], [10, 179.9999, 10, -179.9999]];
+  for (const [a, b, c, d] of legs) {
+    const [r] = await fx.sql`SELECT fleet_distance_m(${a!}, ${b!}, ${c!}, ${d!}) AS m`;
+    expect(Math.abs(Number(r!.m) - distanceM(a!, b!, c!, d!, EARTH_MEAN_RADIUS_M))).toBeLessThan(1e-6);
+  }
+});
