@@ -170,8 +170,24 @@ interface ReaderDeps {
   batcher: Batcher;
   streams: StreamWatch;
   maxUnsentRejections: number;
-  /** Takes one point of `bytes` into the call (see createIngestService); throws what ends the stream. */
-  take(call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, bytes: number): void;
+  /** Takes one point into the call (see createIngestService); throws what ends the stream. */
+  take(call: IngestCall, p: Position | undefined, options: TakeOptions): void;
+}
+
+/** How one point is taken. */
+interface TakeOptions {
+  /** The time it arrived (ms since the epoch). */
+  now: number;
+  /** Its size on the wire, charged to the vehicle's byte budget. */
+  bytes: number;
+  /** A point of another vehicle ends the call (PermissionError) instead of being refused alone. */
+  foreignIsFatal: boolean;
+}
+
+/** How a PointReader reads. */
+interface ReaderOptions {
+  /** Past the unsent refusals bound, end reading and answer (Upload); false: wait for the client to read them (Sync). */
+  answerEarly: boolean;
 }
 
 /** Why a reader stopped reading for a while: bits, since several may hold at once. */
@@ -201,8 +217,7 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
     private readonly call: IngestCall,
     private readonly input: PointInput,
     private readonly deps: ReaderDeps,
-    /** Upload: past the unsent refusals bound, end reading and answer (a Sync waits for its client instead). */
-    private readonly answerEarly: boolean,
+    private readonly options: ReaderOptions,
   ) {
     this.watched = deps.streams.watch(this);
     if (deps.batcher.full) this.waitForRoom();
@@ -216,7 +231,7 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
     const call = this.call;
     const p = msg.position;
     try {
-      this.deps.take(call, p, now, true, p ? pointBytes(p, msg as { $unknown?: { data: Uint8Array }[] }) : 8);
+      this.deps.take(call, p, { now, bytes: p ? pointBytes(p, msg as { $unknown?: { data: Uint8Array }[] }) : 8, foreignIsFatal: true });
     } catch (err) {
       return this.finish(err);
     }
@@ -230,7 +245,7 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
       }, call.bytesWait);
     }
     if (call.rejected !== undefined && call.rejected.length >= this.deps.maxUnsentRejections && call.rejected.at(-1)!.reason !== RejectReason.DUPLICATE) {
-      if (this.answerEarly) return this.finish(undefined);
+      if (this.options.answerEarly) return this.finish(undefined);
       if (!(this.blocked & ACK_UNREAD)) {
         this.block(ACK_UNREAD);
         call.onAckTaken = () => this.unblock(ACK_UNREAD);
@@ -370,7 +385,7 @@ export function createIngestService({
    * on a flood. Sets `call.bytesWait` when the vehicle is over its byte budget. A point already
    * durable (or in flight) is answered without being charged.
    */
-  const take = (call: IngestCall, p: Position | undefined, now: number, foreignIsFatal: boolean, bytes: number) => {
+  const take = (call: IngestCall, p: Position | undefined, { now, bytes, foreignIsFatal }: TakeOptions) => {
     call.bytesWait = 0;
     if (!p) {
       call.bytesWait = call.limits.takeBytes(bytes, now);
@@ -463,7 +478,7 @@ export function createIngestService({
 
   const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
     const call = begin(ctx);
-    const reader = new PointReader(call, input, reading, true);
+    const reader = new PointReader(call, input, reading, { answerEarly: true });
     while (!reader.done) await call.changed();
     // What was accepted before a failure still becomes durable; the vehicle learns how far from
     // the trailer, since a client stream cannot carry both a response and an error.
@@ -478,7 +493,7 @@ export function createIngestService({
     const call = begin(ctx);
     // The resume point, right away.
     yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-    const reader = new PointReader(call, input, reading, false);
+    const reader = new PointReader(call, input, reading, { answerEarly: false });
     for (;;) {
       if (call.hasNews) {
         // Resumed once the response stream took the ack and is under its high-water mark, so a
@@ -521,7 +536,7 @@ export function createIngestService({
         if (room) await room;
         const now = Date.now();
         try {
-          for (const p of req.positions) take(call, p, now, false, pointBytes(p));
+          for (const p of req.positions) take(call, p, { now, bytes: pointBytes(p), foreignIsFatal: false });
         } finally {
           // A flood ends the call, but what was taken before it still becomes durable.
           await call.settle();
