@@ -290,7 +290,7 @@ function rowEnd(b: Buffer, o: number): number {
   for (let i = 0; i < count; i++) {
     if (o + 4 > b.length) return -1;
     const len = i32(b, o);
-    o += 4 + (len > 0 ? len : 0);
+    o += 4 + (Math.max(len , 0));
   }
   return o <= b.length ? o : -1;
 }

@@ -10,12 +10,16 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const int32s = (xs: number[]) => {
   const b = Buffer.alloc(xs.length * 4);
-  xs.forEach((x, i) => b.writeInt32LE(x, i * 4));
+  xs.forEach((x, i) => {
+    b.writeInt32LE(x, i * 4);
+  });
   return b;
 };
 const int64s = (xs: bigint[]) => {
   const b = Buffer.alloc(xs.length * 8);
-  xs.forEach((x, i) => b.writeBigInt64LE(x, i * 8));
+  xs.forEach((x, i) => {
+    b.writeBigInt64LE(x, i * 8);
+  });
   return b;
 };
 const strings = (xs: string[]) => Buffer.concat(xs.flatMap((s) => [int32s([Buffer.byteLength(s)]), Buffer.from(s)]));

@@ -13,7 +13,7 @@
 import { ProtoWriter, writeVarint } from "../lib/wire";
 
 /** Physical types (parquet.thrift `Type`). */
-export const enum ParquetType {
+export enum ParquetType {
   INT32 = 1,
   INT64 = 2,
   DOUBLE = 5,

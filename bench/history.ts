@@ -31,7 +31,7 @@ import { ArchiveService } from "../gen/fleet/v1/archive_pb";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { PositionBatchSchema, PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import { PARQUET_OPTIONS } from "../archiver/parquet-writer";
-import { FILE_SELECT, openDuckDb, positionsViewSql, sqlString, connectPostgres, copyFrom, DAY_MS, dayOf, ensureDayPartitions, migrate, partitionName } from "../lib/storage";
+import { FILE_SELECT, openDuckDb, positionsViewSql, sqlString, connectPostgres, copyFrom, DAY_MS, dayOf, migrate, partitionName } from "../lib/storage";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { connectNats, ensurePositionsStream, partitionOf, positionsSubject } from "../lib/nats";

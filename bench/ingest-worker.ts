@@ -43,12 +43,12 @@ const NONE: { reason: number }[] = [];
 const counters: WorkerCounters = { sent: 0, acked: 0, rejected: 0, streamErrors: 0, open: 0 };
 const rejectReasons = new Map<number, number>();
 let lastError = "";
-let sessions: http2.ClientHttp2Session[] = [];
+const sessions: http2.ClientHttp2Session[] = [];
 let streams: VehicleStream[] = [];
 let mode: "idle" | "blast" | "steady" = "idle";
 let blastWindow = 8;
 let histogram: Histogram | null = null;
-let onOpened: (() => void) | null = null;
+const onOpened: (() => void) | null = null;
 let frameBuf = new Uint8Array(64 * 1024);
 
 function now(): number {

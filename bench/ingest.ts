@@ -150,7 +150,7 @@ function parseOptions(argv: string[]): Options {
 
 const fmt = (n: number, digits = 0) =>
   Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a";
-const say = (line: string) => process.stdout.write(line + "\n");
+const say = (line: string) => process.stdout.write(`${line}\n`);
 
 /** One load generator child and the events it sends. */
 interface Worker {
@@ -368,9 +368,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const prefix = `bench-${Date.now().toString(36)}`;
     const per = Math.ceil(o.streams / o.workers);
     const connPer = Math.ceil(o.connections / o.workers);
-    workers.forEach((w, i) =>
-      w.send({ type: "init", url: gateway.url, keys, connections: connPer, prefix, first: i * per, count: Math.min(per, o.streams - i * per) }),
-    );
+    workers.forEach((w, i) => {
+      w.send({ type: "init", url: gateway.url, keys, connections: connPer, prefix, first: i * per, count: Math.min(per, o.streams - i * per) });
+    });
     await Promise.all(workers.map((w) => w.next("ready", 60_000)));
 
     say(`[${elapsed()}] opening ${o.streams} Sync streams (each waits for its first ack)`);

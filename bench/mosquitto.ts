@@ -30,7 +30,7 @@ export async function startMosquitto(): Promise<Mosquitto> {
   const lines = [`listener ${port} 127.0.0.1`, "allow_anonymous true", "persistence false", "log_dest stderr", "log_type error"];
   // Started as root, mosquitto switches to the "mosquitto" user, which may not exist here.
   if (process.getuid?.() === 0) lines.push("user root");
-  writeFileSync(conf, lines.join("\n") + "\n");
+  writeFileSync(conf, `${lines.join("\n")}\n`);
   const child: ChildProcess = spawn(MOSQUITTO_BIN, ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));

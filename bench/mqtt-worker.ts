@@ -73,6 +73,6 @@ async function run(o: MqttWorkerOptions): Promise<MqttWorkerResult> {
 if (import.meta.main) {
   const options = JSON.parse(process.argv[2] ?? "{}") as MqttWorkerOptions;
   const result = await run(options);
-  process.stdout.write(JSON.stringify(result) + "\n");
+  process.stdout.write(`${JSON.stringify(result)}\n`);
   process.exit(0);
 }

@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-const ROOT = join(import.meta.dir, "..") + "/";
+const ROOT = `${join(import.meta.dir, "..")}/`;
 
 interface ProfileNode {
   id: number;

@@ -145,7 +145,7 @@ function parseOptions(argv: string[]): Options {
 
 const fmt = (n: number, digits = 0) =>
   Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "n/a";
-const say = (line: string) => process.stdout.write(line + "\n");
+const say = (line: string) => process.stdout.write(`${line}\n`);
 
 /** A child speaking JSON over IPC; `next(type)` waits for its next event of that type. */
 interface Child<C, E extends { type: string }> {

@@ -7,7 +7,7 @@
  * points (rare) is encoded by `toBinary` itself.
  */
 import { create, toBinary } from "@bufbuild/protobuf";
-import { SyncResponseSchema, UploadResponseSchema, type IngestAck } from "../gen/fleet/v1/ingest_pb";
+import type { SyncResponseSchema, UploadResponseSchema, IngestAck } from "../gen/fleet/v1/ingest_pb";
 import type { MessageEncoder } from "../lib/grpc";
 import { varintSize, writeVarint } from "../lib/wire";
 

@@ -5,7 +5,7 @@
  * not UTF-8, is protobuf-es's to decode, so the result, or the error, is protobuf-es's.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { PositionBatchSchema, type Position } from "../gen/fleet/v1/position_pb";
+import { PositionBatchSchema, } from "../gen/fleet/v1/position_pb";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
 import { rowsOf, type Row } from "./row";
 

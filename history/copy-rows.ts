@@ -11,6 +11,7 @@ import type { Row } from "./row";
 export const STAGING_COLUMNS =
   "vehicle_id, recorded_us, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_us";
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what COPY's text format cannot hold.
 const SPECIAL = /[\\\t\n\r\u0000]/;
 
 /**
@@ -20,6 +21,7 @@ const SPECIAL = /[\\\t\n\r\u0000]/;
  */
 export function copyText(value: string): string {
   if (!SPECIAL.test(value)) return value;
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: as SPECIAL above.
   return value.replace(/[\\\t\n\r\u0000]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : "\uFFFD"));
 }
 

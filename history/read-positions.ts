@@ -344,7 +344,7 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
       }
       if (!sorted) all = inTimeOrder(all);
       const kept = keep(all);
-      const iso = (us: number) => new Date(Math.floor(us / 1000)).toISOString().replace("Z", "") + String(us % 1000).padStart(3, "0") + "Z";
+      const iso = (us: number) => `${new Date(Math.floor(us / 1000)).toISOString().replace("Z", "") + String(us % 1000).padStart(3, "0")}Z`;
       const wanted = kept.filter((i) => !all.full[i]).map((i) => iso(all.us[i]!));
       // The kept points' full rows, in slices at once: each is an index probe (~8 µs), a query per core.
       const full = new Map<number, StoredPoint>();

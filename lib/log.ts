@@ -38,7 +38,7 @@ function errorFields(value: unknown): unknown {
 export function createLogger({
   level = "info",
   fields = {},
-  write = (line) => process.stderr.write(line + "\n"),
+  write = (line) => process.stderr.write(`${line}\n`),
 }: LoggerOptions = {}): Logger {
   const min = order[level];
   const emit = (lvl: LogLevel, msg: string, extra?: LogFields) => {

@@ -45,7 +45,7 @@ function upload(token: string, points: Position[]): Promise<Outcome> {
     let result: { response?: UploadResponse; error?: grpc.ServiceError } | undefined;
     let trailers: grpc.Metadata | undefined;
     const done = () => result && trailers && resolve({ ...result, trailers });
-    const call = (client as unknown as Record<string, Function>).upload!.call(client, bearer(token), (err: grpc.ServiceError | null, res: UploadResponse) => {
+    const call = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientWritableStream<unknown>>).upload!.call(client, bearer(token), (err: grpc.ServiceError | null, res: UploadResponse) => {
       result = err ? { error: err } : { response: res };
       done();
     }) as grpc.ClientWritableStream<unknown>;

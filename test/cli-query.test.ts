@@ -16,7 +16,7 @@ beforeAll(async () => {
   for (const [day, n] of [["2026-10-01", 3], ["2026-10-02", 2]] as const) {
     const csv = join(dir, "x.csv");
     const lines = Array.from({ length: n }, (_, i) => `truck-${i},${day} 08:00:0${i}+00,${i + 1},north,525000001,134000000,850,9000,500,"",1,`);
-    writeFileSync(csv, lines.join("\n") + "\n");
+    writeFileSync(csv, `${lines.join("\n")}\n`);
     mkdirSync(join(dir, "positions", `day=${day}`), { recursive: true });
     await csvToParquet(conn, csv, join(dir, "positions", `day=${day}`, "part-0.parquet"));
   }

@@ -62,7 +62,7 @@ test("postgres patch - patch-package applies it to the released code once, and a
   expect(first).toEqual({ code: 0, out: expect.stringContaining("postgres@3.4.9 ✔") });
   const patched = readFileSync(file, "utf8");
   expect(patched).toContain(COPY_FAILURE_PATCH_LINE);
-  expect(patched).toMatch(/function nextWrite\(fn\) \{\n    if \(!socket\) \{ \/\/ fleet patch/);
+  expect(patched).toMatch(/function nextWrite\(fn\) \{\n {4}if \(!socket\) \{ \/\/ fleet patch/);
   expect(patchPackage(at, "--error-on-fail").code).toBe(0);
   expect(readFileSync(file, "utf8")).toBe(patched);
 });

@@ -307,7 +307,9 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       const totals = new Map<VehicleStatus, number>(COUNTED.map((s) => [s, 0]));
       const addCounts = async (suffix: string) => {
         const values = await fromStore("counts", () => store.counts(COUNTED.map((s) => `s${s}${suffix}`)));
-        COUNTED.forEach((s, i) => totals.set(s, totals.get(s)! + values[i]!));
+        COUNTED.forEach((s, i) => {
+          totals.set(s, totals.get(s)! + values[i]!);
+        });
       };
       const fleetGranted = (f: string) => claims.all || claims.fleets.includes(f);
       if (fleet ? fleetGranted(fleet) : claims.all) {

@@ -103,7 +103,10 @@ function draw(box: Box): void {
       ctx.globalAlpha = 0.35;
       ctx.lineWidth = 2;
       ctx.beginPath();
-      v.trail.forEach((t, i) => (i === 0 ? ctx.moveTo(p.x(t.lon), p.y(t.lat)) : ctx.lineTo(p.x(t.lon), p.y(t.lat))));
+      v.trail.forEach((t, i) => {
+        if (i === 0) ctx.moveTo(p.x(t.lon), p.y(t.lat));
+        else ctx.lineTo(p.x(t.lon), p.y(t.lat));
+      });
       ctx.stroke();
       ctx.globalAlpha = 1;
     }

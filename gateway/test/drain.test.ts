@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken } from "../../lib/auth";
 import { startServiceProcess, testStack } from "../../dev";
-import { bearer, grpc, grpcClient, point, SECRET, storedPoints, uniqueName } from "./helpers";
+import { bearer, type grpc, grpcClient, point, SECRET, storedPoints, uniqueName } from "./helpers";
 
 test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", async () => {
   const stack = await testStack(["nats"]);

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { UploadRequestSchema } from "../../gen/fleet/v1/ingest_pb";
-import { bearer, grpc, grpcClient, grpcUnary, point, startTestGateway, uploadPoints, type TestGateway } from "./helpers";
+import { bearer, grpc, grpcClient, grpcUnary, point, startTestGateway, type TestGateway } from "./helpers";
 
 let t: TestGateway;
 let client: grpc.Client;

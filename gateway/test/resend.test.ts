@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { RejectReason } from "../../gen/fleet/v1/ingest_pb";
-import { grpcClient, point, startTestGateway, uploadPoints, type TestGateway, grpc } from "./helpers";
+import { grpcClient, point, startTestGateway, uploadPoints, type TestGateway, type grpc } from "./helpers";
 
 let t: TestGateway;
 let client: grpc.Client;

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RejectReason, SyncRequestSchema, SyncResponseSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
-import { bearer, grpc, grpcClient, grpcUnary, point, startTestGateway, type TestGateway } from "./helpers";
+import { bearer, type grpc, grpcClient, grpcUnary, point, startTestGateway, type TestGateway } from "./helpers";
 
 const BOUND = 10;
 

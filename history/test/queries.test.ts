@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { HistoryService, StatsBucket } from "../../gen/fleet/v1/history_pb";
+import { type HistoryService, StatsBucket } from "../../gen/fleet/v1/history_pb";
 import type { History } from "../history";
 import { bearer, countRows, eventually, historyFixture, pointAt, type HistoryFixture } from "./helpers";
 

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Client } from "@connectrpc/connect";
-import { HistoryService } from "../../gen/fleet/v1/history_pb";
+import type { HistoryService } from "../../gen/fleet/v1/history_pb";
 import { createLogger } from "../../lib/log";
 import type { History } from "../history";
 import { createTrackPacker, type TrackPacker } from "../track-hours";

@@ -5,7 +5,7 @@
 import { EventEmitter } from "node:events";
 import type http2 from "node:http2";
 import type { Message } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import { expect, test } from "bun:test";
 import { FramedInput } from "./framed-input";
 

@@ -1,16 +1,15 @@
 /** The methods served natively, and the builders services declare them with. */
-import {
-  create,
-  type DescMessage,
-  type DescMethodBiDiStreaming,
-  type DescMethodClientStreaming,
-  type DescMethodServerStreaming,
-  type DescMethodStreaming,
-  type DescMethodUnary,
-  type DescService,
-  type Message,
-  type MessageInitShape,
-  type MessageShape,
+import type {
+  DescMessage,
+  DescMethodBiDiStreaming,
+  DescMethodClientStreaming,
+  DescMethodServerStreaming,
+  DescMethodStreaming,
+  DescMethodUnary,
+  DescService,
+  Message,
+  MessageInitShape,
+  MessageShape,
 } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { single, type MessageDecoder, type MessageEncoder, type MessageInput } from "./input";

@@ -189,7 +189,7 @@ export function watchStreamLimits(
 ): ReturnType<typeof setInterval> {
   const read = async () => {
     const info = await jsm.streams.info(stream);
-    const maxBytes = info.config.max_bytes > 0 ? info.config.max_bytes : 0;
+    const maxBytes = Math.max(info.config.max_bytes , 0);
     const maxAgeS = info.config.max_age > 0 ? info.config.max_age / 1e9 : 0;
     const first = info.state.messages > 0 && info.state.first_ts ? Date.parse(info.state.first_ts) : NaN;
     const ageS = Number.isFinite(first) ? Math.max(0, (Date.now() - first) / 1000) : 0;

@@ -29,7 +29,7 @@ test("archive store - an S3 key holding ../ is not copied out of the cache folde
   // stores, so the listing is given here as such a bucket would give it).
   const cache = join(dir, "cache", "a", "b");
   // The evil key climbs out of <cache>/<hash>/positions/day=…/: four levels up is <dir>/cache/a.
-  const escape = join(dir, "cache", "a", "escape.parquet");
+  const escaped = join(dir, "cache", "a", "escape.parquet");
   const good = "positions/day=2026-11-10/part-0.parquet";
   const evil = "positions/day=2026-11-10/../../../../escape.parquet";
   const bucket: ArchiveStore = {
@@ -44,7 +44,7 @@ test("archive store - an S3 key holding ../ is not copied out of the cache folde
     delete: async () => {},
   };
   const files = await localParquetFiles(bucket, cache, ["2026-11-10"]);
-  expect(existsSync(escape)).toBe(false);
+  expect(existsSync(escaped)).toBe(false);
   expect(files.length).toBe(1);
   expect(files[0]!.startsWith(resolve(cache))).toBe(true);
   expect(files[0]!.endsWith(good)).toBe(true);

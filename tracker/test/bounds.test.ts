@@ -42,7 +42,9 @@ beforeAll(async () => {
   }
   const blob = new PointBlob();
   blob.addPosition(point(mine, 1, { fleetId: uniqueName("own"), lat: 50.9, lon: 11.2 }), now);
-  smallIds.forEach((id, k) => blob.addPosition(point(id, 1, { fleetId: small, lat: 49.5 + (k % 5) * 0.2 + 0.001, lon: 9.3 + Math.floor(k / 5) * 0.3 + 0.001 }), now));
+  smallIds.forEach((id, k) => {
+    blob.addPosition(point(id, 1, { fleetId: small, lat: 49.5 + (k % 5) * 0.2 + 0.001, lon: 9.3 + Math.floor(k / 5) * 0.3 + 0.001 }), now);
+  });
   await store.applyBatch(blob, now);
 }, 60_000);
 afterAll(async () => {
