@@ -20,7 +20,21 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DuckDBConnection } from "@duckdb/node-api";
-import { objectKey, checkSchemaName, lockKey, archiveDays, DAY_MS, dayStartMs, hotDays, partitionName, timescaleSchema, type ArchiveStore, type Sql, type DayState, type StorageMode } from "../lib/storage";
+import {
+  objectKey,
+  checkSchemaName,
+  lockKey,
+  archiveDays,
+  DAY_MS,
+  dayStartMs,
+  hotDays,
+  partitionName,
+  timescaleSchema,
+  type ArchiveStore,
+  type Sql,
+  type DayState,
+  type StorageMode,
+} from "../lib/storage";
 import type { Logger } from "../lib/log";
 import { dayConditions, exportDayParts, parquetRows, plainToParquet } from "./parquet-writer";
 
@@ -65,7 +79,17 @@ export class ArchiveBusyError extends Error {
 }
 
 /** Runs the archive once; throws on the first day that fails (its partition stays). */
-export async function runArchive({ sql, mode, store, connect, cutoffMs, schema = "public", log, onProgress = () => {}, exportParts = 2 }: ArchiveRunOptions): Promise<ArchiveRunResult> {
+export async function runArchive({
+  sql,
+  mode,
+  store,
+  connect,
+  cutoffMs,
+  schema = "public",
+  log,
+  onProgress = () => {},
+  exportParts = 2,
+}: ArchiveRunOptions): Promise<ArchiveRunResult> {
   const lock = await sql.reserve();
   const key = lockKey(`fleet-archive:${schema}`).toString();
   try {
@@ -91,7 +115,14 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
           const exportNext = () => {
             if (next && all.includes(next) && states.get(next)?.state !== "written") ahead = startExport(sql, mode, next, exportParts);
           };
-          const r = await archiveDay({ sql, mode, store, connect, log, onProgress, exportParts, schema }, day, all.includes(day), mine, exportNext, () => ahead?.done);
+          const r = await archiveDay(
+            { sql, mode, store, connect, log, onProgress, exportParts, schema },
+            day,
+            all.includes(day),
+            mine,
+            exportNext,
+            () => ahead?.done,
+          );
           if (r) {
             result.days.push(day);
             result.rows += r.rows;
@@ -111,7 +142,11 @@ export async function runArchive({ sql, mode, store, connect, cutoffMs, schema =
   }
 }
 
-type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & { onProgress: (p: ArchiveProgress) => void; exportParts: number; schema: string };
+type DayContext = Pick<ArchiveRunOptions, "sql" | "mode" | "store" | "connect" | "log"> & {
+  onProgress: (p: ArchiveProgress) => void;
+  exportParts: number;
+  schema: string;
+};
 
 /** A day's rows exported to plain Parquet files in a folder of their own (exportDayParts), started ahead of its turn. */
 interface Export {
@@ -181,10 +216,11 @@ async function archiveDayOnce(
   };
   let [row] = await sql`SELECT state, generation, rows, bytes FROM archive_days WHERE day = ${day}::date`;
   if (!row) {
-    if (!isHot) return exportDone(), undefined;
-    [row] = await sql`INSERT INTO archive_days (day, state, generation) VALUES (${day}::date, 'writing', 0) RETURNING state, generation, rows, bytes`;
+    if (!isHot) return (exportDone(), undefined);
+    [row] =
+      await sql`INSERT INTO archive_days (day, state, generation) VALUES (${day}::date, 'writing', 0) RETURNING state, generation, rows, bytes`;
   } else if (row.state === "archived") {
-    if (!isHot) return exportDone(), undefined;
+    if (!isHot) return (exportDone(), undefined);
     // Late points re-opened the day: archive them as the next generation.
     [row] = await sql`UPDATE archive_days SET state = 'writing', generation = generation + 1, rows = 0, bytes = 0, updated_at = now()
                       WHERE day = ${day}::date RETURNING state, generation, rows, bytes`;
@@ -209,7 +245,12 @@ async function archiveDayOnce(
         const parquet = join(work, "day.parquet");
         const t0 = performance.now();
         // The export started ahead, on the first round only: a rewrite needs the rows as they are now.
-        const early = round === 0 ? await ahead?.result.catch((err) => (log.warn("archive: the export made ahead failed: exporting again", { day, err }), undefined)) : undefined;
+        const early =
+          round === 0
+            ? await ahead?.result.catch(
+                (err) => (log.warn("archive: the export made ahead failed: exporting again", { day, err }), undefined),
+              )
+            : undefined;
         const exported = early ?? (await exportDayParts(sql, mode, day, work, exportParts, (n) => report("write", n)));
         const exportMs = early ? early.ms : performance.now() - t0;
         exportDone();
@@ -269,7 +310,8 @@ async function archiveDayOnce(
           else {
             // Qualified with the extension's schema: the session sees only the service's (lib/storage/pg.ts).
             const ts = await timescaleSchema(tx);
-            if (!ts) throw new Error("positions is a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb");
+            if (!ts)
+              throw new Error("positions is a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb");
             await tx.unsafe(
               `SELECT ${ts}.drop_chunks('${checkSchemaName(schema)}.positions', older_than => '${day}'::timestamptz + interval '1 day', newer_than => '${day}'::timestamptz)`,
             );

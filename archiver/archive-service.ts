@@ -5,7 +5,13 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ArchiveService, PartitionSchema, PartitionState, type ListPartitionsResponse, type RunArchiveResponse } from "../gen/fleet/v1/archive_pb";
+import {
+  ArchiveService,
+  PartitionSchema,
+  PartitionState,
+  type ListPartitionsResponse,
+  type RunArchiveResponse,
+} from "../gen/fleet/v1/archive_pb";
 import { archiveDays, hotDays, partitionName, timescaleSchema, timescaleDayRows, type Sql, type StorageMode } from "../lib/storage";
 import { claimsOf, InvalidRequestError, PermissionError, UnavailableError } from "../lib/grpc";
 import { ArchiveBusyError, type ArchiveProgress } from "./archive-run";
@@ -35,12 +41,16 @@ const MAX_SECONDS = 253_402_300_799;
 function checkOlderThan(t: Timestamp): number {
   const seconds = Number(t.seconds);
   if (!(seconds >= 0 && seconds <= MAX_SECONDS) || !(t.nanos >= 0 && t.nanos <= 999_999_999)) {
-    throw new InvalidRequestError(`older_than (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time after 1970 and before now`);
+    throw new InvalidRequestError(
+      `older_than (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time after 1970 and before now`,
+    );
   }
   const ms = timestampMs(t);
   const now = Date.now();
   if (ms > now) {
-    throw new InvalidRequestError(`older_than ${new Date(ms).toISOString()} is in the future (now ${new Date(now).toISOString()}): only days that have ended can be archived; send a past time, or none for the hot retention`);
+    throw new InvalidRequestError(
+      `older_than ${new Date(ms).toISOString()} is in the future (now ${new Date(now).toISOString()}): only days that have ended can be archived; send a past time, or none for the hot retention`,
+    );
   }
   return ms;
 }
@@ -63,23 +73,29 @@ export function createArchiveService({ sql, mode, run, hotRetentionMs }: Archive
       }
       const byDay = new Map<string, ListPartitionsResponse["partitions"][number]>();
       for (const d of await archiveDays(sql)) {
-        byDay.set(d.day, create(PartitionSchema, {
-          day: d.day,
-          state: STATE[d.state],
-          rows: BigInt(d.rows),
-          bytes: BigInt(d.bytes),
-          location: d.location,
-        }));
+        byDay.set(
+          d.day,
+          create(PartitionSchema, {
+            day: d.day,
+            state: STATE[d.state],
+            rows: BigInt(d.rows),
+            bytes: BigInt(d.bytes),
+            location: d.location,
+          }),
+        );
       }
       for (const day of hot) {
         const seen = byDay.get(day);
         if (seen && seen.state !== PartitionState.ARCHIVED) continue;
         // A hot day, or late points of an archived day waiting for its next generation.
-        byDay.set(day, create(PartitionSchema, {
+        byDay.set(
           day,
-          state: PartitionState.HOT,
-          rows: BigInt(estimates.get(partitionName(day)) ?? 0),
-        }));
+          create(PartitionSchema, {
+            day,
+            state: PartitionState.HOT,
+            rows: BigInt(estimates.get(partitionName(day)) ?? 0),
+          }),
+        );
       }
       return create(ArchiveService.method.listPartitions.output, { partitions: [...byDay.keys()].sort().map((d) => byDay.get(d)!) });
     },
@@ -120,7 +136,10 @@ export function createArchiveService({ sql, mode, run, hotRetentionMs }: Archive
       while (queue.length) yield queue.shift()!;
       if (failure instanceof ArchiveBusyError) throw new UnavailableError(failure.message, { cause: failure });
       if (failure) {
-        throw new UnavailableError(`archive run stopped: ${failure instanceof Error ? failure.message : String(failure)}; nothing was dropped that was not read back, run again to finish`, { cause: failure });
+        throw new UnavailableError(
+          `archive run stopped: ${failure instanceof Error ? failure.message : String(failure)}; nothing was dropped that was not read back, run again to finish`,
+          { cause: failure },
+        );
       }
     },
   };

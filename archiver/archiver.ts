@@ -45,8 +45,17 @@ export async function createArchiver({
   let timer: ReturnType<typeof setInterval> | undefined;
   try {
     const mode = await migrate(sql, { schema: config.historySchema, log, timescale: config.historyTimescale });
-    const runs = new Counter({ name: "archive_runs_total", help: "archive runs, by result", labelNames: ["result"], registers: [registry] });
-    const rowsArchived = new Counter({ name: "archive_rows_total", help: "rows moved to Parquet and dropped from PostgreSQL", registers: [registry] });
+    const runs = new Counter({
+      name: "archive_runs_total",
+      help: "archive runs, by result",
+      labelNames: ["result"],
+      registers: [registry],
+    });
+    const rowsArchived = new Counter({
+      name: "archive_rows_total",
+      help: "rows moved to Parquet and dropped from PostgreSQL",
+      registers: [registry],
+    });
     const bytesWritten = new Counter({ name: "archive_bytes_written_total", help: "bytes of Parquet written", registers: [registry] });
     new Gauge({
       name: "archive_days",

@@ -9,7 +9,6 @@ import { binaryCopyHeaderEnd, PG_EPOCH_US, type Sql } from "../lib/storage";
 import { ProtoWriter } from "../lib/wire";
 import { ParquetType, plainParquet, type PlainColumn } from "./plain-parquet";
 
-
 /** The columns read, in the order of FILE_COLUMNS (ExportColumns.row reads their fields in it). */
 const SELECT = "vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_at";
 const FIELDS = 12;
@@ -103,7 +102,7 @@ class ExportColumns {
     o += 24;
     o = text(this.order, b, o);
     if (i32(b, o) !== 2) throw new Error("status is not a smallint");
-    this.status[r] = (b[o + 4]! << 24) >> 16 | b[o + 5]!; // sign-extended i16 (INT_16 in the file)
+    this.status[r] = ((b[o + 4]! << 24) >> 16) | b[o + 5]!; // sign-extended i16 (INT_16 in the file)
     o += 6;
     const len = i32(b, o);
     if (len === 8) {
@@ -121,8 +120,18 @@ class ExportColumns {
   columns(): PlainColumn[] {
     const n = this.rows;
     const bytes = (a: Int32Array | Uint8Array, count: number) => Buffer.from(a.buffer, a.byteOffset, count * a.BYTES_PER_ELEMENT);
-    const ints = (name: string, a: Int32Array, logical: PlainColumn["logical"] = "none"): PlainColumn => ({ name, type: ParquetType.INT32, logical, values: bytes(a, n) });
-    const text = (name: string, v: ProtoWriter): PlainColumn => ({ name, type: ParquetType.BYTE_ARRAY, logical: "string", values: v.buf.subarray(0, v.pos) });
+    const ints = (name: string, a: Int32Array, logical: PlainColumn["logical"] = "none"): PlainColumn => ({
+      name,
+      type: ParquetType.INT32,
+      logical,
+      values: bytes(a, n),
+    });
+    const text = (name: string, v: ProtoWriter): PlainColumn => ({
+      name,
+      type: ParquetType.BYTE_ARRAY,
+      logical: "string",
+      values: v.buf.subarray(0, v.pos),
+    });
     return [
       text("vehicle_id", this.vehicle),
       { name: "recorded_at", type: ParquetType.INT64, logical: "timestamp_us_utc", values: bytes(this.recorded, 2 * n) },
@@ -290,7 +299,7 @@ function rowEnd(b: Buffer, o: number): number {
   for (let i = 0; i < count; i++) {
     if (o + 4 > b.length) return -1;
     const len = i32(b, o);
-    o += 4 + (Math.max(len , 0));
+    o += 4 + Math.max(len, 0);
   }
   return o <= b.length ? o : -1;
 }

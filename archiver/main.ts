@@ -9,7 +9,9 @@ import { createArchiver } from "./archiver";
 await runService({
   name: "archiver",
   prepare: (log) =>
-    guardPostgresClosedSocketWrite((err) => log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err })),
+    guardPostgresClosedSocketWrite((err) =>
+      log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err }),
+    ),
   start: createArchiver,
   stop: (archiver) => archiver.close(),
 });

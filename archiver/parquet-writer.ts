@@ -14,7 +14,10 @@ import { exportPlainParquet } from "./binary-export";
 export const PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2, ROW_GROUP_SIZE 1048576";
 
 /** The rows of a UTC day (SQL conditions). */
-export const dayConditions = (day: string): string[] => [`recorded_at >= '${day} 00:00:00+00'`, `recorded_at < '${dayOf(dayStartMs(day) + DAY_MS)} 00:00:00+00'`];
+export const dayConditions = (day: string): string[] => [
+  `recorded_at >= '${day} 00:00:00+00'`,
+  `recorded_at < '${dayOf(dayStartMs(day) + DAY_MS)} 00:00:00+00'`,
+];
 
 /**
  * Exports a day in `parts` page ranges of its partition at once (one connection each), in the order
@@ -40,14 +43,18 @@ export async function exportDayParts(
   const n = Math.max(1, Math.min(parts, pages));
   // Page bounds; the first range starts at page 0 and the last is open, so rows on pages added since are still exported.
   const bound = (i: number) => `'(${Math.floor((pages * i) / n)},0)'::tid`;
-  const ranges = Array.from({ length: n }, (_, i) => (n === 1 ? [] : [i > 0 ? `ctid >= ${bound(i)}` : "", i < n - 1 ? `ctid < ${bound(i + 1)}` : ""].filter(Boolean)));
+  const ranges = Array.from({ length: n }, (_, i) =>
+    n === 1 ? [] : [i > 0 ? `ctid >= ${bound(i)}` : "", i < n - 1 ? `ctid < ${bound(i + 1)}` : ""].filter(Boolean),
+  );
   const from = n === 1 ? "positions" : partitionName(day);
   const counts = new Array<number>(n).fill(0);
   const report = () => onRows?.(counts.reduce((a, b) => a + b, 0));
   const files = ranges.map((_, i) => `${dir}/part-${i}.plain.parquet`);
   const rows = await Promise.all(
     files.map((file, i) =>
-      exportPlainParquet(sql, from, [...dayConditions(day), ...ranges[i]!].join(" AND "), file, { onRows: (r) => ((counts[i] = r), report()) }),
+      exportPlainParquet(sql, from, [...dayConditions(day), ...ranges[i]!].join(" AND "), file, {
+        onRows: (r) => ((counts[i] = r), report()),
+      }),
     ),
   );
   return { files, rows: rows.reduce((a, b) => a + b, 0) };
@@ -55,7 +62,9 @@ export async function exportDayParts(
 
 /** The archive's Parquet file, sorted by vehicle and time, from the plain files of `exportDayParts`. */
 export async function plainToParquet(conn: DuckDBConnection, files: readonly string[], parquetFile: string): Promise<void> {
-  await conn.run(`COPY (SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY vehicle_id, recorded_at) TO ${sqlString(parquetFile)} (${PARQUET_OPTIONS})`);
+  await conn.run(
+    `COPY (SELECT * FROM read_parquet([${files.map(sqlString).join(", ")}]) ORDER BY vehicle_id, recorded_at) TO ${sqlString(parquetFile)} (${PARQUET_OPTIONS})`,
+  );
 }
 
 /**

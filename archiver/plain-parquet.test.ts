@@ -74,12 +74,20 @@ test("plain parquet - DuckDB reads back every type, nulls in long and short runs
 
 test("plain parquet - a table of no rows", async () => {
   const file = join(dir, "empty.parquet");
-  await Bun.write(file, Buffer.concat(plainParquet([{ name: "id", type: ParquetType.BYTE_ARRAY, logical: "string", values: Buffer.alloc(0), defined: new Uint8Array(0) }], 0)));
+  await Bun.write(
+    file,
+    Buffer.concat(
+      plainParquet(
+        [{ name: "id", type: ParquetType.BYTE_ARRAY, logical: "string", values: Buffer.alloc(0), defined: new Uint8Array(0) }],
+        0,
+      ),
+    ),
+  );
   expect(await readBack(file, "SELECT count(*) FROM read_parquet($file)")).toEqual([[0n]]);
 });
 
 test("plain parquet - definition levels that do not cover the rows are refused", () => {
-  expect(() => plainParquet([{ name: "x", type: ParquetType.INT32, logical: "none", values: int32s([1]), defined: new Uint8Array(2) }], 1)).toThrow(
-    "column x has 2 definition levels for 1 rows",
-  );
+  expect(() =>
+    plainParquet([{ name: "x", type: ParquetType.INT32, logical: "none", values: int32s([1]), defined: new Uint8Array(2) }], 1),
+  ).toThrow("column x has 2 definition levels for 1 rows");
 });

@@ -220,7 +220,8 @@ export function plainParquet(columns: readonly PlainColumn[], rows: number): Buf
   const chunks: { column: PlainColumn; offset: number; size: number; values: number }[] = [];
   for (const c of columns) {
     const levels = c.defined ? definitionLevels(c.defined) : undefined;
-    if (c.defined && c.defined.length !== rows) throw new Error(`column ${c.name} has ${c.defined.length} definition levels for ${rows} rows`);
+    if (c.defined && c.defined.length !== rows)
+      throw new Error(`column ${c.name} has ${c.defined.length} definition levels for ${rows} rows`);
     const pageSize = (levels?.length ?? 0) + c.values.length;
     if (pageSize > 0x7fffffff) throw new Error(`column ${c.name} is too large for one Parquet page (${pageSize} bytes)`);
     const header = new ThriftWriter();
@@ -264,7 +265,10 @@ export function plainParquet(columns: readonly PlainColumn[], rows: number): Buf
           .i64(9, k.offset);
       });
     });
-    w.i64(2, list.reduce((a, k) => a + k.size, 0));
+    w.i64(
+      2,
+      list.reduce((a, k) => a + k.size, 0),
+    );
     w.i64(3, rows);
   });
   meta.string(6, "fleet archiver (plain intermediate)");

@@ -84,19 +84,44 @@ function readPosition(r: BinaryReader, end: number): Position {
   while (r.pos < end) {
     const [no, wt] = r.tag();
     switch (no) {
-      case 1: p.vehicleId = r.string(); break;
-      case 2: p.seq = Number(r.uint64()); break;
-      case 3: p.recordedAt = readTimestamp(r); break;
-      case 4: p.lat = r.double(); break;
-      case 5: p.lon = r.double(); break;
-      case 6: p.speed = r.float(); break;
-      case 7: p.heading = r.float(); break;
-      case 8: p.accuracy = r.float(); break;
-      case 9: p.orderId = r.string(); break;
-      case 10: p.status = r.int32(); break;
-      case 11: p.fleetId = r.string(); break;
-      case 12: p.receivedAt = readTimestamp(r); break;
-      default: r.skip(wt, no);
+      case 1:
+        p.vehicleId = r.string();
+        break;
+      case 2:
+        p.seq = Number(r.uint64());
+        break;
+      case 3:
+        p.recordedAt = readTimestamp(r);
+        break;
+      case 4:
+        p.lat = r.double();
+        break;
+      case 5:
+        p.lon = r.double();
+        break;
+      case 6:
+        p.speed = r.float();
+        break;
+      case 7:
+        p.heading = r.float();
+        break;
+      case 8:
+        p.accuracy = r.float();
+        break;
+      case 9:
+        p.orderId = r.string();
+        break;
+      case 10:
+        p.status = r.int32();
+        break;
+      case 11:
+        p.fleetId = r.string();
+        break;
+      case 12:
+        p.receivedAt = readTimestamp(r);
+        break;
+      default:
+        r.skip(wt, no);
     }
   }
   return p;
@@ -219,7 +244,10 @@ function same(what: string, a: unknown, b: unknown): void {
 }
 
 export async function runCodecsBench(argv: string[]): Promise<unknown> {
-  const { values } = parseArgs({ args: argv, options: { rounds: { type: "string", default: "7" }, points: { type: "string", default: "100" } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { rounds: { type: "string", default: "7" }, points: { type: "string", default: "100" } },
+  });
   const rounds = Number(values.rounds);
   const points = Number(values.points);
   if (!(rounds >= 1) || !(points >= 1)) throw new Error("--rounds and --points take a positive number");
@@ -228,25 +256,41 @@ export async function runCodecsBench(argv: string[]): Promise<unknown> {
   const batch = toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions }));
   const requests = positions.map((position) => toBinary(UploadRequestSchema, create(UploadRequestSchema, { position })));
   const requestBuffers = requests.map((b) => Buffer.from(b));
-  const acks = positions.map((p, i) => create(SyncResponseSchema, { ack: { vehicleId: p.vehicleId, durableSeq: p.seq, accepted: 1 + (i % 3) } }));
+  const acks = positions.map((p, i) =>
+    create(SyncResponseSchema, { ack: { vehicleId: p.vehicleId, durableSeq: p.seq, accepted: 1 + (i % 3) } }),
+  );
   const hand = pointRequestDecoder(UploadRequestSchema);
   const handAck = ackResponseEncoder(SyncResponseSchema);
 
   // The library versions give what the hand codecs give, or the figures mean nothing.
-  same("the point request decoder", requestBuffers.map((b) => hand(b, 0, b.length)), requests.map((b) => readerPointRequest(b)));
-  same("the point request decoder (fromBinary)", requestBuffers.map((b) => hand(b, 0, b.length)), requests.map((b) => fromBinary(UploadRequestSchema, b)));
+  same(
+    "the point request decoder",
+    requestBuffers.map((b) => hand(b, 0, b.length)),
+    requests.map((b) => readerPointRequest(b)),
+  );
+  same(
+    "the point request decoder (fromBinary)",
+    requestBuffers.map((b) => hand(b, 0, b.length)),
+    requests.map((b) => fromBinary(UploadRequestSchema, b)),
+  );
   same("the batch decoder", decodeBatchRows(batch), readerBatchRows(batch));
   const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
   same("the batch encoder", hex(encodePositionBatch(positions)), hex(writerBatch(positions)));
   same("the batch encoder (toBinary)", hex(encodePositionBatch(positions)), hex(batch));
-  same("the ack encoder", acks.map((a) => hex(handAck(a))), acks.map((a) => hex(writerAck(a.ack!))));
+  same(
+    "the ack encoder",
+    acks.map((a) => hex(handAck(a))),
+    acks.map((a) => hex(writerAck(a.ack!))),
+  );
 
   const rows: { codec: string; hand: number; reader: number; reflective: number }[] = [];
-  const each = <T>(list: T[], fn: (x: T) => unknown) => () => {
-    let n = 0;
-    for (const x of list) n += (fn(x) as { length?: number })?.length ?? 1;
-    return n;
-  };
+  const each =
+    <T>(list: T[], fn: (x: T) => unknown) =>
+    () => {
+      let n = 0;
+      for (const x of list) n += (fn(x) as { length?: number })?.length ?? 1;
+      return n;
+    };
   const measure = (codec: string, h: () => unknown, lib: () => unknown, refl: () => unknown, items: number) => {
     rows.push({ codec, hand: time(h, items, rounds), reader: time(lib, items, rounds), reflective: time(refl, items, rounds) });
     process.stdout.write(`  measured ${codec}\n`);
@@ -258,15 +302,42 @@ export async function runCodecsBench(argv: string[]): Promise<unknown> {
     each(requests, (b) => fromBinary(UploadRequestSchema, b)),
     points,
   );
-  measure("batch decode to rows (history)", () => decodeBatchRows(batch), () => readerBatchRows(batch), () => rowsOf(fromBinary(PositionBatchSchema, batch).positions), points);
-  measure("batch encode (gateway batcher)", () => encodePositionBatch(positions), () => writerBatch(positions), () => toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions })), points);
-  measure("ack encode (gateway)", each(acks, (a) => handAck(a)), each(acks, (a) => writerAck(a.ack!)), each(acks, (a) => toBinary(SyncResponseSchema, create(SyncResponseSchema, a))), points);
+  measure(
+    "batch decode to rows (history)",
+    () => decodeBatchRows(batch),
+    () => readerBatchRows(batch),
+    () => rowsOf(fromBinary(PositionBatchSchema, batch).positions),
+    points,
+  );
+  measure(
+    "batch encode (gateway batcher)",
+    () => encodePositionBatch(positions),
+    () => writerBatch(positions),
+    () => toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions })),
+    points,
+  );
+  measure(
+    "ack encode (gateway)",
+    each(acks, (a) => handAck(a)),
+    each(acks, (a) => writerAck(a.ack!)),
+    each(acks, (a) => toBinary(SyncResponseSchema, create(SyncResponseSchema, a))),
+    points,
+  );
 
   const f = (n: number) => n.toFixed(0).padStart(8);
   process.stdout.write(`\nns per point (per ack), median of ${rounds} rounds, batches of ${points}\n`);
   process.stdout.write(`${"codec".padEnd(32)}     hand  BinaryR/W  reflective  BinaryR/W ÷ hand\n`);
-  for (const r of rows) process.stdout.write(`${r.codec.padEnd(32)} ${f(r.hand)}   ${f(r.reader)}    ${f(r.reflective)}   ${(r.reader / r.hand).toFixed(2).padStart(8)}\n`);
-  const result = { bench: "codecs", rounds, points, codecs: rows.map((r) => ({ ...r, hand: +r.hand.toFixed(1), reader: +r.reader.toFixed(1), reflective: +r.reflective.toFixed(1) })), sink };
+  for (const r of rows)
+    process.stdout.write(
+      `${r.codec.padEnd(32)} ${f(r.hand)}   ${f(r.reader)}    ${f(r.reflective)}   ${(r.reader / r.hand).toFixed(2).padStart(8)}\n`,
+    );
+  const result = {
+    bench: "codecs",
+    rounds,
+    points,
+    codecs: rows.map((r) => ({ ...r, hand: +r.hand.toFixed(1), reader: +r.reader.toFixed(1), reflective: +r.reflective.toFixed(1) })),
+    sink,
+  };
   process.stdout.write(`${JSON.stringify(result)}\n`);
   return result;
 }

@@ -31,7 +31,18 @@ import { ArchiveService } from "../gen/fleet/v1/archive_pb";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { PositionBatchSchema, PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import { PARQUET_OPTIONS } from "../archiver/parquet-writer";
-import { FILE_SELECT, openDuckDb, positionsViewSql, sqlString, connectPostgres, copyFrom, DAY_MS, dayOf, migrate, partitionName } from "../lib/storage";
+import {
+  FILE_SELECT,
+  openDuckDb,
+  positionsViewSql,
+  sqlString,
+  connectPostgres,
+  copyFrom,
+  DAY_MS,
+  dayOf,
+  migrate,
+  partitionName,
+} from "../lib/storage";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { connectNats, ensurePositionsStream, partitionOf, positionsSubject } from "../lib/nats";
@@ -70,7 +81,9 @@ const cpuLine = (shares: Record<string, number>) =>
 function simulate(vehicles: number, seconds: number, startMs: number): Position[] {
   const city = createCity();
   const rng = createRng(42);
-  const models = Array.from({ length: vehicles }, (_, v) => createVehicleModel(city, `veh-${String(v).padStart(5, "0")}`, rng, { badFixRate: 0 }));
+  const models = Array.from({ length: vehicles }, (_, v) =>
+    createVehicleModel(city, `veh-${String(v).padStart(5, "0")}`, rng, { badFixRate: 0 }),
+  );
   const out: Position[] = [];
   for (let s = 0; s < seconds; s++) {
     for (let v = 0; v < vehicles; v++) {
@@ -85,7 +98,10 @@ function simulate(vehicles: number, seconds: number, startMs: number): Position[
 }
 
 export async function runHistoryBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { points: { type: "string" }, "archive-days": { type: "string" }, quick: { type: "boolean" } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { points: { type: "string" }, "archive-days": { type: "string" }, quick: { type: "boolean" } },
+  });
   const quick = values.quick ?? false;
   const points = Number(values.points ?? (quick ? 50_000 : 1_000_000));
   const archiveDaysN = Number(values["archive-days"] ?? (quick ? 1 : 10));
@@ -96,7 +112,14 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
   log("starting nats-server, PostgreSQL, s3rver");
   const stack = await startStack({ services: ["nats", "postgres", "s3"], env: {} });
   const schema = "bench";
-  const env = { ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_PORT: "0", ARCHIVER_PORT: "0", ARCHIVE_INTERVAL: "0", LOG_LEVEL: "info" };
+  const env = {
+    ...stack.env(),
+    HISTORY_DB_SCHEMA: schema,
+    HISTORY_PORT: "0",
+    ARCHIVER_PORT: "0",
+    ARCHIVE_INTERVAL: "0",
+    LOG_LEVEL: "info",
+  };
   const config = loadConfig(env);
   const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 4 });
   const quiet = createLogger({ level: "warn" });
@@ -104,7 +127,11 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
   let history;
   try {
     await migrate(sql, { schema, log: quiet });
-    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes });
+    await ensurePositionsStream(nats.jsm, {
+      duplicateWindow: config.duplicateWindow,
+      streamMaxAge: config.streamMaxAge,
+      streamMaxBytes: config.streamMaxBytes,
+    });
 
     // 1. data
     const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
@@ -132,7 +159,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const ceilingCpu = ceilingMeter.stop();
     const [{ n: ceilingRows }] = (await sql`SELECT count(*)::int AS n FROM ceiling`) as unknown as [{ n: number }];
     const copyCeiling = Math.round(ceilingRows / ((performance.now() - t) / 1000));
-    log(`COPY ceiling: ${ceilingRows} rows, ${copyCeiling.toLocaleString()} rows/s; CPU meanwhile (1.00 = one core): ${cpuLine(ceilingCpu)}`);
+    log(
+      `COPY ceiling: ${ceilingRows} rows, ${copyCeiling.toLocaleString()} rows/s; CPU meanwhile (1.00 = one core): ${cpuLine(ceilingCpu)}`,
+    );
     await sql.unsafe(`DROP TABLE ceiling`);
 
     // 3. history throughput from a backlog
@@ -142,7 +171,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const flush = async (part: number) => {
       const batch = byPartition.get(part)!;
       byPartition.set(part, []);
-      await nats.js.publish(positionsSubject(part), toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: batch })), { msgID: `bench-${part}-${published}` });
+      await nats.js.publish(positionsSubject(part), toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: batch })), {
+        msgID: `bench-${part}-${published}`,
+      });
       published += batch.length;
     };
     for (const p of pts) {
@@ -169,7 +200,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     }
     const historyRowsPerS = Math.round(published / ((performance.now() - started) / 1000));
     const historyCpu = historyMeter.stop();
-    log(`history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s; CPU meanwhile: ${cpuLine(historyCpu)}`);
+    log(
+      `history: ${published} rows in ${((performance.now() - started) / 1000).toFixed(1)} s = ${historyRowsPerS.toLocaleString()} rows/s; CPU meanwhile: ${cpuLine(historyCpu)}`,
+    );
 
     // 4. lag at 16,700 points/s
     const metricsBefore = await fetchMetrics(history!.adminUrl);
@@ -219,7 +252,14 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       if (performance.now() >= nextProbe) {
         nextProbe += 50;
         probeSeq++;
-        const p = create(PositionSchema, { vehicleId: "probe", seq: probeSeq, recordedAt: timestampFromMs(now), lat: 52.5, lon: 13.4, fleetId: "bench" });
+        const p = create(PositionSchema, {
+          vehicleId: "probe",
+          seq: probeSeq,
+          recordedAt: timestampFromMs(now),
+          lat: 52.5,
+          lon: 13.4,
+          fleetId: "bench",
+        });
         const part = partitionOf("probe", config.partitions);
         (parts.get(part) ?? parts.set(part, []).get(part)!).push(p);
         sentAt.set(probeSeq, performance.now());
@@ -235,7 +275,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     await Promise.race([poller, sleep(30_000)]);
     const lagP50 = hist.quantile(0.5);
     const lagP99 = hist.quantile(0.99);
-    log(`lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`);
+    log(
+      `lag at ${offered.toLocaleString()} points/s offered: ${hist.count} probes, p50 ${lagP50.toFixed(1)} ms, p99 ${lagP99.toFixed(1)} ms, max ${hist.max.toFixed(1)} ms`,
+    );
     const metricsAfter = await fetchMetrics(history!.adminUrl);
     const during = (name: string) => histogramBetween(metricsBefore, metricsAfter, name);
     const commits = during("history_batch_commit_seconds");
@@ -270,9 +312,13 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
             }),
           );
         }
-        await nats.js.publish(positionsSubject(partitionOf(`day-${v}`, config.partitions)), toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions })), {
-          msgID: `day-${v}-${i0}`,
-        });
+        await nats.js.publish(
+          positionsSubject(partitionOf(`day-${v}`, config.partitions)),
+          toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions })),
+          {
+            msgID: `day-${v}-${i0}`,
+          },
+        );
       }
     }
     const countDays = async () => Number((await sql`SELECT count(*)::int AS n FROM positions WHERE vehicle_id LIKE 'day-%'`)[0]!.n);
@@ -289,7 +335,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       await sleep(50);
     }
     const packedHours = Number((await sql`SELECT count(*)::int AS n FROM track_hours WHERE vehicle_id LIKE 'day-%'`)[0]!.n);
-    log(`5 vehicle-days (${dayPoints.toLocaleString()} points) through JetStream into PostgreSQL in ${written.toFixed(1)} s; ${packedHours} hours packed in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    log(
+      `5 vehicle-days (${dayPoints.toLocaleString()} points) through JetStream into PostgreSQL in ${written.toFixed(1)} s; ${packedHours} hours packed in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+    );
     // Vacuumed as autovacuum would have done long before anyone asks for a day two days old, so that
     // its run on these 432,000 fresh rows does not share the 2 cores with the calls measured.
     await sql.unsafe(`VACUUM (ANALYZE) ${partitionName(dayOf(d1))}`);
@@ -316,11 +364,15 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const packedTrack = await measureTrack(calls);
     const trackP50 = packedTrack.p50;
     const trackP99 = packedTrack.p99;
-    log(`GetTrack vehicle-day (86,400 → ${packedTrack.kept} points) from packed hours: p50 ${trackP50.toFixed(1)} ms, p99 ${trackP99.toFixed(1)} ms over ${calls} calls`);
+    log(
+      `GetTrack vehicle-day (86,400 → ${packedTrack.kept} points) from packed hours: p50 ${trackP50.toFixed(1)} ms, p99 ${trackP99.toFixed(1)} ms over ${calls} calls`,
+    );
     // The same without the packs (today's hours, or a packer behind): every row read.
     await sql`DELETE FROM track_hours WHERE vehicle_id LIKE 'day-%'`;
     const rowsTrack = await measureTrack(calls);
-    log(`GetTrack vehicle-day from the rows (no packs): p50 ${rowsTrack.p50.toFixed(1)} ms, p99 ${rowsTrack.p99.toFixed(1)} ms over ${calls} calls`);
+    log(
+      `GetTrack vehicle-day from the rows (no packs): p50 ${rowsTrack.p50.toFixed(1)} ms, p99 ${rowsTrack.p99.toFixed(1)} ms over ${calls} calls`,
+    );
     await history.stop("SIGTERM");
     history = undefined;
 
@@ -330,9 +382,13 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     const csv = join(work, "d0.csv");
     const csvRows = await exportSortedDayCsv(sql, dayOf(d0), csv);
     const duckW = await duckdbWriter(conn, csv, work, csvRows);
-    log(`DuckDB writer: ${duckW.rows_per_s.toLocaleString()} rows/s, ${duckW.bytes_per_point.toFixed(2)} B/point, DuckDB scan ${duckW.duckdb_scan_ms.toFixed(1)} ms`);
+    log(
+      `DuckDB writer: ${duckW.rows_per_s.toLocaleString()} rows/s, ${duckW.bytes_per_point.toFixed(2)} B/point, DuckDB scan ${duckW.duckdb_scan_ms.toFixed(1)} ms`,
+    );
     const pjsW: WriterFigures = await parquetjsWriter(conn, csv, work, csvRows);
-    log(`parquetjs-lite writer: ${pjsW.rows_per_s.toLocaleString()} rows/s, ${pjsW.bytes_per_point.toFixed(2)} B/point, DuckDB scan ${pjsW.duckdb_scan_ms.toFixed(1)} ms`);
+    log(
+      `parquetjs-lite writer: ${pjsW.rows_per_s.toLocaleString()} rows/s, ${pjsW.bytes_per_point.toFixed(2)} B/point, DuckDB scan ${pjsW.duckdb_scan_ms.toFixed(1)} ms`,
+    );
     rmSync(csv, { force: true });
 
     // 7. the archiver over days d0 and d1 to s3rver. Vacuumed first, not timed: the archiver moves days
@@ -348,8 +404,12 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     t = performance.now();
     const perDay = new Map<string, { rows: number; bytes: number }>();
     try {
-      for await (const p of archiveClient.runArchive({ olderThan: timestampFromMs(today - DAY_MS) }, { headers: { authorization: `Bearer ${adminToken}` } })) {
-        if (p.step === "drop" && p.partition) perDay.set(p.partition.day, { rows: Number(p.partition.rows), bytes: Number(p.partition.bytes) });
+      for await (const p of archiveClient.runArchive(
+        { olderThan: timestampFromMs(today - DAY_MS) },
+        { headers: { authorization: `Bearer ${adminToken}` } },
+      )) {
+        if (p.step === "drop" && p.partition)
+          perDay.set(p.partition.day, { rows: Number(p.partition.rows), bytes: Number(p.partition.bytes) });
       }
     } finally {
       await archiver.stop("SIGTERM", 10_000);
@@ -398,7 +458,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
         TO ${sqlString(join(folder, "part-0.parquet"))} (${PARQUET_OPTIONS})`);
     }
     const archivePoints = archiveDaysN * vehiclesPerDay * 86_400;
-    log(`wrote a ${archivePoints.toLocaleString()}-point archive (${archiveDaysN} days) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    log(
+      `wrote a ${archivePoints.toLocaleString()}-point archive (${archiveDaysN} days) in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+    );
     const files = [...new Bun.Glob("positions/*/*.parquet").scanSync({ cwd: archiveDir })].map((f) => join(archiveDir, f));
     const askDay = dayOf(d0 - (10 + Math.floor(archiveDaysN / 2)) * DAY_MS);
     const dayMs: number[] = [];
@@ -406,7 +468,9 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
       const c = await duck.connect();
       const ts = performance.now();
       await c.run(positionsViewSql(files));
-      const r = await c.runAndReadAll(`SELECT recorded_at, lat, lon, speed FROM positions WHERE vehicle_id = 'veh-${i + 3}' AND day = '${askDay}' ORDER BY recorded_at`);
+      const r = await c.runAndReadAll(
+        `SELECT recorded_at, lat, lon, speed FROM positions WHERE vehicle_id = 'veh-${i + 3}' AND day = '${askDay}' ORDER BY recorded_at`,
+      );
       dayMs.push(performance.now() - ts);
       if (r.currentRowCount !== 86_400) throw new Error(`vehicle-day query returned ${r.currentRowCount} rows`);
       c.closeSync();
@@ -438,17 +502,37 @@ export async function runHistoryBench(argv: string[]): Promise<void> {
     };
     const ok = (b: boolean) => (b ? "✔" : "✘");
     const rows: [string, string, string][] = [
-      ["history_rows_per_s", historyRowsPerS.toLocaleString(), `≥ 70% of COPY (${Math.round((100 * historyRowsPerS) / copyCeiling)}%) ${ok(historyRowsPerS >= TARGETS.ratio * copyCeiling)}`],
+      [
+        "history_rows_per_s",
+        historyRowsPerS.toLocaleString(),
+        `≥ 70% of COPY (${Math.round((100 * historyRowsPerS) / copyCeiling)}%) ${ok(historyRowsPerS >= TARGETS.ratio * copyCeiling)}`,
+      ],
       ["copy_ceiling_rows_per_s", copyCeiling.toLocaleString(), "reference"],
-      ["history_lag_p99_ms", `${lagP99.toFixed(1)} (p50 ${lagP50.toFixed(1)})`, `≤ 1000 at ${offered.toLocaleString()}/s ${ok(lagP99 <= TARGETS.lagP99)}`],
+      [
+        "history_lag_p99_ms",
+        `${lagP99.toFixed(1)} (p50 ${lagP50.toFixed(1)})`,
+        `≤ 1000 at ${offered.toLocaleString()}/s ${ok(lagP99 <= TARGETS.lagP99)}`,
+      ],
       ["track_p99_ms", `${trackP99.toFixed(1)} (p50 ${trackP50.toFixed(1)})`, `≤ 100 ${ok(trackP99 <= TARGETS.trackP99)}`],
       ["  the same from the rows (no packs)", `${rowsTrack.p99.toFixed(1)} (p50 ${rowsTrack.p50.toFixed(1)})`, "reference"],
       ["parquet_bytes_per_point (simulated day)", bytesPerPoint.toFixed(2), `≤ 10 ${ok(bytesPerPoint <= TARGETS.bytesPerPoint)}`],
       ["  smooth synthetic day", (smooth.bytes / smooth.rows).toFixed(2), "reference"],
       ["archive_rows_per_s", archiveRowsPerS.toLocaleString(), `≥ 500,000 ${ok(archiveRowsPerS >= TARGETS.archiveRowsPerS)}`],
-      ["duckdb_vehicle_day_ms", vehicleDayMs.toFixed(1), `≤ 200 (${archivePoints.toLocaleString()} points) ${ok(vehicleDayMs <= TARGETS.vehicleDayMs)}`],
-      ["DuckDB writer rows/s, B/pt, scan ms", `${duckW.rows_per_s.toLocaleString()}, ${duckW.bytes_per_point.toFixed(2)}, ${duckW.duckdb_scan_ms.toFixed(1)}`, "kept"],
-      ["parquetjs-lite rows/s, B/pt, scan ms", `${pjsW.rows_per_s.toLocaleString()}, ${pjsW.bytes_per_point.toFixed(2)}, ${pjsW.duckdb_scan_ms.toFixed(1)}`, "compared"],
+      [
+        "duckdb_vehicle_day_ms",
+        vehicleDayMs.toFixed(1),
+        `≤ 200 (${archivePoints.toLocaleString()} points) ${ok(vehicleDayMs <= TARGETS.vehicleDayMs)}`,
+      ],
+      [
+        "DuckDB writer rows/s, B/pt, scan ms",
+        `${duckW.rows_per_s.toLocaleString()}, ${duckW.bytes_per_point.toFixed(2)}, ${duckW.duckdb_scan_ms.toFixed(1)}`,
+        "kept",
+      ],
+      [
+        "parquetjs-lite rows/s, B/pt, scan ms",
+        `${pjsW.rows_per_s.toLocaleString()}, ${pjsW.bytes_per_point.toFixed(2)}, ${pjsW.duckdb_scan_ms.toFixed(1)}`,
+        "compared",
+      ],
     ];
     const w0 = Math.max(...rows.map((r) => r[0].length));
     const w1 = Math.max(...rows.map((r) => r[1].length));

@@ -145,7 +145,8 @@ function openStream(v: VehicleStream): void {
   stream.on("data", (chunk: Buffer) => onData(v, chunk));
   stream.on("trailers", (trailers) => {
     const status = trailers["grpc-status"];
-    if (status !== undefined && status !== "0" && !v.closed) failStream(v, `grpc-status ${status} ${decodeURIComponent(String(trailers["grpc-message"] ?? ""))}`);
+    if (status !== undefined && status !== "0" && !v.closed)
+      failStream(v, `grpc-status ${status} ${decodeURIComponent(String(trailers["grpc-message"] ?? ""))}`);
   });
   stream.on("error", (err) => failStream(v, err.message));
   stream.on("close", () => {
@@ -175,10 +176,13 @@ async function init(cmd: Extract<WorkerCommand, { type: "init" }>): Promise<void
     sessions.push(session);
   }
   await Promise.all(
-    sessions.map((s) => new Promise<void>((resolve, reject) => {
-      s.once("connect", () => resolve());
-      s.once("error", reject);
-    })),
+    sessions.map(
+      (s) =>
+        new Promise<void>((resolve, reject) => {
+          s.once("connect", () => resolve());
+          s.once("error", reject);
+        }),
+    ),
   );
   const tokens: Promise<string>[] = [];
   for (let i = 0; i < cmd.count; i++) tokens.push(mintVehicleToken(keys, `${cmd.prefix}-${cmd.first + i}`, { ttlSeconds: 3600 }));
@@ -234,7 +238,11 @@ async function blast(windowSize: number, warmupMs: number, durationMs: number): 
 }
 
 /** Offers `rate` points/s spread over the streams round-robin; records ack latency after the warm-up. */
-async function steady(rate: number, warmupMs: number, durationMs: number): Promise<{ acked: number; sent: number; seconds: number; unacked: number; gaps: TimerGaps }> {
+async function steady(
+  rate: number,
+  warmupMs: number,
+  durationMs: number,
+): Promise<{ acked: number; sent: number; seconds: number; unacked: number; gaps: TimerGaps }> {
   mode = "steady";
   for (const v of streams) v.sent = new Float64Array(RING);
   const live = streams.filter((v) => v.open && !v.closed);

@@ -280,7 +280,19 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
   const mqttRuns: { connections: number; pointsPerSecond: number }[] = [];
   const cpu: Record<string, Record<string, number>> = {};
   const waited: Record<string, Record<string, number>> = {};
-  const extra = { idleRss: 0, openRss: 0, openMs: 0, steadyAcked: 0, steadySent: 0, steadySeconds: 0, latencyCount: 0, p999: NaN, max: NaN, blastAcked: 0, jsBytes: 0 };
+  const extra = {
+    idleRss: 0,
+    openRss: 0,
+    openMs: 0,
+    steadyAcked: 0,
+    steadySent: 0,
+    steadySeconds: 0,
+    latencyCount: 0,
+    p999: NaN,
+    max: NaN,
+    blastAcked: 0,
+    jsBytes: 0,
+  };
 
   const onSignal = () => {
     say("interrupted: stopping what the bench started");
@@ -290,14 +302,18 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
   process.once("SIGTERM", onSignal);
 
   try {
-    say(`bench ingest: ${o.streams} streams on ${o.connections} HTTP/2 connections from ${o.workers} load processes; 2 cores shared by everything`);
+    say(
+      `bench ingest: ${o.streams} streams on ${o.connections} HTTP/2 connections from ${o.workers} load processes; 2 cores shared by everything`,
+    );
     say(`[${elapsed()}] starting nats-server (stack helper)`);
     const stack: Stack = await startStack({ services: ["nats"] });
     cleanups.push(() => stack.stop());
     const natsPid = stack.pid("nats");
 
     if (!o.skipCeilings) {
-      say(`[${elapsed()}] JetStream ceiling: one client, one message per point with a message id, window 4096, file storage, ${o.jsMs / 1000} s`);
+      say(
+        `[${elapsed()}] JetStream ceiling: one client, one message per point with a message id, window 4096, file storage, ${o.jsMs / 1000} s`,
+      );
       const meter = cpuMeter({ nats: natsPid, bench: process.pid }, { rest: true });
       const js = await measureJetStreamCeiling({ natsUrl: stack.natsUrl, durationMs: o.jsMs, vehicles: o.streams, progress: say });
       cpu.jetstream = meter.stop();
@@ -305,17 +321,29 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
       extra.jsBytes = js.bytesPerPoint;
       say(`  => ${fmt(js.pointsPerSecond)} points/s (${fmt(js.bytesPerPoint, 1)} B per point)`);
 
-      say(`[${elapsed()}] Mosquitto ceiling: QoS 1, one point per message, ${o.mqttConnections.join("/")} connections, ${o.mqttMs / 1000} s each`);
+      say(
+        `[${elapsed()}] Mosquitto ceiling: QoS 1, one point per message, ${o.mqttConnections.join("/")} connections, ${o.mqttMs / 1000} s each`,
+      );
       const mosquitto: Mosquitto = await startMosquitto();
       cleanups.push(() => mosquitto.stop());
       say(`  mosquitto ${mosquitto.url} (pid ${mosquitto.pid})`);
       for (const connections of o.mqttConnections) {
         const window = Math.max(64, Math.floor(4096 / connections));
         const meter = cpuMeter({ mosquitto: mosquitto.pid });
-        const r = await measureMqtt({ url: mosquitto.url, connections, window, vehicles: o.streams, warmupMs: 1000, durationMs: o.mqttMs, processes: o.workers });
+        const r = await measureMqtt({
+          url: mosquitto.url,
+          connections,
+          window,
+          vehicles: o.streams,
+          warmupMs: 1000,
+          durationMs: o.mqttMs,
+          processes: o.workers,
+        });
         cpu[`mqtt-${connections}`] = meter.stop();
         mqttRuns.push({ connections, pointsPerSecond: r.pointsPerSecond });
-        say(`  ${connections} connection(s), window ${window} each: ${fmt(r.pointsPerSecond)} points/s${r.failed ? ` (${r.failed} failed)` : ""}`);
+        say(
+          `  ${connections} connection(s), window ${window} each: ${fmt(r.pointsPerSecond)} points/s${r.failed ? ` (${r.failed} failed)` : ""}`,
+        );
       }
       await mosquitto.stop();
       cleanups.pop();
@@ -344,7 +372,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const service = o.service;
     if (!existsSync(join(root, service, "main.ts"))) throw new Error(`${service}/main.ts not found`);
     if (service !== "gateway") notes.push(`measured ${service}/main.ts, NOT the gateway`);
-    const changed = Object.entries(gatewayEnv).filter(([k]) => !k.startsWith("NATS") && !k.startsWith("FLEET_JWT") && k !== "GATEWAY_PORT" && k !== "LOG_LEVEL" && k !== "BUN_OPTIONS");
+    const changed = Object.entries(gatewayEnv).filter(
+      ([k]) => !k.startsWith("NATS") && !k.startsWith("FLEET_JWT") && k !== "GATEWAY_PORT" && k !== "LOG_LEVEL" && k !== "BUN_OPTIONS",
+    );
     notes.push(
       changed.length > 0
         ? `gateway env set by the bench: ${changed.map(([k, v]) => `${k}=${v}`).join(" ")} (everything else default)`
@@ -369,7 +399,15 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const per = Math.ceil(o.streams / o.workers);
     const connPer = Math.ceil(o.connections / o.workers);
     workers.forEach((w, i) => {
-      w.send({ type: "init", url: gateway.url, keys, connections: connPer, prefix, first: i * per, count: Math.min(per, o.streams - i * per) });
+      w.send({
+        type: "init",
+        url: gateway.url,
+        keys,
+        connections: connPer,
+        prefix,
+        first: i * per,
+        count: Math.min(per, o.streams - i * per),
+      });
     });
     await Promise.all(workers.map((w) => w.next("ready", 60_000)));
 
@@ -380,7 +418,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     extra.openMs = performance.now() - openStart;
     const openCount = opened.reduce((s, e) => s + e.open, 0);
     const failed = opened.reduce((s, e) => s + e.failed, 0);
-    say(`  ${fmt(openCount)} open, ${fmt(failed)} failed in ${fmt(extra.openMs / 1000, 1)} s${failed ? ` (last error: ${opened.map((e) => e.lastError).join(" ")})` : ""}`);
+    say(
+      `  ${fmt(openCount)} open, ${fmt(failed)} failed in ${fmt(extra.openMs / 1000, 1)} s${failed ? ` (last error: ${opened.map((e) => e.lastError).join(" ")})` : ""}`,
+    );
     const workerPids = Object.fromEntries(workers.map((w, i) => [`load${i + 1}`, w.proc.pid]));
     const pids = { gateway: gateway.pid, nats: natsPid, ...workerPids, bench: process.pid };
     // CPU with every stream open and no points: what holding streams costs by itself.
@@ -389,9 +429,10 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     cpu["streams open, no points"] = holdMeter.stop();
     extra.openRss = rssBytes(gateway.pid);
     if (openCount > 0) figures.gateway_bytes_per_stream = (extra.openRss - extra.idleRss) / openCount;
-    say(`  RSS with ${fmt(openCount)} streams open ${fmt(extra.openRss / 1048576, 1)} MiB => ${fmt(figures.gateway_bytes_per_stream)} B per stream`);
+    say(
+      `  RSS with ${fmt(openCount)} streams open ${fmt(extra.openRss / 1048576, 1)} MiB => ${fmt(figures.gateway_bytes_per_stream)} B per stream`,
+    );
     if (openCount < 10_000) notes.push(`only ${openCount} streams were open (the figures ask for 10,000+)`);
-
 
     say(`[${elapsed()}] latency: steady ${fmt(o.rate)} points/s over the open streams, 3 s warm-up then ${o.steadyMs / 1000} s measured`);
     let meter = cpuMeter(pids, { rest: true });
@@ -403,7 +444,9 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     const metricsAfter = await fetchMetrics(gateway.url);
     const publish = histogramBetween(metricsBefore, metricsAfter, "gateway_publish_seconds");
     const ackWait = histogramBetween(metricsBefore, metricsAfter, "gateway_ack_wait_seconds");
-    say(`  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); a batch's first point taken → its acks written p50 ≤ ${fmt(bucketBound(ackWait, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(ackWait, 0.99) * 1000, 1)} ms; ${loopDelayLine(metricsBefore, metricsAfter)}`);
+    say(
+      `  gateway during the phase: publish → PubAck p50 ≤ ${fmt(bucketBound(publish, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(publish, 0.99) * 1000, 1)} ms (${fmt(publish.count)} batches); a batch's first point taken → its acks written p50 ≤ ${fmt(bucketBound(ackWait, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(ackWait, 0.99) * 1000, 1)} ms; ${loopDelayLine(metricsBefore, metricsAfter)}`,
+    );
     const h = createHistogram();
     for (const e of steadied) h.merge(e.histogram);
     figures.ack_p50_ms = h.quantile(0.5);
@@ -415,7 +458,8 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
     extra.steadySent = steadied.reduce((s, e) => s + e.sent, 0);
     extra.steadySeconds = Math.max(...steadied.map((e) => e.seconds));
     const unacked = steadied.reduce((s, e) => s + e.unacked, 0);
-    if (unacked > 0) notes.push(`latency phase: ${unacked} points were still unacked at its end; they count in the percentiles with their age then`);
+    if (unacked > 0)
+      notes.push(`latency phase: ${unacked} points were still unacked at its end; they count in the percentiles with their age then`);
     say(
       `  => offered ${fmt(extra.steadySent / extra.steadySeconds)} /s, acked ${fmt(extra.steadyAcked / extra.steadySeconds)} /s; ` +
         `ack latency p50 ${fmt(figures.ack_p50_ms, 2)} ms, p99 ${fmt(figures.ack_p99_ms, 2)} ms, p99.9 ${fmt(extra.p999, 2)} ms, max ${fmt(extra.max, 1)} ms (${fmt(h.count)} samples)`,
@@ -439,7 +483,13 @@ export async function runIngestBench(argv: string[]): Promise<IngestFigures> {
       notes.push(`rejected points: ${[...reasons].map(([r, c]) => `${reasonNames[r] ?? r} ${c}`).join(", ")}`);
     }
     const errors = sum(workers, "streamErrors");
-    if (errors > 0) notes.push(`${errors} streams ended with an error (last: ${blasted.map((e) => e.lastError).filter(Boolean).join(" | ")})`);
+    if (errors > 0)
+      notes.push(
+        `${errors} streams ended with an error (last: ${blasted
+          .map((e) => e.lastError)
+          .filter(Boolean)
+          .join(" | ")})`,
+      );
 
     say(`[${elapsed()}] closing streams, draining the gateway`);
     for (const w of workers) w.send({ type: "close", timeoutMs: 10_000 });
@@ -481,13 +531,27 @@ function printTable(
   mqttRuns: { connections: number; pointsPerSecond: number }[],
   cpu: Record<string, Record<string, number>>,
   waited: Record<string, Record<string, number>>,
-  extra: { idleRss: number; openRss: number; steadySent: number; steadySeconds: number; steadyAcked: number; p999: number; max: number; jsBytes: number },
+  extra: {
+    idleRss: number;
+    openRss: number;
+    steadySent: number;
+    steadySeconds: number;
+    steadyAcked: number;
+    p999: number;
+    max: number;
+    jsBytes: number;
+  },
   notes: string[],
   o: Options,
 ): void {
   const ok = (pass: boolean | null) => (pass === null ? "  -" : pass ? " ok" : " MISS");
   const rows: [string, string, string, string][] = [
-    ["gateway acked points/s", fmt(f.gateway_points_per_s), `≥ ${fmt(TARGETS.gatewayPointsPerS)}`, ok(Number.isFinite(f.gateway_points_per_s) ? f.gateway_points_per_s >= TARGETS.gatewayPointsPerS : null)],
+    [
+      "gateway acked points/s",
+      fmt(f.gateway_points_per_s),
+      `≥ ${fmt(TARGETS.gatewayPointsPerS)}`,
+      ok(Number.isFinite(f.gateway_points_per_s) ? f.gateway_points_per_s >= TARGETS.gatewayPointsPerS : null),
+    ],
     [
       "  vs Mosquitto QoS 1 best",
       fmt(f.mosquitto_qos1_points_per_s),
@@ -496,9 +560,19 @@ function printTable(
     ],
     ["  vs JetStream 1 msg/point", fmt(f.jetstream_ceiling_points_per_s), "(reference)", ok(null)],
     [`ack p50 @ ${fmt(o.rate)}/s (ms)`, fmt(f.ack_p50_ms, 2), "", ok(null)],
-    [`ack p99 @ ${fmt(o.rate)}/s (ms)`, fmt(f.ack_p99_ms, 2), `≤ ${TARGETS.ackP99Ms}`, ok(Number.isFinite(f.ack_p99_ms) ? f.ack_p99_ms <= TARGETS.ackP99Ms : null)],
+    [
+      `ack p99 @ ${fmt(o.rate)}/s (ms)`,
+      fmt(f.ack_p99_ms, 2),
+      `≤ ${TARGETS.ackP99Ms}`,
+      ok(Number.isFinite(f.ack_p99_ms) ? f.ack_p99_ms <= TARGETS.ackP99Ms : null),
+    ],
     ["ack p99.9 / max (ms)", `${fmt(extra.p999, 2)} / ${fmt(extra.max, 1)}`, "", ok(null)],
-    ["gateway bytes per stream", fmt(f.gateway_bytes_per_stream), `≤ ${fmt(TARGETS.bytesPerStream)}`, ok(Number.isFinite(f.gateway_bytes_per_stream) ? f.gateway_bytes_per_stream <= TARGETS.bytesPerStream : null)],
+    [
+      "gateway bytes per stream",
+      fmt(f.gateway_bytes_per_stream),
+      `≤ ${fmt(TARGETS.bytesPerStream)}`,
+      ok(Number.isFinite(f.gateway_bytes_per_stream) ? f.gateway_bytes_per_stream <= TARGETS.bytesPerStream : null),
+    ],
     ["gateway RSS idle / streams open (MiB)", `${fmt(extra.idleRss / 1048576, 1)} / ${fmt(extra.openRss / 1048576, 1)}`, "", ok(null)],
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));
@@ -508,12 +582,21 @@ function printTable(
   say(`${"figure".padEnd(w0)}  ${"measured".padStart(w1)}  ${"target".padEnd(w2)}`);
   say(`${"-".repeat(w0)}  ${"-".repeat(w1)}  ${"-".repeat(w2)}  ----`);
   for (const r of rows) say(`${r[0].padEnd(w0)}  ${r[1].padStart(w1)}  ${r[2].padEnd(w2)} ${r[3]}`);
-  if (mqttRuns.length > 0) say(`Mosquitto QoS 1 by connections: ${mqttRuns.map((r) => `${r.connections}: ${fmt(r.pointsPerSecond)}`).join(", ")} points/s`);
+  if (mqttRuns.length > 0)
+    say(`Mosquitto QoS 1 by connections: ${mqttRuns.map((r) => `${r.connections}: ${fmt(r.pointsPerSecond)}`).join(", ")} points/s`);
   for (const [phase, shares] of Object.entries(cpu)) {
-    say(`CPU during ${phase} (1.00 = one core): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+    say(
+      `CPU during ${phase} (1.00 = one core): ${Object.entries(shares)
+        .map(([k, v]) => `${k} ${fmt(v, 2)}`)
+        .join(", ")}`,
+    );
   }
   for (const [phase, shares] of Object.entries(waited)) {
-    say(`Waiting for a core during ${phase} (busiest thread of each, share of the phase): ${Object.entries(shares).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
+    say(
+      `Waiting for a core during ${phase} (busiest thread of each, share of the phase): ${Object.entries(shares)
+        .map(([k, v]) => `${k} ${fmt(v, 3)}`)
+        .join(", ")}`,
+    );
   }
   for (const [phase, shares] of Object.entries(cpu)) {
     const rest = shares["rest of machine"];

@@ -50,7 +50,10 @@ test("point-codec - durable_seq of a SyncResponse read by hand as protobuf-es re
     padded.set(bytes, 3);
     expect(syncAckDurableSeq(padded, 3, 3 + bytes.length)).toBe(m.ack?.durableSeq ?? 0);
   }
-  const refused = toBinary(SyncResponseSchema, create(SyncResponseSchema, { ack: { durableSeq: 9, rejected: [{ seq: 10, reason: RejectReason.DUPLICATE }] } }));
+  const refused = toBinary(
+    SyncResponseSchema,
+    create(SyncResponseSchema, { ack: { durableSeq: 9, rejected: [{ seq: 10, reason: RejectReason.DUPLICATE }] } }),
+  );
   expect(syncAckDurableSeq(refused, 0, refused.length)).toBeUndefined();
   const truncated = toBinary(SyncResponseSchema, cases[2]!);
   expect(syncAckDurableSeq(truncated, 0, truncated.length - 1)).toBeUndefined();

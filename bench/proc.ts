@@ -55,7 +55,11 @@ export function threadTimes(pid: number): Map<string, { cpu: number; wait: numbe
  * used the most CPU: a Bun process's JavaScript thread, nats-server's busiest goroutine thread)
  * spent waiting for a core.
  */
-function busiestThreadWait(before: Map<string, { cpu: number; wait: number }>, after: Map<string, { cpu: number; wait: number }>, secs: number): number {
+function busiestThreadWait(
+  before: Map<string, { cpu: number; wait: number }>,
+  after: Map<string, { cpu: number; wait: number }>,
+  secs: number,
+): number {
   let best = -1;
   let wait = NaN;
   for (const [tid, a] of after) {

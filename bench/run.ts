@@ -56,7 +56,8 @@ try {
   process.exit(0);
 } catch (err) {
   // A wrong option is the caller's mistake: the message and the help say enough, a stack does not.
-  const usage = err instanceof Error && (String((err as { code?: unknown }).code ?? "").startsWith("ERR_PARSE_ARGS") || err.message.startsWith("--"));
+  const usage =
+    err instanceof Error && (String((err as { code?: unknown }).code ?? "").startsWith("ERR_PARSE_ARGS") || err.message.startsWith("--"));
   if (usage) process.stderr.write(`bench ${name}: ${(err as Error).message}\n\n${bench.help}`);
   else process.stderr.write(`bench ${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(usage ? 2 : 1);

@@ -9,7 +9,16 @@ describe("watch codec", () => {
   test("codec - reads each event's kind and recorded_at as protobuf-es wrote them", () => {
     const state = (ms: number | undefined) =>
       create(VehicleStateSchema, {
-        position: create(PositionSchema, { vehicleId: "ü-1", seq: 7, recordedAt: ms === undefined ? undefined : timestampFromMs(ms), lat: 1.5, lon: -2, speed: 3, orderId: "o", fleetId: "f" }),
+        position: create(PositionSchema, {
+          vehicleId: "ü-1",
+          seq: 7,
+          recordedAt: ms === undefined ? undefined : timestampFromMs(ms),
+          lat: 1.5,
+          lon: -2,
+          speed: 3,
+          orderId: "o",
+          fleetId: "f",
+        }),
         orderId: "o",
         lastSeen: timestampFromMs(5),
         online: true,

@@ -67,7 +67,15 @@ async function initGrpc(cmd: Extract<WatchCommand, { type: "init" }>): Promise<{
           const [path, request] =
             w.kind === "vehicles"
               ? ["WatchVehicles", toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: w.ids }))]
-              : ["WatchArea", toBinary(WatchAreaRequestSchema, create(WatchAreaRequestSchema, { area: { shape: { case: "circle", value: { lat: w.lat, lon: w.lon, radiusM: w.radiusM } } } }))];
+              : [
+                  "WatchArea",
+                  toBinary(
+                    WatchAreaRequestSchema,
+                    create(WatchAreaRequestSchema, {
+                      area: { shape: { case: "circle", value: { lat: w.lat, lon: w.lon, radiusM: w.radiusM } } },
+                    }),
+                  ),
+                ];
           const stream = sessions[i % sessions.length]!.request({
             ":method": "POST",
             ":path": `/fleet.v1.TrackerService/${path}`,
@@ -111,7 +119,8 @@ async function initGrpc(cmd: Extract<WatchCommand, { type: "init" }>): Promise<{
           });
           stream.on("response", (h) => {
             // Trailers-only: the call failed before any message.
-            if (h["grpc-status"] !== undefined && h["grpc-status"] !== "0") fail(`grpc-status ${h["grpc-status"]}: ${decodeURIComponent(String(h["grpc-message"] ?? ""))}`);
+            if (h["grpc-status"] !== undefined && h["grpc-status"] !== "0")
+              fail(`grpc-status ${h["grpc-status"]}: ${decodeURIComponent(String(h["grpc-message"] ?? ""))}`);
           });
           stream.on("error", (err) => fail(err.message));
           stream.on("close", () => fail("the watch ended"));

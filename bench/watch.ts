@@ -31,7 +31,13 @@ import { connect } from "@nats-io/transport-node";
 import type { Subprocess } from "bun";
 import Redis from "ioredis";
 import { PositionBatchSchema, PositionSchema, VehicleStatus, type Position } from "../gen/fleet/v1/position_pb";
-import { NearbyRequestSchema, NearbyResponseSchema, TrackerService, type NearbyRequest, type NearbyResponse } from "../gen/fleet/v1/tracker_pb";
+import {
+  NearbyRequestSchema,
+  NearbyResponseSchema,
+  TrackerService,
+  type NearbyRequest,
+  type NearbyResponse,
+} from "../gen/fleet/v1/tracker_pb";
 import { mintWatchToken } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, partitionOf, positionsSubject } from "../lib/nats";
@@ -231,7 +237,14 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   const started = performance.now();
   const elapsed = () => `${((performance.now() - started) / 1000).toFixed(0)}s`;
   const cleanups: (() => Promise<unknown>)[] = [];
-  const f: WatchFigures = { tracker_points_per_s: NaN, watch_p50_ms: NaN, watch_p99_ms: NaN, redis_pubsub_p99_ms: NaN, nearby_p99_ms: NaN, redis_bytes_per_vehicle: NaN };
+  const f: WatchFigures = {
+    tracker_points_per_s: NaN,
+    watch_p50_ms: NaN,
+    watch_p99_ms: NaN,
+    redis_pubsub_p99_ms: NaN,
+    nearby_p99_ms: NaN,
+    redis_bytes_per_vehicle: NaN,
+  };
   const extra: Record<string, number> = {};
   const notes: string[] = [];
   const cpu: Record<string, Record<string, number>> = {};
@@ -245,7 +258,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   process.once("SIGTERM", onSignal);
 
   try {
-    say(`bench watch: ${fmt(o.vehicles)} vehicles pre-filled; ${fmt(o.simVehicles)} streaming ${fmt(o.rate)} points/s; ${fmt(o.watchers)} watchers; 2 cores shared by everything`);
+    say(
+      `bench watch: ${fmt(o.vehicles)} vehicles pre-filled; ${fmt(o.simVehicles)} streaming ${fmt(o.rate)} points/s; ${fmt(o.watchers)} watchers; 2 cores shared by everything`,
+    );
     say(`[${elapsed()}] starting nats-server and redis-server (stack helper)`);
     const stack = await startStack({ services: ["nats", "redis"] });
     cleanups.push(() => stack.stop());
@@ -265,7 +280,11 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     cleanups.push(() => nc.close());
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
-    await ensurePositionsStream(jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes });
+    await ensurePositionsStream(jsm, {
+      duplicateWindow: config.duplicateWindow,
+      streamMaxAge: config.streamMaxAge,
+      streamMaxBytes: config.streamMaxBytes,
+    });
     const now = Date.now();
     let messages = 0;
     for (let round = 1; round <= o.rounds; round++) {
@@ -291,7 +310,11 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
 
     const trackerLog = join(root, ".fleet", "logs", "bench-tracker.log");
     say(`[${elapsed()}] starting the tracker (log: ${trackerLog}); it drains the stream`);
-    let tracker: ServiceProcess = await startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0" }, logFile: trackerLog });
+    let tracker: ServiceProcess = await startServiceProcess({
+      service: "tracker",
+      env: { ...env, TRACKER_PORT: "0" },
+      logFile: trackerLog,
+    });
     cleanups.push(() => tracker.stop("SIGTERM", 5000));
     const meter = cpuMeter({ tracker: tracker.pid, redis: stack.pid("redis"), nats: stack.pid("nats") }, { rest: true });
     const samples: { t: number; points: number }[] = [];
@@ -332,20 +355,27 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     }
     extra.geoBytes = geoBytes / o.vehicles;
     extra.stateBytes = stateBytes / o.vehicles;
-    say(`  => ${fmt(f.redis_bytes_per_vehicle, 1)} bytes per vehicle in Redis (GEO set ${fmt(extra.geoBytes, 1)}, state buckets ${fmt(extra.stateBytes, 1)}, MEMORY USAGE)`);
+    say(
+      `  => ${fmt(f.redis_bytes_per_vehicle, 1)} bytes per vehicle in Redis (GEO set ${fmt(extra.geoBytes, 1)}, state buckets ${fmt(extra.stateBytes, 1)}, MEMORY USAGE)`,
+    );
 
     // ---- 3. nearby ----
     const adminToken = await mintWatchToken(keys, { all: true, dispatch: true });
     const headers = { authorization: `Bearer ${adminToken}` };
     const client = createClient(TrackerService, createGrpcTransport({ baseUrl: tracker.url }));
-    say(`[${elapsed()}] Nearby: AVAILABLE within 2 km, limit 10, at random places; 200 warm-up then ${fmt(o.nearby)} measured, one at a time`);
+    say(
+      `[${elapsed()}] Nearby: AVAILABLE within 2 km, limit 10, at random places; 200 warm-up then ${fmt(o.nearby)} measured, one at a time`,
+    );
     const nearbyHist = createHistogram();
     let hits = 0;
     for (let q = 0; q < 200 + o.nearby; q++) {
       const lat = 48.82 + spread(q, 7) * 0.16;
       const lon = 2.27 + spread(q, 8) * 0.16;
       const t0 = performance.now();
-      const res = await client.nearby({ area: { shape: { case: "circle", value: { lat, lon, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 10 }, { headers });
+      const res = await client.nearby(
+        { area: { shape: { case: "circle", value: { lat, lon, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 10 },
+        { headers },
+      );
       if (q >= 200) {
         nearbyHist.record(performance.now() - t0);
         hits += res.vehicles.length;
@@ -354,7 +384,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     extra.nearbyConnectP99 = nearbyHist.quantile(0.99);
     extra.nearbyConnectP50 = nearbyHist.quantile(0.5);
     extra.nearbyHits = hits / o.nearby;
-    say(`  => connect-node's gRPC client: p50 ${fmt(extra.nearbyConnectP50, 2)} ms, p99 ${fmt(extra.nearbyConnectP99, 2)} ms (${fmt(extra.nearbyHits, 1)} vehicles per answer)`);
+    say(
+      `  => connect-node's gRPC client: p50 ${fmt(extra.nearbyConnectP50, 2)} ms, p99 ${fmt(extra.nearbyConnectP99, 2)} ms (${fmt(extra.nearbyHits, 1)} vehicles per answer)`,
+    );
     // The same queries through @grpc/grpc-js, the Node.js gRPC client most services would use.
     const grpcJs = new grpc.Client(new URL(tracker.url).host, grpc.credentials.createInsecure());
     const metadata = new grpc.Metadata();
@@ -365,7 +397,11 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
           "/fleet.v1.TrackerService/Nearby",
           (m: NearbyRequest) => Buffer.from(toBinary(NearbyRequestSchema, m)),
           (b: Buffer) => fromBinary(NearbyResponseSchema, b),
-          create(NearbyRequestSchema, { area: { shape: { case: "circle", value: { lat, lon, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 10 }),
+          create(NearbyRequestSchema, {
+            area: { shape: { case: "circle", value: { lat, lon, radiusM: 2000 } } },
+            statuses: [VehicleStatus.AVAILABLE],
+            limit: 10,
+          }),
           metadata,
           (err, res) => (err ? reject(err) : resolve(res!)),
         ),
@@ -386,17 +422,30 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     const trackerAfter = await fetchMetrics(tracker.adminUrl);
     say(`  => the tracker during the grpc-js queries: ${loopDelayLine(trackerBefore, trackerAfter)}`);
     const handler = bucketQuantiles(
-      trackerAfter.split("\n").filter((l) => !l.startsWith("rpc_duration_seconds_bucket") || l.includes('procedure="Nearby"')).join("\n"),
+      trackerAfter
+        .split("\n")
+        .filter((l) => !l.startsWith("rpc_duration_seconds_bucket") || l.includes('procedure="Nearby"'))
+        .join("\n"),
       "rpc_duration_seconds",
       [0.5, 0.99],
     );
-    say(`  => in the tracker (its rpc_duration_seconds, bucket bounds): p50 ≤ ${fmt(handler[0]! * 1000, 2)} ms, p99 ≤ ${fmt(handler[1]! * 1000, 2)} ms`);
+    say(
+      `  => in the tracker (its rpc_duration_seconds, bucket bounds): p50 ≤ ${fmt(handler[0]! * 1000, 2)} ms, p99 ≤ ${fmt(handler[1]! * 1000, 2)} ms`,
+    );
     // The same queries straight to Redis (the tracker's one script call), to tell the store from the RPC.
     const store = createStore({ redis, prefix: config.redisPrefix });
     const scriptHist = createHistogram();
     for (let q = 0; q < 200 + o.nearby; q++) {
       const t0 = performance.now();
-      await store.nearby(48.82 + spread(q, 7) * 0.16, 2.27 + spread(q, 8) * 0.16, 2001, 10, 1 << VehicleStatus.AVAILABLE, undefined, config.scanMax);
+      await store.nearby(
+        48.82 + spread(q, 7) * 0.16,
+        2.27 + spread(q, 8) * 0.16,
+        2001,
+        10,
+        1 << VehicleStatus.AVAILABLE,
+        undefined,
+        config.scanMax,
+      );
       if (q >= 200) scriptHist.record(performance.now() - t0);
     }
     extra.nearbyScriptP50 = scriptHist.quantile(0.5);
@@ -419,7 +468,11 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       notes.push(`the watch-serving tracker ran under --cpu-prof (slower than without): profile in ${profileDir}`);
     }
     const startConsumer = (pubsub: boolean, extraEnv: Record<string, string> = {}) =>
-      startServiceProcess({ service: "tracker", env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: String(pubsub), ...extraEnv }, logFile: trackerLog });
+      startServiceProcess({
+        service: "tracker",
+        env: { ...env, TRACKER_PORT: "0", TRACKER_REDIS_PUBSUB: String(pubsub), ...extraEnv },
+        logFile: trackerLog,
+      });
     tracker = await startConsumer(false, o.splitTracker ? {} : profileEnv);
     const server = o.splitTracker
       ? await startServiceProcess({
@@ -438,7 +491,15 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     cleanups.push(async () => load.proc.kill());
     await load.next("hello", 10_000);
     const simPrefix = "sim";
-    load.send({ type: "init", url: gateway.url, keys, connections: Math.max(2, Math.ceil(o.simVehicles / 1000)), prefix: simPrefix, first: 0, count: o.simVehicles });
+    load.send({
+      type: "init",
+      url: gateway.url,
+      keys,
+      connections: Math.max(2, Math.ceil(o.simVehicles / 1000)),
+      prefix: simPrefix,
+      first: 0,
+      count: o.simVehicles,
+    });
     await load.next("ready", 60_000);
     load.send({ type: "open", batch: 500, timeoutMs: 120_000 });
     const opened = await load.next("opened", 130_000);
@@ -447,7 +508,8 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     // The watchers: vehicle watches of one streaming vehicle each, area watches of a circle.
     const areaCount = Math.round(o.watchers * o.areaShare);
     const specs: WatchSpec[] = [];
-    for (let w = 0; w < o.watchers - areaCount; w++) specs.push({ kind: "vehicles", ids: [`${simPrefix}-${Math.floor(spread(w, 3) * o.simVehicles)}`] });
+    for (let w = 0; w < o.watchers - areaCount; w++)
+      specs.push({ kind: "vehicles", ids: [`${simPrefix}-${Math.floor(spread(w, 3) * o.simVehicles)}`] });
     const simAt = Array.from({ length: o.simVehicles }, (_, i) => simPosition(i));
     const metresPerDegLat = 111_195;
     for (let w = 0; w < areaCount; w++) {
@@ -473,17 +535,47 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       cleanups.push(async () => watchers.proc.kill());
       await watchers.next("hello", 10_000);
       if (mode === "grpc") {
-        say(`[${elapsed()}] gRPC watches: ${fmt(o.watchers)} on the watch-serving tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles ?? NaN, 0)} streaming vehicles each) over ${fmt(o.watchConnections)} HTTP/2 connections`);
-        watchers.send({ type: "init", mode, url: server.url, token: watchToken, channelPrefix: "", connections: o.watchConnections, watches: specs });
+        say(
+          `[${elapsed()}] gRPC watches: ${fmt(o.watchers)} on the watch-serving tracker (${fmt(areaCount)} areas of ${fmt(o.areaRadius)} m, ~${fmt(extra.areaVehicles ?? NaN, 0)} streaming vehicles each) over ${fmt(o.watchConnections)} HTTP/2 connections`,
+        );
+        watchers.send({
+          type: "init",
+          mode,
+          url: server.url,
+          token: watchToken,
+          channelPrefix: "",
+          connections: o.watchConnections,
+          watches: specs,
+        });
       } else {
-        say(`[${elapsed()}] the seeds' way: ${fmt(o.watchers)} Redis subscribers (a connection each, a channel per vehicle), fed by the consuming tracker's script (TRACKER_REDIS_PUBSUB=true)`);
-        watchers.send({ type: "init", mode, url: stack.redisUrl, token: "", channelPrefix: `${config.redisPrefix}pos:`, connections: 0, watches: specs });
+        say(
+          `[${elapsed()}] the seeds' way: ${fmt(o.watchers)} Redis subscribers (a connection each, a channel per vehicle), fed by the consuming tracker's script (TRACKER_REDIS_PUBSUB=true)`,
+        );
+        watchers.send({
+          type: "init",
+          mode,
+          url: stack.redisUrl,
+          token: "",
+          channelPrefix: `${config.redisPrefix}pos:`,
+          connections: 0,
+          watches: specs,
+        });
       }
       const ready = await watchers.next("ready", 120_000);
       say(`  open ${ready.open} (failed ${ready.failed}${ready.lastError ? `: ${ready.lastError}` : ""})`);
       say(`  steady ${fmt(o.rate)} points/s through the gateway: 3 s warm-up, then ${o.seconds} s measured`);
-      const trackers: Record<string, number | undefined> = o.splitTracker && mode === "grpc" ? { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid } : { tracker: tracker.pid };
-      const pids = { ...trackers, gateway: gateway.pid, nats: stack.pid("nats"), redis: stack.pid("redis"), load: load.proc.pid, watchers: watchers.proc.pid };
+      const trackers: Record<string, number | undefined> =
+        o.splitTracker && mode === "grpc"
+          ? { "tracker (consumer)": tracker.pid, "tracker (watches)": server.pid }
+          : { tracker: tracker.pid };
+      const pids = {
+        ...trackers,
+        gateway: gateway.pid,
+        nats: stack.pid("nats"),
+        redis: stack.pid("redis"),
+        load: load.proc.pid,
+        watchers: watchers.proc.pid,
+      };
       load.send({ type: "steady", rate: o.rate, warmupMs: 3000, durationMs: o.seconds * 1000 });
       await Bun.sleep(3000);
       // The trackers' delay histograms are read before and after, so that they cover the measured window only.
@@ -498,7 +590,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
         try {
           const info = await jsm.consumers.info(POSITIONS_STREAM, CONSUMERS.tracker);
           const points = await pointsDone();
-          say(`  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`);
+          say(
+            `  consumer: ${fmt(info.num_pending)} messages pending, ${fmt(info.num_ack_pending)} unacked; tracker took ${fmt(points - lastPoints)} points in the last second`,
+          );
           lastPoints = points;
         } catch {
           // a tick lost is fine
@@ -517,10 +611,14 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       say(`  consuming tracker: ${loopDelayLine(consumerBefore, consumerText)}`);
       if (mode === "grpc" && server !== tracker) say(`  watch-serving tracker: ${loopDelayLine(serverBefore, serverText)}`);
       const applyDelay = histogramBetween(consumerBefore, consumerText, "tracker_apply_delay_seconds");
-      say(`  the consuming tracker had each point in Redis (gateway receive → script answered, first point of each call, its tracker_apply_delay_seconds): p50 ≤ ${fmt(bucketBound(applyDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(applyDelay, 0.99) * 1000, 1)} ms`);
+      say(
+        `  the consuming tracker had each point in Redis (gateway receive → script answered, first point of each call, its tracker_apply_delay_seconds): p50 ≤ ${fmt(bucketBound(applyDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(applyDelay, 0.99) * 1000, 1)} ms`,
+      );
       if (mode === "grpc") {
         const liveDelay = histogramBetween(serverBefore, serverText, "tracker_live_delay_seconds");
-        say(`  live events reached the watch server (gateway receive → NATS delivery, its tracker_live_delay_seconds): p50 ≤ ${fmt(bucketBound(liveDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(liveDelay, 0.99) * 1000, 1)} ms`);
+        say(
+          `  live events reached the watch server (gateway receive → NATS delivery, its tracker_live_delay_seconds): p50 ≤ ${fmt(bucketBound(liveDelay, 0.5) * 1000, 1)} ms, p99 ≤ ${fmt(bucketBound(liveDelay, 0.99) * 1000, 1)} ms`,
+        );
       }
       watchers.send({ type: "close" });
       await watchers.next("closed", 10_000).catch(() => undefined);
@@ -530,7 +628,10 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
       const ack = createHistogram();
       ack.merge(steadied.histogram);
       if (report.errors > 0) notes.push(`${report.errors} ${mode} watchers ended with an error (last: ${report.lastError})`);
-      if (mode === "grpc" && report.messages > 0) say(`  the watchers read ${fmt(report.messages / o.seconds)} gRPC messages/s, ${fmt(h.count / report.messages, 2)} updates in each`);
+      if (mode === "grpc" && report.messages > 0)
+        say(
+          `  the watchers read ${fmt(report.messages / o.seconds)} gRPC messages/s, ${fmt(h.count / report.messages, 2)} updates in each`,
+        );
       return { h, eventsPerS: h.count / o.seconds, offered: steadied.sent / steadied.seconds, ackP99: ack.quantile(0.99), serverText };
     };
 
@@ -541,9 +642,13 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     extra.grpcEventsPerS = g.eventsPerS;
     extra.ackP99 = g.ackP99;
     const serverText = g.serverText;
-    const serverMetrics = serverText.split("\n").filter((l) => /^(tracker_watch|tracker_live_subscriptions|rpc_calls_total.*Watch)/.test(l));
+    const serverMetrics = serverText
+      .split("\n")
+      .filter((l) => /^(tracker_watch|tracker_live_subscriptions|rpc_calls_total.*Watch)/.test(l));
     say(`  watch-serving tracker: ${serverMetrics.map((l) => l.replace(/,?service="tracker"/, "")).join("; ")}`);
-    say(`  => offered ${fmt(g.offered)} points/s; ${fmt(g.eventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms (p99.9 ${fmt(g.h.quantile(0.999), 2)}); gateway ack p99 ${fmt(g.ackP99, 2)} ms`);
+    say(
+      `  => offered ${fmt(g.offered)} points/s; ${fmt(g.eventsPerS)} updates/s delivered, p50 ${fmt(f.watch_p50_ms, 2)} ms, p99 ${fmt(f.watch_p99_ms, 2)} ms (p99.9 ${fmt(g.h.quantile(0.999), 2)}); gateway ack p99 ${fmt(g.ackP99, 2)} ms`,
+    );
 
     say(`[${elapsed()}] restarting the consuming tracker with TRACKER_REDIS_PUBSUB=true (its script also PUBLISHes each update)`);
     if (o.splitTracker) await server.stop("SIGTERM", 15_000);
@@ -554,7 +659,9 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
     extra.redisP50 = r.h.quantile(0.5);
     extra.redisEventsPerS = r.eventsPerS;
     extra.redisOffered = r.offered;
-    say(`  => offered ${fmt(r.offered)} points/s; ${fmt(r.eventsPerS)} updates/s delivered, p50 ${fmt(extra.redisP50, 2)} ms, p99 ${fmt(f.redis_pubsub_p99_ms, 2)} ms; gateway ack p99 ${fmt(r.ackP99, 2)} ms`);
+    say(
+      `  => offered ${fmt(r.offered)} points/s; ${fmt(r.eventsPerS)} updates/s delivered, p50 ${fmt(extra.redisP50, 2)} ms, p99 ${fmt(f.redis_pubsub_p99_ms, 2)} ms; gateway ack p99 ${fmt(r.ackP99, 2)} ms`,
+    );
     load.send({ type: "close", timeoutMs: 5000 });
     await load.next("closed", 10_000).catch(() => undefined);
     if (o.profile) {
@@ -578,20 +685,46 @@ export async function runWatchBench(argv: string[]): Promise<WatchFigures> {
   say("");
   say("| figure | measured | target |");
   say("|---|---|---|");
-  say(`| tracker_points_per_s (JetStream → Redis, 1,000-point messages) | ${fmt(f.tracker_points_per_s)} | ≥ ${fmt(TARGETS.pointsPerS)} ${mark(f.tracker_points_per_s >= TARGETS.pointsPerS)} |`);
+  say(
+    `| tracker_points_per_s (JetStream → Redis, 1,000-point messages) | ${fmt(f.tracker_points_per_s)} | ≥ ${fmt(TARGETS.pointsPerS)} ${mark(f.tracker_points_per_s >= TARGETS.pointsPerS)} |`,
+  );
   say(`| watch_p50_ms (vehicle → gateway → JetStream → tracker → NATS → gRPC watcher) | ${fmt(f.watch_p50_ms, 2)} | |`);
-  say(`| watch_p99_ms at ${fmt(extra.offered ?? NaN)} points/s, ${fmt(o.watchers)} watchers | ${fmt(f.watch_p99_ms, 2)} | ≤ ${TARGETS.watchP99Ms} ${mark(f.watch_p99_ms <= TARGETS.watchP99Ms)} and ≤ Redis ${mark(f.watch_p99_ms <= f.redis_pubsub_p99_ms)} |`);
-  say(`| redis_pubsub_p99_ms (same load, one channel per vehicle; p50 ${fmt(extra.redisP50 ?? NaN, 2)}) | ${fmt(f.redis_pubsub_p99_ms, 2)} | reference |`);
-  say(`| nearby_p99_ms through @grpc/grpc-js (AVAILABLE within 2 km, limit 10, ${fmt(o.vehicles)} live; p50 ${fmt(extra.nearbyP50 ?? NaN, 2)}) | ${fmt(f.nearby_p99_ms, 2)} | ≤ ${TARGETS.nearbyP99Ms} ${mark(f.nearby_p99_ms <= TARGETS.nearbyP99Ms)} |`);
-  say(`| Nearby through connect-node's gRPC client, p99 (p50 ${fmt(extra.nearbyConnectP50 ?? NaN, 2)}) | ${fmt(extra.nearbyConnectP99 ?? NaN, 2)} | reference |`);
-  say(`| Nearby's Redis script alone, p99 (p50 ${fmt(extra.nearbyScriptP50 ?? NaN, 2)}) | ${fmt(extra.nearbyScriptP99 ?? NaN, 2)} | reference |`);
-  say(`| redis_bytes_per_vehicle (GEO ${fmt(extra.geoBytes ?? NaN, 1)} + state ${fmt(extra.stateBytes ?? NaN, 1)} + rest) | ${fmt(f.redis_bytes_per_vehicle, 1)} | ≤ ${TARGETS.bytesPerVehicle} ${mark(f.redis_bytes_per_vehicle <= TARGETS.bytesPerVehicle)} |`);
+  say(
+    `| watch_p99_ms at ${fmt(extra.offered ?? NaN)} points/s, ${fmt(o.watchers)} watchers | ${fmt(f.watch_p99_ms, 2)} | ≤ ${TARGETS.watchP99Ms} ${mark(f.watch_p99_ms <= TARGETS.watchP99Ms)} and ≤ Redis ${mark(f.watch_p99_ms <= f.redis_pubsub_p99_ms)} |`,
+  );
+  say(
+    `| redis_pubsub_p99_ms (same load, one channel per vehicle; p50 ${fmt(extra.redisP50 ?? NaN, 2)}) | ${fmt(f.redis_pubsub_p99_ms, 2)} | reference |`,
+  );
+  say(
+    `| nearby_p99_ms through @grpc/grpc-js (AVAILABLE within 2 km, limit 10, ${fmt(o.vehicles)} live; p50 ${fmt(extra.nearbyP50 ?? NaN, 2)}) | ${fmt(f.nearby_p99_ms, 2)} | ≤ ${TARGETS.nearbyP99Ms} ${mark(f.nearby_p99_ms <= TARGETS.nearbyP99Ms)} |`,
+  );
+  say(
+    `| Nearby through connect-node's gRPC client, p99 (p50 ${fmt(extra.nearbyConnectP50 ?? NaN, 2)}) | ${fmt(extra.nearbyConnectP99 ?? NaN, 2)} | reference |`,
+  );
+  say(
+    `| Nearby's Redis script alone, p99 (p50 ${fmt(extra.nearbyScriptP50 ?? NaN, 2)}) | ${fmt(extra.nearbyScriptP99 ?? NaN, 2)} | reference |`,
+  );
+  say(
+    `| redis_bytes_per_vehicle (GEO ${fmt(extra.geoBytes ?? NaN, 1)} + state ${fmt(extra.stateBytes ?? NaN, 1)} + rest) | ${fmt(f.redis_bytes_per_vehicle, 1)} | ≤ ${TARGETS.bytesPerVehicle} ${mark(f.redis_bytes_per_vehicle <= TARGETS.bytesPerVehicle)} |`,
+  );
   say("");
-  say(`updates delivered per second in the measured window: tracker watches ${fmt(extra.grpcEventsPerS ?? NaN)}, Redis subscribers ${fmt(extra.redisEventsPerS ?? NaN)}; gateway ack p99 ${fmt(extra.ackP99 ?? NaN, 2)} ms`);
+  say(
+    `updates delivered per second in the measured window: tracker watches ${fmt(extra.grpcEventsPerS ?? NaN)}, Redis subscribers ${fmt(extra.redisEventsPerS ?? NaN)}; gateway ack p99 ${fmt(extra.ackP99 ?? NaN, 2)} ms`,
+  );
   say("CPU (1.0 = one core) per phase:");
-  for (const [phase, use] of Object.entries(cpu)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ")}`);
+  for (const [phase, use] of Object.entries(cpu))
+    say(
+      `  ${phase}: ${Object.entries(use)
+        .map(([k, v]) => `${k} ${fmt(v, 2)}`)
+        .join(", ")}`,
+    );
   say("Waiting for a core (busiest thread of each process, share of the phase):");
-  for (const [phase, use] of Object.entries(waited)) say(`  ${phase}: ${Object.entries(use).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}`);
+  for (const [phase, use] of Object.entries(waited))
+    say(
+      `  ${phase}: ${Object.entries(use)
+        .map(([k, v]) => `${k} ${fmt(v, 3)}`)
+        .join(", ")}`,
+    );
   for (const n of notes) say(`note: ${n}`);
   const rounded: WatchFigures = {
     tracker_points_per_s: Math.round(f.tracker_points_per_s),

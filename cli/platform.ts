@@ -54,7 +54,9 @@ export interface StartPlatformOptions {
 export async function startPlatform({ config, progress = () => {} }: StartPlatformOptions): Promise<Platform> {
   const logDir = join(root, ".fleet", "logs");
   mkdirSync(logDir, { recursive: true });
-  progress("starting the stack (NATS JetStream, Redis, PostgreSQL, S3) — servers given by NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT are used as they are");
+  progress(
+    "starting the stack (NATS JetStream, Redis, PostgreSQL, S3) — servers given by NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT are used as they are",
+  );
   const stack = await startStack({ services: ["nats", "redis", "postgres", "s3"] });
   const services = new Map<string, ServiceProcess>();
   let web: WebApp | undefined;

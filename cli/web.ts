@@ -25,7 +25,10 @@ export interface WebApp {
 }
 
 /** Bundles web/app.ts for the browser into `outDir`; throws with Bun.build's messages when it fails. */
-export async function buildWebApp({ trackerUrl, outDir }: Pick<WebAppOptions, "trackerUrl" | "outDir">): Promise<{ html: string; js: string }> {
+export async function buildWebApp({
+  trackerUrl,
+  outDir,
+}: Pick<WebAppOptions, "trackerUrl" | "outDir">): Promise<{ html: string; js: string }> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const result = await Bun.build({
@@ -54,7 +57,8 @@ export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
     hostname: options.host,
     port: options.port,
     fetch(req) {
-      if (req.method !== "GET" && req.method !== "HEAD") return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
+      if (req.method !== "GET" && req.method !== "HEAD")
+        return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
       const { pathname } = new URL(req.url);
       if (pathname === "/" || pathname === "/index.html") return new Response(html, { headers: headers("text/html; charset=utf-8") });
       if (pathname === "/app.js") return new Response(js, { headers: headers("text/javascript; charset=utf-8") });

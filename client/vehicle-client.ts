@@ -371,11 +371,14 @@ export function createVehicleClient({
   };
 
   const resume = async () => {
-    const res = await client.resume({ vehicleId }, {
-      headers: headers(),
-      timeoutMs: resumeTimeoutMs,
-      signal: closing.signal,
-    });
+    const res = await client.resume(
+      { vehicleId },
+      {
+        headers: headers(),
+        timeoutMs: resumeTimeoutMs,
+        signal: closing.signal,
+      },
+    );
     stats.connected = true;
     applyDurable(res.durableSeq, []);
   };
@@ -502,10 +505,13 @@ export function createVehicleClient({
       closed = true;
       signalWake();
       cancelSleep();
-      const abortLater = setTimeout(() => {
-        streamAbort?.abort(new ConnectError("client closed", Code.Canceled));
-        closing.abort(new ConnectError("client closed", Code.Canceled));
-      }, Math.min(ackTimeoutMs, 5_000));
+      const abortLater = setTimeout(
+        () => {
+          streamAbort?.abort(new ConnectError("client closed", Code.Canceled));
+          closing.abort(new ConnectError("client closed", Code.Canceled));
+        },
+        Math.min(ackTimeoutMs, 5_000),
+      );
       await loopDone;
       clearTimeout(abortLater);
       stats.connected = false;

@@ -11,7 +11,19 @@ export async function startNats(s: Server, host: ServerHost): Promise<void> {
   // own) would use it up. A development stack takes the disk as it comes instead.
   const conf = join(host.dir, "nats.conf");
   writeFileSync(conf, `jetstream { store_dir: ${JSON.stringify(join(host.dir, "nats"))}, max_file_store: 100T }\n`);
-  host.spawnServer(s, [host.binaries.nats!, "-a", "127.0.0.1", "-p", String(s.port), "-m", String(s.port2), "-c", conf, "-n", `fleet-stack-${s.port}`]);
+  host.spawnServer(s, [
+    host.binaries.nats!,
+    "-a",
+    "127.0.0.1",
+    "-p",
+    String(s.port),
+    "-m",
+    String(s.port2),
+    "-c",
+    conf,
+    "-n",
+    `fleet-stack-${s.port}`,
+  ]);
   await host.waitReady(s, async () => {
     const r = await fetch(`http://127.0.0.1:${s.port2}/healthz`, { signal: AbortSignal.timeout(1000) });
     if (!r.ok) throw new Error(`healthz ${r.status}`);

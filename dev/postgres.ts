@@ -66,7 +66,9 @@ export const isRoot = () => typeof process.getuid === "function" && process.getu
 function asPostgresUser(argv: string[]): string[] {
   if (!isRoot()) return argv;
   if (!osUser("postgres")) {
-    throw new StackError("PostgreSQL cannot run as root and there is no `postgres` OS user: install the postgresql package or set DATABASE_URL");
+    throw new StackError(
+      "PostgreSQL cannot run as root and there is no `postgres` OS user: install the postgresql package or set DATABASE_URL",
+    );
   }
   const setpriv = which("setpriv", ["/usr/bin", "/bin"]);
   if (setpriv) return [setpriv, "--reuid=postgres", "--regid=postgres", "--init-groups", "--", ...argv];
@@ -84,14 +86,26 @@ export async function startPostgres(s: Server, host: ServerHost): Promise<void> 
     if (owner) chownSync(data, owner.uid, owner.gid);
     const fd = openSync(host.logFile("postgres"), "a");
     // -N: no fsync of the new cluster, it is a throwaway; C locale: fast and the same everywhere.
-    const initdb = asPostgresUser([join(host.binaries.postgresBin!, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"]);
+    const initdb = asPostgresUser([
+      join(host.binaries.postgresBin!, "initdb"),
+      "-D",
+      data,
+      "-U",
+      "postgres",
+      "--auth=trust",
+      "-E",
+      "UTF8",
+      "--locale=C",
+      "-N",
+    ]);
     const r = await new Promise<number | null>((res) => {
       const c = spawn(initdb[0]!, initdb.slice(1), { cwd: host.dir, stdio: ["ignore", fd, fd], env: serverEnv() });
       c.once("exit", (code) => res(code));
       c.once("error", () => res(-1));
     });
     closeSync(fd);
-    if (r !== 0) throw new StackError(`initdb failed (${r}); last lines of ${host.logFile("postgres")}:\n${tail(host.logFile("postgres"))}`);
+    if (r !== 0)
+      throw new StackError(`initdb failed (${r}); last lines of ${host.logFile("postgres")}:\n${tail(host.logFile("postgres"))}`);
   }
   // The socket lives in the data folder for `psql -h <host.dir>/postgres`; a path too long for a Unix
   // socket would stop PostgreSQL, so then only TCP.
@@ -104,14 +118,36 @@ export async function startPostgres(s: Server, host: ServerHost): Promise<void> 
   host.spawnServer(
     s,
     asPostgresUser([
-      join(host.binaries.postgresBin!, "postgres"), "-D", data, "-p", String(s.port), "-k", socketDir,
-      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-      "-c", "max_connections=300", "-c", "log_min_messages=warning",
+      join(host.binaries.postgresBin!, "postgres"),
+      "-D",
+      data,
+      "-p",
+      String(s.port),
+      "-k",
+      socketDir,
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "fsync=off",
+      "-c",
+      "full_page_writes=off",
+      "-c",
+      "max_connections=300",
+      "-c",
+      "log_min_messages=warning",
       ...timescalePreloadOptions(postgresLibDir(host.binaries.postgresBin!)),
     ]),
   );
   await host.waitReady(s, async () => {
-    const sql = postgres({ host: "127.0.0.1", port: s.port, user: "postgres", database: "postgres", max: 1, connect_timeout: 2, onnotice: () => {} });
+    const sql = postgres({
+      host: "127.0.0.1",
+      port: s.port,
+      user: "postgres",
+      database: "postgres",
+      max: 1,
+      connect_timeout: 2,
+      onnotice: () => {},
+    });
     try {
       const rows = await sql<{ n: number }[]>`select count(*)::int as n from pg_database where datname = 'fleet'`;
       if (rows[0]?.n === 0) await sql`create database fleet`;

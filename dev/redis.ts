@@ -29,6 +29,22 @@ export async function startRedis(s: Server, host: ServerHost): Promise<void> {
   mkdirSync(join(host.dir, "redis"), { recursive: true });
   // No background saves while running (tests write a lot), one dump at a clean shutdown so that
   // stopService/startService keeps the data; an hourly save point only matters for a long `fleet up`.
-  host.spawnServer(s, [host.binaries.redis!, "--port", String(s.port), "--bind", "127.0.0.1", "--save", "3600 1", "--appendonly", "no", "--dir", join(host.dir, "redis"), "--daemonize", "no", "--protected-mode", "no"]);
+  host.spawnServer(s, [
+    host.binaries.redis!,
+    "--port",
+    String(s.port),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "3600 1",
+    "--appendonly",
+    "no",
+    "--dir",
+    join(host.dir, "redis"),
+    "--daemonize",
+    "no",
+    "--protected-mode",
+    "no",
+  ]);
   await host.waitReady(s, () => redisPing(s.port));
 }

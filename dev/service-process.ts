@@ -52,9 +52,7 @@ export async function startServiceProcess({
     stdio: ["ignore", "pipe", "pipe"],
   });
   const log = logFile ? createWriteStream(logFile, { flags: "a" }) : undefined;
-  const exited = new Promise<number | string>((resolve) =>
-    child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
-  );
+  const exited = new Promise<number | string>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal ?? "unknown")));
   const tail: string[] = [];
   let adminUrl = "";
   const url = await new Promise<string>((resolve, reject) => {

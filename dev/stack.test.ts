@@ -55,7 +55,12 @@ describe("stack", () => {
 
   test("stack - every service answers", async () => {
     const stack = await testStack();
-    expect(stack.env()).toMatchObject({ NATS_URL: stack.natsUrl, REDIS_URL: stack.redisUrl, DATABASE_URL: stack.databaseUrl, S3_ENDPOINT: stack.s3.endpoint });
+    expect(stack.env()).toMatchObject({
+      NATS_URL: stack.natsUrl,
+      REDIS_URL: stack.redisUrl,
+      DATABASE_URL: stack.databaseUrl,
+      S3_ENDPOINT: stack.s3.endpoint,
+    });
 
     const nc = await connect({ servers: stack.natsUrl });
     try {
@@ -181,7 +186,9 @@ describe("stack", () => {
   });
 
   /** A child process that starts a stack of `services` and stays; resolves with what it started. */
-  async function stackInChild(services: string[]): Promise<{ child: ReturnType<typeof Bun.spawn>; dir: string; pids: number[]; ports: number[] }> {
+  async function stackInChild(
+    services: string[],
+  ): Promise<{ child: ReturnType<typeof Bun.spawn>; dir: string; pids: number[]; ports: number[] }> {
     const script = `
       import { startStack } from ${JSON.stringify(join(import.meta.dir, "stack.ts"))};
       const names = ${JSON.stringify(services)};

@@ -15,7 +15,19 @@
  * temporary stack folder whose parent is gone, with servers still running from it.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadConfig } from "../lib/config";
@@ -29,7 +41,6 @@ import { serverEnv, sleep, StackError, tail, which, type Binaries, type Server, 
 
 export { StackError, type ServiceName } from "./server";
 export { timescalePreloadOptions } from "./postgres";
-
 
 /** Every service, in the order they are reported. */
 export const ALL_SERVICES: readonly ServiceName[] = ["nats", "redis", "postgres", "s3"];
@@ -211,7 +222,11 @@ export function reapOrphanedStacks(root = tmpdir(), log: Logger = silentLogger):
         } catch {}
       }
     }
-    if (orphans.length > 0) log.warn(`stopped ${orphans.length} server(s) left running by a stack whose process and watchdog were killed`, { dir, pids: orphans });
+    if (orphans.length > 0)
+      log.warn(`stopped ${orphans.length} server(s) left running by a stack whose process and watchdog were killed`, {
+        dir,
+        pids: orphans,
+      });
     rmSync(dir, { recursive: true, force: true });
     removed.push(dir);
   }
@@ -336,7 +351,12 @@ export async function startStack({
     waitReady,
     logFile,
   };
-  const starters: Record<ServiceName, (s: Server, host: ServerHost) => Promise<void>> = { nats: startNats, redis: startRedis, postgres: startPostgres, s3: startS3 };
+  const starters: Record<ServiceName, (s: Server, host: ServerHost) => Promise<void>> = {
+    nats: startNats,
+    redis: startRedis,
+    postgres: startPostgres,
+    s3: startS3,
+  };
 
   const starting = new Map<ServiceName, Promise<void>>();
   const startService = async (name: ServiceName): Promise<void> => {
@@ -427,12 +447,22 @@ export async function startStack({
       return given.redis ? config.redisUrl : servers.has("redis") ? `redis://127.0.0.1:${servers.get("redis")!.port}` : "";
     },
     get databaseUrl() {
-      return given.postgres ? config.databaseUrl : servers.has("postgres") ? `postgres://postgres@127.0.0.1:${servers.get("postgres")!.port}/fleet` : "";
+      return given.postgres
+        ? config.databaseUrl
+        : servers.has("postgres")
+          ? `postgres://postgres@127.0.0.1:${servers.get("postgres")!.port}/fleet`
+          : "";
     },
     get s3() {
       const endpoint = given.s3 ? config.s3Endpoint : servers.has("s3") ? `http://127.0.0.1:${servers.get("s3")!.port}` : "";
       // s3rver accepts its fixed S3RVER/S3RVER keys, the config's defaults.
-      return { endpoint, bucket: s3Bucket, accessKeyId: config.s3AccessKeyId, secretAccessKey: config.s3SecretAccessKey, region: config.s3Region };
+      return {
+        endpoint,
+        bucket: s3Bucket,
+        accessKeyId: config.s3AccessKeyId,
+        secretAccessKey: config.s3SecretAccessKey,
+        region: config.s3Region,
+      };
     },
     dir,
     env() {

@@ -12,7 +12,16 @@ const cases: [string, MessageInitShape<typeof SyncResponseSchema>][] = [
   ["no ack at all", {}],
   ["the largest seq and count", { ack: ack({ vehicleId: "v", durableSeq: 4_294_967_295, accepted: 4_294_967_295 }) }],
   ["non-ASCII and long ids (two-byte lengths)", { ack: ack({ vehicleId: "véhicule-ü-🚚".repeat(20), durableSeq: 128, accepted: 127 }) }],
-  ["refusals (encoded by toBinary)", { ack: ack({ vehicleId: "v", durableSeq: 3, rejected: [{ seq: 4, reason: RejectReason.DUPLICATE, message: "seq 4 is already durable" }] }) }],
+  [
+    "refusals (encoded by toBinary)",
+    {
+      ack: ack({
+        vehicleId: "v",
+        durableSeq: 3,
+        rejected: [{ seq: 4, reason: RejectReason.DUPLICATE, message: "seq 4 is already durable" }],
+      }),
+    },
+  ],
 ];
 
 describe("ack encoder", () => {

@@ -147,7 +147,12 @@ export function createBatcher({
   let lingering: Partition[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
 
-  const batches = new Counter({ name: "gateway_batches_published_total", help: "JetStream messages published", labelNames: ["result"], registers: [registry] });
+  const batches = new Counter({
+    name: "gateway_batches_published_total",
+    help: "JetStream messages published",
+    labelNames: ["result"],
+    registers: [registry],
+  });
   const batchSize = new Histogram({
     name: "gateway_batch_points",
     help: "points per JetStream message",

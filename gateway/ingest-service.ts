@@ -29,7 +29,19 @@ import {
   type UploadResponse,
 } from "../gen/fleet/v1/ingest_pb";
 import type { Position } from "../gen/fleet/v1/position_pb";
-import { iterableInput, nativeBidiStream, nativeClientStream, nativeUnaryMethods, claimsOf, PermissionError, RateLimitError, ShuttingDownError, type MessageInput, type MessageSink, type NativeMethod } from "../lib/grpc";
+import {
+  iterableInput,
+  nativeBidiStream,
+  nativeClientStream,
+  nativeUnaryMethods,
+  claimsOf,
+  PermissionError,
+  RateLimitError,
+  ShuttingDownError,
+  type MessageInput,
+  type MessageSink,
+  type NativeMethod,
+} from "../lib/grpc";
 import type { Logger } from "../lib/log";
 import { Counter, type Registry } from "../lib/metrics";
 import type { AckSink, Batcher } from "./batcher";
@@ -244,7 +256,11 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
         this.unblock(OVER_BYTES);
       }, call.bytesWait);
     }
-    if (call.rejected !== undefined && call.rejected.length >= this.deps.maxUnsentRejections && call.rejected.at(-1)!.reason !== RejectReason.DUPLICATE) {
+    if (
+      call.rejected !== undefined &&
+      call.rejected.length >= this.deps.maxUnsentRejections &&
+      call.rejected.at(-1)!.reason !== RejectReason.DUPLICATE
+    ) {
       if (this.options.answerEarly) return this.finish(undefined);
       if (!(this.blocked & ACK_UNREAD)) {
         this.block(ACK_UNREAD);
@@ -398,7 +414,12 @@ export function createIngestService({
           `point seq ${p.seq} is for vehicle "${p.vehicleId.slice(0, 128)}" but the token is for "${call.vehicleId}": send only your own points`,
         );
       }
-      refuse(call, p.seq, RejectReason.WRONG_VEHICLE, `point is for vehicle "${p.vehicleId.slice(0, 128)}", the token is for "${call.vehicleId}"`);
+      refuse(
+        call,
+        p.seq,
+        RejectReason.WRONG_VEHICLE,
+        `point is for vehicle "${p.vehicleId.slice(0, 128)}", the token is for "${call.vehicleId}"`,
+      );
       return;
     }
     const refusal = validatePosition(p, now, validate);
@@ -570,7 +591,12 @@ export function createIngestService({
     service,
     nativeMethods: [
       ...nativeUnaryMethods(IngestService, service),
-      nativeClientStream(IngestService.method.upload, upload, pointRequestDecoder(UploadRequestSchema), ackResponseEncoder(UploadResponseSchema)),
+      nativeClientStream(
+        IngestService.method.upload,
+        upload,
+        pointRequestDecoder(UploadRequestSchema),
+        ackResponseEncoder(UploadResponseSchema),
+      ),
       nativeBidiStream(IngestService.method.sync, sync, pointRequestDecoder(SyncRequestSchema), ackResponseEncoder(SyncResponseSchema)),
     ],
   };

@@ -14,7 +14,11 @@ import { readPositionBatch, type PositionFields } from "../lib/wire";
 
 type PointRequestSchema = typeof UploadRequestSchema | typeof SyncRequestSchema;
 
-const timestamp = (seconds: number, nanos: number): Timestamp => ({ $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos });
+const timestamp = (seconds: number, nanos: number): Timestamp => ({
+  $typeName: "google.protobuf.Timestamp",
+  seconds: BigInt(seconds),
+  nanos,
+});
 
 /** The Position protobuf-es makes of these fields (absent message fields left out, as it leaves them). */
 function toPosition(f: PositionFields): Position {
@@ -53,7 +57,8 @@ export function pointRequestDecoder<S extends PointRequestSchema>(schema: S): Me
     read.position = undefined;
     read.count = 0;
     // Two positions (protobuf merges them) or none go to fromBinary too.
-    if (readPositionBatch(data, visit) && read.count === 1 && read.position) return { $typeName: typeName, position: read.position as Position } as unknown as MessageShape<S>;
+    if (readPositionBatch(data, visit) && read.count === 1 && read.position)
+      return { $typeName: typeName, position: read.position as Position } as unknown as MessageShape<S>;
     return fromBinary(schema, data) as MessageShape<S>;
   };
 }

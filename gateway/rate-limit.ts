@@ -161,7 +161,10 @@ export function createRateLimiter(options: RateLimiterOptions): RateLimiter {
  * fixed-size fields and tags of an UploadRequest with its 5-byte gRPC prefix, the ids, and any
  * unknown fields it carried.
  */
-export function pointBytes(p: { vehicleId: string; orderId: string; $unknown?: { data: Uint8Array }[] }, outer?: { $unknown?: { data: Uint8Array }[] }): number {
+export function pointBytes(
+  p: { vehicleId: string; orderId: string; $unknown?: { data: Uint8Array }[] },
+  outer?: { $unknown?: { data: Uint8Array }[] },
+): number {
   let n = 72 + p.vehicleId.length + p.orderId.length;
   if (p.$unknown) for (const u of p.$unknown) n += u.data.length + 2;
   if (outer?.$unknown) for (const u of outer.$unknown) n += u.data.length + 2;

@@ -9,7 +9,16 @@ const now = Date.parse("2026-01-01T12:00:00Z");
 const opts = { maxClockSkew: 30_000, maxPointAge: 7 * 86_400_000, maxSpeed: 100 };
 const good = (over: Partial<Position> = {}): Position =>
   Object.assign(
-    create(PositionSchema, { vehicleId: "v1", seq: 1, recordedAt: timestampFromMs(now - 1000), lat: 52.5, lon: 13.4, speed: 12, heading: 180, accuracy: 4 }),
+    create(PositionSchema, {
+      vehicleId: "v1",
+      seq: 1,
+      recordedAt: timestampFromMs(now - 1000),
+      lat: 52.5,
+      lon: 13.4,
+      speed: 12,
+      heading: 180,
+      accuracy: 4,
+    }),
     over,
   );
 const reasonOf = (p: Position) => validatePosition(p, now, opts)?.reason;

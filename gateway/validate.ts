@@ -64,7 +64,10 @@ export function validatePosition(p: Position, nowMs: number, o: ValidateOptions)
   // An open enum: any int32 decodes. Stored as a smallint by history (70000 would be refused there
   // for ever) and as a byte by the tracker.
   if (!(p.status >= 0 && p.status <= MAX_STATUS)) {
-    return refuse(RejectReason.INVALID_FIELD, `status ${p.status} is not a VehicleStatus: send 0 to ${MAX_STATUS} (VEHICLE_STATUS_UNSPECIFIED … VEHICLE_STATUS_OFFLINE)`);
+    return refuse(
+      RejectReason.INVALID_FIELD,
+      `status ${p.status} is not a VehicleStatus: send 0 to ${MAX_STATUS} (VEHICLE_STATUS_UNSPECIFIED … VEHICLE_STATUS_OFFLINE)`,
+    );
   }
   if (p.vehicleId.length === 0 || p.vehicleId.length > maxId) {
     return refuse(RejectReason.INVALID_FIELD, `vehicle_id must have 1 to ${maxId} characters`);

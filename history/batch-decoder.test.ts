@@ -10,7 +10,20 @@ const batch = (positions: Parameters<typeof create<typeof PositionSchema>>[1][])
 
 test("batch decoder - the same rows as protobuf-es, field by field", () => {
   const b = batch([
-    { vehicleId: "truck-9", seq: 4_000_000_000, recordedAt: { seconds: 1_790_000_000n, nanos: 123_456_789 }, lat: 52.123456789, lon: -13.4, speed: 8.3, heading: 271.5, accuracy: 4.2, orderId: "o-1", status: VehicleStatus.ON_DELIVERY, fleetId: "north", receivedAt: timestampFromMs(1_790_000_000_200) },
+    {
+      vehicleId: "truck-9",
+      seq: 4_000_000_000,
+      recordedAt: { seconds: 1_790_000_000n, nanos: 123_456_789 },
+      lat: 52.123456789,
+      lon: -13.4,
+      speed: 8.3,
+      heading: 271.5,
+      accuracy: 4.2,
+      orderId: "o-1",
+      status: VehicleStatus.ON_DELIVERY,
+      fleetId: "north",
+      receivedAt: timestampFromMs(1_790_000_000_200),
+    },
     { vehicleId: "vélo-ü", seq: 1, recordedAt: timestampFromMs(0), lat: -90, lon: 180 },
     { vehicleId: "no-time", seq: 2 },
     {},
@@ -41,7 +54,14 @@ test("batch decoder - bytes that are not a PositionBatch throw", () => {
 
 test("batch decoder - ids are made once and reused, and two ids whose hashes collide stay apart", () => {
   // "Aa" and "BB" have the same hash (h = 31·h + byte, from the length).
-  const b = batch(["Aa", "BB", "Aa", "BB", "Aa"].map((vehicleId, i) => ({ vehicleId, seq: i + 1, recordedAt: timestampFromMs(1000 + i), fleetId: "north" })));
+  const b = batch(
+    ["Aa", "BB", "Aa", "BB", "Aa"].map((vehicleId, i) => ({
+      vehicleId,
+      seq: i + 1,
+      recordedAt: timestampFromMs(1000 + i),
+      fleetId: "north",
+    })),
+  );
   const rows = decodeBatchRows(toBinary(PositionBatchSchema, b));
   expect(rows.map((r) => r.vehicleId)).toEqual(["Aa", "BB", "Aa", "BB", "Aa"]);
   expect(rows.every((r) => r.fleetId === "north")).toBe(true);

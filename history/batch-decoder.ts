@@ -5,7 +5,7 @@
  * not UTF-8, is protobuf-es's to decode, so the result, or the error, is protobuf-es's.
  */
 import { fromBinary } from "@bufbuild/protobuf";
-import { PositionBatchSchema, } from "../gen/fleet/v1/position_pb";
+import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import { readPositionBatch, type PositionFields } from "../lib/wire";
 import { rowsOf, type Row } from "./row";
 
@@ -23,7 +23,9 @@ function text(bytes: Uint8Array, start: number, end: number, ascii: boolean): st
   if (start === end) return "";
   const len = end - start;
   if (!ascii || len > 64) {
-    return ascii ? String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[]) : utf8.decode(bytes.subarray(start, end));
+    return ascii
+      ? String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[])
+      : utf8.decode(bytes.subarray(start, end));
   }
   let h = len;
   for (let i = start; i < end; i++) h = (Math.imul(h, 31) + bytes[i]!) | 0;

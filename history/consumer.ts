@@ -186,7 +186,8 @@ export async function startHistoryConsumer({
       // Take whole messages up to maxRows (at least one).
       let rows = 0;
       let taken = 0;
-      while (taken < queue.length && (taken === 0 || rows + queue[taken]!.positions.length <= maxRows)) rows += queue[taken++]!.positions.length;
+      while (taken < queue.length && (taken === 0 || rows + queue[taken]!.positions.length <= maxRows))
+        rows += queue[taken++]!.positions.length;
       const group = queue.splice(0, taken);
       const positions = taken === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
       for (let attempt = 1; ; attempt++) {

@@ -18,7 +18,15 @@ test("copy rows - U+0000, which PostgreSQL's text cannot hold, becomes U+FFFD", 
 
 test("copy rows - one line per point with its day, none without recorded_at", () => {
   const ms = Date.UTC(2026, 10, 21, 12);
-  const p = create(PositionSchema, { vehicleId: "v\t1", seq: 3, recordedAt: timestampFromMs(ms), lat: 52.5, lon: 13.4, speed: 2, fleetId: "f" });
+  const p = create(PositionSchema, {
+    vehicleId: "v\t1",
+    seq: 3,
+    recordedAt: timestampFromMs(ms),
+    lat: 52.5,
+    lon: 13.4,
+    speed: 2,
+    fleetId: "f",
+  });
   const bad = create(PositionSchema, { vehicleId: "v2", seq: 1 });
   const { rows, days } = prepareRows(rowsOf([p, bad]));
   expect(rows.length).toBe(1);
@@ -29,8 +37,19 @@ test("copy rows - one line per point with its day, none without recorded_at", ()
 test("copy rows - binary COPY of positions: every field in PostgreSQL's own bytes, read back by the archiver's reader", () => {
   const us = Date.UTC(2026, 10, 21, 12, 0, 58) * 1000 + 250; // µs that no ms clock has
   const row = (over: Partial<Row>): Row => ({
-    vehicleId: "v-1", us, seq: 4_000_000_000, fleetId: "fleet-ä", lat: 52.123456789, lon: -13.987654321,
-    speed: 8.5, heading: 359.75, accuracy: 3.25, orderId: "", status: 3, receivedUs: us + 40_000, ...over,
+    vehicleId: "v-1",
+    us,
+    seq: 4_000_000_000,
+    fleetId: "fleet-ä",
+    lat: 52.123456789,
+    lon: -13.987654321,
+    speed: 8.5,
+    heading: 359.75,
+    accuracy: 3.25,
+    orderId: "",
+    status: 3,
+    receivedUs: us + 40_000,
+    ...over,
   });
   const data = positionsCopy([row({}), row({ vehicleId: "v\u00002", orderId: "Bestellung ✓", receivedUs: NaN, us: -1 })]);
   const rows = [...binaryCopyRows(Buffer.from(data))];

@@ -8,8 +8,7 @@ import { ProtoWriter } from "../lib/wire";
 import type { Row } from "./row";
 
 /** Columns of the staging table, in COPY order. */
-export const STAGING_COLUMNS =
-  "vehicle_id, recorded_us, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_us";
+export const STAGING_COLUMNS = "vehicle_id, recorded_us, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status, received_us";
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what COPY's text format cannot hold.
 const SPECIAL = /[\\\t\n\r\u0000]/;
@@ -22,7 +21,9 @@ const SPECIAL = /[\\\t\n\r\u0000]/;
 export function copyText(value: string): string {
   if (!SPECIAL.test(value)) return value;
   // biome-ignore lint/suspicious/noControlCharactersInRegex: as SPECIAL above.
-  return value.replace(/[\\\t\n\r\u0000]/g, (c) => (c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : "\uFFFD"));
+  return value.replace(/[\\\t\n\r\u0000]/g, (c) =>
+    c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : "\uFFFD",
+  );
 }
 
 /** COPY text of the staging table (STAGING_COLUMNS): times as integer microseconds. */
@@ -154,4 +155,3 @@ export function positionsCopy(rows: readonly Row[]): Uint8Array {
   // A copy: the COPY is sent after a round trip, and another writer's batch reuses the buffer meanwhile.
   return Buffer.from(c.buf.subarray(0, c.pos)); // a copy (Buffer.slice would be a view)
 }
-

@@ -42,7 +42,8 @@ export interface HistoryServiceOptions {
   limits: HistoryLimits;
 }
 
-const formatDuration = (ms: number) => (ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${Math.round(ms / 1000)}s`);
+const formatDuration = (ms: number) =>
+  ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : `${Math.round(ms / 1000)}s`;
 
 /** Seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: a Timestamp's range (and JSON's). */
 const MIN_SECONDS = -62_135_596_800;
@@ -52,7 +53,9 @@ const MAX_SECONDS = 253_402_300_799;
 function checkTime(name: string, t: Timestamp): number {
   const seconds = Number(t.seconds);
   if (!(seconds >= MIN_SECONDS && seconds <= MAX_SECONDS) || !(t.nanos >= 0 && t.nanos <= 999_999_999)) {
-    throw new InvalidRequestError(`${name} (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time from 0001-01-01 to 9999-12-31 with nanos 0..999999999`);
+    throw new InvalidRequestError(
+      `${name} (seconds ${t.seconds}, nanos ${t.nanos}) is out of range: send a time from 0001-01-01 to 9999-12-31 with nanos 0..999999999`,
+    );
   }
   return seconds * 1e6 + Math.floor(t.nanos / 1000);
 }
@@ -73,7 +76,9 @@ export function checkRange(from: Timestamp | undefined, to: Timestamp | undefine
     throw new InvalidRequestError(`from (${timestampDate(from).toISOString()}) must be before to (${timestampDate(to).toISOString()})`);
   }
   if (toUs - fromUs > maxMs * 1000) {
-    throw new InvalidRequestError(`range of ${formatDuration(Math.round((toUs - fromUs) / 1000))} is longer than the limit of ${formatDuration(maxMs)}: ask for a shorter range`);
+    throw new InvalidRequestError(
+      `range of ${formatDuration(Math.round((toUs - fromUs) / 1000))} is longer than the limit of ${formatDuration(maxMs)}: ask for a shorter range`,
+    );
   }
   return { fromUs, toUs };
 }
@@ -86,16 +91,28 @@ export function checkArea(area: Area | undefined, maxRadiusM: number): AreaFilte
   if (!shape || shape.case === undefined) throw new InvalidRequestError("area needs a circle or a box");
   if (shape.case === "circle") {
     const { lat, lon, radiusM } = shape.value;
-    if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 180) throw new InvalidRequestError("circle centre must have lat -90..90 and lon -180..180");
+    if (!Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat) > 90 || Math.abs(lon) > 180)
+      throw new InvalidRequestError("circle centre must have lat -90..90 and lon -180..180");
     if (!(radiusM > 0) || radiusM > maxRadiusM) throw new InvalidRequestError(`circle radius_m must be above 0 and at most ${maxRadiusM}`);
     return { kind: "circle", lat, lon, radiusM };
   }
   const { minLat, minLon, maxLat, maxLon } = shape.value;
   const finite = [minLat, minLon, maxLat, maxLon].every(Number.isFinite);
-  if (!finite || minLat >= maxLat || minLon >= maxLon || Math.abs(minLat) > 90 || Math.abs(maxLat) > 90 || Math.abs(minLon) > 180 || Math.abs(maxLon) > 180) {
-    throw new InvalidRequestError("box needs min_lat < max_lat and min_lon < max_lon within -90..90 / -180..180 (it must not cross the antimeridian)");
+  if (
+    !finite ||
+    minLat >= maxLat ||
+    minLon >= maxLon ||
+    Math.abs(minLat) > 90 ||
+    Math.abs(maxLat) > 90 ||
+    Math.abs(minLon) > 180 ||
+    Math.abs(maxLon) > 180
+  ) {
+    throw new InvalidRequestError(
+      "box needs min_lat < max_lat and min_lon < max_lon within -90..90 / -180..180 (it must not cross the antimeridian)",
+    );
   }
-  const halfDiag = (Math.hypot(maxLat - minLat, (maxLon - minLon) * Math.cos((((minLat + maxLat) / 2) * Math.PI) / 180)) * EARTH_M_PER_DEG) / 2;
+  const halfDiag =
+    (Math.hypot(maxLat - minLat, (maxLon - minLon) * Math.cos((((minLat + maxLat) / 2) * Math.PI) / 180)) * EARTH_M_PER_DEG) / 2;
   if (halfDiag > maxRadiusM) throw new InvalidRequestError(`box is too large: its half-diagonal must be at most ${maxRadiusM} m`);
   return { kind: "box", minLat, minLon, maxLat, maxLon };
 }
@@ -156,9 +173,12 @@ function createReplaySlots(max: number, perToken: number) {
     take(token: string): () => void {
       const mine = byToken.get(token) ?? 0;
       if (mine >= perToken) {
-        throw new LimitExceededError(`this token has ${mine} replays open, the limit (HISTORY_REPLAYS_PER_TOKEN) is ${perToken}: end one, or wait for one to finish, and retry`);
+        throw new LimitExceededError(
+          `this token has ${mine} replays open, the limit (HISTORY_REPLAYS_PER_TOKEN) is ${perToken}: end one, or wait for one to finish, and retry`,
+        );
       }
-      if (open >= max) throw new LimitExceededError(`history has ${open} replays open, the limit (HISTORY_REPLAYS_MAX) is ${max}: retry later`);
+      if (open >= max)
+        throw new LimitExceededError(`history has ${open} replays open, the limit (HISTORY_REPLAYS_MAX) is ${max}: retry later`);
       open++;
       byToken.set(token, mine + 1);
       let released = false;
@@ -192,7 +212,13 @@ function fitTrack(points: StoredPoint[], maxBytes: number, size: (p: StoredPoint
   while (bytes > maxBytes && points.length > 2) {
     const budget = Math.max(2, Math.min(points.length - 1, Math.floor(points.length * (maxBytes / bytes) * 0.99)));
     const kept = simplifyColumns(
-      { length: points.length, lat: points.map((p) => p.lat), lon: points.map((p) => p.lon), speed: points.map((p) => p.speed), heading: points.map((p) => p.heading) },
+      {
+        length: points.length,
+        lat: points.map((p) => p.lat),
+        lon: points.map((p) => p.lon),
+        speed: points.map((p) => p.speed),
+        heading: points.map((p) => p.heading),
+      },
       budget,
     );
     points = kept.map((i) => points[i]!);
@@ -221,7 +247,9 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.trackMaxRangeMs);
       if (req.maxPoints > limits.trackMaxPoints) throw new InvalidRequestError(`max_points must be at most ${limits.trackMaxPoints}`);
       const budget = req.maxPoints || limits.trackDefaultPoints;
-      const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) => simplifyColumns(light, budget));
+      const { points, total } = await reader.track({ vehicleId: req.vehicleId, access }, fromUs, toUs, (light) =>
+        simplifyColumns(light, budget),
+      );
       const size = createPointSizer(encodingOf(ctx.requestHeader.get("content-type")));
       const fitting = fitTrack(points, limits.maxResponseBytes - RESPONSE_OVERHEAD_BYTES, size);
       return create(HistoryService.method.getTrack.output, { points: fitting.map(toPosition), totalPoints: BigInt(total) });
@@ -262,7 +290,8 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
 
     async *replay(req, ctx): AsyncGenerator<ReplayResponse> {
       const access = accessOf(claimsOf(ctx));
-      if (!(req.speed > 0) || !Number.isFinite(req.speed)) throw new InvalidRequestError(`speed must be above 0 (10 plays ten times faster), got ${req.speed}`);
+      if (!(req.speed > 0) || !Number.isFinite(req.speed))
+        throw new InvalidRequestError(`speed must be above 0 (10 plays ten times faster), got ${req.speed}`);
       const { fromUs, toUs } = checkRange(req.from, req.to, limits.replayMaxRangeMs);
       let filter: PointFilter;
       if (req.target.case === "vehicleId") {
@@ -309,7 +338,10 @@ export function createHistoryService({ sql, reader, limits }: HistoryServiceOpti
         startUs ??= p.us;
         const due = (p.us - startUs) / 1000 / speed;
         const bytes = size(p);
-        if (batch.length > 0 && (due - batchDue > REPLAY_COALESCE_MS || batch.length >= REPLAY_MESSAGE_POINTS || batchBytes + bytes > maxBytes)) {
+        if (
+          batch.length > 0 &&
+          (due - batchDue > REPLAY_COALESCE_MS || batch.length >= REPLAY_MESSAGE_POINTS || batchBytes + bytes > maxBytes)
+        ) {
           const wait = batchDue - (performance.now() - wallStart);
           if (wait > 0) await sleep(wait, signal);
           if (signal.aborted) return;

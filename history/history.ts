@@ -6,7 +6,16 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
-import { openDuckDb, archiveStoreFrom, defaultCacheDir, connectPostgres, migrate, uncompressedChunks, type Sql, type StorageMode } from "../lib/storage";
+import {
+  openDuckDb,
+  archiveStoreFrom,
+  defaultCacheDir,
+  connectPostgres,
+  migrate,
+  uncompressedChunks,
+  type Sql,
+  type StorageMode,
+} from "../lib/storage";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { nativeUnaryMethods, createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
@@ -57,8 +66,18 @@ export async function createHistory({
   const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
   // Two pools: a query (a Replay page, a GetTrack) never waits behind a write, and the writer never
   // waits behind readers, whatever number of them is open.
-  const sql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: config.historyWriteConnections, applicationName: `history ${instanceId}` });
-  const readSql = connectPostgres({ url: config.databaseUrl, schema: config.historySchema, max: config.historyReadConnections, applicationName: `history reader ${instanceId}` });
+  const sql = connectPostgres({
+    url: config.databaseUrl,
+    schema: config.historySchema,
+    max: config.historyWriteConnections,
+    applicationName: `history ${instanceId}`,
+  });
+  const readSql = connectPostgres({
+    url: config.databaseUrl,
+    schema: config.historySchema,
+    max: config.historyReadConnections,
+    applicationName: `history reader ${instanceId}`,
+  });
   let nats: Nats | undefined;
   let consumer: HistoryConsumer | undefined;
   let server: Server | undefined;
@@ -109,7 +128,16 @@ export async function createHistory({
         stream,
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
       });
-      consumer = await startHistoryConsumer({ nats, writer, registry, log, stream, durable, maxRows: config.historyBatchRows, writers: config.historyWriters });
+      consumer = await startHistoryConsumer({
+        nats,
+        writer,
+        registry,
+        log,
+        stream,
+        durable,
+        maxRows: config.historyBatchRows,
+        writers: config.historyWriters,
+      });
     }
 
     if (config.trackPackInterval > 0) {

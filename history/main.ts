@@ -9,7 +9,9 @@ import { createHistory } from "./history";
 await runService({
   name: "history",
   prepare: (log) =>
-    guardPostgresClosedSocketWrite((err) => log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err })),
+    guardPostgresClosedSocketWrite((err) =>
+      log.warn("postgres.js wrote to a closed connection (known bug): ignored, its queries are retried", { err }),
+    ),
   start: createHistory,
   stop: (history) => history.close(),
 });

@@ -5,7 +5,21 @@
  */
 import type { DuckDBConnection } from "@duckdb/node-api";
 import { seesWholeVehicle, type Access } from "./access";
-import { parquetSource, sqlString, localParquetFiles, archivedDaysBetween, DAY_MS, dayOf, dayStartMs, binaryCopyRows, binaryCopySingleValue, copyOutToBuffer, PG_EPOCH_US, type ArchiveStore, type Sql } from "../lib/storage";
+import {
+  parquetSource,
+  sqlString,
+  localParquetFiles,
+  archivedDaysBetween,
+  DAY_MS,
+  dayOf,
+  dayStartMs,
+  binaryCopyRows,
+  binaryCopySingleValue,
+  copyOutToBuffer,
+  PG_EPOCH_US,
+  type ArchiveStore,
+  type Sql,
+} from "../lib/storage";
 import { lightPointSql } from "./track-hours";
 
 export interface StoredPoint {
@@ -66,7 +80,8 @@ const COLUMNS_DUCK = `vehicle_id, fleet_id, order_id, epoch_us(recorded_at) AS u
 
 /** WHERE conditions shared by both SQL dialects (values are literals, escaped). */
 function conditions(f: PointFilter, fromUs: number, toUs: number, dialect: "pg" | "duck"): string {
-  const ts = (us: number) => (dialect === "pg" ? `'${new Date(us / 1000).toISOString()}'::timestamptz` : `make_timestamp(${Math.trunc(us)}::BIGINT)::TIMESTAMPTZ`);
+  const ts = (us: number) =>
+    dialect === "pg" ? `'${new Date(us / 1000).toISOString()}'::timestamptz` : `make_timestamp(${Math.trunc(us)}::BIGINT)::TIMESTAMPTZ`;
   const out = [`recorded_at >= ${ts(fromUs)}`, `recorded_at < ${ts(toUs)}`];
   if (f.vehicleId !== undefined) out.push(`vehicle_id = ${sqlString(f.vehicleId)}`);
   if (f.area) {
@@ -148,7 +163,15 @@ export interface LightTrack {
 }
 
 function lightTrack(n: number): LightTrack {
-  return { length: n, us: new Float64Array(n), lat: new Float64Array(n), lon: new Float64Array(n), speed: new Float32Array(n), heading: new Float32Array(n), full: [] };
+  return {
+    length: n,
+    us: new Float64Array(n),
+    lat: new Float64Array(n),
+    lon: new Float64Array(n),
+    speed: new Float32Array(n),
+    heading: new Float32Array(n),
+    full: [],
+  };
 }
 
 /** Bytes of one packed light point: timestamptz_send, float8send ×2, float4send ×2 (big-endian). */
@@ -167,7 +190,6 @@ function pgTimestamp(us: number): string {
 
 /** Time slices a long GetTrack range is read in, at once. */
 const TRACK_SLICES = 4;
-
 
 export interface PositionReader {
   /**
@@ -233,7 +255,9 @@ async function packedHours(sql: Sql, vehicleId: string, fromUs: number, toUs: nu
   if (stale.length > 0) {
     // Points that came without the writer marking their hour (a clock far off, a row written by hand): pack it again.
     const hours = stale.map((us) => new Date(us / 1000).toISOString());
-    sql`INSERT INTO track_dirty (vehicle_id, hour) SELECT ${vehicleId}, unnest(${hours}::timestamptz[]) ON CONFLICT DO NOTHING`.catch(() => {});
+    sql`INSERT INTO track_dirty (vehicle_id, hour) SELECT ${vehicleId}, unnest(${hours}::timestamptz[]) ON CONFLICT DO NOTHING`.catch(
+      () => {},
+    );
   }
   return out;
 }
@@ -267,7 +291,9 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
   };
 
   const fromPostgres = async (f: PointFilter, fromUs: number, toUs: number): Promise<StoredPoint[]> => {
-    const rows = await sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} ORDER BY recorded_at, vehicle_id`).values();
+    const rows = await sql
+      .unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} ORDER BY recorded_at, vehicle_id`)
+      .values();
     return rows.map(toPoint);
   };
 
@@ -353,7 +379,11 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
       const results = await Promise.all(
         chunks.map((times) =>
           // The times as a literal (ISO strings, nothing to escape): a parameter would cost a Describe round trip first.
-          sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} AND recorded_at = ANY('{${times.join(",")}}'::timestamptz[])`).values(),
+          sql
+            .unsafe(
+              `SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, fromUs, toUs, "pg")} AND recorded_at = ANY('{${times.join(",")}}'::timestamptz[])`,
+            )
+            .values(),
         ),
       );
       for (const rows of results) {
@@ -392,7 +422,11 @@ export function createPositionReader({ sql, archive }: PositionReaderOptions): P
           const end = Math.min(b, start + windowUs);
           const key = after ? ` AND (recorded_at, vehicle_id) > (${pgTimestamp(after.us)}, ${sqlString(after.vehicleId)})` : "";
           const rows = (
-            await sql.unsafe(`SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, start, end, "pg")}${key} ORDER BY recorded_at, vehicle_id LIMIT ${PAGE_ROWS}`).values()
+            await sql
+              .unsafe(
+                `SELECT ${COLUMNS_PG} FROM positions WHERE ${conditions(f, start, end, "pg")}${key} ORDER BY recorded_at, vehicle_id LIMIT ${PAGE_ROWS}`,
+              )
+              .values()
           ).map(toPoint);
           if (rows.length === PAGE_ROWS) {
             after = rows[rows.length - 1]!;

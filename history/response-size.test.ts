@@ -6,8 +6,18 @@ import type { StoredPoint } from "./read-positions";
 import { createPointSizer, encodingOf, RESPONSE_OVERHEAD_BYTES } from "./response-size";
 
 const base: StoredPoint = {
-  vehicleId: "truck-42", fleetId: "fleet-a", orderId: "o-1", us: Date.UTC(2026, 10, 19, 14) * 1000 + 123_456, seq: 1,
-  lat: 52.5, lon: 13.4, speed: 11.3, heading: 90.5, accuracy: 5, status: 3, receivedUs: Date.UTC(2026, 10, 19, 14) * 1000 + 900_001,
+  vehicleId: "truck-42",
+  fleetId: "fleet-a",
+  orderId: "o-1",
+  us: Date.UTC(2026, 10, 19, 14) * 1000 + 123_456,
+  seq: 1,
+  lat: 52.5,
+  lon: 13.4,
+  speed: 11.3,
+  heading: 90.5,
+  accuracy: 5,
+  status: 3,
+  receivedUs: Date.UTC(2026, 10, 19, 14) * 1000 + 900_001,
 };
 
 const hard: StoredPoint[] = [
@@ -21,15 +31,25 @@ const hard: StoredPoint[] = [
 test("response size - the bound is at least the real size, in binary and JSON, and close to it", () => {
   for (const encoding of ["binary", "json"] as const) {
     const size = createPointSizer(encoding);
-    const points = Array.from({ length: 2000 }, (_, i) => ({ ...hard[i % hard.length]!, seq: hard[i % hard.length]!.seq + i, lat: hard[i % hard.length]!.lat + i * 1e-7 }));
+    const points = Array.from({ length: 2000 }, (_, i) => ({
+      ...hard[i % hard.length]!,
+      seq: hard[i % hard.length]!.seq + i,
+      lat: hard[i % hard.length]!.lat + i * 1e-7,
+    }));
     const msg = create(HistoryService.method.getTrack.output, { points: points.map(toPosition), totalPoints: 123_456_789n });
-    const real = encoding === "json" ? Buffer.byteLength(toJsonString(HistoryService.method.getTrack.output, msg)) : toBinary(HistoryService.method.getTrack.output, msg).length;
+    const real =
+      encoding === "json"
+        ? Buffer.byteLength(toJsonString(HistoryService.method.getTrack.output, msg))
+        : toBinary(HistoryService.method.getTrack.output, msg).length;
     const bound = points.reduce((n, p) => n + size(p), RESPONSE_OVERHEAD_BYTES);
     expect(bound).toBeGreaterThanOrEqual(real);
     expect(bound).toBeLessThan(real * 1.1);
     for (const p of hard) {
       const one = create(HistoryService.method.replay.output, { positions: [toPosition(p)] });
-      const realOne = encoding === "json" ? Buffer.byteLength(toJsonString(HistoryService.method.replay.output, one)) : toBinary(HistoryService.method.replay.output, one).length;
+      const realOne =
+        encoding === "json"
+          ? Buffer.byteLength(toJsonString(HistoryService.method.replay.output, one))
+          : toBinary(HistoryService.method.replay.output, one).length;
       expect(size(p) + RESPONSE_OVERHEAD_BYTES).toBeGreaterThanOrEqual(realOne);
     }
   }

@@ -17,7 +17,24 @@ export function encodingOf(contentType: string | null): Encoding {
 /** Bytes a message around the points may add (total_points, the JSON braces): kept free of the limit. */
 export const RESPONSE_OVERHEAD_BYTES = 64;
 
-const varintLen = (n: number) => (n < 0 ? 10 : n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : n < 2 ** 35 ? 5 : n < 2 ** 42 ? 6 : n < 2 ** 49 ? 7 : 8);
+const varintLen = (n: number) =>
+  n < 0
+    ? 10
+    : n < 0x80
+      ? 1
+      : n < 0x4000
+        ? 2
+        : n < 0x200000
+          ? 3
+          : n < 0x10000000
+            ? 4
+            : n < 2 ** 35
+              ? 5
+              : n < 2 ** 42
+                ? 6
+                : n < 2 ** 49
+                  ? 7
+                  : 8;
 
 /** A Timestamp field of µs: tag, length and the message of seconds and nanos. */
 function timestampBytes(us: number): number {

@@ -18,7 +18,14 @@ export interface RollupPoint {
  * the stored predecessor SQL adds. Takes one array per vehicle, in time order (PreparedRows.byVehicle).
  */
 export function rollupOf(byVehicle: readonly (readonly RollupPoint[])[]) {
-  const rows = { vehicle: [] as string[], minuteUs: [] as number[], points: [] as number[], distance: [] as number[], maxSpeed: [] as number[], sumSpeed: [] as number[] };
+  const rows = {
+    vehicle: [] as string[],
+    minuteUs: [] as number[],
+    points: [] as number[],
+    distance: [] as number[],
+    maxSpeed: [] as number[],
+    sumSpeed: [] as number[],
+  };
   const firsts = { vehicle: [] as string[], us: [] as number[], lat: [] as number[], lon: [] as number[] };
   for (const list of byVehicle) {
     if (list.length === 0) continue;

@@ -10,7 +10,8 @@ test("row - times are exact microseconds", () => {
 
 test("row - a point twice in one batch is written once; rows come in key order", () => {
   const ms = Date.UTC(2026, 10, 21, 12);
-  const at = (vehicleId: string, s: number) => create(PositionSchema, { vehicleId, seq: 1, recordedAt: timestampFromMs(ms + s * 1000), lat: 1, lon: 2 });
+  const at = (vehicleId: string, s: number) =>
+    create(PositionSchema, { vehicleId, seq: 1, recordedAt: timestampFromMs(ms + s * 1000), lat: 1, lon: 2 });
   const p = at("v", 0);
   expect(prepareRows(rowsOf([p, p])).rows.length).toBe(1);
   const { rows, byVehicle } = prepareRows(rowsOf([at("b", 2), at("a", 5), at("b", 1), at("a", 3)]));

@@ -99,4 +99,3 @@ export function prepareRows(input: readonly Row[]): PreparedRows {
   }
   return { rows, byVehicle, days };
 }
-

@@ -5,11 +5,19 @@ const drive = (n: number, f: (i: number) => Partial<TrackPoint>): TrackPoint[] =
   Array.from({ length: n }, (_, i) => ({ lat: 52.5, lon: 13.4 + i * 1e-4, t: i * 1000, speed: 10, heading: 90, ...f(i) }));
 
 test("simplify - a track within the budget is returned whole", () => {
-  expect(simplifyIndexes(drive(10, () => ({})), 10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  expect(
+    simplifyIndexes(
+      drive(10, () => ({})),
+      10,
+    ),
+  ).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 });
 
 test("simplify - a straight line shrinks to its ends", () => {
-  const idx = simplifyIndexes(drive(1000, () => ({})), 50);
+  const idx = simplifyIndexes(
+    drive(1000, () => ({})),
+    50,
+  );
   expect(idx[0]).toBe(0);
   expect(idx.at(-1)).toBe(999);
   expect(idx.length).toBeLessThanOrEqual(50);
@@ -37,14 +45,23 @@ test("simplify - the budget holds when there are more turns than points allowed"
 });
 
 test("simplify - the error left after simplifying a curve is small", () => {
-  const circle = drive(3600, (i) => ({ lat: 52.5 + 0.01 * Math.sin(i / 573), lon: 13.4 + 0.016 * Math.cos(i / 573), heading: (i / 10) % 360 }));
+  const circle = drive(3600, (i) => ({
+    lat: 52.5 + 0.01 * Math.sin(i / 573),
+    lon: 13.4 + 0.016 * Math.cos(i / 573),
+    heading: (i / 10) % 360,
+  }));
   const idx = simplifyIndexes(circle, 200);
   expect(idx.length).toBeLessThanOrEqual(200);
   expect(idx.length).toBeGreaterThan(20);
 });
 
 test("simplify - columns (typed arrays) keep the same points as objects", () => {
-  const pts = drive(5000, (i) => ({ lat: 52.5 + 0.01 * Math.sin(i / 300), lon: 13.4 + i * 1e-5, speed: (i / 400) % 3 < 1 ? 0 : 9, heading: (i * 3) % 360 }));
+  const pts = drive(5000, (i) => ({
+    lat: 52.5 + 0.01 * Math.sin(i / 300),
+    lon: 13.4 + i * 1e-5,
+    speed: (i / 400) % 3 < 1 ? 0 : 9,
+    heading: (i * 3) % 360,
+  }));
   const cols = {
     length: pts.length,
     lat: Float64Array.from(pts, (p) => p.lat),

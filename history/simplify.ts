@@ -74,7 +74,13 @@ export interface TrackColumns {
 /** Indexes of the points to keep, ascending, at most `budget` (at least 2 when there are 2 points). */
 export function simplifyIndexes(points: readonly TrackPoint[], budget: number, options: SimplifyOptions = {}): number[] {
   return simplifyColumns(
-    { length: points.length, lat: points.map((p) => p.lat), lon: points.map((p) => p.lon), speed: points.map((p) => p.speed), heading: points.map((p) => p.heading) },
+    {
+      length: points.length,
+      lat: points.map((p) => p.lat),
+      lon: points.map((p) => p.lon),
+      speed: points.map((p) => p.speed),
+      heading: points.map((p) => p.heading),
+    },
     budget,
     options,
   );
@@ -84,7 +90,11 @@ export function simplifyIndexes(points: readonly TrackPoint[], budget: number, o
  * simplifyIndexes over columns: what GetTrack uses, so that a vehicle-day (86,400 points) is never
  * turned into as many objects (their allocation and collection were a visible part of its time).
  */
-export function simplifyColumns(track: TrackColumns, budget: number, { stopSpeed = 0.5, turnDegrees = 60 }: SimplifyOptions = {}): number[] {
+export function simplifyColumns(
+  track: TrackColumns,
+  budget: number,
+  { stopSpeed = 0.5, turnDegrees = 60 }: SimplifyOptions = {},
+): number[] {
   const n = track.length;
   if (n <= budget) return Array.from({ length: n }, (_, i) => i);
   budget = Math.max(2, budget);

@@ -50,7 +50,8 @@ export interface TrackPacker {
 
 export function createTrackPacker({ sql, mode, schema, delayMs, marginMs = 60_000, log, registry }: TrackPackerOptions): TrackPacker {
   const lock = lockKey(`fleet-pack:${schema}`).toString();
-  const packed = registry && new Counter({ name: "history_track_hours_packed_total", help: "vehicle-hours packed for GetTrack", registers: [registry] });
+  const packed =
+    registry && new Counter({ name: "history_track_hours_packed_total", help: "vehicle-hours packed for GetTrack", registers: [registry] });
 
   /** Packs every vehicle of one hour and moves the cursor past it, in one snapshot. */
   const packHour = async (hourMs: number): Promise<number> => {
@@ -109,7 +110,8 @@ export function createTrackPacker({ sql, mode, schema, delayMs, marginMs = 60_00
           const started = performance.now();
           for (; next < dueBefore; next += HOUR_MS) {
             total += await packHour(next);
-            if (performance.now() - started > 10_000 && (next / HOUR_MS) % 24 === 23) log.info("packing track hours", { upTo: new Date(next + HOUR_MS).toISOString(), vehicleHours: total });
+            if (performance.now() - started > 10_000 && (next / HOUR_MS) % 24 === 23)
+              log.info("packing track hours", { upTo: new Date(next + HOUR_MS).toISOString(), vehicleHours: total });
           }
           for (let n; (n = await packDirty(dueBefore, 1000)) > 0; ) total += n;
           packed?.inc(total);

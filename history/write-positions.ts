@@ -16,7 +16,18 @@
  * points adds its own leg but does not shorten the leg it splits; the rollup's distance is then a
  * little high (documented in history/README.md).
  */
-import { DAY_MS, dayOf, ensureDayPartitions, hotDays, copyFailuresReported, copyFrom, lockKey, type StorageMode, type Sql, type TransactionSql } from "../lib/storage";
+import {
+  DAY_MS,
+  dayOf,
+  ensureDayPartitions,
+  hotDays,
+  copyFailuresReported,
+  copyFrom,
+  lockKey,
+  type StorageMode,
+  type Sql,
+  type TransactionSql,
+} from "../lib/storage";
 import { POSITION_COLUMNS, positionsCopy, STAGING_COLUMNS, stagingText } from "./copy-rows";
 import { rollupOf } from "./rollup";
 import { prepareRows, type PreparedRows, type Row } from "./row";
@@ -160,7 +171,12 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
     }
     const missing = [...days].filter((d) => !known.has(d));
     if (missing.length === 0) return;
-    await ensureDayPartitions(sql, mode, missing.map((d) => dayOf(d * DAY_MS)), schema);
+    await ensureDayPartitions(
+      sql,
+      mode,
+      missing.map((d) => dayOf(d * DAY_MS)),
+      schema,
+    );
     for (const d of missing) known.add(d);
   };
 
@@ -189,14 +205,27 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
           // The usual path: COPY straight in. A row already there fails it whole (unique
           // violation); the savepoint takes us to the staging path.
           try {
-            await tx.savepoint((sp) => copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN WITH (FORMAT binary)`, positionsCopy(batch.rows)));
+            await tx.savepoint((sp) =>
+              copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN WITH (FORMAT binary)`, positionsCopy(batch.rows)),
+            );
           } catch (err) {
             if ((err as { code?: string }).code !== "23505") throw err;
             return stagingPath(tx, batch);
           }
           const { rows: r, firsts } = rollupOf(batch.byVehicle);
           await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
-          await tx.unsafe(ROLLUP_ARRAYS, [firsts.vehicle, firsts.us, firsts.lat, firsts.lon, r.vehicle, r.minuteUs, r.points, r.distance, r.maxSpeed, r.sumSpeed]);
+          await tx.unsafe(ROLLUP_ARRAYS, [
+            firsts.vehicle,
+            firsts.us,
+            firsts.lat,
+            firsts.lon,
+            r.vehicle,
+            r.minuteUs,
+            r.points,
+            r.distance,
+            r.maxSpeed,
+            r.sumSpeed,
+          ]);
           return rows;
         });
         return { rows, inserted };
@@ -218,7 +247,12 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
       const today = Math.floor(now / DAY_MS);
       const days: number[] = [];
       for (let i = 0; i <= ahead; i++) days.push(today + i);
-      const created = await ensureDayPartitions(sql, mode, days.map((d) => dayOf(d * DAY_MS)), schema);
+      const created = await ensureDayPartitions(
+        sql,
+        mode,
+        days.map((d) => dayOf(d * DAY_MS)),
+        schema,
+      );
       for (const d of days) known.add(d);
       return created;
     },

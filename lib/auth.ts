@@ -115,7 +115,8 @@ export async function mintWatchToken(keys: TokenKeys, grant: WatchGrant): Promis
     throw new AuthError("a watch token must grant vehicles, fleets, orders or all");
   }
   const unscoped = orders.find((o) => parseOrderGrant(o) === undefined);
-  if (unscoped !== undefined) throw new AuthError(`order grant "${unscoped}" names no fleet: write it "fleet/order" (order ids are unique within a fleet only)`);
+  if (unscoped !== undefined)
+    throw new AuthError(`order grant "${unscoped}" names no fleet: write it "fleet/order" (order ids are unique within a fleet only)`);
   return new SignJWT({ role: admin ? "admin" : "watch", vehicles, fleets, orders, all: all || admin, dispatch: dispatch || admin })
     .setProtectedHeader({ alg: ALG, typ: "JWT" })
     .setSubject(grant.subject ?? "watcher")

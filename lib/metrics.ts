@@ -93,9 +93,7 @@ export function createRegistry(service: string, { processMetrics = true } = {}):
 }
 
 /** Latency buckets in seconds, from 0.25 ms to 5 s; finer around the milliseconds that unary calls aim at (Nearby ≤ 2 ms). */
-export const latencyBuckets = [
-  0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-];
+export const latencyBuckets = [0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 /**
  * Buckets in seconds, fine between 1 and 50 ms, where the promises of tens of milliseconds (a live

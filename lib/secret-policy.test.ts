@@ -13,7 +13,10 @@ test("secret policy - loopback addresses are told from the rest", () => {
 
 test("secret policy - beyond loopback or over TLS, the development secret and a short one are refused naming the variable", () => {
   const dev = loadConfig({});
-  for (const [config, tls] of [[{ ...dev, host: "0.0.0.0" }, false], [dev, true]] as const) {
+  for (const [config, tls] of [
+    [{ ...dev, host: "0.0.0.0" }, false],
+    [dev, true],
+  ] as const) {
     const err = (() => {
       try {
         checkSecret(config, { tls });
@@ -41,7 +44,13 @@ test("secret policy - each service process refuses to start beyond loopback on t
   for (const service of ["gateway", "tracker", "history", "archiver"]) {
     const err = await startServiceProcess({
       service,
-      env: { FLEET_HOST: "0.0.0.0", FLEET_JWT_SECRET: "fleet-local-development-secret-change-me", NATS_URL: "nats://127.0.0.1:1", REDIS_URL: "redis://127.0.0.1:1", DATABASE_URL: "postgres://127.0.0.1:1/x" },
+      env: {
+        FLEET_HOST: "0.0.0.0",
+        FLEET_JWT_SECRET: "fleet-local-development-secret-change-me",
+        NATS_URL: "nats://127.0.0.1:1",
+        REDIS_URL: "redis://127.0.0.1:1",
+        DATABASE_URL: "postgres://127.0.0.1:1/x",
+      },
       root,
       readyTimeoutMs: 10_000,
     }).then(

@@ -29,7 +29,11 @@ export function checkSecret(config: Pick<Config, "secret" | "host">, { tls = fal
     ? "is the built-in development secret, with which anyone can mint any token (admin included)"
     : `is ${bytes} bytes long, shorter than ${MIN_SECRET_BYTES}`;
   const fix = `set FLEET_JWT_SECRET to a random secret of at least ${MIN_SECRET_BYTES} bytes (e.g. \`openssl rand -base64 48\`) in every service and in \`fleet token\``;
-  const exposed = !isLoopback(config.host) ? `this service listens on ${config.host}, beyond loopback` : tls ? "this service serves TLS" : undefined;
+  const exposed = !isLoopback(config.host)
+    ? `this service listens on ${config.host}, beyond loopback`
+    : tls
+      ? "this service serves TLS"
+      : undefined;
   if (exposed) throw new ConfigError("FLEET_JWT_SECRET", `${problem}, and ${exposed}: ${fix}`);
   return `FLEET_JWT_SECRET ${problem}: fine on loopback (${config.host}); before listening beyond it, ${fix}`;
 }

@@ -98,7 +98,7 @@ export function createCity({
     },
     green(i, j, axis, t) {
       // A fixed offset per intersection (a cheap hash), so that lights are not all in step.
-      const offset = ((i * 7919 + j * 104729) % lightCycleS + lightCycleS) % lightCycleS;
+      const offset = (((i * 7919 + j * 104729) % lightCycleS) + lightCycleS) % lightCycleS;
       const phase = (t + offset) % lightCycleS;
       // 3 s of all-red at the end of each half.
       return axis === "ns" ? phase < half - 3 : phase >= half && phase < lightCycleS - 3;

@@ -45,10 +45,14 @@ function upload(token: string, points: Position[]): Promise<Outcome> {
     let result: { response?: UploadResponse; error?: grpc.ServiceError } | undefined;
     let trailers: grpc.Metadata | undefined;
     const done = () => result && trailers && resolve({ ...result, trailers });
-    const call = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientWritableStream<unknown>>).upload!.call(client, bearer(token), (err: grpc.ServiceError | null, res: UploadResponse) => {
-      result = err ? { error: err } : { response: res };
-      done();
-    }) as grpc.ClientWritableStream<unknown>;
+    const call = (client as unknown as Record<string, (...args: unknown[]) => grpc.ClientWritableStream<unknown>>).upload!.call(
+      client,
+      bearer(token),
+      (err: grpc.ServiceError | null, res: UploadResponse) => {
+        result = err ? { error: err } : { response: res };
+        done();
+      },
+    ) as grpc.ClientWritableStream<unknown>;
     call.on("status", (s: grpc.StatusObject) => {
       trailers = s.metadata;
       done();
@@ -129,7 +133,8 @@ test("backlog - the client library catches up 50,000 points recorded 1 s apart w
   const first = Date.now() - 60_000 - 50_000 * 1000;
   const refusedBefore = await callsAnswered("resource_exhausted");
   const started = performance.now();
-  for (let i = 0; i < 50_000; i++) vc.push({ recordedAt: timestampFromMs(first + i * 1000), lat: 52.5 + i * 1e-6, lon: 13.4, speed: 10, heading: 90, accuracy: 5 });
+  for (let i = 0; i < 50_000; i++)
+    vc.push({ recordedAt: timestampFromMs(first + i * 1000), lat: 52.5 + i * 1e-6, lon: 13.4, speed: 10, heading: 90, accuracy: 5 });
   await vc.flush();
   const seconds = (performance.now() - started) / 1000;
   await vc.close();

@@ -13,9 +13,15 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "fleet-query-"));
   const duck = await openDuckDb();
   const conn = await duck.connect();
-  for (const [day, n] of [["2026-10-01", 3], ["2026-10-02", 2]] as const) {
+  for (const [day, n] of [
+    ["2026-10-01", 3],
+    ["2026-10-02", 2],
+  ] as const) {
     const csv = join(dir, "x.csv");
-    const lines = Array.from({ length: n }, (_, i) => `truck-${i},${day} 08:00:0${i}+00,${i + 1},north,525000001,134000000,850,9000,500,"",1,`);
+    const lines = Array.from(
+      { length: n },
+      (_, i) => `truck-${i},${day} 08:00:0${i}+00,${i + 1},north,525000001,134000000,850,9000,500,"",1,`,
+    );
     writeFileSync(csv, `${lines.join("\n")}\n`);
     mkdirSync(join(dir, "positions", `day=${day}`), { recursive: true });
     await csvToParquet(conn, csv, join(dir, "positions", `day=${day}`, "part-0.parquet"));
@@ -25,14 +31,21 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const fleet = (...args: string[]) => {
-  const r = Bun.spawnSync([process.execPath, join(root, "cli", "fleet.ts"), "query", ...args], { env: { ...process.env, ARCHIVE_DIR: dir } });
+  const r = Bun.spawnSync([process.execPath, join(root, "cli", "fleet.ts"), "query", ...args], {
+    env: { ...process.env, ARCHIVE_DIR: dir },
+  });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 };
 
 test("fleet query - SQL over the positions view, as JSON lines", () => {
   const r = fleet("SELECT day::VARCHAR AS day, count(*) AS n, max(lat) AS lat FROM positions GROUP BY day ORDER BY day", "--json");
   expect(r.code).toBe(0);
-  expect(r.out.trim().split("\n").map((l) => JSON.parse(l))).toEqual([
+  expect(
+    r.out
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l)),
+  ).toEqual([
     { day: "2026-10-01", n: 3, lat: 52.5000001 },
     { day: "2026-10-02", n: 2, lat: 52.5000001 },
   ]);
@@ -54,7 +67,7 @@ test("fleet query - a table for a person", () => {
 test("fleet query - a SQL error is shown plainly, exit 1", () => {
   const r = fleet("SELEC count(*) FROM positions");
   expect(r.code).toBe(1);
-  expect(r.err).toContain("fleet query: Parser Error: syntax error at or near \"SELEC\"");
+  expect(r.err).toContain('fleet query: Parser Error: syntax error at or near "SELEC"');
   expect(r.err).not.toContain("    at ");
   const missing = fleet("SELECT nope FROM positions");
   expect(missing.code).toBe(1);

@@ -50,10 +50,24 @@ describe("fleet cli", () => {
  * Rejects at once, with what it printed, when it exits first, and after 45 s otherwise.
  */
 async function fleetUp(args: string[], ready: (stdout: string) => boolean, env: Record<string, string> = {}) {
-  const ports = { GATEWAY_PORT: await freePort(), TRACKER_PORT: await freePort(), HISTORY_PORT: await freePort(), ARCHIVER_PORT: await freePort() };
+  const ports = {
+    GATEWAY_PORT: await freePort(),
+    TRACKER_PORT: await freePort(),
+    HISTORY_PORT: await freePort(),
+    ARCHIVER_PORT: await freePort(),
+  };
   const child = spawn(bun, ["cli/fleet.ts", "up", ...args], {
     cwd: root,
-    env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), WEB_PORT: "0", NATS_URL: "", REDIS_URL: "", DATABASE_URL: "", S3_ENDPOINT: "", ...env },
+    env: {
+      ...process.env,
+      ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])),
+      WEB_PORT: "0",
+      NATS_URL: "",
+      REDIS_URL: "",
+      DATABASE_URL: "",
+      S3_ENDPOINT: "",
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));

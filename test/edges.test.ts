@@ -39,7 +39,11 @@ async function drainUpload(requests: AsyncIterable<unknown>) {
 }
 
 /** A server with auth whose Resume is native (or, with `native: false`, served by connect). */
-async function start({ native = true, delayMs = 0, ...options }: Partial<ServeOptions> & { native?: boolean; delayMs?: number } = {}): Promise<Server> {
+async function start({
+  native = true,
+  delayMs = 0,
+  ...options
+}: Partial<ServeOptions> & { native?: boolean; delayMs?: number } = {}): Promise<Server> {
   const registry = createRegistry("edges-test", { processMetrics: false });
   const server = await serve({
     routes: (router) => router.service(IngestService, { resume: resume(delayMs), upload: drainUpload }),
@@ -162,7 +166,9 @@ describe("admin address", () => {
     expect(await curl(`${server.url}/healthz`)).toBe("200");
     expect(await curl(`${server.adminUrl}/healthz`)).toBe("200");
     // Over HTTP/2 with prior knowledge too (the gRPC side of the public port).
-    expect((await Bun.$`curl -s --http2-prior-knowledge -o /dev/null -w %{http_code} ${server.url}/metrics`.nothrow().text()).trim()).toBe("404");
+    expect((await Bun.$`curl -s --http2-prior-knowledge -o /dev/null -w %{http_code} ${server.url}/metrics`.nothrow().text()).trim()).toBe(
+      "404",
+    );
   });
 });
 
@@ -221,13 +227,55 @@ describe("compressed bodies", () => {
     await Bun.write(`${dir}/enveloped.gz`, grpcFrame(bomb, true));
     const auth = `authorization: Bearer ${await token()}`;
     const curl = (args: string[]) => Bun.$`curl -s -H ${auth} -w ${"\n%{http_code}"} ${args}`.nothrow().text();
-    const limit = "message is over this server's limit of 262144 bytes once decompressed (gzip): send smaller messages (fewer points in each)";
+    const limit =
+      "message is over this server's limit of 262144 bytes once decompressed (gzip): send smaller messages (fewer points in each)";
     const answers: string[] = [];
     const growth = await peakRssGrowth(async () => {
-      answers.push(await curl(["-H", "content-type: application/proto", "-H", "content-encoding: gzip", "--data-binary", `@${dir}/unary.gz`, `${server.url}/fleet.v1.IngestService/Resume`]));
-      answers.push(await curl(["-H", "content-type: application/connect+proto", "-H", "connect-content-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Upload`]));
-      answers.push(await curl(["-H", "content-type: application/grpc-web+proto", "-H", "grpc-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Resume`]));
-      answers.push(await curl(["--http2-prior-knowledge", "-H", "content-type: application/grpc-web+proto", "-H", "grpc-encoding: gzip", "--data-binary", `@${dir}/enveloped.gz`, `${server.url}/fleet.v1.IngestService/Upload`]));
+      answers.push(
+        await curl([
+          "-H",
+          "content-type: application/proto",
+          "-H",
+          "content-encoding: gzip",
+          "--data-binary",
+          `@${dir}/unary.gz`,
+          `${server.url}/fleet.v1.IngestService/Resume`,
+        ]),
+      );
+      answers.push(
+        await curl([
+          "-H",
+          "content-type: application/connect+proto",
+          "-H",
+          "connect-content-encoding: gzip",
+          "--data-binary",
+          `@${dir}/enveloped.gz`,
+          `${server.url}/fleet.v1.IngestService/Upload`,
+        ]),
+      );
+      answers.push(
+        await curl([
+          "-H",
+          "content-type: application/grpc-web+proto",
+          "-H",
+          "grpc-encoding: gzip",
+          "--data-binary",
+          `@${dir}/enveloped.gz`,
+          `${server.url}/fleet.v1.IngestService/Resume`,
+        ]),
+      );
+      answers.push(
+        await curl([
+          "--http2-prior-knowledge",
+          "-H",
+          "content-type: application/grpc-web+proto",
+          "-H",
+          "grpc-encoding: gzip",
+          "--data-binary",
+          `@${dir}/enveloped.gz`,
+          `${server.url}/fleet.v1.IngestService/Upload`,
+        ]),
+      );
     });
     await Bun.$`rm -rf ${dir}`;
     const [unary, streaming, grpcWeb, grpcWebH2] = answers as [string, string, string, string];
@@ -297,7 +345,9 @@ describe("slow clients", () => {
     await c.data(webId, resumeBody("v-1").subarray(0, 3), 3, false);
     // Over HTTP/1.1: three bytes of a body of 100, then nothing.
     const h1 = trickle(server.port, "", 0, "");
-    h1.socket.write(`POST /fleet.v1.IngestService/Resume HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${auth}\r\nContent-Type: application/proto\r\nContent-Length: 100\r\n\r\nabc`);
+    h1.socket.write(
+      `POST /fleet.v1.IngestService/Resume HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${auth}\r\nContent-Type: application/proto\r\nContent-Length: 100\r\n\r\nabc`,
+    );
     await c.until(() => c.done(connectId) && c.done(grpcId) && c.done(webId), 3000);
     const message = "request message not received within 500 ms of the headers: send the whole request at once";
     expect(c.header(connectId, ":status")).toBe("504");
@@ -403,7 +453,8 @@ describe("limits of a public endpoint", () => {
     const before = process.memoryUsage().rss;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - before)), 5);
-    const flood = Bun.$`${process.execPath} ${import.meta.dir}/clients/h2-stream-flood.ts ${server.port} ${`Bearer ${await token()}`} 2500 20`.text();
+    const flood =
+      Bun.$`${process.execPath} ${import.meta.dir}/clients/h2-stream-flood.ts ${server.port} ${`Bearer ${await token()}`} 2500 20`.text();
     let worst = 0;
     let done = false;
     void flood.finally(() => (done = true));
@@ -416,7 +467,9 @@ describe("limits of a public endpoint", () => {
     }
     const { streams, cut } = JSON.parse(await flood) as { streams: number; cut: number };
     clearInterval(sampler);
-    console.log(`stream flood: ${streams} streams, ${cut} connections cut, /healthz worst ${worst.toFixed(0)} ms, RSS peak growth ${(peak / 2 ** 20).toFixed(1)} MiB`);
+    console.log(
+      `stream flood: ${streams} streams, ${cut} connections cut, /healthz worst ${worst.toFixed(0)} ms, RSS peak growth ${(peak / 2 ** 20).toFixed(1)} MiB`,
+    );
     // ~15,000-35,000 streams and ~30 MiB here (2 shared cores), /healthz at worst ~0.5 s.
     expect(streams).toBeGreaterThan(5000);
     expect(worst).toBeLessThan(1000);

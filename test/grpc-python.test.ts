@@ -34,12 +34,22 @@ beforeAll(async () => {
   const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   stubs = mkdtempSync(join(tmpdir(), "fleet-py-stubs-"));
   const protos = readdirSync(join(ROOT, "proto", "fleet", "v1")).map((f) => `fleet/v1/${f}`);
-  const gen = spawnSync(PYTHON, ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos], { encoding: "utf8" });
+  const gen = spawnSync(
+    PYTHON,
+    ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos],
+    { encoding: "utf8" },
+  );
   if (gen.status !== 0) throw new Error(`grpc_tools.protoc failed: ${gen.stderr}`);
 
   const stack = await testStack(["nats", "redis"]);
   gw = await startTestGateway();
-  const config = loadConfig({ FLEET_JWT_SECRET: gw.config.secret, TRACKER_PORT: "0", NATS_URL: stack.natsUrl, REDIS_URL: stack.redisUrl, LOG_LEVEL: "error" });
+  const config = loadConfig({
+    FLEET_JWT_SECRET: gw.config.secret,
+    TRACKER_PORT: "0",
+    NATS_URL: stack.natsUrl,
+    REDIS_URL: stack.redisUrl,
+    LOG_LEVEL: "error",
+  });
   tracker = await createTracker({ config, stream: gw.stream, subjects: `${gw.stream}.pos.>`, prefix: `${gw.stream}:` });
 
   const keys = tokenKeys(gw.config);
@@ -57,7 +67,10 @@ beforeAll(async () => {
   const proc = Bun.spawn([PYTHON, ...args], { stdout: "pipe", stderr: "pipe" });
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`the Python client failed (exit ${code}): ${err}\n${out}`);
-  lines = out.trim().split("\n").map((l) => JSON.parse(l) as Line);
+  lines = out
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Line);
 }, 120_000);
 
 afterAll(async () => {

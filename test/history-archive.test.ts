@@ -35,7 +35,10 @@ test("history - track and replay are the same before and after the day is archiv
   const before = await client.getTrack(req, all);
   const replay = async () => {
     const out: string[] = [];
-    for await (const m of client.replay({ target: { case: "vehicleId", value: "e1" }, from: req.from, to: timestampFromMs(T0 + 60_000), speed: 1000 }, all)) {
+    for await (const m of client.replay(
+      { target: { case: "vehicleId", value: "e1" }, from: req.from, to: timestampFromMs(T0 + 60_000), speed: 1000 },
+      all,
+    )) {
       for (const p of m.positions) out.push(`${p.recordedAt!.seconds}:${p.lat.toFixed(7)}:${p.lon.toFixed(7)}:${p.speed}`);
     }
     return out;

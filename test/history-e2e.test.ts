@@ -20,7 +20,14 @@ beforeAll(async () => {
   const stack = await testStack(["nats", "postgres"]);
   const schema = `e2e_${process.pid}_${Date.now().toString(36)}`;
   history = await createHistory({
-    config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_PORT: "0", LOG_LEVEL: "error", ARCHIVE_DIR: stack.dir, FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024) }),
+    config: loadConfig({
+      ...stack.env(),
+      HISTORY_DB_SCHEMA: schema,
+      HISTORY_PORT: "0",
+      LOG_LEVEL: "error",
+      ARCHIVE_DIR: stack.dir,
+      FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024),
+    }),
     log: createLogger({ level: "error" }),
     stream: gw.stream,
     subjectPrefix: `${gw.stream}.pos.`,
@@ -36,7 +43,12 @@ afterAll(async () => {
 test("end to end - acked points land in PostgreSQL once, with the token's fleet", async () => {
   const client = grpcClient(gw.target);
   const token = await gw.token("e2e-1", "fleet-north");
-  const points = Array.from({ length: 50 }, (_, i) => point("e2e-1", i + 1, { recordedAt: { seconds: BigInt(Math.floor(Date.now() / 1000) - 100 + i), nanos: 250_000 } as never, orderId: i % 2 ? "o-1" : "" }));
+  const points = Array.from({ length: 50 }, (_, i) =>
+    point("e2e-1", i + 1, {
+      recordedAt: { seconds: BigInt(Math.floor(Date.now() / 1000) - 100 + i), nanos: 250_000 } as never,
+      orderId: i % 2 ? "o-1" : "",
+    }),
+  );
   const first = await uploadPoints(client, token, points);
   expect(first.response?.ack?.durableSeq).toBe(50);
   // The vehicle re-sends the last 10 (as after a lost ack): refused as duplicates by the gateway.
@@ -44,7 +56,8 @@ test("end to end - acked points land in PostgreSQL once, with the token's fleet"
   const deadline = Date.now() + 15_000;
   let rows: Record<string, unknown>[] = [];
   while (Date.now() < deadline) {
-    rows = await sql`SELECT seq, fleet_id, order_id, received_at IS NOT NULL AS has_received, extract(microseconds FROM recorded_at)::int % 1000000 AS us
+    rows =
+      await sql`SELECT seq, fleet_id, order_id, received_at IS NOT NULL AS has_received, extract(microseconds FROM recorded_at)::int % 1000000 AS us
                      FROM positions WHERE vehicle_id = 'e2e-1' ORDER BY seq`;
     if (rows.length >= 50) break;
     await Bun.sleep(50);

@@ -55,6 +55,11 @@ test("imports - no import circle among the repo's TypeScript files", () => {
 });
 
 test("imports - the check finds a circle where there is one", () => {
-  const graph = new Map([["a.ts", ["b.ts"]], ["b.ts", ["c.ts"]], ["c.ts", ["a.ts"]], ["d.ts", ["a.ts"]]]);
+  const graph = new Map([
+    ["a.ts", ["b.ts"]],
+    ["b.ts", ["c.ts"]],
+    ["c.ts", ["a.ts"]],
+    ["d.ts", ["a.ts"]],
+  ]);
   expect(circles(graph)).toEqual(["a.ts -> b.ts -> c.ts -> a.ts"]);
 });

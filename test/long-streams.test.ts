@@ -51,7 +51,14 @@ const targetOf = (gw: TestGateway, secure: boolean) => (secure ? `localhost:${gw
 
 async function python(gw: TestGateway, secure: boolean, mode: string, count: number) {
   const vehicle = uniqueName(`py-${mode}`);
-  const [line] = await py.run("long_streams.py", [targetOf(gw, secure), secure ? certFile : "-", await gw.token(vehicle), vehicle, mode, String(count)]);
+  const [line] = await py.run("long_streams.py", [
+    targetOf(gw, secure),
+    secure ? certFile : "-",
+    await gw.token(vehicle),
+    vehicle,
+    mode,
+    String(count),
+  ]);
   return line!;
 }
 
@@ -64,7 +71,16 @@ function grpcFrame(message: Uint8Array): Buffer {
 
 /** A point of `vehicle` recorded `i` steps of 200 ms after `startMs`, along a straight road. */
 const position = (vehicle: string, i: number, startMs: number) =>
-  create(PositionSchema, { vehicleId: vehicle, seq: i + 1, recordedAt: timestampFromMs(startMs + i * 200), lat: 48 + i * 1e-6, lon: 11, speed: 1, heading: 0, accuracy: 4 });
+  create(PositionSchema, {
+    vehicleId: vehicle,
+    seq: i + 1,
+    recordedAt: timestampFromMs(startMs + i * 200),
+    lat: 48 + i * 1e-6,
+    lon: 11,
+    speed: 1,
+    heading: 0,
+    accuracy: 4,
+  });
 
 for (const secure of [false, true]) {
   const over = secure ? "h2 over TLS" : "h2c";
@@ -104,9 +120,24 @@ for (const secure of [false, true]) {
       // Asynchronous: the gateway answers from this process.
       const curl = Bun.spawn(
         [
-          "curl", "-sS", "--max-time", "30", ...(secure ? ["--http2", "--cacert", certFile] : ["--http2-prior-knowledge"]),
-          "-H", "content-type: application/grpc", "-H", "te: trailers", "-H", `authorization: Bearer ${await gw().token(vehicle)}`,
-          "--data-binary", `@${file}`, "-D", "-", "-o", join(dir, `${vehicle}.out`), url,
+          "curl",
+          "-sS",
+          "--max-time",
+          "30",
+          ...(secure ? ["--http2", "--cacert", certFile] : ["--http2-prior-knowledge"]),
+          "-H",
+          "content-type: application/grpc",
+          "-H",
+          "te: trailers",
+          "-H",
+          `authorization: Bearer ${await gw().token(vehicle)}`,
+          "--data-binary",
+          `@${file}`,
+          "-D",
+          "-",
+          "-o",
+          join(dir, `${vehicle}.out`),
+          url,
         ],
         { stdout: "pipe", stderr: "pipe" },
       );
@@ -126,7 +157,10 @@ test("long streams - one Upload of 200,000 points from grpc-js under Node, every
   // grpc-js run by `node`, not Bun: Node's own HTTP/2 underneath, and protobuf encoded by hand.
   // (grpcio takes twice as long here, all of it in its own per-message cost.)
   const vehicle = uniqueName("grpcjs-upload");
-  const proc = Bun.spawn(["node", join(import.meta.dir, "clients", "grpcjs-upload.mjs"), h2c.target, await h2c.token(vehicle), vehicle, "200000"], { stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(
+    ["node", join(import.meta.dir, "clients", "grpcjs-upload.mjs"), h2c.target, await h2c.token(vehicle), vehicle, "200000"],
+    { stdout: "pipe", stderr: "pipe" },
+  );
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   expect({ code, err }).toEqual({ code: 0, err: "" });
   expect(JSON.parse(out)).toMatchObject({ durable: 200_000, accepted: 200_000 });
@@ -139,14 +173,21 @@ test("long streams - flow control holds a vehicle back while its points cannot b
     const vehicle = uniqueName("pushback");
     const count = 40_000; // ~2 MB
     const start = Date.now() - count * 200 - 60_000;
-    const frames = Buffer.concat(Array.from({ length: count }, (_, i) => grpcFrame(toBinary(UploadRequestSchema, create(UploadRequestSchema, { position: position(vehicle, i, start) })))));
+    const frames = Buffer.concat(
+      Array.from({ length: count }, (_, i) =>
+        grpcFrame(toBinary(UploadRequestSchema, create(UploadRequestSchema, { position: position(vehicle, i, start) }))),
+      ),
+    );
     const file = join(dir, "pushback.bin");
     writeFileSync(file, frames);
     const pid = stack.pid("nats")!;
     process.kill(pid, "SIGSTOP");
     let stopped = true;
     try {
-      const proc = Bun.spawn(["node", join(import.meta.dir, "clients", "h2-upload.mjs"), slow.gateway.url, await slow.token(vehicle), file], { stdout: "pipe", stderr: "pipe" });
+      const proc = Bun.spawn(
+        ["node", join(import.meta.dir, "clients", "h2-upload.mjs"), slow.gateway.url, await slow.token(vehicle), file],
+        { stdout: "pipe", stderr: "pipe" },
+      );
       const lines: { t?: number; written?: number; done?: boolean; status?: string; body?: string }[] = [];
       const reader = (async () => {
         let rest = "";

@@ -34,7 +34,10 @@ function project(): string {
 }
 
 function patchPackage(cwd: string, ...args: string[]): { code: number; out: string } {
-  const r = Bun.spawnSync(["node", join(root, "node_modules", "patch-package", "index.js"), ...args], { cwd, env: { ...process.env, CI: "" } });
+  const r = Bun.spawnSync(["node", join(root, "node_modules", "patch-package", "index.js"), ...args], {
+    cwd,
+    env: { ...process.env, CI: "" },
+  });
   return { code: r.exitCode, out: r.stdout.toString() + r.stderr.toString() };
 }
 
@@ -72,7 +75,10 @@ test("postgres patch - a release without the code it expects fails the install, 
   expect(patchPackage(at, "--reverse").code).toBe(0);
   const file = join(at, "node_modules", "postgres", "src", "connection.js");
   // As if a release had changed nextWrite (the fix of porsager/postgres#1208, say).
-  writeFileSync(file, readFileSync(file, "utf8").replace("    const x = socket.write(chunk, fn)", "    const x = socket && socket.write(chunk, fn)"));
+  writeFileSync(
+    file,
+    readFileSync(file, "utf8").replace("    const x = socket.write(chunk, fn)", "    const x = socket && socket.write(chunk, fn)"),
+  );
   const r = patchPackage(at, "--error-on-fail");
   expect(r.code).toBe(1);
   expect(r.out).toContain("Failed to apply patch for package postgres");

@@ -27,7 +27,11 @@ export function pythonGrpc(): PythonGrpc {
   const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   const stubs = mkdtempSync(join(tmpdir(), "fleet-py-stubs-"));
   const protos = readdirSync(join(ROOT, "proto", "fleet", "v1")).map((f) => `fleet/v1/${f}`);
-  const gen = spawnSync(python, ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos], { encoding: "utf8" });
+  const gen = spawnSync(
+    python,
+    ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos],
+    { encoding: "utf8" },
+  );
   if (gen.status !== 0) throw new Error(`grpc_tools.protoc failed: ${gen.stderr}`);
   return {
     python,

@@ -39,7 +39,9 @@ class HeaderDecoder {
     let off = 0;
     for (;;) {
       const rest = block.subarray(off);
-      const n = Number(this.lib.nghttp2_hd_inflate_hd2(this.inflater, nv, flags, rest.length > 0 ? rest : new Uint8Array(1), rest.length, 1));
+      const n = Number(
+        this.lib.nghttp2_hd_inflate_hd2(this.inflater, nv, flags, rest.length > 0 ? rest : new Uint8Array(1), rest.length, 1),
+      );
       if (n < 0) throw new Error(`HPACK decoding failed (${n})`);
       off += n;
       if (flags[0]! & 0x2) {
@@ -272,7 +274,11 @@ export class RawH2 {
         else this.send(frame(FRAME.PING, FLAG.ACK, 0, payload));
         return;
       case FRAME.GOAWAY:
-        this.goaway = { lastStreamId: payload.readUInt32BE(0) & 0x7fffffff, code: payload.readUInt32BE(4), debug: payload.subarray(8).toString() };
+        this.goaway = {
+          lastStreamId: payload.readUInt32BE(0) & 0x7fffffff,
+          code: payload.readUInt32BE(4),
+          debug: payload.subarray(8).toString(),
+        };
         return;
       case FRAME.WINDOW_UPDATE: {
         const inc = payload.readUInt32BE(0) & 0x7fffffff;

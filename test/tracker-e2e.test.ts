@@ -16,7 +16,13 @@ let tracker: Tracker;
 beforeAll(async () => {
   const stack = await testStack(["nats", "redis"]);
   gw = await startTestGateway();
-  const config = loadConfig({ FLEET_JWT_SECRET: gw.config.secret, TRACKER_PORT: "0", NATS_URL: stack.natsUrl, REDIS_URL: stack.redisUrl, LOG_LEVEL: "error" });
+  const config = loadConfig({
+    FLEET_JWT_SECRET: gw.config.secret,
+    TRACKER_PORT: "0",
+    NATS_URL: stack.natsUrl,
+    REDIS_URL: stack.redisUrl,
+    LOG_LEVEL: "error",
+  });
   tracker = await createTracker({ config, stream: gw.stream, subjects: `${gw.stream}.pos.>`, prefix: `${gw.stream}:` });
 });
 afterAll(async () => {
@@ -30,12 +36,18 @@ test("e2e - vehicle → gateway → JetStream → tracker → watcher: a vehicle
   const watchToken = await mintWatchToken(tokenKeys(gw.config), { fleets: [fleet] });
   const tc = trackerClient(tracker.url.replace("http://", ""));
   const byId = watch(tc, "watchVehicles", await mintWatchToken(tokenKeys(gw.config), { vehicles: [v] }), { vehicleIds: [v] });
-  const byArea = watch(tc, "watchArea", watchToken, { area: { shape: { case: "circle", value: { lat: 52.52, lon: 13.405, radiusM: 3000 } } } });
+  const byArea = watch(tc, "watchArea", watchToken, {
+    area: { shape: { case: "circle", value: { lat: 52.52, lon: 13.405, radiusM: 3000 } } },
+  });
   await byId.until(1);
   await byArea.until(1);
 
   const gc = gatewayClient(gw.target);
-  const up = await uploadPoints(gc, await gw.token(v, fleet), [1, 2, 3].map((seq) => point(v, seq)));
+  const up = await uploadPoints(
+    gc,
+    await gw.token(v, fleet),
+    [1, 2, 3].map((seq) => point(v, seq)),
+  );
   expect(up.error).toBeUndefined();
   for (const w of [byId, byArea]) {
     await waitUntilSeq(w.events, 3);

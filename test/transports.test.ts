@@ -70,9 +70,12 @@ describe("tls", () => {
       createConnectTransport({
         baseUrl: gw.gateway.url,
         // Bun's fetch takes the CA to trust as `tls.ca` (a browser would trust it from its store).
-        fetch: Object.assign((input: RequestInfo | URL, init?: RequestInit) => fetch(input, { ...init, tls: { ca: readFileSync(certFile, "utf8") } }), {
-          preconnect: fetch.preconnect,
-        }),
+        fetch: Object.assign(
+          (input: RequestInfo | URL, init?: RequestInit) => fetch(input, { ...init, tls: { ca: readFileSync(certFile, "utf8") } }),
+          {
+            preconnect: fetch.preconnect,
+          },
+        ),
       }),
     );
     const res = await client.publish({ positions: [point(v, 1)] }, { headers: { authorization: `Bearer ${token}` } });

@@ -7,7 +7,8 @@ import { InvalidRequestError } from "../lib/grpc";
 import { liveCellWildcard } from "../lib/nats";
 import { regionSubjects, toRegion } from "./area";
 
-const circle = (lat: number, lon: number, radiusM: number) => create(AreaSchema, { shape: { case: "circle", value: { lat, lon, radiusM } } });
+const circle = (lat: number, lon: number, radiusM: number) =>
+  create(AreaSchema, { shape: { case: "circle", value: { lat, lon, radiusM } } });
 const box = (minLat: number, minLon: number, maxLat: number, maxLon: number) =>
   create(AreaSchema, { shape: { case: "box", value: { minLat, minLon, maxLat, maxLon } } });
 const MAX = 200_000;
@@ -38,7 +39,14 @@ describe("area", () => {
   test("circle - the bounding-box shortcut agrees with the distance everywhere, edges, poles and the antimeridian included", () => {
     let h = 12345;
     const rnd = () => ((h = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) ^ Math.imul(h, 0x297a2d39)) >>> 0) / 4294967296;
-    for (const [lat, lon, r] of [[48.85, 2.35, 1000], [-33.9, 151.2, 50], [0, 179.999, 2000], [89.95, 10, 5000], [-89.99, -170, 300], [60, -0.0001, 150_000]] as const) {
+    for (const [lat, lon, r] of [
+      [48.85, 2.35, 1000],
+      [-33.9, 151.2, 50],
+      [0, 179.999, 2000],
+      [89.95, 10, 5000],
+      [-89.99, -170, 300],
+      [60, -0.0001, 150_000],
+    ] as const) {
       const region = toRegion(circle(lat, lon, r), MAX);
       for (let i = 0; i < 20_000; i++) {
         // Points out to 1.5 radii, half of them within 1% of the edge.
@@ -48,7 +56,8 @@ describe("area", () => {
         const dLon = ((f * r) / (111_195 * Math.max(1e-3, Math.cos((lat * Math.PI) / 180)))) * Math.cos(angle);
         const la = Math.max(-90, Math.min(90, lat + dLat));
         const lo = ((lon + dLon + 540) % 360) - 180;
-        if (region.contains(la, lo) !== distanceM(lat, lon, la, lo, REDIS_EARTH_RADIUS_M) <= r) throw new Error(`disagree at ${la},${lo} for circle ${lat},${lon},${r}`);
+        if (region.contains(la, lo) !== distanceM(lat, lon, la, lo, REDIS_EARTH_RADIUS_M) <= r)
+          throw new Error(`disagree at ${la},${lo} for circle ${lat},${lon},${r}`);
       }
     }
   });

@@ -50,7 +50,12 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
     const dLat = (radiusM / REDIS_EARTH_RADIUS_M) * (180 / Math.PI);
     const cosLat = Math.cos(rad(Math.min(89.9, Math.abs(lat) + dLat)));
     const dLon = Math.min(180, dLat / Math.max(cosLat, 1e-6));
-    const bounds = { minLat: Math.max(-90, lat - dLat), maxLat: Math.min(90, lat + dLat), minLon: Math.max(-180, lon - dLon), maxLon: Math.min(180, lon + dLon) };
+    const bounds = {
+      minLat: Math.max(-90, lat - dLat),
+      maxLat: Math.min(90, lat + dLat),
+      minLon: Math.max(-180, lon - dLon),
+      maxLon: Math.min(180, lon + dLon),
+    };
     // A circle across the antimeridian also covers longitudes on the other side of ±180.
     let wrap: Bounds | undefined;
     if (dLon < 180 && lon - dLon < -180) wrap = { minLat: bounds.minLat, maxLat: bounds.maxLat, minLon: lon - dLon + 360, maxLon: 180 };
@@ -85,7 +90,12 @@ export function toRegion(area: Area | undefined, maxRadiusM: number): Region {
   const lon = (minLon + maxLon) / 2;
   // The farthest corner is on the side nearer the equator (longitude degrees are longer there).
   const edgeLat = Math.abs(minLat) < Math.abs(maxLat) ? minLat : maxLat;
-  const radiusM = Math.max(distanceM(lat, lon, edgeLat, minLon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, edgeLat, maxLon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, maxLat, lon, REDIS_EARTH_RADIUS_M), distanceM(lat, lon, minLat, lon, REDIS_EARTH_RADIUS_M));
+  const radiusM = Math.max(
+    distanceM(lat, lon, edgeLat, minLon, REDIS_EARTH_RADIUS_M),
+    distanceM(lat, lon, edgeLat, maxLon, REDIS_EARTH_RADIUS_M),
+    distanceM(lat, lon, maxLat, lon, REDIS_EARTH_RADIUS_M),
+    distanceM(lat, lon, minLat, lon, REDIS_EARTH_RADIUS_M),
+  );
   if (radiusM > maxRadiusM) {
     throw new InvalidRequestError(`box is too large: its corners are ${Math.round(radiusM)} m from its centre, at most ${maxRadiusM} m`);
   }

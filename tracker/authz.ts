@@ -12,7 +12,8 @@ import type { LiveView } from "./state-codec";
 /** The watch claims of a call; a vehicle token is PERMISSION_DENIED. */
 export function watchClaims(ctx: HandlerContext): WatchClaims {
   const claims = claimsOf(ctx);
-  if (claims.role === "vehicle") throw new PermissionError("a vehicle token cannot query the tracker: use a watch token (`fleet token watch`)");
+  if (claims.role === "vehicle")
+    throw new PermissionError("a vehicle token cannot query the tracker: use a watch token (`fleet token watch`)");
   return claims;
 }
 

@@ -62,23 +62,46 @@ export async function startConsumer({
   registry,
   log,
 }: ConsumerOptions): Promise<PositionsConsumer> {
-  const batches = new Counter({ name: "tracker_batches_total", help: "JetStream messages handled, by result", labelNames: ["result"], registers: [registry] });
-  const pointsCounter = new Counter({ name: "tracker_points_total", help: "points handled, by result (applied, or older/duplicate)", labelNames: ["result"], registers: [registry] });
+  const batches = new Counter({
+    name: "tracker_batches_total",
+    help: "JetStream messages handled, by result",
+    labelNames: ["result"],
+    registers: [registry],
+  });
+  const pointsCounter = new Counter({
+    name: "tracker_points_total",
+    help: "points handled, by result (applied, or older/duplicate)",
+    labelNames: ["result"],
+    registers: [registry],
+  });
   const batchSize = new Histogram({
     name: "tracker_batch_points",
     help: "points per JetStream message",
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
     registers: [registry],
   });
-  const redisLatency = new Histogram({ name: "tracker_redis_batch_seconds", help: "time of one newer-wins script call (one batch)", buckets: latencyBuckets, registers: [registry] });
+  const redisLatency = new Histogram({
+    name: "tracker_redis_batch_seconds",
+    help: "time of one newer-wins script call (one batch)",
+    buckets: latencyBuckets,
+    registers: [registry],
+  });
   const applyDelay = new Histogram({
     name: "tracker_apply_delay_seconds",
     help: "from the gateway receiving a point to Redis having taken it, for the first point of each script call: how far the live state runs behind",
     buckets: delayBuckets,
     registers: [registry],
   });
-  const lag = new Gauge({ name: "tracker_consumer_pending", help: "messages of the stream the tracker consumer has not yet received (num_pending)", registers: [registry] });
-  const ackPending = new Gauge({ name: "tracker_consumer_ack_pending", help: "messages received and not yet acked", registers: [registry] });
+  const lag = new Gauge({
+    name: "tracker_consumer_pending",
+    help: "messages of the stream the tracker consumer has not yet received (num_pending)",
+    registers: [registry],
+  });
+  const ackPending = new Gauge({
+    name: "tracker_consumer_ack_pending",
+    help: "messages received and not yet acked",
+    registers: [registry],
+  });
 
   try {
     await nats.jsm.consumers.info(stream, durable);

@@ -75,7 +75,8 @@ export function createLivePublisher(nc: NatsConnection, local?: (subject: string
           if (order) send(liveOrderSubject(record.toString("utf8", FIXED_BYTES, orderAt), order), event);
           if (oldOrder) send(liveOrderSubject(before.toString("utf8", FIXED_BYTES, oldOrderAt), oldOrder), event);
         }
-      } else if (record.length > orderAt) send(liveOrderSubject(record.toString("utf8", FIXED_BYTES, orderAt), record.toString("utf8", orderAt)), event);
+      } else if (record.length > orderAt)
+        send(liveOrderSubject(record.toString("utf8", FIXED_BYTES, orderAt), record.toString("utf8", orderAt)), event);
     },
   };
 }

@@ -20,9 +20,30 @@ const used = (b: PointBlob) => Buffer.from(b.buf.subarray(0, b.size));
 describe("point blob", () => {
   test("blob - the hand reader writes exactly what protobuf-es and packPoint give, field by field", () => {
     const data = bytesOf([
-      { vehicleId: "truck-9", seq: 4_000_000_000, recordedAt: { seconds: 1_790_000_000n, nanos: 123_456_789 }, lat: 52.123456789, lon: -13.4, speed: 8.3, heading: 271.5, accuracy: 4.2, orderId: "o-1", status: VehicleStatus.ON_DELIVERY, fleetId: "north", receivedAt: timestampFromMs(1_790_000_000_200) },
+      {
+        vehicleId: "truck-9",
+        seq: 4_000_000_000,
+        recordedAt: { seconds: 1_790_000_000n, nanos: 123_456_789 },
+        lat: 52.123456789,
+        lon: -13.4,
+        speed: 8.3,
+        heading: 271.5,
+        accuracy: 4.2,
+        orderId: "o-1",
+        status: VehicleStatus.ON_DELIVERY,
+        fleetId: "north",
+        receivedAt: timestampFromMs(1_790_000_000_200),
+      },
       // received after the tracker's clock: last seen is the clock; no received_at: the clock too
-      { vehicleId: "late", seq: 1, recordedAt: timestampFromMs(0), receivedAt: timestampFromMs(NOW + 60_000), lat: -90, lon: 180, status: VehicleStatus.OFFLINE },
+      {
+        vehicleId: "late",
+        seq: 1,
+        recordedAt: timestampFromMs(0),
+        receivedAt: timestampFromMs(NOW + 60_000),
+        lat: -90,
+        lon: 180,
+        status: VehicleStatus.OFFLINE,
+      },
       { vehicleId: "no-time", seq: 2, lat: 89.9, speed: Number.NaN, accuracy: 1e9, heading: -3 },
       // ids cut as packPoint cuts them: 64 characters of fleet, 128 of order
       { vehicleId: "long", seq: 3, fleetId: "f".repeat(300), orderId: "o".repeat(500), status: 1234567 as VehicleStatus },
@@ -30,7 +51,11 @@ describe("point blob", () => {
     ]);
     const b = new PointBlob(16);
     // The hand reader alone: protobuf-es is not asked.
-    expect(b.addMessage(data, NOW, () => { throw new Error("fell back to protobuf-es"); })).toBe(5);
+    expect(
+      b.addMessage(data, NOW, () => {
+        throw new Error("fell back to protobuf-es");
+      }),
+    ).toBe(5);
     const ref = reference(data);
     expect(used(b).equals(used(ref))).toBe(true);
     expect(b.idAt).toEqual(ref.idAt);
@@ -64,7 +89,16 @@ describe("point blob", () => {
     b.addMessage(bytesOf([{ vehicleId: "a", seq: 1 }]), NOW, decode);
     const before = used(b);
     expect(() => b.addMessage(new Uint8Array([0x0a, 0x50, 0x01]), NOW, decode)).toThrow();
-    expect(() => b.addMessage(bytesOf([{ vehicleId: "b", seq: 1 }, { vehicleId: "c", lat: 1000 }]), NOW, decode)).toThrow(RangeError);
+    expect(() =>
+      b.addMessage(
+        bytesOf([
+          { vehicleId: "b", seq: 1 },
+          { vehicleId: "c", lat: 1000 },
+        ]),
+        NOW,
+        decode,
+      ),
+    ).toThrow(RangeError);
     expect(b.count).toBe(1);
     expect(used(b).equals(before)).toBe(true);
     expect(b.idAt.length).toBe(1);
@@ -72,7 +106,15 @@ describe("point blob", () => {
 
   test("blob - GEOADD's text is exactly the record's coordinates (the same double), latitudes clamped as GEOADD needs", () => {
     const b = new PointBlob(16);
-    const coords: [number, number][] = [[0, 0], [-0.0000001, 0.0000001], [85.06, -180], [-89.9999999, 179.9999999], [52.5200066, 13.404954], [-85.05112878, 1e-7], [85.0511287, -0.5]];
+    const coords: [number, number][] = [
+      [0, 0],
+      [-0.0000001, 0.0000001],
+      [85.06, -180],
+      [-89.9999999, 179.9999999],
+      [52.5200066, 13.404954],
+      [-85.05112878, 1e-7],
+      [85.0511287, -0.5],
+    ];
     for (let i = 0; i < 2000; i++) coords.push([(Math.random() - 0.5) * 180, (Math.random() - 0.5) * 360]);
     b.addMessage(bytesOf(coords.map(([lat, lon], i) => ({ vehicleId: `g${i}`, seq: 1, lat, lon }))), NOW, decode);
     for (let i = 0; i < b.count; i++) {

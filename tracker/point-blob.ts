@@ -106,7 +106,12 @@ export class PointBlob {
     // Worst case "-214.7483648" twice, with their length bytes.
     let at = this.reserve(26);
     at = writeE7(this.buf, at, lonE7);
-    at = latE7 > MAX_LAT_E7 ? writeText(this.buf, at, MAX_LAT_TEXT) : latE7 < -MAX_LAT_E7 ? writeText(this.buf, at, `-${MAX_LAT_TEXT}`) : writeE7(this.buf, at, latE7);
+    at =
+      latE7 > MAX_LAT_E7
+        ? writeText(this.buf, at, MAX_LAT_TEXT)
+        : latE7 < -MAX_LAT_E7
+          ? writeText(this.buf, at, `-${MAX_LAT_TEXT}`)
+          : writeE7(this.buf, at, latE7);
     this.size = at;
   }
 

@@ -26,7 +26,15 @@ describe("state codec", () => {
     const rec = packPoint(p(), 1_763_000_000_300);
     expect(rec.length).toBe(FIXED_BYTES + "north".length + "o-17".length);
     const s = decodeState(rec);
-    expect(s).toMatchObject({ rev: 0, seq: 4_000_000_000, recordedAtMs: 1_763_000_000_123, status: VehicleStatus.ON_DELIVERY, online: true, fleetId: "north", orderId: "o-17" });
+    expect(s).toMatchObject({
+      rev: 0,
+      seq: 4_000_000_000,
+      recordedAtMs: 1_763_000_000_123,
+      status: VehicleStatus.ON_DELIVERY,
+      online: true,
+      fleetId: "north",
+      orderId: "o-17",
+    });
     expect(s.lastSeenMs).toBe(1_763_000_000_200); // the gateway's received_at, not the tracker's clock
     expect(s.lat).toBeCloseTo(-33.8688123, 7);
     expect(s.lon).toBeCloseTo(151.2093456, 7);

@@ -38,7 +38,13 @@ const [newerWinsLua, setStatusLua, sweepLua, nearbyLua] = await Promise.all([
 
 type Arg = string | number | Buffer;
 interface Scripts {
-  fleetNewerWinsBuffer(geo: string, counts: string, orders: string, seenBounds: string, ...args: Arg[]): Promise<(Buffer | number | null)[]>;
+  fleetNewerWinsBuffer(
+    geo: string,
+    counts: string,
+    orders: string,
+    seenBounds: string,
+    ...args: Arg[]
+  ): Promise<(Buffer | number | null)[]>;
   fleetNearbyBuffer(geo: string, ...args: Arg[]): Promise<(Buffer | number)[]>;
   fleetSetStatusBuffer(geo: string, counts: string, orders: string, ...args: Arg[]): Promise<[Buffer, Buffer] | null>;
   fleetSweepBuffer(geo: string, counts: string, seenBounds: string, ...args: Arg[]): Promise<Buffer[]>;
@@ -84,7 +90,15 @@ export interface Store {
    * candidates (nearby.lua). `state`: "all" (every match is there), "more" (stopped at `wanted`),
    * "budget" (stopped at the budget with fewer).
    */
-  nearby(lat: number, lon: number, radiusM: number, wanted: number, statusMask: number, fleet: string | undefined, budget: number): Promise<{ state: NearbyState; hits: NearbyHit[] }>;
+  nearby(
+    lat: number,
+    lon: number,
+    radiusM: number,
+    wanted: number,
+    statusMask: number,
+    fleet: string | undefined,
+    budget: number,
+  ): Promise<{ state: NearbyState; hits: NearbyHit[] }>;
   /** The counts hash fields asked for (missing ones are 0). */
   counts(fields: readonly string[]): Promise<number[]>;
   /** The vehicle serving an order, named as a grant (`fleet/order`, lib/auth.ts orderGrant), if any. */
@@ -114,7 +128,14 @@ function sameFleet(b: Buffer, r: number, before: Buffer): boolean {
 
 /** Creates the store and registers its scripts on the connection (EVALSHA, EVAL on NOSCRIPT). */
 export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions): Store {
-  const keys = { geo: `${prefix}geo`, fleetGeoPrefix: `${prefix}geo:`, counts: `${prefix}counts`, orders: `${prefix}fleet-orders`, bucketPrefix: `${prefix}st:`, seenBounds: `${prefix}seen` };
+  const keys = {
+    geo: `${prefix}geo`,
+    fleetGeoPrefix: `${prefix}geo:`,
+    counts: `${prefix}counts`,
+    orders: `${prefix}fleet-orders`,
+    bucketPrefix: `${prefix}st:`,
+    seenBounds: `${prefix}seen`,
+  };
   // Names of their own: ioredis defines commands as methods of the client (a "setStatus" replaced its internal one).
   redis.defineCommand("fleetNewerWins", { lua: newerWinsLua, numberOfKeys: 4 });
   redis.defineCommand("fleetSetStatus", { lua: setStatusLua, numberOfKeys: 3 });
@@ -216,9 +237,20 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       // version running beside this one moves a vehicle to another fleet without leaving this set.
       const geo = fleet === undefined ? keys.geo : keys.fleetGeoPrefix + fleet;
       const only = fleet === undefined ? [] : [fleet];
-      const reply = await scripts.fleetNearbyBuffer(geo, keys.bucketPrefix, lon, clat, radiusM, Math.max(1, wanted), statusMask, budget, ...only);
+      const reply = await scripts.fleetNearbyBuffer(
+        geo,
+        keys.bucketPrefix,
+        lon,
+        clat,
+        radiusM,
+        Math.max(1, wanted),
+        statusMask,
+        budget,
+        ...only,
+      );
       const hits: NearbyHit[] = [];
-      for (let i = 1; i + 1 < reply.length; i += 2) hits.push({ id: (reply[i] as Buffer).toString("utf8"), record: reply[i + 1] as Buffer });
+      for (let i = 1; i + 1 < reply.length; i += 2)
+        hits.push({ id: (reply[i] as Buffer).toString("utf8"), record: reply[i + 1] as Buffer });
       return { state: NEARBY_STATES[Number(reply[0])] ?? "all", hits };
     },
     async counts(fields) {
@@ -234,7 +266,15 @@ export function createStore({ redis, prefix, pubsubPrefix = "" }: StoreOptions):
       return (await redis.hmget(keys.orders, ...grants)).filter((v): v is string => v !== null);
     },
     async setStatus(vehicleId, status, orderId) {
-      const reply = await scripts.fleetSetStatusBuffer(keys.geo, keys.counts, keys.orders, keys.bucketPrefix + bucketOf(vehicleId), vehicleId, status, orderId);
+      const reply = await scripts.fleetSetStatusBuffer(
+        keys.geo,
+        keys.counts,
+        keys.orders,
+        keys.bucketPrefix + bucketOf(vehicleId),
+        vehicleId,
+        status,
+        orderId,
+      );
       if (!reply) return undefined;
       const [record, previous] = reply;
       const fl = previous.readUInt8(40);

@@ -25,7 +25,11 @@ export interface Sweeper {
 }
 
 export function startSweeper({ store, live, staleAfterMs, intervalMs, registry, log }: SweeperOptions): Sweeper {
-  const offline = new Counter({ name: "tracker_vehicles_gone_offline_total", help: "vehicles the staleness sweep took offline", registers: [registry] });
+  const offline = new Counter({
+    name: "tracker_vehicles_gone_offline_total",
+    help: "vehicles the staleness sweep took offline",
+    registers: [registry],
+  });
   let running: Promise<number> | undefined;
   const sweep = () =>
     (running ??= (async () => {

@@ -19,7 +19,19 @@ import {
 } from "../gen/fleet/v1/tracker_pb";
 import { parseOrderGrant, type WatchClaims } from "../lib/auth";
 import { distanceM, REDIS_EARTH_RADIUS_M } from "../lib/geo";
-import { connectionKey, nativeServerStream, nativeUnaryMethods, InvalidRequestError, LimitExceededError, NotFoundError, PermissionError, ShuttingDownError, UnavailableError, type MessageEncoder, type NativeMethod } from "../lib/grpc";
+import {
+  connectionKey,
+  nativeServerStream,
+  nativeUnaryMethods,
+  InvalidRequestError,
+  LimitExceededError,
+  NotFoundError,
+  PermissionError,
+  ShuttingDownError,
+  UnavailableError,
+  type MessageEncoder,
+  type NativeMethod,
+} from "../lib/grpc";
 import { controlCharAt, controlCharMessage } from "../lib/ids";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, delayBuckets, type Registry } from "../lib/metrics";
@@ -115,10 +127,30 @@ function statusMask(statuses: readonly VehicleStatus[]): number {
 }
 
 export function createTrackerService({ store, nc, live, limits, registry, log }: TrackerServiceOptions): TrackerHandlers {
-  const openWatches = new Gauge({ name: "tracker_watches_open", help: "watches open now, by kind", labelNames: ["kind"], registers: [registry] });
-  const eventsSent = new Counter({ name: "tracker_watch_events_sent_total", help: "events sent to watchers", labelNames: ["kind"], registers: [registry] });
-  const coalesced = new Counter({ name: "tracker_watch_events_coalesced_total", help: "updates replaced by a newer one before a slow watcher took them", labelNames: ["kind"], registers: [registry] });
-  const tooSlow = new Counter({ name: "tracker_watches_too_slow_total", help: "watches ended because their client fell behind past a bound", labelNames: ["kind"], registers: [registry] });
+  const openWatches = new Gauge({
+    name: "tracker_watches_open",
+    help: "watches open now, by kind",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const eventsSent = new Counter({
+    name: "tracker_watch_events_sent_total",
+    help: "events sent to watchers",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const coalesced = new Counter({
+    name: "tracker_watch_events_coalesced_total",
+    help: "updates replaced by a newer one before a slow watcher took them",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const tooSlow = new Counter({
+    name: "tracker_watches_too_slow_total",
+    help: "watches ended because their client fell behind past a bound",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
   const watches = new Set<Watch>();
   const liveDelay = new Histogram({
     name: "tracker_live_delay_seconds",
@@ -194,7 +226,9 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     const key = (ctx.requestHeader.get("authorization") ?? "").trim().replace(/^bearer\s+/i, "");
     const open = watchesOf.get(key) ?? 0;
     if (open >= limits.watchesPerToken) {
-      throw new LimitExceededError(`this token has ${open} watches open, the most it may (TRACKER_WATCHES_PER_TOKEN ${limits.watchesPerToken}): close one first`);
+      throw new LimitExceededError(
+        `this token has ${open} watches open, the most it may (TRACKER_WATCHES_PER_TOKEN ${limits.watchesPerToken}): close one first`,
+      );
     }
     const connection = ctx.values.get(connectionKey);
     const onConnection = connection ? (watchesOn.get(connection) ?? 0) : 0;
@@ -215,7 +249,6 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       if (connection) watchesOn.set(connection, Math.max(0, (watchesOn.get(connection) ?? 1) - 1));
     };
   };
-
 
   // Children per kind: a labelled inc() looks its series up by the label values every time.
   const coalescedOf = { vehicles: coalesced.labels("vehicles"), area: coalesced.labels("area") };
@@ -274,7 +307,11 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
         const sets = searchSets(claims);
         let wanted = region.kind === "circle" ? limit : limit * 2;
         for (;;) {
-          const found = await Promise.all(sets.map((fleet) => fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask, fleet, limits.scanMax))));
+          const found = await Promise.all(
+            sets.map((fleet) =>
+              fromStore("nearby", () => store.nearby(region.lat, region.lon, region.radiusM + 1, wanted, mask, fleet, limits.scanMax)),
+            ),
+          );
           hits = [];
           seen.clear();
           // Up to this distance every match of every set is here: a set that stopped early has
@@ -337,14 +374,18 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
 
     async setStatus(req, ctx) {
       const claims = watchClaims(ctx);
-      if (!claims.dispatch) throw new PermissionError("token may not change status: mint a dispatcher token (`fleet token watch --dispatch`)");
+      if (!claims.dispatch)
+        throw new PermissionError("token may not change status: mint a dispatcher token (`fleet token watch --dispatch`)");
       checkId("vehicle_id", req.vehicleId);
       if (!SETTABLE.has(req.status)) {
-        throw new InvalidRequestError(`status ${VehicleStatus[req.status] ?? req.status} cannot be set: use ACTIVE, IDLE, ON_DELIVERY or AVAILABLE`);
+        throw new InvalidRequestError(
+          `status ${VehicleStatus[req.status] ?? req.status} cannot be set: use ACTIVE, IDLE, ON_DELIVERY or AVAILABLE`,
+        );
       }
       if (req.orderId.length > MAX_ID) throw new InvalidRequestError(`order_id must have at most ${MAX_ID} characters`);
       if (controlCharAt(req.orderId) >= 0) throw new InvalidRequestError(controlCharMessage("order_id", req.orderId));
-      if (req.status === VehicleStatus.ON_DELIVERY && req.orderId === "") throw new InvalidRequestError("ON_DELIVERY needs the order_id the vehicle serves");
+      if (req.status === VehicleStatus.ON_DELIVERY && req.orderId === "")
+        throw new InvalidRequestError("ON_DELIVERY needs the order_id the vehicle serves");
       const record = (await fromStore("get", () => store.getMany([req.vehicleId]))).get(req.vehicleId);
       const state = record ? decodeState(record) : undefined;
       authorize(claims, req.vehicleId, state);
@@ -383,7 +424,11 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
             }
             // Everything in the circle the token's fleets hold, up to the scan bound per set.
             const found = await Promise.all(
-              searchSets(claims).map((fleet) => fromStore("search", () => store.nearby(region.lat, region.lon, region.radiusM + 1, limits.scanMax, 0, fleet, limits.scanMax))),
+              searchSets(claims).map((fleet) =>
+                fromStore("search", () =>
+                  store.nearby(region.lat, region.lon, region.radiusM + 1, limits.scanMax, 0, fleet, limits.scanMax),
+                ),
+              ),
             );
             if (found.some((f) => f.state !== "all")) throw tooMany("the area's snapshot");
             const views = found.flatMap((f) => f.hits.map((h) => viewOfRecord(h.id, h.record)));
@@ -401,19 +446,27 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     },
   };
 
-  async function* watchVehiclesOf(claims: WatchClaims, req: WatchVehiclesRequest, ctx: HandlerContext): AsyncGenerator<WatchVehiclesResponse> {
+  async function* watchVehiclesOf(
+    claims: WatchClaims,
+    req: WatchVehiclesRequest,
+    ctx: HandlerContext,
+  ): AsyncGenerator<WatchVehiclesResponse> {
     {
       const ids = [...new Set(req.vehicleIds)];
       const orderId = req.orderId;
       if (ids.length === 0 && orderId === "") throw new InvalidRequestError("name vehicle_ids or an order_id to watch");
       if (ids.length > 0 && orderId !== "") throw new InvalidRequestError("give vehicle_ids or an order_id, not both");
-      if (ids.length > limits.watchMaxVehicles) throw new InvalidRequestError(`${ids.length} vehicle_ids: at most ${limits.watchMaxVehicles} per watch`);
+      if (ids.length > limits.watchMaxVehicles)
+        throw new InvalidRequestError(`${ids.length} vehicle_ids: at most ${limits.watchMaxVehicles} per watch`);
       for (const id of ids) checkId("vehicle_id", id);
       // An order is named with its fleet, as a token grants it: order ids are unique within a fleet only.
       const order = orderId ? parseOrderGrant(orderId) : undefined;
       if (orderId) {
         if (controlCharAt(orderId) >= 0) throw new InvalidRequestError(controlCharMessage("order_id", orderId));
-        if (!order) throw new InvalidRequestError(`order_id "${orderId}" names no fleet: write it fleet/order, as the token grants it (order ids are unique within a fleet only)`);
+        if (!order)
+          throw new InvalidRequestError(
+            `order_id "${orderId}" names no fleet: write it fleet/order, as the token grants it (order ids are unique within a fleet only)`,
+          );
         checkId("order_id's fleet", order.fleetId);
         checkId("order_id's order", order.orderId);
       }

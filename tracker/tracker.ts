@@ -88,7 +88,13 @@ export async function createTracker({
     await redis.connect();
     // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
     nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true });
-    await ensurePositionsStream(nats.jsm, { duplicateWindow: config.duplicateWindow, streamMaxAge: config.streamMaxAge, streamMaxBytes: config.streamMaxBytes, stream, subjects });
+    await ensurePositionsStream(nats.jsm, {
+      duplicateWindow: config.duplicateWindow,
+      streamMaxAge: config.streamMaxAge,
+      streamMaxBytes: config.streamMaxBytes,
+      stream,
+      subjects,
+    });
     const store = createStore({ redis, prefix, pubsubPrefix: config.redisPubsub ? `${prefix}pos:` : "" });
     const live = createLivePublisher(nats.nc, (subject, data) => handlers.deliverLocal(subject, data));
 

@@ -183,7 +183,9 @@ export function nearbyResponse(hits: readonly NearbyResult[]): NearbyResponse {
   return {
     $typeName: "fleet.v1.NearbyResponse",
     get vehicles(): NearbyVehicle[] {
-      return (vehicles ??= hits.map((h) => create(NearbyVehicleSchema, { vehicle: toVehicleState(h.vehicleId, h.state), distanceM: h.distanceM })));
+      return (vehicles ??= hits.map((h) =>
+        create(NearbyVehicleSchema, { vehicle: toVehicleState(h.vehicleId, h.state), distanceM: h.distanceM }),
+      ));
     },
     [HITS]: hits,
   } as LazyNearbyResponse;

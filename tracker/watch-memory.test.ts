@@ -24,7 +24,13 @@ test("watch memory - the snapshot's views and events are garbage once the watch 
     snapshot: async () => {
       const views: LiveView[] = [];
       for (let i = 0; i < 2000; i++) {
-        const p = create(PositionSchema, { vehicleId: `car-${i}`, seq: 1, lat: 52.5 + i * 1e-5, lon: 13.4, recordedAt: timestampFromMs(Date.now()) });
+        const p = create(PositionSchema, {
+          vehicleId: `car-${i}`,
+          seq: 1,
+          lat: 52.5 + i * 1e-5,
+          lon: 13.4,
+          recordedAt: timestampFromMs(Date.now()),
+        });
         const view = viewOfRecord(p.vehicleId, packPoint(p, Date.now()));
         refs.push(new WeakRef(view));
         views.push(view);

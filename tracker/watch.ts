@@ -113,7 +113,8 @@ export class Watch {
     if (this.closed) return;
     if (this.buffer) {
       this.buffer.push(view);
-      if (this.buffer.length > this.o.maxPending * 4) this.fail(new TooSlowError(`watch fell behind while taking its snapshot (${this.buffer.length} events): narrow it`));
+      if (this.buffer.length > this.o.maxPending * 4)
+        this.fail(new TooSlowError(`watch fell behind while taking its snapshot (${this.buffer.length} events): narrow it`));
       return;
     }
     this.apply(view);
@@ -150,7 +151,11 @@ export class Watch {
     } else {
       this.pending.set(vehicleId, { view, inView, hidden, coalesced: 0 });
       if (this.pending.size > this.o.maxPending) {
-        this.fail(new TooSlowError(`watch client reads too slowly: more than ${this.o.maxPending} vehicles wait; read faster, set min_interval_ms or narrow the watch`));
+        this.fail(
+          new TooSlowError(
+            `watch client reads too slowly: more than ${this.o.maxPending} vehicles wait; read faster, set min_interval_ms or narrow the watch`,
+          ),
+        );
         return;
       }
     }
@@ -175,7 +180,9 @@ export class Watch {
   /** Called periodically: ends a watch whose client took nothing for too long while updates wait. */
   checkLag(now: number): void {
     if (this.waitingSince > 0 && this.pending.size > 0 && now - this.waitingSince > this.o.maxLagMs) {
-      this.fail(new TooSlowError(`watch client took nothing for ${Math.round((now - this.waitingSince) / 1000)} s while updates waited: reconnect`));
+      this.fail(
+        new TooSlowError(`watch client took nothing for ${Math.round((now - this.waitingSince) / 1000)} s while updates waited: reconnect`),
+      );
     }
   }
 

@@ -154,7 +154,10 @@ async function watch(p: PageParams): Promise<void> {
       showError("the tracker ended the watch; reconnecting");
     } catch (e) {
       const err = ConnectError.from(e);
-      const hint = err.code === Code.Unauthenticated ? " (the URL fleet up prints has a fresh one; or fleet token watch --all, then #token=… in the URL)" : "";
+      const hint =
+        err.code === Code.Unauthenticated
+          ? " (the URL fleet up prints has a fresh one; or fleet token watch --all, then #token=… in the URL)"
+          : "";
       if (PERMANENT.has(err.code)) {
         connection = "stopped";
         showError(`${Code[err.code]}: ${err.rawMessage}${hint}; not retrying: change the URL to try again`);

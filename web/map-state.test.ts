@@ -33,7 +33,11 @@ test("map - grid lines fall on round degrees", () => {
 test("map - coalesced updates count into updates/s and the coalesced total; the snapshot does not count as updates", () => {
   const state = createMapState({ rateWindowMs: 1000 });
   const event = (kind: EventKind, seq: number, coalesced = 0) =>
-    create(VehicleEventSchema, { kind, coalesced, vehicle: { online: true, position: { vehicleId: "v", seq, lat: 52.5, lon: 13.4 + seq / 1000 } } });
+    create(VehicleEventSchema, {
+      kind,
+      coalesced,
+      vehicle: { online: true, position: { vehicleId: "v", seq, lat: 52.5, lon: 13.4 + seq / 1000 } },
+    });
   state.apply([event(EventKind.SNAPSHOT, 1), create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })], 10_000);
   expect(state.updatesPerSecond(10_000)).toBe(0);
   state.apply([event(EventKind.MOVE, 5, 3)], 10_500);

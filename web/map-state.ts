@@ -19,7 +19,7 @@ export interface Box {
  * 52.52, 13.405, Berlin Mitte) with ~500 m to spare for GPS jitter. web/map-state.test.ts checks it
  * still holds the grid, so the two cannot drift apart unnoticed.
  */
-export const DEFAULT_BOX: Readonly<Box> = Object.freeze({ minLat: 52.4975, minLon: 13.3680, maxLat: 52.5425, maxLon: 13.4420 });
+export const DEFAULT_BOX: Readonly<Box> = Object.freeze({ minLat: 52.4975, minLon: 13.368, maxLat: 52.5425, maxLon: 13.442 });
 
 /** Parses "minLat,minLon,maxLat,maxLon"; throws with a message for the page when it is not that. */
 export function parseBox(raw: string): Box {
@@ -28,7 +28,8 @@ export function parseBox(raw: string): Box {
   if (parts.length !== 4 || !parts.every(Number.isFinite)) {
     throw new Error(`box "${raw}": expected minLat,minLon,maxLat,maxLon in degrees`);
   }
-  if (!(minLat! < maxLat! && minLon! < maxLon!)) throw new Error(`box "${raw}": min must be below max (a box may not cross the antimeridian)`);
+  if (!(minLat! < maxLat! && minLon! < maxLon!))
+    throw new Error(`box "${raw}": min must be below max (a box may not cross the antimeridian)`);
   return { minLat: minLat!, minLon: minLon!, maxLat: maxLat!, maxLon: maxLon! };
 }
 
@@ -132,7 +133,20 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
     if (!p) return;
     let v = vehicles.get(p.vehicleId);
     if (!v) {
-      v = { id: p.vehicleId, fleetId: "", orderId: "", status: VehicleStatus.UNSPECIFIED, seq: 0, lat: p.lat, lon: p.lon, speed: 0, recordedAtMs: 0, trail: [], online: true, updatedAtMs: now };
+      v = {
+        id: p.vehicleId,
+        fleetId: "",
+        orderId: "",
+        status: VehicleStatus.UNSPECIFIED,
+        seq: 0,
+        lat: p.lat,
+        lon: p.lon,
+        speed: 0,
+        recordedAtMs: 0,
+        trail: [],
+        online: true,
+        updatedAtMs: now,
+      };
       vehicles.set(p.vehicleId, v);
     }
     const last = v.trail.at(-1);

@@ -35,7 +35,10 @@ afterAll(async () => {
 });
 
 function fleet(args: string[], env: Record<string, string> = {}) {
-  const proc = Bun.spawnSync([process.execPath, "cli/fleet.ts", "compress", ...args], { cwd: root, env: { ...process.env, LOG_LEVEL: "error", ...env } });
+  const proc = Bun.spawnSync([process.execPath, "cli/fleet.ts", "compress", ...args], {
+    cwd: root,
+    env: { ...process.env, LOG_LEVEL: "error", ...env },
+  });
   return { code: proc.exitCode, stdout: proc.stdout.toString(), stderr: proc.stderr.toString() };
 }
 
@@ -43,7 +46,15 @@ test("compress - --help explains what it compresses, why, the options and the SQ
   const out = fleet(["--help"]);
   expect(out.code).toBe(0);
   expect(out.stdout).toMatch(/^usage: fleet compress \[--older-than DURATION\] \[--dry-run\]/);
-  for (const s of ["--older-than", "--dry-run", "cannot drop portal", "history_uncompressed_chunks", "compress_chunk(", "timescaledb_information.chunks"]) expect(out.stdout).toContain(s);
+  for (const s of [
+    "--older-than",
+    "--dry-run",
+    "cannot drop portal",
+    "history_uncompressed_chunks",
+    "compress_chunk(",
+    "timescaledb_information.chunks",
+  ])
+    expect(out.stdout).toContain(s);
 });
 
 test("compress - a wrong option or duration says so and exits 2", () => {
@@ -66,7 +77,9 @@ test("compress - plain mode: nothing to compress, TimescaleDB is not in use, exi
   for (const args of [[], ["--dry-run"], ["--older-than", "1d"]]) {
     const out = fleet(args, { DATABASE_URL: stack.databaseUrl, HISTORY_DB_SCHEMA: schema });
     expect([args, out.code, out.stderr]).toEqual([args, 0, ""]);
-    expect(out.stdout.trim()).toBe(`nothing to compress: schema ${schema} stores positions in plain day partitions (TimescaleDB is not in use)`);
+    expect(out.stdout.trim()).toBe(
+      `nothing to compress: schema ${schema} stores positions in plain day partitions (TimescaleDB is not in use)`,
+    );
   }
 });
 
@@ -97,7 +110,8 @@ test.skipIf(!usable)(
       await sql.unsafe(`INSERT INTO positions (vehicle_id, recorded_at, seq, lat, lon, speed, heading, accuracy)
                         SELECT 'v1', '${old} 08:00+00'::timestamptz + g * interval '1 second', g, 52.5, 13.4, 0, 0, 5 FROM generate_series(1, 100) g`);
       const env = { DATABASE_URL: stack.databaseUrl, HISTORY_DB_SCHEMA: schema };
-      const compressed = async () => (await sql`SELECT bool_and(is_compressed) AS c FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema}`)[0]!.c;
+      const compressed = async () =>
+        (await sql`SELECT bool_and(is_compressed) AS c FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema}`)[0]!.c;
       const dry = fleet(["--dry-run"], env);
       expect([dry.code, dry.stderr]).toEqual([0, ""]);
       expect(dry.stdout).toContain(`would compress 1 chunk of ${schema}.positions older than 2 days`);

@@ -66,7 +66,9 @@ export async function run(argv: string[]): Promise<number> {
     }
     const ts = await timescaleSchema(sql);
     if (!ts) {
-      console.error(`fleet compress: schema ${schema} holds a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb WITH SCHEMA timescaledb`);
+      console.error(
+        `fleet compress: schema ${schema} holds a hypertable but the timescaledb extension is not created: CREATE EXTENSION timescaledb WITH SCHEMA timescaledb`,
+      );
       return 1;
     }
     const due = await uncompressedChunks(sql, delayMs);
@@ -76,7 +78,9 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     const total = due.chunks.length;
-    console.log(`${values["dry-run"] ? "would compress" : "compressing"} ${total} chunk${total === 1 ? "" : "s"} of ${schema}.positions ${older}`);
+    console.log(
+      `${values["dry-run"] ? "would compress" : "compressing"} ${total} chunk${total === 1 ? "" : "s"} of ${schema}.positions ${older}`,
+    );
     let failed = 0;
     for (const [i, chunk] of due.chunks.entries()) {
       const line = `[${i + 1}/${total}] ${chunk.name} ${at(chunk.rangeStart)} .. ${at(chunk.rangeEnd)}`;
@@ -87,7 +91,9 @@ export async function run(argv: string[]): Promise<number> {
       const started = performance.now();
       try {
         const done = await compressChunk(sql, ts, chunk);
-        console.log(`${line}: ${done ? `compressed in ${((performance.now() - started) / 1000).toFixed(1)} s` : "gone (dropped meanwhile), skipped"}`);
+        console.log(
+          `${line}: ${done ? `compressed in ${((performance.now() - started) / 1000).toFixed(1)} s` : "gone (dropped meanwhile), skipped"}`,
+        );
       } catch (err) {
         failed++;
         console.error(`${line}: failed: ${err instanceof Error ? err.message : String(err)}`);

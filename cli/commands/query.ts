@@ -26,7 +26,14 @@ const show = (v: unknown): string => {
   return String(v);
 };
 
-const json = (v: unknown): unknown => (typeof v === "bigint" ? (Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()) : v !== null && typeof v === "object" ? String(v) : v);
+const json = (v: unknown): unknown =>
+  typeof v === "bigint"
+    ? Number.isSafeInteger(Number(v))
+      ? Number(v)
+      : v.toString()
+    : v !== null && typeof v === "object"
+      ? String(v)
+      : v;
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -77,7 +84,11 @@ export async function run(argv: string[]): Promise<number> {
     }
     const cells = rows.map((r) => r.map(show));
     const widths = names.map((n, i) => Math.min(60, Math.max(n.length, ...cells.map((c) => c[i]!.length))));
-    const line = (c: string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join(" | ").trimEnd();
+    const line = (c: string[]) =>
+      c
+        .map((v, i) => v.padEnd(widths[i]!))
+        .join(" | ")
+        .trimEnd();
     console.log(line(names));
     console.log(widths.map((w) => "-".repeat(w)).join("-+-"));
     for (const c of cells) console.log(line(c));

@@ -5,7 +5,9 @@ import { startPlatform, untilSignal, type Endpoints } from "../platform";
 
 /** The line that hands a person the live map, token included. */
 export function describeMap(mapUrl: string | null): string {
-  return mapUrl ? `Live map (a read-only watch token of every vehicle, valid 1 day, is in the fragment):\n  ${mapUrl}` : "Live map: not served (no tracker in this build)";
+  return mapUrl
+    ? `Live map (a read-only watch token of every vehicle, valid 1 day, is in the fragment):\n  ${mapUrl}`
+    : "Live map: not served (no tracker in this build)";
 }
 
 const help = `usage: fleet up [--json]

@@ -41,7 +41,11 @@ test("same instant - a second point in the millisecond of the vehicle's previous
   const at = { seconds: second, nanos: 250_000 };
   // 0.4 ms later: another instant for PostgreSQL, the same one for the tracker (whole milliseconds).
   const near = { seconds: second, nanos: 650_000 };
-  const r = await uploadPoints(client, token, [point(v, 1, { recordedAt: at, lat: 52.5 }), point(v, 2, { recordedAt: near, lat: 52.6 }), point(v, 3)]);
+  const r = await uploadPoints(client, token, [
+    point(v, 1, { recordedAt: at, lat: 52.5 }),
+    point(v, 2, { recordedAt: near, lat: 52.6 }),
+    point(v, 3),
+  ]);
   const ack = r.response!.ack!;
   expect(ack.rejected.map((x) => [x.seq, x.reason])).toEqual([[2, RejectReason.DUPLICATE_TIME]]);
   expect(ack.rejected[0]!.message).toContain("is the millisecond of seq 1 already");

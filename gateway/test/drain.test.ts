@@ -36,7 +36,8 @@ test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", as
   for (let seq = 1; seq <= 10; seq++) call.write(create(SyncRequestSchema, { position: point(v, seq) }));
   // SIGTERM once the gateway holds all ten (accepted, not yet published: the batch waits 300 ms);
   // a fixed sleep raced the client's sending.
-  const accepted = async () => Number(/gateway_points_accepted_total\{[^}]*\} (\d+)/.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1] ?? 0);
+  const accepted = async () =>
+    Number(/gateway_points_accepted_total\{[^}]*\} (\d+)/.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1] ?? 0);
   while ((await accepted()) < 10) await Bun.sleep(5);
   const exitCode = gw.stop("SIGTERM", 15_000);
   expect(await ended).toBeNull();

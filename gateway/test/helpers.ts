@@ -46,10 +46,7 @@ export interface TestGateway {
 }
 
 /** Starts a gateway on the test stack with its own stream; `env` overrides config variables. */
-export async function startTestGateway(
-  env: Record<string, string> = {},
-  options: Partial<GatewayOptions> = {},
-): Promise<TestGateway> {
+export async function startTestGateway(env: Record<string, string> = {}, options: Partial<GatewayOptions> = {}): Promise<TestGateway> {
   const stack = await testStack(["nats"]);
   const config = loadConfig({
     FLEET_JWT_SECRET: SECRET,
@@ -210,9 +207,12 @@ export function uploadPoints(client: grpc.Client, token: string | undefined, poi
 /** Unary call through grpc-js. */
 export function grpcUnary<T>(client: grpc.Client, name: string, md: grpc.Metadata, message: unknown): Promise<GrpcResult<T>> {
   return new Promise((resolve) => {
-    const fn = (client as unknown as Record<string, (m: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void>)[
-      name
-    ]!.bind(client);
+    const fn = (
+      client as unknown as Record<
+        string,
+        (m: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void
+      >
+    )[name]!.bind(client);
     fn(message, md, (err, res) => resolve(err ? { error: err } : { response: res as T }));
   });
 }

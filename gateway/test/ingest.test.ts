@@ -130,7 +130,10 @@ describe("upload", () => {
     const stored = await t.stored();
     expect(stored.some((p) => p.vehicleId === "someone-else")).toBe(false);
     // What came before is durable, and Resume says so.
-    const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(await t.token(v)), { $typeName: "fleet.v1.ResumeRequest", vehicleId: "" });
+    const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(await t.token(v)), {
+      $typeName: "fleet.v1.ResumeRequest",
+      vehicleId: "",
+    });
     expect(resume.response!.durableSeq).toBe(1);
   });
 
@@ -158,7 +161,11 @@ describe("auth", () => {
   const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
   const cases: [string, () => Promise<string | undefined>, string][] = [
     ["missing", async () => undefined, "missing token"],
-    ["expired", () => mintVehicleToken(tokenKeys({ secret: SECRET, issuer: "fleet", audience: "fleet" }), "a1", { ttlSeconds: -60 }), "expired"],
+    [
+      "expired",
+      () => mintVehicleToken(tokenKeys({ secret: SECRET, issuer: "fleet", audience: "fleet" }), "a1", { ttlSeconds: -60 }),
+      "expired",
+    ],
     ["forged", () => mintVehicleToken(tokenKeys({ secret: "another-secret", issuer: "fleet", audience: "fleet" }), "a1"), "signature"],
     [
       "alg none",
@@ -199,7 +206,8 @@ describe("sync", () => {
     await until(() => acks.length >= 1);
     expect(acks[0]!.ack!.durableSeq).toBe(2);
     expect(acks[0]!.ack!.accepted).toBe(0);
-    for (let seq = 3; seq <= 102; seq++) call.write(create(SyncRequestSchema, { position: point(v, seq, { speed: seq === 50 ? -5 : 10 }) }));
+    for (let seq = 3; seq <= 102; seq++)
+      call.write(create(SyncRequestSchema, { position: point(v, seq, { speed: seq === 50 ? -5 : 10 }) }));
     call.end();
     expect(await ended).toBeNull();
     const last = acks.at(-1)!.ack!;
@@ -234,7 +242,10 @@ describe("resume", () => {
     const token = await t.token(v);
     await uploadPoints(client, token, [point(v, 5), point(v, 9)]);
     const other = grpcClient(t.target);
-    const r = await grpcUnary<{ vehicleId: string; durableSeq: number }>(other, "resume", bearer(token), { $typeName: "fleet.v1.ResumeRequest", vehicleId: v });
+    const r = await grpcUnary<{ vehicleId: string; durableSeq: number }>(other, "resume", bearer(token), {
+      $typeName: "fleet.v1.ResumeRequest",
+      vehicleId: v,
+    });
     expect(r.response).toMatchObject({ vehicleId: v, durableSeq: 9 });
     const denied = await grpcUnary(other, "resume", bearer(token), { $typeName: "fleet.v1.ResumeRequest", vehicleId: "not-me" });
     expect(denied.error?.code).toBe(grpc.status.PERMISSION_DENIED);
@@ -249,7 +260,11 @@ describe("publish", () => {
     const url = `${t.gateway.url}/fleet.v1.IngestService/Publish`;
     const pre = await fetch(url, {
       method: "OPTIONS",
-      headers: { origin: "http://app.example", "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type,connect-protocol-version" },
+      headers: {
+        origin: "http://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type,connect-protocol-version",
+      },
     });
     expect(pre.status).toBe(204);
     expect(pre.headers.get("access-control-allow-origin")).toBe("http://app.example");
@@ -258,7 +273,12 @@ describe("publish", () => {
     const now = new Date(Date.now() - 1000).toISOString();
     const res = await fetch(url, {
       method: "POST",
-      headers: { origin: "http://app.example", "content-type": "application/json", "connect-protocol-version": "1", authorization: `Bearer ${token}` },
+      headers: {
+        origin: "http://app.example",
+        "content-type": "application/json",
+        "connect-protocol-version": "1",
+        authorization: `Bearer ${token}`,
+      },
       body: JSON.stringify({
         positions: [
           { vehicleId: v, seq: 1, recordedAt: now, lat: 48.1, lon: 11.5, speed: 3 },
@@ -292,12 +312,23 @@ describe("publish", () => {
     const url = `${t.gateway.url}/fleet.v1.IngestService/Publish`;
     const limit = t.config.maxMessageBytes;
     // As a browser sends them (fetch gives the body's length): JSON, then binary protobuf.
-    const json = JSON.stringify({ positions: [{ vehicleId: v, seq: 1, recordedAt: new Date().toISOString(), lat: 1, lon: 1, orderId: "y".repeat(limit) }] });
-    const binary = toBinary(PublishRequestSchema, create(PublishRequestSchema, { positions: [point(v, 1, { orderId: "x".repeat(limit) })] }));
-    for (const [type, body] of [["application/json", json], ["application/proto", binary]] as const) {
+    const json = JSON.stringify({
+      positions: [{ vehicleId: v, seq: 1, recordedAt: new Date().toISOString(), lat: 1, lon: 1, orderId: "y".repeat(limit) }],
+    });
+    const binary = toBinary(
+      PublishRequestSchema,
+      create(PublishRequestSchema, { positions: [point(v, 1, { orderId: "x".repeat(limit) })] }),
+    );
+    for (const [type, body] of [
+      ["application/json", json],
+      ["application/proto", binary],
+    ] as const) {
       const res = await fetch(url, { method: "POST", headers: { "content-type": type, ...headers }, body });
       expect(res.status).toBe(429);
-      expect(await res.json()).toEqual({ code: "resource_exhausted", message: `message of ${body.length} bytes is over this server's limit of ${limit} bytes: send smaller messages (fewer points in each)` });
+      expect(await res.json()).toEqual({
+        code: "resource_exhausted",
+        message: `message of ${body.length} bytes is over this server's limit of ${limit} bytes: send smaller messages (fewer points in each)`,
+      });
     }
     const ingest = createClient(IngestService, createConnectTransport({ baseUrl: t.gateway.url, httpVersion: "1.1" }));
     const r = await ingest.publish({ positions: [point(v, 1)] }, { headers });

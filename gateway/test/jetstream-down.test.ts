@@ -37,7 +37,10 @@ test("jetstream down - calls end UNAVAILABLE, acked points are in the stream aft
   expect(during.error?.details).toContain("positions store unavailable, retry with backoff");
   await until(async () => (await fetch(`${t.gateway.url}/healthz`)).status === 503, 30_000);
   // The process lives and answers what it knows.
-  const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(token), { $typeName: "fleet.v1.ResumeRequest", vehicleId: "" });
+  const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(token), {
+    $typeName: "fleet.v1.ResumeRequest",
+    vehicleId: "",
+  });
   expect(resume.response!.durableSeq).toBe(3);
 
   await stack.startService("nats");

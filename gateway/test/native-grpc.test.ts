@@ -6,7 +6,13 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { PublishRequestSchema, PublishResponseSchema, ResumeResponseSchema, UploadRequestSchema, UploadResponseSchema } from "../../gen/fleet/v1/ingest_pb";
+import {
+  PublishRequestSchema,
+  PublishResponseSchema,
+  ResumeResponseSchema,
+  UploadRequestSchema,
+  UploadResponseSchema,
+} from "../../gen/fleet/v1/ingest_pb";
 import { point, startTestGateway, type TestGateway } from "./helpers";
 
 /** One gRPC frame of an UploadRequest carrying a point. */
@@ -187,7 +193,13 @@ describe("native grpc", () => {
     const metricsText = async () => (await fetch(`${t.gateway.adminUrl}/metrics`)).text();
     const until = Date.now() + 3000;
     while (!(await metricsText()).includes('rpc_calls_total{procedure="Upload",code="canceled"')) {
-      if (Date.now() > until) throw new Error(`no canceled Upload counted: ${(await metricsText()).split("\n").filter((l) => l.startsWith("rpc_calls_total")).join("; ")}`);
+      if (Date.now() > until)
+        throw new Error(
+          `no canceled Upload counted: ${(await metricsText())
+            .split("\n")
+            .filter((l) => l.startsWith("rpc_calls_total"))
+            .join("; ")}`,
+        );
       await Bun.sleep(20);
     }
     expect((await t.stored()).filter((p) => p.vehicleId === v).map((p) => p.seq)).toEqual([1]);

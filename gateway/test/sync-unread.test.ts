@@ -54,12 +54,16 @@ test("sync - a client that leaves its acks unread is not read past GATEWAY_MAX_U
   // 20,000 refused points (NaN latitude, ~1.3 MB), then one good point.
   const total = 20_000;
   const frames: Buffer[] = [];
-  for (let seq = 1; seq <= total; seq++) frames.push(grpcFrame(toBinary(SyncRequestSchema, create(SyncRequestSchema, { position: point(v, seq, { lat: Number.NaN }) }))));
+  for (let seq = 1; seq <= total; seq++)
+    frames.push(grpcFrame(toBinary(SyncRequestSchema, create(SyncRequestSchema, { position: point(v, seq, { lat: Number.NaN }) }))));
   frames.push(grpcFrame(toBinary(SyncRequestSchema, create(SyncRequestSchema, { position: point(v, total + 1) }))));
   const file = join(dir, "frames.bin");
   writeFileSync(file, Buffer.concat(frames));
   const before = await refusedSoFar();
-  const proc = Bun.spawn(["node", join(import.meta.dir, "clients", "sync-unread.mjs"), t.gateway.url, token, file, "2000"], { stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn(["node", join(import.meta.dir, "clients", "sync-unread.mjs"), t.gateway.url, token, file, "2000"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   await Bun.sleep(1500);
   // While the client reads nothing, the gateway read only what its acks in flight hold (what fits
   // the client's 64 KiB HTTP/2 window and the response's 64 KiB high-water mark, ~70 bytes per
@@ -67,7 +71,10 @@ test("sync - a client that leaves its acks unread is not read past GATEWAY_MAX_U
   const refusedWhileUnread = (await refusedSoFar()) - before;
   expect(refusedWhileUnread).toBeGreaterThanOrEqual(BOUND);
   expect(refusedWhileUnread).toBeLessThan(3_000);
-  const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(token), { $typeName: "fleet.v1.ResumeRequest", vehicleId: "" });
+  const resume = await grpcUnary<{ durableSeq: number }>(client, "resume", bearer(token), {
+    $typeName: "fleet.v1.ResumeRequest",
+    vehicleId: "",
+  });
   expect(resume.response!.durableSeq).toBe(0);
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   if (code !== 0) throw new Error(`sync-unread.mjs failed (exit ${code}): ${err}\n${out}`);
@@ -94,16 +101,20 @@ test("sync - a client reading as it goes gets past GATEWAY_MAX_UNSENT_REJECTIONS
   const token = await t.token(v);
   const total = 3_000;
   const acks: SyncResponse[] = [];
-  const call = (client as unknown as { sync(md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientDuplexStream<unknown, SyncResponse> }).sync(bearer(token), {
-    deadline: Date.now() + 6_000,
-  });
+  const call = (client as unknown as { sync(md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientDuplexStream<unknown, SyncResponse> }).sync(
+    bearer(token),
+    {
+      deadline: Date.now() + 6_000,
+    },
+  );
   const ended = new Promise<grpc.ServiceError | null>((resolve) => {
     call.on("data", (r: SyncResponse) => acks.push(r));
     call.on("error", (e: grpc.ServiceError) => resolve(e));
     call.on("end", () => resolve(null));
   });
   // Recorded in the year 2000: far too old, each refused TIME_TOO_OLD.
-  for (let seq = 1; seq <= total; seq++) call.write(create(SyncRequestSchema, { position: point(v, seq, { recordedAt: timestampFromMs(Date.UTC(2000, 0, 1) + seq * 1000) }) }));
+  for (let seq = 1; seq <= total; seq++)
+    call.write(create(SyncRequestSchema, { position: point(v, seq, { recordedAt: timestampFromMs(Date.UTC(2000, 0, 1) + seq * 1000) }) }));
   call.write(create(SyncRequestSchema, { position: point(v, total + 1) }));
   call.end();
   const error = await ended;

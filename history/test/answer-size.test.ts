@@ -30,10 +30,14 @@ beforeAll(async () => {
   client = fx.client(history);
   token = await fx.token({ all: true });
   // A track of 10,000 points (HISTORY_TRACK_MAX_POINTS), each a little off the line so none is redundant.
-  const track = Array.from({ length: TRACK }, (_, i) => pointAt("long-1", T0 + i * 1000, i + 1, { lat: 52.5 + i * 1e-5, lon: 13.4 + (i % 2) * 1e-4, orderId: "ORD-1" }));
+  const track = Array.from({ length: TRACK }, (_, i) =>
+    pointAt("long-1", T0 + i * 1000, i + 1, { lat: 52.5 + i * 1e-5, lon: 13.4 + (i % 2) * 1e-4, orderId: "ORD-1" }),
+  );
   for (let i = 0; i < track.length; i += 1000) await fx.publish(track.slice(i, i + 1000));
   // 3,500 vehicles at one instant in one square: one Replay group of ~300 KB.
-  const crowd = Array.from({ length: CROWD }, (_, i) => pointAt(`crowd-${i}`, T0 + 3600_000, 1, { lat: 48.1 + (i % 60) * 1e-4, lon: 11.5 + Math.floor(i / 60) * 1e-4 }));
+  const crowd = Array.from({ length: CROWD }, (_, i) =>
+    pointAt(`crowd-${i}`, T0 + 3600_000, 1, { lat: 48.1 + (i % 60) * 1e-4, lon: 11.5 + Math.floor(i / 60) * 1e-4 }),
+  );
   for (let i = 0; i < crowd.length; i += 1000) await fx.publish(crowd.slice(i, i + 1000));
   await eventually(async () => (await countRows(fx.sql)) === TRACK + CROWD, "every row");
 }, 60_000);
@@ -58,7 +62,12 @@ test("answer size - GetTrack of 10,000 points over Connect JSON: HTTP 200 under 
   const res = await fetch(`${history.url}/fleet.v1.HistoryService/GetTrack`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-    body: JSON.stringify({ vehicleId: "long-1", from: new Date(T0).toISOString(), to: new Date(T0 + TRACK * 1000).toISOString(), maxPoints: TRACK }),
+    body: JSON.stringify({
+      vehicleId: "long-1",
+      from: new Date(T0).toISOString(),
+      to: new Date(T0 + TRACK * 1000).toISOString(),
+      maxPoints: TRACK,
+    }),
   });
   const body = Buffer.from(await res.arrayBuffer());
   expect(res.status).toBe(200);
@@ -73,7 +82,10 @@ test("answer size - a Replay group of 3,500 points due at once comes in messages
   const area = { shape: { case: "box" as const, value: { minLat: 48.09, maxLat: 48.11, minLon: 11.49, maxLon: 11.51 } } };
   const seen = new Set<string>();
   let messages = 0;
-  for await (const m of client.replay({ target: { case: "area", value: area }, from: ts(T0 + 3600_000 - 1000), to: ts(T0 + 3600_000 + 1000), speed: 1 }, bearer(token))) {
+  for await (const m of client.replay(
+    { target: { case: "area", value: area }, from: ts(T0 + 3600_000 - 1000), to: ts(T0 + 3600_000 + 1000), speed: 1 },
+    bearer(token),
+  )) {
     messages++;
     expect(m.positions.length).toBeLessThanOrEqual(REPLAY_MESSAGE_POINTS);
     expect(toBinary(HistoryService.method.replay.output, m).length).toBeLessThanOrEqual(LIMIT);

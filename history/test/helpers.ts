@@ -70,7 +70,13 @@ export async function historyFixture(env: Record<string, string> = {}): Promise<
   const config = testConfig(stack, schema, env);
   const log = createLogger({ level: "error" });
   const nats = await connectNats({ url: stack.natsUrl, name: "history-test", log });
-  await ensurePositionsStream(nats.jsm, { duplicateWindow: 60_000, streamMaxAge: 3_600_000, streamMaxBytes: TEST_STREAM_MAX_BYTES, stream, subjects: `${subjectPrefix}>` });
+  await ensurePositionsStream(nats.jsm, {
+    duplicateWindow: 60_000,
+    streamMaxAge: 3_600_000,
+    streamMaxBytes: TEST_STREAM_MAX_BYTES,
+    stream,
+    subjects: `${subjectPrefix}>`,
+  });
   const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 2 });
   const started: History[] = [];
   let n = 0;
@@ -95,7 +101,10 @@ export async function historyFixture(env: Record<string, string> = {}): Promise<
     async publish(points, msgID = `${stream}-${++n}`) {
       const h = natsHeaders();
       h.set(HEADERS.count, String(points.length));
-      await nats.js.publish(`${subjectPrefix}0`, toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: points })), { msgID, headers: h });
+      await nats.js.publish(`${subjectPrefix}0`, toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions: points })), {
+        msgID,
+        headers: h,
+      });
     },
     client(h) {
       return createClient(HistoryService, createGrpcTransport({ baseUrl: h.url }));

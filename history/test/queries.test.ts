@@ -24,17 +24,28 @@ beforeAll(async () => {
     const east = Math.min(i, 3600);
     const north = Math.max(0, i - 3900);
     const stopped = i > 3600 && i <= 3900;
-    pts.push(pointAt("q1", T0 + i * 1000, i + 1, { lat: 52.5 + north * 1e-4, lon: 13.4 + east * 1e-4, speed: stopped ? 0 : 11, heading: i <= 3600 ? 90 : 0 }));
+    pts.push(
+      pointAt("q1", T0 + i * 1000, i + 1, {
+        lat: 52.5 + north * 1e-4,
+        lon: 13.4 + east * 1e-4,
+        speed: stopped ? 0 : 11,
+        heading: i <= 3600 ? 90 : 0,
+      }),
+    );
   }
   for (let i = 0; i < pts.length; i += 1000) await fx.publish(pts.slice(i, i + 1000));
   await fx.publish([pointAt("q2", T0, 1, { fleetId: "fleet-b", orderId: "o-9", lat: 52.5, lon: 13.4 })]);
   // q3: a day at one point a minute, published newest first, so that PostgreSQL stores it out of time order;
   // a day is read in four slices at once, and points fall exactly on the slices' bounds (every 6 h).
-  const day = Array.from({ length: 1440 }, (_, i) => pointAt("q3", T0 + i * 60_000, i + 1, { orderId: `o-${i % 3}`, speed: 10 + (i % 5), heading: (i * 7) % 360 }));
+  const day = Array.from({ length: 1440 }, (_, i) =>
+    pointAt("q3", T0 + i * 60_000, i + 1, { orderId: `o-${i % 3}`, speed: 10 + (i % 5), heading: (i * 7) % 360 }),
+  );
   for (let i = day.length; i > 0; i -= 200) await fx.publish(day.slice(Math.max(0, i - 200), i));
   // q4: two hours at one point every 10 s; it serves order ORD-7 from 01:15 to 01:45 only, slowly.
   const served = (i: number) => i >= 450 && i < 630;
-  const q4 = Array.from({ length: 720 }, (_, i) => pointAt("q4", T0 + i * 10_000, i + 1, { orderId: served(i) ? "ORD-7" : "", speed: served(i) ? 5 : 20 }));
+  const q4 = Array.from({ length: 720 }, (_, i) =>
+    pointAt("q4", T0 + i * 10_000, i + 1, { orderId: served(i) ? "ORD-7" : "", speed: served(i) ? 5 : 20 }),
+  );
   await fx.publish(q4);
   await eventually(async () => (await countRows(fx.sql, "q%")) === 7501 + 1440 + 720, "all q rows");
 }, 60_000);
@@ -43,7 +54,10 @@ afterAll(async () => {
 }, 30_000);
 
 const code = async (p: Promise<unknown>) => {
-  const err = await p.then(() => undefined, (e) => ConnectError.from(e));
+  const err = await p.then(
+    () => undefined,
+    (e) => ConnectError.from(e),
+  );
   return err ? { code: err.code, message: err.rawMessage } : undefined;
 };
 
@@ -103,7 +117,10 @@ test("track, stats, replay - an id with a control character, or a time out of ra
   }
   const far = { seconds: 10n ** 15n, nanos: 0 };
   const negativeNanos = { seconds: BigInt(T0 / 1000), nanos: -1 };
-  for (const [from, to] of [[ts(T0), far], [negativeNanos, ts(T0 + 1000)]] as const) {
+  for (const [from, to] of [
+    [ts(T0), far],
+    [negativeNanos, ts(T0 + 1000)],
+  ] as const) {
     for (const call of [
       client.getTrack({ vehicleId: "q1", from, to }, all),
       client.getStats({ vehicleId: "q1", from, to }, all),
@@ -142,7 +159,10 @@ test("stats - per hour from the rollup", async () => {
   // The first hour: 3599 legs of 1e-4 degrees of longitude at 52.5°N (~6.77 m).
   expect(r.rows[0]!.distanceM).toBeGreaterThan(3599 * 6.7);
   expect(r.rows[0]!.distanceM).toBeLessThan(3599 * 6.85);
-  const hidden = await client.getStats({ vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) }, bearer(await fx.token({ fleets: ["fleet-b"] })));
+  const hidden = await client.getStats(
+    { vehicleId: "q1", from: ts(T0), to: ts(T0 + 3600_000) },
+    bearer(await fx.token({ fleets: ["fleet-b"] })),
+  );
   expect(hidden.rows.length).toBe(0);
 });
 
@@ -170,7 +190,10 @@ test("order grant - stats, track and replay hold only the time the vehicle serve
   expect(track.totalPoints).toBe(180n);
   expect(track.points.every((p) => p.orderId === "ORD-7" && inOrder(Number(p.recordedAt!.seconds) * 1000))).toBe(true);
   let replayed = 0;
-  for await (const m of client.replay({ target: { case: "vehicleId", value: "q4" }, from: range.from, to: range.to, speed: 100_000 }, order)) {
+  for await (const m of client.replay(
+    { target: { case: "vehicleId", value: "q4" }, from: range.from, to: range.to, speed: 100_000 },
+    order,
+  )) {
     for (const p of m.positions) {
       expect(inOrder(Number(p.recordedAt!.seconds) * 1000)).toBe(true);
       replayed++;
@@ -184,9 +207,11 @@ test("order grant - stats, track and replay hold only the time the vehicle serve
 
 test("replay - speed must be above zero", async () => {
   for (const speed of [0, -2]) {
-    const err = await code((async () => {
-      for await (const _ of client.replay({ target: { case: "vehicleId", value: "q1" }, from: ts(T0), to: ts(T0 + 1000), speed }, all));
-    })());
+    const err = await code(
+      (async () => {
+        for await (const _ of client.replay({ target: { case: "vehicleId", value: "q1" }, from: ts(T0), to: ts(T0 + 1000), speed }, all));
+      })(),
+    );
     expect(err?.code).toBe(Code.InvalidArgument);
     expect(err?.message).toContain("speed must be above 0");
   }
@@ -218,9 +243,19 @@ test("replay - an area, only the vehicles inside", async () => {
   }
   expect([...vehicles].sort()).toEqual(["q1", "q2"]);
   expect(n).toBe(61); // q1's first minute, and q2
-  const bad = await code((async () => {
-    for await (const _ of client.replay({ target: { case: "area", value: { shape: { case: "circle", value: { lat: 52, lon: 13, radiusM: 0 } } } }, from: ts(T0), to: ts(T0 + 1000), speed: 1 }, all));
-  })());
+  const bad = await code(
+    (async () => {
+      for await (const _ of client.replay(
+        {
+          target: { case: "area", value: { shape: { case: "circle", value: { lat: 52, lon: 13, radiusM: 0 } } } },
+          from: ts(T0),
+          to: ts(T0 + 1000),
+          speed: 1,
+        },
+        all,
+      ));
+    })(),
+  );
   expect(bad?.code).toBe(Code.InvalidArgument);
 });
 
@@ -230,4 +265,3 @@ test("metrics - rows written and commit latency on /metrics", async () => {
   expect(text).toContain("history_batch_commit_seconds_bucket");
   expect(text).toContain("history_consumer_lag_messages");
 });
-

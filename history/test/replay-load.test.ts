@@ -19,7 +19,12 @@ const ts = timestampFromMs;
 const POINTS = 3000;
 
 beforeAll(async () => {
-  fx = await historyFixture({ HISTORY_REPLAYS_MAX: "20", HISTORY_REPLAYS_PER_TOKEN: "10", HISTORY_READ_CONNECTIONS: "3", HISTORY_WRITE_CONNECTIONS: "3" });
+  fx = await historyFixture({
+    HISTORY_REPLAYS_MAX: "20",
+    HISTORY_REPLAYS_PER_TOKEN: "10",
+    HISTORY_READ_CONNECTIONS: "3",
+    HISTORY_WRITE_CONNECTIONS: "3",
+  });
   history = await fx.start();
   client = fx.client(history);
   // 50 minutes at one point a second: more than a page, so a reader that keeps a cursor open while
@@ -41,7 +46,10 @@ interface OpenReplay {
 async function openReplay(token: string): Promise<OpenReplay> {
   const abort = new AbortController();
   const it = client
-    .replay({ target: { case: "vehicleId", value: "slow-1" }, from: ts(T0), to: ts(T0 + POINTS * 1000), speed: 1 }, { ...bearer(token), signal: abort.signal })
+    .replay(
+      { target: { case: "vehicleId", value: "slow-1" }, from: ts(T0), to: ts(T0 + POINTS * 1000), speed: 1 },
+      { ...bearer(token), signal: abort.signal },
+    )
     [Symbol.asyncIterator]();
   const r = await it.next();
   if (r.done) throw new Error("replay ended before its first message");
@@ -49,7 +57,10 @@ async function openReplay(token: string): Promise<OpenReplay> {
 }
 
 const failure = async (p: Promise<unknown>) => {
-  const err = await p.then(() => undefined, (e) => ConnectError.from(e));
+  const err = await p.then(
+    () => undefined,
+    (e) => ConnectError.from(e),
+  );
   return err ? { code: err.code, message: err.rawMessage } : undefined;
 };
 
@@ -67,7 +78,10 @@ test("replay load - 20 slow replays open: the writer's rows stay visible at once
     await eventually(async () => (await countRows(fx.sql, "writer-1")) === 1, "a point written during 20 replays", 5_000);
     expect(Date.now() - sent).toBeLessThan(5_000);
     // And a query of the reader pool answers.
-    const track = await client.getTrack({ vehicleId: "slow-1", from: ts(T0), to: ts(T0 + 600_000), maxPoints: 10 }, { ...bearer(a), timeoutMs: 5_000 });
+    const track = await client.getTrack(
+      { vehicleId: "slow-1", from: ts(T0), to: ts(T0 + 600_000), maxPoints: 10 },
+      { ...bearer(a), timeoutMs: 5_000 },
+    );
     expect(track.totalPoints).toBe(600n);
 
     // Past the cap: per token, then in total.
@@ -83,11 +97,15 @@ test("replay load - 20 slow replays open: the writer's rows stay visible at once
 
     // A replay that ends gives its place back.
     open.shift()!.stop();
-    await eventually(async () => {
-      const r = await openReplay(c);
-      open.push(r);
-      return true;
-    }, "a place freed by a cancelled replay", 5_000);
+    await eventually(
+      async () => {
+        const r = await openReplay(c);
+        open.push(r);
+        return true;
+      },
+      "a place freed by a cancelled replay",
+      5_000,
+    );
   } finally {
     for (const r of open) r.stop();
   }

@@ -20,7 +20,9 @@ const T0 = Date.UTC(2026, 10, 3, 9, 30, 0);
 const ts = timestampFromMs;
 const track = () => client.getTrack({ vehicleId: "p1", from: ts(T0 - HOUR), to: ts(T0 + 4 * HOUR), maxPoints: 200 }, all);
 const packs = async () =>
-  (await fx.sql`SELECT extract(epoch FROM hour)::int8 * 1000 AS ms, points FROM track_hours WHERE vehicle_id = 'p1' ORDER BY hour`).map((r) => [Number(r.ms), r.points]);
+  (await fx.sql`SELECT extract(epoch FROM hour)::int8 * 1000 AS ms, points FROM track_hours WHERE vehicle_id = 'p1' ORDER BY hour`).map(
+    (r) => [Number(r.ms), r.points],
+  );
 
 beforeAll(async () => {
   // No packing by the service itself: the test runs the packer when it wants to.
@@ -28,10 +30,20 @@ beforeAll(async () => {
   history = await fx.start();
   client = fx.client(history);
   all = bearer(await fx.token({ all: true }));
-  packer = createTrackPacker({ sql: fx.sql, mode: history.mode, schema: fx.schema, delayMs: 300_000, log: createLogger({ level: "error" }) });
+  packer = createTrackPacker({
+    sql: fx.sql,
+    mode: history.mode,
+    schema: fx.schema,
+    delayMs: 300_000,
+    log: createLogger({ level: "error" }),
+  });
   // A point every 10 s for 3 hours, turning every 20 minutes.
   const pts = Array.from({ length: 1080 }, (_, i) =>
-    pointAt("p1", T0 + i * 10_000, i + 1, { lat: 52.5 + Math.floor(i / 120) * 1e-3 + (i % 120) * 1e-5 * (Math.floor(i / 120) % 2), lon: 13.4 + (i % 120) * 1e-5, heading: (Math.floor(i / 120) * 90) % 360 }),
+    pointAt("p1", T0 + i * 10_000, i + 1, {
+      lat: 52.5 + Math.floor(i / 120) * 1e-3 + (i % 120) * 1e-5 * (Math.floor(i / 120) % 2),
+      lon: 13.4 + (i % 120) * 1e-5,
+      heading: (Math.floor(i / 120) * 90) % 360,
+    }),
   );
   for (let i = 0; i < pts.length; i += 200) await fx.publish(pts.slice(i, i + 200));
   await eventually(async () => (await countRows(fx.sql, "p1")) === 1080, "the p1 rows");
@@ -86,7 +98,11 @@ test("track hours - a pack that does not count what the rollup counts is not use
   const hour = new Date(T0 + (3 * HOUR) / 2).toISOString();
   await fx.sql`UPDATE track_hours SET points = points - 1, light = decode(repeat('00', length(light)), 'hex') WHERE vehicle_id = 'p1' AND hour = ${hour}::timestamptz`;
   expect((await track()).points).toEqual(before.points);
-  await eventually(async () => (await fx.sql`SELECT count(*)::int AS n FROM track_dirty WHERE vehicle_id = 'p1' AND hour = ${hour}::timestamptz`)[0]!.n === 1, "the mark");
+  await eventually(
+    async () =>
+      (await fx.sql`SELECT count(*)::int AS n FROM track_dirty WHERE vehicle_id = 'p1' AND hour = ${hour}::timestamptz`)[0]!.n === 1,
+    "the mark",
+  );
   await packer.run();
   expect((await packs())[2]).toEqual([T0 + (3 * HOUR) / 2, 360]);
   expect((await track()).points).toEqual(before.points);

@@ -34,8 +34,18 @@ export class NativeCall implements AsyncIterable<never> {
     const { method } = route;
     const header = new LazyHeaders(headers);
     const timeout = parseGrpcTimeout(header.get("grpc-timeout") ?? undefined);
-    this.input = new FramedInput(raw, route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))), maxMessageBytes);
-    this.output = new FramedOutput(raw, method.output, maxMessageBytes, route.encode, isUnary(route) ? undefined : route.writeHighWaterBytes);
+    this.input = new FramedInput(
+      raw,
+      route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))),
+      maxMessageBytes,
+    );
+    this.output = new FramedOutput(
+      raw,
+      method.output,
+      maxMessageBytes,
+      route.encode,
+      isUnary(route) ? undefined : route.writeHighWaterBytes,
+    );
     this.ctx = new NativeContext(
       method.parent,
       method,

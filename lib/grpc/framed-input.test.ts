@@ -120,6 +120,8 @@ test("framed input - a message over the limit is RESOURCE_EXHAUSTED from its hea
     const got = await read([big.subarray(0, at), big.subarray(at, 8)], 1024);
     expect(got.messages).toEqual([]);
     expect(got.error?.code).toBe(Code.ResourceExhausted);
-    expect(got.error?.rawMessage).toBe("message of 2000 bytes is over this server's limit of 1024 bytes: send smaller messages (fewer points in each)");
+    expect(got.error?.rawMessage).toBe(
+      "message of 2000 bytes is over this server's limit of 1024 bytes: send smaller messages (fewer points in each)",
+    );
   }
 });

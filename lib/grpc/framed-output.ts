@@ -37,7 +37,10 @@ export class FramedOutput {
   message(init: MessageInitShape<DescMessage>, headers: Headers): void {
     const bytes = this.encode ? this.encode(init as Message) : toBinary(this.schema, create(this.schema, init));
     if (bytes.length > this.maxBytes) {
-      throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${this.maxBytes}`, Code.ResourceExhausted);
+      throw new ConnectError(
+        `message size ${bytes.length} is larger than configured writeMaxBytes ${this.maxBytes}`,
+        Code.ResourceExhausted,
+      );
     }
     if (this.gone) return;
     if (!this.headersSent) {

@@ -68,7 +68,6 @@ export function iterableInput<T>(messages: AsyncIterable<T>): MessageInput<T> {
   };
 }
 
-
 /**
  * Decodes the message at `buf[start, end)`. Offsets, not a view: making a view of a fresh Buffer
  * (`subarray`, or `.buffer` which materializes its ArrayBuffer) costs more than decoding a point.

@@ -52,7 +52,10 @@ export function nativeUnaryMethods<S extends DescService>(
   impl: Partial<ServiceImpl<S>>,
   encoders: Partial<Record<keyof ServiceImpl<S>, MessageEncoder<Message>>> = {},
 ): NativeUnary[] {
-  const handlers = impl as unknown as Record<string, ((req: Message, ctx: HandlerContext) => Promise<MessageInitShape<DescMessage>>) | undefined>;
+  const handlers = impl as unknown as Record<
+    string,
+    ((req: Message, ctx: HandlerContext) => Promise<MessageInitShape<DescMessage>>) | undefined
+  >;
   const out: NativeUnary[] = [];
   for (const method of service.methods) {
     const handler = handlers[method.localName];
@@ -81,7 +84,8 @@ export function nativeClientStream<I extends DescMessage, O extends DescMessage>
     method,
     decode,
     encode: encode as MessageEncoder<Message> | undefined,
-    invoke: async (input, ctx) => one(await handler(input as unknown as MessageInput<MessageShape<I>>, ctx)) as AsyncIterable<MessageInitShape<DescMessage>>,
+    invoke: async (input, ctx) =>
+      one(await handler(input as unknown as MessageInput<MessageShape<I>>, ctx)) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
 
@@ -96,7 +100,8 @@ export function nativeBidiStream<I extends DescMessage, O extends DescMessage>(
     method,
     decode,
     encode: encode as MessageEncoder<Message> | undefined,
-    invoke: async (input, ctx) => handler(input as unknown as MessageInput<MessageShape<I>>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
+    invoke: async (input, ctx) =>
+      handler(input as unknown as MessageInput<MessageShape<I>>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }
 /**
@@ -113,6 +118,7 @@ export function nativeServerStream<I extends DescMessage, O extends DescMessage>
     method,
     encode: encode as MessageEncoder<Message> | undefined,
     writeHighWaterBytes,
-    invoke: async (input, ctx) => handler((await single(input)) as unknown as MessageShape<I>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
+    invoke: async (input, ctx) =>
+      handler((await single(input)) as unknown as MessageShape<I>, ctx) as AsyncIterable<MessageInitShape<DescMessage>>,
   };
 }

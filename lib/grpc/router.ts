@@ -70,7 +70,13 @@ export interface NativeGrpc {
   handleStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean;
 }
 /** Creates the native gRPC path for `methods`. */
-export function createNativeGrpc({ methods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs = 10_000 }: NativeGrpcOptions): NativeGrpc {
+export function createNativeGrpc({
+  methods,
+  interceptors,
+  contextValues,
+  maxMessageBytes,
+  unaryBodyTimeoutMs = 10_000,
+}: NativeGrpcOptions): NativeGrpc {
   type Next = (r: StreamRequest) => Promise<StreamResponse>;
   type UnaryNext = (r: UnaryRequest) => Promise<UnaryResponse>;
 
@@ -79,7 +85,14 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
     const call = r.message as unknown as NativeCall;
     const { ctx } = call;
     const message = await (call.route as NativeStream).invoke(call.input, handlerContext(ctx, r, r === (call as unknown as StreamRequest)));
-    return { stream: true, service: ctx.service, method: ctx.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message } as StreamResponse;
+    return {
+      stream: true,
+      service: ctx.service,
+      method: ctx.method,
+      header: ctx.responseHeader,
+      trailer: ctx.responseTrailer,
+      message,
+    } as StreamResponse;
   };
   /**
    * The request message of a unary call, read here, inside the interceptors (connect reads it
@@ -89,7 +102,10 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
   const readUnary = async (call: NativeCall): Promise<Message> => {
     const timer = setTimeout(() => {
       call.input.fail(
-        new ConnectError(`request message not received within ${unaryBodyTimeoutMs} ms of the headers: send the whole request at once`, Code.DeadlineExceeded),
+        new ConnectError(
+          `request message not received within ${unaryBodyTimeoutMs} ms of the headers: send the whole request at once`,
+          Code.DeadlineExceeded,
+        ),
       );
     }, unaryBodyTimeoutMs);
     try {
@@ -104,11 +120,21 @@ export function createNativeGrpc({ methods, interceptors, contextValues, maxMess
     const route = call.route as NativeUnary;
     const request = r.message ?? (await readUnary(call));
     const message = create(route.method.output, await route.handle(request, handlerContext(ctx, r, r instanceof NativeUnaryRequest)));
-    return { stream: false, service: ctx.service, method: route.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message } as UnaryResponse;
+    return {
+      stream: false,
+      service: ctx.service,
+      method: route.method,
+      header: ctx.responseHeader,
+      trailer: ctx.responseTrailer,
+      message,
+    } as UnaryResponse;
   };
   // connect's applyInterceptors (not exported): the first interceptor is the outermost. Built once.
   const chain = interceptors.reduceRight<Next>((inner, interceptor) => interceptor(inner as Parameters<Interceptor>[0]) as Next, invoke);
-  const unaryChain = interceptors.reduceRight<UnaryNext>((inner, interceptor) => interceptor(inner as Parameters<Interceptor>[0]) as UnaryNext, invokeUnary);
+  const unaryChain = interceptors.reduceRight<UnaryNext>(
+    (inner, interceptor) => interceptor(inner as Parameters<Interceptor>[0]) as UnaryNext,
+    invokeUnary,
+  );
   const byPath = new Map(methods.map((s) => [`/${s.method.parent.typeName}/${s.method.name}`, s]));
 
   const run = async (route: NativeMethod, raw: http2.ServerHttp2Stream, headers: RawHeaders, req: http2.Http2ServerRequest | undefined) => {

@@ -3,14 +3,7 @@
  * ConnectError codes, per-RPC logging and metrics (an interceptor, not code in handlers), and
  * bearer-token authentication once per call.
  */
-import {
-  Code,
-  ConnectError,
-  createContextKey,
-  type HandlerContext,
-  type Interceptor,
-  type StreamResponse,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, type HandlerContext, type Interceptor, type StreamResponse } from "@connectrpc/connect";
 import { decodeJwt } from "jose";
 import { AuthError, verifyToken, type Claims, type TokenKeys } from "../auth";
 import type { Logger } from "../log";
@@ -191,8 +184,10 @@ export function createRpcInterceptor({ log, registry }: RpcInterceptorOptions): 
         : toConnectError(err);
       mapped = error;
       code = error.code;
-      if (!known) log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err, stack: (err as Error)?.stack });
-      else if (clientCodes.has(code)) log.warn("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, message: error.rawMessage });
+      if (!known)
+        log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err, stack: (err as Error)?.stack });
+      else if (clientCodes.has(code))
+        log.warn("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, message: error.rawMessage });
       else log.error("rpc failed", { procedure, code: codeName(code), durationMs: seconds * 1000, err });
     } else {
       log.debug("rpc", { procedure, code: "ok", durationMs: seconds * 1000 });
@@ -346,7 +341,10 @@ export class VerifiedTokens {
  * points. Only successes are kept, so a bad token is checked (and refused) every time. The cache is
  * keyed by the token, not the header, and bounded in bytes (`cacheBytes`, default 16 MiB).
  */
-export function createAuthInterceptor(keys: TokenKeys, { cacheBytes = VERIFIED_CACHE_BYTES }: AuthInterceptorOptions = {}): Interceptor & { readonly cache: VerifiedTokens } {
+export function createAuthInterceptor(
+  keys: TokenKeys,
+  { cacheBytes = VERIFIED_CACHE_BYTES }: AuthInterceptorOptions = {},
+): Interceptor & { readonly cache: VerifiedTokens } {
   const verified = new VerifiedTokens(cacheBytes);
   const verify = async (header: string | null): Promise<Claims> => {
     const token = bearerToken(header);

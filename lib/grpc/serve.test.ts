@@ -21,7 +21,9 @@ afterEach(async () => {
 async function start(contextValues?: ServeOptions["contextValues"], nativeMethods?: ServeOptions["nativeMethods"]): Promise<Server> {
   server = await serve({
     routes: (router) => router.service(IngestService, { resume: () => ({ vehicleId: "connect" }) }),
-    nativeMethods: nativeMethods ?? nativeUnaryMethods(IngestService, { resume: (_req, ctx) => Promise.resolve({ vehicleId: `native ${ctx.values.get(origin)}` }) }),
+    nativeMethods:
+      nativeMethods ??
+      nativeUnaryMethods(IngestService, { resume: (_req, ctx) => Promise.resolve({ vehicleId: `native ${ctx.values.get(origin)}` }) }),
     host: "127.0.0.1",
     port: 0,
     registry: createRegistry("serve-test", { processMetrics: false }),
@@ -48,7 +50,11 @@ function grpcRequest(session: http2.ClientHttp2Session, path: string, body: Uint
 async function resume(url: string): Promise<string> {
   const session = http2.connect(url);
   try {
-    const req = grpcRequest(session, "/fleet.v1.IngestService/Resume", toBinary(ResumeRequestSchema, create(ResumeRequestSchema, { vehicleId: "v" })));
+    const req = grpcRequest(
+      session,
+      "/fleet.v1.IngestService/Resume",
+      toBinary(ResumeRequestSchema, create(ResumeRequestSchema, { vehicleId: "v" })),
+    );
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     await new Promise((resolve, reject) => {
@@ -77,7 +83,11 @@ async function readStalled(method: ReturnType<typeof nativeServerStream>): Promi
   const s = await start(undefined, [method]);
   const session = http2.connect(s.url);
   try {
-    const req = grpcRequest(session, "/fleet.v1.TrackerService/WatchVehicles", toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: ["v"] })));
+    const req = grpcRequest(
+      session,
+      "/fleet.v1.TrackerService/WatchVehicles",
+      toBinary(WatchVehiclesRequestSchema, create(WatchVehiclesRequestSchema, { vehicleIds: ["v"] })),
+    );
     const chunks: Buffer[] = [];
     let stalled = false;
     req.on("data", (c: Buffer) => {
@@ -111,9 +121,11 @@ async function readStalled(method: ReturnType<typeof nativeServerStream>): Promi
 test("serve - a large last message is all sent before the trailers, also to a client that stalls", async () => {
   // ~400 KB: more than the stream's flow-control window, so part of it waits for the client.
   const big = Array.from({ length: 40_000 }, (_, i) => ({ coalesced: i }));
-  const r = await readStalled(nativeServerStream(TrackerService.method.watchVehicles, async function* () {
-    yield { events: big };
-  }));
+  const r = await readStalled(
+    nativeServerStream(TrackerService.method.watchVehicles, async function* () {
+      yield { events: big };
+    }),
+  );
   expect(r.status).toBe("0");
   expect(r.seen).toEqual([0]);
 });

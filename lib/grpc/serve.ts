@@ -18,7 +18,14 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { TLSSocket } from "node:tls";
 import type { AddressInfo } from "node:net";
-import { cors, createConnectRouter, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
+import {
+  cors,
+  createConnectRouter,
+  createContextValues,
+  type ConnectRouter,
+  type ContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Registry } from "prom-client";
 import { connectionKey } from "./context";
@@ -155,7 +162,10 @@ export async function serve({
     interceptors,
     // Each call's connection (connectionKey), as the native path sets it: limits per connection.
     contextValues: (req) =>
-      (contextValues?.(req) ?? createContextValues()).set(connectionKey, req.httpVersionMajor === 2 ? (req as http2.Http2ServerRequest).stream.session : req.socket),
+      (contextValues?.(req) ?? createContextValues()).set(
+        connectionKey,
+        req.httpVersionMajor === 2 ? (req as http2.Http2ServerRequest).stream.session : req.socket,
+      ),
   });
   const unaryPaths = new Set<string>();
   {
@@ -163,7 +173,10 @@ export async function serve({
     routes(router);
     for (const h of router.handlers) if (h.method.methodKind === "unary") unaryPaths.add(h.requestPath);
   }
-  const native = nativeMethods.length > 0 ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs }) : undefined;
+  const native =
+    nativeMethods.length > 0
+      ? createNativeGrpc({ methods: nativeMethods, interceptors, contextValues, maxMessageBytes, unaryBodyTimeoutMs })
+      : undefined;
 
   const answerHealthz = (res: http.ServerResponse) => {
     const ok = healthz();
@@ -247,7 +260,9 @@ export async function serve({
       setTimeout(() => {
         deadlines.delete(socket);
         const body = `request headers not received within ${headersTimeoutMs} ms: send the whole request head at once`;
-        socket.end(`HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+        socket.end(
+          `HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
         // A client that does not read the answer does not keep the connection either.
         setTimeout(() => socket.destroy(), 1000).unref();
       }, headersTimeoutMs),

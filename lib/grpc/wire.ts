@@ -7,7 +7,8 @@ import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 export function grpcMessageEncode(message: string): string {
   let out = "";
   for (const byte of Buffer.from(message, "utf8")) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }
@@ -40,7 +41,8 @@ export function clampTimeoutHeaders(headers: Record<string, string | string[] | 
     if (timeoutMs !== undefined && timeoutMs > MAX_TIMEOUT_MS) headers["grpc-timeout"] = `${Math.floor(MAX_TIMEOUT_MS / 1000)}S`;
   }
   const connect = headers["connect-timeout-ms"];
-  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > MAX_TIMEOUT_MS) headers["connect-timeout-ms"] = String(MAX_TIMEOUT_MS);
+  if (typeof connect === "string" && /^\d{1,10}$/.test(connect) && Number(connect) > MAX_TIMEOUT_MS)
+    headers["connect-timeout-ms"] = String(MAX_TIMEOUT_MS);
 }
 
 /** Headers as the plain object node:http2 takes, without HTTP/2 pseudo-headers. */

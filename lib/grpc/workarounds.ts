@@ -73,7 +73,11 @@ export function boundH2Writes(res: http.ServerResponse): void {
     }
   };
   const write = res.write.bind(res) as (chunk: unknown, encoding?: unknown, cb?: unknown) => boolean;
-  res.write = ((chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void) => {
+  res.write = ((
+    chunk: string | Uint8Array,
+    encoding?: BufferEncoding | ((err?: Error | null) => void),
+    cb?: (err?: Error | null) => void,
+  ) => {
     const done = typeof encoding === "function" ? encoding : cb;
     const bytes = typeof chunk === "string" ? Buffer.byteLength(chunk) : chunk.byteLength;
     unflushed += bytes;
@@ -163,7 +167,11 @@ export function bodyDeadline(req: NodeRequest, anyRes: NodeResponse, timeoutMs: 
     if (req.httpVersionMajor === 1) res.setHeader("connection", "close");
     if (type.startsWith("application/grpc")) {
       // Trailers-only, in the headers, as gRPC and gRPC-Web both allow.
-      res.writeHead(200, { "content-type": type, "grpc-status": String(Code.DeadlineExceeded), "grpc-message": grpcMessageEncode(message) });
+      res.writeHead(200, {
+        "content-type": type,
+        "grpc-status": String(Code.DeadlineExceeded),
+        "grpc-message": grpcMessageEncode(message),
+      });
       res.end();
     } else {
       const body = JSON.stringify({ code: "deadline_exceeded", message });

@@ -3,4 +3,15 @@
  * subjects, headers and partitioning every service agrees on (subjects.ts).
  */
 export { connectNats, ensurePositionsStream, watchStreamLimits, type Nats } from "./jetstream";
-export { CONSUMERS, HEADERS, POSITIONS_STREAM, liveCellWildcard, liveOrderSubject, liveSubject, liveSubscriptionsOf, liveVehicleWildcard, partitionOf, positionsSubject } from "./subjects";
+export {
+  CONSUMERS,
+  HEADERS,
+  POSITIONS_STREAM,
+  liveCellWildcard,
+  liveOrderSubject,
+  liveSubject,
+  liveSubscriptionsOf,
+  liveVehicleWildcard,
+  partitionOf,
+  positionsSubject,
+} from "./subjects";

@@ -15,7 +15,13 @@ afterAll(async () => {
 
 test("jetstream - a full positions stream refuses new points and keeps every stored one; the limit gauges say how full it is", async () => {
   const stream = `LIMITS_${process.pid}_${Date.now().toString(36)}`;
-  await ensurePositionsStream(nats.jsm, { stream, subjects: `${stream}.>`, duplicateWindow: 60_000, streamMaxAge: 3_600_000, streamMaxBytes: 1024 * 1024 });
+  await ensurePositionsStream(nats.jsm, {
+    stream,
+    subjects: `${stream}.>`,
+    duplicateWindow: 60_000,
+    streamMaxAge: 3_600_000,
+    streamMaxBytes: 1024 * 1024,
+  });
   const payload = new Uint8Array(100 * 1024);
   let stored = 0;
   let refusal: unknown;
@@ -47,7 +53,13 @@ test("jetstream - a full positions stream refuses new points and keeps every sto
 test("jetstream - an existing stream is brought to the configured limits and discard policy", async () => {
   const stream = `LIMITS2_${process.pid}_${Date.now().toString(36)}`;
   await ensurePositionsStream(nats.jsm, { stream, subjects: `${stream}.>`, duplicateWindow: 60_000, streamMaxAge: 3_600_000 });
-  const info = await ensurePositionsStream(nats.jsm, { stream, subjects: `${stream}.>`, duplicateWindow: 60_000, streamMaxAge: 3_600_000, streamMaxBytes: 5 * 1024 * 1024 });
+  const info = await ensurePositionsStream(nats.jsm, {
+    stream,
+    subjects: `${stream}.>`,
+    duplicateWindow: 60_000,
+    streamMaxAge: 3_600_000,
+    streamMaxBytes: 5 * 1024 * 1024,
+  });
   expect(info.config.max_bytes).toBe(5 * 1024 * 1024);
   expect(info.config.discard).toBe("new");
   await nats.jsm.streams.delete(stream);

@@ -47,7 +47,10 @@ export interface Nats {
  */
 export async function connectNats({ url, name, log, connectTimeoutMs = 10_000, noEcho = false }: NatsOptions): Promise<Nats> {
   const nc = await connect({
-    servers: url.split(",").map((s) => s.trim()).filter(Boolean),
+    servers: url
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
     name,
     noEcho,
     timeout: connectTimeoutMs,
@@ -185,11 +188,16 @@ const NEAR_LIMIT = 0.8;
  */
 export function watchStreamLimits(
   jsm: JetStreamManager,
-  { stream = POSITIONS_STREAM, registry, log, intervalMs = 60_000 }: { stream?: string; registry: Registry; log: Logger; intervalMs?: number },
+  {
+    stream = POSITIONS_STREAM,
+    registry,
+    log,
+    intervalMs = 60_000,
+  }: { stream?: string; registry: Registry; log: Logger; intervalMs?: number },
 ): ReturnType<typeof setInterval> {
   const read = async () => {
     const info = await jsm.streams.info(stream);
-    const maxBytes = Math.max(info.config.max_bytes , 0);
+    const maxBytes = Math.max(info.config.max_bytes, 0);
     const maxAgeS = info.config.max_age > 0 ? info.config.max_age / 1e9 : 0;
     const first = info.state.messages > 0 && info.state.first_ts ? Date.parse(info.state.first_ts) : NaN;
     const ageS = Number.isFinite(first) ? Math.max(0, (Date.now() - first) / 1000) : 0;
@@ -213,16 +221,23 @@ export function watchStreamLimits(
   gauge("fleet_stream_max_bytes", "FLEET_STREAM_MAX_BYTES as the stream has it (0: none)", (r) => r.maxBytes);
   gauge("fleet_stream_oldest_age_seconds", "age of the oldest message in the positions stream", (r) => r.ageS);
   gauge("fleet_stream_max_age_seconds", "FLEET_STREAM_MAX_AGE as the stream has it (0: none)", (r) => r.maxAgeS);
-  gauge("fleet_stream_limit_ratio", "how near the positions stream is to its nearer limit, 0-1 (bytes at 1: new points refused)", (r) => r.ratio);
+  gauge(
+    "fleet_stream_limit_ratio",
+    "how near the positions stream is to its nearer limit, 0-1 (bytes at 1: new points refused)",
+    (r) => r.ratio,
+  );
   const timer = setInterval(() => {
     read().then(
       (r) => {
         if (r.maxBytes && r.bytes / r.maxBytes >= NEAR_LIMIT) {
-          log.warn("positions stream nearly full: new points are refused once it is; raise FLEET_STREAM_MAX_BYTES or find the lagging sink", {
-            stream,
-            bytes: r.bytes,
-            maxBytes: r.maxBytes,
-          });
+          log.warn(
+            "positions stream nearly full: new points are refused once it is; raise FLEET_STREAM_MAX_BYTES or find the lagging sink",
+            {
+              stream,
+              bytes: r.bytes,
+              maxBytes: r.maxBytes,
+            },
+          );
         }
       },
       () => {},

@@ -53,7 +53,8 @@ export function dayOfKey(key: string): string | undefined {
  * segments; a key with an empty, `.` or `..` segment, a backslash or a NUL is none of them.
  */
 export function localPathOf(root: string, key: string): string | undefined {
-  if (key.startsWith("/") || /[\\\0]/.test(key) || key.split("/").some((seg) => seg === "" || seg === "." || seg === "..")) return undefined;
+  if (key.startsWith("/") || /[\\\0]/.test(key) || key.split("/").some((seg) => seg === "" || seg === "." || seg === ".."))
+    return undefined;
   const base = resolve(root);
   const path = resolve(base, key);
   return path.startsWith(base + sep) ? path : undefined;
@@ -164,7 +165,8 @@ export interface ArchiveSettings {
 /** The configured archive: ARCHIVE_DIR when set, else S3 (S3_ENDPOINT). */
 export function archiveStoreFrom(c: ArchiveSettings): ArchiveStore {
   if (c.archiveDir) return createDirStore(c.archiveDir);
-  if (!c.s3Endpoint) throw new Error("no archive: set ARCHIVE_DIR (a local folder) or S3_ENDPOINT (or run `fleet up`, which starts an S3 server)");
+  if (!c.s3Endpoint)
+    throw new Error("no archive: set ARCHIVE_DIR (a local folder) or S3_ENDPOINT (or run `fleet up`, which starts an S3 server)");
   return createS3Store({
     endpoint: c.s3Endpoint,
     bucket: c.s3Bucket,

@@ -62,7 +62,8 @@ export async function copyFrom(sql: Sql | TransactionSql, statement: string, dat
 }
 
 /** The line patches/postgres+3.4.9.patch adds so that a COPY FROM the server failed rejects. */
-export const COPY_FAILURE_PATCH_LINE = "    final && (final(err), final = null) // fleet patch: a COPY FROM the server failed after its stream ended";
+export const COPY_FAILURE_PATCH_LINE =
+  "    final && (final(err), final = null) // fleet patch: a COPY FROM the server failed after its stream ended";
 
 /** Whether the postgres.js in use reports a COPY FROM that the server failed (it has the install's patch). */
 export const copyFailuresReported: boolean = (() => {
@@ -114,7 +115,9 @@ export function isTransientPgError(err: unknown): boolean {
   if (!e) return false;
   if (e.code && TRANSIENT_CODES.has(e.code)) return true;
   if (e.errno && TRANSIENT_CODES.has(e.errno)) return true;
-  return /ECONNREFUSED|ECONNRESET|connection (closed|ended|terminated)|socket|the database system is (starting|shutting)/i.test(e.message ?? "");
+  return /ECONNREFUSED|ECONNRESET|connection (closed|ended|terminated)|socket|the database system is (starting|shutting)/i.test(
+    e.message ?? "",
+  );
 }
 
 /** A 64-bit advisory lock key from a name (e.g. "fleet-migrate:<schema>"). */

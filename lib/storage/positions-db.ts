@@ -238,7 +238,9 @@ export function chooseStorage(setting: TimescaleSetting, facts: TimescaleFacts, 
   const created = facts.extensionSchema !== null;
   if (created && !preloaded) {
     // Its event triggers call into the library on any DDL, plain mode's too: nothing works until it is preloaded.
-    throw new TimescaleUnavailableError(`timescaledb is created in this database but not preloaded: ${PRELOAD_HOW}, or DROP EXTENSION timescaledb`);
+    throw new TimescaleUnavailableError(
+      `timescaledb is created in this database but not preloaded: ${PRELOAD_HOW}, or DROP EXTENSION timescaledb`,
+    );
   }
   if (recorded === "timescale") {
     if (setting === "off") {
@@ -246,8 +248,15 @@ export function chooseStorage(setting: TimescaleSetting, facts: TimescaleFacts, 
         `HISTORY_TIMESCALE=off but schema ${schema} holds a TimescaleDB hypertable: set HISTORY_TIMESCALE=auto (or on), or use a new HISTORY_DB_SCHEMA`,
       );
     }
-    if (!created) throw new TimescaleUnavailableError(`schema ${schema} was made for TimescaleDB but the extension is not created: CREATE EXTENSION timescaledb`);
-    return { mode: "timescale", createExtension: false, reason: `schema ${schema} holds a hypertable (extension in ${facts.extensionSchema})` };
+    if (!created)
+      throw new TimescaleUnavailableError(
+        `schema ${schema} was made for TimescaleDB but the extension is not created: CREATE EXTENSION timescaledb`,
+      );
+    return {
+      mode: "timescale",
+      createExtension: false,
+      reason: `schema ${schema} holds a hypertable (extension in ${facts.extensionSchema})`,
+    };
   }
   if (recorded === "plain") {
     if (setting === "on") {
@@ -258,11 +267,21 @@ export function chooseStorage(setting: TimescaleSetting, facts: TimescaleFacts, 
     return { mode: "plain", createExtension: false, reason: `schema ${schema} holds plain day partitions` };
   }
   if (setting === "off") return { mode: "plain", createExtension: false, reason: "HISTORY_TIMESCALE=off" };
-  if (created) return { mode: "timescale", createExtension: false, reason: `timescaledb is created (in ${facts.extensionSchema}) and preloaded` };
-  if (facts.installed && preloaded) return { mode: "timescale", createExtension: true, reason: `timescaledb is installed and preloaded: created in schema ${TIMESCALE_SCHEMA}` };
-  const missing = facts.installed ? `timescaledb is installed but not preloaded` : `timescaledb is not installed for this PostgreSQL server`;
+  if (created)
+    return { mode: "timescale", createExtension: false, reason: `timescaledb is created (in ${facts.extensionSchema}) and preloaded` };
+  if (facts.installed && preloaded)
+    return {
+      mode: "timescale",
+      createExtension: true,
+      reason: `timescaledb is installed and preloaded: created in schema ${TIMESCALE_SCHEMA}`,
+    };
+  const missing = facts.installed
+    ? `timescaledb is installed but not preloaded`
+    : `timescaledb is not installed for this PostgreSQL server`;
   if (setting === "on") {
-    const how = facts.installed ? PRELOAD_HOW : "install TimescaleDB for this PostgreSQL version (2.28.3 is the last for PostgreSQL 15) and preload it";
+    const how = facts.installed
+      ? PRELOAD_HOW
+      : "install TimescaleDB for this PostgreSQL version (2.28.3 is the last for PostgreSQL 15) and preload it";
     throw new TimescaleUnavailableError(`HISTORY_TIMESCALE=on but ${missing}: ${how}, or set HISTORY_TIMESCALE=auto or off`);
   }
   return { mode: "plain", createExtension: false, reason: missing };
@@ -367,7 +386,10 @@ async function hotDaysTx(sql: Sql | TransactionSql): Promise<string[]> {
     JOIN pg_class c ON c.oid = i.inhrelid
     JOIN pg_class p ON p.oid = i.inhparent
     WHERE p.relname = 'positions' AND p.relnamespace = current_schema()::regnamespace`;
-  return rows.map((r) => dayOfPartition(r.name as string)).filter((d): d is string => d !== undefined).sort();
+  return rows
+    .map((r) => dayOfPartition(r.name as string))
+    .filter((d): d is string => d !== undefined)
+    .sort();
 }
 
 /** Days held in PostgreSQL (partitions, or hypertable chunks), oldest first. */

@@ -10,7 +10,14 @@ import { loadConfig } from "../config";
 import { createLogger } from "../log";
 import { connectPostgres } from "./pg";
 import { chooseStorage, COMPRESS_AFTER, migrate, timescaleFacts, timescaleSchema } from "./positions-db";
-import { compressChunk, compressChunkSql, dayRowsSql, timescaleDayRows, uncompressedChunks, uncompressedChunksSql } from "./timescale-chunks";
+import {
+  compressChunk,
+  compressChunkSql,
+  dayRowsSql,
+  timescaleDayRows,
+  uncompressedChunks,
+  uncompressedChunksSql,
+} from "./timescale-chunks";
 import { testStack } from "../../dev";
 
 const stack = await testStack(["postgres"]);
@@ -24,8 +31,10 @@ const usable = (() => {
   }
 })();
 const skipped = facts.installed ? "skipped: TimescaleDB not preloaded" : "skipped: TimescaleDB not installed";
-if (!usable) console.log(`timescale-chunks: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
-const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) => test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
+if (!usable)
+  console.log(`timescale-chunks: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
+const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) =>
+  test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
 
 const log = createLogger({ level: "error" });
 let n = 0;
@@ -143,7 +152,13 @@ test.skipIf(facts.extensionSchema !== null)(
 async function startHistory(schema: string) {
   const lines: Record<string, unknown>[] = [];
   const h = await createHistory({
-    config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_PORT: "0", FLEET_JWT_SECRET: "timescale-chunks-test", LOG_LEVEL: "error" }),
+    config: loadConfig({
+      ...stack.env(),
+      HISTORY_DB_SCHEMA: schema,
+      HISTORY_PORT: "0",
+      FLEET_JWT_SECRET: "timescale-chunks-test",
+      LOG_LEVEL: "error",
+    }),
     log: createLogger({ level: "error", write: (l) => lines.push(JSON.parse(l)) }),
     consume: false,
   });
@@ -197,7 +212,8 @@ timescaleTest(
       expect(due.chunks[0]!.rangeStart.toISOString()).toBe(`${old}T00:00:00.000Z`);
       expect((await metric()).value).toBe(1);
       expect(await compressChunk(sql, ts, due.chunks[0]!)).toBe(true);
-      const [c] = await sql`SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
+      const [c] =
+        await sql`SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
       expect(c!.is_compressed).toBe(true);
       expect((await uncompressedChunks(sql)).chunks).toEqual([]);
       expect((await metric()).value).toBe(0);

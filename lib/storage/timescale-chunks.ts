@@ -104,7 +104,11 @@ export async function uncompressedChunks(sql: Sql | TransactionSql, delayMs?: nu
 }
 
 /** Compresses a chunk in a transaction of its own; false when it was gone. */
-export async function compressChunk(sql: Sql | TransactionSql, extensionSchema: string, chunk: Pick<UncompressedChunk, "schema" | "table">): Promise<boolean> {
+export async function compressChunk(
+  sql: Sql | TransactionSql,
+  extensionSchema: string,
+  chunk: Pick<UncompressedChunk, "schema" | "table">,
+): Promise<boolean> {
   const [r] = await sql.unsafe(compressChunkSql(extensionSchema), [chunk.schema, chunk.table]);
   return r?.chunk != null;
 }

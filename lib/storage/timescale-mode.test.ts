@@ -37,9 +37,11 @@ const usable = (() => {
   }
 })();
 const skipped = facts.installed ? "skipped: TimescaleDB not preloaded" : "skipped: TimescaleDB not installed";
-if (!usable) console.log(`timescale-mode: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
+if (!usable)
+  console.log(`timescale-mode: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
 /** A TimescaleDB case: runs where the extension is usable, else is skipped with the reason in its name. */
-const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) => test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
+const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) =>
+  test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
 
 const log = createLogger({ level: "error" });
 let n = 0;
@@ -94,7 +96,10 @@ test("timescale mode - the decision table: usable means preloaded and installed 
     "error: HISTORY_TIMESCALE=on but timescaledb is installed but not preloaded: add it to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = 'timescaledb', or postgresql.conf) and restart PostgreSQL, or set HISTORY_TIMESCALE=auto or off",
   );
   // created without the preload breaks any DDL (its event triggers load the library): said at start, whatever the setting
-  for (const s of ["auto", "on", "off"] as const) expect(decide(s, { ...installedOnly, extensionSchema: "public" })).toContain("error: timescaledb is created in this database but not preloaded");
+  for (const s of ["auto", "on", "off"] as const)
+    expect(decide(s, { ...installedOnly, extensionSchema: "public" })).toContain(
+      "error: timescaledb is created in this database but not preloaded",
+    );
 });
 
 test("timescale mode - a schema keeps the mode its first migration recorded; a setting that contradicts it fails saying what to do", () => {
@@ -111,7 +116,13 @@ test("timescale mode - a schema keeps the mode its first migration recorded; a s
 });
 
 test("timescale mode - shared_preload_libraries names the loader in any of its spellings, and nothing else", () => {
-  for (const v of ["timescaledb", "pg_stat_statements, timescaledb", '"timescaledb"', "$libdir/timescaledb", "/usr/lib/postgresql/15/lib/timescaledb.so"]) {
+  for (const v of [
+    "timescaledb",
+    "pg_stat_statements, timescaledb",
+    '"timescaledb"',
+    "$libdir/timescaledb",
+    "/usr/lib/postgresql/15/lib/timescaledb.so",
+  ]) {
     expect([v, preloadsTimescale(v)]).toEqual([v, true]);
   }
   for (const v of ["", null, "pg_stat_statements", "timescaledb_toolkit", "timescaledb-2.28.3", "notimescaledb"]) {
@@ -183,7 +194,14 @@ test("timescale mode - HISTORY_TIMESCALE=off and auto start history in the mode 
     const schema = newSchema();
     const lines: Record<string, unknown>[] = [];
     const h = await createHistory({
-      config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_TIMESCALE: setting, HISTORY_PORT: "0", FLEET_JWT_SECRET: "timescale-mode-test", LOG_LEVEL: "error" }),
+      config: loadConfig({
+        ...stack.env(),
+        HISTORY_DB_SCHEMA: schema,
+        HISTORY_TIMESCALE: setting,
+        HISTORY_PORT: "0",
+        FLEET_JWT_SECRET: "timescale-mode-test",
+        LOG_LEVEL: "error",
+      }),
       log: createLogger({ level: "info", write: (l) => lines.push(JSON.parse(l)) }),
       consume: false,
     });
@@ -192,9 +210,17 @@ test("timescale mode - HISTORY_TIMESCALE=off and auto start history in the mode 
       expect([setting, h.mode]).toEqual([setting, want]);
       const said = lines.find((l) => l.msg === "storage mode");
       expect(said).toMatchObject({ schema, mode: want, timescale: setting });
-      if (want === "plain") expect(said!.reason).toBe(setting === "off" ? "HISTORY_TIMESCALE=off" : facts.installed ? "timescaledb is installed but not preloaded" : "timescaledb is not installed for this PostgreSQL server");
+      if (want === "plain")
+        expect(said!.reason).toBe(
+          setting === "off"
+            ? "HISTORY_TIMESCALE=off"
+            : facts.installed
+              ? "timescaledb is installed but not preloaded"
+              : "timescaledb is not installed for this PostgreSQL server",
+        );
       // What the database holds, not what the code believes: a partitioned table, or a hypertable.
-      const [kind] = await admin`SELECT c.relkind FROM pg_class c WHERE c.relname = 'positions' AND c.relnamespace = ${schema}::regnamespace`;
+      const [kind] =
+        await admin`SELECT c.relkind FROM pg_class c WHERE c.relname = 'positions' AND c.relnamespace = ${schema}::regnamespace`;
       expect(kind!.relkind).toBe(want === "plain" ? "p" : "r");
     } finally {
       await h.close();
@@ -202,26 +228,37 @@ test("timescale mode - HISTORY_TIMESCALE=off and auto start history in the mode 
   }
 }, 30_000);
 
-test.skipIf(usable)(`timescale mode - HISTORY_TIMESCALE=on fails at start naming what is missing${usable ? " (skipped: TimescaleDB is usable here)" : ""}`, async () => {
-  const schema = newSchema();
-  const err = await createHistory({
-    config: loadConfig({ ...stack.env(), HISTORY_DB_SCHEMA: schema, HISTORY_TIMESCALE: "on", HISTORY_PORT: "0", FLEET_JWT_SECRET: "timescale-mode-test", LOG_LEVEL: "error" }),
-    log,
-    consume: false,
-  }).then(
-    (h) => (h.close(), undefined),
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(TimescaleUnavailableError);
-  expect((err as Error).message).toBe(
-    facts.installed
-      ? "HISTORY_TIMESCALE=on but timescaledb is installed but not preloaded: add it to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = 'timescaledb', or postgresql.conf) and restart PostgreSQL, or set HISTORY_TIMESCALE=auto or off"
-      : "HISTORY_TIMESCALE=on but timescaledb is not installed for this PostgreSQL server: install TimescaleDB for this PostgreSQL version (2.28.3 is the last for PostgreSQL 15) and preload it, or set HISTORY_TIMESCALE=auto or off",
-  );
-  // Nothing was made in the schema: the next start, with a working setting, begins afresh.
-  const [t] = await admin`SELECT count(*)::int AS n FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ${schema})`;
-  expect(t!.n).toBe(0);
-});
+test.skipIf(usable)(
+  `timescale mode - HISTORY_TIMESCALE=on fails at start naming what is missing${usable ? " (skipped: TimescaleDB is usable here)" : ""}`,
+  async () => {
+    const schema = newSchema();
+    const err = await createHistory({
+      config: loadConfig({
+        ...stack.env(),
+        HISTORY_DB_SCHEMA: schema,
+        HISTORY_TIMESCALE: "on",
+        HISTORY_PORT: "0",
+        FLEET_JWT_SECRET: "timescale-mode-test",
+        LOG_LEVEL: "error",
+      }),
+      log,
+      consume: false,
+    }).then(
+      (h) => (h.close(), undefined),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TimescaleUnavailableError);
+    expect((err as Error).message).toBe(
+      facts.installed
+        ? "HISTORY_TIMESCALE=on but timescaledb is installed but not preloaded: add it to shared_preload_libraries (ALTER SYSTEM SET shared_preload_libraries = 'timescaledb', or postgresql.conf) and restart PostgreSQL, or set HISTORY_TIMESCALE=auto or off"
+        : "HISTORY_TIMESCALE=on but timescaledb is not installed for this PostgreSQL server: install TimescaleDB for this PostgreSQL version (2.28.3 is the last for PostgreSQL 15) and preload it, or set HISTORY_TIMESCALE=auto or off",
+    );
+    // Nothing was made in the schema: the next start, with a working setting, begins afresh.
+    const [t] =
+      await admin`SELECT count(*)::int AS n FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = ${schema})`;
+    expect(t!.n).toBe(0);
+  },
+);
 
 test("timescale mode - a plain schema stays plain: HISTORY_TIMESCALE=on on it fails saying to use a new schema", async () => {
   const sql = connectPostgres({ url: stack.databaseUrl, schema: newSchema(), max: 1 });
@@ -244,18 +281,21 @@ timescaleTest(
     const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 1 });
     try {
       expect(await migrate(sql, { schema, log, timescale: "on" })).toBe("timescale");
-      const [ext] = await admin`SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'`;
+      const [ext] =
+        await admin`SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'`;
       expect(ext!.nspname).not.toBe(schema);
       if (!facts.extensionSchema) expect(ext!.nspname).toBe(TIMESCALE_SCHEMA); // created by us: in its own schema
       const [ht] = await admin`
         SELECT d.time_interval::text AS interval FROM timescaledb_information.dimensions d
         WHERE d.hypertable_schema = ${schema} AND d.hypertable_name = 'positions' AND d.column_name = 'recorded_at'`;
       expect(ht?.interval).toBe("1 day");
-      const jobs = await admin`SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
+      const jobs =
+        await admin`SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
       expect(jobs.map((j) => j.proc_name)).toContain("policy_compression");
       // A row lands in a chunk of its day, seen by hotDays' view.
       await sql`INSERT INTO positions (vehicle_id, recorded_at, seq, lat, lon, speed, heading, accuracy) VALUES ('t1', '2026-03-04 05:06:07+00', 1, 52.5, 13.4, 0, 0, 5)`;
-      const [chunk] = await admin`SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
+      const [chunk] =
+        await admin`SELECT count(*)::int AS n FROM timescaledb_information.chunks WHERE hypertable_schema = ${schema} AND hypertable_name = 'positions'`;
       expect(chunk!.n).toBe(1);
       // A second start of the same schema keeps it.
       expect(await migrate(sql, { schema, log, timescale: "auto" })).toBe("timescale");

@@ -141,19 +141,65 @@ function position(end: number): void {
     if (field < 1 || field > 12 || tag > 0x7f || seen & (1 << field)) throw unsupported;
     seen |= 1 << field;
     switch (tag) {
-      case 0x0a: f.idStart = text(end); f.idEnd = pos; break;
-      case 0x10: f.seq = varint(end); if (f.seq > 0xffffffff) throw unsupported; break;
-      case 0x1a: timestamp(end); f.hasRecorded = true; f.recordedSeconds = tsSeconds; f.recordedNanos = tsNanos; break;
-      case 0x21: if (pos + 8 > end) throw unsupported; f.lat = view.getFloat64(pos, true); pos += 8; break;
-      case 0x29: if (pos + 8 > end) throw unsupported; f.lon = view.getFloat64(pos, true); pos += 8; break;
-      case 0x35: if (pos + 4 > end) throw unsupported; f.speed = view.getFloat32(pos, true); pos += 4; break;
-      case 0x3d: if (pos + 4 > end) throw unsupported; f.heading = view.getFloat32(pos, true); pos += 4; break;
-      case 0x45: if (pos + 4 > end) throw unsupported; f.accuracy = view.getFloat32(pos, true); pos += 4; break;
-      case 0x4a: f.orderStart = text(end); f.orderEnd = pos; break;
-      case 0x50: f.status = varint(end); if (f.status > 0x7fffffff) throw unsupported; break;
-      case 0x5a: f.fleetStart = text(end); f.fleetEnd = pos; break;
-      case 0x62: timestamp(end); f.hasReceived = true; f.receivedSeconds = tsSeconds; f.receivedNanos = tsNanos; break;
-      default: throw unsupported;
+      case 0x0a:
+        f.idStart = text(end);
+        f.idEnd = pos;
+        break;
+      case 0x10:
+        f.seq = varint(end);
+        if (f.seq > 0xffffffff) throw unsupported;
+        break;
+      case 0x1a:
+        timestamp(end);
+        f.hasRecorded = true;
+        f.recordedSeconds = tsSeconds;
+        f.recordedNanos = tsNanos;
+        break;
+      case 0x21:
+        if (pos + 8 > end) throw unsupported;
+        f.lat = view.getFloat64(pos, true);
+        pos += 8;
+        break;
+      case 0x29:
+        if (pos + 8 > end) throw unsupported;
+        f.lon = view.getFloat64(pos, true);
+        pos += 8;
+        break;
+      case 0x35:
+        if (pos + 4 > end) throw unsupported;
+        f.speed = view.getFloat32(pos, true);
+        pos += 4;
+        break;
+      case 0x3d:
+        if (pos + 4 > end) throw unsupported;
+        f.heading = view.getFloat32(pos, true);
+        pos += 4;
+        break;
+      case 0x45:
+        if (pos + 4 > end) throw unsupported;
+        f.accuracy = view.getFloat32(pos, true);
+        pos += 4;
+        break;
+      case 0x4a:
+        f.orderStart = text(end);
+        f.orderEnd = pos;
+        break;
+      case 0x50:
+        f.status = varint(end);
+        if (f.status > 0x7fffffff) throw unsupported;
+        break;
+      case 0x5a:
+        f.fleetStart = text(end);
+        f.fleetEnd = pos;
+        break;
+      case 0x62:
+        timestamp(end);
+        f.hasReceived = true;
+        f.receivedSeconds = tsSeconds;
+        f.receivedNanos = tsNanos;
+        break;
+      default:
+        throw unsupported;
     }
   }
   if (pos !== end) throw unsupported;

@@ -39,7 +39,15 @@ const startMs = Date.now() - 60_000 - count * 200;
 const uploadRequest = (i) => {
   const ms = startMs + i * 200;
   const ts = Buffer.concat([field(1, 0, varint(Math.floor(ms / 1000))), field(2, 0, varint((ms % 1000) * 1e6))]);
-  const position = Buffer.concat([bytesField(1, id), field(2, 0, varint(i + 1)), bytesField(3, ts), double(4, 48 + i * 1e-6), double(5, 11), float(6, 1), float(8, 4)]);
+  const position = Buffer.concat([
+    bytesField(1, id),
+    field(2, 0, varint(i + 1)),
+    bytesField(3, ts),
+    double(4, 48 + i * 1e-6),
+    double(5, 11),
+    float(6, 1),
+    float(8, 4),
+  ]);
   return bytesField(1, position);
 };
 /** durable_seq and accepted of an UploadResponse { ack: IngestAck } (fields 2 and 3 of the ack). */
@@ -81,11 +89,18 @@ const client = new grpc.Client(target, grpc.credentials.createInsecure());
 const md = new grpc.Metadata();
 md.set("authorization", `Bearer ${token}`);
 const t0 = Date.now();
-const call = client.makeClientStreamRequest("/fleet.v1.IngestService/Upload", (b) => b, (b) => b, md, { deadline: Date.now() + 120_000 }, (err, res) => {
-  if (err) console.log(JSON.stringify({ code: err.code, message: err.details }));
-  else console.log(JSON.stringify({ ...readAck(res), seconds: (Date.now() - t0) / 1000 }));
-  client.close();
-});
+const call = client.makeClientStreamRequest(
+  "/fleet.v1.IngestService/Upload",
+  (b) => b,
+  (b) => b,
+  md,
+  { deadline: Date.now() + 120_000 },
+  (err, res) => {
+    if (err) console.log(JSON.stringify({ code: err.code, message: err.details }));
+    else console.log(JSON.stringify({ ...readAck(res), seconds: (Date.now() - t0) / 1000 }));
+    client.close();
+  },
+);
 let i = 0;
 const pump = () => {
   while (i < count) {

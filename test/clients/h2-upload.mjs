@@ -46,6 +46,14 @@ stream.on("data", (d) => body.push(d));
 stream.on("trailers", (t) => (trailers = t));
 stream.on("close", () => {
   clearInterval(timer);
-  console.log(JSON.stringify({ done: true, written, status: trailers["grpc-status"], message: trailers["grpc-message"], body: Buffer.concat(body).toString("hex") }));
+  console.log(
+    JSON.stringify({
+      done: true,
+      written,
+      status: trailers["grpc-status"],
+      message: trailers["grpc-message"],
+      body: Buffer.concat(body).toString("hex"),
+    }),
+  );
   session.close();
 });

@@ -68,7 +68,10 @@ const commandCalls = async () => {
  * sure measure; the time is loose, as the machine is shared by other tests (the bounded search took
  * 40–90 ms of Redis with the machine loaded 3×, the unbounded one 0.5–0.9 s).
  */
-async function measured<T>(call: () => Promise<T>, thresholdUs = 150_000): Promise<{ result: T; slow: string[]; calls: (name: string) => number }> {
+async function measured<T>(
+  call: () => Promise<T>,
+  thresholdUs = 150_000,
+): Promise<{ result: T; slow: string[]; calls: (name: string) => number }> {
   await redis.config("SET", "slowlog-log-slower-than", String(thresholdUs));
   await redis.slowlog("RESET");
   const before = await commandCalls();
@@ -121,7 +124,10 @@ describe("bounds", () => {
     expect(none.result.response!.vehicles).toEqual([]);
     expect(none.calls("hget")).toBeLessThanOrEqual(5 * smallIds.length);
     // Two fleets: each searched in its own set, the nearest of both.
-    const both = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [small, fleet] }), { area: { shape: { case: "circle", value: { lat: 49.5, lon: 9.3, radiusM: 5000 } } }, limit: 3 });
+    const both = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [small, fleet] }), {
+      area: { shape: { case: "circle", value: { lat: 49.5, lon: 9.3, radiusM: 5000 } } },
+      limit: 3,
+    });
     expect(both.error).toBeUndefined();
     expect(both.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)[0]).toBe(smallIds[0]);
     expect(both.response!.vehicles.length).toBe(3);
@@ -133,7 +139,12 @@ describe("bounds", () => {
     });
     const area = snap.result;
     area.cancel();
-    expect(area.events.filter((e) => e.kind === EventKind.SNAPSHOT).map((e) => e.vehicle!.position!.vehicleId).sort()).toEqual([...smallIds].sort());
+    expect(
+      area.events
+        .filter((e) => e.kind === EventKind.SNAPSHOT)
+        .map((e) => e.vehicle!.position!.vehicleId)
+        .sort(),
+    ).toEqual([...smallIds].sort());
     expect(snap.calls("hget")).toBeLessThanOrEqual(5 * smallIds.length);
     expect([...near.slow, ...none.slow, ...snap.slow]).toEqual([]);
   });
@@ -170,7 +181,9 @@ describe("bounds", () => {
     const tokens = await Promise.all([0, 1, 2, 3, 4].map((i) => t.token({ vehicles: [mine], subject: `connect-${i}` })));
     const controllers = tokens.map(() => new AbortController());
     const opened = async (c: typeof one, i: number) => {
-      const it = c.watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[i]}` }, signal: controllers[i]!.signal })[Symbol.asyncIterator]();
+      const it = c
+        .watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[i]}` }, signal: controllers[i]!.signal })
+        [Symbol.asyncIterator]();
       return (await it.next()).value;
     };
     for (let i = 0; i < 4; i++) expect(await opened(one, i)).toBeDefined();
@@ -179,7 +192,9 @@ describe("bounds", () => {
     expect((fifth as ConnectError).code).toBe(Code.ResourceExhausted);
     expect((fifth as ConnectError).rawMessage).toContain("TRACKER_WATCHES_PER_CONNECTION 4");
     const elsewhere = new AbortController();
-    const it = two.watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[4]}` }, signal: elsewhere.signal })[Symbol.asyncIterator]();
+    const it = two
+      .watchVehicles({ vehicleIds: [mine] }, { headers: { authorization: `Bearer ${tokens[4]}` }, signal: elsewhere.signal })
+      [Symbol.asyncIterator]();
     expect((await it.next()).value).toBeDefined();
     elsewhere.abort();
     for (const c of controllers) c.abort();
@@ -188,13 +203,20 @@ describe("bounds", () => {
   test("area - a snapshot reads the grant (one vehicle) or refuses an area past the bound; no slow Redis command", async () => {
     const oneToken = await t.token({ vehicles: [mine] });
     // The watch starts inside the measure, so that its snapshot is counted.
-    const { result: one, slow, calls } = await measured(async () => {
+    const {
+      result: one,
+      slow,
+      calls,
+    } = await measured(async () => {
       const w = watch(client, "watchArea", oneToken, wide);
       await w.until(2);
       return w;
     });
     expect(calls("geosearch")).toBe(0);
-    expect(one.events.map((e) => [EventKind[e.kind], e.vehicle?.position?.vehicleId])).toEqual([["SNAPSHOT", mine], ["SNAPSHOT_END", undefined]]);
+    expect(one.events.map((e) => [EventKind[e.kind], e.vehicle?.position?.vehicleId])).toEqual([
+      ["SNAPSHOT", mine],
+      ["SNAPSHOT_END", undefined],
+    ]);
     one.cancel();
     const crowd = watch(client, "watchArea", await t.token({ fleets: [fleet] }), wide);
     const refused = await measured(() => crowd.ended);
@@ -205,7 +227,9 @@ describe("bounds", () => {
   });
 
   test("area - a circle at lat 89 is INVALID_ARGUMENT saying why (it would take every event on earth)", async () => {
-    const err = (await watch(client, "watchArea", await t.token({ all: true }), { area: { shape: { case: "circle", value: { lat: 89, lon: 0, radiusM: 200_000 } } } }).ended)!;
+    const err = (await watch(client, "watchArea", await t.token({ all: true }), {
+      area: { shape: { case: "circle", value: { lat: 89, lon: 0, radiusM: 200_000 } } },
+    }).ended)!;
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.details).toContain("too near a pole");
   });
@@ -221,7 +245,9 @@ describe("bounds", () => {
     const md = new grpc.Metadata();
     md.set("authorization", `bearer ${token}`);
     const respelled = await new Promise<grpc.ServiceError | null>((resolve) => {
-      const call = (client as unknown as { watchVehicles(m: unknown, md: grpc.Metadata): grpc.ClientReadableStream<unknown> }).watchVehicles({ vehicleIds: [mine] }, md);
+      const call = (
+        client as unknown as { watchVehicles(m: unknown, md: grpc.Metadata): grpc.ClientReadableStream<unknown> }
+      ).watchVehicles({ vehicleIds: [mine] }, md);
       call.on("data", () => {});
       call.on("error", resolve);
       call.on("end", () => resolve(null));

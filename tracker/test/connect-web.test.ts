@@ -71,7 +71,10 @@ describe("connect-web", () => {
 
       const abort = new AbortController();
       const events: VehicleEvent[] = [];
-      const stream = client.watchArea({ area: { shape: { case: "circle", value: { lat: -1.0, lon: 36.8, radiusM: 5000 } } } }, { headers, signal: abort.signal });
+      const stream = client.watchArea(
+        { area: { shape: { case: "circle", value: { lat: -1.0, lon: 36.8, radiusM: 5000 } } } },
+        { headers, signal: abort.signal },
+      );
       const other = uniqueName("enters");
       const reading = (async () => {
         for await (const res of stream) {

@@ -188,7 +188,12 @@ type UnaryFn = (m: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | nul
 type StreamFn = (m: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<{ events: VehicleEvent[] }>;
 
 /** A unary call through grpc-js. */
-export function unary<T>(client: grpc.Client, name: keyof typeof definition, token: string | undefined, message: unknown): Promise<GrpcResult<T>> {
+export function unary<T>(
+  client: grpc.Client,
+  name: keyof typeof definition,
+  token: string | undefined,
+  message: unknown,
+): Promise<GrpcResult<T>> {
   return new Promise((resolve) => {
     const fn = (client as unknown as Record<string, UnaryFn>)[name]!.bind(client);
     fn(message, bearer(token), (err, res) => resolve(err ? { error: err } : { response: res as T }));
@@ -243,7 +248,10 @@ export function watch(client: grpc.Client, name: "watchVehicles" | "watchArea", 
       while (events.length < count) {
         if (done) throw new Error(`stream ended after ${events.length} of ${count} events`);
         const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`timed out with ${events.length} of ${count} events: ${JSON.stringify(events.map((e) => [e.kind, e.vehicle?.position?.vehicleId]))}`);
+        if (left <= 0)
+          throw new Error(
+            `timed out with ${events.length} of ${count} events: ${JSON.stringify(events.map((e) => [e.kind, e.vehicle?.position?.vehicleId]))}`,
+          );
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, left);
           waiters.push(() => {

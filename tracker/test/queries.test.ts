@@ -75,7 +75,10 @@ describe("consumer", () => {
     await t.publish([point(v, 2, { lat: 2.2, recordedAt: timestampFromMs(now - 2000) })]);
     await seen(v, 2);
     // JetStream redelivers the old seq 900 and seq 1: neither is newer than seq 2's fix.
-    await t.publish([point(v, 900, { lat: 2.0, recordedAt: timestampFromMs(now - 5000) }), point(v, 1, { lat: 2.1, recordedAt: timestampFromMs(now - 3000) })]);
+    await t.publish([
+      point(v, 900, { lat: 2.0, recordedAt: timestampFromMs(now - 5000) }),
+      point(v, 1, { lat: 2.1, recordedAt: timestampFromMs(now - 3000) }),
+    ]);
     await t.publish([point(v, 3, { lat: 2.3, recordedAt: timestampFromMs(now - 1000) })]);
     const r = await seen(v, 3);
     expect(r.vehicle!.position!.lat).toBeCloseTo(2.3, 6);
@@ -102,7 +105,9 @@ describe("consumer", () => {
       for (const id of ids) await t.publish([point(id, 1)]);
       for (const id of ids) await seen(id, 1);
       const handled = async (url: string) =>
-        (await metric(url, "tracker_batches_total")).filter((l) => l.includes('result="ok"')).reduce((n, l) => n + Number(l.split(" ").pop()), 0);
+        (await metric(url, "tracker_batches_total"))
+          .filter((l) => l.includes('result="ok"'))
+          .reduce((n, l) => n + Number(l.split(" ").pop()), 0);
       expect(await handled(second.adminUrl)).toBeGreaterThan(0);
     } finally {
       await second.close();
@@ -146,7 +151,12 @@ describe("queries", () => {
     const ids = Array.from({ length: 10 }, (_, i) => `${fleet}-v${i}`);
     await t.publish(
       ids.map((id, i) =>
-        point(id, 1, { fleetId: fleet, lat: lat0 + ((i + 1) * 100) / 111_195, lon: lon0, status: i % 2 ? VehicleStatus.AVAILABLE : VehicleStatus.ACTIVE }),
+        point(id, 1, {
+          fleetId: fleet,
+          lat: lat0 + ((i + 1) * 100) / 111_195,
+          lon: lon0,
+          status: i % 2 ? VehicleStatus.AVAILABLE : VehicleStatus.ACTIVE,
+        }),
       ),
     );
     const stranger = uniqueName("stranger");
@@ -161,19 +171,32 @@ describe("queries", () => {
     expect(d[0]).toBeCloseTo(100, 0);
     expect([...d].sort((a, b) => a - b)).toEqual(d);
 
-    const avail = await near({ area: { shape: { case: "circle", value: { lat: lat0, lon: lon0, radiusM: 2000 } } }, statuses: [VehicleStatus.AVAILABLE], limit: 3 });
+    const avail = await near({
+      area: { shape: { case: "circle", value: { lat: lat0, lon: lon0, radiusM: 2000 } } },
+      statuses: [VehicleStatus.AVAILABLE],
+      limit: 3,
+    });
     expect(avail.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[1]!, ids[3]!, ids[5]!]);
 
     const inRadius = await near({ area: { shape: { case: "circle", value: { lat: lat0, lon: lon0, radiusM: 450 } } } });
     expect(inRadius.response!.vehicles.length).toBe(4);
 
-    const box = await near({ area: { shape: { case: "box", value: { minLat: lat0 + 250 / 111_195, minLon: lon0 - 0.001, maxLat: lat0 + 650 / 111_195, maxLon: lon0 + 0.001 } } } });
-    expect(box.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([ids[2]!, ids[3]!, ids[4]!, ids[5]!].sort((a, b) => {
-      // nearest to the box's centre first
-      const c = lat0 + 450 / 111_195;
-      const lat = (id: string) => lat0 + (ids.indexOf(id) + 1) * 100 / 111_195;
-      return Math.abs(lat(a) - c) - Math.abs(lat(b) - c);
-    }));
+    const box = await near({
+      area: {
+        shape: {
+          case: "box",
+          value: { minLat: lat0 + 250 / 111_195, minLon: lon0 - 0.001, maxLat: lat0 + 650 / 111_195, maxLon: lon0 + 0.001 },
+        },
+      },
+    });
+    expect(box.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual(
+      [ids[2]!, ids[3]!, ids[4]!, ids[5]!].sort((a, b) => {
+        // nearest to the box's centre first
+        const c = lat0 + 450 / 111_195;
+        const lat = (id: string) => lat0 + ((ids.indexOf(id) + 1) * 100) / 111_195;
+        return Math.abs(lat(a) - c) - Math.abs(lat(b) - c);
+      }),
+    );
   });
 
   test("nearby - finds vehicles whose ids are not ASCII (Redis and the tracker agree on their bucket)", async () => {
@@ -181,7 +204,9 @@ describe("queries", () => {
     const ids = [`${fleet}-véhicule`, `${fleet}-車両`, `${fleet}-🚚`];
     await t.publish(ids.map((id, i) => point(id, 1, { fleetId: fleet, lat: 35.0 + i * 1e-4, lon: 139.0 })));
     for (const id of ids) await seen(id, 1);
-    const r = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [fleet] }), { area: { shape: { case: "circle", value: { lat: 35.0, lon: 139.0, radiusM: 500 } } } });
+    const r = await unary<NearbyResponse>(client, "nearby", await t.token({ fleets: [fleet] }), {
+      area: { shape: { case: "circle", value: { lat: 35.0, lon: 139.0, radiusM: 500 } } },
+    });
     expect(r.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual(ids);
   });
 
@@ -220,7 +245,11 @@ describe("queries", () => {
       return Object.fromEntries(r.response!.counts.filter((x) => x.count > 0n).map((x) => [VehicleStatus[x.status], Number(x.count)]));
     };
     expect(await count(await t.token({ fleets: [fleet] }))).toEqual({ ACTIVE: 1, AVAILABLE: 1 });
-    expect(await count(await t.token({ fleets: [fleet], orders: [`${elsewhere}/${c}-order`] }))).toEqual({ ACTIVE: 1, AVAILABLE: 1, ON_DELIVERY: 1 });
+    expect(await count(await t.token({ fleets: [fleet], orders: [`${elsewhere}/${c}-order`] }))).toEqual({
+      ACTIVE: 1,
+      AVAILABLE: 1,
+      ON_DELIVERY: 1,
+    });
     expect(await count(await t.token({ vehicles: [a] }))).toEqual({ ACTIVE: 1 });
     expect(await count(await t.token({ vehicles: [a] }), fleet)).toEqual({ ACTIVE: 1 });
     expect(await count(await t.token({ vehicles: [a] }), "another")).toEqual({});
@@ -240,7 +269,9 @@ describe("queries", () => {
     const denied = await get(b, customer);
     expect(denied.error?.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(denied.error?.details).toContain(`does not grant vehicle "${b}"`);
-    const near = await unary<NearbyResponse>(client, "nearby", customer, { area: { shape: { case: "circle", value: { lat: -33.9, lon: 18.4, radiusM: 500 } } } });
+    const near = await unary<NearbyResponse>(client, "nearby", customer, {
+      area: { shape: { case: "circle", value: { lat: -33.9, lon: 18.4, radiusM: 500 } } },
+    });
     expect(near.response!.vehicles.map((v) => v.vehicle!.position!.vehicleId)).toEqual([a]);
     const counts = await unary<CountByStatusResponse>(client, "countByStatus", customer, {});
     expect(counts.response!.counts.reduce((n, c) => n + Number(c.count), 0)).toBe(1);
@@ -269,10 +300,12 @@ describe("queries", () => {
     // The order grant now shows the vehicle.
     expect((await get(v, await t.token({ orders: [`${fleet}/o-1`] }))).response?.vehicle?.orderId).toBe("o-1");
 
-    expect((await set(await t.token({ fleets: [fleet] }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect((await set(await t.token({ fleets: ["other"], dispatch: true }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code).toBe(
+    expect((await set(await t.token({ fleets: [fleet] }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code).toBe(
       grpc.status.PERMISSION_DENIED,
     );
+    expect(
+      (await set(await t.token({ fleets: ["other"], dispatch: true }), { vehicleId: v, status: VehicleStatus.AVAILABLE })).error?.code,
+    ).toBe(grpc.status.PERMISSION_DENIED);
     const offline = await set(dispatcher, { vehicleId: v, status: VehicleStatus.OFFLINE });
     expect(offline.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(offline.error?.details).toContain("cannot be set");

@@ -24,7 +24,12 @@ test("redis restart - queries say UNAVAILABLE meanwhile, then the tracker catche
   const token = await t.token({ vehicles: [v] });
   const client = grpcClient(t.target);
   await t.publish([point(v, 1)]);
-  await waitFor("seq 1", async () => ((await unary<{ vehicle: { position: { seq: number } } }>(client, "getVehicle", token, { vehicleId: v })).response?.vehicle.position.seq === 1 ? true : undefined));
+  await waitFor("seq 1", async () =>
+    (await unary<{ vehicle: { position: { seq: number } } }>(client, "getVehicle", token, { vehicleId: v })).response?.vehicle.position
+      .seq === 1
+      ? true
+      : undefined,
+  );
   const w = watch(client, "watchVehicles", token, { vehicleIds: [v] });
   await w.until(2);
 

@@ -8,7 +8,17 @@ import grpc from "@grpc/grpc-js";
 const [target, token, path, request] = process.argv.slice(2);
 const raw = (b) => b;
 const Client = grpc.makeGenericClientConstructor(
-  { watch: { path, requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw } },
+  {
+    watch: {
+      path,
+      requestStream: false,
+      responseStream: true,
+      requestSerialize: raw,
+      requestDeserialize: raw,
+      responseSerialize: raw,
+      responseDeserialize: raw,
+    },
+  },
   "Slow",
 );
 const client = new Client(target, grpc.credentials.createInsecure());

@@ -51,7 +51,14 @@ describe("store", () => {
     ]);
     expect(second.length).toBe(2);
     const [a, b] = second;
-    expect(decodeState(a!.record)).toMatchObject({ rev: 2, seq: 2, status: VehicleStatus.IDLE, orderId: "o-1", fleetId: "fa", online: true });
+    expect(decodeState(a!.record)).toMatchObject({
+      rev: 2,
+      seq: 2,
+      status: VehicleStatus.IDLE,
+      orderId: "o-1",
+      fleetId: "fa",
+      online: true,
+    });
     expect(a!.before!.equals(first[0]!.record)).toBe(true);
     expect(b!.before!.equals(a!.record)).toBe(true);
     expect(decodeState(b!.record)).toMatchObject({ rev: 3, seq: 3, status: VehicleStatus.ON_DELIVERY, orderId: "o-2", fleetId: "fc" });
@@ -94,7 +101,8 @@ describe("store", () => {
     const ids = ["", "a", "truck-9", "vélo", "fahrzeug-ü-€-🚚", "x".repeat(300), "\u{10ffff}\u0080\u07ff\u0800\uffff"];
     // Characters from every UTF-8 length, mixed: each byte value reaches the Lua arithmetic.
     const chars = ["a", "Z", "-", "é", "ß", "€", "中", "🚚", "\u0080", "\uffff"];
-    for (let i = 0; i < 500; i++) ids.push(Array.from({ length: 1 + (i % 23) }, (_, k) => chars[(i * 7 + k * 13 + ((i * k) % 5)) % chars.length]).join(""));
+    for (let i = 0; i < 500; i++)
+      ids.push(Array.from({ length: 1 + (i % 23) }, (_, k) => chars[(i * 7 + k * 13 + ((i * k) % 5)) % chars.length]).join(""));
     const script = `local BUCKETS = 4096\n${fn}\nlocal out = {}\nfor i = 1, #ARGV do out[i] = bucketOf(ARGV[i]) end\nreturn out`;
     const buckets = (await redis.eval(script, 0, ...ids)) as number[];
     expect(buckets).toEqual(ids.map(bucketOf));

@@ -25,8 +25,11 @@ afterAll(async () => {
   await t.close();
 });
 
-const kinds = (events: VehicleEvent[]) => events.map((e) => `${EventKind[e.kind]}${e.vehicle?.position ? ` ${e.vehicle.position.vehicleId}@${e.vehicle.position.seq}` : ""}`);
-const box = (minLat: number, minLon: number, maxLat: number, maxLon: number) => ({ shape: { case: "box", value: { minLat, minLon, maxLat, maxLon } } });
+const kinds = (events: VehicleEvent[]) =>
+  events.map((e) => `${EventKind[e.kind]}${e.vehicle?.position ? ` ${e.vehicle.position.vehicleId}@${e.vehicle.position.seq}` : ""}`);
+const box = (minLat: number, minLon: number, maxLat: number, maxLon: number) => ({
+  shape: { case: "box", value: { minLat, minLon, maxLat, maxLon } },
+});
 
 describe("watch vehicles", () => {
   test("watch - snapshot, SNAPSHOT_END, then every later point exactly once while points keep coming", async () => {
@@ -142,7 +145,9 @@ describe("watch vehicles", () => {
     const dispatcher = await t.token({ all: true, dispatch: true });
     await t.publish([point(a, 1), point(b, 1)]);
     await waitForSeq(dispatcher, b, 1);
-    expect((await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.ON_DELIVERY, orderId: order })).error).toBeUndefined();
+    expect(
+      (await unary(client, "setStatus", dispatcher, { vehicleId: a, status: VehicleStatus.ON_DELIVERY, orderId: order })).error,
+    ).toBeUndefined();
     // The points' fleet is "fleet-a" (helpers' point): the order is one of that fleet.
     const customer = await t.token({ orders: [`fleet-a/${order}`] });
     const w = watch(client, "watchVehicles", customer, { orderId: `fleet-a/${order}` });
@@ -333,10 +338,23 @@ describe("slow watchers", () => {
       const token = await slow.token({ fleets: [fleet] });
       const before = await counter("tracker_watch_events_coalesced_total", 'kind="area"');
       const failedBefore = await counter("tracker_watches_too_slow_total", 'kind="area"');
-      const request = toBinary(WatchAreaRequestSchema, create(WatchAreaRequestSchema, { area: create(AreaSchema, box(10, 10, 10.1, 10.1) as never) }));
-      const child = spawn("node", [join(import.meta.dir, "slow-client.mjs"), slow.target, token, "/fleet.v1.TrackerService/WatchArea", Buffer.from(request).toString("base64")], {
-        stdio: ["pipe", "pipe", "inherit"],
-      });
+      const request = toBinary(
+        WatchAreaRequestSchema,
+        create(WatchAreaRequestSchema, { area: create(AreaSchema, box(10, 10, 10.1, 10.1) as never) }),
+      );
+      const child = spawn(
+        "node",
+        [
+          join(import.meta.dir, "slow-client.mjs"),
+          slow.target,
+          token,
+          "/fleet.v1.TrackerService/WatchArea",
+          Buffer.from(request).toString("base64"),
+        ],
+        {
+          stdio: ["pipe", "pipe", "inherit"],
+        },
+      );
       let out = "";
       child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
       try {
@@ -346,7 +364,9 @@ describe("slow watchers", () => {
         let round = 0;
         await waitUntil(async () => {
           for (let i = 0; i < 5; i++, round++) {
-            await slow.publish(ids.map((id, i) => point(id, round + 1, { fleetId: fleet, lat: 10.01 + i * 1e-3, lon: 10.01 + round * 1e-4 })));
+            await slow.publish(
+              ids.map((id, i) => point(id, round + 1, { fleetId: fleet, lat: 10.01 + i * 1e-3, lon: 10.01 + round * 1e-4 })),
+            );
           }
           return (await counter("tracker_watches_too_slow_total", 'kind="area"')) > failedBefore;
         }, 10_000);
@@ -365,7 +385,13 @@ describe("slow watchers", () => {
 
 describe("live fan-out", () => {
   test("fan-out - the consuming tracker hands its own events to its watches; a tracker that only serves gets them over NATS; each once", async () => {
-    const serving = await createTracker({ config: t.config, stream: t.stream, subjects: `${t.stream}.pos.>`, prefix: t.prefix, consume: false });
+    const serving = await createTracker({
+      config: t.config,
+      stream: t.stream,
+      subjects: `${t.stream}.pos.>`,
+      prefix: t.prefix,
+      consume: false,
+    });
     const other = grpcClient(serving.url.replace(/^https?:\/\//, ""));
     try {
       const fleet = uniqueName("fo");
@@ -384,7 +410,11 @@ describe("live fan-out", () => {
       here.cancel();
       there.cancel();
       // A watch its client closed ends as cancelled, not as done.
-      await waitUntil(async () => /rpc_calls_total\{[^}]*procedure="WatchVehicles"[^}]*code="canceled"[^}]*\} [1-9]/.test(await (await fetch(`${serving.adminUrl}/metrics`)).text()));
+      await waitUntil(async () =>
+        /rpc_calls_total\{[^}]*procedure="WatchVehicles"[^}]*code="canceled"[^}]*\} [1-9]/.test(
+          await (await fetch(`${serving.adminUrl}/metrics`)).text(),
+        ),
+      );
       for (const w of [here, there]) {
         const live = w.events.filter((e) => e.kind === EventKind.MOVE);
         // Every seq once (or coalesced into a later one), in order.

@@ -27,7 +27,10 @@ function follow(state: MapState, token: string) {
   state.restart();
   const done = (async () => {
     try {
-      const stream = client.watchArea({ area: { shape: { case: "box", value: BOX } } }, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+      const stream = client.watchArea(
+        { area: { shape: { case: "box", value: BOX } } },
+        { headers: { authorization: `Bearer ${token}` }, signal: abort.signal },
+      );
       for await (const res of stream) state.apply(res.events);
     } catch (e) {
       if (!abort.signal.aborted) throw e;
@@ -99,7 +102,10 @@ describe("web map state", () => {
     const state = createMapState();
     let w = follow(state, token);
     await until("snapshot end", () => state.live);
-    await t.publish([point(stays, 1, { fleetId: fleet, lat: 48.0, lon: 2.0 }), point(leaves, 1, { fleetId: fleet, lat: 48.02, lon: 2.02 })]);
+    await t.publish([
+      point(stays, 1, { fleetId: fleet, lat: 48.0, lon: 2.0 }),
+      point(leaves, 1, { fleetId: fleet, lat: 48.02, lon: 2.02 }),
+    ]);
     await until("stays entered", () => state.vehicles.has(stays));
     await t.publish([point(stays, 2, { fleetId: fleet, lat: 48.001, lon: 2.0 })]);
     await until("both in, stays moved", () => state.vehicles.has(leaves) && state.vehicles.get(stays)?.lat === 48.001);

@@ -43,9 +43,19 @@ stream.on("trailers", (t) => (trailers = t));
 const body = [];
 setTimeout(() => {
   const writtenWhileUnread = written;
-  stream.on("data", (d) => { body.push(d); if (process.env.DEBUG_UNREAD) console.error("data", d.length); });
+  stream.on("data", (d) => {
+    body.push(d);
+    if (process.env.DEBUG_UNREAD) console.error("data", d.length);
+  });
   stream.on("close", () => {
-    console.log(JSON.stringify({ written: writtenWhileUnread, status: trailers["grpc-status"], message: trailers["grpc-message"], body: Buffer.concat(body).toString("hex") }));
+    console.log(
+      JSON.stringify({
+        written: writtenWhileUnread,
+        status: trailers["grpc-status"],
+        message: trailers["grpc-message"],
+        body: Buffer.concat(body).toString("hex"),
+      }),
+    );
     session.close();
   });
 }, Number(unreadMs));
