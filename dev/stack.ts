@@ -139,7 +139,7 @@ function ensureBinaries(names: ServiceName[], log: Logger): Binaries {
 const ENV_VAR: Record<ServiceName, string> = { nats: "NATS_URL", redis: "REDIS_URL", postgres: "DATABASE_URL", s3: "S3_ENDPOINT" };
 
 /** Shell run detached: waits for the parent to disappear, then stops the servers and removes the folder. */
-const WATCHDOG = String.raw`
+const WATCHDOG = `
 parent=$1; dir=$2; remove=$3; pids="$dir/.stack-pids"
 if [ -d /proc/$$ ]; then
   alive() { read -r st 2>/dev/null < "/proc/$1/stat" || return 1; case "$st" in *") Z "*|*") X "*) return 1;; esac; return 0; }
