@@ -310,7 +310,7 @@ export async function runCodecsBench(argv: string[]): Promise<unknown> {
     points,
   );
   measure(
-    "batch encode (gateway batcher)",
+    "batch encode (gateway batcher: BinaryWriter now)",
     () => encodePositionBatch(positions),
     () => writerBatch(positions),
     () => toBinary(PositionBatchSchema, create(PositionBatchSchema, { positions })),
