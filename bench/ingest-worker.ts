@@ -27,6 +27,8 @@ interface VehicleStream {
   stream: http2.ClientHttp2Stream | null;
   /** Last seq sent. */
   seq: number;
+  /** recorded_at (ms) of the last point sent: the gateway takes one fix per vehicle and millisecond. */
+  lastMs: number;
   /** Highest durable seq acked. */
   durable: number;
   open: boolean;
@@ -67,7 +69,9 @@ function writePoints(v: VehicleStream, n: number, tMs: number, at: number): void
   let off = 0;
   for (let i = 0; i < n; i++) {
     v.seq++;
-    off = writeSyncFrame(frameBuf, off, v.t, v.seq, tMs);
+    // Several points of one vehicle in one tick get consecutive milliseconds, as a receiver's fixes would.
+    v.lastMs = Math.max(tMs, v.lastMs + 1);
+    off = writeSyncFrame(frameBuf, off, v.t, v.seq, v.lastMs);
     if (v.sent) v.sent[v.seq % RING] = at;
   }
   // Copy: the stream may keep the buffer until it is flushed.
@@ -198,6 +202,7 @@ async function init(cmd: Extract<WorkerCommand, { type: "init" }>): Promise<void
       session: i % cmd.connections,
       stream: null,
       seq: 0,
+      lastMs: 0,
       durable: 0,
       open: false,
       closed: false,
