@@ -9,6 +9,8 @@
 #                                             # interop test with a client of another language
 #   scripts/ensure-system.sh test-clients     # curl and libnghttp2 (HTTP/2 clients the tests use
 #                                             # that share no code with the servers)
+#   scripts/ensure-system.sh promtool         # Prometheus's promtool (Debian's prometheus package),
+#                                             # which checks and unit-tests the alert rules in ops/
 #
 # Exit status 0 when everything asked for is present afterwards; 1 with a message naming the
 # package to install otherwise. Messages go to stderr, prefixed "ensure-system:".
@@ -25,6 +27,7 @@ package_of() {
     mosquitto) echo mosquitto ;;
     python-grpc) echo python3-grpcio python3-grpc-tools ;;
     test-clients) echo curl libnghttp2-14 ;;
+    promtool) echo prometheus ;;
     *) return 1 ;;
   esac
 }
@@ -46,6 +49,7 @@ present() {
     # Debian's python3, where apt puts the modules (a python3 earlier on PATH may be another one).
     python-grpc) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1 ;;
     test-clients) command -v curl >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libnghttp2\.so\.14' ;;
+    promtool) command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] ;;
   esac
 }
 
@@ -55,7 +59,7 @@ wanted=("$@")
 missing=()
 for name in "${wanted[@]}"; do
   if ! package_of "$name" >/dev/null; then
-    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto, python-grpc or test-clients)"
+    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto, python-grpc, test-clients or promtool)"
     exit 1
   fi
   present "$name" || missing+=("$name")
