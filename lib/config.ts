@@ -115,6 +115,11 @@ const S = {
     "10s",
     "a unary call's request message must arrive within this long of its headers (DEADLINE_EXCEEDED after)",
   ),
+  leaderInterval: duration(
+    "FLEET_LEADER_INTERVAL",
+    "5s",
+    "how often the one runner of a job that must run once (track packing, partitions ahead, archive runs, the staleness sweep) renews its hold and the other instances try to take it: a killed runner is replaced within this (the sweep's Redis lease: within 3x)",
+  ),
   // auth
   secret: str("FLEET_JWT_SECRET", DEV_SECRET, "HS256 secret that signs and checks tokens; set your own outside local use"),
   issuer: str("FLEET_JWT_ISSUER", "fleet", "required `iss` of tokens"),
