@@ -27,8 +27,13 @@ import { silentLogger, type Logger } from "../lib/log";
 export type PositionInput = Position | MessageInitShape<typeof PositionSchema>;
 
 export interface VehicleClientOptions {
-  /** Gateway base URL: `http://host:port` (gRPC over h2c) or `https://host:port` (h2 over TLS). Unused when `transport` is given. */
-  url?: string;
+  /**
+   * Gateway base URL: `http://host:port` (gRPC over h2c) or `https://host:port` (h2 over TLS), or
+   * several gateways' URLs: the client uses the first and, when a call to one breaks in a way another
+   * gateway may not (UNAVAILABLE, a dropped connection, a timeout), moves to the next after its
+   * backoff and asks that one's Resume where the vehicle stands. Unused when `transport` is given.
+   */
+  url?: string | readonly string[];
   /** Vehicle JWT. Either this or `getToken`. */
   token?: string;
   /** Called on every (re)connect and after an UNAUTHENTICATED answer, to get a current token. */
@@ -51,8 +56,8 @@ export interface VehicleClientOptions {
   resumeTimeoutMs?: number;
   /** Seq of the first point when neither the gateway nor the app knows a later one (apps that persist seq pass theirs). */
   startSeq?: number;
-  /** A connect Transport to share one HTTP/2 connection among many clients. */
-  transport?: Transport;
+  /** A connect Transport to share one HTTP/2 connection among many clients; several, one per gateway, to fail over as with `url`. */
+  transport?: Transport | readonly Transport[];
   /** Called when the durable seq advances (DUPLICATE refusals count as durable; SEQ_SKIPPED ones do not). */
   onAck?: (durableSeq: number) => void;
   /**
@@ -76,6 +81,10 @@ export interface VehicleClientStats {
   dropped: number;
   /** Times the client had to reconnect after a broken stream or call. */
   reconnects: number;
+  /** Times the client moved to another gateway address (only with several). */
+  failovers: number;
+  /** Index, in `url` (or `transport`), of the gateway the client uses now. */
+  gateway: number;
   /** Highest seq the gateway said is durable. */
   durableSeq: number;
   /** Points waiting for an ack. */
@@ -170,12 +179,18 @@ export function createVehicleClient({
 }: VehicleClientOptions): VehicleClient {
   if (!vehicleId) throw new Error("vehicleId is empty: pass the id the vehicle token was minted for");
   if (!token && !getToken) throw new Error("pass token or getToken");
-  if (!transport && !url) throw new Error("pass url or transport");
+  const transports: readonly Transport[] = transport
+    ? Array.isArray(transport)
+      ? transport
+      : [transport as Transport]
+    : (typeof url === "string" ? [url] : (url ?? [])).map((u) => createIngestTransport({ url: u }));
+  if (transports.length === 0) throw new Error("pass url or transport (one gateway at least)");
   const rollPoints = rollEvery.points ?? 500;
   const rollMs = rollEvery.ms ?? 5_000;
   const backoffInitial = backoff.initialMs ?? 250;
   const backoffMax = backoff.maxMs ?? 10_000;
-  const client: Client<typeof IngestService> = createClient(IngestService, transport ?? createIngestTransport({ url: url! }));
+  const clients: Client<typeof IngestService>[] = transports.map((t) => createClient(IngestService, t));
+  let client = clients[0]!;
   const logger = log.child({ vehicle: vehicleId });
 
   // Buffer: entries[head..] are unacked, in push order; entries[head..head+sent) are in the current stream.
@@ -196,7 +211,16 @@ export function createVehicleClient({
   };
   const closing = new AbortController();
 
-  const stats = { pushed: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0, durableSeq: 0, connected: false };
+  const stats = { pushed: 0, acked: 0, rejected: 0, dropped: 0, reconnects: 0, failovers: 0, gateway: 0, durableSeq: 0, connected: false };
+  /**
+   * Moves to the next gateway. Its durable seq for the vehicle is what counts from now on, so the
+   * caller asks its Resume: a gateway learns what the others made durable by following the stream.
+   */
+  const failover = () => {
+    stats.gateway = (stats.gateway + 1) % clients.length;
+    client = clients[stats.gateway]!;
+    stats.failovers++;
+  };
   let closed = false;
   let fatal: ConnectError | undefined;
   let currentToken = token ?? "";
@@ -446,12 +470,17 @@ export function createVehicleClient({
         }
         stats.connected = false;
         stats.reconnects++;
-        needResume = !knowsDurable;
+        // Another gateway may be up where this one is not; one that refused for a reason of its
+        // own (RESOURCE_EXHAUSTED with a Retry-After, a lost token) is asked again after the pause.
+        const moving = clients.length > 1 && RETRYABLE_SILENTLY.has(err.code);
+        if (moving) failover();
+        needResume = moving || !knowsDurable;
         const delay = retryDelay(err);
         (RETRYABLE_SILENTLY.has(err.code) ? logger.debug : logger.warn)("ingest stream broke, reconnecting", {
           code: Code[err.code],
           error: err.rawMessage,
           delayMs: Math.round(delay),
+          gateway: stats.gateway,
         });
         await sleep(delay);
       }

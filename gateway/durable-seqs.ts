@@ -183,6 +183,13 @@ export interface FollowOptions {
 export interface Follower {
   /** Resolves once the backlog of the window was read (or at once when there is none). */
   readonly ready: Promise<void>;
+  /**
+   * Resolves once every message in the stream when it is called has been read, so that what another
+   * gateway made durable before a vehicle moved here is known (within `timeoutMs`: then resolves
+   * false, and what is known is answered). One stream-info request serves every caller waiting
+   * when it is sent.
+   */
+  caughtUp(timeoutMs: number): Promise<boolean>;
   stop(): Promise<void>;
 }
 
@@ -204,8 +211,40 @@ export async function followPositions({ js, jsm, stream, instanceId, windowMs, s
   const ready = new Promise<void>((resolve) => (markReady = resolve));
   if (!backlog) markReady();
   let learned = 0;
+  /** Stream seq of the last message read. */
+  let position = 0;
+  const waiters: { target: number; resolve: (ok: boolean) => void }[] = [];
+  const wakeWaiters = () => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (position >= waiters[i]!.target) waiters.splice(i, 1)[0]!.resolve(true);
+    }
+  };
+  // Callers that arrive while a stream-info request is out wait for the next one: the answer must
+  // be read after they asked.
+  let next: PromiseWithResolvers<number> | undefined;
+  let asking = false;
+  const ask = () => {
+    if (asking || !next) return;
+    const batch = next;
+    next = undefined;
+    asking = true;
+    jsm.streams
+      .info(stream)
+      .then((i) => batch.resolve(i.state.last_seq), batch.reject)
+      .finally(() => {
+        asking = false;
+        ask();
+      });
+  };
+  const streamLastSeq = () => {
+    next ??= Promise.withResolvers<number>();
+    const p = next.promise;
+    ask();
+    return p;
+  };
   const done = (async () => {
     for await (const m of messages) {
+      position = m.seq;
       if (m.headers?.get(HEADERS.gateway) !== instanceId) {
         try {
           const now = Date.now();
@@ -219,11 +258,33 @@ export async function followPositions({ js, jsm, stream, instanceId, windowMs, s
         }
       }
       if (m.seq >= lastSeq || m.info.pending === 0) markReady();
+      if (waiters.length > 0) wakeWaiters();
     }
   })().catch((err: unknown) => log.warn("following positions stopped", { err }));
   ready.then(() => log.info("durable seqs rebuilt", { points: learned, vehicles: seqs.size, windowMs }));
   return {
     ready,
+    caughtUp(timeoutMs) {
+      return new Promise<boolean>((resolve) => {
+        const waiter = { target: Number.POSITIVE_INFINITY, resolve: (ok: boolean) => settle(ok) };
+        const timer = setTimeout(() => settle(false), timeoutMs);
+        const settle = (ok: boolean) => {
+          clearTimeout(timer);
+          const i = waiters.indexOf(waiter);
+          if (i >= 0) waiters.splice(i, 1);
+          resolve(ok);
+        };
+        streamLastSeq().then(
+          (target) => {
+            waiter.target = target;
+            if (position >= target) settle(true);
+            else waiters.push(waiter);
+          },
+          // NATS unreachable: what is known is all there is.
+          () => settle(false),
+        );
+      });
+    },
     async stop() {
       messages.stop();
       markReady();

@@ -19,6 +19,12 @@ import { createIngestService } from "./ingest-service";
 import { createRateLimiter } from "./rate-limit";
 import { createStreamWatch } from "./stream-watch";
 
+/**
+ * Longest a Resume waits for the follower to read the stream to its end. Past it Resume answers what
+ * is known: lower than the truth at worst, so the vehicle re-sends and the sinks drop duplicates.
+ */
+const RESUME_CATCH_UP_MS = 2_000;
+
 export interface GatewayOptions {
   config: Config;
   /** Default: config.natsUrl. */
@@ -142,6 +148,8 @@ export async function createGateway({
       draining: () => draining,
     });
 
+      // A vehicle moving here from another gateway: what that one published must be read first.
+      beforeResume: () => follower!.caughtUp(RESUME_CATCH_UP_MS),
     const server: Server = await serve({
       routes: (router) => router.service(IngestService, ingest.service),
       // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc/router.ts.
@@ -150,6 +158,7 @@ export async function createGateway({
       port: config.gatewayPort,
       admin: { host: config.adminHost, port: config.gatewayAdminPort },
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
+      reusePort: config.gatewayReusePort,
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,

@@ -70,6 +70,12 @@ export interface IngestServiceOptions {
   log: Logger;
   /** True once the gateway drains: new calls are refused. */
   draining: () => boolean;
+  /**
+   * Awaited before Resume answers: the gateway reads the positions stream up to its end, so that a
+   * vehicle moving here from another gateway is not told less than that one made durable (see
+   * followPositions's caughtUp). Default: answer at once.
+   */
+  beforeResume?: () => Promise<unknown>;
 }
 
 /** What Upload and Sync read: one position per message. */
@@ -322,6 +328,7 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
 export function createIngestService({
   batcher,
   seqs,
+  beforeResume,
   limiter,
   streams,
   validate,
@@ -584,6 +591,7 @@ export function createIngestService({
         throw new PermissionError("resume needs the vehicle's token (or an admin token naming the vehicle)");
       }
       log.debug("resume", { vehicleId });
+      await beforeResume?.();
       return { vehicleId, durableSeq: seqs.durableSeq(vehicleId) };
     },
   };

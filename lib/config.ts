@@ -176,6 +176,11 @@ const S = {
   fixBurst: int("GATEWAY_FIX_BURST", 100, "fixes one vehicle may send beyond GATEWAY_MAX_FIX_RATE at once", 1),
   vehicleBytesPerSecond: int(
     "GATEWAY_VEHICLE_BYTES_PER_SECOND",
+  gatewayReusePort: bool(
+    "GATEWAY_REUSE_PORT",
+    false,
+    "listen with SO_REUSEPORT, so that several gateway processes on one host share GATEWAY_PORT (set it on each of them)",
+  ),
     4 * 1024 * 1024,
     "bytes of points per second one vehicle is read at; a faster sender is slowed by HTTP/2 flow control, not refused (0: no limit)",
   ),

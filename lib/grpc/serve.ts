@@ -41,6 +41,13 @@ export interface ServeOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /**
+   * Listen with SO_REUSEPORT: several processes bind the same host and port and the kernel spreads
+   * new connections among them, so one machine runs as many gateways as it has cores behind one
+   * address. Every process on the port must set it. Default false: a second process on a taken port
+   * fails with EADDRINUSE, which is what catches a port given twice by mistake.
+   */
+  reusePort?: boolean;
   /** PEM certificate and key: serve h2 and HTTP/1.1 over TLS instead of cleartext. */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Served on `/metrics` of the admin address. */
@@ -136,6 +143,7 @@ export async function serve({
   routes,
   host,
   port,
+  reusePort = false,
   tls,
   registry,
   log,
@@ -357,7 +365,7 @@ export async function serve({
 
   await new Promise<void>((resolve, reject) => {
     listener.once("error", reject);
-    listener.listen(port, host, () => {
+    listener.listen({ port, host, reusePort }, () => {
       listener.off("error", reject);
       resolve();
     });
