@@ -176,6 +176,25 @@ describe("vehicle client", () => {
     await client.close();
   });
 
+  test("client - with two gateway URLs, moves to the second when the first is gone and resumes from its answer", async () => {
+    const first = await startGateway();
+    const id = newVehicle();
+    const client = await clientFor(id, { url: [first.url, gateway.url] });
+    try {
+      for (let i = 0; i < 300; i++) client.push(point(i));
+      await client.flush();
+      expect(client.stats).toMatchObject({ gateway: 0, failovers: 0, durableSeq: 300 });
+      await first.close();
+      for (let i = 300; i < 600; i++) client.push(point(i));
+      await client.flush();
+      // The second gateway knew seq 300 from the stream: nothing was sent twice, nothing refused.
+      expect(client.stats).toMatchObject({ gateway: 1, failovers: 1, acked: 600, rejected: 0, buffered: 0, durableSeq: 600 });
+    } finally {
+      await client.close();
+      await first.close();
+    }
+  });
+
   test("client - buffers while the gateway is down and delivers once it is up", async () => {
     const { client, port } = await clientOfAbsentGateway({ backoff: { initialMs: 50, maxMs: 200 }, rollEvery: { points: 50, ms: 200 } });
     for (let i = 0; i < 100; i++) client.push(point(i));
