@@ -12,6 +12,10 @@ const commands: Record<string, { summary: string; load: () => Promise<{ run(argv
   token: { summary: "mint vehicle and watch tokens for the configured secret", load: () => import("./commands/token") },
   query: { summary: "run SQL with DuckDB over the Parquet archive (a positions view is defined)", load: () => import("./commands/query") },
   compress: { summary: "compress the TimescaleDB chunks the compression policy left behind", load: () => import("./commands/compress") },
+  status: {
+    summary: "the cluster at a glance: NATS nodes, stream, consumers, services, Redis, PostgreSQL",
+    load: () => import("./commands/status"),
+  },
 };
 
 const usage = `fleet: fleet telemetry platform (gRPC ingest -> NATS JetStream -> Redis / PostgreSQL / Parquet)

@@ -128,6 +128,16 @@ const S = {
   natsUrl: str("NATS_URL", "", "NATS server with JetStream (empty: `fleet up` starts one)"),
   redisUrl: str("REDIS_URL", "", "Redis server (empty: `fleet up` starts one)"),
   databaseUrl: str("DATABASE_URL", "", "PostgreSQL connection URL (empty: `fleet up` starts one)"),
+  natsMonitorUrl: str(
+    "NATS_MONITOR_URL",
+    "",
+    "monitoring URLs of the nats-servers (http://host:8222), comma-separated: `fleet status` lists each node from them (empty: the nodes the stream's replicas name)",
+  ),
+  adminUrls: str(
+    "FLEET_ADMIN_URLS",
+    "",
+    "admin URLs of the service instances `fleet status` checks, comma-separated, each name=http://host:port (e.g. gateway-1=http://10.0.0.5:9101)",
+  ),
   s3Endpoint: str("S3_ENDPOINT", "", "S3-compatible endpoint URL (empty: `fleet up` starts one; see ARCHIVE_DIR)"),
   s3Bucket: str("S3_BUCKET", "fleet-archive", "bucket of the Parquet archive"),
   s3AccessKeyId: str("S3_ACCESS_KEY_ID", "S3RVER", "S3 access key id"),

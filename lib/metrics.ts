@@ -3,6 +3,7 @@
  * as in tests and `fleet up`, do not collide) and serves it on `/metrics`.
  */
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { version as packageVersion } from "../package.json";
 
 export { Counter, Gauge, Histogram, Registry } from "prom-client";
 
@@ -89,6 +90,15 @@ export function createRegistry(service: string, { processMetrics = true } = {}):
   const registry = new Registry();
   registry.setDefaultLabels({ service });
   if (processMetrics) registerProcessMetrics(registry);
+  // Which release each instance runs: `fleet status` and a dashboard read it, and a rolling upgrade shows two.
+  new Gauge({
+    name: "fleet_build_info",
+    help: "1, labelled with the version of the release this process runs",
+    labelNames: ["version"],
+    registers: [registry],
+  })
+    .labels(packageVersion)
+    .set(1);
   return registry;
 }
 

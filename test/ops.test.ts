@@ -1,0 +1,118 @@
+/**
+ * Operating the platform: `fleet status` against the real stack and a real gateway process, and
+ * the files in ops/ (alert rules unit-tested by promtool, the scrape config and the Grafana
+ * dashboard checked against the metrics the code exports).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { freePort, startServiceProcess, type ServiceProcess } from "../dev";
+import { testStack } from "../dev/testing";
+import type { Stack } from "../dev/stack";
+import type { StatusReport } from "../cli/commands/status";
+
+const root = join(import.meta.dir, "..");
+const bun = process.execPath;
+
+async function fleetStatus(args: string[], env: Record<string, string>) {
+  const proc = Bun.spawn([bun, "cli/fleet.ts", "status", ...args], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+describe("fleet status", () => {
+  let stack: Stack;
+  let gateway: ServiceProcess;
+  const stream = `STATUS_${process.pid}`;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    stack = await testStack(["nats", "redis", "postgres"]);
+    // A stream of its own with both durable consumers and 5 messages nobody read: pending is 5.
+    const nc = await connect({ servers: stack.natsUrl });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: stream, subjects: [`status-test.${process.pid}.>`] });
+    for (const durable of ["tracker", "history"])
+      await jsm.consumers.add(stream, { durable_name: durable, ack_policy: AckPolicy.Explicit });
+    for (let i = 0; i < 5; i++) await nc.request(`status-test.${process.pid}.x`, new TextEncoder().encode(String(i)));
+    await nc.close();
+    gateway = await startServiceProcess({ service: "gateway", env: { ...stack.env(), GATEWAY_PORT: String(await freePort()) } });
+    env = {
+      ...stack.env(),
+      NATS_MONITOR_URL: stack.natsMonitorUrl,
+      FLEET_ADMIN_URLS: `gateway-1=${gateway.adminUrl}`,
+    };
+  }, 30_000);
+
+  afterAll(async () => {
+    await gateway?.stop();
+    const nc = await connect({ servers: stack.natsUrl });
+    await (await jetstreamManager(nc)).streams.delete(stream).catch(() => {});
+    await nc.close();
+  });
+
+  test("status - a healthy stack exits 0 and lists the node, stream leader, consumers, instance and stores", async () => {
+    const out = await fleetStatus(["--stream", stream], env);
+    expect(out.stderr).toBe("");
+    expect(out.code).toBe(0);
+    const node = `fleet-stack-${new URL(stack.natsUrl).port}`;
+    expect(out.stdout).toStartWith("fleet status: healthy");
+    expect(out.stdout).toContain(node);
+    expect(out.stdout).toContain(`stream ${stream}: ok, R1, leader ${node}`);
+    expect(out.stdout).toMatch(/tracker\s+ok\s+5\s+0/);
+    expect(out.stdout).toMatch(/gateway-1\s+ok\s+gateway\s+0\.1\.0/);
+
+    const json = await fleetStatus(["--stream", stream, "--json"], env);
+    expect(json.code).toBe(0);
+    const report = JSON.parse(json.stdout) as StatusReport;
+    expect(report.healthy).toBe(true);
+    expect(report.nodes.map((n) => [n.name, n.state, n.version])).toEqual([[node, "ok", expect.stringMatching(/^2\./)]]);
+    expect(report.stream?.leader).toBe(node);
+    expect(report.consumers.map((c) => [c.name, c.pending, c.ackPending])).toEqual([
+      ["tracker", 5, 0],
+      ["history", 5, 0],
+    ]);
+    expect(report.services[0]).toMatchObject({ name: "gateway-1", state: "ok", service: "gateway", version: "0.1.0" });
+    expect(report.stores.map((s) => [s.name, s.state])).toEqual([
+      ["redis", "ok"],
+      ["postgres", "ok"],
+    ]);
+  }, 20_000);
+
+  test("status - a stopped Redis, a dead instance or a missing stream exits 1 naming each, with what to do", async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    await stack.stopService("redis");
+    try {
+      const out = await fleetStatus(["--stream", `${stream}_NONE`], {
+        ...env,
+        FLEET_ADMIN_URLS: `gateway-1=${gateway.adminUrl},gateway-2=${dead}`,
+      });
+      expect(out.code).toBe(1);
+      expect(out.stdout).toStartWith("fleet status: UNHEALTHY");
+      expect(out.stdout).toContain(`FAIL redis: unreachable at ${stack.redisUrl}`);
+      expect(out.stdout).toContain("start it or fix REDIS_URL");
+      expect(out.stdout).toContain("FAIL service gateway-2: admin address unreachable");
+      expect(out.stdout).toContain(`FAIL stream ${stream}_NONE: stream not found: start a gateway, which creates it`);
+      expect(out.stdout).not.toContain("FAIL service gateway-1");
+      expect(out.stdout).not.toContain("FAIL postgres");
+    } finally {
+      await stack.startService("redis");
+    }
+  }, 20_000);
+
+  test("status - --help explains it and a wrong option exits 2", async () => {
+    const out = await fleetStatus(["--help"], {});
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain("usage: fleet status");
+    expect(out.stdout).toContain("NATS_MONITOR_URL");
+    const bad = await fleetStatus(["--bogus"], {});
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--bogus");
+  });
+});
