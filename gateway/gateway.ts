@@ -146,19 +146,19 @@ export async function createGateway({
       registry,
       log,
       draining: () => draining,
-    });
-
       // A vehicle moving here from another gateway: what that one published must be read first.
       beforeResume: () => follower!.caughtUp(RESUME_CATCH_UP_MS),
+    });
+
     const server: Server = await serve({
       routes: (router) => router.service(IngestService, ingest.service),
       // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc/router.ts.
       nativeMethods: ingest.nativeMethods,
       host: config.host,
       port: config.gatewayPort,
+      reusePort: config.gatewayReusePort,
       admin: { host: config.adminHost, port: config.gatewayAdminPort },
       tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
-      reusePort: config.gatewayReusePort,
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,

@@ -169,6 +169,11 @@ const S = {
     0,
     65535,
   ),
+  gatewayReusePort: bool(
+    "GATEWAY_REUSE_PORT",
+    false,
+    "listen with SO_REUSEPORT, so that several gateway processes on one host share GATEWAY_PORT (set it on each of them)",
+  ),
   tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
   tlsKey: str("GATEWAY_TLS_KEY", "", "PEM private key file for GATEWAY_TLS_CERT"),
   maxMessageBytes: int("GATEWAY_MAX_MESSAGE_BYTES", 256 * 1024, "largest request message accepted", 1024, 16 * 1024 * 1024),
@@ -186,11 +191,6 @@ const S = {
   fixBurst: int("GATEWAY_FIX_BURST", 100, "fixes one vehicle may send beyond GATEWAY_MAX_FIX_RATE at once", 1),
   vehicleBytesPerSecond: int(
     "GATEWAY_VEHICLE_BYTES_PER_SECOND",
-  gatewayReusePort: bool(
-    "GATEWAY_REUSE_PORT",
-    false,
-    "listen with SO_REUSEPORT, so that several gateway processes on one host share GATEWAY_PORT (set it on each of them)",
-  ),
     4 * 1024 * 1024,
     "bytes of points per second one vehicle is read at; a faster sender is slowed by HTTP/2 flow control, not refused (0: no limit)",
   ),
