@@ -4,6 +4,9 @@
  * dashboard checked against the metrics the code exports).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
@@ -114,5 +117,86 @@ describe("fleet status", () => {
     const bad = await fleetStatus(["--bogus"], {});
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain("--bogus");
+  });
+});
+
+/** promtool from Debian's prometheus package (`bash scripts/ensure-system.sh promtool`, which npm test runs). */
+function promtool(args: string[], cwd = join(root, "ops", "prometheus")) {
+  const r = spawnSync("promtool", args, { cwd, encoding: "utf8" });
+  if (r.error) throw new Error(`promtool not found (${r.error.message}): run "bash scripts/ensure-system.sh promtool"`);
+  return { code: r.status, out: `${r.stdout}${r.stderr}` };
+}
+
+/** Every metric name the services' code registers: a literal string with one of our prefixes. */
+function metricsInCode(): Set<string> {
+  const names = new Set<string>();
+  for (const dir of ["gateway", "tracker", "history", "archiver", "lib"]) {
+    for (const file of readdirSync(join(root, dir), { recursive: true, encoding: "utf8" })) {
+      if (!file.endsWith(".ts") || file.endsWith(".test.ts") || file.includes("test/")) continue;
+      const text = readFileSync(join(root, dir, file), "utf8");
+      for (const m of text.matchAll(/"((?:gateway|tracker|history|archive|fleet|rpc|process)_[a-z0-9_]+)"/g)) names.add(m[1]!);
+    }
+  }
+  return names;
+}
+
+/** The metric names a PromQL expression reads (labels, grouping, ranges and function names removed). */
+function metricsOf(expr: string): string[] {
+  const bare = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, "")
+    .replace(/\{[^}]*\}/g, "")
+    .replace(/\[[^\]]*\]/g, "")
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, "");
+  const names = [...bare.matchAll(/\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()/g)].map((m) => m[1]!);
+  return names.filter((n) => !["and", "or", "unless", "bool", "offset", "group_right", "group_left"].includes(n));
+}
+
+/** A histogram is read through its _bucket, _sum and _count series. */
+const baseName = (n: string) => n.replace(/_(bucket|sum|count)$/, "");
+
+describe("ops files", () => {
+  const ruleExprs = [...readFileSync(join(root, "ops/prometheus/alerts.yml"), "utf8").matchAll(/expr: (>-\n(?:\s{10}.*\n)+|.*)/g)].map(
+    (m) => m[1]!.replace(/^>-\n/, "").replace(/\s*\n\s*/g, " "),
+  );
+  // Exporters beside the servers (named in ops/prometheus/alerts.yml): their names are theirs.
+  const external = /^(up|gnatsd_varz_.+|jetstream_.+|redis_.+)$/;
+
+  test("ops - every alert fires on its state and stays quiet on a healthy cluster (promtool test rules)", () => {
+    const check = promtool(["check", "rules", "alerts.yml"]);
+    expect(check.out).toContain("SUCCESS: 16 rules found");
+    const run = promtool(["test", "rules", "alerts.test.yml"]);
+    expect(run.out).toContain("SUCCESS");
+    expect(run.code).toBe(0);
+    const config = promtool(["check", "config", "prometheus.yml"]);
+    expect(config.out).toContain("is valid prometheus config file syntax");
+    expect(config.code).toBe(0);
+  });
+
+  test("ops - alert rules read only metrics the services export or the named exporters", () => {
+    const code = metricsInCode();
+    const unknown = ruleExprs.flatMap(metricsOf).filter((n) => !external.test(n) && !code.has(baseName(n)));
+    expect(ruleExprs.length).toBe(16);
+    expect(unknown).toEqual([]);
+  });
+
+  test("ops - the Grafana dashboard is valid JSON whose every expression parses and names a known metric", () => {
+    const dashboard = JSON.parse(readFileSync(join(root, "ops/grafana/fleet.json"), "utf8")) as {
+      panels: { title: string; targets?: { expr: string }[] }[];
+    };
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+    expect(exprs.length).toBeGreaterThan(20);
+    const known = new Set([...metricsInCode(), ...ruleExprs.flatMap(metricsOf)]);
+    const unknown = exprs.flatMap(metricsOf).filter((n) => !external.test(n) && !known.has(n) && !known.has(baseName(n)));
+    expect(unknown).toEqual([]);
+    // promtool parses PromQL when it checks rules: each expression as a recording rule.
+    const dir = mkdtempSync(join(tmpdir(), "fleet-ops-"));
+    try {
+      const rules = exprs.map((e, i) => `      - record: dashboard_expr_${i}\n        expr: ${JSON.stringify(e)}`).join("\n");
+      writeFileSync(join(dir, "dashboard.yml"), `groups:\n  - name: dashboard\n    rules:\n${rules}\n`);
+      const check = promtool(["check", "rules", "dashboard.yml"], dir);
+      expect(check.out).toContain(`SUCCESS: ${exprs.length} rules found`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
