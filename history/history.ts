@@ -11,6 +11,7 @@ import {
   archiveStoreFrom,
   defaultCacheDir,
   connectPostgres,
+  lockKey,
   migrate,
   uncompressedChunks,
   type Sql,
@@ -20,6 +21,7 @@ import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { nativeUnaryMethods, createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
 import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
+import { createLeader, postgresLock, type Leader } from "../lib/leader";
 import { createLogger, type Logger } from "../lib/log";
 import { createRegistry, Gauge, type Registry } from "../lib/metrics";
 import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
@@ -49,6 +51,8 @@ export interface History {
   readonly registry: Registry;
   readonly sql: Sql;
   readonly mode: StorageMode;
+  /** This instance's hold on the jobs that run once (track packing, partitions ahead). */
+  readonly leader: Leader;
   /** Stops consuming (the transaction in flight commits and is acked), then closes everything. */
   close(): Promise<void>;
 }
@@ -84,15 +88,34 @@ export async function createHistory({
   const timers: ReturnType<typeof setInterval>[] = [];
   /** The track packer's run in progress, if any. */
   let packing: Promise<unknown> | undefined;
+  let leader: Leader | undefined;
   const duck = await openDuckDb();
   try {
     const mode = await migrate(sql, { schema: config.historySchema, log, timescale: config.historyTimescale });
     const writer = createPositionWriter({ sql, mode, schema: config.historySchema, packDelayMs: config.trackPackDelay });
-    const created = await writer.ensureAhead(config.historyPartitionsAhead);
-    if (created.length) log.info("partitions created", { days: created });
+    // Partitions ahead and track packing run in one instance, the leader (lib/leader.ts); the writer
+    // of every instance still creates a missing day's partition on demand.
+    const ensureAhead = () =>
+      writer.ensureAhead(config.historyPartitionsAhead).then(
+        (created) => created.length && log.info("partitions created", { days: created }),
+        (err) => log.warn("could not create partitions ahead", { err }),
+      );
+    leader = createLeader({
+      name: "history",
+      ...postgresLock({
+        url: config.databaseUrl,
+        key: lockKey(`fleet-leader:history:${config.historySchema}`),
+        applicationName: `history leader ${instanceId}`,
+      }),
+      intervalMs: config.leaderInterval,
+      log,
+      registry,
+      onLeader: ensureAhead,
+    });
+    const lead = leader;
     timers.push(
       setInterval(() => {
-        writer.ensureAhead(config.historyPartitionsAhead).catch((err) => log.warn("could not create partitions ahead", { err }));
+        if (lead.isLeader()) ensureAhead();
       }, 3_600_000),
     );
 
@@ -120,11 +143,13 @@ export async function createHistory({
 
     if (consume) {
       if (!config.natsUrl) throw new Error("NATS_URL is empty: the history writer needs NATS JetStream");
-      nats = await connectNats({ url: config.natsUrl, name: `history ${instanceId}`, log });
+      nats = await connectNats({ url: config.natsUrl, name: `history ${instanceId}`, log, registry });
       await ensurePositionsStream(nats.jsm, {
         duplicateWindow: config.duplicateWindow,
         streamMaxAge: config.streamMaxAge,
         streamMaxBytes: config.streamMaxBytes,
+        replicas: config.streamReplicas,
+        log,
         stream,
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
       });
@@ -143,6 +168,7 @@ export async function createHistory({
     if (config.trackPackInterval > 0) {
       const packer = createTrackPacker({ sql, mode, schema: config.historySchema, delayMs: config.trackPackDelay, log, registry });
       const pack = () => {
+        if (!lead.isLeader()) return;
         packing ??= packer
           .run()
           .catch((err) => log.warn("could not pack track hours: the next run retries", { err }))
@@ -203,11 +229,13 @@ export async function createHistory({
       registry,
       sql,
       mode,
+      leader: lead,
       close: () =>
         (closed ??= (async () => {
           for (const t of timers) clearInterval(t);
           await consumer?.stop();
           await packing;
+          await lead.close();
           await srv.close();
           await nats?.close();
           await Promise.all([sql.end({ timeout: 5 }), readSql.end({ timeout: 5 })]);
@@ -216,6 +244,7 @@ export async function createHistory({
     };
   } catch (err) {
     for (const t of timers) clearInterval(t);
+    await leader?.close().catch(() => {});
     await consumer?.stop().catch(() => {});
     await server?.close().catch(() => {});
     await nats?.close().catch(() => {});

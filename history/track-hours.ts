@@ -52,6 +52,13 @@ export function createTrackPacker({ sql, mode, schema, delayMs, marginMs = 60_00
   const lock = lockKey(`fleet-pack:${schema}`).toString();
   const packed =
     registry && new Counter({ name: "history_track_hours_packed_total", help: "vehicle-hours packed for GetTrack", registers: [registry] });
+  const runs =
+    registry &&
+    new Counter({
+      name: "history_track_pack_runs_total",
+      help: "runs of the track packer in this instance (only the leader among history instances runs it)",
+      registers: [registry],
+    });
 
   /** Packs every vehicle of one hour and moves the cursor past it, in one snapshot. */
   const packHour = async (hourMs: number): Promise<number> => {
@@ -92,6 +99,7 @@ export function createTrackPacker({ sql, mode, schema, delayMs, marginMs = 60_00
 
   return {
     async run(nowMs) {
+      runs?.inc();
       const conn = await sql.reserve();
       try {
         const [got] = await conn`SELECT pg_try_advisory_lock(${lock}::bigint) AS ok`;
