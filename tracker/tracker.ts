@@ -10,6 +10,7 @@ import { TrackerService } from "../gen/fleet/v1/tracker_pb";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
+import { createLeader, redisLease, type Leader } from "../lib/leader";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
 import { createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
@@ -44,6 +45,8 @@ export interface Tracker {
   readonly adminUrl: string;
   readonly registry: Registry;
   readonly redis: Redis;
+  /** This instance's hold on the staleness sweep (one tracker sweeps). */
+  readonly leader: Leader;
   /** Runs a staleness sweep now. */
   sweep(): Promise<number>;
   /** Stops consuming and serving; open watches end with UNAVAILABLE. */
@@ -83,15 +86,18 @@ export async function createTracker({
   let nats: Nats | undefined;
   let consumer: PositionsConsumer | undefined;
   let sweeper: Sweeper | undefined;
+  let leader: Leader | undefined;
   let server: Server | undefined;
   try {
     await redis.connect();
     // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
-    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true });
+    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true, registry });
     await ensurePositionsStream(nats.jsm, {
       duplicateWindow: config.duplicateWindow,
       streamMaxAge: config.streamMaxAge,
       streamMaxBytes: config.streamMaxBytes,
+      replicas: config.streamReplicas,
+      log,
       stream,
       subjects,
     });
@@ -146,7 +152,24 @@ export async function createTracker({
         log,
       });
     }
-    sweeper = startSweeper({ store, live, staleAfterMs: config.staleAfter, intervalMs: config.sweepInterval, registry, log });
+    // The lease lives in the Redis the sweep works on (lib/leader.ts says why); three intervals unrenewed, and another tracker takes it.
+    leader = createLeader({
+      name: "sweep",
+      ...redisLease({ redis, key: `${prefix}leader:sweep`, ttlMs: 3 * config.leaderInterval, owner: instanceId }),
+      intervalMs: config.leaderInterval,
+      log,
+      registry,
+    });
+    const lead = leader;
+    sweeper = startSweeper({
+      store,
+      live,
+      staleAfterMs: config.staleAfter,
+      intervalMs: config.sweepInterval,
+      registry,
+      log,
+      isLeader: () => lead.isLeader(),
+    });
     const natsHandle = nats;
     server = await serve({
       routes: (router) => router.service(TrackerService, handlers.service),
@@ -178,6 +201,7 @@ export async function createTracker({
       adminUrl: srv.adminUrl,
       registry,
       redis,
+      leader: lead,
       sweep: () => sw.sweep(),
       close: () =>
         (closed ??= (async () => {
@@ -185,6 +209,7 @@ export async function createTracker({
           await srv.stopAccepting();
           await consumer?.stop();
           await sw.stop();
+          await lead.close();
           handlers.close();
           await srv.close();
           await natsHandle.close();
@@ -194,6 +219,7 @@ export async function createTracker({
   } catch (err) {
     await consumer?.stop().catch(() => {});
     await sweeper?.stop().catch(() => {});
+    await leader?.close().catch(() => {});
     await server?.close().catch(() => {});
     await nats?.close().catch(() => {});
     redis.disconnect();
