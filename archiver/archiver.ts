@@ -3,9 +3,10 @@
  * a run every ARCHIVE_INTERVAL, and ArchiveService on the one-port server.
  */
 import { ArchiveService } from "../gen/fleet/v1/archive_pb";
-import { openDuckDb, archiveStoreFrom, connectPostgres, archiveDays, migrate, type ArchiveStore, type Sql } from "../lib/storage";
+import { openDuckDb, archiveStoreFrom, connectPostgres, archiveDays, lockKey, migrate, type ArchiveStore, type Sql } from "../lib/storage";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
+import { createLeader, postgresLock, type Leader } from "../lib/leader";
 import { createLogger, type Logger } from "../lib/log";
 import { Counter, Gauge, createRegistry, type Registry } from "../lib/metrics";
 import { createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
@@ -28,6 +29,8 @@ export interface Archiver {
   readonly registry: Registry;
   readonly sql: Sql;
   readonly store: ArchiveStore;
+  /** This instance's hold on the timed runs (one archiver runs them; RunArchive works on any, one at a time). */
+  readonly leader: Leader;
   /** One run with a cutoff (default now minus HISTORY_HOT_RETENTION). */
   run(cutoffMs?: number, onProgress?: (p: ArchiveProgress) => void): Promise<ArchiveRunResult>;
   close(): Promise<void>;
@@ -43,6 +46,7 @@ export async function createArchiver({
   const duck = await openDuckDb();
   let server: Server | undefined;
   let timer: ReturnType<typeof setInterval> | undefined;
+  let leader: Leader | undefined;
   try {
     const mode = await migrate(sql, { schema: config.historySchema, log, timescale: config.historyTimescale });
     const runs = new Counter({
@@ -112,8 +116,22 @@ export async function createArchiver({
       idleTimeoutMs: config.idleTimeout,
       interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
     });
+    // Timed runs in one archiver, the leader: the others' runs would only find the lock taken (busy).
+    leader = createLeader({
+      name: "archive",
+      ...postgresLock({
+        url: config.databaseUrl,
+        key: lockKey(`fleet-leader:archive:${config.historySchema}`),
+        applicationName: `archiver leader ${process.pid}`,
+      }),
+      intervalMs: config.leaderInterval,
+      log,
+      registry,
+    });
+    const lead = leader;
     if (config.archiveInterval > 0) {
       timer = setInterval(() => {
+        if (!lead.isLeader()) return;
         run().then(
           (r) => r.days.length && log.info("archive run done", { ...r }),
           (err) => log.warn("archive run failed: the next one retries", { err }),
@@ -130,8 +148,10 @@ export async function createArchiver({
       sql,
       store,
       run,
+      leader: lead,
       async close() {
         if (timer) clearInterval(timer);
+        await lead.close();
         await srv.close();
         await sql.end({ timeout: 5 });
         duck.close();
@@ -139,6 +159,7 @@ export async function createArchiver({
     };
   } catch (err) {
     if (timer) clearInterval(timer);
+    await leader?.close().catch(() => {});
     await server?.close().catch(() => {});
     await sql.end({ timeout: 1 }).catch(() => {});
     duck.close();
