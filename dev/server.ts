@@ -15,9 +15,13 @@ export class StackError extends Error {
 
 export interface Server {
   name: ServiceName;
+  /** Name of its log file and data folder: the service's name, or "nats-2", "nats-3" for further NATS cluster nodes. */
+  id: string;
   port: number;
   /** Second port (NATS monitoring). */
   port2?: number;
+  /** NATS cluster: this node's route port, and every node's (routes to the others). */
+  cluster?: { port: number; ports: number[]; node: number };
   child?: ChildProcess;
   exited?: Promise<void>;
   initialized: boolean;
@@ -38,7 +42,8 @@ export interface ServerHost {
   spawnServer(s: Server, argv: string[], cwd?: string): void;
   /** Resolves once `check` passes; a StackError with the log tail if the server exits or the time runs out. */
   waitReady(s: Server, check: () => Promise<void>): Promise<void>;
-  logFile(name: ServiceName): string;
+  /** Log file of a server, by its id. */
+  logFile(id: string): string;
 }
 
 export function which(name: string, extra: string[] = []): string | undefined {

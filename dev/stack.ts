@@ -33,7 +33,7 @@ import { join, resolve } from "node:path";
 import { loadConfig } from "../lib/config";
 import { silentLogger, type Logger } from "../lib/log";
 import { freePort } from "./free-port";
-import { startNats } from "./nats";
+import { natsNodeName, startNats } from "./nats";
 import { findPostgresBin, startPostgres } from "./postgres";
 import { startRedis } from "./redis";
 import { startS3 } from "./s3";
@@ -56,6 +56,30 @@ export interface StackOptions {
   log?: Logger;
   /** How long each server may take to become ready (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * nats-server processes (default 1). Several form one JetStream cluster on loopback, each with its
+   * own ports and store; NATS_URL is then the comma list of them all.
+   */
+  natsNodes?: number;
+}
+
+/** One nats-server of the stack, so that a test can kill, pause or restart that node alone. */
+export interface NatsNode {
+  /** 0-based. */
+  readonly index: number;
+  /** Its server_name (a cluster's stream info names leader and replicas by it); "" for a single server. */
+  readonly name: string;
+  /** nats://127.0.0.1:PORT of this node. */
+  readonly url: string;
+  /** http://127.0.0.1:PORT of its monitoring endpoint. */
+  readonly monitorUrl: string;
+  readonly logFile: string;
+  /** Its process id while it runs. */
+  pid(): number | undefined;
+  /** Stops this node: "SIGTERM" clean, "SIGKILL" a crash. */
+  stop(signal?: "SIGTERM" | "SIGKILL"): Promise<void>;
+  /** Starts it again on its ports with its store, and waits until its /healthz passes (caught up). */
+  start(): Promise<void>;
 }
 
 export interface S3Settings {
@@ -67,8 +91,12 @@ export interface S3Settings {
 }
 
 export interface Stack {
-  /** nats://127.0.0.1:PORT, or NATS_URL when given; "" when neither. */
+  /** nats://127.0.0.1:PORT (comma-separated, one per node, for a cluster), or NATS_URL when given; "" when neither. */
   readonly natsUrl: string;
+  /** nats-server processes this stack runs (0 when NATS is given by the environment). */
+  readonly natsNodes: number;
+  /** Node `index` (0-based) of the nats-servers this stack started; throws for another. */
+  natsNode(index: number): NatsNode;
   /** http://127.0.0.1:PORT of the started nats-server's monitoring endpoint; "" when not started here. */
   readonly natsMonitorUrl: string;
   /** redis://127.0.0.1:PORT, or REDIS_URL when given; "" when neither. */
@@ -83,12 +111,12 @@ export interface Stack {
   env(): Record<string, string>;
   /** True when the service is available, started here or given by the environment. */
   has(name: ServiceName): boolean;
-  /** Process id of a server this stack runs now, or undefined. */
+  /** Process id of a server this stack runs now (NATS: its first node), or undefined. */
   pid(name: ServiceName): number | undefined;
-  /** Log file of a server this stack started. */
+  /** Log file of a server this stack started (NATS: its first node's). */
   logFile(name: ServiceName): string;
   /**
-   * Stops a server this stack started and waits for its exit. "SIGTERM" is a clean stop (PostgreSQL
+   * Stops a server (every NATS node) this stack started and waits for its exit. "SIGTERM" is a clean stop (PostgreSQL
    * gets SIGINT, its fast shutdown, so that open client connections do not hold it); "SIGKILL" kills
    * the server's whole process group, like a crash. Throws for a server given by the environment.
    */
@@ -253,7 +281,9 @@ export async function startStack({
   env = process.env,
   log = silentLogger,
   readyTimeoutMs = 30_000,
+  natsNodes = 1,
 }: StackOptions = {}): Promise<Stack> {
+  if (!Number.isInteger(natsNodes) || natsNodes < 1) throw new StackError(`natsNodes must be a whole number ≥ 1, got ${natsNodes}`);
   const config = loadConfig(env);
   const given: Partial<Record<ServiceName, boolean>> = {
     nats: config.natsUrl !== "",
@@ -269,11 +299,14 @@ export async function startStack({
   // PostgreSQL runs as another user under root and must reach its data folder inside ours.
   chmodSync(dir, 0o711);
 
-  const servers = new Map<ServiceName, Server>();
+  // By id: "nats" (a cluster's first node), "nats-2", "nats-3", "redis", …
+  const servers = new Map<string, Server>();
   let binaries: Binaries = {};
   let stopped = false;
 
-  const logFile = (name: ServiceName) => join(dir, "logs", `${name}.log`);
+  const logFile = (id: string) => join(dir, "logs", `${id}.log`);
+  const natsIds = Array.from({ length: natsNodes }, (_, i) => (i === 0 ? "nats" : `nats-${i + 1}`));
+  const natsList = () => natsIds.map((id) => servers.get(id)).filter((s): s is Server => s !== undefined);
   const s3Bucket = config.s3Bucket;
 
   const writePids = () => {
@@ -298,7 +331,7 @@ export async function startStack({
   const running = (s: Server) => s.child !== undefined && s.child.exitCode === null && s.child.signalCode === null;
 
   const spawnServer = (s: Server, argv: string[], cwd = dir) => {
-    const fd = openSync(logFile(s.name), "a");
+    const fd = openSync(logFile(s.id), "a");
     try {
       // Own process group (detached): a Ctrl-C meant for the parent does not hit the servers, and
       // SIGKILL can reach PostgreSQL's backends through the group.
@@ -324,7 +357,7 @@ export async function startStack({
     while (Date.now() < deadline) {
       if (!running(s)) {
         await sleep(50); // let the log flush
-        throw new StackError(`${s.name} exited before it was ready; last lines of ${logFile(s.name)}:\n${tail(logFile(s.name))}`);
+        throw new StackError(`${s.id} exited before it was ready; last lines of ${logFile(s.id)}:\n${tail(logFile(s.id))}`);
       }
       try {
         await check();
@@ -335,8 +368,8 @@ export async function startStack({
       await sleep(50);
     }
     throw new StackError(
-      `${s.name} was not ready within ${readyTimeoutMs} ms (${last instanceof Error ? last.message : String(last)}); ` +
-        `last lines of ${logFile(s.name)}:\n${tail(logFile(s.name))}`,
+      `${s.id} was not ready within ${readyTimeoutMs} ms (${last instanceof Error ? last.message : String(last)}); ` +
+        `last lines of ${logFile(s.id)}:\n${tail(logFile(s.id))}`,
       { cause: last },
     );
   };
@@ -358,20 +391,70 @@ export async function startStack({
     s3: startS3,
   };
 
-  const starting = new Map<ServiceName, Promise<void>>();
+  // Ports handed out by this stack: freePort may return one again once its socket is closed.
+  const handedOut = new Set<number>();
+  const newPort = async () => {
+    for (;;) {
+      const p = await freePort();
+      if (!handedOut.has(p)) {
+        handedOut.add(p);
+        return p;
+      }
+    }
+  };
+  /** The server records of a service, created (ports picked) once, on first use. */
+  const records = new Map<ServiceName, Promise<Server[]>>();
+  const recordsOf = (name: ServiceName): Promise<Server[]> => {
+    let r = records.get(name);
+    if (!r) {
+      r = createRecords(name);
+      records.set(name, r);
+    }
+    return r;
+  };
+  const createRecords = async (name: ServiceName): Promise<Server[]> => {
+    if (name !== "nats") {
+      let s = servers.get(name);
+      if (!s) {
+        s = { name, id: name, port: await newPort(), initialized: false };
+        servers.set(name, s);
+      }
+      return [s];
+    }
+    if (natsList().length === 0) {
+      // Every node's route port is known before any starts: each lists the others.
+      const ports: number[] = [];
+      for (let i = 0; i < natsNodes; i++) ports.push(await newPort());
+      for (const [i, id] of natsIds.entries()) {
+        servers.set(id, {
+          name,
+          id,
+          port: await newPort(),
+          port2: await newPort(),
+          cluster: natsNodes > 1 ? { port: ports[i]!, ports, node: i } : undefined,
+          initialized: false,
+        });
+      }
+    }
+    return natsList();
+  };
+
+  const starting = new Map<string, Promise<void>>();
   const startService = async (name: ServiceName): Promise<void> => {
     if (stopped) throw new StackError("stack was stopped");
     if (given[name]) return; // the environment's server: nothing to start
-    const pending = starting.get(name);
+    const wanted = await recordsOf(name);
+    if (name !== "s3" && !(name === "postgres" ? binaries.postgresBin : binaries[name])) binaries = ensureBinaries([name], log);
+    // A cluster's nodes start together: none is ready (healthz) before the others elect a meta leader.
+    await Promise.all(wanted.map((s) => startServer(s)));
+  };
+  const startServer = async (s: Server): Promise<void> => {
+    if (stopped) throw new StackError("stack was stopped");
+    const pending = starting.get(s.id);
     if (pending) return pending;
+    const name = s.name;
     const p = (async () => {
-      let s = servers.get(name);
-      if (s && running(s)) return;
-      if (!s) {
-        s = { name, port: await freePort(), port2: name === "nats" ? await freePort() : undefined, initialized: false };
-        servers.set(name, s);
-      }
-      if (name !== "s3" && !(name === "postgres" ? binaries.postgresBin : binaries[name])) binaries = ensureBinaries([name], log);
+      if (running(s)) return;
       const t0 = performance.now();
       for (let attempt = 1; ; attempt++) {
         try {
@@ -382,19 +465,20 @@ export async function startStack({
           // port in between; on a first start, take new ports. A restart must keep its port.
           const taken = err instanceof StackError && /address already in use|EADDRINUSE|port \d+ in use/i.test(err.message);
           if (s.initialized || !taken || attempt >= 3) throw err;
-          log.warn(`stack: ${name} port was taken, trying another`, { service: name, port: s.port });
-          s.port = await freePort();
-          if (s.port2 !== undefined) s.port2 = await freePort();
+          // (A cluster's route port stays: the other nodes already route to it.)
+          log.warn(`stack: ${s.id} port was taken, trying another`, { service: name, port: s.port });
+          s.port = await newPort();
+          if (s.port2 !== undefined) s.port2 = await newPort();
         }
       }
       s.initialized = true;
-      log.info(`stack: ${name} ready`, { service: name, port: s.port, pid: s.child?.pid, ms: Math.round(performance.now() - t0) });
+      log.info(`stack: ${s.id} ready`, { service: name, port: s.port, pid: s.child?.pid, ms: Math.round(performance.now() - t0) });
     })();
-    starting.set(name, p);
+    starting.set(s.id, p);
     try {
       await p;
     } finally {
-      starting.delete(name);
+      starting.delete(s.id);
     }
   };
 
@@ -438,7 +522,32 @@ export async function startStack({
 
   const stack: Stack = {
     get natsUrl() {
-      return given.nats ? config.natsUrl : servers.has("nats") ? `nats://127.0.0.1:${servers.get("nats")!.port}` : "";
+      return given.nats
+        ? config.natsUrl
+        : natsList()
+            .map((s) => `nats://127.0.0.1:${s.port}`)
+            .join(",");
+    },
+    get natsNodes() {
+      return given.nats ? 0 : natsList().length;
+    },
+    natsNode(index) {
+      const s = given.nats ? undefined : natsList()[index];
+      if (!s) throw new StackError(`nats node ${index} was not started by this stack (it runs ${stack.natsNodes})`);
+      return {
+        index,
+        name: s.cluster ? natsNodeName(index) : "",
+        url: `nats://127.0.0.1:${s.port}`,
+        monitorUrl: `http://127.0.0.1:${s.port2}`,
+        logFile: logFile(s.id),
+        pid: () => (running(s) ? s.child!.pid : undefined),
+        async stop(signal = "SIGTERM") {
+          await starting.get(s.id)?.catch(() => {});
+          await stopServer(s, signal);
+          writePids();
+        },
+        start: () => startServer(s),
+      };
     },
     get natsMonitorUrl() {
       return !given.nats && servers.has("nats") ? `http://127.0.0.1:${servers.get("nats")!.port2}` : "";
@@ -490,10 +599,14 @@ export async function startStack({
     logFile,
     async stopService(name, signal = "SIGTERM") {
       if (given[name]) throw new StackError(`${name} comes from ${ENV_VAR[name]}; this stack cannot stop it`);
-      const s = servers.get(name);
-      if (!s) throw new StackError(`${name} was never started by this stack`);
-      await starting.get(name)?.catch(() => {});
-      await stopServer(s, signal);
+      const started = name === "nats" ? natsList() : [servers.get(name)].filter((s): s is Server => s !== undefined);
+      if (started.length === 0) throw new StackError(`${name} was never started by this stack`);
+      await Promise.all(
+        started.map(async (s) => {
+          await starting.get(s.id)?.catch(() => {});
+          await stopServer(s, signal);
+        }),
+      );
       writePids();
     },
     startService,

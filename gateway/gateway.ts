@@ -71,7 +71,7 @@ export async function createGateway({
   publishAttempts = 3,
 }: GatewayOptions): Promise<Gateway> {
   if (!natsUrl) throw new Error("NATS_URL is empty: the gateway needs a NATS server with JetStream");
-  const nats: Nats = await connectNats({ url: natsUrl, name: `gateway ${instanceId}`, log });
+  const nats: Nats = await connectNats({ url: natsUrl, name: `gateway ${instanceId}`, log, registry });
   let follower: Follower | undefined;
   const timers: ReturnType<typeof setInterval>[] = [];
   try {
@@ -80,6 +80,8 @@ export async function createGateway({
       duplicateWindow: config.duplicateWindow,
       streamMaxAge: config.streamMaxAge,
       streamMaxBytes: config.streamMaxBytes,
+      replicas: config.streamReplicas,
+      log,
       stream,
       subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,
     });

@@ -160,6 +160,13 @@ const S = {
     "largest size of the positions stream on disk; when full, new points are refused (UNAVAILABLE), never old ones dropped",
     1024 * 1024,
   ),
+  streamReplicas: int(
+    "FLEET_STREAM_REPLICAS",
+    1,
+    "copies of the positions stream (and its durable consumers) on a NATS cluster: 1 on one server, 3 on a cluster; changing it scales the live stream",
+    1,
+    5,
+  ),
   // gateway
   gatewayPort: int("GATEWAY_PORT", 50051, "gateway port (gRPC, gRPC-Web, Connect, /healthz)", 0, 65535),
   gatewayAdminPort: int(

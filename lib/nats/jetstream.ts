@@ -16,7 +16,7 @@ import {
   type StreamInfo,
 } from "@nats-io/jetstream";
 import type { Logger } from "../log";
-import { Gauge, type Registry } from "../metrics";
+import { Counter, Gauge, type Registry } from "../metrics";
 import { POSITIONS_STREAM, POSITIONS_SUBJECTS } from "./subjects";
 
 export interface NatsOptions {
@@ -29,6 +29,8 @@ export interface NatsOptions {
   connectTimeoutMs?: number;
   /** The server does not deliver this connection's own messages to its subscriptions (the tracker hands them over itself). */
   noEcho?: boolean;
+  /** Where `nats_connected` and `nats_reconnects_total` go (the service's registry); none: not counted. */
+  registry?: Registry;
 }
 
 export interface Nats {
@@ -41,16 +43,24 @@ export interface Nats {
   close(): Promise<void>;
 }
 
+/** The servers of a NATS_URL: one URL, or several comma-separated (members of one cluster). */
+export function natsServers(url: string): string[] {
+  return url
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
 /**
  * Connects to NATS and returns JetStream handles. The client reconnects forever (a server restart
- * must not take a service down) with jittered waits; status changes are logged.
+ * must not take a service down) with jittered waits, to any server of NATS_URL or any member the
+ * cluster announced since (nats.js follows the servers' INFO updates unless `ignoreClusterUpdates`,
+ * which we leave off). Every status change is logged; `nats_connected` and `nats_reconnects_total`
+ * count them when a registry is given.
  */
-export async function connectNats({ url, name, log, connectTimeoutMs = 10_000, noEcho = false }: NatsOptions): Promise<Nats> {
+export async function connectNats({ url, name, log, connectTimeoutMs = 10_000, noEcho = false, registry }: NatsOptions): Promise<Nats> {
   const nc = await connect({
-    servers: url
-      .split(",")
-      .map((s) => s.trim())
-      .filter(Boolean),
+    servers: natsServers(url),
     name,
     noEcho,
     timeout: connectTimeoutMs,
@@ -65,21 +75,71 @@ export async function connectNats({ url, name, log, connectTimeoutMs = 10_000, n
     noAsyncTraces: true,
   });
   let up = true;
+  const connectedGauge = registry
+    ? new Gauge({
+        name: "nats_connected",
+        help: "1 while the NATS connection is up, 0 while it reconnects or is closed",
+        registers: [registry],
+      })
+    : undefined;
+  const reconnects = registry
+    ? new Counter({
+        name: "nats_reconnects_total",
+        help: "times the NATS connection was re-established after a loss",
+        registers: [registry],
+      })
+    : undefined;
+  connectedGauge?.set(1);
+  // Attempts while the cluster is away come every reconnectTimeWait: the first of each outage is a
+  // warning, the rest are debug lines, so that a long outage does not flood the log.
+  let attempts = 0;
   (async () => {
     for await (const s of nc.status()) {
-      if (s.type === "disconnect") {
-        up = false;
-        log.warn("nats disconnected", { server: s.server });
-      } else if (s.type === "reconnect") {
-        up = true;
-        log.info("nats reconnected", { server: s.server });
-      } else if (s.type === "error") {
-        log.warn("nats error", { err: s.error });
+      switch (s.type) {
+        case "disconnect":
+          up = false;
+          attempts = 0;
+          connectedGauge?.set(0);
+          log.warn("nats disconnected", { server: s.server });
+          break;
+        case "reconnecting":
+          attempts++;
+          if (attempts === 1) log.warn("nats reconnecting", { servers: url });
+          else log.debug("nats reconnecting", { attempt: attempts });
+          break;
+        case "reconnect":
+          up = true;
+          connectedGauge?.set(1);
+          reconnects?.inc();
+          log.info("nats reconnected", { server: s.server, attempts });
+          break;
+        case "update":
+          log.info("nats cluster changed", { added: s.added, deleted: s.deleted });
+          break;
+        case "ldm":
+          // The server is going away (lame duck): the client moves to another before it does.
+          log.warn("nats server entering lame duck mode", { server: s.server });
+          break;
+        case "error":
+          log.warn("nats error", { err: s.error });
+          break;
+        case "staleConnection":
+          log.warn("nats connection stale (pings unanswered): reconnecting");
+          break;
+        case "slowConsumer":
+          log.warn("nats slow consumer", { subject: s.sub.getSubject(), pending: s.pending });
+          break;
+        case "close":
+          log.info("nats connection closed");
+          break;
+        default:
+          log.debug("nats status", { type: s.type });
       }
     }
   })().catch(() => {});
   nc.closed().then(() => {
     up = false;
+    connectedGauge?.set(0);
   });
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
@@ -106,6 +166,10 @@ export interface PositionsStreamConfig {
   stream?: string;
   /** Subjects; default fleet.pos.> */
   subjects?: string;
+  /** Copies of the stream on a cluster (FLEET_STREAM_REPLICAS). None: 1 for a new stream, an existing one's left as it is. */
+  replicas?: number;
+  /** Where a change of the live stream (its replicas) is said. */
+  log?: Logger;
 }
 
 /** FLEET_STREAM_MAX_BYTES's default, for callers that give none. */
@@ -120,6 +184,11 @@ const DEFAULT_STREAM_MAX_BYTES = 10 * 1024 ** 3;
  * messages (DiscardPolicy.New: the gateway answers UNAVAILABLE and acks nothing) rather than drop
  * its oldest (DiscardPolicy.Old would silently delete acked points a lagging sink has not read).
  * `watchStreamLimits` shows how near the limits the stream is.
+ *
+ * Replicas: an existing stream with other `num_replicas` is scaled in place (JetStream copies it
+ * to the new peers, or drops the extra ones) and the log says "positions stream replicas 1 -> 3".
+ * The durable consumers are created without replicas of their own, so the server scales them with
+ * the stream.
  */
 export async function ensurePositionsStream(jsm: JetStreamManager, config: PositionsStreamConfig): Promise<StreamInfo> {
   const name = config.stream ?? POSITIONS_STREAM;
@@ -131,7 +200,7 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
     duplicate_window: nanos(config.duplicateWindow),
     max_age: nanos(config.streamMaxAge),
     max_bytes: config.streamMaxBytes ?? DEFAULT_STREAM_MAX_BYTES,
-    num_replicas: 1,
+    num_replicas: config.replicas ?? 1,
   };
   try {
     const info = await jsm.streams.info(name);
@@ -141,18 +210,32 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
       c.max_age === wanted.max_age &&
       c.max_bytes === wanted.max_bytes &&
       c.discard === wanted.discard &&
-      c.subjects?.[0] === wanted.subjects![0]
+      c.subjects?.[0] === wanted.subjects![0] &&
+      (config.replicas === undefined || c.num_replicas === wanted.num_replicas)
     ) {
       return info;
     }
-    // Storage and replicas cannot change on a live stream; only the limits are updated.
-    return await jsm.streams.update(name, {
-      subjects: wanted.subjects,
-      duplicate_window: wanted.duplicate_window,
-      max_age: wanted.max_age,
-      max_bytes: wanted.max_bytes,
-      discard: wanted.discard,
-    });
+    // Storage cannot change on a live stream; the limits and the replicas can.
+    const updated = await jsm.streams
+      .update(name, {
+        subjects: wanted.subjects,
+        duplicate_window: wanted.duplicate_window,
+        max_age: wanted.max_age,
+        max_bytes: wanted.max_bytes,
+        discard: wanted.discard,
+        num_replicas: config.replicas === undefined ? c.num_replicas : wanted.num_replicas,
+      })
+      .catch((updateErr) => {
+        throw replicasError(updateErr, name, wanted.num_replicas!);
+      });
+    if (config.replicas !== undefined && c.num_replicas !== wanted.num_replicas) {
+      config.log?.info(`positions stream replicas ${c.num_replicas} -> ${wanted.num_replicas}`, {
+        stream: name,
+        from: c.num_replicas,
+        to: wanted.num_replicas,
+      });
+    }
+    return updated;
   } catch (err) {
     if (!isStreamNotFound(err)) throw err;
     try {
@@ -160,6 +243,9 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
     } catch (addErr) {
       // Another instance created it between our info and add.
       if (/already in use|exists/i.test(String((addErr as Error)?.message))) return jsm.streams.info(name);
+      if (/insufficient resources|no suitable peers|replicas > 1 not supported/i.test(String((addErr as Error)?.message))) {
+        throw replicasError(addErr, name, wanted.num_replicas!);
+      }
       if (/insufficient storage/i.test(String((addErr as Error)?.message))) {
         throw new Error(
           `JetStream cannot reserve FLEET_STREAM_MAX_BYTES (${wanted.max_bytes} bytes) for stream ${name}: lower it, or raise the server's jetstream max_file_store`,
@@ -169,6 +255,18 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
       throw addErr;
     }
   }
+}
+
+/** A stream the cluster cannot hold with that many replicas: say which variable to change. */
+function replicasError(err: unknown, stream: string, replicas: number): Error {
+  const message = String((err as Error)?.message);
+  if (replicas > 1 && /insufficient resources|no suitable peers|replicas > 1 not supported|not enough peers/i.test(message)) {
+    return new Error(
+      `JetStream cannot place ${replicas} replicas of stream ${stream} (${message}): FLEET_STREAM_REPLICAS must not exceed the cluster's nats-servers with JetStream (1 on a single server)`,
+      { cause: err },
+    );
+  }
+  return err instanceof Error ? err : new Error(message);
 }
 
 function isStreamNotFound(err: unknown): boolean {
