@@ -37,6 +37,7 @@ export interface Platform {
   endpoints: Endpoints;
   stack: Stack;
   logDir: string;
+  /** Every service process by instance: "gateway", "gateway-2", … */
   services: Map<string, ServiceProcess>;
   /** The live map page with a fresh read-only watch token of every vehicle in its fragment; null without a tracker. */
   mapUrl: string | null;
@@ -48,16 +49,29 @@ export interface StartPlatformOptions {
   config: Config;
   /** Progress lines for a person ("starting nats-server…"). */
   progress?: (line: string) => void;
+  /** nats-servers of the stack: several form one JetStream cluster (default 1). */
+  natsNodes?: number;
+  /** Processes of each service (default 1 each; the archiver always runs one). */
+  instances?: Partial<Record<"gateway" | "tracker" | "history", number>>;
 }
 
 /** Starts stack and services; on any failure stops what it started and throws. */
-export async function startPlatform({ config, progress = () => {} }: StartPlatformOptions): Promise<Platform> {
+export async function startPlatform({
+  config,
+  progress = () => {},
+  natsNodes = 1,
+  instances = {},
+}: StartPlatformOptions): Promise<Platform> {
   const logDir = join(root, ".fleet", "logs");
   mkdirSync(logDir, { recursive: true });
   progress(
     "starting the stack (NATS JetStream, Redis, PostgreSQL, S3) — servers given by NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT are used as they are",
   );
-  const stack = await startStack({ services: ["nats", "redis", "postgres", "s3"] });
+  if (natsNodes > 1) progress(`NATS: a JetStream cluster of ${natsNodes} nats-servers on loopback, each with its own store`);
+  const stack = await startStack({ services: ["nats", "redis", "postgres", "s3"], natsNodes });
+  // On a cluster the stream is replicated unless the operator said otherwise.
+  const clusterEnv: Record<string, string> =
+    stack.natsNodes > 1 && !process.env.FLEET_STREAM_REPLICAS ? { FLEET_STREAM_REPLICAS: String(Math.min(3, stack.natsNodes)) } : {};
   const services = new Map<string, ServiceProcess>();
   let web: WebApp | undefined;
   let webDir: string | undefined;
@@ -75,15 +89,23 @@ export async function startPlatform({ config, progress = () => {} }: StartPlatfo
         urls[svc.name] = null;
         continue;
       }
-      const logFile = join(logDir, `${svc.name}.log`);
-      progress(`starting ${svc.name} on ${config.host}:${svc.port(config)} (log: ${logFile})`);
-      const proc = await startServiceProcess({
-        service: svc.name,
-        env: { ...stack.env(), [svc.portVar]: String(svc.port(config)) },
-        logFile,
-      });
-      services.set(svc.name, proc);
-      urls[svc.name] = proc.url;
+      const count = svc.name === "archiver" ? 1 : (instances[svc.name] ?? 1);
+      for (let i = 1; i <= count; i++) {
+        const id = i === 1 ? svc.name : `${svc.name}-${i}`;
+        // Gateways share their port (SO_REUSEPORT: the kernel spreads connections over them); a
+        // further tracker or history process takes any free port, named in its "listening" line.
+        const shared = svc.name === "gateway" && count > 1;
+        const port = i === 1 || shared ? svc.port(config) : 0;
+        const logFile = join(logDir, `${id}.log`);
+        progress(`starting ${id} on ${config.host}:${port || "(a free port)"} (log: ${logFile})`);
+        const proc = await startServiceProcess({
+          service: svc.name,
+          env: { ...stack.env(), ...clusterEnv, [svc.portVar]: String(port), ...(shared ? { GATEWAY_REUSE_PORT: "true" } : {}) },
+          logFile,
+        });
+        services.set(id, proc);
+        if (i === 1) urls[svc.name] = proc.url;
+      }
     }
     if (urls.tracker) {
       // A folder per process: two `fleet up` at once must not serve each other's bundle.

@@ -243,6 +243,7 @@ async function ensureConsumer(nats: Nats, stream: string, durable: string, maxAc
     await nats.jsm.consumers.add(stream, {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
+      // No num_replicas: the server keeps a durable at its stream's replicas (FLEET_STREAM_REPLICAS) and scales it with the stream.
       deliver_policy: DeliverPolicy.All,
       ack_wait: nanos(ackWaitMs),
       max_ack_pending: maxAckPending,

@@ -110,6 +110,7 @@ export async function startConsumer({
       await nats.jsm.consumers.add(stream, {
         durable_name: durable,
         ack_policy: AckPolicy.Explicit,
+        // No num_replicas: the server keeps a durable at its stream's replicas (FLEET_STREAM_REPLICAS) and scales it with the stream.
         ack_wait: nanos(ACK_WAIT_MS),
         max_ack_pending: 10_000,
         deliver_policy: DeliverPolicy.StartTime,
