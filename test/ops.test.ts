@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AckPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { freePort, startServiceProcess, type ServiceProcess } from "../dev";
+import { freePort, startServiceProcess, startStack, type ServiceProcess } from "../dev";
 import { testStack } from "../dev/testing";
 import type { Stack } from "../dev/stack";
 import type { StatusReport } from "../cli/commands/status";
@@ -199,4 +199,55 @@ describe("ops files", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("fleet status on a 3-node cluster", () => {
+  let cluster: Stack;
+  const stream = `STATUS_R3_${process.pid}`;
+
+  beforeAll(async () => {
+    cluster = await startStack({ services: ["nats"], natsNodes: 3 });
+    const nc = await connect({ servers: cluster.natsUrl.split(",") });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: stream, subjects: [`status-r3.${process.pid}.>`], num_replicas: 3 });
+    for (let i = 0; i < 3; i++) await nc.request(`status-r3.${process.pid}.x`, new TextEncoder().encode(String(i)));
+    await nc.close();
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  const monitors = () => Array.from({ length: 3 }, (_, i) => cluster.natsNode(i).monitorUrl).join(",");
+
+  test("status - lists the three nodes and the stream's leader; a killed follower exits 1 naming it", async () => {
+    const env = { NATS_URL: cluster.natsUrl, NATS_MONITOR_URL: monitors(), REDIS_URL: "", DATABASE_URL: "", FLEET_ADMIN_URLS: "" };
+    const healthy = await fleetStatus(["--stream", stream, "--json"], env);
+    const report = JSON.parse(healthy.stdout) as StatusReport;
+    expect(healthy.code).toBe(0);
+    expect(report.nodes.map((n) => n.name).sort()).toEqual(["fleet-n1", "fleet-n2", "fleet-n3"]);
+    expect(report.nodes.every((n) => n.state === "ok" && n.routes === 2)).toBe(true);
+    const leader = report.stream!.leader!;
+    expect(report.stream).toMatchObject({ state: "ok", replicas: 3, messages: 3 });
+    expect(report.stream!.peers.map((p) => p.name).sort()).toEqual(["fleet-n1", "fleet-n2", "fleet-n3"]);
+
+    const follower = [0, 1, 2].find((i) => cluster.natsNode(i).name !== leader)!;
+    const node = cluster.natsNode(follower);
+    await node.stop("SIGKILL");
+    const down = await fleetStatus(["--stream", stream], env);
+    expect(down.stderr).toBe("");
+    expect(down.code).toBe(1);
+    expect(down.stdout).toContain(`FAIL nats node ${node.monitorUrl}: monitoring endpoint unreachable`);
+    // Without monitoring endpoints the stream's leader tells: the silent replica, once past 5 s.
+    let noMonitor = { code: 0, stdout: "", stderr: "" };
+    const deadline = Date.now() + 12_000;
+    while (Date.now() < deadline) {
+      noMonitor = await fleetStatus(["--stream", stream], { ...env, NATS_MONITOR_URL: "" });
+      if (noMonitor.stdout.includes("replica offline")) break;
+      await Bun.sleep(500);
+    }
+    expect(noMonitor.code).toBe(1);
+    expect(noMonitor.stdout).toContain(`leader ${leader}`);
+    expect(noMonitor.stdout).toContain(`FAIL stream ${stream}: replica offline on ${node.name} (not heard from for over 5 s)`);
+  }, 30_000);
 });

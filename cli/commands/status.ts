@@ -152,6 +152,9 @@ async function nodesFromMonitors(urls: string[], timeoutMs: number): Promise<Nod
   );
 }
 
+/** Seconds without a word from a replica after which it counts as offline (its server down or cut off). */
+const SILENT_PEER_S = 5;
+
 async function streamStatus(jsm: JetStreamManager, name: string, connectedTo: string): Promise<StreamStatus> {
   let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>>;
   try {
@@ -175,14 +178,16 @@ async function streamStatus(jsm: JetStreamManager, name: string, connectedTo: st
   const peers: ReplicaStatus[] = [];
   if (leader) peers.push({ name: leader, leader: true, state: "ok", current: true, offline: false, lag: 0 });
   for (const r of cluster?.replicas ?? []) {
-    const lag = r.lag ?? 0;
+    // nats-server 2.9 never sets `offline` for a killed peer and keeps it `current` for ~10 s; the
+    // leader hears from a live one many times a second, so silence (`active`, in ns) says it first.
+    const offline = r.offline === true || (r.active ?? 0) / 1e9 > SILENT_PEER_S;
     peers.push({
       name: r.name,
       leader: false,
-      state: r.offline ? "fail" : r.current ? "ok" : "warn",
+      state: offline ? "fail" : r.current ? "ok" : "warn",
       current: r.current,
-      offline: r.offline ?? false,
-      lag,
+      offline,
+      lag: r.lag ?? 0,
     });
   }
   const offline = peers.filter((p) => p.offline).map((p) => p.name);
@@ -194,7 +199,7 @@ async function streamStatus(jsm: JetStreamManager, name: string, connectedTo: st
     detail = "no leader: fewer than a quorum of its replicas are up; publishes fail until one is elected (start the stopped nats-servers)";
   } else if (offline.length) {
     state = "fail";
-    detail = `replica offline on ${offline.join(", ")}: restart that nats-server; the stream goes on while a quorum is up`;
+    detail = `replica offline on ${offline.join(", ")} (not heard from for over ${SILENT_PEER_S} s): restart that nats-server; the stream goes on while a majority of its replicas is up`;
   } else if (lagging.length) {
     state = "warn";
     detail = `replica lagging on ${lagging.join(", ")}: it catches up by itself; alert if it stays behind`;
@@ -315,7 +320,7 @@ export async function collectStatus({
   admin = [],
   redisUrl,
   databaseUrl,
-  stream = POSITIONS_STREAM,
+  stream: name = POSITIONS_STREAM,
   timeoutMs = 3000,
 }: StatusOptions): Promise<StatusReport> {
   const natsPart = async (): Promise<Pick<StatusReport, "nodes" | "stream" | "consumers">> => {
@@ -344,8 +349,8 @@ export async function collectStatus({
     try {
       const jsm = await jetstreamManager(nc, { timeout: timeoutMs });
       const connectedTo = nc.info?.server_name ?? "nats";
-      const s = await streamStatus(jsm, stream, connectedTo);
-      const consumers = s.state === "fail" && s.replicas === 0 ? [] : await consumerStatus(jsm, stream);
+      const s = await streamStatus(jsm, name, connectedTo);
+      const consumers = s.state === "fail" && s.replicas === 0 ? [] : await consumerStatus(jsm, name);
       // Without monitoring endpoints, the nodes are what the stream's replicas say of themselves.
       const nodes: NodeStatus[] = monitored.length
         ? monitored
@@ -367,6 +372,19 @@ export async function collectStatus({
         if (s.leader === n.name && !n.role.includes("stream leader")) n.role = `stream leader, ${n.role}`;
       }
       return { nodes, stream: s, consumers };
+    } catch (err) {
+      // The JetStream API goes quiet while a cluster elects a new meta leader after losing one.
+      const stream: StreamStatus = {
+        name,
+        state: "fail",
+        replicas: 0,
+        leader: null,
+        messages: 0,
+        bytes: 0,
+        peers: [],
+        detail: `the JetStream API did not answer (${message(err)}): a cluster electing a leader after losing a node is back within seconds, run again; otherwise fewer than a majority of its servers are up`,
+      };
+      return { nodes: monitored, stream, consumers: [] };
     } finally {
       await nc.close().catch(() => {});
     }
