@@ -3,7 +3,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { loadConfig } from "../../lib/config";
 import { createLogger } from "../../lib/log";
-import { POSITIONS_STREAM } from "../../lib/nats";
+import { natsServers, POSITIONS_STREAM } from "../../lib/nats";
 import { parseSimArgs, SIM_USAGE } from "../../sim/options";
 import { cityBox, createCity } from "../../sim/route";
 import { createSimulator } from "../../sim/simulator";
@@ -35,7 +35,7 @@ export async function run(argv: string[]): Promise<number> {
   say(`service logs: ${platform.logDir}`);
   say(describeMap(mapWithBox(platform.mapUrl, options.center)));
 
-  const nc = await connect({ servers: platform.endpoints.nats, name: "fleet-demo" });
+  const nc = await connect({ servers: natsServers(platform.endpoints.nats), name: "fleet-demo" });
   const jsm = await jetstreamManager(nc);
   const sim = createSimulator({
     ...options,

@@ -22,6 +22,7 @@ import { PositionBatchSchema, PositionSchema, type Position } from "../../gen/fl
 import { mintVehicleToken, tokenKeys } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { createLogger } from "../../lib/log";
+import { natsServers } from "../../lib/nats";
 import { testStack } from "../../dev";
 import { createGateway, type Gateway, type GatewayOptions } from "../gateway";
 
@@ -84,7 +85,7 @@ export async function startTestGateway(env: Record<string, string> = {}, options
 
 /** Reads every message of a stream back and decodes the batches. */
 export async function storedPoints(natsUrl: string, stream: string): Promise<Position[]> {
-  const nc = await connect({ servers: natsUrl });
+  const nc = await connect({ servers: natsServers(natsUrl) });
   try {
     const jsm = await jetstreamManager(nc);
     const info = await jsm.streams.info(stream);
