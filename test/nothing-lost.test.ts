@@ -62,19 +62,19 @@ test("nothing lost - every acked point is in JetStream after a gateway SIGKILL a
   });
   await sim.start();
 
-  await sleep(4_000);
+  await sleep(2_000);
   const beforeKill = sim.stats().acked;
   expect(beforeKill).toBeGreaterThan(0);
   await gateway.stop("SIGKILL");
-  await sleep(1_000);
+  await sleep(500);
   gateway = await startGateway();
 
-  await sleep(4_000);
-  await stack.stopService("nats");
   await sleep(2_000);
+  await stack.stopService("nats");
+  await sleep(1_500);
   await stack.startService("nats");
 
-  await sleep(5_000);
+  await sleep(3_000);
   await sim.stop(25_000);
   const stats = sim.stats();
   console.log("nothing-lost simulator", JSON.stringify(stats));
