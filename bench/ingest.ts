@@ -154,7 +154,7 @@ const fmt = (n: number, digits = 0) =>
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
 /** One load generator child and the events it sends. */
-interface Worker {
+export interface Worker {
   proc: Subprocess;
   send(cmd: WorkerCommand): void;
   next<T extends WorkerEvent["type"]>(type: T, timeoutMs: number): Promise<Extract<WorkerEvent, { type: T }>>;
@@ -165,7 +165,7 @@ interface Worker {
 const loadGapLine = (g: TimerGaps) =>
   `send timer late > 5 ms ${g.over5} times, > 10 ms ${g.over10}, > 20 ms ${g.over20}, longest gap ${fmt(g.maxMs, 1)} ms`;
 
-function spawnWorker(): Worker {
+export function spawnWorker(): Worker {
   const waiting = new Map<string, { resolve: (e: WorkerEvent) => void; reject: (e: Error) => void }>();
   const queued: WorkerEvent[] = [];
   let failure: Error | null = null;
@@ -230,10 +230,10 @@ function spawnWorker(): Worker {
   return worker;
 }
 
-const sum = (ws: Worker[], key: keyof WorkerCounters) => ws.reduce((s, w) => s + w.latest[key], 0);
+export const sum = (ws: Worker[], key: keyof WorkerCounters) => ws.reduce((s, w) => s + w.latest[key], 0);
 
 /** Prints one progress line a second while `run` is pending. */
-async function withTicker<T>(label: string, workers: Worker[], run: Promise<T>): Promise<T> {
+export async function withTicker<T>(label: string, workers: Worker[], run: Promise<T>): Promise<T> {
   let lastAcked = sum(workers, "acked");
   let last = performance.now();
   const timer = setInterval(() => {

@@ -17,6 +17,8 @@ export interface JetStreamCeilingOptions {
   warmupMs?: number;
   durationMs?: number;
   partitions?: number;
+  /** num_replicas of the ceiling's stream (3 on a 3-node cluster: every publish waits for a quorum). */
+  replicas?: number;
   progress?: (line: string) => void;
 }
 
@@ -35,6 +37,7 @@ export async function measureJetStreamCeiling({
   warmupMs = 1500,
   durationMs = 8000,
   partitions = 16,
+  replicas = 1,
   progress = () => {},
 }: JetStreamCeilingOptions): Promise<CeilingResult> {
   const nc = await connect({ servers: natsUrl });
@@ -47,6 +50,7 @@ export async function measureJetStreamCeiling({
       subjects: ["bench.ceiling.>"],
       storage: StorageType.File,
       duplicate_window: 5 * 60 * 1_000_000_000,
+      num_replicas: replicas,
     });
     const js = jetstream(nc);
     const templates: VehicleTemplate[] = [];

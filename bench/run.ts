@@ -5,6 +5,7 @@
 import { CODECS_HELP, runCodecsBench } from "./codecs";
 import { HISTORY_HELP, runHistoryBench } from "./history";
 import { INGEST_HELP, runIngestBench } from "./ingest";
+import { runScaleBench, SCALE_HELP } from "./scale";
 import { WATCH_HELP, runWatchBench } from "./watch";
 
 const BENCHES: Record<string, { summary: string; help: string; run: (argv: string[]) => Promise<unknown> }> = {
@@ -22,6 +23,12 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
     summary: "history writer vs COPY, lag, GetTrack, Parquet writers, archiver, DuckDB over a 10M-point archive",
     help: HISTORY_HELP,
     run: runHistoryBench,
+  },
+  scale: {
+    summary:
+      "acked points/s and ack p99 at R1 vs R3 (3 nodes), one vs two gateways, trackers and history writers, beside JetStream's R1/R3 ceilings",
+    help: SCALE_HELP,
+    run: runScaleBench,
   },
   codecs: {
     summary: "each hand protobuf codec next to protobuf-es's BinaryReader/BinaryWriter and reflective fromBinary/toBinary (CPU only)",
