@@ -28,8 +28,18 @@ const MAX_GAPS = 16;
 
 /** What the gateway knows of one vehicle. Mutable on purpose: touched once per point. */
 export class VehicleState {
-  /** Highest seq such that every point the gateway accepted up to it is durable. */
-  durable = 0;
+  #durable = 0;
+  /**
+   * Highest seq such that every point up to it is durable: accepted here and PubAck'd, or read in
+   * the stream without a hole below it. Setting it takes in the held runs it reaches.
+   */
+  get durable(): number {
+    return this.#durable;
+  }
+  set durable(seq: number) {
+    this.#durable = seq;
+    if (this.held !== undefined) this.absorb();
+  }
   /** Highest seq accepted (durable or in flight); a new point must be above it. */
   accepted = 0;
   /** Points accepted and not yet durable or failed. */
@@ -51,6 +61,17 @@ export class VehicleState {
    * Undefined while there is none (almost always).
    */
   gaps: number[] | undefined;
+  /**
+   * Seqs read in the stream above `durable + 1` while a seq between is not there (yet), as ascending
+   * [first, last, since] triples (since: when the hole below that run was first seen, ms): a gateway that died after its batch with seq 9 failed may have had seq 10's
+   * batch stored (batches of a partition are pipelined). Durable, so a re-send is a DUPLICATE, but
+   * not counted in `durable` until the hole is filled (the vehicle re-sends 9, here or elsewhere),
+   * the vehicle's own next point goes through this gateway, or the hole is older than the window.
+   * Until a Resume the hole's seqs are skipped ones, as any gap read in the stream (SEQ_SKIPPED);
+   * Resume answers the seq below the hole and opens it (see `DurableSeqs.resume`).
+   * Undefined while there is none (almost always).
+   */
+  held: number[] | undefined;
   /** Last time (ms) this state was used. */
   seen: number;
 
@@ -70,14 +91,84 @@ export class VehicleState {
       if (g.length === 0) this.gaps = undefined;
     }
     // From a vehicle never heard of (accepted 0) the seqs below are unknown, not skipped.
-    if (this.accepted > 0 && seq > this.accepted + 1) {
-      const gaps = (this.gaps ??= []);
-      gaps.push(this.accepted + 1, seq - 1);
-      if (gaps.length > 2 * MAX_GAPS) gaps.splice(0, 2);
-    }
+    if (this.accepted > 0 && seq > this.accepted + 1) this.skip(this.accepted + 1, seq - 1);
     this.accepted = seq;
     this.lastSeq = seq;
     this.lastTime = timeMs;
+  }
+
+  /** Notes [first, last] as skipped, but for the seqs held (those are in the stream). */
+  private skip(first: number, last: number): void {
+    const h = this.held;
+    let from = first;
+    if (h) {
+      for (let i = 0; i < h.length && from <= last; i += 3) {
+        if (h[i + 1]! < from) continue;
+        if (h[i]! > last) break;
+        if (h[i]! > from) this.pushGap(from, h[i]! - 1);
+        from = h[i + 1]! + 1;
+      }
+    }
+    if (from <= last) this.pushGap(from, last);
+  }
+
+  private pushGap(first: number, last: number): void {
+    const gaps = (this.gaps ??= []);
+    gaps.push(first, last);
+    if (gaps.length > 2 * MAX_GAPS) gaps.splice(0, 2);
+  }
+
+  /** True when `seq` was read in the stream above a hole (durable, though not yet counted in `durable`). */
+  holds(seq: number): boolean {
+    const h = this.held;
+    if (!h) return false;
+    for (let i = 0; i < h.length; i += 3) if (seq >= h[i]! && seq <= h[i + 1]!) return true;
+    return false;
+  }
+
+  /** Records `seq` (above `durable + 1`) as read in the stream above a hole. */
+  hold(seq: number, now: number): void {
+    const h = (this.held ??= []);
+    let i = 0;
+    while (i < h.length && h[i + 1]! < seq - 1) i += 3;
+    if (i === h.length || h[i]! > seq + 1) {
+      // A new run: the hole below it is the one that was below the next run, or new.
+      h.splice(i, 0, seq, seq, i < h.length ? h[i + 2]! : now);
+    } else {
+      if (seq < h[i]!) h[i] = seq;
+      if (seq > h[i + 1]!) h[i + 1] = seq;
+      if (i + 3 < h.length && h[i + 3]! === h[i + 1]! + 1) {
+        // It joined the next run: the hole between is gone.
+        h[i + 1] = h[i + 4]!;
+        h.splice(i + 3, 3);
+      }
+    }
+    // Past the bound the lowest hole is taken for a skip, as after the window.
+    while (h.length > 3 * MAX_GAPS) this.closeHole();
+  }
+
+  /** Holes older than `windowMs` are skips: a gateway that could still fill one would have by now. */
+  expire(now: number, windowMs: number): void {
+    while (this.held !== undefined && now - this.held[2]! > windowMs) this.closeHole();
+  }
+
+  /** Counts the lowest held run in `durable` (the seqs below it were noted as skipped when read). */
+  private closeHole(): void {
+    this.durable = this.held![1]!;
+  }
+
+  /** Takes in the held runs that `durable` now reaches. */
+  private absorb(): void {
+    const h = this.held!;
+    let n = 0;
+    while (n < h.length && h[n]! <= this.#durable + 1) {
+      if (h[n + 1]! > this.#durable) this.#durable = h[n + 1]!;
+      n += 3;
+    }
+    if (n === 0) return;
+    h.splice(0, n);
+    if (h.length === 0) this.held = undefined;
+    if (this.accepted < this.#durable) this.accepted = this.#durable;
   }
 
   /** True when `seq` (at or below `accepted`) is known never to have been accepted. */
@@ -116,9 +207,15 @@ export interface DurableSeqsOptions {
 export interface DurableSeqs {
   /** The state of a vehicle, created when unknown. */
   state(vehicleId: string): VehicleState;
-  /** Highest durable seq known for a vehicle, 0 when unknown. */
+  /** Highest seq of a vehicle such that every seq up to it is known durable, 0 when unknown. */
   durableSeq(vehicleId: string): number;
-  /** Records that `seq` of a vehicle, recorded at `timeMs`, is durable (learned from the stream). */
+  /**
+   * What Resume answers: the durable seq, after holes older than the window (`forgetAfterMs`) are
+   * taken for skips. While a hole stays, the vehicle is told the seq below it, and the seqs of the
+   * hole are taken again when it sends them (a seq read in the stream above it is a DUPLICATE).
+   */
+  resume(vehicleId: string, now?: number): number;
+  /** Records that `seq` of a vehicle, recorded at `timeMs`, is durable (read in the stream, from another gateway). */
   learn(vehicleId: string, seq: number, now?: number, timeMs?: number): void;
   /** Forgets idle vehicles with nothing in flight. */
   prune(now?: number): void;
@@ -139,12 +236,27 @@ export function createDurableSeqs({ forgetAfterMs, maxVehicles = 2_000_000 }: Du
   return {
     state,
     durableSeq: (vehicleId) => states.get(vehicleId)?.durable ?? 0,
+    resume(vehicleId, now = Date.now()) {
+      const s = states.get(vehicleId);
+      if (!s) return 0;
+      if (s.held !== undefined) {
+        s.expire(now, forgetAfterMs);
+        // The vehicle is told to send from durable + 1: the seqs of the holes must be taken now.
+        if (s.held !== undefined && s.inFlight === 0) s.accepted = s.durable;
+      }
+      return s.durable;
+    },
     learn(vehicleId, seq, now = Date.now(), timeMs = 0) {
       const s = state(vehicleId);
+      s.seen = now;
+      if (s.held !== undefined) s.expire(now, forgetAfterMs);
+      // Below the first seq read of a vehicle nothing is known: not a hole.
+      const first = s.durable === 0 && s.accepted === 0 && s.held === undefined;
       if (seq > s.accepted) s.accept(seq, timeMs);
       else s.filled(seq);
-      if (seq > s.durable) s.durable = seq;
-      s.seen = now;
+      if (seq <= s.durable) return;
+      if (first || seq === s.durable + 1) s.durable = seq;
+      else s.hold(seq, now);
     },
     prune(now = Date.now()) {
       for (const [id, s] of states) {

@@ -436,6 +436,10 @@ export function createIngestService({
       return;
     }
     const state = call.state;
+    if (state.held !== undefined && state.holds(p.seq)) {
+      refuse(call, p.seq, RejectReason.DUPLICATE, `seq ${p.seq} is already durable (stored through another gateway)`);
+      return;
+    }
     if (p.seq <= state.accepted && state.skipped(p.seq)) {
       call.bytesWait = call.limits.takeBytes(bytes, now);
       refuse(
@@ -592,7 +596,7 @@ export function createIngestService({
       }
       log.debug("resume", { vehicleId });
       await beforeResume?.();
-      return { vehicleId, durableSeq: seqs.durableSeq(vehicleId) };
+      return { vehicleId, durableSeq: seqs.resume(vehicleId) };
     },
   };
   return {
