@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { startStack, startServiceProcess, type Stack, type ServiceProcess } from "../dev";
+import { removeUpRecord, writeUpRecord } from "./up-record";
 import { pageUrl, startWebApp, type WebApp } from "./web";
 
 const root = join(import.meta.dir, "..");
@@ -53,6 +54,8 @@ export interface StartPlatformOptions {
   natsNodes?: number;
   /** Processes of each service (default 1 each; the archiver always runs one). */
   instances?: Partial<Record<"gateway" | "tracker" | "history", number>>;
+  /** Write `.fleet/status.env` (what `fleet status` reads) once up, and remove it at stop. */
+  record?: boolean;
 }
 
 /** Starts stack and services; on any failure stops what it started and throws. */
@@ -61,6 +64,7 @@ export async function startPlatform({
   progress = () => {},
   natsNodes = 1,
   instances = {},
+  record = false,
 }: StartPlatformOptions): Promise<Platform> {
   const logDir = join(root, ".fleet", "logs");
   mkdirSync(logDir, { recursive: true });
@@ -76,6 +80,7 @@ export async function startPlatform({
   let web: WebApp | undefined;
   let webDir: string | undefined;
   const stop = async () => {
+    if (record) removeUpRecord();
     await web?.stop();
     if (webDir) rmSync(webDir, { recursive: true, force: true });
     await Promise.all([...services.values()].reverse().map((s) => s.stop("SIGTERM", config.drainTimeout + 5000)));
@@ -115,6 +120,19 @@ export async function startPlatform({
       urls.web = web.url;
       // Read-only (no dispatch) and for every vehicle, as `fleet token watch --all` mints it.
       mapUrl = pageUrl(web.url, await mintWatchToken(tokenKeys(config), { all: true, subject: "fleet-up-map" }));
+    }
+    if (record) {
+      writeUpRecord({
+        NATS_URL: stack.natsUrl,
+        NATS_MONITOR_URL: Array.from({ length: stack.natsNodes }, (_, i) => stack.natsNode(i).monitorUrl).join(","),
+        // Every instance by the admin URL its "admin listening" line gave.
+        FLEET_ADMIN_URLS: [...services.entries()]
+          .filter(([, p]) => p.adminUrl)
+          .map(([id, p]) => `${id}=${p.adminUrl}`)
+          .join(","),
+        REDIS_URL: stack.redisUrl,
+        DATABASE_URL: stack.databaseUrl,
+      });
     }
   } catch (err) {
     await stop();

@@ -98,7 +98,7 @@ describe("fleet up", () => {
   let child: ReturnType<typeof spawn> | undefined;
   afterEach(() => child?.kill("SIGKILL"));
 
-  test("up - --json names every endpoint, the gateway takes a point, Ctrl-C stops it all", async () => {
+  test("up - --json names every endpoint, the gateway takes a point, fleet status finds every instance without variables, Ctrl-C stops it all", async () => {
     const up = await fleetUp(["--json"], (out) => out.includes("\n"));
     child = up.child;
     const { exited } = up;
@@ -125,8 +125,30 @@ describe("fleet up", () => {
     expect(res.status).toBe(200);
     expect(((await res.json()) as { ack: { durableSeq: number } }).ack.durableSeq).toBe(1);
 
+    // fleet status with none of its variables set reads what fleet up recorded in .fleet/status.env.
+    const unset = { NATS_URL: "", NATS_MONITOR_URL: "", FLEET_ADMIN_URLS: "", REDIS_URL: "", DATABASE_URL: "" };
+    const status = fleet(["status", "--json"], unset);
+    expect(status.stderr).toContain(".fleet/status.env");
+    const report = JSON.parse(status.stdout) as {
+      healthy: boolean;
+      problems: string[];
+      nodes: { state: string }[];
+      services: { name: string; state: string; service?: string }[];
+    };
+    expect(report.problems).toEqual([]);
+    expect(status.code).toBe(0);
+    expect(report.nodes.map((n) => n.state)).toEqual(["ok"]);
+    expect(report.services.map((s) => [s.name, s.state, s.service])).toEqual([
+      ["gateway", "ok", "gateway"],
+      ["tracker", "ok", "tracker"],
+      ["history", "ok", "history"],
+      ["archiver", "ok", "archiver"],
+    ]);
+
     child.kill("SIGINT");
     expect(await exited).toBe(0);
+    // Its record goes with it: fleet status no longer finds the stopped instances.
+    expect(fleet(["status", "--json", "--timeout", "500ms"], unset).stderr).not.toContain(".fleet/status.env");
     // the stack's servers are gone with it
     await expect(fetch(`${endpoints.gateway}/healthz`)).rejects.toThrow();
     const natsPort = Number(new URL(endpoints.nats!.replace("nats:", "http:")).port);

@@ -11,6 +11,7 @@ import Redis from "ioredis";
 import postgres from "postgres";
 import { loadConfig, parseDuration } from "../../lib/config";
 import { CONSUMERS, POSITIONS_STREAM } from "../../lib/nats/subjects";
+import { readUpRecord } from "../up-record";
 
 const help = `usage: fleet status [--json] [--stream NAME] [--timeout 3s]
 
@@ -32,7 +33,8 @@ problem is named, with what to do), 2 on a wrong option:
   --stream NAME  another stream than FLEET_POSITIONS (tests give each their own)
   --timeout D    how long each check may take (default 3s)
 
-Reads NATS_URL, NATS_MONITOR_URL, FLEET_ADMIN_URLS, REDIS_URL and DATABASE_URL ("fleet env").`;
+Reads NATS_URL, NATS_MONITOR_URL, FLEET_ADMIN_URLS, REDIS_URL and DATABASE_URL ("fleet env"). Those not
+set are taken from .fleet/status.env, which a running "fleet up" writes (its servers and every instance).`;
 
 type State = "ok" | "warn" | "fail";
 
@@ -511,12 +513,16 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig();
+  // A variable set wins; what is not set comes from a running `fleet up`.
+  const up = readUpRecord();
+  if (up) console.error(`fleet status: variables not set are taken from .fleet/status.env (fleet up, pid ${up.pid})`);
+  const pick = (set: string, name: keyof NonNullable<typeof up>["values"]) => set || up?.values[name] || "";
   const report = await collectStatus({
-    natsUrl: config.natsUrl,
-    natsMonitorUrls: list(config.natsMonitorUrl),
-    admin: parseAdminUrls(config.adminUrls),
-    redisUrl: config.redisUrl,
-    databaseUrl: config.databaseUrl,
+    natsUrl: pick(config.natsUrl, "NATS_URL"),
+    natsMonitorUrls: list(pick(config.natsMonitorUrl, "NATS_MONITOR_URL")),
+    admin: parseAdminUrls(pick(config.adminUrls, "FLEET_ADMIN_URLS")),
+    redisUrl: pick(config.redisUrl, "REDIS_URL"),
+    databaseUrl: pick(config.databaseUrl, "DATABASE_URL"),
     stream: values.stream,
     timeoutMs: values.timeout ? parseDuration(values.timeout, "--timeout") : undefined,
   });

@@ -26,6 +26,9 @@ start). Ctrl-C drains the services and stops it all.
   --trackers N    N tracker processes (the first on TRACKER_PORT, the others on free ports)
   --history N     N history processes (the first on HISTORY_PORT, the others on free ports)
 
+While it runs, .fleet/status.env names the stack's servers and every instance's admin URL: "fleet status"
+reads it for the variables not set (a shell can too: set -a; . .fleet/status.env).
+
 Existing servers: set NATS_URL, REDIS_URL, DATABASE_URL, S3_ENDPOINT (+ S3_BUCKET, S3_ACCESS_KEY_ID,
 S3_SECRET_ACCESS_KEY); ports: GATEWAY_PORT, TRACKER_PORT, HISTORY_PORT, ARCHIVER_PORT, WEB_PORT (the map). "fleet env" lists every variable.`;
 
@@ -81,7 +84,7 @@ export async function run(argv: string[]): Promise<number> {
   };
   const config = loadConfig();
   const progress = (line: string) => console.error(`fleet up: ${line}`);
-  const platform = await startPlatform({ config, progress, natsNodes, instances });
+  const platform = await startPlatform({ config, progress, natsNodes, instances, record: true });
   if (values.json) console.log(JSON.stringify(platform.endpoints));
   else {
     const extra = [...platform.services.entries()].filter(([id]) => /-\d+$/.test(id)).map(([id, p]) => `  ${id.padEnd(9)} ${p.url}`);
