@@ -112,7 +112,10 @@ export async function startHistoryConsumer({
 
   await ensureConsumer(nats, stream, durable, maxAckPending, ackWaitMs);
   const consumer = await nats.js.consumers.get(stream, durable);
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending) });
+  // expires 5 s (nats.js: 30 s): a pull lost with a consumer leader that moved (a node killed, paused
+  // or cut off) is noticed by its missed heartbeats (half of expires, twice) and pulled again in
+  // ~5-10 s instead of 30-60 s, during which this writer would sit idle (chaos/: partition).
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending), expires: 5_000 });
 
   // One queue per writer, and a subject always goes to the same writer: one vehicle's batches are
   // written in stream order within a process (its rollup legs depend on the previous batch).

@@ -123,7 +123,8 @@ export async function startConsumer({
     }
   }
   const consumer = await nats.js.consumers.get(stream, durable);
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: fetch });
+  // expires 5 s (nats.js: 30 s): a pull lost with a consumer leader that moved is pulled again in ~5-10 s, not 30-60 s (see history/consumer.ts).
+  const messages: ConsumerMessages = await consumer.consume({ max_messages: fetch, expires: 5_000 });
 
   // num_pending as the server sees it, when idle too (the messages carry it while busy).
   const lagTimer = setInterval(() => {
