@@ -9,7 +9,15 @@ import { hostname } from "node:os";
 import { IngestService } from "../gen/fleet/v1/ingest_pb";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
-import { connectNats, ensurePositionsStream, watchStreamLimits, POSITIONS_STREAM, positionsSubject, type Nats } from "../lib/nats";
+import {
+  connectNats,
+  ensurePositionsStream,
+  positionsStreamSettings,
+  watchStreamLimits,
+  POSITIONS_STREAM,
+  positionsSubject,
+  type Nats,
+} from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
 import { createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
@@ -77,10 +85,7 @@ export async function createGateway({
   try {
     const subjectOf = subjectPrefix ? (i: number) => `${subjectPrefix}${i}` : positionsSubject;
     await ensurePositionsStream(nats.jsm, {
-      duplicateWindow: config.duplicateWindow,
-      streamMaxAge: config.streamMaxAge,
-      streamMaxBytes: config.streamMaxBytes,
-      replicas: config.streamReplicas,
+      ...positionsStreamSettings(config),
       log,
       stream,
       subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,

@@ -20,7 +20,7 @@ import {
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
 import { nativeUnaryMethods, createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
-import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
+import { connectNats, ensurePositionsStream, positionsStreamSettings, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import { createLeader, postgresLock, type Leader } from "../lib/leader";
 import { createLogger, type Logger } from "../lib/log";
 import { createRegistry, Gauge, type Registry } from "../lib/metrics";
@@ -145,10 +145,7 @@ export async function createHistory({
       if (!config.natsUrl) throw new Error("NATS_URL is empty: the history writer needs NATS JetStream");
       nats = await connectNats({ url: config.natsUrl, name: `history ${instanceId}`, log, registry });
       await ensurePositionsStream(nats.jsm, {
-        duplicateWindow: config.duplicateWindow,
-        streamMaxAge: config.streamMaxAge,
-        streamMaxBytes: config.streamMaxBytes,
-        replicas: config.streamReplicas,
+        ...positionsStreamSettings(config),
         log,
         stream,
         subjects: subjectPrefix ? `${subjectPrefix}>` : undefined,

@@ -9,7 +9,7 @@ import Redis from "ioredis";
 import { TrackerService } from "../gen/fleet/v1/tracker_pb";
 import { tokenKeys } from "../lib/auth";
 import type { Config } from "../lib/config";
-import { connectNats, ensurePositionsStream, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
+import { connectNats, ensurePositionsStream, positionsStreamSettings, CONSUMERS, POSITIONS_STREAM, type Nats } from "../lib/nats";
 import { createLeader, redisLease, type Leader } from "../lib/leader";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
@@ -93,10 +93,7 @@ export async function createTracker({
     // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
     nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true, registry });
     await ensurePositionsStream(nats.jsm, {
-      duplicateWindow: config.duplicateWindow,
-      streamMaxAge: config.streamMaxAge,
-      streamMaxBytes: config.streamMaxBytes,
-      replicas: config.streamReplicas,
+      ...positionsStreamSettings(config),
       log,
       stream,
       subjects,

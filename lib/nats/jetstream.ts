@@ -172,6 +172,24 @@ export interface PositionsStreamConfig {
   log?: Logger;
 }
 
+/**
+ * The positions stream's settings from the configuration: every service passes the same ones, or
+ * each start would set the stream to its own (limits, replicas) and the next undo it.
+ */
+export function positionsStreamSettings(config: {
+  duplicateWindow: number;
+  streamMaxAge: number;
+  streamMaxBytes: number;
+  streamReplicas: number;
+}): Pick<PositionsStreamConfig, "duplicateWindow" | "streamMaxAge" | "streamMaxBytes" | "replicas"> {
+  return {
+    duplicateWindow: config.duplicateWindow,
+    streamMaxAge: config.streamMaxAge,
+    streamMaxBytes: config.streamMaxBytes,
+    replicas: config.streamReplicas,
+  };
+}
+
 /** FLEET_STREAM_MAX_BYTES's default, for callers that give none. */
 const DEFAULT_STREAM_MAX_BYTES = 10 * 1024 ** 3;
 
