@@ -3,36 +3,14 @@
  * test stack's PostgreSQL. Plain mode here; the TimescaleDB case runs where the extension is
  * installed and preloaded.
  */
-import { afterAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { createLogger } from "../../lib/log";
-import { connectPostgres, chooseStorage, migrate, timescaleFacts } from "../../lib/storage";
-import { testStack } from "../../dev";
+import { connectPostgres, migrate } from "../../lib/storage";
+import { timescaleTesting } from "../../dev/timescale-testing";
 
 const root = `${import.meta.dir}/../..`;
-const stack = await testStack(["postgres"]);
-const admin = connectPostgres({ url: stack.databaseUrl, max: 1 });
-const facts = await timescaleFacts(admin);
-const usable = (() => {
-  try {
-    return chooseStorage("auto", facts).mode === "timescale";
-  } catch {
-    return false;
-  }
-})();
-const skipped = facts.installed ? "skipped: TimescaleDB not preloaded" : "skipped: TimescaleDB not installed";
-
+const { stack, admin, usable, skipped, newSchema } = await timescaleTesting("compress", "cmp", { connections: 1 });
 const log = createLogger({ level: "error" });
-let n = 0;
-const schemas: string[] = [];
-const newSchema = () => {
-  const s = `cmp_${process.pid}_${Date.now().toString(36)}_${++n}`;
-  schemas.push(s);
-  return s;
-};
-afterAll(async () => {
-  for (const s of schemas) await admin.unsafe(`DROP SCHEMA IF EXISTS ${s} CASCADE`).catch(() => {});
-  await admin.end({ timeout: 1 });
-});
 
 function fleet(args: string[], env: Record<string, string> = {}) {
   const proc = Bun.spawnSync([process.execPath, "cli/fleet.ts", "compress", ...args], {

@@ -4,12 +4,12 @@
  * transaction that is rolled back, where the extension is absent), history's metric in plain mode,
  * and, where TimescaleDB is installed and preloaded, the same on a real hypertable.
  */
-import { afterAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { createHistory } from "../../history/history";
 import { loadConfig } from "../config";
 import { createLogger } from "../log";
 import { connectPostgres } from "./pg";
-import { chooseStorage, COMPRESS_AFTER, migrate, timescaleFacts, timescaleSchema } from "./positions-db";
+import { COMPRESS_AFTER, migrate, timescaleSchema } from "./positions-db";
 import {
   compressChunk,
   compressChunkSql,
@@ -18,36 +18,10 @@ import {
   uncompressedChunks,
   uncompressedChunksSql,
 } from "./timescale-chunks";
-import { testStack } from "../../dev";
+import { timescaleTesting } from "../../dev/timescale-testing";
 
-const stack = await testStack(["postgres"]);
-const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });
-const facts = await timescaleFacts(admin);
-const usable = (() => {
-  try {
-    return chooseStorage("auto", facts).mode === "timescale";
-  } catch {
-    return false;
-  }
-})();
-const skipped = facts.installed ? "skipped: TimescaleDB not preloaded" : "skipped: TimescaleDB not installed";
-if (!usable)
-  console.log(`timescale-chunks: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
-const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) =>
-  test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
-
+const { stack, admin, facts, timescaleTest, newSchema } = await timescaleTesting("timescale-chunks", "tsc");
 const log = createLogger({ level: "error" });
-let n = 0;
-const schemas: string[] = [];
-const newSchema = () => {
-  const s = `tsc_${process.pid}_${Date.now().toString(36)}_${++n}`;
-  schemas.push(s);
-  return s;
-};
-afterAll(async () => {
-  for (const s of schemas) await admin.unsafe(`DROP SCHEMA IF EXISTS ${s} CASCADE`).catch(() => {});
-  await admin.end({ timeout: 1 });
-});
 
 const DAY = 86_400_000;
 const dayOf = (ms: number) => new Date(ms).toISOString().slice(0, 10);

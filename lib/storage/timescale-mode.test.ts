@@ -5,7 +5,7 @@
  * where it is installed and preloaded; elsewhere their names and a line in the output say they were
  * skipped.
  */
-import { afterAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -24,38 +24,11 @@ import {
   type TimescaleFacts,
   type TimescaleSetting,
 } from "./positions-db";
-import { timescalePreloadOptions, testStack } from "../../dev";
+import { timescalePreloadOptions } from "../../dev";
+import { timescaleTesting } from "../../dev/timescale-testing";
 
-const stack = await testStack(["postgres"]);
-const admin = connectPostgres({ url: stack.databaseUrl, max: 2 });
-const facts = await timescaleFacts(admin);
-const usable = (() => {
-  try {
-    return chooseStorage("auto", facts).mode === "timescale";
-  } catch {
-    return false;
-  }
-})();
-const skipped = facts.installed ? "skipped: TimescaleDB not preloaded" : "skipped: TimescaleDB not installed";
-if (!usable)
-  console.log(`timescale-mode: the TimescaleDB cases are ${skipped} on this server; they run where it is installed and preloaded`);
-/** A TimescaleDB case: runs where the extension is usable, else is skipped with the reason in its name. */
-const timescaleTest = (name: string, fn: () => Promise<void>, timeout?: number) =>
-  test.skipIf(!usable)(usable ? name : `${name} (${skipped})`, fn, timeout);
-
+const { stack, admin, facts, usable, timescaleTest, newSchema } = await timescaleTesting("timescale-mode", "tsm");
 const log = createLogger({ level: "error" });
-let n = 0;
-const schemas: string[] = [];
-const newSchema = () => {
-  const s = `tsm_${process.pid}_${Date.now().toString(36)}_${++n}`;
-  schemas.push(s);
-  return s;
-};
-
-afterAll(async () => {
-  for (const s of schemas) await admin.unsafe(`DROP SCHEMA IF EXISTS ${s} CASCADE`).catch(() => {});
-  await admin.end({ timeout: 1 });
-});
 
 const none: TimescaleFacts = { installed: false, preloadLibraries: "", loaderLoaded: false, extensionSchema: null };
 const installedOnly: TimescaleFacts = { ...none, installed: true };
@@ -261,8 +234,8 @@ test.skipIf(usable)(
 );
 
 test("timescale mode - a plain schema stays plain: HISTORY_TIMESCALE=on on it fails saying to use a new schema", async () => {
-  const sql = connectPostgres({ url: stack.databaseUrl, schema: newSchema(), max: 1 });
-  const schema = schemas.at(-1)!;
+  const schema = newSchema();
+  const sql = connectPostgres({ url: stack.databaseUrl, schema, max: 1 });
   try {
     expect(await migrate(sql, { schema, log, timescale: "off" })).toBe("plain");
     expect(await migrate(sql, { schema, log, timescale: "auto" })).toBe("plain");
