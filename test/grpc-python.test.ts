@@ -6,10 +6,6 @@
  * The client (test/python/interop_client.py) streams through the gateway and watches on the tracker.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
 import { mintWatchToken, tokenKeys } from "../lib/auth";
 import { loadConfig } from "../lib/config";
@@ -17,29 +13,16 @@ import { testStack } from "../dev";
 import { pythonGrpc, type PythonGrpc } from "./python-grpc";
 import { createTracker, type Tracker } from "../tracker/tracker";
 
-const ROOT = join(import.meta.dir, "..");
-
 let gw: TestGateway;
 let tracker: Tracker;
-let stubs: string;
+let py: PythonGrpc;
 type Line = { check: string; [k: string]: unknown };
 let lines: Line[] = [];
 const vehicle = uniqueName("py");
 
 beforeAll(async () => {
-  const ensured = spawnSync("bash", [join(ROOT, "scripts", "ensure-system.sh"), "python-grpc"], { stdio: ["ignore", 2, 2] });
-  if (ensured.status !== 0) throw new Error("Python's grpcio is missing and could not be installed (see the ensure-system lines above)");
-  // Debian's python3, where apt installs grpcio (a python3 earlier on PATH may be another one);
-  // looked up after the install, which may have brought it.
-  const PYTHON = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  stubs = mkdtempSync(join(tmpdir(), "fleet-py-stubs-"));
-  const protos = readdirSync(join(ROOT, "proto", "fleet", "v1")).map((f) => `fleet/v1/${f}`);
-  const gen = spawnSync(
-    PYTHON,
-    ["-m", "grpc_tools.protoc", "-I", join(ROOT, "proto"), `--python_out=${stubs}`, `--grpc_python_out=${stubs}`, ...protos],
-    { encoding: "utf8" },
-  );
-  if (gen.status !== 0) throw new Error(`grpc_tools.protoc failed: ${gen.stderr}`);
+  // Installs grpcio when missing and generates the stubs; the backlog cases below use it too.
+  py = pythonGrpc();
 
   const stack = await testStack(["nats", "redis"]);
   gw = await startTestGateway();
@@ -53,30 +36,21 @@ beforeAll(async () => {
   tracker = await createTracker({ config, stream: gw.stream, subjects: `${gw.stream}.pos.>`, prefix: `${gw.stream}:` });
 
   const keys = tokenKeys(gw.config);
-  const args = [
-    join(import.meta.dir, "python", "interop_client.py"),
-    stubs,
+  // Asynchronous: the gateway and the tracker answer it from this process.
+  lines = (await py.run("interop_client.py", [
     gw.target,
     tracker.url.replace(/^https?:\/\//, ""),
     vehicle,
     await gw.token(vehicle),
     await mintWatchToken(keys, { vehicles: [vehicle] }),
     await mintWatchToken(keys, { vehicles: ["somebody-else"] }),
-  ];
-  // Asynchronous: the gateway and the tracker answer it from this process.
-  const proc = Bun.spawn([PYTHON, ...args], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  if (code !== 0) throw new Error(`the Python client failed (exit ${code}): ${err}\n${out}`);
-  lines = out
-    .trim()
-    .split("\n")
-    .map((l) => JSON.parse(l) as Line);
+  ])) as Line[];
 }, 120_000);
 
 afterAll(async () => {
   await tracker?.close();
   await gw?.gateway.close();
-  if (stubs) rmSync(stubs, { recursive: true, force: true });
+  py?.remove();
 });
 
 const line = (check: string): Line => {
@@ -123,18 +97,15 @@ test("python grpcio - bad input gets a gRPC status with a reason", () => {
 describe("python grpcio backlog", () => {
   // The flood check at its default (the test helper turns it off); ten refusals unsent at most.
   let bgw: TestGateway;
-  let py: PythonGrpc;
   const checks: Record<string, Record<string, unknown>> = {};
   const ids = ["100ms", "1s", "flood", "resend", "unread"].map((s) => `${uniqueName("pyb")}-${s}`);
   beforeAll(async () => {
-    py = pythonGrpc();
     bgw = await startTestGateway({ GATEWAY_MAX_FIX_RATE: "", GATEWAY_MAX_UNSENT_REJECTIONS: "10" });
     const tokens = Object.fromEntries(await Promise.all(ids.map(async (id) => [id, await bgw.token(id)])));
     for (const l of await py.run("backlog_client.py", [bgw.target, JSON.stringify(tokens)])) checks[String(l.check)] = l;
   }, 120_000);
   afterAll(async () => {
     await bgw?.gateway.close();
-    py?.remove();
   });
   const check = (name: string) => {
     const c = checks[name];
