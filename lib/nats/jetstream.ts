@@ -320,6 +320,12 @@ export function watchStreamLimits(
     const ratio = Math.max(maxBytes ? info.state.bytes / maxBytes : 0, maxAgeS ? ageS / maxAgeS : 0);
     return { bytes: info.state.bytes, maxBytes, ageS, maxAgeS, ratio };
   };
+  // The five gauges of one scrape share one stream-info request (each gauge collects on its own).
+  let scraped: { at: number; reading: ReturnType<typeof read> } | undefined;
+  const readForScrape = () => {
+    if (!scraped || Date.now() - scraped.at > 1000) scraped = { at: Date.now(), reading: read() };
+    return scraped.reading;
+  };
   const gauge = (name: string, help: string, pick: (r: Awaited<ReturnType<typeof read>>) => number) =>
     new Gauge({
       name,
@@ -327,7 +333,7 @@ export function watchStreamLimits(
       registers: [registry],
       async collect() {
         try {
-          this.set(pick(await read()));
+          this.set(pick(await readForScrape()));
         } catch {
           // JetStream unreachable: the scrape keeps the last value; the connection metrics say why.
         }
