@@ -9,17 +9,17 @@
  * good (lib/grpc/serve.ts says why it is not called); each test here stalled at ~1,100 points before.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PublishRequestSchema, UploadRequestSchema, UploadResponseSchema } from "../gen/fleet/v1/ingest_pb";
 import { PositionSchema } from "../gen/fleet/v1/position_pb";
-import { fromBinary } from "@bufbuild/protobuf";
 import { startTestGateway, uniqueName, type TestGateway } from "../gateway/test/helpers";
 import { testStack, type Stack } from "../dev";
 import { pythonGrpc, type PythonGrpc } from "./python-grpc";
+import { grpcFrame } from "./raw-h2";
 
 const certFile = join(import.meta.dir, "fixtures", "localhost-cert.pem");
 const keyFile = join(import.meta.dir, "fixtures", "localhost-key.pem");
@@ -60,13 +60,6 @@ async function python(gw: TestGateway, secure: boolean, mode: string, count: num
     String(count),
   ]);
   return line!;
-}
-
-/** One gRPC frame: flag byte, big-endian length, message. */
-function grpcFrame(message: Uint8Array): Buffer {
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(message.length, 1);
-  return Buffer.concat([head, message]);
 }
 
 /** A point of `vehicle` recorded `i` steps of 200 ms after `startMs`, along a straight road. */

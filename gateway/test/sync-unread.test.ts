@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RejectReason, SyncRequestSchema, SyncResponseSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
 import { bearer, type grpc, grpcClient, grpcUnary, point, startTestGateway, type TestGateway } from "./helpers";
+import { grpcFrame } from "../../test/raw-h2";
 
 const BOUND = 10;
 
@@ -32,13 +33,6 @@ afterAll(async () => {
   await t.gateway.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-const grpcFrame = (bytes: Uint8Array) => {
-  const out = Buffer.alloc(5 + bytes.length);
-  out.writeUInt32BE(bytes.length, 1);
-  out.set(bytes, 5);
-  return out;
-};
 
 /** Points refused so far by the whole gateway, from its metrics. */
 const refusedSoFar = async () => {
