@@ -11,6 +11,8 @@
 #                                             # that share no code with the servers)
 #   scripts/ensure-system.sh promtool         # Prometheus's promtool (Debian's prometheus package),
 #                                             # which checks and unit-tests the alert rules in ops/
+#   scripts/ensure-system.sh chromium         # Debian's chromium, the real browser the web tests drive
+#                                             # with playwright-core (dev/browser.ts; never a download)
 #
 # Exit status 0 when everything asked for is present afterwards; 1 with a message naming the
 # package to install otherwise. Messages go to stderr, prefixed "ensure-system:".
@@ -28,6 +30,7 @@ package_of() {
     python-grpc) echo python3-grpcio python3-grpc-tools ;;
     test-clients) echo curl libnghttp2-14 ;;
     promtool) echo prometheus ;;
+    chromium) echo chromium ;;
     *) return 1 ;;
   esac
 }
@@ -50,6 +53,7 @@ present() {
     python-grpc) [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import grpc, grpc_tools.protoc' >/dev/null 2>&1 ;;
     test-clients) command -v curl >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libnghttp2\.so\.14' ;;
     promtool) command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] ;;
+    chromium) [ -x /usr/bin/chromium ] ;;
   esac
 }
 
@@ -59,7 +63,7 @@ wanted=("$@")
 missing=()
 for name in "${wanted[@]}"; do
   if ! package_of "$name" >/dev/null; then
-    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto, python-grpc, test-clients or promtool)"
+    say "unknown name \"$name\" (expected nats, redis, postgres, mosquitto, python-grpc, test-clients, promtool or chromium)"
     exit 1
   fi
   present "$name" || missing+=("$name")
