@@ -1,5 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { createDurableSeqs } from "./durable-seqs";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
+import { createDurableSeqs, learnBatch } from "./durable-seqs";
 
 describe("durable seqs", () => {
   test("durable seqs - a seq read above a hole is not counted until the hole is filled", () => {
@@ -57,5 +60,50 @@ describe("durable seqs", () => {
     expect(seqs.state("v").held).toEqual([102, 105, 1000]);
     seqs.learn("v", 101, 1000);
     expect(seqs.durableSeq("v")).toBe(105);
+  });
+});
+
+describe("learnBatch", () => {
+  const batch = (extra?: (w: BinaryWriter) => void) => {
+    const bytes = toBinary(
+      PositionBatchSchema,
+      create(PositionBatchSchema, {
+        positions: [
+          { vehicleId: "v-1", seq: 1, recordedAt: { seconds: 1_700_000_000n, nanos: 5_000_000 } },
+          { vehicleId: "v-2", seq: 4, recordedAt: { seconds: 1_700_000_001n } },
+          { vehicleId: "v-1", seq: 2, recordedAt: { seconds: 1_700_000_002n } },
+        ],
+      }),
+    );
+    if (!extra) return bytes;
+    const w = new BinaryWriter();
+    w.raw(bytes);
+    extra(w);
+    return w.finish();
+  };
+
+  test("learnBatch - learns every point with its recorded time, as protobuf-es reads them", () => {
+    const seqs = createDurableSeqs({ forgetAfterMs: 60_000 });
+    expect(learnBatch(seqs, batch())).toBe(3);
+    expect(seqs.durableSeq("v-1")).toBe(2);
+    expect(seqs.durableSeq("v-2")).toBe(4);
+    expect(seqs.state("v-1").lastTime).toBe(1_700_000_002_000);
+  });
+
+  test("learnBatch - a message the hand reader does not cover (an unknown field) is read by protobuf-es", () => {
+    const seqs = createDurableSeqs({ forgetAfterMs: 60_000 });
+    expect(
+      learnBatch(
+        seqs,
+        batch((w) => w.tag(9, WireType.Varint).uint32(7)),
+      ),
+    ).toBe(3);
+    expect(seqs.durableSeq("v-1")).toBe(2);
+    expect(seqs.durableSeq("v-2")).toBe(4);
+  });
+
+  test("learnBatch - bytes that are not a PositionBatch throw protobuf-es's error", () => {
+    const seqs = createDurableSeqs({ forgetAfterMs: 60_000 });
+    expect(() => learnBatch(seqs, new Uint8Array([0x0a, 0x05, 0x01]))).toThrow();
   });
 });

@@ -12,6 +12,7 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nat
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Logger } from "../lib/log";
 import { HEADERS } from "../lib/nats";
+import { internedText, readPositionBatch, type PositionFields } from "../lib/wire";
 
 /**
  * A point sent again while its first send is still in flight (a vehicle that reconnected before the
@@ -305,6 +306,44 @@ export interface Follower {
   stop(): Promise<void>;
 }
 
+let learning: DurableSeqs;
+let learningNow = 0;
+let learnedInBatch = 0;
+const learnPosition = (f: PositionFields) => {
+  const timeMs = f.hasRecorded ? f.recordedSeconds * 1000 + Math.floor(f.recordedNanos / 1e6) : 0;
+  learning.learn(internedText(f.bytes, f.idStart, f.idEnd, f.ascii), f.seq, learningNow, timeMs);
+  learnedInBatch++;
+};
+
+/**
+ * Learns every point of one positions message; returns how many. Read by hand (lib/wire's position
+ * reader, ids interned): every gateway reads every point of the stream, so with two gateways the
+ * follower's decode is paid twice per point; protobuf-es's `fromBinary` built an object per point
+ * and was the largest part of the follower's cost (bench codecs: batch decode 3–4× the hand
+ * reader). What the reader does not cover is protobuf-es's to decode, so errors are its own.
+ */
+export function learnBatch(seqs: DurableSeqs, data: Uint8Array): number {
+  learning = seqs;
+  learningNow = Date.now();
+  learnedInBatch = 0;
+  let read = false;
+  try {
+    read = readPositionBatch(data, learnPosition);
+  } catch (err) {
+    // Ids that are not UTF-8 (the strict decoder's TypeError): protobuf-es says what it makes of them.
+    if (!(err instanceof TypeError)) throw err;
+  }
+  if (read) return learnedInBatch;
+  // The reader gave up part way (points it learned stay learned: learning a point twice is a no-op).
+  let count = 0;
+  for (const p of fromBinary(PositionBatchSchema, data).positions) {
+    const t = p.recordedAt;
+    seqs.learn(p.vehicleId, p.seq, learningNow, t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
+    count++;
+  }
+  return count;
+}
+
 /**
  * Reads the stream from now - window with an ordered consumer and keeps tailing it: every point
  * found is durable, so `learn` it. Survives NATS restarts (ordered consumers recreate themselves).
@@ -359,12 +398,7 @@ export async function followPositions({ js, jsm, stream, instanceId, windowMs, s
       position = m.seq;
       if (m.headers?.get(HEADERS.gateway) !== instanceId) {
         try {
-          const now = Date.now();
-          for (const p of fromBinary(PositionBatchSchema, m.data).positions) {
-            const t = p.recordedAt;
-            seqs.learn(p.vehicleId, p.seq, now, t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
-            learned++;
-          }
+          learned += learnBatch(seqs, m.data);
         } catch (err) {
           log.warn("positions message is not a PositionBatch, skipped", { seq: m.seq, err });
         }

@@ -6,45 +6,8 @@
  */
 import { fromBinary } from "@bufbuild/protobuf";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
-import { readPositionBatch, type PositionFields } from "../lib/wire";
+import { internedText as text, readPositionBatch, type PositionFields } from "../lib/wire";
 import { rowsOf, type Row } from "./row";
-
-const utf8 = new TextDecoder("utf-8", { fatal: true });
-
-/**
- * Ids seen, by a hash of their bytes: a batch holds the same few vehicle and fleet ids many times,
- * and making each string anew (a view of the bytes and a string a row) was a quarter of the writer's
- * CPU. Bounded: cleared when full.
- */
-const interned = new Map<number, { bytes: Uint8Array; text: string }>();
-const INTERNED_MAX = 100_000;
-
-function text(bytes: Uint8Array, start: number, end: number, ascii: boolean): string {
-  if (start === end) return "";
-  const len = end - start;
-  if (!ascii || len > 64) {
-    return ascii
-      ? String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[])
-      : utf8.decode(bytes.subarray(start, end));
-  }
-  let h = len;
-  for (let i = start; i < end; i++) h = (Math.imul(h, 31) + bytes[i]!) | 0;
-  const known = interned.get(h);
-  if (known && known.bytes.length === len) {
-    let same = true;
-    for (let i = 0; i < len; i++) {
-      if (known.bytes[i] !== bytes[start + i]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return known.text;
-  }
-  const t = String.fromCharCode.apply(null, bytes.subarray(start, end) as unknown as number[]);
-  if (interned.size >= INTERNED_MAX) interned.clear();
-  interned.set(h, { bytes: bytes.slice(start, end), text: t });
-  return t;
-}
 
 const micros = (seconds: number, nanos: number) => seconds * 1_000_000 + Math.floor(nanos / 1000);
 
