@@ -104,8 +104,9 @@ const pause: Fault = {
     const ackedBefore = ctx.load.acked();
     try {
       // Raft's election timeout is 4-9 s in nats-server 2.9: stay stopped beyond it. A client
-      // connected to the stopped node waits on a silent socket (the services' NATS pings find it
-      // stale after 30-40 s), so acks during the pause come only from gateways on the other nodes.
+      // connected to the stopped node waits on a silent socket until its NATS pings find it stale
+      // and it moves to another member (~10 s with NATS_PING_INTERVAL's 2 s default), so acks early
+      // in the pause come only from gateways on the other nodes.
       await Bun.sleep(Math.max(9_500, ctx.seconds * 1000 * 0.4));
     } finally {
       process.kill(pid, "SIGCONT");

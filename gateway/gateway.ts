@@ -79,7 +79,13 @@ export async function createGateway({
   publishAttempts = 3,
 }: GatewayOptions): Promise<Gateway> {
   if (!natsUrl) throw new Error("NATS_URL is empty: the gateway needs a NATS server with JetStream");
-  const nats: Nats = await connectNats({ url: natsUrl, name: `gateway ${instanceId}`, log, registry });
+  const nats: Nats = await connectNats({
+    url: natsUrl,
+    name: `gateway ${instanceId}`,
+    log,
+    registry,
+    pingIntervalMs: config.natsPingInterval,
+  });
   let follower: Follower | undefined;
   const timers: ReturnType<typeof setInterval>[] = [];
   try {

@@ -143,7 +143,13 @@ export async function createHistory({
 
     if (consume) {
       if (!config.natsUrl) throw new Error("NATS_URL is empty: the history writer needs NATS JetStream");
-      nats = await connectNats({ url: config.natsUrl, name: `history ${instanceId}`, log, registry });
+      nats = await connectNats({
+        url: config.natsUrl,
+        name: `history ${instanceId}`,
+        log,
+        registry,
+        pingIntervalMs: config.natsPingInterval,
+      });
       await ensurePositionsStream(nats.jsm, {
         ...positionsStreamSettings(config),
         log,

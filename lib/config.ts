@@ -126,6 +126,11 @@ const S = {
   audience: str("FLEET_JWT_AUDIENCE", "fleet", "required `aud` of tokens"),
   // external services; empty means `fleet up` starts its own
   natsUrl: str("NATS_URL", "", "NATS server with JetStream (empty: `fleet up` starts one)"),
+  natsPingInterval: duration(
+    "NATS_PING_INTERVAL",
+    "2s",
+    "how often a service pings its NATS server; two pings unanswered and it moves to another member of the cluster (a stopped or cut-off node is left within about twice this)",
+  ),
   redisUrl: str("REDIS_URL", "", "Redis server (empty: `fleet up` starts one)"),
   databaseUrl: str("DATABASE_URL", "", "PostgreSQL connection URL (empty: `fleet up` starts one)"),
   natsMonitorUrl: str(
@@ -330,6 +335,11 @@ const S = {
   archiveCacheDir: str("ARCHIVE_CACHE_DIR", "", "local copies of S3 objects for DuckDB (default: <tmp>/fleet-archive-cache)"),
   // live map page of `fleet up`
   webPort: int("WEB_PORT", 50050, "port of the live map page `fleet up` serves (0: a free port)", 0, 65535),
+  webMapStyle: str(
+    "WEB_MAP_STYLE",
+    "",
+    "MapLibre style URL the live map draws under the vehicles (a style the operator hosts; empty: a graticule, no tiles)",
+  ),
   // demo / simulator
   simVehicles: int("SIM_VEHICLES", 50, "vehicles the simulator drives", 1),
   simInterval: duration("SIM_INTERVAL", "1s", "how often each simulated vehicle reports"),

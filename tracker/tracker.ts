@@ -91,7 +91,14 @@ export async function createTracker({
   try {
     await redis.connect();
     // Its own live events reach its own watches directly (createLivePublisher's local), not echoed by NATS.
-    nats = await connectNats({ url: natsUrl, name: `tracker ${instanceId}`, log, noEcho: true, registry });
+    nats = await connectNats({
+      url: natsUrl,
+      name: `tracker ${instanceId}`,
+      log,
+      noEcho: true,
+      registry,
+      pingIntervalMs: config.natsPingInterval,
+    });
     await ensurePositionsStream(nats.jsm, {
       ...positionsStreamSettings(config),
       log,
