@@ -89,6 +89,8 @@ class Batch {
   error: Error | undefined;
   /** performance.now() when its first point was added. */
   readonly opened = performance.now();
+  /** Its linger ended while the partition's pipeline was full: it goes out at the next free slot. */
+  due = false;
   constructor(readonly no: number) {}
 }
 
@@ -187,12 +189,24 @@ export function createBatcher({
     for (const part of parts) flush(part);
   };
 
-  const flush = (part: Partition) => {
+  /**
+   * Closes the partition's open batch and publishes it, or, while its pipeline is full, leaves it
+   * open to take more points until a PubAck frees a slot (`finish` starts it then): under load
+   * the batches grow with JetStream's latency instead of queueing as many small ones. Each message
+   * costs JetStream (and at R3 each replica) about the same whatever its size, so fewer, fuller
+   * messages are what a replicated stream needs most. A full batch (`batchMaxPoints`), or `force`,
+   * closes it anyway.
+   */
+  const flush = (part: Partition, force = false) => {
     const batch = part.current;
     if (!batch) return;
-    part.current = undefined;
-    if (part.publishing < maxPipeline) start(part, batch);
-    else part.waiting.push(batch);
+    if (part.publishing < maxPipeline) {
+      part.current = undefined;
+      start(part, batch);
+    } else if (force || batch.positions.length >= batchMaxPoints) {
+      part.current = undefined;
+      part.waiting.push(batch);
+    } else batch.due = true;
   };
 
   const start = (part: Partition, batch: Batch) => {
@@ -235,6 +249,7 @@ export function createBatcher({
     part.publishing--;
     const next = part.waiting.shift();
     if (next) start(part, next);
+    else if (part.current?.due) flush(part);
     while (part.queue.length > 0 && part.queue[0]!.done) complete(part.queue.shift()!);
   };
 
@@ -327,7 +342,7 @@ export function createBatcher({
       clearTimeout(timer);
       timer = undefined;
       lingering = [];
-      for (const part of parts) flush(part);
+      for (const part of parts) flush(part, true);
       if (inFlight === 0) return true;
       return new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), timeoutMs);
