@@ -5,8 +5,10 @@
 import { CODECS_HELP, runCodecsBench } from "./codecs";
 import { HISTORY_HELP, runHistoryBench } from "./history";
 import { INGEST_HELP, runIngestBench } from "./ingest";
+import { PLATFORM_HELP, runPlatformBench } from "./platform";
 import { runScaleBench, SCALE_HELP } from "./scale";
 import { WATCH_HELP, runWatchBench } from "./watch";
+import { WEB_HELP, runWebBench } from "./web";
 
 const BENCHES: Record<string, { summary: string; help: string; run: (argv: string[]) => Promise<unknown> }> = {
   ingest: {
@@ -29,6 +31,17 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
       "acked points/s and ack p99 at R1 vs R3 (3 nodes), one vs two gateways, trackers and history writers, beside JetStream's R1/R3 ceilings",
     help: SCALE_HELP,
     run: runScaleBench,
+  },
+  platform: {
+    summary:
+      "the whole platform under 100,000 vehicles on their own connections: ack, watch, history, Nearby, GetTrack, CPU and memory per service, zero loss, capacity curve, peers",
+    help: PLATFORM_HELP,
+    run: runPlatformBench,
+  },
+  web: {
+    summary: "the dashboard in headless Chromium with 100,000 vehicles in view at 16,700 updates/s: main-thread busy share, frames/s, input delay, heap, bundle",
+    help: WEB_HELP,
+    run: runWebBench,
   },
   codecs: {
     summary: "each hand protobuf codec next to protobuf-es's BinaryReader/BinaryWriter and reflective fromBinary/toBinary (CPU only)",

@@ -154,13 +154,13 @@ const fmt = (n: number, digits = 0) =>
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
 /** A child speaking JSON over IPC; `next(type)` waits for its next event of that type. */
-interface Child<C, E extends { type: string }> {
+export interface Child<C, E extends { type: string }> {
   proc: Subprocess;
   send(cmd: C): void;
   next<T extends E["type"]>(type: T, timeoutMs: number): Promise<Extract<E, { type: T }>>;
 }
 
-function spawnChild<C, E extends { type: string }>(file: string): Child<C, E> {
+export function spawnChild<C, E extends { type: string }>(file: string): Child<C, E> {
   const queued: E[] = [];
   const waiting = new Map<string, (e: E) => void>();
   let failure: Error | undefined;
