@@ -1,0 +1,214 @@
+/**
+ * The live client against the real platform: a gateway and two trackers as processes on the test
+ * stack, points sent by the vehicle client library. Watches over Connect on fetch (what a browser
+ * uses) and over connect-node's gRPC transport.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createLiveClient, LiveError, trackVehicle, VehicleStatus, type LiveEvent } from ".";
+import { startLiveServices, until, type LiveServices } from "./test/services";
+
+let svc: LiveServices;
+beforeAll(async () => {
+  svc = await startLiveServices({ trackers: 2, history: true });
+}, 60_000);
+afterAll(async () => {
+  await svc?.stop();
+});
+
+/** The seq of every vehicle state an event handed on, per vehicle, in order. */
+function seqsOf(events: LiveEvent[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const e of events) {
+    if (e.kind === "exit" || e.kind === "snapshotEnd") continue;
+    const list = out.get(e.vehicle.id) ?? [];
+    list.push(e.vehicle.seq);
+    out.set(e.vehicle.id, list);
+  }
+  return out;
+}
+
+test("live client - watchVehicle over Connect (fetch): the snapshot, live, then the next point", async () => {
+  const truck = await svc.vehicle(svc.unique("truck"), "north");
+  await truck.send({ lat: 52.5, lon: 13.4 });
+  const client = createLiveClient({ baseUrl: svc.trackers[0]!.url, token: await svc.watchToken({ vehicles: [truck.id] }) });
+  const events: LiveEvent[] = [];
+  const states: string[] = [];
+  const watch = client.watchVehicle(truck.id, { onEvent: (e) => events.push(e), onConnection: (s) => states.push(s) });
+  try {
+    await until(() => watch.state === "live", "the watch to go live");
+    expect(events[0]).toMatchObject({
+      kind: "snapshot",
+      vehicle: { id: truck.id, seq: 1, lat: 52.5, lon: 13.4, fleetId: "north", online: true },
+    });
+    expect(events[1]).toEqual({ kind: "snapshotEnd", resumed: false });
+    const seq = await truck.send({ lat: 52.5001, lon: 13.4001 });
+    await until(() => events.some((e) => e.kind === "move" && e.vehicle.seq === seq), `the move of seq ${seq}`);
+    expect(watch.vehicles().get(truck.id)).toMatchObject({ seq, lat: 52.5001, lon: 13.4001 });
+    expect(states).toEqual(["live"]);
+  } finally {
+    watch.close();
+  }
+  expect(await watch.done).toBeUndefined();
+  expect(watch.state).toBe("closed");
+});
+
+test("live client - a token for another vehicle is refused with a typed error, not retried", async () => {
+  const mine = svc.unique("mine");
+  const other = await svc.vehicle(svc.unique("other"));
+  await other.send({ lat: 52.51, lon: 13.41 });
+  const client = createLiveClient({ baseUrl: svc.trackers[0]!.url, token: await svc.watchToken({ vehicles: [mine] }) });
+  const errors: LiveError[] = [];
+  const watch = client.watchVehicle(other.id, { onError: (e) => errors.push(e) });
+  const err = await watch.done;
+  expect(err).toBeInstanceOf(LiveError);
+  expect(err!.code).toBe("permission-denied");
+  expect(err!.retryable).toBe(false);
+  expect(err!.message).toContain("the token does not grant this");
+  expect(err!.message).toContain(other.id);
+  expect(errors).toEqual([err!]);
+  expect(watch.state).toBe("closed");
+  expect(watch.stats.reconnects).toBe(0);
+  // The same for a query, and an expired token says so.
+  const refused = await client.getVehicle(other.id).catch((e: unknown) => e);
+  expect(refused).toBeInstanceOf(LiveError);
+  expect((refused as LiveError).code).toBe("permission-denied");
+  const expired = createLiveClient({
+    baseUrl: svc.trackers[0]!.url,
+    token: await svc.watchToken({ vehicles: [other.id], ttlSeconds: -60 }),
+  });
+  const late = await expired.watchVehicle(other.id, { onError: () => {} }).done;
+  expect(late?.code).toBe("token-expired");
+  expect(late?.message).toContain("get a new one");
+});
+
+test("live client - SIGKILL of the tracker under a watch (gRPC): resumed on the other with a snapshot, no duplicate, no regression, the newest point arrives", async () => {
+  const vehicles = await Promise.all([svc.vehicle(svc.unique("kill-a")), svc.vehicle(svc.unique("kill-b"))]);
+  for (const v of vehicles) await v.send({ lat: 52.52, lon: 13.405 });
+  const urls = svc.trackers.map((t) => t.url);
+  const client = createLiveClient({
+    baseUrl: urls,
+    transport: urls.map((baseUrl) => createGrpcTransport({ baseUrl })),
+    token: await svc.watchToken({ vehicles: vehicles.map((v) => v.id) }),
+    backoff: { initialMs: 50, maxMs: 500 },
+  });
+  const events: LiveEvent[] = [];
+  const states: string[] = [];
+  const watch = client.watchVehicle(
+    vehicles.map((v) => v.id),
+    { onEvent: (e) => events.push(e), onConnection: (s) => states.push(s) },
+  );
+  // The first vehicle's points keep coming while the tracker dies and the watch moves; the second
+  // stands still, so the resumed snapshot restates the very state the app already has.
+  let sending = true;
+  let step = 0;
+  const sender = (async () => {
+    while (sending) {
+      step++;
+      await vehicles[0]!.send({ lat: 52.52 + step * 1e-5, lon: 13.405 + step * 1e-5 });
+      await Bun.sleep(30);
+    }
+  })();
+  try {
+    await until(() => watch.state === "live" && events.some((e) => e.kind === "move"), "the watch to be live and moving");
+    const dead = watch.tracker;
+    await svc.trackers[dead]!.stop("SIGKILL");
+    await until(() => watch.stats.snapshots >= 2 && watch.state === "live", "the watch to resume with a snapshot");
+    expect(watch.tracker).toBe(1 - dead);
+    await Bun.sleep(300);
+    sending = false;
+    await sender;
+    const newest = vehicles.map((v) => v.client.stats.durableSeq);
+    await until(
+      () => vehicles.every((v, i) => (watch.vehicles().get(v.id)?.seq ?? 0) >= newest[i]!),
+      "each vehicle's newest acked point on the resumed watch",
+    );
+    expect(states).toEqual(["live", "reconnecting", "live"]);
+    expect(events.filter((e) => e.kind === "snapshotEnd")).toEqual([
+      { kind: "snapshotEnd", resumed: false },
+      { kind: "snapshotEnd", resumed: true },
+    ]);
+    // Handed on: each vehicle's seqs strictly increase (no duplicate, no step back) and end at the newest.
+    const seqs = seqsOf(events);
+    for (const [i, v] of vehicles.entries()) {
+      const list = seqs.get(v.id)!;
+      for (let k = 1; k < list.length; k++) expect(list[k]!).toBeGreaterThan(list[k - 1]!);
+      expect(list.at(-1)).toBe(newest[i]!);
+    }
+    expect(watch.stats.regressions).toBe(0);
+    expect(watch.stats.duplicates).toBeGreaterThan(0);
+  } finally {
+    sending = false;
+    await sender;
+    watch.close();
+    // The next test wants two trackers again.
+    if (svc.trackers.some((t) => t.child.exitCode !== null || t.child.signalCode !== null)) {
+      const alive = svc.trackers.filter((t) => t.child.exitCode === null && t.child.signalCode === null);
+      svc.trackers.length = 0;
+      svc.trackers.push(...alive);
+      svc.trackers.push(await svc.startTracker());
+    }
+  }
+}, 30_000);
+
+test("live client - trackVehicle: latest state, trail, online then offline as the tracker sweeps it", async () => {
+  const van = await svc.vehicle(svc.unique("van"));
+  await van.send({ lat: 52.53, lon: 13.42 });
+  const client = createLiveClient({ baseUrl: svc.trackers.map((t) => t.url), token: await svc.watchToken({ vehicles: [van.id] }) });
+  const tracking = trackVehicle(client, van.id, { trailLength: 3 });
+  const seen: boolean[] = [];
+  const unsubscribe = tracking.subscribe((s) => seen.push(s.online));
+  try {
+    await until(() => tracking.getState().connection === "live", "live");
+    for (let k = 1; k <= 3; k++) await van.send({ lat: 52.53 + k * 1e-4, lon: 13.42 });
+    await until(() => tracking.getState().vehicle?.seq === 4, "seq 4");
+    const s = tracking.getState();
+    expect(s.online).toBe(true);
+    expect(s.error).toBeUndefined();
+    // Oldest first, at most trailLength; a point the tracker coalesced into a later one is not in it.
+    const lats = s.trail.map((p) => p.lat);
+    expect(lats.length).toBeLessThanOrEqual(3);
+    expect(lats.at(-1)).toBe(52.5303);
+    expect(lats).toEqual([...lats].sort((a, b) => a - b));
+    // TRACKER_STALE_AFTER is 2 s here.
+    await until(() => tracking.getState().online === false, "OFFLINE", 8_000);
+    expect(tracking.getState().vehicle?.seq).toBe(4);
+    expect(seen.at(-1)).toBe(false);
+  } finally {
+    unsubscribe();
+    tracking.close();
+  }
+}, 15_000);
+
+test("live client - queries: getVehicle, nearby, setStatus with a dispatcher's token, and history's track and replay", async () => {
+  const fleet = svc.unique("fleet");
+  const cab = await svc.vehicle(svc.unique("cab"), fleet);
+  const start = Date.now();
+  for (let k = 0; k < 4; k++) await cab.send({ lat: 52.54 + k * 1e-4, lon: 13.43 });
+  const client = createLiveClient({
+    baseUrl: svc.trackers.map((t) => t.url),
+    historyUrl: svc.history!.url,
+    token: await svc.watchToken({ fleets: [fleet], dispatch: true }),
+  });
+  expect(await client.getVehicle(cab.id)).toMatchObject({ id: cab.id, seq: 4, fleetId: fleet });
+  const near = await client.nearby({ circle: { lat: 52.54, lon: 13.43, radiusM: 500 } });
+  expect(near.map((n) => n.vehicle.id)).toEqual([cab.id]);
+  const set = await client.setStatus(cab.id, VehicleStatus.ON_DELIVERY, { orderId: "o-1" });
+  expect(set).toMatchObject({ status: VehicleStatus.ON_DELIVERY, orderId: "o-1" });
+  expect((await client.countByStatus({ fleetId: fleet })).get(VehicleStatus.ON_DELIVERY)).toBe(1);
+  // History writes in batches: the track is complete once all four are there.
+  let track = await client.track(cab.id, { from: start - 60_000, to: Date.now() + 60_000 });
+  await until(async () => {
+    track = await client.track(cab.id, { from: start - 60_000, to: Date.now() + 60_000 });
+    return track.totalPoints === 4;
+  }, "history to hold the four points");
+  expect(track.points.map((p) => p.seq)).toEqual([1, 2, 3, 4]);
+  const replayed: number[] = [];
+  for await (const batch of client.replay({ vehicleId: cab.id }, { from: start - 60_000, to: Date.now() + 60_000, speed: 1000 }))
+    replayed.push(...batch.map((p) => p.seq));
+  expect(replayed).toEqual([1, 2, 3, 4]);
+  // An aborted call says so.
+  const abort = new AbortController();
+  abort.abort();
+  expect(((await client.getVehicle(cab.id, { signal: abort.signal }).catch((e: unknown) => e)) as LiveError).code).toBe("aborted");
+}, 20_000);
