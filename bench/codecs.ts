@@ -13,6 +13,7 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { SyncResponseSchema, UploadRequestSchema, type IngestAck } from "../gen/fleet/v1/ingest_pb";
 import { PositionBatchSchema, PositionSchema, type Position } from "../gen/fleet/v1/position_pb";
 import { ackResponseEncoder } from "../gateway/ack-encoder";
+import { createDurableSeqs, learnBatch } from "../gateway/durable-seqs";
 import { pointRequestDecoder } from "../gateway/point-decoder";
 import { encodePositionBatch } from "../gateway/position-encoder";
 import { decodeBatchRows } from "../history/batch-decoder";
@@ -274,6 +275,28 @@ export async function runCodecsBench(argv: string[]): Promise<unknown> {
     () => decodeBatchRows(batch),
     () => readerBatchRows(batch),
     () => rowsOf(fromBinary(PositionBatchSchema, batch).positions),
+    points,
+  );
+  // The gateway's stream follower: every gateway reads every point to learn durable seqs.
+  const seqs = createDurableSeqs({ forgetAfterMs: 300_000 });
+  const learnRows = (rs: Row[]) => {
+    const now = Date.now();
+    for (const r of rs) seqs.learn(r.vehicleId, r.seq, now, Math.floor(r.us / 1000));
+    return rs.length;
+  };
+  measure(
+    "stream follower learn (gateway)",
+    () => learnBatch(seqs, batch),
+    () => learnRows(readerBatchRows(batch)),
+    () => {
+      const now = Date.now();
+      const ps = fromBinary(PositionBatchSchema, batch).positions;
+      for (const p of ps) {
+        const t = p.recordedAt;
+        seqs.learn(p.vehicleId, p.seq, now, t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
+      }
+      return ps.length;
+    },
     points,
   );
   measure(
