@@ -5,6 +5,7 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { buildTrackPage } from "./track-page";
 
 const webDir = join(import.meta.dir, "..", "web");
 
@@ -52,6 +53,9 @@ export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
   // Read once: the server answers from memory and never maps a request path onto the disk.
   const html = await Bun.file(files.html).arrayBuffer();
   const js = await Bun.file(files.js).arrayBuffer();
+  // The customer's tracking page, /track (cli/track-page.ts).
+  const track = new Map<string, ArrayBuffer>();
+  for (const [path, file] of await buildTrackPage(options)) track.set(path, await Bun.file(file).arrayBuffer());
   const headers = (type: string) => ({ "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff" });
   const server = Bun.serve({
     hostname: options.host,
@@ -62,6 +66,11 @@ export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
       const { pathname } = new URL(req.url);
       if (pathname === "/" || pathname === "/index.html") return new Response(html, { headers: headers("text/html; charset=utf-8") });
       if (pathname === "/app.js") return new Response(js, { headers: headers("text/javascript; charset=utf-8") });
+      const page = track.get(pathname);
+      if (page)
+        return new Response(page, {
+          headers: headers(pathname.endsWith(".js") ? "text/javascript; charset=utf-8" : "text/html; charset=utf-8"),
+        });
       return new Response("not found\n", { status: 404 });
     },
   });
