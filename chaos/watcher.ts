@@ -1,13 +1,13 @@
 /**
- * A watch that survives its tracker: WatchVehicles on one of several tracker addresses; when the
- * stream breaks (the tracker died) it opens the same watch on the next address, whose snapshot
- * brings each vehicle to its current state before live events go on. Per vehicle it keeps the
- * newest seq seen and counts regressions (a state older than one already seen: the resumed watch
- * would have left a gap that went backwards).
+ * A watch that survives its tracker, on the live client (client/live): WatchVehicles on one of
+ * several tracker addresses (gRPC); when the stream breaks (the tracker died) the client opens the
+ * same watch on the next address, whose snapshot brings each vehicle to its current state before
+ * live events go on, and hands on no duplicate and no step back. Per vehicle it keeps the newest
+ * seq seen; `regressions` counts the states older than one already seen that the client dropped
+ * (the resumed watch would have gone backwards there).
  */
-import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { EventKind, TrackerService } from "../gen/fleet/v1/tracker_pb";
+import { createLiveClient, type LiveWatch } from "../client/live";
 
 export interface ReconnectingWatcher {
   /** Newest seq seen per vehicle. */
@@ -16,7 +16,7 @@ export interface ReconnectingWatcher {
   readonly reconnects: number;
   /** Snapshots completed (SNAPSHOT_END received). */
   readonly snapshots: number;
-  /** Events whose seq was below one already seen for that vehicle. */
+  /** Events whose seq was below one already seen for that vehicle (dropped by the client). */
   readonly regressions: number;
   /** Index of the tracker address in use. */
   readonly tracker: number;
@@ -27,59 +27,35 @@ export interface WatcherOptions {
   urls: readonly string[];
   token: string;
   vehicleIds: readonly string[];
-  /** Pause before opening the watch again (default 100 ms). */
+  /** Ceiling of the first pause before opening the watch again (default 100 ms; jittered, doubling while it fails). */
   retryMs?: number;
 }
 
 export function startWatcher({ urls, token, vehicleIds, retryMs = 100 }: WatcherOptions): ReconnectingWatcher {
-  const clients = urls.map((baseUrl) => createClient(TrackerService, createGrpcTransport({ baseUrl })));
+  const client = createLiveClient({
+    baseUrl: urls,
+    transport: urls.map((baseUrl) => createGrpcTransport({ baseUrl })),
+    token,
+    backoff: { initialMs: retryMs, maxMs: 20 * retryMs },
+  });
   const seen = new Map<string, number>();
-  const state = { reconnects: 0, snapshots: 0, regressions: 0, tracker: 0 };
-  const abort = new AbortController();
-  (async () => {
-    for (let opened = 0; !abort.signal.aborted; opened++) {
-      if (opened > 0) {
-        state.reconnects++;
-        await Bun.sleep(retryMs);
-      }
-      try {
-        const stream = clients[state.tracker]!.watchVehicles(
-          { vehicleIds: [...vehicleIds] },
-          { headers: { authorization: `Bearer ${token}` }, signal: abort.signal },
-        );
-        for await (const res of stream) {
-          for (const e of res.events) {
-            if (e.kind === EventKind.SNAPSHOT_END) {
-              state.snapshots++;
-              continue;
-            }
-            const p = e.vehicle?.position;
-            if (!p) continue;
-            const before = seen.get(p.vehicleId) ?? 0;
-            if (p.seq < before) state.regressions++;
-            else seen.set(p.vehicleId, p.seq);
-          }
-        }
-      } catch {
-        // broken: the next address
-      }
-      state.tracker = (state.tracker + 1) % clients.length;
-    }
-  })();
+  const watch: LiveWatch = client.watchVehicle(vehicleIds, {
+    onState: (v) => seen.set(v.id, Math.max(seen.get(v.id) ?? 0, v.seq)),
+  });
   return {
     seen,
     get reconnects() {
-      return state.reconnects;
+      return watch.stats.reconnects;
     },
     get snapshots() {
-      return state.snapshots;
+      return watch.stats.snapshots;
     },
     get regressions() {
-      return state.regressions;
+      return watch.stats.regressions;
     },
     get tracker() {
-      return state.tracker;
+      return watch.tracker;
     },
-    close: () => abort.abort(),
+    close: () => watch.close(),
   };
 }
