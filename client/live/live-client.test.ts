@@ -212,3 +212,29 @@ test("live client - queries: getVehicle, nearby, setStatus with a dispatcher's t
   abort.abort();
   expect(((await client.getVehicle(cab.id, { signal: abort.signal }).catch((e: unknown) => e)) as LiveError).code).toBe("aborted");
 }, 20_000);
+
+test("live client - watchArea read as an async iterator: enter, move, exit when the vehicle leaves the box; leaving the loop closes it", async () => {
+  const fleet = svc.unique("area");
+  const bus = await svc.vehicle(svc.unique("bus"), fleet);
+  const client = createLiveClient({ baseUrl: svc.trackers[0]!.url, token: await svc.watchToken({ fleets: [fleet] }) });
+  const abort = new AbortController();
+  const watch = client.watchArea({ box: { minLat: 52.6, minLon: 13.6, maxLat: 52.61, maxLon: 13.61 } }, { signal: abort.signal });
+  const kinds: string[] = [];
+  const timer = setTimeout(() => abort.abort(), 10_000);
+  for await (const e of watch) {
+    kinds.push(e.kind);
+    if (e.kind === "snapshotEnd") {
+      await bus.send({ lat: 52.605, lon: 13.605 });
+      await bus.send({ lat: 52.606, lon: 13.605 });
+      await bus.send({ lat: 52.7, lon: 13.605 });
+    }
+    if (e.kind === "exit") break;
+  }
+  clearTimeout(timer);
+  // The second point may be coalesced into the third (then the exit carries it): enter, maybe move, exit.
+  expect(kinds[0]).toBe("snapshotEnd");
+  expect(kinds[1]).toBe("enter");
+  expect(kinds.at(-1)).toBe("exit");
+  expect(await watch.done).toBeUndefined();
+  expect(watch.state).toBe("closed");
+});
