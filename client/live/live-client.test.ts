@@ -80,6 +80,17 @@ test("live client - a token for another vehicle is refused with a typed error, n
   const late = await expired.watchVehicle(other.id, { onError: () => {} }).done;
   expect(late?.code).toBe("token-expired");
   expect(late?.message).toContain("get a new one");
+  // With getToken, a refused token is met once with a fresh one before it is an error.
+  const tokens = [await svc.watchToken({ vehicles: [other.id], ttlSeconds: -60 }), await svc.watchToken({ vehicles: [other.id] })];
+  let asked = 0;
+  const refreshing = createLiveClient({ baseUrl: svc.trackers[0]!.url, getToken: () => tokens[Math.min(asked++, 1)]! });
+  const renewed = refreshing.watchVehicle(other.id, { onError: () => {} });
+  await until(() => renewed.state === "live" || renewed.state === "closed", "the watch to go live on the fresh token");
+  expect(renewed.state).toBe("live");
+  renewed.close();
+  asked = 0;
+  expect((await refreshing.getVehicle(other.id)).id).toBe(other.id);
+  expect(asked).toBe(2);
 });
 
 test("live client - SIGKILL of the tracker under a watch (gRPC): resumed on the other with a snapshot, no duplicate, no regression, the newest point arrives", async () => {

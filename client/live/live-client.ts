@@ -219,6 +219,8 @@ export function createLiveClient({
   let historyIndex = 0;
 
   const headers = async (): Promise<Record<string, string>> => ({ authorization: `Bearer ${getToken ? await getToken() : token}` });
+  /** A token refused as expired or invalid may be cured by a fresh one, when the app can give one. */
+  const tokenMayRefresh = (e: LiveError) => getToken !== undefined && (e.code === "token-expired" || e.code === "unauthenticated");
 
   /** One unary call, moved to the next server when one cannot be reached (each tried once). */
   async function unary<S extends typeof TrackerService | typeof HistoryService, R>(
@@ -230,6 +232,7 @@ export function createLiveClient({
   ): Promise<R> {
     if (clients.length === 0) throw new LiveError("invalid-argument", `${what}: no ${which} URL: pass historyUrl to createLiveClient`);
     let last: LiveError | undefined;
+    let refreshed = false;
     const start = which === "tracker" ? trackerIndex : historyIndex;
     for (let i = 0; i < clients.length; i++) {
       const index = (start + i) % clients.length;
@@ -242,6 +245,12 @@ export function createLiveClient({
       } catch (err) {
         if (signal?.aborted) throw abortedError(what);
         last = toLiveError(err, what);
+        if (!refreshed && tokenMayRefresh(last)) {
+          // Once more on the same server, with what getToken gives now.
+          refreshed = true;
+          i--;
+          continue;
+        }
         if (last.code !== "unavailable") throw last;
       }
     }
@@ -293,6 +302,8 @@ export function createLiveClient({
       // watchers of a dead tracker do not all arrive at once.
       let failures = 0;
       let final: LiveError | undefined;
+      // A token refusal since the last live stream was already met with a fresh token from getToken.
+      let refreshed = false;
       try {
         for (let opened = 0; !abort.signal.aborted; opened++) {
           if (opened > 0) {
@@ -323,6 +334,7 @@ export function createLiveClient({
                   if (out.kind === "snapshotEnd") {
                     stats.snapshots++;
                     wasLive = true;
+                    refreshed = false;
                     trackerIndex = tracker;
                     setState("live");
                   }
@@ -339,10 +351,11 @@ export function createLiveClient({
             const e = stream.signal.aborted
               ? new LiveError("unavailable", `${what}: nothing came for ${idleTimeoutMs} ms; reconnecting`, { retryable: true, cause: err })
               : toLiveError(err, what, { retrying: true });
-            if (!e.retryable) {
+            if (!e.retryable && (refreshed || !tokenMayRefresh(e))) {
               final = e;
               break;
             }
+            if (!e.retryable) refreshed = true;
             failures = wasLive ? 0 : failures + 1;
             // The next tracker, if there are several: this one may be gone.
             tracker = (tracker + 1) % trackers.length;
