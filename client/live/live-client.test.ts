@@ -249,3 +249,33 @@ test("live client - watchArea read as an async iterator: enter, move, exit when 
   expect(await watch.done).toBeUndefined();
   expect(watch.state).toBe("closed");
 });
+
+test("live client - idleTimeoutMs: a watch on a tracker that went silent (SIGSTOP) moves to the other one", async () => {
+  const bike = await svc.vehicle(svc.unique("bike"));
+  await bike.send({ lat: 52.55, lon: 13.44 });
+  const urls = svc.trackers.map((t) => t.url);
+  const client = createLiveClient({ baseUrl: urls, token: await svc.watchToken({ vehicles: [bike.id] }), backoff: { initialMs: 50 } });
+  const watch = client.watchVehicle(bike.id, { idleTimeoutMs: 1_000, onConnection: () => {} });
+  let sending = true;
+  const sender = (async () => {
+    for (let k = 1; sending; k++) {
+      await bike.send({ lat: 52.55 + k * 1e-5, lon: 13.44 });
+      await Bun.sleep(100);
+    }
+  })();
+  const paused = () => svc.trackers[watch.tracker]!;
+  let stopped: number | undefined;
+  try {
+    await until(() => watch.state === "live", "live");
+    stopped = paused().pid;
+    process.kill(stopped, "SIGSTOP");
+    const from = watch.tracker;
+    await until(() => watch.stats.snapshots >= 2 && watch.state === "live", "the watch to resume on the other tracker", 10_000);
+    expect(watch.tracker).toBe(1 - from);
+  } finally {
+    if (stopped) process.kill(stopped, "SIGCONT");
+    sending = false;
+    await sender;
+    watch.close();
+  }
+}, 20_000);
