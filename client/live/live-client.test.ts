@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { createLiveClient, LiveError, trackVehicle, VehicleStatus, type LiveEvent } from ".";
+import { createLiveClient, LiveError, trackOrder, trackVehicle, VehicleStatus, type LiveEvent } from ".";
 import { startLiveServices, until, type LiveServices } from "./test/services";
 
 let svc: LiveServices;
@@ -277,5 +277,30 @@ test("live client - idleTimeoutMs: a watch on a tracker that went silent (SIGSTO
     sending = false;
     await sender;
     watch.close();
+  }
+}, 20_000);
+
+test("live client - trackOrder follows the order to the vehicle that takes it over, with a new trail", async () => {
+  const fleet = svc.unique("shop");
+  const [first, second] = await Promise.all([svc.vehicle(svc.unique("first"), fleet), svc.vehicle(svc.unique("second"), fleet)]);
+  await first.send({ lat: 52.56, lon: 13.45, orderId: "o-9" });
+  const client = createLiveClient({ baseUrl: svc.trackers[0]!.url, token: await svc.watchToken({ orders: [`${fleet}/o-9`] }) });
+  const tracking = trackOrder(client, `${fleet}/o-9`);
+  try {
+    await until(() => tracking.getState().connection === "live", "live");
+    await first.send({ lat: 52.5601, lon: 13.45, orderId: "o-9" });
+    await until(
+      () => tracking.getState().vehicle?.id === first.id && tracking.getState().trail.length === 2,
+      "the first vehicle and its trail",
+    );
+    // The order moves to the second vehicle; the first goes on without it.
+    await second.send({ lat: 52.57, lon: 13.46, orderId: "o-9" });
+    await first.send({ lat: 52.5602, lon: 13.45 });
+    await until(() => tracking.getState().vehicle?.id === second.id, "the second vehicle");
+    expect(tracking.getState().trail).toEqual([{ lat: 52.57, lon: 13.46, recordedAtMs: tracking.getState().vehicle!.recordedAtMs }]);
+    await Bun.sleep(200);
+    expect(tracking.getState().vehicle?.id).toBe(second.id);
+  } finally {
+    tracking.close();
   }
 }, 20_000);
