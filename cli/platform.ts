@@ -116,7 +116,14 @@ export async function startPlatform({
       // A folder per process: two `fleet up` at once must not serve each other's bundle.
       webDir = mkdtempSync(join(tmpdir(), "fleet-web-"));
       progress(`bundling web/app.ts and serving the live map on ${config.host}:${config.webPort}`);
-      web = await startWebApp({ trackerUrl: urls.tracker, outDir: webDir, host: config.host, port: config.webPort });
+      web = await startWebApp({
+        trackerUrl: urls.tracker,
+        historyUrl: urls.history ?? "",
+        mapStyle: config.webMapStyle,
+        outDir: webDir,
+        host: config.host,
+        port: config.webPort,
+      });
       urls.web = web.url;
       // Read-only (no dispatch) and for every vehicle, as `fleet token watch --all` mints it.
       mapUrl = pageUrl(web.url, await mintWatchToken(tokenKeys(config), { all: true, subject: "fleet-up-map" }));

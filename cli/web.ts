@@ -4,7 +4,7 @@
  */
 import { mkdirSync, rmSync } from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { buildTrackPage } from "./track-page";
 
 const webDir = join(import.meta.dir, "..", "web");
@@ -12,7 +12,11 @@ const webDir = join(import.meta.dir, "..", "web");
 export interface WebAppOptions {
   /** The tracker the page watches (its default; the page's ?tracker= overrides it). */
   trackerUrl: string;
-  /** Folder that receives index.html and app.js (emptied first). */
+  /** The history service the dashboard asks for tracks and replays ("" when none runs; ?history= overrides it). */
+  historyUrl?: string;
+  /** A MapLibre style URL drawn under the vehicles (WEB_MAP_STYLE); "" draws a graticule and needs no tiles. */
+  mapStyle?: string;
+  /** Folder that receives index.html and the bundle (emptied first). */
   outDir: string;
   host: string;
   /** 0: a free port. */
@@ -25,37 +29,74 @@ export interface WebApp {
   stop(): Promise<void>;
 }
 
+export interface BuiltWebApp {
+  html: string;
+  /** The entry bundle (app.js). */
+  js: string;
+  /** Every file written, by the path the server answers it on ("/app.js", "/chunk-….js", …). */
+  files: Map<string, string>;
+  /** Bytes the dashboard loads by default: app.js and the chunks it imports statically (MapLibre, loaded only with a style, excluded). */
+  bundleBytes: number;
+  /** The chunks app.js imports statically ("/chunk-….js"). */
+  staticChunks: string[];
+}
+
 /** Bundles web/app.ts for the browser into `outDir`; throws with Bun.build's messages when it fails. */
 export async function buildWebApp({
   trackerUrl,
+  historyUrl = "",
+  mapStyle = "",
   outDir,
-}: Pick<WebAppOptions, "trackerUrl" | "outDir">): Promise<{ html: string; js: string }> {
+}: Pick<WebAppOptions, "trackerUrl" | "historyUrl" | "mapStyle" | "outDir">): Promise<BuiltWebApp> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const result = await Bun.build({
-    entrypoints: [join(webDir, "app.ts")],
+    // The vehicles' renderer runs in a worker of its own (web/map-points-worker.ts).
+    entrypoints: [join(webDir, "app.ts"), join(webDir, "map-points-worker.ts")],
     outdir: outDir,
     target: "browser",
-    naming: "app.js",
+    // MapLibre (~800 KB) sits in a chunk of its own, fetched only when WEB_MAP_STYLE names a style.
+    splitting: true,
+    naming: { entry: "[name].js", chunk: "chunk-[hash].js" },
     // Identifiers stay: a stack trace in the browser's console should name connect's functions.
     minify: { whitespace: true, syntax: true, identifiers: false },
-    define: { FLEET_TRACKER_URL: JSON.stringify(trackerUrl) },
+    define: {
+      FLEET_TRACKER_URL: JSON.stringify(trackerUrl),
+      FLEET_HISTORY_URL: JSON.stringify(historyUrl),
+      WEB_MAP_STYLE: JSON.stringify(mapStyle),
+    },
   });
   if (!result.success) throw new Error(`bundling web/app.ts failed: ${result.logs.map(String).join("; ")}`);
   const html = join(outDir, "index.html");
   await Bun.write(html, Bun.file(join(webDir, "index.html")));
-  return { html, js: join(outDir, "app.js") };
+  const files = new Map<string, string>([["/index.html", html]]);
+  let bundleBytes = 0;
+  for (const out of result.outputs) {
+    files.set(`/${basename(out.path)}`, out.path);
+    if (out.kind === "entry-point") bundleBytes += out.size;
+  }
+  // Chunks app.js imports statically load with it; a dynamic import() (MapLibre) only on demand.
+  const entry = await Bun.file(join(outDir, "app.js")).text();
+  const staticChunks: string[] = [];
+  for (const m of entry.matchAll(/^import[^"';]*["']\.\/(chunk-[\w-]+\.js)["']/gm)) {
+    staticChunks.push(`/${m[1]}`);
+    bundleBytes += Bun.file(join(outDir, m[1]!)).size;
+  }
+  // MapLibre loads its worker by URL: served beside the bundle (only a style or ?renderer=maplibre fetch it).
+  const worker = join(outDir, "maplibre-gl-worker.mjs");
+  await Bun.write(worker, Bun.file(join(webDir, "..", "node_modules", "maplibre-gl", "dist", "maplibre-gl-worker.mjs")));
+  files.set("/maplibre-gl-worker.mjs", worker);
+  return { html, js: join(outDir, "app.js"), files, bundleBytes, staticChunks };
 }
 
 /** Builds the page and serves it on host:port. */
 export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
-  const files = await buildWebApp(options);
-  // Read once: the server answers from memory and never maps a request path onto the disk.
-  const html = await Bun.file(files.html).arrayBuffer();
-  const js = await Bun.file(files.js).arrayBuffer();
+  const built = await buildWebApp(options);
   // The customer's tracking page, /track (cli/track-page.ts).
-  const track = new Map<string, ArrayBuffer>();
-  for (const [path, file] of await buildTrackPage(options)) track.set(path, await Bun.file(file).arrayBuffer());
+  for (const [path, file] of await buildTrackPage(options)) built.files.set(path, file);
+  // Read once: the server answers from memory and never maps a request path onto the disk.
+  const bodies = new Map<string, ArrayBuffer>();
+  for (const [path, file] of built.files) bodies.set(path, await Bun.file(file).arrayBuffer());
   const headers = (type: string) => ({ "content-type": type, "cache-control": "no-cache", "x-content-type-options": "nosniff" });
   const server = Bun.serve({
     hostname: options.host,
@@ -64,14 +105,10 @@ export async function startWebApp(options: WebAppOptions): Promise<WebApp> {
       if (req.method !== "GET" && req.method !== "HEAD")
         return new Response("method not allowed\n", { status: 405, headers: { allow: "GET, HEAD" } });
       const { pathname } = new URL(req.url);
-      if (pathname === "/" || pathname === "/index.html") return new Response(html, { headers: headers("text/html; charset=utf-8") });
-      if (pathname === "/app.js") return new Response(js, { headers: headers("text/javascript; charset=utf-8") });
-      const page = track.get(pathname);
-      if (page)
-        return new Response(page, {
-          headers: headers(pathname.endsWith(".js") ? "text/javascript; charset=utf-8" : "text/html; charset=utf-8"),
-        });
-      return new Response("not found\n", { status: 404 });
+      const body = bodies.get(pathname === "/" ? "/index.html" : pathname);
+      if (!body) return new Response("not found\n", { status: 404 });
+      const type = /\.m?js$/.test(pathname) ? "text/javascript; charset=utf-8" : "text/html; charset=utf-8";
+      return new Response(body, { headers: headers(type) });
     },
   });
   // Bound to every interface (FLEET_HOST=0.0.0.0): the page is offered by the machine's name, as

@@ -1,150 +1,82 @@
 /// <reference lib="dom" />
 /**
- * The live map page: one WatchArea stream over Connect (HTTP/1.1, fetch) drawn on a canvas.
- * No tiles and no CDN (the machine may have no internet): a projection of the box, a grid with
- * labels, a dot per vehicle. The event handling lives in map-state.ts; this file only connects and draws.
+ * The operator dashboard: the live map of every vehicle the token grants (one WatchArea over
+ * Connect that follows the viewport), filters, the count by status, and the vehicle and dispatch
+ * panel (web/dashboard-panel.ts). No tiles and no CDN by default (the machine may have no
+ * internet): a graticule; WEB_MAP_STYLE names a MapLibre style to draw underneath.
  */
+import type { MapViewState } from "@deck.gl/core";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
+import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { TrackerService } from "../gen/fleet/v1/tracker_pb";
-import { createMapState, createProjection, gridSteps, parsePageParams, reachableUrl, type Box, type PageParams } from "./map-state";
+import { createDeckRenderer, fitViewState, type MapRenderer, type MapRendererOptions } from "./dashboard-render";
+import { createPanel } from "./dashboard-panel";
+import { createMapState, OFFLINE_COLOUR, parsePageParams, reachableUrl, STATUS_COLOURS, type Box, type PageParams } from "./map-state";
+import { nextWatchedArea } from "./map-view";
 
-/** The tracker `fleet up` started; replaced by Bun.build's `define` (cli/web.ts). */
+/** The services `fleet up` started and the operator's map style; replaced by Bun.build's `define` (cli/web.ts). */
 declare const FLEET_TRACKER_URL: string;
+declare const FLEET_HISTORY_URL: string;
+declare const WEB_MAP_STYLE: string;
 
-const COLOURS: Record<number, [string, string]> = {
-  [VehicleStatus.ACTIVE]: ["#1f77b4", "active"],
-  [VehicleStatus.IDLE]: ["#ff7f0e", "idle"],
-  [VehicleStatus.ON_DELIVERY]: ["#2ca02c", "on delivery"],
-  [VehicleStatus.AVAILABLE]: ["#9467bd", "available"],
-  [VehicleStatus.UNSPECIFIED]: ["#17becf", "unspecified"],
-};
-const OFFLINE_COLOUR = "#b0b0b0";
+const STATUS_NAMES: [VehicleStatus, string][] = [
+  [VehicleStatus.ACTIVE, "active"],
+  [VehicleStatus.IDLE, "idle"],
+  [VehicleStatus.ON_DELIVERY, "on delivery"],
+  [VehicleStatus.AVAILABLE, "available"],
+  [VehicleStatus.UNSPECIFIED, "unspecified"],
+];
+/** How long the view must rest before the watched area follows it. */
+const AREA_DEBOUNCE_MS = 300;
 
-const canvas = document.getElementById("map") as HTMLCanvasElement;
-const statusLine = document.getElementById("status")!;
-const errorLine = document.getElementById("error")!;
-const legend = document.getElementById("legend")!;
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const statusLine = $("status");
+const errorLine = $("error");
 
-const state = createMapState();
+const state = createMapState({ trailLength: 0 });
 let connection = "connecting";
-/** The area drawn; set once the page's parameters are read. */
-let shownBox: Box | undefined;
-let drawPending = false;
-
-/** Draws on the next animation frame, once however often it is asked for: only when something changed. */
-function invalidate(): void {
-  if (drawPending || !shownBox) return;
-  drawPending = true;
-  requestAnimationFrame(() => {
-    drawPending = false;
-    draw(shownBox!);
-  });
-}
+let watchedArea: Box | undefined;
+let areaNote = "";
+/** Aborts the open watch so that the loop opens one on the new area. */
+let rewatch: AbortController | undefined;
+let areaChanged: (() => void) | undefined;
 
 function showError(text: string): void {
   errorLine.textContent = text;
   errorLine.hidden = text === "";
-  invalidate();
 }
 
-function params(): PageParams | undefined {
-  try {
-    return parsePageParams(location.search, location.hash);
-  } catch (e) {
-    showError(e instanceof Error ? e.message : String(e));
-    return undefined;
-  }
-}
+const rgb = (c: readonly number[]) => `rgb(${c[0]},${c[1]},${c[2]})`;
 
-function draw(box: Box): void {
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth;
-  const h = canvas.clientHeight;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-  }
-  const ctx = canvas.getContext("2d")!;
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-  const p = createProjection(box, w, h);
-
-  ctx.strokeStyle = "#e4e4e4";
-  ctx.fillStyle = "#888";
-  ctx.font = "11px system-ui, sans-serif";
-  ctx.lineWidth = 1;
-  for (const lat of gridSteps(box.minLat, box.maxLat)) {
-    const y = p.y(lat);
-    ctx.beginPath();
-    ctx.moveTo(p.x(box.minLon), y);
-    ctx.lineTo(p.x(box.maxLon), y);
-    ctx.stroke();
-    ctx.fillText(lat.toFixed(3), p.x(box.minLon) - 38, y + 4);
-  }
-  for (const lon of gridSteps(box.minLon, box.maxLon)) {
-    const x = p.x(lon);
-    ctx.beginPath();
-    ctx.moveTo(x, p.y(box.minLat));
-    ctx.lineTo(x, p.y(box.maxLat));
-    ctx.stroke();
-    ctx.fillText(lon.toFixed(3), x - 14, p.y(box.minLat) + 14);
-  }
-  ctx.strokeStyle = "#999";
-  ctx.strokeRect(p.x(box.minLon), p.y(box.maxLat), p.x(box.maxLon) - p.x(box.minLon), p.y(box.minLat) - p.y(box.maxLat));
-
-  // Offline vehicles first, so live ones are drawn over them.
-  const views = [...state.vehicles.values()].sort((a, b) => Number(a.online) - Number(b.online));
-  for (const v of views) {
-    const colour = v.online ? (COLOURS[v.status]?.[0] ?? COLOURS[VehicleStatus.UNSPECIFIED]![0]) : OFFLINE_COLOUR;
-    if (v.trail.length > 1) {
-      ctx.strokeStyle = colour;
-      ctx.globalAlpha = 0.35;
-      ctx.lineWidth = 2;
-      ctx.beginPath();
-      v.trail.forEach((t, i) => {
-        if (i === 0) ctx.moveTo(p.x(t.lon), p.y(t.lat));
-        else ctx.lineTo(p.x(t.lon), p.y(t.lat));
-      });
-      ctx.stroke();
-      ctx.globalAlpha = 1;
-    }
-    ctx.fillStyle = colour;
-    ctx.beginPath();
-    ctx.arc(p.x(v.lon), p.y(v.lat), 4, 0, 2 * Math.PI);
-    ctx.fill();
-  }
-
-  const now = Date.now();
-  const age = state.lastEventAtMs === undefined ? "–" : `${((now - state.lastEventAtMs) / 1000).toFixed(1)} s ago`;
-  const offline = state.vehicles.size - state.onlineCount();
-  statusLine.textContent =
-    `${connection} · ${state.onlineCount()} vehicles shown${offline ? ` (+${offline} offline)` : ""} · ` +
-    `${state.updatesPerSecond(now).toFixed(1)} updates/s · last update ${age} · ${state.coalesced} coalesced`;
-}
-
-/** Codes that another try with the same token and area cannot fix: the page stops and says why. */
-const PERMANENT = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument]);
+/** Codes that another try with the same token cannot fix: the page stops and says why. */
+const PERMANENT = new Set([Code.Unauthenticated, Code.PermissionDenied]);
+/** Codes about the area (too large, too many vehicles): the next view may do. */
+const AREA_REFUSED = new Set([Code.InvalidArgument, Code.ResourceExhausted]);
 
 /**
- * Keeps one watch open; on an end or a passing error waits (1 s doubling to 30 s) and opens a new
- * one. A rejected token or area ends it: retrying would only be refused again.
+ * Keeps one watch open on the watched area; a new area ends it and opens the next at once; on an
+ * end or a passing error waits (1 s doubling to 30 s) and opens a new one. A rejected token stops it.
  */
-async function watch(p: PageParams): Promise<void> {
-  const baseUrl = p.tracker ?? reachableUrl(FLEET_TRACKER_URL, location.hostname);
+async function watch(p: PageParams, baseUrl: string): Promise<void> {
   const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
-  const area = { shape: { case: "box" as const, value: p.box } };
-  // Failures since the stream was last live: the backoff grows with them, and a live stream resets it.
   let failures = 0;
   for (;;) {
+    const area = watchedArea!;
     connection = failures === 0 ? "connecting" : "reconnecting";
+    const abort = new AbortController();
+    rewatch = abort;
+    let wait = 0;
     try {
       state.restart();
-      invalidate();
-      for await (const res of client.watchArea({ area }, { headers: { authorization: `Bearer ${p.token}` } })) {
+      const stream = client.watchArea(
+        { area: { shape: { case: "box", value: area } } },
+        { headers: { authorization: `Bearer ${p.token}` }, signal: abort.signal },
+      );
+      for await (const res of stream) {
         state.apply(res.events);
-        invalidate();
+        renderer?.invalidate();
         if (state.live && connection !== "live") {
           connection = "live";
           failures = 0;
@@ -152,54 +84,234 @@ async function watch(p: PageParams): Promise<void> {
         }
       }
       showError("the tracker ended the watch; reconnecting");
+      wait = backoff(failures++);
     } catch (e) {
+      if (abort.signal.aborted) continue;
       const err = ConnectError.from(e);
-      const hint =
-        err.code === Code.Unauthenticated
-          ? " (the URL fleet up prints has a fresh one; or fleet token watch --all, then #token=… in the URL)"
-          : "";
       if (PERMANENT.has(err.code)) {
         connection = "stopped";
-        showError(`${Code[err.code]}: ${err.rawMessage}${hint}; not retrying: change the URL to try again`);
+        showError(`${Code[err.code]}: ${err.rawMessage}; not retrying: open the URL fleet up printed, or put a fresh token in #token=…`);
         return;
       }
-      showError(`${Code[err.code]}: ${err.rawMessage}${hint}`);
+      if (AREA_REFUSED.has(err.code)) {
+        connection = "waiting for a smaller view";
+        showError(`${Code[err.code]}: ${err.rawMessage}: zoom in`);
+        await new Promise<void>((r) => {
+          areaChanged = r;
+        });
+        continue;
+      }
+      showError(`${Code[err.code]}: ${err.rawMessage}`);
+      wait = backoff(failures++);
     }
-    const delay = Math.min(30_000, 1000 * 2 ** Math.min(failures++, 5)) * (0.8 + Math.random() * 0.4);
-    connection = `disconnected, retrying in ${(delay / 1000).toFixed(0)} s`;
-    invalidate();
-    await new Promise((r) => setTimeout(r, delay));
+    connection = `disconnected, retrying in ${(wait / 1000).toFixed(0)} s`;
+    await new Promise((r) => setTimeout(r, wait));
   }
 }
 
-function main(): void {
-  legend.replaceChildren(
-    ...[...Object.values(COLOURS), [OFFLINE_COLOUR, "offline"] as [string, string]].map(([colour, label]) => {
-      const item = document.createElement("span");
-      const dot = document.createElement("i");
-      dot.style.background = colour;
-      item.append(dot, label);
-      return item;
+const backoff = (failures: number) => Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)) * (0.8 + Math.random() * 0.4);
+
+let renderer: MapRenderer | undefined;
+let areaTimer: ReturnType<typeof setTimeout> | undefined;
+let watchChanges = 0;
+
+/** After the view has rested, moves the watch when the view left the watched area's padding (or zoomed far in). */
+function viewChanged(): void {
+  clearTimeout(areaTimer);
+  areaTimer = setTimeout(() => {
+    if (!renderer) return;
+    const next = nextWatchedArea(watchedArea, renderer.viewBox());
+    if (!next) return;
+    watchedArea = next;
+    watchChanges++;
+    areaNote = "";
+    rewatch?.abort();
+    areaChanged?.();
+    areaChanged = undefined;
+  }, AREA_DEBOUNCE_MS);
+}
+
+function buildFilters(): void {
+  const filters = $("filters");
+  const statuses = new Set<VehicleStatus>();
+  let fleet = "";
+  let offline = true;
+  const apply = () => {
+    state.setFilter({ statuses: new Set(statuses), fleets: fleet ? new Set([fleet]) : new Set(), offline });
+    renderer?.invalidate();
+    void refreshCounts();
+  };
+  const box = (label: string, colour: string, onChange: (on: boolean) => void) => {
+    const l = document.createElement("label");
+    const c = document.createElement("input");
+    c.type = "checkbox";
+    c.checked = true;
+    c.addEventListener("change", () => onChange(c.checked));
+    const dot = document.createElement("i");
+    dot.style.background = colour;
+    l.append(c, dot, label);
+    return l;
+  };
+  const all = STATUS_NAMES.map(([s]) => s);
+  const checked = new Set(all);
+  for (const [status, name] of STATUS_NAMES) {
+    filters.append(
+      box(name, rgb(STATUS_COLOURS[status]!), (on) => {
+        if (on) checked.add(status);
+        else checked.delete(status);
+        statuses.clear();
+        // All checked shows everything (also statuses this page does not name).
+        if (checked.size < all.length) for (const s of checked) statuses.add(s);
+        if (checked.size === 0) statuses.add(-1 as VehicleStatus);
+        apply();
+      }),
+    );
+  }
+  filters.append(
+    box("offline", rgb(OFFLINE_COLOUR), (on) => {
+      offline = on;
+      apply();
     }),
   );
-  const p = params();
-  if (!p) return;
-  document.getElementById("box")!.textContent = `${p.box.minLat},${p.box.minLon} – ${p.box.maxLat},${p.box.maxLon}`;
+  const select = document.createElement("select");
+  select.id = "fleet-filter";
+  select.title = "fleet";
+  const fill = () => {
+    const known = [...state.fleets].sort();
+    if (select.options.length === known.length + 1) return;
+    select.replaceChildren(new Option("all fleets", ""), ...known.map((f) => new Option(f, f, false, f === fleet)));
+  };
+  select.addEventListener("focus", fill);
+  select.addEventListener("change", () => {
+    fleet = select.value;
+    apply();
+  });
+  fill();
+  filters.append(select);
+  setInterval(fill, 5000);
+}
+
+let counts = "";
+let countsFor = "";
+let refreshCounts: () => Promise<void> = async () => {};
+
+function startCounts(p: PageParams, baseUrl: string): void {
+  const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
+  refreshCounts = async () => {
+    const fleetId = [...state.filter.fleets][0] ?? "";
+    try {
+      const res = await client.countByStatus({ fleetId }, { headers: { authorization: `Bearer ${p.token}` } });
+      const byStatus = new Map(res.counts.map((c) => [c.status, Number(c.count)]));
+      const total = [...byStatus.values()].reduce((a, b) => a + b, 0);
+      counts = `${fleetId || "all fleets"}: ${total} live (${STATUS_NAMES.filter(([s]) => byStatus.get(s))
+        .map(([s, n]) => `${byStatus.get(s)} ${n}`)
+        .join(", ")})`;
+      countsFor = fleetId;
+    } catch (e) {
+      counts = `counts: ${ConnectError.from(e).rawMessage}`;
+    }
+    $("counts").textContent = counts;
+  };
+  void refreshCounts();
+  setInterval(() => void refreshCounts(), 5000);
+}
+
+function drawStatus(): void {
+  const now = Date.now();
+  const age = state.lastEventAtMs === undefined ? "–" : `${((now - state.lastEventAtMs) / 1000).toFixed(1)} s ago`;
+  statusLine.textContent =
+    `${connection} · ${state.shownCount()} shown of ${state.vehicles.size} in the watched area · ` +
+    `${state.updatesPerSecond(now).toFixed(0)} updates/s · last update ${age}${areaNote}`;
+}
+
+async function main(): Promise<void> {
+  let p: PageParams;
+  try {
+    p = parsePageParams(location.search, location.hash);
+  } catch (e) {
+    showError(e instanceof Error ? e.message : String(e));
+    return;
+  }
   if (!p.token) {
     showError("no token: open the URL fleet up printed, or add #token=<watch token> (fleet token watch --all)");
     return;
   }
-  shownBox = p.box;
-  invalidate();
-  // Once a second even without events: the status line's "last update … ago", and offline vehicles pruned.
+  const query = new URLSearchParams(location.search);
+  const trackerUrl = p.tracker ?? reachableUrl(FLEET_TRACKER_URL, location.hostname);
+  const historyRaw = query.get("history") ?? FLEET_HISTORY_URL;
+  const historyUrl = historyRaw ? reachableUrl(historyRaw, location.hostname) : "";
+  const container = $("map");
+  const options: MapRendererOptions = {
+    container,
+    state,
+    initial: p.box,
+    mapStyle: query.get("style") ?? WEB_MAP_STYLE,
+    onViewChange: () => viewChanged(),
+    onClick: (x, y) => panel.clicked(x, y),
+    onError: showError,
+    vehicles: query.get("renderer") === "deck" ? "deck" : "worker",
+  };
+  // ?renderer=maplibre: the same page on MapLibre alone; ?renderer=deck: vehicles drawn by deck.gl on
+  // this thread. Both kept for bench web's comparison.
+  renderer =
+    query.get("renderer") === "maplibre" ? (await import("./map-basemap")).createMaplibreRenderer(options) : createDeckRenderer(options);
+  const r = renderer;
+  const zoomBy = (d: number) => r.setViewState({ zoom: Math.max(0, Math.min(20, r.viewState.zoom + d)) });
+  $("zoom-in").addEventListener("click", () => zoomBy(1));
+  $("zoom-out").addEventListener("click", () => zoomBy(-1));
+  $("zoom-fit").addEventListener("click", () => r.setViewState(fitViewState(p.box, container.clientWidth, container.clientHeight)));
+
+  const tracker = createClient(TrackerService, createConnectTransport({ baseUrl: trackerUrl, useBinaryFormat: true }));
+  const history = historyUrl
+    ? createClient(HistoryService, createConnectTransport({ baseUrl: historyUrl, useBinaryFormat: true }))
+    : undefined;
+  const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const panel = createPanel({
+    state,
+    renderer: r,
+    tracker,
+    history,
+    token: p.token,
+    dispatchToken: fragment.get("dispatch") ?? "",
+    onError: showError,
+  });
+
+  buildFilters();
+  startCounts(p, trackerUrl);
+  watchedArea = nextWatchedArea(undefined, r.viewBox());
+  // Once a second even without events: the status line's "last update … ago", offline vehicles pruned.
   setInterval(() => {
     state.prune();
-    invalidate();
+    r.invalidate();
+    drawStatus();
   }, 1000);
-  window.addEventListener("resize", invalidate);
-  // A changed fragment (a fresh token pasted in) starts over with it.
+  drawStatus();
   window.addEventListener("hashchange", () => location.reload());
-  void watch(p);
+
+  // Hooks for the browser tests and the bench: what the page shows, without reading pixels.
+  (window as unknown as { __fleet: unknown }).__fleet = {
+    vehicleCount: () => state.shownCount(),
+    vehicleIds: () => [...state.vehicles.keys()],
+    vehicle: (id: string) => {
+      const v = state.vehicles.get(id);
+      return v && { id: v.id, lat: v.lat, lon: v.lon, seq: v.seq, status: v.status, fleetId: v.fleetId, online: v.online };
+    },
+    watchedArea: () => watchedArea && { ...watchedArea },
+    watchChanges: () => watchChanges,
+    connection: () => connection,
+    error: () => (errorLine.hidden ? "" : errorLine.textContent),
+    live: () => state.live,
+    events: () => state.events,
+    updateRate: () => state.updatesPerSecond(),
+    frames: () => r.frames,
+    viewState: (): MapViewState => r.viewState,
+    viewBox: () => r.viewBox(),
+    counts: () => ({ text: counts, fleet: countsFor }),
+    /** CSS pixel of a vehicle in the map's container, to click it. */
+    screenOf: (id: string) => panel.screenOf(id),
+    panel: () => panel.snapshot(),
+  };
+  await watch(p, trackerUrl);
 }
 
-main();
+void main();

@@ -2,7 +2,9 @@ import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { EventKind, VehicleEventSchema } from "../gen/fleet/v1/tracker_pb";
 import { cityBox, createCity } from "../sim/route";
-import { createMapState, DEFAULT_BOX, gridSteps, parseBox, parsePageParams, reachableUrl } from "./map-state";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import { createMapState, DEFAULT_BOX, parseBox, parsePageParams, reachableUrl, STATUS_COLOURS } from "./map-state";
+import { gridSteps } from "./map-view";
 
 test("map - the default box holds the simulator's default city", () => {
   const city = cityBox(createCity(), 0);
@@ -46,4 +48,38 @@ test("map - coalesced updates count into updates/s and the coalesced total; the 
   expect(state.updatesPerSecond(11_600)).toBe(0);
   expect(state.vehicles.get("v")).toMatchObject({ seq: 5, online: true });
   expect(state.vehicles.get("v")!.trail).toHaveLength(2);
+});
+
+test("map - render buffers: a slot per vehicle, reused after an exit; a filter hides by alpha and counts what is shown", () => {
+  const state = createMapState({ trailLength: 0 });
+  const event = (kind: EventKind, id: string, fleetId: string, status: VehicleStatus, lon: number) =>
+    create(VehicleEventSchema, { kind, vehicle: { online: true, status, position: { vehicleId: id, fleetId, seq: 1, lat: 52.5, lon } } });
+  state.apply([
+    event(EventKind.SNAPSHOT, "a", "north", VehicleStatus.AVAILABLE, 13.1),
+    event(EventKind.SNAPSHOT, "b", "south", VehicleStatus.ACTIVE, 13.2),
+    create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }),
+  ]);
+  const a = state.vehicles.get("a")!;
+  expect(state.slotCount).toBe(2);
+  expect(state.positions[2 * a.slot]).toBeCloseTo(13.1, 5);
+  expect([...state.colours.subarray(4 * a.slot, 4 * a.slot + 4)]).toEqual([...STATUS_COLOURS[VehicleStatus.AVAILABLE]!]);
+  expect(state.shownCount()).toBe(2);
+  expect([...state.fleets].sort()).toEqual(["north", "south"]);
+
+  state.setFilter({ statuses: new Set(), fleets: new Set(["south"]), offline: true });
+  expect(state.shownCount()).toBe(1);
+  expect(state.colours[4 * a.slot + 3]).toBe(0);
+  state.setFilter({ statuses: new Set([VehicleStatus.AVAILABLE]), fleets: new Set(), offline: true });
+  expect(state.shownCount()).toBe(1);
+  expect(state.colours[4 * a.slot + 3]).toBe(255);
+
+  const before = state.version;
+  state.apply([create(VehicleEventSchema, { kind: EventKind.EXIT, vehicle: { position: { vehicleId: "a" } } })]);
+  expect(state.version).toBeGreaterThan(before);
+  expect(state.vehicleAt(a.slot)).toBeUndefined();
+  expect(state.shownCount()).toBe(0);
+  state.apply([event(EventKind.ENTER, "c", "north", VehicleStatus.AVAILABLE, 13.3)]);
+  expect(state.vehicles.get("c")!.slot).toBe(a.slot);
+  expect(state.slotCount).toBe(2);
+  expect(state.vehicleAt(a.slot)?.id).toBe("c");
 });

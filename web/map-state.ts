@@ -82,6 +82,8 @@ export interface VehicleView {
   online: boolean;
   /** When this page last changed the vehicle (ms, the page's clock). */
   updatedAtMs: number;
+  /** Its index in the render buffers (MapState.positions, colours). */
+  slot: number;
 }
 
 export interface MapStateOptions {
@@ -91,6 +93,35 @@ export interface MapStateOptions {
   offlineKeepMs?: number;
   /** Window of the updates-per-second figure. */
   rateWindowMs?: number;
+  /** RGBA of a vehicle shown (a filter hides the rest); default: STATUS_COLOURS, OFFLINE_COLOUR. */
+  colourOf?: (v: VehicleView) => readonly [number, number, number, number];
+}
+
+/** Colours of the statuses (RGBA), shared by the map and its legend. */
+export const STATUS_COLOURS: Readonly<Record<number, readonly [number, number, number, number]>> = Object.freeze({
+  [VehicleStatus.ACTIVE]: [31, 119, 180, 255],
+  [VehicleStatus.IDLE]: [255, 127, 14, 255],
+  [VehicleStatus.ON_DELIVERY]: [44, 160, 44, 255],
+  [VehicleStatus.AVAILABLE]: [148, 103, 189, 255],
+  [VehicleStatus.UNSPECIFIED]: [23, 190, 207, 255],
+});
+export const OFFLINE_COLOUR = Object.freeze([176, 176, 176, 255] as const);
+
+/** Which vehicles the map shows: empty sets show all. */
+export interface MapFilter {
+  statuses: ReadonlySet<VehicleStatus>;
+  fleets: ReadonlySet<string>;
+  /** Show vehicles reported OFFLINE (grey). */
+  offline: boolean;
+}
+
+export const SHOW_ALL: MapFilter = Object.freeze({ statuses: new Set<VehicleStatus>(), fleets: new Set<string>(), offline: true });
+
+/** Whether `filter` lets `v` through. */
+export function passes(filter: MapFilter, v: VehicleView): boolean {
+  if (!v.online && !filter.offline) return false;
+  if (filter.statuses.size > 0 && !filter.statuses.has(v.status)) return false;
+  return filter.fleets.size === 0 || filter.fleets.has(v.fleetId);
 }
 
 export interface MapState {
@@ -113,13 +144,83 @@ export interface MapState {
   updatesPerSecond(nowMs?: number): number;
   /** Vehicles shown as online. */
   onlineCount(): number;
+  /**
+   * Render buffers, one slot per vehicle (a removed vehicle's slot is reused): longitude and
+   * latitude at [2i, 2i+1], RGBA at [4i..4i+3] (alpha 0: empty or filtered out). Written in place
+   * as events come, so a WebGL layer uploads them as they are, with no per-frame allocation;
+   * replaced by larger arrays when they fill up.
+   */
+  readonly positions: Float32Array;
+  readonly colours: Uint8Array;
+  /** Slots in use or freed so far: the length to draw. */
+  readonly slotCount: number;
+  /** The vehicle in a slot, or undefined for a free one. */
+  vehicleAt(slot: number): VehicleView | undefined;
+  /** Grows with every change to the buffers: the renderer uploads them only when it moved. */
+  readonly version: number;
+  /** Vehicles shown (passing the filter). */
+  shownCount(): number;
+  /** Fleets seen, for the filter's choices. */
+  readonly fleets: ReadonlySet<string>;
+  readonly filter: MapFilter;
+  /** Shows only what `filter` lets through (recolours every slot once). */
+  setFilter(filter: MapFilter): void;
 }
 
 const tsMs = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
 
 /** Creates the map state of one page. */
-export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWindowMs = 5_000 }: MapStateOptions = {}): MapState {
+export function createMapState({
+  trailLength = 8,
+  offlineKeepMs = 60_000,
+  rateWindowMs = 5_000,
+  colourOf = (v) => (v.online ? (STATUS_COLOURS[v.status] ?? STATUS_COLOURS[VehicleStatus.UNSPECIFIED]!) : OFFLINE_COLOUR),
+}: MapStateOptions = {}): MapState {
   const vehicles = new Map<string, VehicleView>();
+  const fleets = new Set<string>();
+  let filter: MapFilter = SHOW_ALL;
+  let positions = new Float32Array(2 * 1024);
+  let colours = new Uint8Array(4 * 1024);
+  const bySlot: (VehicleView | undefined)[] = [];
+  const freeSlots: number[] = [];
+  let slotCount = 0;
+  let version = 0;
+  let shown = 0;
+
+  const takeSlot = (): number => {
+    const reused = freeSlots.pop();
+    if (reused !== undefined) return reused;
+    if (slotCount * 2 >= positions.length) {
+      const grownPositions = new Float32Array(positions.length * 2);
+      grownPositions.set(positions);
+      positions = grownPositions;
+      const grownColours = new Uint8Array(colours.length * 2);
+      grownColours.set(colours);
+      colours = grownColours;
+    }
+    return slotCount++;
+  };
+  /** Writes v's position and colour into its slot; keeps the count of vehicles shown. */
+  const paint = (v: VehicleView): void => {
+    const wasShown = colours[4 * v.slot + 3] !== 0;
+    positions[2 * v.slot] = v.lon;
+    positions[2 * v.slot + 1] = v.lat;
+    const show = passes(filter, v);
+    const c = show ? colourOf(v) : ([0, 0, 0, 0] as const);
+    colours.set(c, 4 * v.slot);
+    shown += Number(show) - Number(wasShown);
+    version++;
+  };
+  const remove = (id: string): void => {
+    const v = vehicles.get(id);
+    if (!v) return;
+    vehicles.delete(id);
+    if (colours[4 * v.slot + 3] !== 0) shown--;
+    colours.fill(0, 4 * v.slot, 4 * v.slot + 4);
+    bySlot[v.slot] = undefined;
+    freeSlots.push(v.slot);
+    version++;
+  };
   // Vehicles the current stream's snapshot has not named yet (after a reconnect).
   let unconfirmed = new Set<string>();
   let live = false;
@@ -146,12 +247,14 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
         trail: [],
         online: true,
         updatedAtMs: now,
+        slot: takeSlot(),
       };
       vehicles.set(p.vehicleId, v);
+      bySlot[v.slot] = v;
     }
     const last = v.trail.at(-1);
     // A status change or a restated snapshot repeats the position: not a step of the trail.
-    if (!last || last.lat !== p.lat || last.lon !== p.lon) {
+    if (trailLength > 0 && (!last || last.lat !== p.lat || last.lon !== p.lon)) {
       v.trail.push({ lat: p.lat, lon: p.lon });
       if (v.trail.length > trailLength) v.trail.splice(0, v.trail.length - trailLength);
     }
@@ -163,8 +266,10 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
     v.lon = p.lon;
     v.speed = p.speed;
     v.recordedAtMs = tsMs(p.recordedAt);
-    v.online = e.vehicle!.online;
+    v.online = e.vehicle!.online && e.kind !== EventKind.OFFLINE;
     v.updatedAtMs = now;
+    if (v.fleetId !== "") fleets.add(v.fleetId);
+    paint(v);
   };
 
   return {
@@ -199,7 +304,7 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
             break;
           case EventKind.SNAPSHOT_END:
             // What the area held before a reconnect and holds no longer left while we were away.
-            for (const gone of unconfirmed) vehicles.delete(gone);
+            for (const gone of unconfirmed) remove(gone);
             unconfirmed.clear();
             live = true;
             break;
@@ -210,21 +315,18 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
             break;
           case EventKind.EXIT:
             counted += 1 + e.coalesced;
-            vehicles.delete(id);
+            remove(id);
             break;
-          case EventKind.OFFLINE: {
+          case EventKind.OFFLINE:
             counted += 1 + e.coalesced;
             upsert(e, now);
-            const v = vehicles.get(id);
-            if (v) v.online = false;
             break;
-          }
         }
       }
       if (counted > 0) rate.push({ at: now, n: counted });
     },
     prune(now = Date.now()) {
-      for (const [id, v] of vehicles) if (!v.online && now - v.updatedAtMs > offlineKeepMs) vehicles.delete(id);
+      for (const [id, v] of vehicles) if (!v.online && now - v.updatedAtMs > offlineKeepMs) remove(id);
     },
     updatesPerSecond(now = Date.now()) {
       while (rate.length > 0 && rate[0]!.at <= now - rateWindowMs) rate.shift();
@@ -235,29 +337,27 @@ export function createMapState({ trailLength = 8, offlineKeepMs = 60_000, rateWi
       for (const v of vehicles.values()) if (v.online) n++;
       return n;
     },
+    get positions() {
+      return positions;
+    },
+    get colours() {
+      return colours;
+    },
+    get slotCount() {
+      return slotCount;
+    },
+    vehicleAt: (slot) => bySlot[slot],
+    get version() {
+      return version;
+    },
+    shownCount: () => shown,
+    fleets,
+    get filter() {
+      return filter;
+    },
+    setFilter(next) {
+      filter = next;
+      for (const v of vehicles.values()) paint(v);
+    },
   };
-}
-
-/** Maps lat/lon into a width × height canvas showing `box` (equirectangular, scaled by cos(lat) so shapes keep their proportions). */
-export function createProjection(box: Box, width: number, height: number, margin = 40) {
-  const midLat = ((box.minLat + box.maxLat) / 2) * (Math.PI / 180);
-  const spanX = (box.maxLon - box.minLon) * Math.cos(midLat);
-  const spanY = box.maxLat - box.minLat;
-  const scale = Math.min((width - 2 * margin) / spanX, (height - 2 * margin) / spanY);
-  const ox = (width - spanX * scale) / 2;
-  const oy = (height - spanY * scale) / 2;
-  return {
-    x: (lon: number) => ox + (lon - box.minLon) * Math.cos(midLat) * scale,
-    y: (lat: number) => oy + (box.maxLat - lat) * scale,
-  };
-}
-
-/** Grid lines at a round step that gives about `target` lines across `span` degrees. */
-export function gridSteps(min: number, max: number, target = 6): number[] {
-  const raw = (max - min) / target;
-  const pow = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw) ?? 10 * pow;
-  const out: number[] = [];
-  for (let v = Math.ceil(min / step) * step; v <= max + 1e-12; v += step) out.push(Number(v.toFixed(10)));
-  return out;
 }

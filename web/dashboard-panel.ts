@@ -1,0 +1,374 @@
+/// <reference lib="dom" />
+/**
+ * The dashboard's side panel: the clicked vehicle (GetVehicle), its track over a range (GetTrack)
+ * with its stops, its Replay (play, pause, speed; an archived day replays the same way: history
+ * reads Parquet for it), and dispatch: Nearby around a clicked point, an order's driver, SetStatus
+ * with a dispatcher's token.
+ */
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import type { HistoryService } from "../gen/fleet/v1/history_pb";
+import { VehicleStatus } from "../gen/fleet/v1/position_pb";
+import type { TrackerService, VehicleState } from "../gen/fleet/v1/tracker_pb";
+import type { MapRenderer, Overlays } from "./dashboard-render";
+import type { MapState } from "./map-state";
+import { findStops, trackRange, type Stop, type TrackPoint } from "./map-track";
+
+export interface PanelOptions {
+  state: MapState;
+  renderer: MapRenderer;
+  tracker: Client<typeof TrackerService>;
+  /** Undefined when no history service runs: tracks and replays are off. */
+  history: Client<typeof HistoryService> | undefined;
+  token: string;
+  /** A dispatcher's token from #dispatch=…; the panel's field overrides it. */
+  dispatchToken: string;
+  onError: (message: string) => void;
+}
+
+/** Metres around a clicked point that Nearby searches. */
+const NEARBY_RADIUS_M = 5000;
+const NEARBY_LIMIT = 10;
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const statusName = (s: VehicleStatus) => (VehicleStatus[s] ?? String(s)).toLowerCase().replace("_", " ");
+const message = (e: unknown) => {
+  const err = ConnectError.from(e);
+  return `${Code[err.code]}: ${err.rawMessage}`;
+};
+
+export function createPanel({ state, renderer, tracker, history, token, dispatchToken, onError }: PanelOptions) {
+  const auth = () => ({ headers: { authorization: `Bearer ${token}` } });
+  let selected: VehicleState | undefined;
+  let selectedId = "";
+  let track: TrackPoint[] = [];
+  let totalPoints = 0;
+  let stops: Stop[] = [];
+  let nearby: { id: string; distanceM: number; lon: number; lat: number }[] = [];
+  let pickup: [number, number] | undefined;
+  let picking = false;
+  let dispatchInfo = "";
+  const replay = {
+    playing: false,
+    positions: 0,
+    cursorMs: 0,
+    toMs: 0,
+    at: undefined as [number, number] | undefined,
+    abort: undefined as AbortController | undefined,
+  };
+
+  const draw = () => {
+    const v = state.vehicles.get(selectedId);
+    const o: Overlays = {
+      track: track.map((p) => [p.lon, p.lat]),
+      stops,
+      highlighted: nearby.map((n) => [n.lon, n.lat]),
+      pickup,
+      selected: v ? [v.lon, v.lat] : selected?.position ? [selected.position.lon, selected.position.lat] : undefined,
+      replay: replay.at,
+    };
+    renderer.setOverlays(o);
+  };
+
+  const details = () => {
+    const dl = $("vehicle-details");
+    if (!selected?.position) {
+      dl.replaceChildren();
+      return;
+    }
+    const p = selected.position;
+    const rows: [string, string][] = [
+      ["vehicle", p.vehicleId],
+      ["fleet", p.fleetId || "–"],
+      ["status", statusName(selected.status)],
+      ["order", selected.orderId || "–"],
+      ["online", selected.online ? "yes" : "no (offline)"],
+      ["position", `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`],
+      ["speed", `${p.speed.toFixed(1)} m/s`],
+      ["seq", String(p.seq)],
+      ["recorded", p.recordedAt ? new Date(timestampMs(p.recordedAt)).toISOString() : "–"],
+      ["last seen", selected.lastSeen ? new Date(timestampMs(selected.lastSeen)).toISOString() : "–"],
+    ];
+    dl.replaceChildren(
+      ...rows.flatMap(([k, v]) => {
+        const dt = document.createElement("dt");
+        dt.textContent = k;
+        const dd = document.createElement("dd");
+        dd.textContent = v;
+        return [dt, dd];
+      }),
+    );
+  };
+
+  const range = () => {
+    const choice = $<HTMLSelectElement>("track-range").value;
+    return trackRange(choice === "day" ? $<HTMLInputElement>("track-day").value : choice);
+  };
+
+  async function select(id: string): Promise<void> {
+    stopReplay();
+    selectedId = id;
+    track = [];
+    stops = [];
+    replay.cursorMs = 0;
+    replay.at = undefined;
+    $("track-info").textContent = "";
+    $("replay-info").textContent = "";
+    $("vehicle-hint").textContent = `loading ${id}…`;
+    try {
+      const res = await tracker.getVehicle({ vehicleId: id }, auth());
+      if (selectedId !== id) return;
+      selected = res.vehicle;
+      $("vehicle-hint").textContent = "";
+    } catch (e) {
+      selected = undefined;
+      $("vehicle-hint").textContent = `${id}: ${message(e)}`;
+    }
+    details();
+    for (const b of ["track-show", "replay-play"]) $<HTMLButtonElement>(b).disabled = !history || !selected;
+    $<HTMLButtonElement>("set-status-go").disabled = !selected;
+    if (!history) $("track-info").textContent = "no history service: tracks and replays are off";
+    draw();
+    if (history && selected) await showTrack();
+  }
+
+  async function showTrack(): Promise<void> {
+    if (!history || !selectedId) return;
+    let r: { fromMs: number; toMs: number };
+    try {
+      r = range();
+    } catch (e) {
+      $("track-info").textContent = e instanceof Error ? e.message : String(e);
+      return;
+    }
+    const id = selectedId;
+    $("track-info").textContent = "loading the track…";
+    try {
+      const res = await history.getTrack(
+        { vehicleId: id, from: timestampFromMs(r.fromMs), to: timestampFromMs(r.toMs), maxPoints: 2000 },
+        auth(),
+      );
+      if (selectedId !== id) return;
+      track = res.points.map((p) => ({ lat: p.lat, lon: p.lon, atMs: p.recordedAt ? timestampMs(p.recordedAt) : 0 }));
+      totalPoints = Number(res.totalPoints);
+      stops = findStops(track);
+      $("track-info").textContent = `${track.length} points drawn of ${totalPoints}, ${stops.length} stop${stops.length === 1 ? "" : "s"}`;
+    } catch (e) {
+      $("track-info").textContent = `track: ${message(e)}`;
+    }
+    draw();
+  }
+
+  function stopReplay(): void {
+    replay.abort?.abort();
+    replay.abort = undefined;
+    replay.playing = false;
+    $<HTMLButtonElement>("replay-pause").disabled = true;
+  }
+
+  /** Plays from the cursor (the range's start at first, where it paused after) to the range's end. */
+  async function play(): Promise<void> {
+    if (!history || !selectedId) return;
+    stopReplay();
+    let r: { fromMs: number; toMs: number };
+    try {
+      r = range();
+    } catch (e) {
+      $("replay-info").textContent = e instanceof Error ? e.message : String(e);
+      return;
+    }
+    if (replay.cursorMs < r.fromMs || replay.cursorMs >= r.toMs || replay.toMs !== r.toMs) {
+      replay.cursorMs = r.fromMs;
+      replay.positions = 0;
+    }
+    replay.toMs = r.toMs;
+    const speed = Number($<HTMLSelectElement>("replay-speed").value);
+    const abort = new AbortController();
+    replay.abort = abort;
+    replay.playing = true;
+    $<HTMLButtonElement>("replay-pause").disabled = false;
+    $("replay-info").textContent = `playing at ${speed}×…`;
+    try {
+      const stream = history.replay(
+        { target: { case: "vehicleId", value: selectedId }, from: timestampFromMs(replay.cursorMs), to: timestampFromMs(r.toMs), speed },
+        { ...auth(), signal: abort.signal },
+      );
+      for await (const res of stream) {
+        const last = res.positions.at(-1);
+        if (!last) continue;
+        replay.positions += res.positions.length;
+        // Resuming after a pause starts just after the last point shown.
+        replay.cursorMs = (last.recordedAt ? timestampMs(last.recordedAt) : replay.cursorMs) + 1;
+        replay.at = [last.lon, last.lat];
+        $("replay-info").textContent =
+          `${speed}× · ${new Date(replay.cursorMs - 1).toISOString().replace("T", " ").slice(0, 19)} · ${replay.positions} points`;
+        draw();
+      }
+      if (!abort.signal.aborted) {
+        $("replay-info").textContent = `replay done: ${replay.positions} points`;
+        replay.cursorMs = 0;
+      }
+    } catch (e) {
+      if (!abort.signal.aborted) $("replay-info").textContent = `replay: ${message(e)}`;
+    } finally {
+      if (replay.abort === abort) stopReplay();
+    }
+  }
+
+  async function findNearby(lon: number, lat: number): Promise<void> {
+    pickup = [lon, lat];
+    const status = $<HTMLSelectElement>("nearby-status").value;
+    const list = $("nearby-list");
+    list.replaceChildren();
+    try {
+      const res = await tracker.nearby(
+        {
+          area: { shape: { case: "circle", value: { lat, lon, radiusM: NEARBY_RADIUS_M } } },
+          statuses: status ? [Number(status) as VehicleStatus] : [],
+          limit: NEARBY_LIMIT,
+        },
+        auth(),
+      );
+      nearby = res.vehicles.map((n) => ({
+        id: n.vehicle?.position?.vehicleId ?? "",
+        distanceM: n.distanceM,
+        lon: n.vehicle?.position?.lon ?? 0,
+        lat: n.vehicle?.position?.lat ?? 0,
+      }));
+      list.replaceChildren(
+        ...res.vehicles.map((n) => {
+          const li = document.createElement("li");
+          const id = n.vehicle?.position?.vehicleId ?? "";
+          li.textContent = `${id} · ${Math.round(n.distanceM)} m · ${statusName(n.vehicle?.status ?? VehicleStatus.UNSPECIFIED)}`;
+          li.addEventListener("click", () => void select(id));
+          return li;
+        }),
+      );
+      if (nearby.length === 0) list.textContent = `none within ${NEARBY_RADIUS_M / 1000} km`;
+    } catch (e) {
+      nearby = [];
+      list.textContent = `nearby: ${message(e)}`;
+    }
+    draw();
+  }
+
+  async function findOrder(): Promise<void> {
+    const orderId = $<HTMLInputElement>("order-id").value.trim();
+    if (!orderId) return;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 5000);
+    dispatchInfo = `looking for ${orderId}…`;
+    $("dispatch-info").textContent = dispatchInfo;
+    try {
+      for await (const res of tracker.watchVehicles({ orderId }, { ...auth(), signal: abort.signal })) {
+        const v = res.events.find((e) => e.vehicle?.position)?.vehicle;
+        if (!v?.position) {
+          if (res.events.length) break;
+          continue;
+        }
+        dispatchInfo = `order ${orderId}: ${v.position.vehicleId}`;
+        renderer.setViewState({ longitude: v.position.lon, latitude: v.position.lat, zoom: Math.max(renderer.viewState.zoom, 15) });
+        void select(v.position.vehicleId);
+        abort.abort();
+        return;
+      }
+      dispatchInfo = `order ${orderId}: no vehicle serves it`;
+    } catch (e) {
+      if (!abort.signal.aborted) dispatchInfo = `order ${orderId}: ${message(e)}`;
+      else if (!dispatchInfo.startsWith(`order ${orderId}:`)) dispatchInfo = `order ${orderId}: no vehicle serves it`;
+    } finally {
+      clearTimeout(timer);
+      $("dispatch-info").textContent = dispatchInfo;
+    }
+  }
+
+  async function setStatus(): Promise<void> {
+    if (!selectedId) return;
+    const dispatcher = $<HTMLInputElement>("dispatch-token").value.trim() || dispatchToken || token;
+    const status = Number($<HTMLSelectElement>("set-status").value) as VehicleStatus;
+    const orderId = status === VehicleStatus.ON_DELIVERY ? $<HTMLInputElement>("set-order").value.trim() : "";
+    try {
+      const res = await tracker.setStatus(
+        { vehicleId: selectedId, status, orderId },
+        { headers: { authorization: `Bearer ${dispatcher}` } },
+      );
+      selected = res.vehicle;
+      dispatchInfo = `${selectedId} is ${statusName(status)}${orderId ? ` for ${orderId}` : ""}`;
+      details();
+    } catch (e) {
+      const err = ConnectError.from(e);
+      dispatchInfo =
+        err.code === Code.PermissionDenied
+          ? `${message(e)} (a dispatcher's token is needed: fleet token watch --fleet F --dispatch)`
+          : message(e);
+    }
+    $("dispatch-info").textContent = dispatchInfo;
+  }
+
+  $("track-range").addEventListener("change", () => {
+    $("track-day").hidden = $<HTMLSelectElement>("track-range").value !== "day";
+  });
+  $("track-show").addEventListener("click", () => void showTrack());
+  $("replay-play").addEventListener("click", () => void play());
+  $("replay-pause").addEventListener("click", () => {
+    stopReplay();
+    $("replay-info").textContent = `paused · ${replay.positions} points`;
+  });
+  $("replay-speed").addEventListener("change", () => {
+    if (replay.playing) void play();
+  });
+  $("nearby-pick").addEventListener("click", () => {
+    picking = !picking;
+    $("map").classList.toggle("picking", picking);
+    $("nearby-list").textContent = picking ? "click the pickup point on the map" : "";
+  });
+  $("order-find").addEventListener("click", () => void findOrder());
+  $("set-status-go").addEventListener("click", () => void setStatus());
+  // The selected vehicle's ring follows it as it moves.
+  setInterval(() => {
+    if (selectedId && state.vehicles.has(selectedId)) draw();
+  }, 1000);
+
+  return {
+    /** A click on the map at (x, y): Nearby's pickup point while picking, else the vehicle there, if any. */
+    clicked(x: number, y: number): void {
+      if (picking) {
+        picking = false;
+        $("map").classList.remove("picking");
+        const [lon, lat] = renderer.unproject(x, y);
+        void findNearby(lon, lat);
+        return;
+      }
+      const slot = renderer.pickVehicle(x, y);
+      const v = slot === undefined ? undefined : state.vehicleAt(slot);
+      if (v) void select(v.id);
+    },
+    select,
+    findNearby,
+    screenOf(id: string): [number, number] | undefined {
+      const v = state.vehicles.get(id);
+      return v && renderer.project(v.lon, v.lat);
+    },
+    snapshot() {
+      return {
+        selectedId,
+        vehicle: selected?.position
+          ? {
+              id: selected.position.vehicleId,
+              status: selected.status,
+              orderId: selected.orderId,
+              online: selected.online,
+              fleetId: selected.position.fleetId,
+            }
+          : undefined,
+        trackPoints: track.length,
+        totalPoints,
+        stops: stops.length,
+        replay: { playing: replay.playing, positions: replay.positions, cursorMs: replay.cursorMs, at: replay.at },
+        nearby: nearby.map(({ id, distanceM }) => ({ id, distanceM })),
+        dispatchInfo,
+      };
+    },
+    onError,
+  };
+}

@@ -1,0 +1,168 @@
+/// <reference lib="webworker" />
+/**
+ * Draws the dashboard's vehicles in a worker, on an OffscreenCanvas with WebGL2: one GL point per
+ * vehicle. Why a worker and not deck.gl's ScatterplotLayer on the page (bench/README.md, "web"):
+ * without a GPU, WebGL runs on SwiftShader and the page's main thread waits for every frame it
+ * draws (100,000 vehicles: deck.gl on the main thread left it busy all the time, input waited
+ * seconds); drawn here, the main thread stays free for input and the stream whatever the frame
+ * costs. deck.gl itself does not run in a worker (it builds DOM widgets), and its instanced,
+ * anti-aliased circles cost ~4× the fragments of a point.
+ *
+ * Messages in: WorkerMessage. Out: { frames } twice a second.
+ */
+
+export type WorkerMessage =
+  | { type: "init"; canvas: OffscreenCanvas }
+  | { type: "view"; longitude: number; latitude: number; zoom: number; width: number; height: number }
+  /** Copies of MapState's buffers: [lon, lat] and RGBA per slot (alpha 0: not drawn). */
+  | { type: "data"; positions: Float32Array; colours: Uint8Array; count: number };
+
+const VERTEX = `#version 300 es
+in vec2 screen;
+in vec4 colour;
+out vec4 vColour;
+uniform vec2 size;
+uniform float pointSize;
+void main() {
+  gl_Position = vec4(screen.x / size.x * 2.0 - 1.0, 1.0 - screen.y / size.y * 2.0, 0.0, 1.0);
+  gl_PointSize = colour.a > 0.0 ? pointSize : 0.0;
+  vColour = colour;
+}`;
+const FRAGMENT = `#version 300 es
+precision mediump float;
+in vec4 vColour;
+out vec4 outColour;
+void main() { outColour = vColour; }`;
+
+let gl: WebGL2RenderingContext | undefined;
+let canvas: OffscreenCanvas | undefined;
+let screenBuffer: WebGLBuffer | null = null;
+let colourBuffer: WebGLBuffer | null = null;
+let sizeUniform: WebGLUniformLocation | null = null;
+let pointSizeUniform: WebGLUniformLocation | null = null;
+let view = { longitude: 0, latitude: 0, zoom: 1, width: 1, height: 1 };
+/** Web Mercator of each slot in world units (0..1), computed when data comes: a frame only scales and shifts them. */
+let mercX = new Float64Array(0);
+let mercY = new Float64Array(0);
+let screen = new Float32Array(0);
+let colours: Uint8Array = new Uint8Array(0);
+let count = 0;
+let coloursDirty = false;
+let dirty = false;
+let frames = 0;
+
+const mercatorX = (lon: number) => (lon + 180) / 360;
+const mercatorY = (lat: number) => {
+  const s = Math.sin((Math.max(-85.05, Math.min(85.05, lat)) * Math.PI) / 180);
+  return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
+};
+
+function setup(c: OffscreenCanvas): void {
+  canvas = c;
+  const context = c.getContext("webgl2", { antialias: false, premultipliedAlpha: false, alpha: true });
+  if (!context) {
+    postMessage({ error: "WebGL2 is not available in this browser's workers" });
+    return;
+  }
+  gl = context;
+  const compile = (type: number, source: string) => {
+    const s = gl!.createShader(type)!;
+    gl!.shaderSource(s, source);
+    gl!.compileShader(s);
+    if (!gl!.getShaderParameter(s, gl!.COMPILE_STATUS)) throw new Error(`shader: ${gl!.getShaderInfoLog(s)}`);
+    return s;
+  };
+  const program = gl.createProgram()!;
+  gl.attachShader(program, compile(gl.VERTEX_SHADER, VERTEX));
+  gl.attachShader(program, compile(gl.FRAGMENT_SHADER, FRAGMENT));
+  gl.linkProgram(program);
+  gl.useProgram(program);
+  sizeUniform = gl.getUniformLocation(program, "size");
+  pointSizeUniform = gl.getUniformLocation(program, "pointSize");
+  screenBuffer = gl.createBuffer();
+  gl.bindBuffer(gl.ARRAY_BUFFER, screenBuffer);
+  const screenAt = gl.getAttribLocation(program, "screen");
+  gl.enableVertexAttribArray(screenAt);
+  gl.vertexAttribPointer(screenAt, 2, gl.FLOAT, false, 0, 0);
+  colourBuffer = gl.createBuffer();
+  gl.bindBuffer(gl.ARRAY_BUFFER, colourBuffer);
+  const colourAt = gl.getAttribLocation(program, "colour");
+  gl.enableVertexAttribArray(colourAt);
+  gl.vertexAttribPointer(colourAt, 4, gl.UNSIGNED_BYTE, true, 0, 0);
+}
+
+function draw(): void {
+  if (!gl || !canvas) return;
+  if (canvas.width !== view.width || canvas.height !== view.height) {
+    canvas.width = view.width;
+    canvas.height = view.height;
+  }
+  const scale = 512 * 2 ** view.zoom;
+  const cx = mercatorX(view.longitude);
+  const cy = mercatorY(view.latitude);
+  const hw = view.width / 2;
+  const hh = view.height / 2;
+  for (let i = 0; i < count; i++) {
+    screen[2 * i] = (mercX[i]! - cx) * scale + hw;
+    screen[2 * i + 1] = (mercY[i]! - cy) * scale + hh;
+  }
+  gl.viewport(0, 0, view.width, view.height);
+  gl.clearColor(0, 0, 0, 0);
+  gl.clear(gl.COLOR_BUFFER_BIT);
+  gl.uniform2f(sizeUniform, view.width, view.height);
+  // Points grow a little as the user zooms in: 2 px for a city of 100,000, 5 px for a street.
+  gl.uniform1f(pointSizeUniform, Math.max(2, Math.min(6, view.zoom - 9)));
+  gl.bindBuffer(gl.ARRAY_BUFFER, screenBuffer);
+  gl.bufferData(gl.ARRAY_BUFFER, screen.subarray(0, 2 * count), gl.DYNAMIC_DRAW);
+  if (coloursDirty) {
+    gl.bindBuffer(gl.ARRAY_BUFFER, colourBuffer);
+    gl.bufferData(gl.ARRAY_BUFFER, colours.subarray(0, 4 * count), gl.DYNAMIC_DRAW);
+    coloursDirty = false;
+  }
+  gl.drawArrays(gl.POINTS, 0, count);
+  frames++;
+}
+
+function schedule(): void {
+  if (dirty) return;
+  dirty = true;
+  requestAnimationFrame(() => {
+    dirty = false;
+    try {
+      draw();
+    } catch (e) {
+      postMessage({ error: String(e) });
+    }
+  });
+}
+
+self.onmessage = (e: MessageEvent<WorkerMessage>) => {
+  const m = e.data;
+  if (m.type === "init") {
+    setup(m.canvas);
+  } else if (m.type === "view") {
+    view = {
+      longitude: m.longitude,
+      latitude: m.latitude,
+      zoom: m.zoom,
+      width: Math.max(1, Math.round(m.width)),
+      height: Math.max(1, Math.round(m.height)),
+    };
+  } else {
+    count = m.count;
+    if (mercX.length < count) {
+      mercX = new Float64Array(m.positions.length / 2);
+      mercY = new Float64Array(m.positions.length / 2);
+      screen = new Float32Array(m.positions.length);
+    }
+    for (let i = 0; i < count; i++) {
+      mercX[i] = mercatorX(m.positions[2 * i]!);
+      mercY[i] = mercatorY(m.positions[2 * i + 1]!);
+    }
+    colours = m.colours;
+    coloursDirty = true;
+  }
+  schedule();
+};
+
+setInterval(() => postMessage({ frames }), 500);
