@@ -107,7 +107,15 @@ export type VehicleEvent =
       ackedInWindow: number;
       lastError: string;
     }
-  | { type: "settled"; behind: number; counters: VehicleCounters }
+  | {
+      type: "settled";
+      behind: number;
+      /** Vehicles without an open stream now (a failed connect or reconnect), and with points sent past their durable seq. */
+      notOpen: number;
+      unacked: number;
+      counters: VehicleCounters;
+      lastError: string;
+    }
   | { type: "tally"; vehicles: VehicleTally[] }
   | { type: "closed" }
   | { type: "failed"; message: string };
@@ -727,65 +735,73 @@ function tallies(): VehicleTally[] {
   return out;
 }
 
-process.on("message", async (raw: unknown) => {
-  const cmd = raw as VehicleCommand;
-  try {
-    switch (cmd.type) {
-      case "init": {
-        const t = performance.now();
-        await init(cmd);
-        timer = setInterval(tick, 2);
-        setInterval(() => send({ type: "progress", counters: { ...counters } }), 2000).unref();
-        send({ type: "ready", ms: performance.now() - t });
-        break;
-      }
-      case "open": {
-        const t = performance.now();
-        await openAll(cmd.concurrency, cmd.timeoutMs);
-        send({ type: "opened", open: counters.open, failed: n - counters.open, ms: performance.now() - t, lastError });
-        break;
-      }
-      case "rate":
-        rate = cmd.rate;
-        rateStart = performance.now();
-        offered = 0;
-        break;
-      case "record":
-        startWindow();
-        break;
-      case "report":
-        send(report());
-        break;
-      case "settle": {
-        // Every good point sent acked (or the timeout); vehicles without a stream are not waited for.
-        const deadline = performance.now() + cmd.timeoutMs;
-        const behind = () => {
-          let b = 0;
-          for (let i = 0; i < n; i++) if (conns[i]!.state === 2 && durable[i]! < lastGood[i]!) b++;
-          return b;
-        };
-        while (behind() > 0 && performance.now() < deadline) await Bun.sleep(50);
-        send({ type: "settled", behind: behind(), counters: { ...counters } });
-        break;
-      }
-      case "tally":
-        send({ type: "tally", vehicles: tallies() });
-        break;
-      case "close": {
-        rate = 0;
-        if (timer) clearInterval(timer);
-        for (const c of conns) {
-          c.closing = true;
-          c.sock?.destroy();
+// The child's side: bench/platform.ts imports this module for its types and the city grid.
+if (import.meta.main) {
+  process.on("message", async (raw: unknown) => {
+    const cmd = raw as VehicleCommand;
+    try {
+      switch (cmd.type) {
+        case "init": {
+          const t = performance.now();
+          await init(cmd);
+          timer = setInterval(tick, 2);
+          setInterval(() => send({ type: "progress", counters: { ...counters } }), 2000).unref();
+          send({ type: "ready", ms: performance.now() - t });
+          break;
         }
-        send({ type: "closed" });
-        setTimeout(() => process.exit(0), 100);
-        break;
+        case "open": {
+          const t = performance.now();
+          await openAll(cmd.concurrency, cmd.timeoutMs);
+          send({ type: "opened", open: counters.open, failed: n - counters.open, ms: performance.now() - t, lastError });
+          break;
+        }
+        case "rate":
+          rate = cmd.rate;
+          rateStart = performance.now();
+          offered = 0;
+          break;
+        case "record":
+          startWindow();
+          break;
+        case "report":
+          send(report());
+          break;
+        case "settle": {
+          // Every good point sent acked (or the timeout); vehicles without a stream are not waited for.
+          const deadline = performance.now() + cmd.timeoutMs;
+          const behind = () => {
+            let b = 0;
+            for (let i = 0; i < n; i++) if (conns[i]!.state === 2 && durable[i]! < lastGood[i]!) b++;
+            return b;
+          };
+          while (behind() > 0 && performance.now() < deadline) await Bun.sleep(50);
+          let notOpen = 0;
+          let unacked = 0;
+          for (let i = 0; i < n; i++) {
+            if (conns[i]!.state !== 2) notOpen++;
+            if (durable[i]! < lastGood[i]!) unacked++;
+          }
+          send({ type: "settled", behind: behind(), notOpen, unacked, counters: { ...counters }, lastError });
+          break;
+        }
+        case "tally":
+          send({ type: "tally", vehicles: tallies() });
+          break;
+        case "close": {
+          rate = 0;
+          if (timer) clearInterval(timer);
+          for (const c of conns) {
+            c.closing = true;
+            c.sock?.destroy();
+          }
+          send({ type: "closed" });
+          setTimeout(() => process.exit(0), 100);
+          break;
+        }
       }
+    } catch (err) {
+      send({ type: "failed", message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
     }
-  } catch (err) {
-    send({ type: "failed", message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-  }
-});
-
-send({ type: "hello" });
+  });
+  send({ type: "hello" });
+}
