@@ -21,7 +21,7 @@ beforeAll(async () => {
     ack_wait: nanos(2000),
     max_ack_pending: 2000,
   });
-});
+}, 60_000); // the test stack's servers start here (seconds on a busy machine; bun's hook default is 5 s)
 afterAll(async () => {
   for (const c of children) c.kill("SIGKILL");
   await fx?.close();

@@ -9,7 +9,7 @@ import { countRows, eventually, historyFixture, pointAt, type HistoryFixture } f
 let fx: HistoryFixture;
 beforeAll(async () => {
   fx = await historyFixture();
-});
+}, 60_000); // the test stack's servers start here (seconds on a busy machine; bun's hook default is 5 s)
 afterAll(async () => {
   await fx?.close();
 }, 30_000);
