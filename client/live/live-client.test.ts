@@ -304,3 +304,33 @@ test("live client - trackOrder follows the order to the vehicle that takes it ov
     tracking.close();
   }
 }, 20_000);
+
+test("live client - a handler that throws does not break the watch; a watch closed before it was read is closed", async () => {
+  const car = await svc.vehicle(svc.unique("car"));
+  await car.send({ lat: 52.58, lon: 13.47 });
+  const client = createLiveClient({ baseUrl: svc.trackers[0]!.url, token: await svc.watchToken({ vehicles: [car.id] }) });
+  const logged: string[] = [];
+  const consoleError = console.error;
+  console.error = (...args: unknown[]) => logged.push(args.map(String).join(" "));
+  let calls = 0;
+  const watch = client.watchVehicle(car.id, {
+    onState: () => {
+      calls++;
+      throw new Error("a bug in the app's handler");
+    },
+  });
+  try {
+    await until(() => watch.state === "live" && calls === 1, "live");
+    await car.send({ lat: 52.5801, lon: 13.47 });
+    await until(() => calls === 2, "the next state despite the throw");
+    expect(watch.stats.reconnects).toBe(0);
+    expect(logged[0]).toContain("a handler threw; the watch goes on: Error: a bug in the app's handler");
+  } finally {
+    watch.close();
+    console.error = consoleError;
+  }
+  const unread = client.watchVehicle(car.id);
+  unread.close();
+  expect(await unread.done).toBeUndefined();
+  expect(unread.state).toBe("closed");
+});

@@ -290,10 +290,25 @@ export function createLiveClient({
     const done = new Promise<LiveError | undefined>((r) => {
       resolveDone = r;
     });
+    /**
+     * Calls the app's handler; a handler that throws is the app's bug, not a broken stream: it is
+     * logged to the console and the watch goes on (rethrown, it would reopen the watch in a loop).
+     */
+    const guarded = (fn: () => void) => {
+      try {
+        fn();
+      } catch (err) {
+        console.error(`${what}: a handler threw; the watch goes on:`, err);
+      }
+    };
     const setState = (next: ConnectionState, error?: LiveError) => {
       if (state === next && !error) return;
       state = next;
-      onConnection?.(next, error);
+      if (onConnection) guarded(() => onConnection(next, error));
+    };
+    const handOn = (out: LiveEvent) => {
+      if (onEvent) guarded(() => onEvent(out));
+      if (onState && out.kind !== "exit" && out.kind !== "snapshotEnd") guarded(() => onState(out.vehicle));
     };
 
     async function* run(): AsyncGenerator<LiveEvent> {
@@ -339,8 +354,7 @@ export function createLiveClient({
                     setState("live");
                   }
                   stats.events++;
-                  onEvent?.(out);
-                  if (onState && out.kind !== "exit" && out.kind !== "snapshotEnd") onState(out.vehicle);
+                  handOn(out);
                   yield out;
                 }
               }
@@ -369,7 +383,8 @@ export function createLiveClient({
       } finally {
         abort.abort();
         setState("closed", final);
-        if (final) onError?.(final);
+        const ended = final;
+        if (ended && onError) guarded(() => onError(ended));
         resolveDone(final);
       }
     }
@@ -393,7 +408,15 @@ export function createLiveClient({
         return tracker;
       },
       done,
-      close: () => abort.abort(),
+      close() {
+        abort.abort();
+        // Never read: its loop never ran, so nothing else will say it is closed.
+        if (!iterated) {
+          iterated = true;
+          state = "closed";
+          resolveDone(undefined);
+        }
+      },
       [Symbol.asyncIterator]() {
         if (iterated) throw new Error(`${what}: this watch is already being read (handlers, or another loop)`);
         iterated = true;
