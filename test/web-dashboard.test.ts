@@ -1,0 +1,262 @@
+/**
+ * The operator dashboard in a real browser (Debian's chromium through dev/browser.ts) against the
+ * whole platform as `fleet up` starts it (cli/platform.ts: every service its own process) and the
+ * simulator driving vehicles through the gateway. The page's test hooks (window.__fleet) say what
+ * it shows; clicks and the wheel go through the browser's input like a user's.
+ */
+import { afterAll, beforeAll, expect } from "bun:test";
+import type { Page } from "playwright-core";
+import { browserTest, launchBrowser, openPage, type LaunchedBrowser, type OpenedPage } from "../dev/browser";
+import { mintWatchToken, tokenKeys } from "../lib/auth";
+import { loadConfig } from "../lib/config";
+import { startPlatform, type Platform } from "../cli/platform";
+import { pageUrl } from "../cli/web";
+import { createSimulator, type Simulator } from "../sim/simulator";
+import { DEFAULT_BOX } from "../web/map-state";
+
+const VEHICLES = 30;
+let platform: Platform;
+let sim: Simulator;
+let browser: LaunchedBrowser | undefined;
+let opened: OpenedPage | undefined;
+const config = loadConfig({
+  ...process.env,
+  GATEWAY_PORT: "0",
+  TRACKER_PORT: "0",
+  HISTORY_PORT: "0",
+  ARCHIVER_PORT: "0",
+  WEB_PORT: "0",
+  LOG_LEVEL: "warn",
+});
+const prefix = `dash-${Date.now().toString(36)}-`;
+
+beforeAll(async () => {
+  platform = await startPlatform({ config });
+  sim = createSimulator({
+    url: platform.endpoints.gateway!,
+    keys: tokenKeys(config),
+    vehicles: VEHICLES,
+    intervalMs: 500,
+    idPrefix: prefix,
+    fleets: 2,
+  });
+  await sim.start();
+}, 120_000);
+afterAll(async () => {
+  await opened?.close();
+  await browser?.close();
+  await sim?.stop();
+  await platform?.stop();
+}, 60_000);
+
+type Fleet = Record<string, (...args: unknown[]) => unknown>;
+/** Calls window.__fleet.<name>(...args) in the page. */
+const hook = <T>(page: Page, name: string, ...args: unknown[]) =>
+  page.evaluate(([n, a]) => (window as unknown as { __fleet: Fleet }).__fleet[n as string]!(...(a as unknown[])) as T, [
+    name,
+    args,
+  ] as const);
+
+async function waitFor<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await check();
+    if (got !== undefined && got !== false) return got;
+    if (Date.now() > until)
+      throw new Error(`${what}: not within ${timeoutMs} ms${opened ? `; page errors: ${opened.errors.join("; ") || "none"}` : ""}`);
+    await Bun.sleep(100);
+  }
+}
+
+/** The dashboard, opened once on the simulator's city with a read-only token of every vehicle (as fleet up prints it). */
+async function dashboard(): Promise<Page> {
+  if (opened) return opened.page;
+  browser ??= await launchBrowser();
+  const token = await mintWatchToken(tokenKeys(config), { all: true, subject: "web-dashboard-test" });
+  const box = `${DEFAULT_BOX.minLat},${DEFAULT_BOX.minLon},${DEFAULT_BOX.maxLat},${DEFAULT_BOX.maxLon}`;
+  opened = await openPage(browser.browser, pageUrl(platform.endpoints.web!, token, { box }));
+  const { page } = opened;
+  await waitFor(
+    "all simulated vehicles shown",
+    async () => (await hook<number>(page, "vehicleCount")) >= VEHICLES && (await hook<boolean>(page, "live")),
+    30_000,
+  );
+  return page;
+}
+
+/** Clicks the map at a point of its own (CSS pixels inside #map). */
+async function clickMap(page: Page, [x, y]: [number, number]): Promise<void> {
+  const box = (await page.locator("#map").boundingBox())!;
+  await page.mouse.click(box.x + x, box.y + y);
+}
+
+browserTest(
+  "dashboard - shows the simulated vehicles, live, and they move",
+  async () => {
+    const page = await dashboard();
+    const ids = (await hook<string[]>(page, "vehicleIds")).filter((id) => id.startsWith(prefix));
+    expect(ids.length).toBe(VEHICLES);
+    expect(await hook<string>(page, "connection")).toBe("live");
+    const before = new Map<string, string>();
+    for (const id of ids) {
+      const v = await hook<{ lat: number; lon: number; seq: number }>(page, "vehicle", id);
+      before.set(id, `${v.lat},${v.lon},${v.seq}`);
+    }
+    await waitFor("a vehicle moved on the page", async () => {
+      for (const id of ids) {
+        const v = await hook<{ lat: number; lon: number; seq: number }>(page, "vehicle", id);
+        if (v && `${v.lat},${v.lon},${v.seq}` !== before.get(id)) return true;
+      }
+      return false;
+    });
+    expect(await page.textContent("#status")).toMatch(/^live · \d+ shown .* updates\/s · last update \d+\.\d s ago/);
+    expect(await waitFor("the count by status", async () => (await hook<{ text: string }>(page, "counts")).text || false)).toMatch(
+      /^all fleets: \d+ live/,
+    );
+    expect(opened!.errors).toEqual([]);
+  },
+  90_000,
+);
+
+browserTest(
+  "dashboard - zooming in (buttons, then the wheel) narrows the watched area; zooming back out widens it",
+  async () => {
+    const page = await dashboard();
+    const first = (await hook<{ minLat: number; maxLat: number; minLon: number; maxLon: number }>(page, "watchedArea"))!;
+    const changes = await hook<number>(page, "watchChanges");
+    for (let i = 0; i < 3; i++) await page.click("#zoom-in");
+    const narrowed = await waitFor("a new, smaller watched area", async () => {
+      if ((await hook<number>(page, "watchChanges")) === changes) return undefined;
+      return hook<typeof first>(page, "watchedArea");
+    });
+    expect(narrowed.maxLat - narrowed.minLat).toBeLessThan((first.maxLat - first.minLat) / 4);
+    expect(narrowed.minLat).toBeGreaterThanOrEqual(first.minLat);
+    expect(narrowed.maxLon).toBeLessThanOrEqual(first.maxLon);
+    // The watch reopened on the new area and is live again, with only what it holds.
+    await waitFor("live on the narrowed area", () => hook<boolean>(page, "live"));
+
+    // The wheel zooms out around the cursor: the view grows past the watched area, which follows it.
+    const box = (await page.locator("#map").boundingBox())!;
+    const zoomBefore = (await hook<{ zoom: number }>(page, "viewState")).zoom;
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    const changed = await hook<number>(page, "watchChanges");
+    for (let i = 0; i < 6; i++) {
+      await page.mouse.wheel(0, 400);
+      await Bun.sleep(50);
+    }
+    await waitFor("zoomed out", async () => (await hook<{ zoom: number }>(page, "viewState")).zoom < zoomBefore - 1);
+    const widened = await waitFor("a larger watched area", async () => {
+      if ((await hook<number>(page, "watchChanges")) === changed) return undefined;
+      return hook<typeof first>(page, "watchedArea");
+    });
+    expect(widened.maxLat - widened.minLat).toBeGreaterThan(narrowed.maxLat - narrowed.minLat);
+    await page.click("#zoom-fit");
+    await waitFor(
+      "all vehicles shown again",
+      async () => (await hook<number>(page, "vehicleCount")) >= VEHICLES && (await hook<boolean>(page, "live")),
+    );
+  },
+  90_000,
+);
+
+browserTest(
+  "dashboard - clicking a vehicle shows its panel and today's track; replay plays and pauses",
+  async () => {
+    const page = await dashboard();
+    const id = (await hook<string[]>(page, "vehicleIds")).find((v) => v.startsWith(prefix))!;
+    const at = (await hook<[number, number]>(page, "screenOf", id))!;
+    await clickMap(page, at);
+    const panel = await waitFor("the vehicle panel", async () => {
+      const p = await hook<{ selectedId: string; vehicle?: { id: string } }>(page, "panel");
+      return p.vehicle ? p : undefined;
+    });
+    // The nearest vehicle to the click: the one aimed at, unless another drove under the cursor.
+    expect(panel.selectedId.startsWith(prefix)).toBe(true);
+    expect(await page.textContent("#vehicle-details")).toContain(panel.selectedId);
+    // Its track from history (the writer may be a moment behind the first points): asked again until drawn.
+    await waitFor(
+      "the track drawn",
+      async () => {
+        const p = await hook<{ trackPoints: number }>(page, "panel");
+        if (p.trackPoints > 1) return true;
+        await page.click("#track-show");
+        await Bun.sleep(500);
+        return false;
+      },
+      20_000,
+    );
+    expect(await page.textContent("#track-info")).toMatch(/^\d+ points drawn of \d+, \d+ stops?$/);
+
+    // Replay the last 15 minutes at 10×: the points recorded so far play over a few seconds.
+    await page.selectOption("#track-range", "15m");
+    await page.selectOption("#replay-speed", "10");
+    await page.click("#replay-play");
+    const playing = await waitFor("replay playing", async () => {
+      const p = await hook<{ replay: { playing: boolean; positions: number; at?: [number, number] } }>(page, "panel");
+      return p.replay.positions > 0 && p.replay.at ? p.replay : undefined;
+    });
+    expect(playing.playing).toBe(true);
+    await page.click("#replay-pause");
+    const paused = await hook<{ replay: { playing: boolean; positions: number } }>(page, "panel");
+    expect(paused.replay.playing).toBe(false);
+    await Bun.sleep(600);
+    expect((await hook<{ replay: { positions: number } }>(page, "panel")).replay.positions).toBe(paused.replay.positions);
+    expect(await page.textContent("#replay-info")).toStartWith("paused");
+    // Play again resumes after the last point shown.
+    await page.click("#replay-play");
+    await waitFor(
+      "replay resumed",
+      async () => (await hook<{ replay: { positions: number } }>(page, "panel")).replay.positions > paused.replay.positions,
+    );
+    await page.click("#replay-pause");
+    expect(opened!.errors).toEqual([]);
+  },
+  90_000,
+);
+
+browserTest(
+  "dashboard - a clicked pickup point lists the nearest vehicles, nearest first; a dispatcher sets one on delivery and finds it by its order",
+  async () => {
+    const page = await dashboard();
+    await page.selectOption("#nearby-status", "");
+    await page.click("#nearby-pick");
+    const box = (await page.locator("#map").boundingBox())!;
+    await clickMap(page, [box.width / 2, box.height / 2]);
+    const nearby = await waitFor("Nearby's list", async () => {
+      const p = await hook<{ nearby: { id: string; distanceM: number }[] }>(page, "panel");
+      return p.nearby.length > 0 ? p.nearby : undefined;
+    });
+    expect(nearby.length).toBeGreaterThan(1);
+    const distances = nearby.map((n) => n.distanceM);
+    expect(distances).toEqual([...distances].sort((a, b) => a - b));
+    expect(await page.locator("#nearby-list li").count()).toBe(nearby.length);
+
+    // Dispatch the nearest: its row selects it; the read-only token of the page is refused, a dispatcher's is not.
+    const nearest = nearby.find((n) => n.id.startsWith(prefix))!;
+    await page.locator("#nearby-list li", { hasText: nearest.id }).first().click();
+    await waitFor("the nearest selected", async () => (await hook<{ vehicle?: { id: string } }>(page, "panel")).vehicle?.id === nearest.id);
+    await page.selectOption("#set-status", "3");
+    await page.fill("#set-order", "o-77");
+    await page.click("#set-status-go");
+    expect(await waitFor("refused", async () => (await hook<{ dispatchInfo: string }>(page, "panel")).dispatchInfo || undefined)).toContain(
+      "PermissionDenied",
+    );
+    await page.fill("#dispatch-token", await mintWatchToken(tokenKeys(config), { all: true, dispatch: true, subject: "dispatcher" }));
+    await page.click("#set-status-go");
+    await waitFor("set on delivery", async () =>
+      (await hook<{ dispatchInfo: string }>(page, "panel")).dispatchInfo.includes("is on delivery"),
+    );
+    const fleet = (await hook<{ vehicle: { fleetId: string } }>(page, "panel")).vehicle.fleetId;
+
+    // Another vehicle selected, then the order's driver found by its id.
+    const other = nearby.find((n) => n.id !== nearest.id && n.id.startsWith(prefix));
+    if (other) await page.locator("#nearby-list li", { hasText: other.id }).first().click();
+    await page.fill("#order-id", `${fleet}/o-77`);
+    await page.click("#order-find");
+    await waitFor("the order's driver selected", async () => (await hook<{ selectedId: string }>(page, "panel")).selectedId === nearest.id);
+    expect(await page.textContent("#dispatch-info")).toBe(`order ${fleet}/o-77: ${nearest.id}`);
+    // The one refusal above is logged by the browser as a failed request (Connect's 403); nothing else.
+    expect(opened!.errors.filter((e) => !e.includes("403 (Forbidden)"))).toEqual([]);
+  },
+  90_000,
+);
