@@ -264,6 +264,11 @@ const S = {
     "30s",
     "a watch whose client takes nothing for this long while updates wait is ended as too slow",
   ),
+  watchHeartbeat: duration(
+    "TRACKER_WATCH_HEARTBEAT",
+    "10s",
+    "a watch with nothing to send for this long sends a message with no events, so that a client can tell a quiet watch from a tracker that stopped answering (0: never)",
+  ),
   trackerConsume: bool(
     "TRACKER_CONSUME",
     true,
@@ -289,6 +294,11 @@ const S = {
   ),
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
   historyWriters: int("HISTORY_WRITERS", 2, "write transactions in flight per history process", 1, 64),
+  historyWriteTimeout: duration(
+    "HISTORY_WRITE_TIMEOUT",
+    "30s",
+    "a write transaction still unsettled after this is given up: the writer's connections are closed and the batch retried on new ones (history_write_timeouts_total; 0: never)",
+  ),
   historyPartitionsAhead: int("HISTORY_PARTITIONS_AHEAD", 2, "day partitions created ahead of today", 0, 365),
   trackPackDelay: duration(
     "HISTORY_TRACK_PACK_DELAY",
@@ -315,7 +325,7 @@ const S = {
   historyWriteConnections: int(
     "HISTORY_WRITE_CONNECTIONS",
     4,
-    "PostgreSQL connections of history's writer (HISTORY_WRITERS transactions, partitions, track packing)",
+    "PostgreSQL connections of history's writer (HISTORY_WRITERS transactions, partitions); migrations and track packing have 2 of their own",
     2,
     1000,
   ),

@@ -53,6 +53,8 @@ export interface TrackerLimits {
   watchMaxVehicles: number;
   watchMaxPending: number;
   watchMaxLagMs: number;
+  /** A watch idle this long sends a message with no events (TRACKER_WATCH_HEARTBEAT; 0: never). */
+  watchHeartbeatMs?: number;
   /** Candidates one Nearby or area snapshot may read in Redis (TRACKER_SCAN_MAX). */
   scanMax: number;
   /** Watches one token may hold open at once (TRACKER_WATCHES_PER_TOKEN). */
@@ -172,9 +174,13 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       this.set(hub.size);
     },
   });
+  const heartbeatMs = limits.watchHeartbeatMs ?? 0;
   const lagTimer = setInterval(() => {
     const now = Date.now();
-    for (const w of watches) w.checkLag(now);
+    for (const w of watches) {
+      w.checkLag(now);
+      if (heartbeatMs > 0) w.heartbeat(now, heartbeatMs);
+    }
   }, 1000);
 
   const decodeAll = (records: Map<string, Buffer>) => {

@@ -135,6 +135,7 @@ export async function createTracker({
         watchMaxVehicles: config.watchMaxVehicles,
         watchMaxPending: config.watchMaxPending,
         watchMaxLagMs: config.watchMaxLag,
+        watchHeartbeatMs: config.watchHeartbeat,
         scanMax: config.scanMax,
         watchesPerToken: config.watchesPerToken,
         watchesPerConnection: config.watchesPerConnection,

@@ -90,6 +90,10 @@ export class Watch {
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** When the current send started waiting for the client (0: not waiting). */
   waitingSince = 0;
+  /** When the last message was handed to the client (a heartbeat counts). */
+  private lastSentAt = Date.now();
+  /** `heartbeat` found the watch idle: the loop sends a message with no events when it wakes. */
+  private heartbeatDue = false;
   private closed = false;
   private readonly minIntervalMs: number;
 
@@ -186,6 +190,18 @@ export class Watch {
     }
   }
 
+  /**
+   * Called periodically: a live watch that sent nothing for `intervalMs` sends a message with no
+   * events. A tracker that stopped (SIGSTOP, a partition) keeps its TCP connection open and sends
+   * nothing, which a client cannot tell from vehicles standing still: with a heartbeat it can
+   * (client/live's idle timeout); a browser cannot send HTTP/2 PINGs of its own.
+   */
+  heartbeat(now: number, intervalMs: number): void {
+    if (this.wake === undefined || now - this.lastSentAt < intervalMs) return;
+    this.heartbeatDue = true;
+    this.poke();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -274,6 +290,13 @@ export class Watch {
           continue;
         }
         if (this.closed) break;
+        if (this.heartbeatDue) {
+          this.heartbeatDue = false;
+          this.waitingSince = Date.now();
+          yield message([]);
+          this.sent(0);
+          continue;
+        }
         await new Promise<void>((resolve) => (this.wake = resolve));
       }
       if (this.failure) throw this.failure;
@@ -323,6 +346,7 @@ export class Watch {
 
   private sent(n: number): void {
     this.waitingSince = 0;
+    this.lastSentAt = Date.now();
     this.o.onSent?.(n);
   }
 }

@@ -12,7 +12,7 @@ import { AreaSchema } from "../../gen/fleet/v1/geo_pb";
 import { VehicleStatus } from "../../gen/fleet/v1/position_pb";
 import { EventKind, WatchAreaRequestSchema, type VehicleEvent } from "../../gen/fleet/v1/tracker_pb";
 import { createTracker } from "../tracker";
-import { grpc, grpcClient, point, startTestTracker, uniqueName, unary, watch, type TestTracker } from "./helpers";
+import { bearer, grpc, grpcClient, point, startTestTracker, uniqueName, unary, waitFor, watch, type TestTracker } from "./helpers";
 
 let t: TestTracker;
 let client: grpc.Client;
@@ -446,3 +446,34 @@ async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs = 50
     await Bun.sleep(20);
   }
 }
+
+describe("heartbeat", () => {
+  test("watch - a watch with nothing to send gets a message with no events every TRACKER_WATCH_HEARTBEAT, and live events in between", async () => {
+    const quiet = await startTestTracker({ TRACKER_WATCH_HEARTBEAT: "1s" });
+    const c = grpcClient(quiet.target);
+    try {
+      const v = uniqueName("still");
+      await quiet.publish([point(v, 1)]);
+      const token = await quiet.token({ vehicles: [v] });
+      const messages: number[] = [];
+      const call = (
+        c as unknown as Record<string, (m: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<{ events: VehicleEvent[] }>>
+      ).watchVehicles!.bind(c)({ vehicleIds: [v] }, bearer(token));
+      call.on("data", (m: { events: VehicleEvent[] }) => messages.push(m.events.length));
+      call.on("error", () => {});
+      // Snapshot (one message: SNAPSHOT and SNAPSHOT_END), then a still vehicle: empty messages only.
+      await Bun.sleep(2_600);
+      const empties = messages.filter((n) => n === 0).length;
+      expect(messages[0]).toBe(2);
+      expect(empties).toBeGreaterThanOrEqual(1);
+      expect(empties).toBeLessThanOrEqual(3);
+      // A point still comes as an event at once.
+      await quiet.publish([point(v, 2)]);
+      await waitFor("the MOVE", () => messages.slice(1).some((n) => n > 0) || undefined);
+      call.cancel();
+    } finally {
+      c.close();
+      await quiet.close();
+    }
+  });
+});
