@@ -14,6 +14,7 @@ import { CONSUMERS, partitionOf, POSITIONS_STREAM, type Nats } from "../lib/nats
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isDataException, isTransientPgError } from "../lib/storage";
+import { PgDeadlineError } from "../lib/storage/pg";
 import { decodeBatchRows } from "./batch-decoder";
 import type { Row } from "./row";
 import type { PositionWriter } from "./write-positions";
@@ -33,6 +34,8 @@ export interface HistoryConsumerOptions {
   maxAckPending?: number;
   /** ms before an unacked message is redelivered. */
   ackWaitMs?: number;
+  /** The writer's deadline (HISTORY_WRITE_TIMEOUT), as logged when a write misses it. */
+  writeDeadlineMs?: number;
 }
 
 export interface HistoryConsumer {
@@ -56,6 +59,7 @@ export async function startHistoryConsumer({
   writers = 2,
   maxAckPending = 2000,
   ackWaitMs = 30_000,
+  writeDeadlineMs,
 }: HistoryConsumerOptions): Promise<HistoryConsumer> {
   const rowsWritten = new Counter({ name: "history_rows_written_total", help: "rows inserted into positions", registers: [registry] });
   const rowsDuplicate = new Counter({
@@ -79,6 +83,11 @@ export async function startHistoryConsumer({
     name: "history_write_errors_total",
     help: "failed write transactions, by kind (transient ones are retried)",
     labelNames: ["kind"],
+    registers: [registry],
+  });
+  const writeTimeouts = new Counter({
+    name: "history_write_timeouts_total",
+    help: "writes given up after HISTORY_WRITE_TIMEOUT (PostgreSQL or its driver never answered): the writer's connections were closed and the batch retried",
     registers: [registry],
   });
   const rowsParked = new Counter({
@@ -207,12 +216,23 @@ export async function startHistoryConsumer({
           break;
         } catch (err) {
           const transient = isTransientPgError(err);
-          writeErrors.inc({ kind: transient ? "transient" : "other" });
+          const timedOut = err instanceof PgDeadlineError;
+          writeErrors.inc({ kind: timedOut ? "timeout" : transient ? "transient" : "other" });
           healthy = false;
           // Keep the messages ours while we retry; redelivery elsewhere would only add load.
           for (const g of group) g.msg.working();
           const wait = Math.min(5000, 100 * 2 ** Math.min(attempt, 6));
-          if (attempt === 1 || attempt % 10 === 0) {
+          if (timedOut) {
+            // Every time: a write that hangs is a fault to find (a lock held for ever, a driver bug), not an outage.
+            writeTimeouts.inc();
+            log.error("history write hung: given up after HISTORY_WRITE_TIMEOUT, its connections closed, retrying on new ones", {
+              attempt,
+              rows: positions.length,
+              timeoutMs: writeDeadlineMs,
+              waitMs: wait,
+              err,
+            });
+          } else if (attempt === 1 || attempt % 10 === 0) {
             (transient ? log.warn : log.error)("history write failed: retrying", { attempt, rows: positions.length, waitMs: wait, err });
           }
           if (stopping && !transient) return;

@@ -28,7 +28,7 @@ import { startHistoryConsumer, type HistoryConsumer } from "./consumer";
 import { createHistoryService } from "./history-service";
 import { createPositionReader } from "./read-positions";
 import { createTrackPacker } from "./track-hours";
-import { createPositionWriter } from "./write-positions";
+import { createPositionWriter, type PositionWriter } from "./write-positions";
 
 export interface HistoryOptions {
   config: Config;
@@ -68,13 +68,14 @@ export async function createHistory({
   consume = true,
 }: HistoryOptions): Promise<History> {
   const instanceId = `${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
-  // Two pools: a query (a Replay page, a GetTrack) never waits behind a write, and the writer never
-  // waits behind readers, whatever number of them is open.
+  // Three pools: a query (a Replay page, a GetTrack) never waits behind a write, and the writer never
+  // waits behind readers, whatever number of them is open, nor behind track packing. The writer's
+  // pool is its own (write-positions.ts) so that it can replace it after a write that hung.
   const sql = connectPostgres({
     url: config.databaseUrl,
     schema: config.historySchema,
-    max: config.historyWriteConnections,
-    applicationName: `history ${instanceId}`,
+    max: 2, // migrations; track packing (a connection holding its lock, one packing)
+    applicationName: `history jobs ${instanceId}`,
   });
   const readSql = connectPostgres({
     url: config.databaseUrl,
@@ -89,14 +90,28 @@ export async function createHistory({
   /** The track packer's run in progress, if any. */
   let packing: Promise<unknown> | undefined;
   let leader: Leader | undefined;
+  let writer: PositionWriter | undefined;
   const duck = await openDuckDb();
   try {
     const mode = await migrate(sql, { schema: config.historySchema, log, timescale: config.historyTimescale });
-    const writer = createPositionWriter({ sql, mode, schema: config.historySchema, packDelayMs: config.trackPackDelay });
+    const positions = createPositionWriter({
+      connect: () =>
+        connectPostgres({
+          url: config.databaseUrl,
+          schema: config.historySchema,
+          max: config.historyWriteConnections,
+          applicationName: `history ${instanceId}`, // as chaos/ and scale-out.test.ts find the writer's transactions
+        }),
+      deadlineMs: config.historyWriteTimeout,
+      mode,
+      schema: config.historySchema,
+      packDelayMs: config.trackPackDelay,
+    });
+    writer = positions;
     // Partitions ahead and track packing run in one instance, the leader (lib/leader.ts); the writer
     // of every instance still creates a missing day's partition on demand.
     const ensureAhead = () =>
-      writer.ensureAhead(config.historyPartitionsAhead).then(
+      positions.ensureAhead(config.historyPartitionsAhead).then(
         (created) => created.length && log.info("partitions created", { days: created }),
         (err) => log.warn("could not create partitions ahead", { err }),
       );
@@ -158,7 +173,8 @@ export async function createHistory({
       });
       consumer = await startHistoryConsumer({
         nats,
-        writer,
+        writer: positions,
+        writeDeadlineMs: config.historyWriteTimeout,
         registry,
         log,
         stream,
@@ -241,7 +257,7 @@ export async function createHistory({
           await lead.close();
           await srv.close();
           await nats?.close();
-          await Promise.all([sql.end({ timeout: 5 }), readSql.end({ timeout: 5 })]);
+          await Promise.all([positions.close({ timeout: 5 }), sql.end({ timeout: 5 }), readSql.end({ timeout: 5 })]);
           duck.close();
         })()),
     };
@@ -251,6 +267,7 @@ export async function createHistory({
     await consumer?.stop().catch(() => {});
     await server?.close().catch(() => {});
     await nats?.close().catch(() => {});
+    await writer?.close({ timeout: 1 }).catch(() => {});
     await sql.end({ timeout: 1 }).catch(() => {});
     await readSql.end({ timeout: 1 }).catch(() => {});
     duck.close();

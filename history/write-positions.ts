@@ -28,6 +28,7 @@ import {
   type Sql,
   type TransactionSql,
 } from "../lib/storage";
+import { deadlinePool } from "../lib/storage/pg";
 import { POSITION_COLUMNS, positionsCopy, STAGING_COLUMNS, stagingText } from "./copy-rows";
 import { rollupOf } from "./rollup";
 import { prepareRows, type PreparedRows, type Row } from "./row";
@@ -132,7 +133,14 @@ const rollupArrays = (delaySeconds: number) => `
     sum_speed = r.sum_speed + excluded.sum_speed`;
 
 export interface PositionWriterOptions {
-  sql: Sql;
+  /** Opens the writer's pool: at the start, and again after work that missed the deadline. */
+  connect: () => Sql;
+  /**
+   * ms one write (its transaction and the partitions it creates), park or ensureAhead may take;
+   * past it the call rejects with a PgDeadlineError (transient) and the writer's connections are
+   * closed and opened anew, so that a hung connection cannot stall history (0: no deadline).
+   */
+  deadlineMs?: number;
   mode: StorageMode;
   schema?: string;
   /** Rows of an hour that ended longer ago than this are late: the hour is marked to pack again (ms). */
@@ -153,17 +161,26 @@ export interface PositionWriter {
   ensureAhead(ahead: number, now?: number): Promise<string[]>;
   /** Keeps a row PostgreSQL refused in positions_parked, with why (as JSON bytes: text could not hold every row). */
   park(row: Row, err: Error): Promise<void>;
+  /** Ends the writer's connections. */
+  close(options?: { timeout?: number }): Promise<void>;
 }
 
 /** Creates the writer. Day partitions for the rows' days are created on demand (known days are cached). */
-export function createPositionWriter({ sql, mode, schema = "public", packDelayMs = 300_000 }: PositionWriterOptions): PositionWriter {
+export function createPositionWriter({
+  connect,
+  deadlineMs = 0,
+  mode,
+  schema = "public",
+  packDelayMs = 300_000,
+}: PositionWriterOptions): PositionWriter {
+  const pool = deadlinePool(connect, deadlineMs);
   const ROLLUP = rollup(packDelayMs / 1000);
   const ROLLUP_ARRAYS = rollupArrays(packDelayMs / 1000);
   const known = new Set<number>();
   const rollupLock = lockKey(`fleet-rollup:${schema}`).toString();
   let loaded = false;
 
-  const ensureDays = async (days: Set<number>) => {
+  const ensureDays = async (sql: Sql, days: Set<number>) => {
     if (mode === "timescale") return;
     if (!loaded) {
       for (const d of await hotDays(sql, mode)) known.add(Math.floor(Date.parse(`${d}T00:00:00Z`) / DAY_MS));
@@ -198,63 +215,74 @@ export function createPositionWriter({ sql, mode, schema = "public", packDelayMs
       const batch = prepareRows(input);
       const rows = batch.rows.length;
       if (rows === 0) return { rows: 0, inserted: 0 };
-      await ensureDays(batch.days);
-      try {
-        const inserted = await sql.begin(async (tx) => {
-          if (!copyFailuresReported) return stagingPath(tx, batch);
-          // The usual path: COPY straight in. A row already there fails it whole (unique
-          // violation); the savepoint takes us to the staging path.
-          try {
-            await tx.savepoint((sp) =>
-              copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN WITH (FORMAT binary)`, positionsCopy(batch.rows)),
-            );
-          } catch (err) {
-            if ((err as { code?: string }).code !== "23505") throw err;
-            return stagingPath(tx, batch);
-          }
-          const { rows: r, firsts } = rollupOf(batch.byVehicle);
-          await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
-          await tx.unsafe(ROLLUP_ARRAYS, [
-            firsts.vehicle,
-            firsts.us,
-            firsts.lat,
-            firsts.lon,
-            r.vehicle,
-            r.minuteUs,
-            r.points,
-            r.distance,
-            r.maxSpeed,
-            r.sumSpeed,
-          ]);
-          return rows;
-        });
-        return { rows, inserted };
-      } catch (err) {
-        // A partition dropped by the archiver (or by hand) since we cached it: look again next time.
-        if ((err as { code?: string }).code === "23514") {
-          known.clear();
-          loaded = false;
-        }
-        throw err;
-      }
+      return pool.run(`a write of ${rows} rows`, (sql) => writeBatch(sql, batch));
     },
-    async park(row, err) {
+    park(row, err) {
       const point = Buffer.from(JSON.stringify(row), "utf8");
       const error = `${(err as { code?: string }).code ?? err.name}: ${err.message}`.replaceAll("\u0000", "\uFFFD");
-      await sql`INSERT INTO positions_parked (point, error) VALUES (${point}, ${error})`;
+      return pool.run("parking a point", async (sql) => {
+        await sql`INSERT INTO positions_parked (point, error) VALUES (${point}, ${error})`;
+      });
     },
-    async ensureAhead(ahead, now = Date.now()) {
+    ensureAhead(ahead, now = Date.now()) {
       const today = Math.floor(now / DAY_MS);
       const days: number[] = [];
       for (let i = 0; i <= ahead; i++) days.push(today + i);
-      const created = await ensureDayPartitions(
-        sql,
-        mode,
-        days.map((d) => dayOf(d * DAY_MS)),
-        schema,
-      );
-      for (const d of days) known.add(d);
-      return created;
+      return pool.run("creating partitions ahead", async (sql) => {
+        const created = await ensureDayPartitions(
+          sql,
+          mode,
+          days.map((d) => dayOf(d * DAY_MS)),
+          schema,
+        );
+        for (const d of days) known.add(d);
+        return created;
+      });
     },
+    close: (options) => pool.end(options),
   };
+
+  /** One batch in one transaction. */
+  async function writeBatch(sql: Sql, batch: PreparedRows): Promise<WriteResult> {
+    const rows = batch.rows.length;
+    await ensureDays(sql, batch.days);
+    try {
+      const inserted = await sql.begin(async (tx) => {
+        if (!copyFailuresReported) return stagingPath(tx, batch);
+        // The usual path: COPY straight in. A row already there fails it whole (unique
+        // violation); the savepoint takes us to the staging path.
+        try {
+          await tx.savepoint((sp) =>
+            copyFrom(sp, `COPY positions (${POSITION_COLUMNS}) FROM STDIN WITH (FORMAT binary)`, positionsCopy(batch.rows)),
+          );
+        } catch (err) {
+          if ((err as { code?: string }).code !== "23505") throw err;
+          return stagingPath(tx, batch);
+        }
+        const { rows: r, firsts } = rollupOf(batch.byVehicle);
+        await tx`SELECT pg_advisory_xact_lock(${rollupLock})`;
+        await tx.unsafe(ROLLUP_ARRAYS, [
+          firsts.vehicle,
+          firsts.us,
+          firsts.lat,
+          firsts.lon,
+          r.vehicle,
+          r.minuteUs,
+          r.points,
+          r.distance,
+          r.maxSpeed,
+          r.sumSpeed,
+        ]);
+        return rows;
+      });
+      return { rows, inserted };
+    } catch (err) {
+      // A partition dropped by the archiver (or by hand) since we cached it: look again next time.
+      if ((err as { code?: string }).code === "23514") {
+        known.clear();
+        loaded = false;
+      }
+      throw err;
+    }
+  }
 }

@@ -19,6 +19,7 @@ import { connect, createServer, type Socket } from "node:net";
 import { testStack } from "../../dev";
 import { createLogger } from "../../lib/log";
 import { connectPostgres, isTransientPgError, lockKey, migrate, type Sql } from "../../lib/storage";
+import { PgDeadlineError } from "../../lib/storage/pg";
 import type { Row } from "../row";
 import { createPositionWriter } from "../write-positions";
 import { countRows, uniqueName } from "./helpers";
@@ -181,7 +182,7 @@ const rowsOf = (vehicleId: string, n: number, from = 0): Row[] =>
 test("connection loss - PostgreSQL's socket closes while a write's COPY is in flight: the write fails as transient, the next ones complete, each row once", async () => {
   const name = uniqueName("writer-cut");
   const p = await proxy();
-  const writer = createPositionWriter({ sql: pool(name, p.url), mode: "plain", schema });
+  const writer = createPositionWriter({ connect: () => pool(name, p.url), mode: "plain", schema });
   await writer.write(rowsOf("cl1", 10)); // partitions made, a connection open
   // A row of the next batch inserted and not committed: the COPY of that batch waits on it, mid-COPY.
   const hold = await admin.reserve();
@@ -213,4 +214,31 @@ test("connection loss - PostgreSQL's socket closes while a write's COPY is in fl
   expect(await countRows(admin, "cl2")).toBe(30);
   const [r] = await admin`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id IN ('cl1', 'cl2')`;
   expect(r!.points).toBe(70);
+}, 30_000);
+
+test("connection loss - a write that does not settle by its deadline rejects as transient, its connection is closed, and the next write completes on new ones", async () => {
+  const name = uniqueName("writer-deadline");
+  const writer = createPositionWriter({ connect: () => pool(name), deadlineMs: 1000, mode: "plain", schema });
+  await writer.write(rowsOf("cl3", 10));
+  // As above, the COPY waits on a row the test holds; this time nothing cuts the connection.
+  const hold = await admin.reserve();
+  await hold`BEGIN`;
+  const [row] = rowsOf("cl3", 1, 15);
+  await hold`INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status)
+    VALUES (${row!.vehicleId}, ${new Date(row!.us / 1000)}, ${row!.seq}, 'f', 0, 0, 0, 0, 0, '', 0)`;
+  const t0 = performance.now();
+  const stuck = writer.write(rowsOf("cl3", 10, 10));
+  const pid = await waitingBackend(name);
+  const err = await within(stuck, 5_000, "the write past its deadline").catch((e) => e);
+  expect(err).toBeInstanceOf(PgDeadlineError);
+  expect(isTransientPgError(err)).toBe(true);
+  expect(performance.now() - t0).toBeLessThan(3_000);
+  await hold`ROLLBACK`;
+  hold.release();
+  // Its connection was closed: once the lock no longer holds it, the backend sees that and ends.
+  for (let i = 0; i < 100 && (await admin`SELECT 1 FROM pg_stat_activity WHERE pid = ${pid}`).length > 0; i++) await Bun.sleep(50);
+  expect(await admin`SELECT state FROM pg_stat_activity WHERE pid = ${pid}`).toEqual([] as never);
+  await within(writer.write(rowsOf("cl3", 10, 10)), 5_000, "the retry");
+  expect(await countRows(admin, "cl3")).toBe(20);
+  await writer.close();
 }, 30_000);

@@ -47,6 +47,68 @@ export function connectPostgres({ url, schema = "public", max = 4, applicationNa
   });
 }
 
+/** Work on PostgreSQL that did not settle in time (a write that waits for ever): its pool was ended and replaced. */
+export class PgDeadlineError extends Error {
+  readonly code = "PG_DEADLINE";
+  constructor(what: string, ms: number) {
+    super(`${what} did not settle within ${ms} ms: its PostgreSQL connections were closed, and new ones opened`);
+    this.name = "PgDeadlineError";
+  }
+}
+
+/** A pool whose work has a deadline, past which the pool is ended and a new one takes its place. */
+export interface DeadlinePool {
+  /** The pool in use now. */
+  readonly sql: Sql;
+  /**
+   * Runs `work` on the pool in use. Past the deadline, rejects with a PgDeadlineError, opens a new pool
+   * for what comes next, and ends the old one at once: every connection of it is closed, so that
+   * what waits on it rejects (CONNECTION_DESTROYED) and the server rolls its transactions back. The
+   * other work on that pool fails too (transiently: a retry runs on the new pool).
+   */
+  run<T>(what: string, work: (sql: Sql) => Promise<T>): Promise<T>;
+  /** Ends the pool in use (as Sql.end). */
+  end(options?: { timeout?: number }): Promise<void>;
+}
+
+/**
+ * Opens a pool with `open`, whose work settles within `deadlineMs` (0: no deadline). The guard for a
+ * driver that hangs: postgres.js 3.4.9 could leave a query waiting for an answer that never came
+ * after a lost connection (patches/postgres+3.4.9.patch fixes the cases we know), and a process that
+ * waits for ever on its writes stalls silently. A new pool, not the same one: postgres.js cannot end
+ * one connection of a pool from outside, and a hung connection may be anywhere in it.
+ */
+export function deadlinePool(open: () => Sql, deadlineMs: number): DeadlinePool {
+  let current = open();
+  let ended = false;
+  const replace = (stuck: Sql) => {
+    if (ended || current !== stuck) return; // another deadline replaced it already
+    current = open();
+    stuck.end({ timeout: 0 }).catch(() => {});
+  };
+  return {
+    get sql() {
+      return current;
+    },
+    run(what, work) {
+      const pool = current;
+      if (!(deadlineMs > 0)) return work(pool);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          replace(pool);
+          reject(new PgDeadlineError(what, deadlineMs));
+        }, deadlineMs);
+      });
+      return Promise.race([work(pool), late]).finally(() => clearTimeout(timer));
+    },
+    end(options) {
+      ended = true;
+      return current.end(options);
+    },
+  };
+}
+
 /**
  * COPY … FROM STDIN of one text (or, for FORMAT binary, bytes); resolves when the server took every row, rejects with the server's
  * error (a unique violation, say) when it did not. Without the install's patch of postgres.js
@@ -104,6 +166,7 @@ const TRANSIENT_CODES = new Set([
   "CONNECTION_ENDED",
   "CONNECTION_DESTROYED",
   "CONNECT_TIMEOUT",
+  "PG_DEADLINE", // deadlinePool's: the retry runs on new connections
   "ECONNREFUSED",
   "ECONNRESET",
   "EPIPE",
