@@ -29,6 +29,9 @@ import {
   type TrackPoint,
 } from "./types";
 
+/** Three of the tracker's default heartbeats (TRACKER_WATCH_HEARTBEAT, 10 s) and some slack. */
+const DEFAULT_IDLE_TIMEOUT_MS = 35_000;
+
 export interface LiveClientOptions {
   /** The tracker's base URL, or several trackers' (a watch or call moves to the next when one fails). */
   baseUrl: string | readonly string[];
@@ -63,8 +66,10 @@ export interface WatchHandlers {
   /** The error that ended the watch (not retried: a token, permission or request problem). */
   onError?(error: LiveError): void;
   /**
-   * Break and reopen a stream that said nothing for this long (default 0: never). The tracker sends
-   * nothing while watched vehicles stand still, so set it only when they report often.
+   * Break and reopen a stream that said nothing for this long (0: never). Default 35 s: the tracker
+   * sends a response with no events after TRACKER_WATCH_HEARTBEAT (10 s by default) of silence, so
+   * a stream quiet for three heartbeats is a tracker that stopped answering (a stopped process, a
+   * partition) whose connection is still open. Against a tracker with a longer heartbeat, raise it.
    */
   idleTimeoutMs?: number;
 }
@@ -267,7 +272,7 @@ export function createLiveClient({
     open: (c: Client<typeof TrackerService>, opts: CallOptions) => AsyncIterable<{ events: VehicleEvent[] }>,
   ): LiveWatch {
     const abort = new AbortController();
-    const { signal: outer, onEvent, onState, onConnection, onError, idleTimeoutMs = 0 } = handlers;
+    const { signal: outer, onEvent, onState, onConnection, onError, idleTimeoutMs = DEFAULT_IDLE_TIMEOUT_MS } = handlers;
     if (outer) {
       if (outer.aborted) abort.abort();
       else outer.addEventListener("abort", () => abort.abort(), { once: true });
