@@ -44,8 +44,11 @@ afterAll(async () => {
 interface Proxy {
   /** The database URL through the proxy. */
   url: string;
-  /** Closes every connection through it, both ways, as a killed server's sockets close. */
-  cut(): void;
+  /**
+   * Closes every connection through it, both ways, as a killed server's sockets close: with a FIN
+   * (the client reads the end), or with a RST (the client gets ECONNRESET: 'error', then 'close').
+   */
+  cut(how?: "fin" | "reset"): void;
   close(): void;
 }
 
@@ -71,8 +74,8 @@ async function proxy(): Promise<Proxy> {
   via.port = String((server.address() as { port: number }).port);
   const p: Proxy = {
     url: via.toString(),
-    cut: () => {
-      for (const s of open) s.destroy();
+    cut: (how = "fin") => {
+      for (const s of open) how === "reset" ? s.resetAndDestroy() : s.destroy();
     },
     close: () => {
       p.cut();
@@ -148,6 +151,45 @@ test("connection loss - the server's socket closes mid-transaction (a killed Pos
   await transactionsComplete(sql);
 }, 30_000);
 
+test("connection loss - a lost transaction's callback that goes on runs nothing on the connection, which serves another transaction by then", async () => {
+  const name = uniqueName("tx-late");
+  const p = await proxy();
+  const sql = pool(name, p.url);
+  await admin`CREATE TABLE IF NOT EXISTS tx_late (k text)`;
+  let resume = () => {};
+  const resumed = new Promise<void>((r) => (resume = r));
+  let late: Promise<string> | undefined;
+  const key = lockKey(name).toString();
+  await admin.begin(async (hold) => {
+    await hold`SELECT pg_advisory_xact_lock(${key})`;
+    const lost = sql.begin(async (tx) => {
+      await tx`SELECT 1`;
+      await tx`SELECT pg_advisory_xact_lock(${key})`.catch(() => {}); // the loss, caught: the callback goes on
+      await resumed;
+      late = tx`INSERT INTO tx_late VALUES (${name})`.then(
+        () => "ran",
+        (e) => e.code,
+      );
+      await late;
+    });
+    await waitingBackend(name);
+    p.cut();
+    await within(lost, 10_000, "the lost transaction").catch(() => {});
+  });
+  // Both connections of the pool in other transactions, then the lost callback's INSERT.
+  const others = Promise.all([0, 1].map(() => sql.begin((tx) => tx`SELECT pg_sleep(0.5)`)));
+  for (let i = 0; i < 100; i++) {
+    const [r] = await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = ${name} AND wait_event = 'PgSleep'`;
+    if (r!.n === 2) break;
+    await Bun.sleep(20);
+  }
+  resume();
+  await within(others, 5_000, "the other transactions");
+  await Bun.sleep(50);
+  expect(await within(late!, 5_000, "the lost callback's INSERT")).toBe("CONNECTION_CLOSED");
+  expect(await admin`SELECT k FROM tx_late WHERE k = ${name}`).toEqual([] as never); // not committed by another transaction
+}, 30_000);
+
 test("connection loss - the backend is terminated mid-transaction (FATAL, then the close): the next transactions neither hang nor get its error", async () => {
   const name = uniqueName("tx-term");
   const sql = pool(name);
@@ -179,42 +221,45 @@ const rowsOf = (vehicleId: string, n: number, from = 0): Row[] =>
     };
   });
 
-test("connection loss - PostgreSQL's socket closes while a write's COPY is in flight: the write fails as transient, the next ones complete, each row once", async () => {
-  const name = uniqueName("writer-cut");
-  const p = await proxy();
-  const writer = createPositionWriter({ connect: () => pool(name, p.url), mode: "plain", schema });
-  await writer.write(rowsOf("cl1", 10)); // partitions made, a connection open
-  // A row of the next batch inserted and not committed: the COPY of that batch waits on it, mid-COPY.
-  const hold = await admin.reserve();
-  await hold`BEGIN`;
-  const [row] = rowsOf("cl1", 1, 15);
-  await hold`INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status)
+for (const how of ["fin", "reset"] as const) {
+  test(`connection loss - PostgreSQL's socket closes (${how}) while a write's COPY is in flight: the write fails as transient, the next ones complete, each row once`, async () => {
+    const name = uniqueName(`writer-${how}`);
+    const p = await proxy();
+    const [v1, v2] = [`${how}-1`, `${how}-2`];
+    const writer = createPositionWriter({ connect: () => pool(name, p.url), mode: "plain", schema });
+    await writer.write(rowsOf(v1, 10)); // partitions made, a connection open
+    // A row of the next batch inserted and not committed: the COPY of that batch waits on it, mid-COPY.
+    const hold = await admin.reserve();
+    await hold`BEGIN`;
+    const [row] = rowsOf(v1, 1, 15);
+    await hold`INSERT INTO positions (vehicle_id, recorded_at, seq, fleet_id, lat, lon, speed, heading, accuracy, order_id, status)
     VALUES (${row!.vehicleId}, ${new Date(row!.us / 1000)}, ${row!.seq}, 'f', 0, 0, 0, 0, 0, '', 0)`;
-  const lost = writer.write(rowsOf("cl1", 10, 10));
-  const pid = await waitingBackend(name);
-  const [copying] = await admin`SELECT query FROM pg_stat_activity WHERE pid = ${pid}`;
-  expect(copying!.query).toStartWith("COPY positions");
-  p.cut();
-  const err = await within(lost, 10_000, "the lost write").then(
-    () => new Error("the lost write committed"),
-    (e) => e,
-  );
-  await hold`ROLLBACK`; // the test's row goes: the retry writes it
-  hold.release();
-  expect(isTransientPgError(err)).toBe(true);
-  // The lost batch again and new ones, two writes at a time (both connections of the pool), three times.
-  for (let round = 0; round < 3; round++) {
-    await within(
-      Promise.all([writer.write(rowsOf("cl1", 10, 10 + round * 10)), writer.write(rowsOf("cl2", 10, round * 10))]),
-      5_000,
-      `writes after the loss (round ${round + 1})`,
+    const lost = writer.write(rowsOf(v1, 10, 10));
+    const pid = await waitingBackend(name);
+    const [copying] = await admin`SELECT query FROM pg_stat_activity WHERE pid = ${pid}`;
+    expect(copying!.query).toStartWith("COPY positions");
+    p.cut(how);
+    const err = await within(lost, 10_000, "the lost write").then(
+      () => new Error("the lost write committed"),
+      (e) => e,
     );
-  }
-  expect(await countRows(admin, "cl1")).toBe(40);
-  expect(await countRows(admin, "cl2")).toBe(30);
-  const [r] = await admin`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id IN ('cl1', 'cl2')`;
-  expect(r!.points).toBe(70);
-}, 30_000);
+    await hold`ROLLBACK`; // the test's row goes: the retry writes it
+    hold.release();
+    expect(isTransientPgError(err)).toBe(true);
+    // The lost batch again and new ones, two writes at a time (both connections of the pool), three times.
+    for (let round = 0; round < 3; round++) {
+      await within(
+        Promise.all([writer.write(rowsOf(v1, 10, 10 + round * 10)), writer.write(rowsOf(v2, 10, round * 10))]),
+        5_000,
+        `writes after the loss (round ${round + 1})`,
+      );
+    }
+    expect(await countRows(admin, v1)).toBe(40);
+    expect(await countRows(admin, v2)).toBe(30);
+    const [r] = await admin`SELECT sum(points)::int AS points FROM positions_rollup WHERE vehicle_id IN (${v1}, ${v2})`;
+    expect(r!.points).toBe(70);
+  }, 30_000);
+}
 
 test("connection loss - a write that does not settle by its deadline rejects as transient, its connection is closed, and the next write completes on new ones", async () => {
   const name = uniqueName("writer-deadline");
