@@ -129,7 +129,7 @@ const S = {
   natsPingInterval: duration(
     "NATS_PING_INTERVAL",
     "2s",
-    "how often a service pings its NATS server; two pings unanswered and it moves to another member of the cluster (a stopped or cut-off node is left within about twice this)",
+    "how often a service pings its NATS server; two pings unanswered and it moves to another member of the cluster (a stopped or cut-off node is left within about five times this: found stale at the third ping, then one connection attempt to it, bounded by twice this)",
   ),
   redisUrl: str("REDIS_URL", "", "Redis server (empty: `fleet up` starts one)"),
   databaseUrl: str("DATABASE_URL", "", "PostgreSQL connection URL (empty: `fleet up` starts one)"),
