@@ -6,11 +6,12 @@
  * internet): a graticule; WEB_MAP_STYLE names a MapLibre style to draw underneath.
  */
 import type { MapViewState } from "@deck.gl/core";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { TrackerService } from "../gen/fleet/v1/tracker_pb";
+import { createLiveClient, type LiveClient, type LiveWatch } from "../client/live";
 import { createDeckRenderer, fitViewState, type MapRenderer, type MapRendererOptions } from "./dashboard-render";
 import { createPanel } from "./dashboard-panel";
 import { createMapState, OFFLINE_COLOUR, parsePageParams, reachableUrl, STATUS_COLOURS, type Box, type PageParams } from "./map-state";
@@ -38,10 +39,6 @@ const errorLine = $("error");
 const state = createMapState({ trailLength: 0 });
 let connection = "connecting";
 let watchedArea: Box | undefined;
-let areaNote = "";
-/** Aborts the open watch so that the loop opens one on the new area. */
-let rewatch: AbortController | undefined;
-let areaChanged: (() => void) | undefined;
 
 function showError(text: string): void {
   errorLine.textContent = text;
@@ -50,66 +47,51 @@ function showError(text: string): void {
 
 const rgb = (c: readonly number[]) => `rgb(${c[0]},${c[1]},${c[2]})`;
 
-/** Codes that another try with the same token cannot fix: the page stops and says why. */
-const PERMANENT = new Set([Code.Unauthenticated, Code.PermissionDenied]);
-/** Codes about the area (too large, too many vehicles): the next view may do. */
-const AREA_REFUSED = new Set([Code.InvalidArgument, Code.ResourceExhausted]);
+let live: LiveClient | undefined;
+let current: LiveWatch | undefined;
 
 /**
- * Keeps one watch open on the watched area; a new area ends it and opens the next at once; on an
- * end or a passing error waits (1 s doubling to 30 s) and opens a new one. A rejected token stops it.
+ * Opens the watch on the watched area, closing the one before (client/live's watchArea: it
+ * reconnects by itself with a backoff and resumes without duplicates). A refused token stops the
+ * page; a refused area (too large, too many vehicles) waits for the next view.
  */
-async function watch(p: PageParams, baseUrl: string): Promise<void> {
-  const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
-  let failures = 0;
-  for (;;) {
-    const area = watchedArea!;
-    connection = failures === 0 ? "connecting" : "reconnecting";
-    const abort = new AbortController();
-    rewatch = abort;
-    let wait = 0;
-    try {
-      state.restart();
-      const stream = client.watchArea(
-        { area: { shape: { case: "box", value: area } } },
-        { headers: { authorization: `Bearer ${p.token}` }, signal: abort.signal },
-      );
-      for await (const res of stream) {
-        state.apply(res.events);
+function openWatch(): void {
+  current?.close();
+  state.restart();
+  connection = "connecting";
+  const area = watchedArea!;
+  const watch = live!.watchArea(
+    { box: area },
+    {
+      onEvent: (e) => {
+        state.applyEvent(e);
         renderer?.invalidate();
-        if (state.live && connection !== "live") {
+      },
+      onConnection: (next, error) => {
+        if (current !== watch) return;
+        if (next === "live") {
           connection = "live";
-          failures = 0;
           showError("");
+        } else if (next === "reconnecting") {
+          state.reconnecting();
+          connection = "reconnecting";
+          showError(error?.code === "resource-exhausted" ? `${error.message}: zoom in` : (error?.message ?? ""));
         }
-      }
-      showError("the tracker ended the watch; reconnecting");
-      wait = backoff(failures++);
-    } catch (e) {
-      if (abort.signal.aborted) continue;
-      const err = ConnectError.from(e);
-      if (PERMANENT.has(err.code)) {
+      },
+      onError: (error) => {
+        if (current !== watch) return;
+        if (error.code === "invalid-argument" || error.code === "resource-exhausted") {
+          connection = "waiting for a smaller view";
+          showError(`${error.message}: zoom in`);
+          return;
+        }
         connection = "stopped";
-        showError(`${Code[err.code]}: ${err.rawMessage}; not retrying: open the URL fleet up printed, or put a fresh token in #token=…`);
-        return;
-      }
-      if (AREA_REFUSED.has(err.code)) {
-        connection = "waiting for a smaller view";
-        showError(`${Code[err.code]}: ${err.rawMessage}: zoom in`);
-        await new Promise<void>((r) => {
-          areaChanged = r;
-        });
-        continue;
-      }
-      showError(`${Code[err.code]}: ${err.rawMessage}`);
-      wait = backoff(failures++);
-    }
-    connection = `disconnected, retrying in ${(wait / 1000).toFixed(0)} s`;
-    await new Promise((r) => setTimeout(r, wait));
-  }
+        showError(`${error.message}; not retrying: open the URL fleet up printed, or put a fresh token in #token=…`);
+      },
+    },
+  );
+  current = watch;
 }
-
-const backoff = (failures: number) => Math.min(30_000, 1000 * 2 ** Math.min(failures, 5)) * (0.8 + Math.random() * 0.4);
 
 let renderer: MapRenderer | undefined;
 let areaTimer: ReturnType<typeof setTimeout> | undefined;
@@ -124,10 +106,7 @@ function viewChanged(): void {
     if (!next) return;
     watchedArea = next;
     watchChanges++;
-    areaNote = "";
-    rewatch?.abort();
-    areaChanged?.();
-    areaChanged = undefined;
+    openWatch();
   }, AREA_DEBOUNCE_MS);
 }
 
@@ -221,7 +200,7 @@ function drawStatus(): void {
   const age = state.lastEventAtMs === undefined ? "–" : `${((now - state.lastEventAtMs) / 1000).toFixed(1)} s ago`;
   statusLine.textContent =
     `${connection} · ${state.shownCount()} shown of ${state.vehicles.size} in the watched area · ` +
-    `${state.updatesPerSecond(now).toFixed(0)} updates/s · last update ${age}${areaNote}`;
+    `${state.updatesPerSecond(now).toFixed(0)} updates/s · last update ${age}`;
 }
 
 async function main(): Promise<void> {
@@ -278,6 +257,7 @@ async function main(): Promise<void> {
 
   buildFilters();
   startCounts(p, trackerUrl);
+  live = createLiveClient({ baseUrl: trackerUrl, token: p.token });
   watchedArea = nextWatchedArea(undefined, r.viewBox());
   // Once a second even without events: the status line's "last update … ago", offline vehicles pruned.
   setInterval(() => {
@@ -311,7 +291,7 @@ async function main(): Promise<void> {
     screenOf: (id: string) => panel.screenOf(id),
     panel: () => panel.snapshot(),
   };
-  await watch(p, trackerUrl);
+  openWatch();
 }
 
 void main();

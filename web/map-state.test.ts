@@ -1,6 +1,5 @@
 import { expect, test } from "bun:test";
-import { create } from "@bufbuild/protobuf";
-import { EventKind, VehicleEventSchema } from "../gen/fleet/v1/tracker_pb";
+import type { LiveEvent, LiveVehicle } from "../client/live";
 import { cityBox, createCity } from "../sim/route";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
 import { createMapState, DEFAULT_BOX, parseBox, parsePageParams, reachableUrl, STATUS_COLOURS } from "./map-state";
@@ -32,17 +31,34 @@ test("map - grid lines fall on round degrees", () => {
   expect(gridSteps(52.4975, 52.5425)).toEqual([52.5, 52.51, 52.52, 52.53, 52.54]);
 });
 
+const vehicle = (id: string, fields: Partial<LiveVehicle> = {}): LiveVehicle => ({
+  id,
+  fleetId: "",
+  orderId: "",
+  status: VehicleStatus.UNSPECIFIED,
+  seq: 1,
+  lat: 52.5,
+  lon: 13.4,
+  speed: 0,
+  heading: 0,
+  accuracy: 0,
+  recordedAtMs: 0,
+  lastSeenMs: 0,
+  online: true,
+  ...fields,
+});
+const END: LiveEvent = { kind: "snapshotEnd", resumed: false };
+
 test("map - coalesced updates count into updates/s and the coalesced total; the snapshot does not count as updates", () => {
   const state = createMapState({ rateWindowMs: 1000 });
-  const event = (kind: EventKind, seq: number, coalesced = 0) =>
-    create(VehicleEventSchema, {
-      kind,
-      coalesced,
-      vehicle: { online: true, position: { vehicleId: "v", seq, lat: 52.5, lon: 13.4 + seq / 1000 } },
-    });
-  state.apply([event(EventKind.SNAPSHOT, 1), create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END })], 10_000);
+  const at = (kind: "snapshot" | "move", seq: number, coalesced = 0): LiveEvent => ({
+    kind,
+    coalesced,
+    vehicle: vehicle("v", { seq, lon: 13.4 + seq / 1000 }),
+  });
+  state.apply([at("snapshot", 1), END], 10_000);
   expect(state.updatesPerSecond(10_000)).toBe(0);
-  state.apply([event(EventKind.MOVE, 5, 3)], 10_500);
+  state.apply([at("move", 5, 3)], 10_500);
   expect(state.coalesced).toBe(3);
   expect(state.updatesPerSecond(10_600)).toBe(4);
   expect(state.updatesPerSecond(11_600)).toBe(0);
@@ -52,13 +68,12 @@ test("map - coalesced updates count into updates/s and the coalesced total; the 
 
 test("map - render buffers: a slot per vehicle, reused after an exit; a filter hides by alpha and counts what is shown", () => {
   const state = createMapState({ trailLength: 0 });
-  const event = (kind: EventKind, id: string, fleetId: string, status: VehicleStatus, lon: number) =>
-    create(VehicleEventSchema, { kind, vehicle: { online: true, status, position: { vehicleId: id, fleetId, seq: 1, lat: 52.5, lon } } });
-  state.apply([
-    event(EventKind.SNAPSHOT, "a", "north", VehicleStatus.AVAILABLE, 13.1),
-    event(EventKind.SNAPSHOT, "b", "south", VehicleStatus.ACTIVE, 13.2),
-    create(VehicleEventSchema, { kind: EventKind.SNAPSHOT_END }),
-  ]);
+  const at = (kind: "snapshot" | "enter", id: string, fleetId: string, status: VehicleStatus, lon: number): LiveEvent => ({
+    kind,
+    coalesced: 0,
+    vehicle: vehicle(id, { fleetId, status, lon }),
+  });
+  state.apply([at("snapshot", "a", "north", VehicleStatus.AVAILABLE, 13.1), at("snapshot", "b", "south", VehicleStatus.ACTIVE, 13.2), END]);
   const a = state.vehicles.get("a")!;
   expect(state.slotCount).toBe(2);
   expect(state.positions[2 * a.slot]).toBeCloseTo(13.1, 5);
@@ -74,12 +89,28 @@ test("map - render buffers: a slot per vehicle, reused after an exit; a filter h
   expect(state.colours[4 * a.slot + 3]).toBe(255);
 
   const before = state.version;
-  state.apply([create(VehicleEventSchema, { kind: EventKind.EXIT, vehicle: { position: { vehicleId: "a" } } })]);
+  state.apply([{ kind: "exit", vehicleId: "a", vehicle: undefined }]);
   expect(state.version).toBeGreaterThan(before);
   expect(state.vehicleAt(a.slot)).toBeUndefined();
   expect(state.shownCount()).toBe(0);
-  state.apply([event(EventKind.ENTER, "c", "north", VehicleStatus.AVAILABLE, 13.3)]);
+  state.apply([at("enter", "c", "north", VehicleStatus.AVAILABLE, 13.3)]);
   expect(state.vehicles.get("c")!.slot).toBe(a.slot);
   expect(state.slotCount).toBe(2);
   expect(state.vehicleAt(a.slot)?.id).toBe("c");
+});
+
+test("map - a new area's snapshot drops what it does not name; a resumed watch (no restart) keeps what it does not repeat", () => {
+  const state = createMapState();
+  const snap = (id: string): LiveEvent => ({ kind: "snapshot", coalesced: 0, vehicle: vehicle(id) });
+  state.apply([snap("a"), snap("b"), END]);
+  state.reconnecting();
+  expect(state.live).toBe(false);
+  // Resumed: the client hands on only what changed (nothing here), then the end.
+  state.apply([{ kind: "snapshotEnd", resumed: true }]);
+  expect(state.live).toBe(true);
+  expect([...state.vehicles.keys()].sort()).toEqual(["a", "b"]);
+  // A new area: its snapshot names only b.
+  state.restart();
+  state.apply([snap("b"), END]);
+  expect([...state.vehicles.keys()]).toEqual(["b"]);
 });

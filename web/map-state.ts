@@ -1,10 +1,10 @@
 /**
- * What the live map knows, built only from a WatchArea stream: no DOM here, so that the page's
- * event handling is tested against a real tracker (web/test/) and app.ts only draws.
+ * What the live map knows, built only from an area watch's events (client/live's watchArea, which
+ * reconnects and resumes): no DOM here, so that the page's event handling is tested against a real
+ * tracker (web/test/) and app.ts only draws.
  */
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { EventKind, type VehicleEvent } from "../gen/fleet/v1/tracker_pb";
+import type { LiveEvent, LiveVehicle } from "../client/live";
 
 /** A latitude/longitude rectangle, as the Box of geo.proto. */
 export interface Box {
@@ -126,7 +126,7 @@ export function passes(filter: MapFilter, v: VehicleView): boolean {
 
 export interface MapState {
   readonly vehicles: ReadonlyMap<string, VehicleView>;
-  /** True once the current stream's SNAPSHOT_END came: the map is complete, live events follow. */
+  /** True once the current watch's snapshot ended: the map is complete, live events follow. */
   readonly live: boolean;
   /** Events applied since the page started (snapshot included). */
   readonly events: number;
@@ -134,10 +134,14 @@ export interface MapState {
   readonly coalesced: number;
   /** When the last event came (ms, the page's clock); undefined before the first. */
   readonly lastEventAtMs: number | undefined;
-  /** A new stream starts: its snapshot restates the area, and SNAPSHOT_END drops what it did not name. */
+  /** A watch on a new area starts: its snapshot restates the area, and its end drops what it did not name. */
   restart(): void;
-  /** Applies the events of one WatchAreaResponse. */
-  apply(events: readonly VehicleEvent[], nowMs?: number): void;
+  /** The watch is reconnecting: not live until its resumed snapshot ends (the client hands on only what changed). */
+  reconnecting(): void;
+  /** Applies events in order. */
+  apply(events: readonly LiveEvent[], nowMs?: number): void;
+  /** Applies one event. */
+  applyEvent(event: LiveEvent, nowMs?: number): void;
   /** Drops vehicles that have been offline for longer than offlineKeepMs. */
   prune(nowMs?: number): void;
   /** Live events (plus the updates coalesced into them) per second over the last rateWindowMs. */
@@ -167,7 +171,8 @@ export interface MapState {
   setFilter(filter: MapFilter): void;
 }
 
-const tsMs = (t: Timestamp | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : 0);
+/** Width of one bucket of the updates/s count: one entry per bucket, not per event (16,700 a second). */
+const RATE_BUCKET_MS = 100;
 
 /** Creates the map state of one page. */
 export function createMapState({
@@ -229,13 +234,11 @@ export function createMapState({
   let lastEventAtMs: number | undefined;
   const rate: { at: number; n: number }[] = [];
 
-  const upsert = (e: VehicleEvent, now: number): void => {
-    const p = e.vehicle?.position;
-    if (!p) return;
-    let v = vehicles.get(p.vehicleId);
+  const upsert = (p: LiveVehicle, online: boolean, now: number): void => {
+    let v = vehicles.get(p.id);
     if (!v) {
       v = {
-        id: p.vehicleId,
+        id: p.id,
         fleetId: "",
         orderId: "",
         status: VehicleStatus.UNSPECIFIED,
@@ -249,7 +252,7 @@ export function createMapState({
         updatedAtMs: now,
         slot: takeSlot(),
       };
-      vehicles.set(p.vehicleId, v);
+      vehicles.set(p.id, v);
       bySlot[v.slot] = v;
     }
     const last = v.trail.at(-1);
@@ -259,17 +262,56 @@ export function createMapState({
       if (v.trail.length > trailLength) v.trail.splice(0, v.trail.length - trailLength);
     }
     v.fleetId = p.fleetId;
-    v.orderId = e.vehicle!.orderId;
-    v.status = e.vehicle!.status;
+    v.orderId = p.orderId;
+    v.status = p.status;
     v.seq = p.seq;
     v.lat = p.lat;
     v.lon = p.lon;
     v.speed = p.speed;
-    v.recordedAtMs = tsMs(p.recordedAt);
-    v.online = e.vehicle!.online && e.kind !== EventKind.OFFLINE;
+    v.recordedAtMs = p.recordedAtMs;
+    v.online = online;
     v.updatedAtMs = now;
     if (v.fleetId !== "") fleets.add(v.fleetId);
     paint(v);
+  };
+  const count = (n: number, now: number) => {
+    const bucket = now - (now % RATE_BUCKET_MS);
+    const last = rate.at(-1);
+    if (last && last.at === bucket) last.n += n;
+    else rate.push({ at: bucket, n });
+  };
+
+  const applyEvent = (e: LiveEvent, now = Date.now()): void => {
+    events++;
+    lastEventAtMs = now;
+    switch (e.kind) {
+      case "snapshot":
+        unconfirmed.delete(e.vehicle.id);
+        upsert(e.vehicle, e.vehicle.online, now);
+        break;
+      case "snapshotEnd":
+        // What the area held before a new area's watch and holds no longer. (A resumed watch names
+        // only what changed and says exit for what left: restart() was not called for it.)
+        for (const gone of unconfirmed) remove(gone);
+        unconfirmed.clear();
+        live = true;
+        break;
+      case "enter":
+      case "move":
+        coalesced += e.coalesced;
+        count(1 + e.coalesced, now);
+        upsert(e.vehicle, e.vehicle.online, now);
+        break;
+      case "offline":
+        coalesced += e.coalesced;
+        count(1 + e.coalesced, now);
+        upsert(e.vehicle, false, now);
+        break;
+      case "exit":
+        count(1, now);
+        remove(e.vehicleId);
+        break;
+    }
   };
 
   return {
@@ -290,41 +332,13 @@ export function createMapState({
       live = false;
       unconfirmed = new Set(vehicles.keys());
     },
-    apply(batch, now = Date.now()) {
-      let counted = 0;
-      for (const e of batch) {
-        events++;
-        coalesced += e.coalesced;
-        lastEventAtMs = now;
-        const id = e.vehicle?.position?.vehicleId ?? "";
-        switch (e.kind) {
-          case EventKind.SNAPSHOT:
-            unconfirmed.delete(id);
-            upsert(e, now);
-            break;
-          case EventKind.SNAPSHOT_END:
-            // What the area held before a reconnect and holds no longer left while we were away.
-            for (const gone of unconfirmed) remove(gone);
-            unconfirmed.clear();
-            live = true;
-            break;
-          case EventKind.ENTER:
-          case EventKind.MOVE:
-            counted += 1 + e.coalesced;
-            upsert(e, now);
-            break;
-          case EventKind.EXIT:
-            counted += 1 + e.coalesced;
-            remove(id);
-            break;
-          case EventKind.OFFLINE:
-            counted += 1 + e.coalesced;
-            upsert(e, now);
-            break;
-        }
-      }
-      if (counted > 0) rate.push({ at: now, n: counted });
+    reconnecting() {
+      live = false;
     },
+    apply(batch, now = Date.now()) {
+      for (const e of batch) applyEvent(e, now);
+    },
+    applyEvent,
     prune(now = Date.now()) {
       for (const [id, v] of vehicles) if (!v.online && now - v.updatedAtMs > offlineKeepMs) remove(id);
     },

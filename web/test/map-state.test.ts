@@ -1,12 +1,14 @@
 /**
- * The live map's event handling (web/map-state.ts) fed by a real tracker through Connect-Web's
- * transport, as the page's app.ts feeds it: snapshot, moves with trails, exits, offline, reconnects.
+ * The live map's event handling (web/map-state.ts) fed by a real tracker through client/live's
+ * watchArea on Connect-Web's transport, as the page's app.ts feeds it: snapshot, moves with
+ * trails, exits, offline, a new watch after a while away.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { TrackerService } from "../../gen/fleet/v1/tracker_pb";
+import { createLiveClient } from "../../client/live";
 import { point, startTestTracker, uniqueName, waitFor, type TestTracker } from "../../tracker/test/helpers";
 import { createMapState, type MapState } from "../map-state";
 
@@ -21,25 +23,15 @@ afterAll(() => t.close());
 // ~11 × 11 km around (48.0, 2.0); the tests' fleets keep other files' vehicles out.
 const BOX = { minLat: 47.95, minLon: 1.95, maxLat: 48.05, maxLon: 2.05 };
 
-/** One WatchArea stream applied to `state` as the page applies it; stop() ends it. */
+/** One area watch applied to `state` as the page applies it; stop() ends it. */
 function follow(state: MapState, token: string) {
-  const abort = new AbortController();
   state.restart();
-  const done = (async () => {
-    try {
-      const stream = client.watchArea(
-        { area: { shape: { case: "box", value: BOX } } },
-        { headers: { authorization: `Bearer ${token}` }, signal: abort.signal },
-      );
-      for await (const res of stream) state.apply(res.events);
-    } catch (e) {
-      if (!abort.signal.aborted) throw e;
-    }
-  })();
+  const live = createLiveClient({ baseUrl: t.tracker.url, token });
+  const watch = live.watchArea({ box: BOX }, { onEvent: (e) => state.applyEvent(e) });
   return {
     async stop() {
-      abort.abort();
-      await done;
+      watch.close();
+      await watch.done;
     },
   };
 }
