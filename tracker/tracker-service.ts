@@ -175,13 +175,17 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
     },
   });
   const heartbeatMs = limits.watchHeartbeatMs ?? 0;
+  // A heartbeat goes at the last check before the silence would pass heartbeatMs, and the checks
+  // come at least that often: sent at the first check past it, it came up to a check late (a 10 s
+  // heartbeat 11 s after a message, a 500 ms one every second).
+  const checkEveryMs = heartbeatMs > 0 ? Math.min(1000, heartbeatMs) : 1000;
   const lagTimer = setInterval(() => {
     const now = Date.now();
     for (const w of watches) {
       w.checkLag(now);
-      if (heartbeatMs > 0) w.heartbeat(now, heartbeatMs);
+      if (heartbeatMs > 0) w.heartbeat(now, heartbeatMs - checkEveryMs);
     }
-  }, 1000);
+  }, checkEveryMs);
 
   const decodeAll = (records: Map<string, Buffer>) => {
     const out = new Map<string, StoredState>();

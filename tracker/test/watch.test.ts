@@ -476,4 +476,36 @@ describe("heartbeat", () => {
       await quiet.close();
     }
   });
+
+  test("watch - a quiet watch's messages are at most TRACKER_WATCH_HEARTBEAT apart (the once-a-second check does not add a second), and sub-second values hold", async () => {
+    for (const [setting, intervalMs] of [
+      ["1s", 1000],
+      ["500ms", 500],
+    ] as const) {
+      const quiet = await startTestTracker({ TRACKER_WATCH_HEARTBEAT: setting });
+      const c = grpcClient(quiet.target);
+      try {
+        const v = uniqueName("still");
+        await quiet.publish([point(v, 1)]);
+        const token = await quiet.token({ vehicles: [v] });
+        const arrivals: number[] = [];
+        const call = (
+          c as unknown as Record<string, (m: unknown, md: grpc.Metadata) => grpc.ClientReadableStream<{ events: VehicleEvent[] }>>
+        ).watchVehicles!.bind(c)({ vehicleIds: [v] }, bearer(token));
+        call.on("data", () => arrivals.push(performance.now()));
+        call.on("error", () => {});
+        await Bun.sleep(4_500);
+        call.cancel();
+        const gaps = arrivals.slice(1).map((t, i) => t - arrivals[i]!);
+        // The snapshot, then heartbeats only. Sent at the first once-a-second check past the
+        // interval, a heartbeat came up to a second late (1618 ms after the snapshot at 1 s), and a
+        // 500 ms one every second.
+        expect(gaps.length).toBeGreaterThanOrEqual(Math.floor(4_000 / intervalMs) - 1);
+        expect({ setting, longest: Math.max(...gaps) < intervalMs + 300 }).toEqual({ setting, longest: true });
+      } finally {
+        c.close();
+        await quiet.close();
+      }
+    }
+  }, 30_000);
 });
