@@ -267,7 +267,7 @@ const S = {
   watchHeartbeat: duration(
     "TRACKER_WATCH_HEARTBEAT",
     "10s",
-    "a watch with nothing to send for this long sends a message with no events, so that a client can tell a quiet watch from a tracker that stopped answering (0: never)",
+    "a watch with nothing else to send sends a message with no events, so that its messages are never more than this apart and a client can tell a quiet watch from a tracker that stopped answering (0: never; client/live's watches then leave a quiet tracker after their idleTimeoutMs, 35 s)",
   ),
   trackerConsume: bool(
     "TRACKER_CONSUME",
