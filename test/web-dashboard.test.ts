@@ -270,3 +270,47 @@ browserTest(
   },
   90_000,
 );
+
+browserTest(
+  "dashboard - a MapLibre style from the operator's own server (WEB_MAP_STYLE, here ?style=) is drawn under the vehicles",
+  async () => {
+    let styleRequests = 0;
+    const tiles = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch() {
+        styleRequests++;
+        const style = { version: 8, sources: {}, layers: [{ id: "land", type: "background", paint: { "background-color": "#eef2e6" } }] };
+        return Response.json(style, { headers: { "access-control-allow-origin": "*" } });
+      },
+    });
+    browser ??= await launchBrowser();
+    const token = await mintWatchToken(tokenKeys(config), { all: true, subject: "web-dashboard-style" });
+    const styled = await openPage(
+      browser.browser,
+      pageUrl(platform.endpoints.web!, token, { style: `http://127.0.0.1:${tiles.port}/style.json` }),
+    );
+    try {
+      const { page } = styled;
+      await page.waitForFunction(
+        () => (window as unknown as { __fleet?: { basemap(): string } }).__fleet?.basemap() === "loaded",
+        undefined,
+        {
+          timeout: 20_000,
+        },
+      );
+      expect(styleRequests).toBeGreaterThan(0);
+      expect(await page.locator("#map .maplibregl-canvas").count()).toBe(1);
+      await page.waitForFunction(
+        (n) => (window as unknown as { __fleet: { vehicleCount(): number } }).__fleet.vehicleCount() >= n,
+        VEHICLES,
+        { timeout: 20_000 },
+      );
+      expect(styled.errors).toEqual([]);
+    } finally {
+      await styled.close();
+      await tiles.stop(true);
+    }
+  },
+  60_000,
+);

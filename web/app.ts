@@ -284,6 +284,7 @@ async function main(): Promise<void> {
     events: () => state.events,
     updateRate: () => state.updatesPerSecond(),
     frames: () => r.frames,
+    basemap: () => r.basemap,
     viewState: (): MapViewState => r.viewState,
     viewBox: () => r.viewBox(),
     counts: () => ({ text: counts, fleet: countsFor }),

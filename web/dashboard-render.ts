@@ -42,6 +42,8 @@ export interface MapRenderer {
   project(lon: number, lat: number): [number, number];
   /** Frames drawn since the start. */
   readonly frames: number;
+  /** The operator's style (WEB_MAP_STYLE): "none" without one, then "loading", "loaded" or "failed". */
+  readonly basemap: "none" | "loading" | "loaded" | "failed";
 }
 
 export interface MapRendererOptions {
@@ -93,6 +95,7 @@ export function createDeckRenderer({
   let drawnVersion = -1;
   let frames = 0;
   let basemap: { jumpTo(o: unknown): void } | undefined;
+  let basemapState: MapRenderer["basemap"] = mapStyle ? "loading" : "none";
   const viewport = () => new WebMercatorViewport({ ...viewState, width: container.clientWidth, height: container.clientHeight });
 
   const vehiclesLayer = () =>
@@ -248,9 +251,19 @@ export function createDeckRenderer({
     canvas.style.pointerEvents = "auto";
     void import("./map-basemap")
       .then(({ createBasemap }) => {
-        basemap = createBasemap(holder, mapStyle, viewState, onError);
+        const map = createBasemap(holder, mapStyle, viewState, (m) => {
+          basemapState = "failed";
+          onError(m);
+        });
+        map.once("load", () => {
+          basemapState = "loaded";
+        });
+        basemap = map;
       })
-      .catch((e: unknown) => onError(`the map style could not be loaded: ${e instanceof Error ? e.message : String(e)}`));
+      .catch((e: unknown) => {
+        basemapState = "failed";
+        onError(`the map style could not be loaded: ${e instanceof Error ? e.message : String(e)}`);
+      });
   }
 
   return {
@@ -305,6 +318,9 @@ export function createDeckRenderer({
     },
     get frames() {
       return worker ? worker.frames : frames;
+    },
+    get basemap() {
+      return basemapState;
     },
   };
 }

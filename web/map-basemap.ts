@@ -181,5 +181,6 @@ export function createMaplibreRenderer({
     get frames() {
       return frames;
     },
+    basemap: mapStyle ? "loaded" : "none",
   };
 }
