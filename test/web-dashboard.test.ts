@@ -113,6 +113,28 @@ browserTest(
     expect(await waitFor("the count by status", async () => (await hook<{ text: string }>(page, "counts")).text || false)).toMatch(
       /^all fleets: \d+ live/,
     );
+
+    // A fleet filter shows that fleet only, at once, and counts it; "all fleets" brings the rest back.
+    const all = await hook<number>(page, "vehicleCount");
+    await page.focus("#fleet-filter");
+    await page.selectOption("#fleet-filter", "fleet-1");
+    const one = await hook<number>(page, "vehicleCount");
+    expect(one).toBeGreaterThan(0);
+    expect(one).toBeLessThan(all);
+    await waitFor("fleet-1 counted", async () => (await hook<{ fleet: string }>(page, "counts")).fleet === "fleet-1");
+    expect((await hook<{ text: string }>(page, "counts")).text).toMatch(/^fleet-1: \d+ live/);
+    // A status unchecked hides its vehicles (the simulator's are active, idle or on delivery).
+    await page.selectOption("#fleet-filter", "");
+    const shown = await hook<number>(page, "vehicleCount");
+    await page.locator("#filters label", { hasText: "active" }).locator("input").uncheck();
+    await page.locator("#filters label", { hasText: "idle" }).locator("input").uncheck();
+    await page.locator("#filters label", { hasText: "on delivery" }).locator("input").uncheck();
+    await page.locator("#filters label", { hasText: "available" }).locator("input").uncheck();
+    await page.locator("#filters label", { hasText: "unspecified" }).locator("input").uncheck();
+    expect(await hook<number>(page, "vehicleCount")).toBe(0);
+    for (const name of ["active", "idle", "on delivery", "available", "unspecified"])
+      await page.locator("#filters label", { hasText: name }).locator("input").check();
+    expect(await hook<number>(page, "vehicleCount")).toBeGreaterThanOrEqual(shown - 2);
     expect(opened!.errors).toEqual([]);
   },
   90_000,
