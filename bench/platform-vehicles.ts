@@ -564,7 +564,9 @@ function sendPoint(i: number, wall: number, at: number): void {
     return;
   }
   const s = seq[i]! + 1;
-  if (mode === "mqtt" && s - durable[i]! >= RING) {
+  // RING points in flight: its send times would be overwritten (and an overloaded platform would
+  // get an unbounded pile); the point is skipped and counted instead.
+  if (s - durable[i]! >= RING) {
     counters.skipped++;
     return;
   }
