@@ -156,7 +156,7 @@ const raw = (name: string, requestStream: boolean) => ({
   responseDeserialize: (b: Buffer) => b,
 });
 
-const IngestClient = grpc.makeGenericClientConstructor(definition, "IngestService");
+export const IngestClient = grpc.makeGenericClientConstructor(definition, "IngestService");
 const RawClient = grpc.makeGenericClientConstructor({ upload: raw("Upload", true), publish: raw("Publish", false) }, "IngestService");
 
 export interface GrpcResult<T> {

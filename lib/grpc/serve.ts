@@ -251,6 +251,11 @@ export async function serve({
   const sockets = new Set<net.Socket>();
   const trackSession = (session: http2.ServerHttp2Session) => {
     sessions.add(session);
+    // A connection that carries nothing is dropped by the session's timer, which every frame resets.
+    // Not by the socket's (set on 'connection' below, and cleared once the connection is h2): in Bun
+    // it does not see what node:http2 reads, and cut connections whose streams were sending points
+    // at twice the idle timeout (gateway/test/limits.test.ts).
+    session.setTimeout(idleTimeoutMs * 2, () => session.close());
     session.once("close", () => sessions.delete(session));
     session.on("error", (err) => log.debug("http2 session error", { err }));
   };
@@ -304,7 +309,10 @@ export async function serve({
     secure.on("session", trackSession);
     // HTTP/1.1 over TLS (ALPN) gets the cleartext port's header deadline; h2 has node:http2's limits.
     secure.on("secureConnection", (socket: TLSSocket) => {
-      if (socket.alpnProtocol === "h2") return;
+      if (socket.alpnProtocol === "h2") {
+        socket.setTimeout(0);
+        return;
+      }
       socket.once("close", () => clearDeadline(socket));
       awaitHeaders(socket);
     });
@@ -339,7 +347,10 @@ export async function serve({
         socket.unshift(head);
         const isH2 = head.subarray(0, 4).equals(H2_PREFACE.subarray(0, 4));
         // An h2c connection may idle between calls (gRPC channels do); its limits are node:http2's.
-        if (isH2) clearDeadline(socket);
+        if (isH2) {
+          clearDeadline(socket);
+          socket.setTimeout(0);
+        }
         (isH2 ? h2 : h1Server).emit("connection", socket);
         socket.resume();
       };
