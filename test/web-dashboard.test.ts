@@ -271,7 +271,7 @@ browserTest(
     await page.fill("#set-order", "o-77");
     await page.click("#set-status-go");
     expect(await waitFor("refused", async () => (await hook<{ dispatchInfo: string }>(page, "panel")).dispatchInfo || undefined)).toContain(
-      "PermissionDenied",
+      "a dispatcher's token is needed",
     );
     await page.fill("#dispatch-token", await mintWatchToken(tokenKeys(config), { all: true, dispatch: true, subject: "dispatcher" }));
     await page.click("#set-status-go");
@@ -285,7 +285,14 @@ browserTest(
     if (other) await page.locator("#nearby-list li", { hasText: other.id }).first().click();
     await page.fill("#order-id", `${fleet}/o-77`);
     await page.click("#order-find");
-    await waitFor("the order's driver selected", async () => (await hook<{ selectedId: string }>(page, "panel")).selectedId === nearest.id);
+    let said = "";
+    await waitFor("the order's driver selected", async () => {
+      const p = await hook<{ selectedId: string; dispatchInfo: string }>(page, "panel");
+      said = p.dispatchInfo;
+      return p.selectedId === nearest.id;
+    }).catch((e: Error) => {
+      throw new Error(`${e.message}; the page said "${said}"`);
+    });
     expect(await page.textContent("#dispatch-info")).toBe(`order ${fleet}/o-77: ${nearest.id}`);
     // The one refusal above is logged by the browser as a failed request (Connect's 403); nothing else.
     expect(opened!.errors.filter((e) => !e.includes("403 (Forbidden)"))).toEqual([]);

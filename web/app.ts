@@ -6,11 +6,7 @@
  * internet): a graticule; WEB_MAP_STYLE names a MapLibre style to draw underneath.
  */
 import type { MapViewState } from "@deck.gl/core";
-import { ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
-import { HistoryService } from "../gen/fleet/v1/history_pb";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { TrackerService } from "../gen/fleet/v1/tracker_pb";
 import { createLiveClient, type LiveClient, type LiveWatch } from "../client/live";
 import { createDeckRenderer, fitViewState, type MapRenderer, type MapRendererOptions } from "./dashboard-render";
 import { createPanel } from "./dashboard-panel";
@@ -174,20 +170,18 @@ let counts = "";
 let countsFor = "";
 let refreshCounts: () => Promise<void> = async () => {};
 
-function startCounts(p: PageParams, baseUrl: string): void {
-  const client = createClient(TrackerService, createConnectTransport({ baseUrl, useBinaryFormat: true }));
+function startCounts(client: LiveClient): void {
   refreshCounts = async () => {
     const fleetId = [...state.filter.fleets][0] ?? "";
     try {
-      const res = await client.countByStatus({ fleetId }, { headers: { authorization: `Bearer ${p.token}` } });
-      const byStatus = new Map(res.counts.map((c) => [c.status, Number(c.count)]));
+      const byStatus = await client.countByStatus({ fleetId });
       const total = [...byStatus.values()].reduce((a, b) => a + b, 0);
       counts = `${fleetId || "all fleets"}: ${total} live (${STATUS_NAMES.filter(([s]) => byStatus.get(s))
         .map(([s, n]) => `${byStatus.get(s)} ${n}`)
         .join(", ")})`;
       countsFor = fleetId;
     } catch (e) {
-      counts = `counts: ${ConnectError.from(e).rawMessage}`;
+      counts = `counts: ${e instanceof Error ? e.message : String(e)}`;
     }
     $("counts").textContent = counts;
   };
@@ -240,24 +234,21 @@ async function main(): Promise<void> {
   $("zoom-out").addEventListener("click", () => zoomBy(-1));
   $("zoom-fit").addEventListener("click", () => r.setViewState(fitViewState(p.box, container.clientWidth, container.clientHeight)));
 
-  const tracker = createClient(TrackerService, createConnectTransport({ baseUrl: trackerUrl, useBinaryFormat: true }));
-  const history = historyUrl
-    ? createClient(HistoryService, createConnectTransport({ baseUrl: historyUrl, useBinaryFormat: true }))
-    : undefined;
+  const historyFor = historyUrl ? { historyUrl } : {};
+  live = createLiveClient({ baseUrl: trackerUrl, ...historyFor, token: p.token });
   const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
   const panel = createPanel({
     state,
     renderer: r,
-    tracker,
-    history,
-    token: p.token,
+    live,
+    hasHistory: historyUrl !== "",
+    clientWithToken: (token) => createLiveClient({ baseUrl: trackerUrl, token }),
     dispatchToken: fragment.get("dispatch") ?? "",
     onError: showError,
   });
 
   buildFilters();
-  startCounts(p, trackerUrl);
-  live = createLiveClient({ baseUrl: trackerUrl, token: p.token });
+  startCounts(live);
   watchedArea = nextWatchedArea(undefined, r.viewBox());
   // Once a second even without events: the status line's "last update … ago", offline vehicles pruned.
   setInterval(() => {

@@ -5,11 +5,7 @@
  * reads Parquet for it), and dispatch: Nearby around a clicked point, an order's driver, SetStatus
  * with a dispatcher's token.
  */
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import type { HistoryService } from "../gen/fleet/v1/history_pb";
-import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import type { TrackerService, VehicleState } from "../gen/fleet/v1/tracker_pb";
+import { LiveError, VehicleStatus, type LiveClient, type LiveVehicle } from "../client/live";
 import type { MapRenderer, Overlays } from "./dashboard-render";
 import type { MapState } from "./map-state";
 import { findStops, trackRange, type Stop, type TrackPoint } from "./map-track";
@@ -17,10 +13,12 @@ import { findStops, trackRange, type Stop, type TrackPoint } from "./map-track";
 export interface PanelOptions {
   state: MapState;
   renderer: MapRenderer;
-  tracker: Client<typeof TrackerService>;
-  /** Undefined when no history service runs: tracks and replays are off. */
-  history: Client<typeof HistoryService> | undefined;
-  token: string;
+  /** The page's client (its watch token; history when `hasHistory`). */
+  live: LiveClient;
+  /** False when no history service runs: tracks and replays are off. */
+  hasHistory: boolean;
+  /** A client with another token: SetStatus takes a dispatcher's. */
+  clientWithToken: (token: string) => LiveClient;
   /** A dispatcher's token from #dispatch=…; the panel's field overrides it. */
   dispatchToken: string;
   onError: (message: string) => void;
@@ -32,14 +30,12 @@ const NEARBY_LIMIT = 10;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const statusName = (s: VehicleStatus) => (VehicleStatus[s] ?? String(s)).toLowerCase().replace("_", " ");
-const message = (e: unknown) => {
-  const err = ConnectError.from(e);
-  return `${Code[err.code]}: ${err.rawMessage}`;
-};
+/** A failed call in words: client/live's errors say what happened and what to do. */
+const message = (e: unknown) => (e instanceof LiveError ? e.message : e instanceof Error ? e.message : String(e));
 
-export function createPanel({ state, renderer, tracker, history, token, dispatchToken, onError }: PanelOptions) {
-  const auth = () => ({ headers: { authorization: `Bearer ${token}` } });
-  let selected: VehicleState | undefined;
+export function createPanel({ state, renderer, live, hasHistory, clientWithToken, dispatchToken, onError }: PanelOptions) {
+  const history = hasHistory;
+  let selected: LiveVehicle | undefined;
   let selectedId = "";
   let track: TrackPoint[] = [];
   let totalPoints = 0;
@@ -64,7 +60,7 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
       stops,
       highlighted: nearby.map((n) => [n.lon, n.lat]),
       pickup,
-      selected: v ? [v.lon, v.lat] : selected?.position ? [selected.position.lon, selected.position.lat] : undefined,
+      selected: v ? [v.lon, v.lat] : selected ? [selected.lon, selected.lat] : undefined,
       replay: replay.at,
     };
     renderer.setOverlays(o);
@@ -72,22 +68,22 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
 
   const details = () => {
     const dl = $("vehicle-details");
-    if (!selected?.position) {
+    const p = selected;
+    if (!p) {
       dl.replaceChildren();
       return;
     }
-    const p = selected.position;
     const rows: [string, string][] = [
-      ["vehicle", p.vehicleId],
+      ["vehicle", p.id],
       ["fleet", p.fleetId || "–"],
-      ["status", statusName(selected.status)],
-      ["order", selected.orderId || "–"],
-      ["online", selected.online ? "yes" : "no (offline)"],
+      ["status", statusName(p.status)],
+      ["order", p.orderId || "–"],
+      ["online", p.online ? "yes" : "no (offline)"],
       ["position", `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}`],
       ["speed", `${p.speed.toFixed(1)} m/s`],
       ["seq", String(p.seq)],
-      ["recorded", p.recordedAt ? new Date(timestampMs(p.recordedAt)).toISOString() : "–"],
-      ["last seen", selected.lastSeen ? new Date(timestampMs(selected.lastSeen)).toISOString() : "–"],
+      ["recorded", p.recordedAtMs ? new Date(p.recordedAtMs).toISOString() : "–"],
+      ["last seen", p.lastSeenMs ? new Date(p.lastSeenMs).toISOString() : "–"],
     ];
     dl.replaceChildren(
       ...rows.flatMap(([k, v]) => {
@@ -116,9 +112,9 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     $("replay-info").textContent = "";
     $("vehicle-hint").textContent = `loading ${id}…`;
     try {
-      const res = await tracker.getVehicle({ vehicleId: id }, auth());
+      const vehicle = await live.getVehicle(id);
       if (selectedId !== id) return;
-      selected = res.vehicle;
+      selected = vehicle;
       $("vehicle-hint").textContent = "";
     } catch (e) {
       selected = undefined;
@@ -144,12 +140,9 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     const id = selectedId;
     $("track-info").textContent = "loading the track…";
     try {
-      const res = await history.getTrack(
-        { vehicleId: id, from: timestampFromMs(r.fromMs), to: timestampFromMs(r.toMs), maxPoints: 2000 },
-        auth(),
-      );
+      const res = await live.track(id, { from: r.fromMs, to: r.toMs, maxPoints: 2000 });
       if (selectedId !== id) return;
-      track = res.points.map((p) => ({ lat: p.lat, lon: p.lon, atMs: p.recordedAt ? timestampMs(p.recordedAt) : 0 }));
+      track = res.points.map((p) => ({ lat: p.lat, lon: p.lon, atMs: p.recordedAtMs }));
       totalPoints = Number(res.totalPoints);
       stops = findStops(track);
       $("track-info").textContent = `${track.length} points drawn of ${totalPoints}, ${stops.length} stop${stops.length === 1 ? "" : "s"}`;
@@ -189,16 +182,13 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     $<HTMLButtonElement>("replay-pause").disabled = false;
     $("replay-info").textContent = `playing at ${speed}×…`;
     try {
-      const stream = history.replay(
-        { target: { case: "vehicleId", value: selectedId }, from: timestampFromMs(replay.cursorMs), to: timestampFromMs(r.toMs), speed },
-        { ...auth(), signal: abort.signal },
-      );
-      for await (const res of stream) {
-        const last = res.positions.at(-1);
+      const stream = live.replay({ vehicleId: selectedId }, { from: replay.cursorMs, to: r.toMs, speed, signal: abort.signal });
+      for await (const batch of stream) {
+        const last = batch.at(-1);
         if (!last) continue;
-        replay.positions += res.positions.length;
+        replay.positions += batch.length;
         // Resuming after a pause starts just after the last point shown.
-        replay.cursorMs = (last.recordedAt ? timestampMs(last.recordedAt) : replay.cursorMs) + 1;
+        replay.cursorMs = (last.recordedAtMs || replay.cursorMs) + 1;
         replay.at = [last.lon, last.lat];
         $("replay-info").textContent =
           `${speed}× · ${new Date(replay.cursorMs - 1).toISOString().replace("T", " ").slice(0, 19)} · ${replay.positions} points`;
@@ -221,25 +211,16 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     const list = $("nearby-list");
     list.replaceChildren();
     try {
-      const res = await tracker.nearby(
-        {
-          area: { shape: { case: "circle", value: { lat, lon, radiusM: NEARBY_RADIUS_M } } },
-          statuses: status ? [Number(status) as VehicleStatus] : [],
-          limit: NEARBY_LIMIT,
-        },
-        auth(),
+      const found = await live.nearby(
+        { circle: { lat, lon, radiusM: NEARBY_RADIUS_M } },
+        { statuses: status ? [Number(status) as VehicleStatus] : [], limit: NEARBY_LIMIT },
       );
-      nearby = res.vehicles.map((n) => ({
-        id: n.vehicle?.position?.vehicleId ?? "",
-        distanceM: n.distanceM,
-        lon: n.vehicle?.position?.lon ?? 0,
-        lat: n.vehicle?.position?.lat ?? 0,
-      }));
+      nearby = found.map((n) => ({ id: n.vehicle.id, distanceM: n.distanceM, lon: n.vehicle.lon, lat: n.vehicle.lat }));
       list.replaceChildren(
-        ...res.vehicles.map((n) => {
+        ...found.map((n) => {
           const li = document.createElement("li");
-          const id = n.vehicle?.position?.vehicleId ?? "";
-          li.textContent = `${id} · ${Math.round(n.distanceM)} m · ${statusName(n.vehicle?.status ?? VehicleStatus.UNSPECIFIED)}`;
+          const id = n.vehicle.id;
+          li.textContent = `${id} · ${Math.round(n.distanceM)} m · ${statusName(n.vehicle.status)}`;
           li.addEventListener("click", () => void select(id));
           return li;
         }),
@@ -252,54 +233,50 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     draw();
   }
 
+  /** The vehicle serving an order: the first state of a watch on it (WatchVehicles by order), then the watch is closed. */
   async function findOrder(): Promise<void> {
     const orderId = $<HTMLInputElement>("order-id").value.trim();
     if (!orderId) return;
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), 5000);
     dispatchInfo = `looking for ${orderId}…`;
     $("dispatch-info").textContent = dispatchInfo;
-    try {
-      for await (const res of tracker.watchVehicles({ orderId }, { ...auth(), signal: abort.signal })) {
-        const v = res.events.find((e) => e.vehicle?.position)?.vehicle;
-        if (!v?.position) {
-          if (res.events.length) break;
-          continue;
-        }
-        dispatchInfo = `order ${orderId}: ${v.position.vehicleId}`;
-        renderer.setViewState({ longitude: v.position.lon, latitude: v.position.lat, zoom: Math.max(renderer.viewState.zoom, 15) });
-        void select(v.position.vehicleId);
-        abort.abort();
-        return;
+    const found = await new Promise<LiveVehicle | string>((resolve) => {
+      const timer = setTimeout(() => finish("no vehicle serves it"), 5000);
+      const watch = live.watchOrder(orderId, {
+        onEvent: (e) => {
+          if (e.kind === "snapshot" || e.kind === "enter" || e.kind === "move") finish(e.vehicle);
+          else if (e.kind === "snapshotEnd") finish("no vehicle serves it");
+        },
+        onError: (err) => finish(message(err)),
+      });
+      function finish(v: LiveVehicle | string) {
+        clearTimeout(timer);
+        watch.close();
+        resolve(v);
       }
-      dispatchInfo = `order ${orderId}: no vehicle serves it`;
-    } catch (e) {
-      if (!abort.signal.aborted) dispatchInfo = `order ${orderId}: ${message(e)}`;
-      else if (!dispatchInfo.startsWith(`order ${orderId}:`)) dispatchInfo = `order ${orderId}: no vehicle serves it`;
-    } finally {
-      clearTimeout(timer);
-      $("dispatch-info").textContent = dispatchInfo;
+    });
+    if (typeof found === "string") {
+      dispatchInfo = `order ${orderId}: ${found}`;
+    } else {
+      dispatchInfo = `order ${orderId}: ${found.id}`;
+      renderer.setViewState({ longitude: found.lon, latitude: found.lat, zoom: Math.max(renderer.viewState.zoom, 15) });
+      void select(found.id);
     }
+    $("dispatch-info").textContent = dispatchInfo;
   }
 
   async function setStatus(): Promise<void> {
     if (!selectedId) return;
-    const dispatcher = $<HTMLInputElement>("dispatch-token").value.trim() || dispatchToken || token;
+    const dispatcher = $<HTMLInputElement>("dispatch-token").value.trim() || dispatchToken;
     const status = Number($<HTMLSelectElement>("set-status").value) as VehicleStatus;
     const orderId = status === VehicleStatus.ON_DELIVERY ? $<HTMLInputElement>("set-order").value.trim() : "";
     try {
-      const res = await tracker.setStatus(
-        { vehicleId: selectedId, status, orderId },
-        { headers: { authorization: `Bearer ${dispatcher}` } },
-      );
-      selected = res.vehicle;
+      selected = await (dispatcher ? clientWithToken(dispatcher) : live).setStatus(selectedId, status, { orderId });
       dispatchInfo = `${selectedId} is ${statusName(status)}${orderId ? ` for ${orderId}` : ""}`;
       details();
     } catch (e) {
-      const err = ConnectError.from(e);
       dispatchInfo =
-        err.code === Code.PermissionDenied
-          ? `${message(e)} (a dispatcher's token is needed: fleet token watch --fleet F --dispatch)`
+        e instanceof LiveError && e.code === "permission-denied"
+          ? `${message(e)} (a dispatcher's token is needed: fleet token watch --fleet F --dispatch, in the field below)`
           : message(e);
     }
     $("dispatch-info").textContent = dispatchInfo;
@@ -352,15 +329,13 @@ export function createPanel({ state, renderer, tracker, history, token, dispatch
     snapshot() {
       return {
         selectedId,
-        vehicle: selected?.position
-          ? {
-              id: selected.position.vehicleId,
-              status: selected.status,
-              orderId: selected.orderId,
-              online: selected.online,
-              fleetId: selected.position.fleetId,
-            }
-          : undefined,
+        vehicle: selected && {
+          id: selected.id,
+          status: selected.status,
+          orderId: selected.orderId,
+          online: selected.online,
+          fleetId: selected.fleetId,
+        },
         trackPoints: track.length,
         totalPoints,
         stops: stops.length,
