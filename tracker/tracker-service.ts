@@ -174,7 +174,9 @@ export function createTrackerService({ store, nc, live, limits, registry, log }:
       this.set(hub.size);
     },
   });
-  const heartbeatMs = limits.watchHeartbeatMs ?? 0;
+  // At least 100 ms: the check below runs every heartbeat when that is shorter than a second, and a
+  // 1 ms setting would have it run every millisecond for nothing a client needs.
+  const heartbeatMs = limits.watchHeartbeatMs ? Math.max(100, limits.watchHeartbeatMs) : 0;
   // A heartbeat goes at the last check before the silence would pass heartbeatMs, and the checks
   // come at least that often: sent at the first check past it, it came up to a check late (a 10 s
   // heartbeat 11 s after a message, a 500 ms one every second).
