@@ -794,10 +794,10 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
       const cpuAll = Object.keys(c1)
         .filter((k) => !k.startsWith("load") && !k.startsWith("watch") && k !== "bench")
         .reduce((s, k) => s + c1[k]! - (c0[k] ?? 0), 0);
-      // Bounded: the lag at the end is no more than twice the median of the step (and small ones do not count).
-      const sorted = [...stepLags].sort((a, b) => a - b);
-      const median = sorted[Math.floor(sorted.length / 2)]!;
-      const bounded = stepLags.at(-1)! <= Math.max(50, 2 * median);
+      // Bounded: the lag did not grow over the step by more than a tenth (a lag under 100 messages,
+      // a few batches in flight, counts as none). A lag already large but flat is bounded, and says
+      // so beside the figure.
+      const bounded = stepLags.at(-1)! <= Math.max(100, stepLags[0]! * 1.1);
       const row = {
         rate,
         offered: w.sent / w.seconds,
@@ -918,17 +918,23 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     for (const w of vehicles) w.send({ type: "tally" });
     const tallies: VehicleTally[] = (await Promise.all(vehicles.map((w) => w.next("tally", 60_000)))).flatMap((e) => e.vehicles);
     const deadline = performance.now() + 300_000;
+    let caughtUp = true;
     for (;;) {
       const l = await lag();
       if (l.tracker === 0 && l.history === 0) break;
       if (performance.now() > deadline) {
-        notes.push(`the sinks were still behind 5 minutes after the load stopped (tracker ${l.tracker}, history ${l.history})`);
+        notes.push(
+          `the sinks were still behind 5 minutes after the load stopped (tracker ${fmt(l.tracker)}, history ${fmt(l.history)} messages): the acked points not yet in PostgreSQL are in JetStream, waiting, not lost; the check cannot judge them`,
+        );
+        caughtUp = false;
         break;
       }
       await Bun.sleep(500);
     }
     const loss = await zeroLossCheck(sql, tallies);
-    f.lost = loss.lost;
+    // With history still behind, what is missing is unwritten, not lost: no figure rather than a wrong one.
+    f.lost = caughtUp ? loss.lost : Number.NaN;
+    extra.unwritten = caughtUp ? 0 : loss.lost;
     f.duplicated = loss.duplicated;
     f.acked = Math.max(f.acked, 0);
     extra.ackedAll = loss.expected;
@@ -936,7 +942,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     cleanups.push(async () => redis.disconnect());
     f.tracker_behind = await trackerCheck(redis, config.redisPrefix, tallies);
     say(
-      `  => ${fmt(loss.expected)} good points acked over the whole run: ${fmt(loss.lost)} missing from PostgreSQL, ${fmt(loss.duplicated)} stored twice, ${fmt(loss.extra)} stored beyond what was acked; the tracker is behind on ${fmt(f.tracker_behind)} of ${fmt(tallies.length)} vehicles`,
+      `  => ${fmt(loss.expected)} good points acked over the whole run: ${fmt(loss.lost)} missing from PostgreSQL${caughtUp ? "" : " (history still behind: not yet written)"}, ${fmt(loss.duplicated)} stored twice, ${fmt(loss.extra)} stored beyond what was acked; the tracker is behind on ${fmt(f.tracker_behind)} of ${fmt(tallies.length)} vehicles`,
     );
 
     for (const w of vehicles) w.send({ type: "close" });
@@ -1222,7 +1228,7 @@ function printTable(
   row("consumer lag, most messages pending + unacked", fmt(f.consumer_lag_max));
   row(
     "lost / stored twice (every acked point in PostgreSQL once)",
-    `${fmt(f.lost)} / ${fmt(f.duplicated)}`,
+    `${Number.isFinite(f.lost) ? fmt(f.lost) : `n/a (${fmt(extra.unwritten ?? Number.NaN)} not yet written: history behind)`} / ${fmt(f.duplicated)}`,
     "0 / 0",
     ok(known(f.lost, f.duplicated) ? f.lost === 0 && f.duplicated === 0 : null),
   );
