@@ -101,6 +101,8 @@ export type VehicleEvent =
       counters: VehicleCounters;
       /** CPU µs (user + system) this process used in the window, and the window's length. */
       cpuMicros: number;
+      /** Of it, in the kernel: on loopback the writer's send also runs the receiver's TCP path. */
+      systemMicros: number;
       seconds: number;
       /** Good points sent in the window, acked in it. */
       sentInWindow: number;
@@ -704,6 +706,7 @@ function report(): Extract<VehicleEvent, { type: "report" }> {
     histogram: histogram.toJSON(),
     counters: { ...counters },
     cpuMicros: cpu.user + cpu.system,
+    systemMicros: cpu.system,
     seconds: (performance.now() - windowStart) / 1000,
     sentInWindow: counters.sent - sent0,
     ackedInWindow: counters.acked - acked0,

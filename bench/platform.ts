@@ -271,6 +271,7 @@ interface Window {
   sent: number;
   seconds: number;
   loadCpuMicros: number;
+  loadSystemMicros: number;
   counters: VehicleEvent extends infer E ? (E extends { type: "report"; counters: infer C } ? C : never) : never;
   lastError: string;
 }
@@ -668,6 +669,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
         sent: reports.reduce((s, r) => s + r.sentInWindow, 0),
         seconds: reports.reduce((s, r) => s + r.seconds, 0) / reports.length,
         loadCpuMicros: reports.reduce((s, r) => s + r.cpuMicros, 0),
+        loadSystemMicros: reports.reduce((s, r) => s + r.systemMicros, 0),
         counters,
         lastError: reports.map((r) => r.lastError).find(Boolean) ?? "",
       };
@@ -762,7 +764,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
       `  => vehicles: ${fmt(main.counters.rejected)} bad fixes refused (${fmt(main.counters.unexpectedRejections)} other refusals), ${fmt(main.counters.reconnects)} reconnects, ${fmt(main.counters.skipped)} points skipped (no open stream or window), ${fmt(main.counters.streamErrors)} stream errors${main.lastError ? ` (last: ${main.lastError})` : ""}`,
     );
     say(
-      `  => load generators used ${fmt(main.loadCpuMicros / 1e6 / main.seconds, 2)} cores, ${fmt(f.loadgen_cpu_share * 100, 1)}% of the box`,
+      `  => load generators used ${fmt(main.loadCpuMicros / 1e6 / main.seconds, 2)} cores, ${fmt(f.loadgen_cpu_share * 100, 1)}% of the box, ${fmt((main.loadSystemMicros * 100) / Math.max(1, main.loadCpuMicros))}% of it in the kernel (on loopback a send also runs the receiving side's TCP path: the gateways' share of it is charged here)`,
     );
     if (queryErrors > 0) notes.push(`${queryErrors} dispatcher/history queries failed (last: ${lastQueryError})`);
     if (main.counters.unexpectedRejections > 0)
