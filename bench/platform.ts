@@ -359,11 +359,6 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
       TRACKER_WATCHES_PER_TOKEN: String(o.watchers + 100),
       // The archiver's schedule, shortened so that it runs during the phase (it finds nothing past the retention).
       ARCHIVE_INTERVAL: "1m",
-      // lib/grpc/serve.ts drops an h2c connection after 2 x GATEWAY_IDLE_TIMEOUT even while its
-      // stream carries points (measured: with 4 s, connections sending twice a second were cut at
-      // 8 s; with the default 60 s every vehicle lost its connection after 2 minutes). Until that
-      // is fixed, the bench sets it past its own length, so that it measures vehicles that stay.
-      GATEWAY_IDLE_TIMEOUT: "3h",
     };
     const config = loadConfig(env);
     const profileDir = join(root, ".fleet", "profiles", `bench-platform-${Date.now().toString(36)}`);
