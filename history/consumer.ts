@@ -187,6 +187,21 @@ export async function startHistoryConsumer({
     }
   };
 
+  /** The messages each writer is writing now (no longer in its queue). */
+  const writing: ({ msg: JsMsg }[] | undefined)[] = new Array(n).fill(undefined);
+  // Messages wait in a queue, and in a write, for as long as PostgreSQL takes. Past ack_wait
+  // JetStream delivered them again, here too: while history was behind (bench platform) every
+  // queued message came again each ack_wait and was queued again, copies on copies (its resident
+  // memory grew ~10 MB/s to 5.5 GB) each written again for nothing. So every third of ack_wait,
+  // each message held is marked in progress (at most max_ack_pending of them).
+  const inProgress = setInterval(
+    () => {
+      for (const queue of queues) for (const e of queue) e.msg.working();
+      for (const group of writing) if (group) for (const e of group) e.msg.working();
+    },
+    Math.max(100, Math.floor(ackWaitMs / 3)),
+  );
+
   const writerLoop = async (index: number) => {
     const queue = queues[index]!;
     while (!stopping || queue.length > 0) {
@@ -201,6 +216,7 @@ export async function startHistoryConsumer({
       while (taken < queue.length && (taken === 0 || rows + queue[taken]!.positions.length <= maxRows))
         rows += queue[taken++]!.positions.length;
       const group = queue.splice(0, taken);
+      writing[index] = group;
       const positions = taken === 1 ? group[0]!.positions : group.flatMap((g) => g.positions);
       for (let attempt = 1; ; attempt++) {
         const t0 = performance.now();
@@ -211,6 +227,7 @@ export async function startHistoryConsumer({
           rowsWritten.inc(r.inserted);
           rowsDuplicate.inc(r.rows - r.inserted - r.parked);
           for (const g of group) g.msg.ack();
+          writing[index] = undefined;
           if (!healthy) log.info("history writes again", { attempts: attempt });
           healthy = true;
           break;
@@ -250,6 +267,7 @@ export async function startHistoryConsumer({
       for (let i = 0; i < n; i++) wake(i);
       await reader;
       await Promise.race([loops, sleep(10_000)]);
+      clearInterval(inProgress);
     },
     healthy: () => healthy,
   };
