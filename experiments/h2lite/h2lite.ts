@@ -1,0 +1,741 @@
+/**
+ * A minimal HTTP/2 (h2c, prior knowledge) server for gRPC on Bun.listen's native sockets.
+ *
+ * Why: node:http2 in Bun costs ~14 KB per connection with one open stream and ~4 µs of CPU per
+ * message written; this is an experiment in what the protocol itself costs when each connection
+ * is one object, each stream a small one, and writes are batched per tick into one send().
+ *
+ * Scope: server side only; requests must be gRPC (POST, content-type application/grpc…);
+ * responses are HEADERS, DATA, trailers. No server push, no priorities (PRIORITY is ignored).
+ */
+import type { Socket, TCPSocketListener } from "bun";
+import { grpcPercentEncode, HpackDecoder, HpackError, literal, RESPONSE_HEADERS } from "./hpack";
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+const DATA = 0;
+const HEADERS = 1;
+const PRIORITY = 2;
+const RST_STREAM = 3;
+const SETTINGS = 4;
+const PUSH_PROMISE = 5;
+const PING = 6;
+const GOAWAY = 7;
+const WINDOW_UPDATE = 8;
+const CONTINUATION = 9;
+
+const FLAG_END_STREAM = 0x1;
+const FLAG_ACK = 0x1;
+const FLAG_END_HEADERS = 0x4;
+const FLAG_PADDED = 0x8;
+const FLAG_PRIORITY = 0x20;
+
+export const H2_NO_ERROR = 0;
+const PROTOCOL_ERROR = 1;
+const INTERNAL_ERROR = 2;
+const FLOW_CONTROL_ERROR = 3;
+const STREAM_CLOSED = 5;
+const FRAME_SIZE_ERROR = 6;
+const REFUSED_STREAM = 7;
+const CANCEL = 8;
+const COMPRESSION_ERROR = 9;
+const ENHANCE_YOUR_CALM = 11;
+
+/** Our receive windows are the protocol default; we return what the handler consumed. */
+const RECV_WINDOW = 65535;
+/** Return window once half of it is consumed: one WINDOW_UPDATE per ~32 KB, not per frame. */
+const WINDOW_UPDATE_AT = 32768;
+const MAX_FRAME_SIZE = 16384;
+const MAX_WINDOW = 2 ** 31 - 1;
+
+export interface H2Options {
+  maxConcurrentStreams?: number;
+  /** Largest gRPC message accepted, bytes (grpc's default 4 MiB). */
+  maxMessageBytes?: number;
+  maxHeaderListSize?: number;
+}
+
+/** What a service implements for one method; `call.state` is the handler's per-call slot. */
+export interface GrpcHandler {
+  onOpen?(call: Call, headers: string[]): void;
+  /** `message` is valid only during this call (it may be a view into the socket's chunk). */
+  onMessage(call: Call, message: Buffer): void;
+  onHalfClose(call: Call): void;
+  onCancel?(call: Call): void;
+  /** The call can take writes again after `write` returned false. */
+  onDrain?(call: Call): void;
+}
+
+export type Router = (path: string) => GrpcHandler | undefined;
+
+export const GRPC_OK_TRAILERS = literal("grpc-status", "0");
+
+/** One gRPC call = one HTTP/2 stream. */
+export class Call {
+  handler: GrpcHandler | null = null;
+  state: unknown = undefined;
+  sendWindow: number;
+  private recvUnacked = 0;
+  /** A gRPC message split across DATA frames: its bytes so far (5-byte prefix included). */
+  private msgBuf: Buffer | null = null;
+  private msgFill = 0;
+  remoteClosed = false;
+  localClosed = false;
+  private headersSent = false;
+  /** DATA payloads waiting for flow-control window; `pendingOff` into the first. */
+  pending: Buffer[] | null = null;
+  private pendingOff = 0;
+  private pendingTrailers: Buffer | null = null;
+  wantDrain = false;
+
+  constructor(
+    readonly conn: H2Connection,
+    readonly id: number,
+  ) {
+    this.sendWindow = conn.peerInitialWindow;
+  }
+
+  /** Sends response headers now (otherwise they go with the first message). */
+  sendHeaders(): void {
+    if (this.headersSent || this.localClosed) return;
+    this.headersSent = true;
+    this.conn.frame(HEADERS, FLAG_END_HEADERS, this.id, RESPONSE_HEADERS);
+  }
+
+  /** Writes one gRPC message. Returns false when the caller should wait for `onDrain`. */
+  write(message: Uint8Array): boolean {
+    if (this.localClosed) return false;
+    if (!this.headersSent) this.sendHeaders();
+    const conn = this.conn;
+    const total = 5 + message.length;
+    if (this.pending === null && total <= this.sendWindow && total <= conn.sendWindow && total <= conn.peerMaxFrame) {
+      let buf = conn.wbuf;
+      const last = conn.lastDataOff;
+      if (
+        buf !== null &&
+        last >= 0 &&
+        conn.lastDataStream === this.id &&
+        conn.wlen + total <= buf.length &&
+        ((buf[last]! << 16) | (buf[last + 1]! << 8) | buf[last + 2]!) + total <= conn.peerMaxFrame
+      ) {
+        // The previous frame in the buffer is this stream's DATA: grow it instead of adding a frame
+        // header (what node:http2 in Bun does too; the client then parses one frame, not hundreds).
+        const len = ((buf[last]! << 16) | (buf[last + 1]! << 8) | buf[last + 2]!) + total;
+        buf[last] = len >>> 16;
+        buf[last + 1] = (len >>> 8) & 0xff;
+        buf[last + 2] = len & 0xff;
+      } else {
+        buf = conn.reserve(9 + total);
+        conn.lastDataOff = conn.wlen;
+        conn.lastDataStream = this.id;
+        conn.wlen = writeFrameHeader(buf, conn.wlen, total, DATA, 0, this.id);
+      }
+      const o = conn.wlen;
+      buf[o] = 0;
+      buf.writeUInt32BE(message.length, o + 1);
+      buf.set(message, o + 5);
+      conn.wlen = o + total;
+      this.sendWindow -= total;
+      conn.sendWindow -= total;
+    } else {
+      const payload = Buffer.allocUnsafe(total);
+      payload[0] = 0;
+      payload.writeUInt32BE(message.length, 1);
+      payload.set(message, 5);
+      if (this.pending === null) {
+        this.pending = [payload];
+        conn.blocked++;
+      } else this.pending.push(payload);
+      this.flushPending();
+    }
+    if (this.pending === null && conn.backlog === null) return true;
+    this.wantDrain = true;
+    return false;
+  }
+
+  /** Ends the call with a gRPC status (after any queued messages). */
+  end(status: number, message?: string): void {
+    if (this.localClosed || this.pendingTrailers !== null) return;
+    let block = status === 0 && !message ? GRPC_OK_TRAILERS : literal("grpc-status", String(status));
+    if (message) block = Buffer.concat([block, literal("grpc-message", grpcPercentEncode(message))]);
+    if (!this.headersSent) {
+      // Trailers-only response: one HEADERS frame with the status.
+      this.headersSent = true;
+      block = Buffer.concat([RESPONSE_HEADERS, block]);
+    }
+    this.pendingTrailers = block;
+    if (this.pending === null) this.sendTrailers();
+  }
+
+  private sendTrailers(): void {
+    const block = this.pendingTrailers!;
+    this.pendingTrailers = null;
+    this.localClosed = true;
+    this.conn.frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, this.id, block);
+    // The client may still be sending: tell it to stop (what grpc servers do), then forget the stream.
+    if (!this.remoteClosed) this.conn.rst(this.id, H2_NO_ERROR);
+    this.conn.remove(this);
+  }
+
+  /** Aborts the call with RST_STREAM. */
+  reset(code: number): void {
+    if (this.localClosed && this.remoteClosed) return;
+    this.localClosed = true;
+    this.remoteClosed = true;
+    this.conn.rst(this.id, code);
+    this.conn.remove(this);
+  }
+
+  /** Sends queued DATA as far as both windows allow. */
+  flushPending(): void {
+    const conn = this.conn;
+    const pending = this.pending;
+    if (pending === null) return;
+    while (pending.length > 0) {
+      const head = pending[0]!;
+      const left = head.length - this.pendingOff;
+      const n = Math.min(left, this.sendWindow, conn.sendWindow, conn.peerMaxFrame);
+      if (n <= 0) return;
+      conn.frame(DATA, 0, this.id, head.subarray(this.pendingOff, this.pendingOff + n));
+      this.sendWindow -= n;
+      conn.sendWindow -= n;
+      if (n === left) {
+        pending.shift();
+        this.pendingOff = 0;
+      } else this.pendingOff += n;
+    }
+    this.pending = null;
+    conn.blocked--;
+    if (this.pendingTrailers !== null) this.sendTrailers();
+    else if (this.wantDrain && conn.backlog === null) {
+      this.wantDrain = false;
+      this.handler?.onDrain?.(this);
+    }
+  }
+
+  /** DATA received: flow control, then gRPC message framing. */
+  onData(payload: Buffer, start: number, end: number, frameLength: number, endStream: boolean): void {
+    this.recvUnacked += frameLength;
+    if (this.recvUnacked > RECV_WINDOW) {
+      this.conn.connError(FLOW_CONTROL_ERROR);
+      return;
+    }
+    if (!endStream && this.recvUnacked >= WINDOW_UPDATE_AT) {
+      this.conn.windowUpdate(this.id, this.recvUnacked);
+      this.recvUnacked = 0;
+    }
+    const max = this.conn.maxMessageBytes;
+    let off = start;
+    while (off < end && !this.localClosed) {
+      if (this.msgBuf === null) {
+        if (end - off >= 5) {
+          if (payload[off] !== 0) return this.fail(12, "compressed messages are not supported");
+          const len = payload.readUInt32BE(off + 1);
+          if (len > max) return this.fail(8, `message larger than ${max} bytes`);
+          if (end - off - 5 >= len) {
+            this.handler!.onMessage(this, payload.subarray(off + 5, off + 5 + len));
+            off += 5 + len;
+            continue;
+          }
+          this.msgBuf = Buffer.allocUnsafe(5 + len);
+        } else this.msgBuf = Buffer.allocUnsafe(5);
+        this.msgFill = 0;
+      }
+      const buf = this.msgBuf;
+      const n = Math.min(buf.length - this.msgFill, end - off);
+      buf.set(payload.subarray(off, off + n), this.msgFill);
+      this.msgFill += n;
+      off += n;
+      if (this.msgFill < buf.length) break;
+      if (buf.length === 5 && this.msgFill === 5) {
+        // Only the prefix so far: now the length is known.
+        if (buf[0] !== 0) return this.fail(12, "compressed messages are not supported");
+        const len = buf.readUInt32BE(1);
+        if (len > max) return this.fail(8, `message larger than ${max} bytes`);
+        if (len > 0) {
+          this.msgBuf = Buffer.allocUnsafe(5 + len);
+          this.msgBuf.set(buf, 0);
+          continue;
+        }
+      }
+      this.msgBuf = null;
+      this.handler!.onMessage(this, buf.subarray(5));
+    }
+    if (endStream) this.onRemoteEnd();
+  }
+
+  onRemoteEnd(): void {
+    if (this.remoteClosed) return;
+    this.remoteClosed = true;
+    if (this.localClosed) {
+      this.conn.remove(this);
+      return;
+    }
+    if (this.msgBuf !== null) return this.fail(13, "stream ended inside a message");
+    this.handler!.onHalfClose(this);
+  }
+
+  private fail(status: number, message: string): void {
+    this.msgBuf = null;
+    this.end(status, message);
+  }
+}
+
+function writeFrameHeader(buf: Buffer, o: number, length: number, type: number, flags: number, id: number): number {
+  buf[o] = length >>> 16;
+  buf[o + 1] = (length >>> 8) & 0xff;
+  buf[o + 2] = length & 0xff;
+  buf[o + 3] = type;
+  buf[o + 4] = flags;
+  buf.writeUInt32BE(id, o + 5);
+  return o + 9;
+}
+
+// Output: frames are written into a pooled buffer per connection and sent with one write() per
+// connection per tick (a microtask), so N messages written in one callback cost one syscall.
+const POOL_BUFFER_BYTES = 16384;
+const pool: Buffer[] = [];
+const dirty: H2Connection[] = [];
+let flushScheduled = false;
+
+function flushAll(): void {
+  flushScheduled = false;
+  for (let i = 0; i < dirty.length; i++) dirty[i]!.flush();
+  dirty.length = 0;
+}
+
+export class H2Connection {
+  private inBuf: Buffer | null = null;
+  private prefaceSeen = false;
+  private readonly hpack: HpackDecoder;
+  private calls = new Map<number, Call>();
+  private lastStreamId = 0;
+  sendWindow = 65535;
+  peerInitialWindow = 65535;
+  peerMaxFrame = 16384;
+  private recvUnacked = 0;
+  /** Header block in progress (HEADERS without END_HEADERS), until its CONTINUATIONs. */
+  private hdrStream = 0;
+  private hdrEndStream = false;
+  private hdrBlock: Buffer | null = null;
+  wbuf: Buffer | null = null;
+  wlen = 0;
+  /** Offset in `wbuf` of the last frame when it is DATA of `lastDataStream` (else -1): later messages extend it. */
+  lastDataOff = -1;
+  lastDataStream = 0;
+  private inDirty = false;
+  /** Bytes the socket did not take; sent on drain. */
+  backlog: Buffer | null = null;
+  /** Calls with DATA waiting for window. */
+  blocked = 0;
+  private goingAway = false;
+  closed = false;
+
+  constructor(
+    readonly socket: Socket<H2Connection>,
+    private readonly server: H2Server,
+  ) {
+    this.hpack = new HpackDecoder(4096, server.maxHeaderListSize);
+    // Server preface: our SETTINGS.
+    const s = Buffer.allocUnsafe(12);
+    s.writeUInt16BE(3, 0); // MAX_CONCURRENT_STREAMS
+    s.writeUInt32BE(server.maxConcurrentStreams, 2);
+    s.writeUInt16BE(6, 6); // MAX_HEADER_LIST_SIZE
+    s.writeUInt32BE(server.maxHeaderListSize, 8);
+    this.frame(SETTINGS, 0, 0, s);
+  }
+
+  get maxMessageBytes(): number {
+    return this.server.maxMessageBytes;
+  }
+
+  // --- output ---
+
+  /** Room for `n` more bytes in the output buffer; returns it (write at `wlen`). */
+  reserve(n: number): Buffer {
+    if (this.wbuf !== null && this.wlen + n > this.wbuf.length) this.flush();
+    if (this.wbuf === null) {
+      this.wbuf = n <= POOL_BUFFER_BYTES ? (pool.pop() ?? Buffer.allocUnsafe(POOL_BUFFER_BYTES)) : Buffer.allocUnsafe(n);
+      this.wlen = 0;
+      if (!this.inDirty) {
+        this.inDirty = true;
+        dirty.push(this);
+        if (!flushScheduled) {
+          flushScheduled = true;
+          queueMicrotask(flushAll);
+        }
+      }
+    }
+    return this.wbuf;
+  }
+
+  frame(type: number, flags: number, id: number, payload?: Uint8Array): void {
+    const len = payload ? payload.length : 0;
+    const buf = this.reserve(9 + len);
+    const o = writeFrameHeader(buf, this.wlen, len, type, flags, id);
+    if (payload) buf.set(payload, o);
+    this.wlen = o + len;
+    this.lastDataOff = -1;
+  }
+
+  flush(): void {
+    this.inDirty = false;
+    const buf = this.wbuf;
+    if (buf === null) return;
+    const len = this.wlen;
+    this.wbuf = null;
+    this.wlen = 0;
+    this.lastDataOff = -1;
+    if (!this.closed) {
+      if (this.backlog !== null) this.backlog = Buffer.concat([this.backlog, buf.subarray(0, len)]);
+      else {
+        const n = this.socket.write(buf, 0, len);
+        if (n < len && n >= 0) this.backlog = Buffer.from(buf.subarray(n, len));
+      }
+    }
+    if (buf.length === POOL_BUFFER_BYTES && pool.length < 256) pool.push(buf);
+  }
+
+  onDrain(): void {
+    if (this.backlog === null) return;
+    const n = this.socket.write(this.backlog);
+    if (n < 0) return;
+    if (n < this.backlog.length) {
+      this.backlog = this.backlog.subarray(n);
+      return;
+    }
+    this.backlog = null;
+    for (const call of this.calls.values()) {
+      if (call.wantDrain && call.pending === null) {
+        call.wantDrain = false;
+        call.handler?.onDrain?.(call);
+      }
+    }
+  }
+
+  rst(id: number, code: number): void {
+    const p = Buffer.allocUnsafe(4);
+    p.writeUInt32BE(code, 0);
+    this.frame(RST_STREAM, 0, id, p);
+  }
+
+  windowUpdate(id: number, increment: number): void {
+    const p = Buffer.allocUnsafe(4);
+    p.writeUInt32BE(increment, 0);
+    this.frame(WINDOW_UPDATE, 0, id, p);
+  }
+
+  remove(call: Call): void {
+    if (this.calls.get(call.id) !== call) return;
+    this.calls.delete(call.id);
+    if (call.pending !== null) {
+      call.pending = null;
+      this.blocked--;
+    }
+    if (this.goingAway && this.calls.size === 0) this.close();
+  }
+
+  /** Connection error: GOAWAY with `code`, then close. */
+  connError(code: number): void {
+    if (this.closed) return;
+    const p = Buffer.allocUnsafe(8);
+    p.writeUInt32BE(this.lastStreamId, 0);
+    p.writeUInt32BE(code, 4);
+    this.frame(GOAWAY, 0, 0, p);
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.socket.end();
+    this.onClose();
+  }
+
+  onClose(): void {
+    this.closed = true;
+    this.inBuf = null;
+    this.hdrBlock = null;
+    const calls = [...this.calls.values()];
+    this.calls.clear();
+    for (const call of calls) {
+      if (!call.localClosed) {
+        call.localClosed = true;
+        call.handler?.onCancel?.(call);
+      }
+    }
+  }
+
+  // --- input ---
+
+  onData(chunk: Buffer): void {
+    if (this.closed) return;
+    let buf = chunk;
+    if (this.inBuf !== null) {
+      buf = Buffer.concat([this.inBuf, chunk]);
+      this.inBuf = null;
+    }
+    let off = 0;
+    if (!this.prefaceSeen) {
+      if (buf.length < 24) {
+        if (!PREFACE.subarray(0, buf.length).equals(buf)) return this.connError(PROTOCOL_ERROR);
+        this.inBuf = Buffer.from(buf);
+        return;
+      }
+      if (!PREFACE.equals(buf.subarray(0, 24))) return this.connError(PROTOCOL_ERROR);
+      this.prefaceSeen = true;
+      off = 24;
+    }
+    const end = buf.length;
+    while (end - off >= 9 && !this.closed) {
+      const len = (buf[off]! << 16) | (buf[off + 1]! << 8) | buf[off + 2]!;
+      if (len > MAX_FRAME_SIZE) return this.connError(FRAME_SIZE_ERROR);
+      if (end - off - 9 < len) break;
+      const type = buf[off + 3]!;
+      const flags = buf[off + 4]!;
+      const id = buf.readUInt32BE(off + 5) & 0x7fffffff;
+      this.onFrame(buf, type, flags, id, off + 9, off + 9 + len);
+      off += 9 + len;
+    }
+    // Keep only an incomplete frame, copied: the socket's chunk is not ours after this callback.
+    if (off < end && !this.closed) this.inBuf = Buffer.from(buf.subarray(off));
+  }
+
+  private onFrame(buf: Buffer, type: number, flags: number, id: number, start: number, end: number): void {
+    const len = end - start;
+    if (this.hdrStream !== 0 && (type !== CONTINUATION || id !== this.hdrStream)) return this.connError(PROTOCOL_ERROR);
+    switch (type) {
+      case DATA: {
+        if (id === 0) return this.connError(PROTOCOL_ERROR);
+        this.recvUnacked += len;
+        if (this.recvUnacked > RECV_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
+        if (this.recvUnacked >= WINDOW_UPDATE_AT) {
+          this.windowUpdate(0, this.recvUnacked);
+          this.recvUnacked = 0;
+        }
+        let s = start;
+        let e = end;
+        if (flags & FLAG_PADDED) {
+          if (len < 1) return this.connError(PROTOCOL_ERROR);
+          const pad = buf[start]!;
+          s++;
+          e -= pad;
+          if (e < s) return this.connError(PROTOCOL_ERROR);
+        }
+        const call = this.calls.get(id);
+        if (call === undefined) {
+          if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR); // idle stream
+          return; // a stream we closed or reset: ignore (its bytes were counted above)
+        }
+        if (call.remoteClosed) return call.reset(STREAM_CLOSED);
+        call.onData(buf, s, e, len, (flags & FLAG_END_STREAM) !== 0);
+        return;
+      }
+      case HEADERS: {
+        if (id === 0) return this.connError(PROTOCOL_ERROR);
+        let s = start;
+        let e = end;
+        if (flags & FLAG_PADDED) {
+          if (len < 1) return this.connError(PROTOCOL_ERROR);
+          e -= buf[start]!;
+          s++;
+        }
+        if (flags & FLAG_PRIORITY) s += 5;
+        if (e < s) return this.connError(PROTOCOL_ERROR);
+        const endStream = (flags & FLAG_END_STREAM) !== 0;
+        if (flags & FLAG_END_HEADERS) return this.onHeaderBlock(id, endStream, buf.subarray(s, e));
+        this.hdrStream = id;
+        this.hdrEndStream = endStream;
+        this.hdrBlock = Buffer.from(buf.subarray(s, e));
+        return;
+      }
+      case CONTINUATION: {
+        if (this.hdrStream === 0 || id !== this.hdrStream) return this.connError(PROTOCOL_ERROR);
+        // A header block is bounded by our header-list limit: endless CONTINUATION is a flood.
+        if (this.hdrBlock!.length + len > 2 * this.server.maxHeaderListSize) return this.connError(ENHANCE_YOUR_CALM);
+        this.hdrBlock = Buffer.concat([this.hdrBlock!, buf.subarray(start, end)]);
+        if (flags & FLAG_END_HEADERS) {
+          const block = this.hdrBlock;
+          this.hdrBlock = null;
+          this.hdrStream = 0;
+          this.onHeaderBlock(id, this.hdrEndStream, block);
+        }
+        return;
+      }
+      case PRIORITY:
+        if (len !== 5) return this.connError(FRAME_SIZE_ERROR);
+        return;
+      case RST_STREAM: {
+        if (id === 0) return this.connError(PROTOCOL_ERROR);
+        if (len !== 4) return this.connError(FRAME_SIZE_ERROR);
+        const call = this.calls.get(id);
+        if (call === undefined) {
+          if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR);
+          return;
+        }
+        this.remove(call);
+        if (!call.localClosed) {
+          call.localClosed = true;
+          call.remoteClosed = true;
+          call.handler?.onCancel?.(call);
+        }
+        return;
+      }
+      case SETTINGS: {
+        if (id !== 0) return this.connError(PROTOCOL_ERROR);
+        if (flags & FLAG_ACK) {
+          if (len !== 0) return this.connError(FRAME_SIZE_ERROR);
+          return;
+        }
+        if (len % 6 !== 0) return this.connError(FRAME_SIZE_ERROR);
+        for (let o = start; o < end; o += 6) {
+          const key = buf.readUInt16BE(o);
+          const value = buf.readUInt32BE(o + 2);
+          if (key === 4) {
+            if (value > MAX_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
+            const delta = value - this.peerInitialWindow;
+            this.peerInitialWindow = value;
+            for (const call of this.calls.values()) call.sendWindow += delta;
+          } else if (key === 5) {
+            if (value < 16384 || value > 16777215) return this.connError(PROTOCOL_ERROR);
+            this.peerMaxFrame = value;
+          } else if (key === 2 && value > 1) return this.connError(PROTOCOL_ERROR);
+        }
+        this.frame(SETTINGS, FLAG_ACK, 0);
+        if (this.blocked > 0) this.flushBlocked();
+        return;
+      }
+      case PING:
+        if (id !== 0) return this.connError(PROTOCOL_ERROR);
+        if (len !== 8) return this.connError(FRAME_SIZE_ERROR);
+        if (!(flags & FLAG_ACK)) this.frame(PING, FLAG_ACK, 0, buf.subarray(start, end));
+        return;
+      case GOAWAY:
+        if (id !== 0) return this.connError(PROTOCOL_ERROR);
+        this.goingAway = true;
+        if (this.calls.size === 0) this.close();
+        return;
+      case WINDOW_UPDATE: {
+        if (len !== 4) return this.connError(FRAME_SIZE_ERROR);
+        const inc = buf.readUInt32BE(start) & 0x7fffffff;
+        if (id === 0) {
+          if (inc === 0) return this.connError(PROTOCOL_ERROR);
+          this.sendWindow += inc;
+          if (this.sendWindow > MAX_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
+          if (this.blocked > 0) this.flushBlocked();
+          return;
+        }
+        const call = this.calls.get(id);
+        if (call === undefined) return;
+        if (inc === 0) return call.reset(PROTOCOL_ERROR);
+        call.sendWindow += inc;
+        if (call.sendWindow > MAX_WINDOW) return call.reset(FLOW_CONTROL_ERROR);
+        call.flushPending();
+        return;
+      }
+      case PUSH_PROMISE:
+        return this.connError(PROTOCOL_ERROR);
+      default:
+        return; // unknown frame types are ignored (RFC 9113 §4.1)
+    }
+  }
+
+  private flushBlocked(): void {
+    for (const call of this.calls.values()) {
+      if (this.sendWindow <= 0) return;
+      if (call.pending !== null) call.flushPending();
+    }
+  }
+
+  private onHeaderBlock(id: number, endStream: boolean, block: Buffer): void {
+    const fields: string[] = [];
+    try {
+      this.hpack.decode(block, fields);
+    } catch (err) {
+      if (err instanceof HpackError) return this.connError(COMPRESSION_ERROR);
+      throw err;
+    }
+    const existing = this.calls.get(id);
+    if (existing !== undefined) {
+      // Trailers from the client: must end the stream.
+      if (!endStream || existing.remoteClosed) return existing.reset(PROTOCOL_ERROR);
+      existing.onRemoteEnd();
+      return;
+    }
+    if (id <= this.lastStreamId) return; // a stream already closed: headers decoded for HPACK state only
+    if (id % 2 === 0) return this.connError(PROTOCOL_ERROR);
+    this.lastStreamId = id;
+    if (this.goingAway || this.calls.size >= this.server.maxConcurrentStreams) return this.rst(id, REFUSED_STREAM);
+    let path = "";
+    let method = "";
+    let contentType = "";
+    for (let i = 0; i < fields.length; i += 2) {
+      const name = fields[i]!;
+      if (name === ":path") path = fields[i + 1]!;
+      else if (name === ":method") method = fields[i + 1]!;
+      else if (name === "content-type") contentType = fields[i + 1]!;
+    }
+    const call = new Call(this, id);
+    this.calls.set(id, call);
+    if (method !== "POST" || !contentType.startsWith("application/grpc")) {
+      call.end(13, "expected a gRPC request (POST, content-type application/grpc)");
+    } else {
+      const handler = this.server.route(path);
+      if (handler === undefined) call.end(12, `unknown method ${path}`);
+      else {
+        call.handler = handler;
+        handler.onOpen?.(call, fields);
+      }
+    }
+    if (endStream && !call.localClosed) call.onRemoteEnd();
+    else if (endStream) this.remove(call);
+  }
+}
+
+export class H2Server {
+  readonly maxConcurrentStreams: number;
+  readonly maxMessageBytes: number;
+  readonly maxHeaderListSize: number;
+  listener: TCPSocketListener<H2Connection> | undefined;
+
+  constructor(
+    readonly route: Router,
+    options: H2Options = {},
+  ) {
+    this.maxConcurrentStreams = options.maxConcurrentStreams ?? 100;
+    this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
+    this.maxHeaderListSize = options.maxHeaderListSize ?? 16384;
+  }
+
+  /** `tls`: PEM cert and key; ALPN then offers only "h2" (gRPC clients ask for it). */
+  listen(hostname: string, port: number, tls?: { cert: string; key: string }): TCPSocketListener<H2Connection> {
+    const server = this;
+    this.listener = Bun.listen<H2Connection>({
+      hostname,
+      port,
+      tls: tls ? { cert: tls.cert, key: tls.key, ALPNProtocols: Buffer.from([2, 0x68, 0x32]) } : undefined,
+      socket: {
+        open(socket) {
+          socket.data = new H2Connection(socket, server);
+        },
+        data(socket, chunk) {
+          socket.data.onData(chunk);
+        },
+        drain(socket) {
+          socket.data.onDrain();
+        },
+        close(socket) {
+          socket.data?.onClose();
+        },
+        error(socket) {
+          socket.data?.onClose();
+        },
+      },
+    });
+    return this.listener;
+  }
+}
+
+void CANCEL;
+void INTERNAL_ERROR;
