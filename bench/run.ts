@@ -39,7 +39,8 @@ const BENCHES: Record<string, { summary: string; help: string; run: (argv: strin
     run: runPlatformBench,
   },
   web: {
-    summary: "the dashboard in headless Chromium with 100,000 vehicles in view at 16,700 updates/s: main-thread busy share, frames/s, input delay, heap, bundle",
+    summary:
+      "the dashboard in headless Chromium with 100,000 vehicles in view at 16,700 updates/s: main-thread busy share, frames/s, input delay, heap, bundle",
     help: WEB_HELP,
     run: runWebBench,
   },
