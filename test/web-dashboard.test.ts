@@ -109,7 +109,11 @@ browserTest(
       }
       return false;
     });
-    expect(await page.textContent("#status")).toMatch(/^live · \d+ shown .* updates\/s · last update \d+\.\d s ago/);
+    // The status line is redrawn on events and once a second: wait for the redraw after going live.
+    const line = /^live · \d+ shown .* updates\/s · last update \d+\.\d s ago/;
+    expect(await waitFor("the status line to say live", async () => ((await page.textContent("#status")) ?? "").match(line)?.[0])).toMatch(
+      line,
+    );
     expect(await waitFor("the count by status", async () => (await hook<{ text: string }>(page, "counts")).text || false)).toMatch(
       /^all fleets: \d+ live/,
     );

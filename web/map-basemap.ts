@@ -7,7 +7,7 @@
  */
 import type { MapViewState } from "@deck.gl/core";
 import { Map as MaplibreMap, setWorkerUrl, type GeoJSONSource, type StyleSpecification } from "maplibre-gl";
-import type { MapRenderer, MapRendererOptions, Overlays } from "./dashboard-render";
+import type { MapRenderer, MapRendererOptions, Overlays } from "./map-renderer";
 import { graticule } from "./map-view";
 
 // cli/web.ts serves MapLibre's worker beside the bundle; its default URL is relative to a file the bundle does not keep.
