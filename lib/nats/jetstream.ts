@@ -33,6 +33,12 @@ export interface NatsOptions {
    * stale; measured with a SIGSTOPped member of the stack's 3-node cluster).
    */
   connectTimeoutMs?: number;
+  /**
+   * How long the first connection may take in all (default 10 s): attempts that time out are made
+   * again until then. A busy server (an election after a node died, a loaded machine) can take
+   * longer than one short attempt to answer a new client, and a service starting then must not fail.
+   */
+  firstConnectTimeoutMs?: number;
   /** The server does not deliver this connection's own messages to its subscriptions (the tracker hands them over itself). */
   noEcho?: boolean;
   /**
@@ -78,102 +84,123 @@ export async function connectNats({
   noEcho = false,
   pingIntervalMs = 2_000,
   connectTimeoutMs = Math.max(2_000, 2 * pingIntervalMs),
+  firstConnectTimeoutMs = 10_000,
   registry,
 }: NatsOptions): Promise<Nats> {
-  const nc = await connect({
-    servers: natsServers(url),
-    name,
-    noEcho,
-    timeout: connectTimeoutMs,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 100,
-    pingInterval: pingIntervalMs,
-    maxPingOut: 2,
-    // Otherwise every request (a JetStream publish is one) builds two Errors up front, with
-    // their stack traces, for a failure that almost never comes: a few percent of a busy
-    // gateway's CPU, one publish per batch. Errors still say what failed, without the caller's stack.
-    noAsyncTraces: true,
-  });
-  let up = true;
-  const connectedGauge = registry
-    ? new Gauge({
-        name: "nats_connected",
-        help: "1 while the NATS connection is up, 0 while it reconnects or is closed",
-        registers: [registry],
-      })
-    : undefined;
-  const reconnects = registry
-    ? new Counter({
-        name: "nats_reconnects_total",
-        help: "times the NATS connection was re-established after a loss",
-        registers: [registry],
-      })
-    : undefined;
-  connectedGauge?.set(1);
-  // Attempts while the cluster is away come every reconnectTimeWait: the first of each outage is a
-  // warning, the rest are debug lines, so that a long outage does not flood the log.
-  let attempts = 0;
-  (async () => {
-    for await (const s of nc.status()) {
-      switch (s.type) {
-        case "disconnect":
-          up = false;
-          attempts = 0;
-          connectedGauge?.set(0);
-          log.warn("nats disconnected", { server: s.server });
-          break;
-        case "reconnecting":
-          attempts++;
-          if (attempts === 1) log.warn("nats reconnecting", { servers: url });
-          else log.debug("nats reconnecting", { attempt: attempts });
-          break;
-        case "reconnect":
-          up = true;
-          connectedGauge?.set(1);
-          reconnects?.inc();
-          log.info("nats reconnected", { server: s.server, attempts });
-          break;
-        case "update":
-          log.info("nats cluster changed", { added: s.added, deleted: s.deleted });
-          break;
-        case "ldm":
-          // The server is going away (lame duck): the client moves to another before it does.
-          log.warn("nats server entering lame duck mode", { server: s.server });
-          break;
-        case "error":
-          log.warn("nats error", { err: s.error });
-          break;
-        case "staleConnection":
-          log.warn("nats connection stale (pings unanswered): reconnecting");
-          break;
-        case "slowConsumer":
-          log.warn("nats slow consumer", { subject: s.sub.getSubject(), pending: s.pending });
-          break;
-        case "close":
-          log.info("nats connection closed");
-          break;
-        default:
-          log.debug("nats status", { type: s.type });
-      }
+  const firstDeadline = Date.now() + firstConnectTimeoutMs;
+  let nc: NatsConnection;
+  for (;;) {
+    try {
+      nc = await connectOnce();
+      break;
+    } catch (err) {
+      // Only a server that did not answer in time is tried again; a refused connection or bad
+      // credentials fail at once, as they always did.
+      if (!(err instanceof Error && err.name === "TimeoutError") || Date.now() + connectTimeoutMs > firstDeadline) throw err;
+      log.warn("nats did not answer in time: connecting again", { servers: url, timeoutMs: connectTimeoutMs });
     }
-  })().catch(() => {});
-  nc.closed().then(() => {
-    up = false;
-    connectedGauge?.set(0);
-  });
-  const js = jetstream(nc);
-  const jsm = await jetstreamManager(nc);
-  return {
-    nc,
-    js,
-    jsm,
-    connected: () => up && !nc.isClosed(),
-    async close() {
-      if (nc.isClosed()) return;
-      await nc.drain().catch(() => nc.close());
-    },
-  };
+  }
+  return setUp(nc);
+
+  function connectOnce(): Promise<NatsConnection> {
+    return connect({
+      servers: natsServers(url),
+      name,
+      noEcho,
+      timeout: connectTimeoutMs,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      reconnectJitter: 100,
+      pingInterval: pingIntervalMs,
+      maxPingOut: 2,
+      // Otherwise every request (a JetStream publish is one) builds two Errors up front, with
+      // their stack traces, for a failure that almost never comes: a few percent of a busy
+      // gateway's CPU, one publish per batch. Errors still say what failed, without the caller's stack.
+      noAsyncTraces: true,
+    });
+  }
+
+  async function setUp(nc: NatsConnection): Promise<Nats> {
+    let up = true;
+    const connectedGauge = registry
+      ? new Gauge({
+          name: "nats_connected",
+          help: "1 while the NATS connection is up, 0 while it reconnects or is closed",
+          registers: [registry],
+        })
+      : undefined;
+    const reconnects = registry
+      ? new Counter({
+          name: "nats_reconnects_total",
+          help: "times the NATS connection was re-established after a loss",
+          registers: [registry],
+        })
+      : undefined;
+    connectedGauge?.set(1);
+    // Attempts while the cluster is away come every reconnectTimeWait: the first of each outage is a
+    // warning, the rest are debug lines, so that a long outage does not flood the log.
+    let attempts = 0;
+    (async () => {
+      for await (const s of nc.status()) {
+        switch (s.type) {
+          case "disconnect":
+            up = false;
+            attempts = 0;
+            connectedGauge?.set(0);
+            log.warn("nats disconnected", { server: s.server });
+            break;
+          case "reconnecting":
+            attempts++;
+            if (attempts === 1) log.warn("nats reconnecting", { servers: url });
+            else log.debug("nats reconnecting", { attempt: attempts });
+            break;
+          case "reconnect":
+            up = true;
+            connectedGauge?.set(1);
+            reconnects?.inc();
+            log.info("nats reconnected", { server: s.server, attempts });
+            break;
+          case "update":
+            log.info("nats cluster changed", { added: s.added, deleted: s.deleted });
+            break;
+          case "ldm":
+            // The server is going away (lame duck): the client moves to another before it does.
+            log.warn("nats server entering lame duck mode", { server: s.server });
+            break;
+          case "error":
+            log.warn("nats error", { err: s.error });
+            break;
+          case "staleConnection":
+            log.warn("nats connection stale (pings unanswered): reconnecting");
+            break;
+          case "slowConsumer":
+            log.warn("nats slow consumer", { subject: s.sub.getSubject(), pending: s.pending });
+            break;
+          case "close":
+            log.info("nats connection closed");
+            break;
+          default:
+            log.debug("nats status", { type: s.type });
+        }
+      }
+    })().catch(() => {});
+    nc.closed().then(() => {
+      up = false;
+      connectedGauge?.set(0);
+    });
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    return {
+      nc,
+      js,
+      jsm,
+      connected: () => up && !nc.isClosed(),
+      async close() {
+        if (nc.isClosed()) return;
+        await nc.drain().catch(() => nc.close());
+      },
+    };
+  }
 }
 
 export interface PositionsStreamConfig {
