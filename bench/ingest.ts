@@ -24,6 +24,7 @@ import { bucketBound, fetchMetrics, histogramBetween, loopDelayLine } from "./pr
 import { cpuMeter, rssBytes } from "./proc";
 import { summarizeProfile } from "./profile-summary";
 import type { TimerGaps, WorkerCommand, WorkerCounters, WorkerEvent } from "./ingest-protocol";
+import { positiveOption } from "./options";
 
 /** The JSON line printed last. */
 export interface IngestFigures {
@@ -111,12 +112,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   const quick = values.quick === true;
-  const int = (name: string, raw: string | undefined, def: number) => {
-    if (raw === undefined) return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number, got "${raw}"`);
-    return v;
-  };
+  const int = positiveOption;
   const streams = int("streams", values.streams, quick ? 2000 : 10_000);
   const ceiling = values["ceiling-seconds"] === undefined ? undefined : int("ceiling-seconds", values["ceiling-seconds"], 5);
   const gatewayEnv: Record<string, string> = {};

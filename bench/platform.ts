@@ -46,6 +46,7 @@ import { summarizeProfile } from "./profile-summary";
 import { CITIES, cityCenter, fleetOf, type VehicleCommand, type VehicleEvent, type VehicleTally } from "./platform-vehicles";
 import { type Child, spawnChild } from "./watch";
 import type { WatchCommand, WatchEvent, WatchSpec } from "./watch-protocol";
+import { positiveOption } from "./options";
 
 /** The JSON line printed last (issue 18, item 7). */
 export interface PlatformFigures {
@@ -145,12 +146,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   const quick = values.quick === true;
-  const num = (name: string, raw: string | undefined, def: number) => {
-    if (raw === undefined) return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number, got "${raw}"`);
-    return v;
-  };
+  const num = positiveOption;
   const vehicles = Math.round(num("vehicles", values.vehicles, quick ? 5000 : 100_000));
   const steps =
     values.steps === undefined

@@ -30,6 +30,7 @@ import { spawnWorker, sum, withTicker, type Worker } from "./ingest";
 import { measureJetStreamCeiling } from "./jetstream-ceiling";
 import { fetchMetrics } from "./prom-histogram";
 import { childPids, cpuMeter } from "./proc";
+import { positiveOption } from "./options";
 
 /** The JSON line printed last. */
 export interface ScaleFigures {
@@ -102,12 +103,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   const quick = values.quick === true;
-  const num = (name: string, raw: string | undefined, def: number) => {
-    if (raw === undefined) return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number, got "${raw}"`);
-    return v;
-  };
+  const num = positiveOption;
   const streams = num("streams", values.streams, quick ? 1000 : 4000);
   const workers = num("workers", values.workers, 2);
   // The gateway takes at most 1,000 streams per connection (GATEWAY_MAX_STREAMS_PER_CONNECTION).

@@ -50,6 +50,7 @@ import { cpuMeter } from "./proc";
 import { summarizeProfile } from "./profile-summary";
 import type { WatchCommand, WatchEvent, WatchSpec } from "./watch-protocol";
 import { createStore } from "../tracker/store";
+import { positiveOption } from "./options";
 
 /** The JSON line printed last. */
 export interface WatchFigures {
@@ -126,12 +127,7 @@ function parseOptions(argv: string[]): Options {
     },
     strict: true,
   });
-  const num = (name: string, raw: string | undefined, def: number) => {
-    if (raw === undefined) return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a number above 0, got "${raw}"`);
-    return v;
-  };
+  const num = positiveOption;
   const quick = values.quick === true;
   return {
     vehicles: num("vehicles", values.vehicles, quick ? 20_000 : 100_000),

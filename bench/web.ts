@@ -34,6 +34,7 @@ import { buildWebApp, pageUrl, startWebApp } from "../cli/web";
 import { fetchMetrics } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import { summarizeProfile } from "./profile-summary";
+import { positiveOption } from "./options";
 
 /** The JSON line printed last. */
 export interface WebFigures {
@@ -96,11 +97,7 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   const quick = values.quick ?? false;
-  const num = (name: string, raw: string | undefined, def: number) => {
-    const n = raw === undefined ? def : Number(raw);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} "${raw}": expected a positive number`);
-    return n;
-  };
+  const num = positiveOption;
   const renderer = values.renderer ?? "worker";
   if (!["worker", "deck", "maplibre", "all"].includes(renderer))
     throw new Error(`--renderer "${renderer}": expected worker, deck, maplibre or all`);
