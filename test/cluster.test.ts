@@ -301,3 +301,40 @@ test("cluster - a service starting while its server does not answer yet tries ag
     process.kill(pid, "SIGCONT");
   }
 }, 30_000);
+
+test("cluster - a service starting while the cluster elects its JetStream leader waits for it, within the first connection's budget", async () => {
+  // Two of three members stopped: the third has no quorum and its JetStream does not answer; once
+  // they are back the cluster elects a meta leader, answering "temporarily unavailable" meanwhile
+  // (~4 s measured). Before, connectNats failed at the first such answer.
+  const pids = [1, 2].map((i) => stack.natsNode(i).pid()!);
+  for (const pid of pids) process.kill(pid, "SIGSTOP");
+  let resume: Timer | undefined;
+  const lines: string[] = [];
+  try {
+    // Until the first member notices (its meta leader's heartbeats stop), it still answers.
+    const probe = await connectNats({ url: stack.natsNode(0).url, name: "cluster test probe", log: quiet });
+    await eventually(async () => {
+      const ok = await probe.jsm.getAccountInfo().then(
+        () => true,
+        () => false,
+      );
+      if (ok) throw new Error("JetStream still answers");
+    }, 20_000);
+    await probe.close();
+    resume = setTimeout(() => {
+      for (const pid of pids) process.kill(pid, "SIGCONT");
+    }, 2_000);
+    const client = await connectNats({
+      url: stack.natsNode(0).url,
+      name: "cluster test electing",
+      log: recordingLogger(lines),
+      firstConnectTimeoutMs: 20_000,
+    });
+    expect(lines).toContain("jetstream is not ready on this server yet: asking again");
+    expect((await client.jsm.getAccountInfo()).api.total).toBeGreaterThan(0);
+    await client.close();
+  } finally {
+    clearTimeout(resume);
+    for (const pid of pids) process.kill(pid, "SIGCONT");
+  }
+}, 60_000);
