@@ -6,7 +6,7 @@ import { heapStats } from "bun:jsc";
 import { create } from "@bufbuild/protobuf";
 import { ackResponseEncoder } from "../../gateway/ack-encoder.ts";
 import { SyncResponseSchema, IngestAckSchema } from "../../gen/fleet/v1/ingest_pb.ts";
-import { type Call, type GrpcHandler, H2Server } from "./h2lite";
+import { type Call, type GrpcHandler, H2Server } from "../../lib/h2/server";
 
 const mode = process.argv[2] ?? "lite";
 const port = Number(process.argv[3] ?? 50051);

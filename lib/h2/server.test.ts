@@ -2,7 +2,7 @@
 // decoded by libnghttp2): CONTINUATION, padding, 1-byte DATA frames, PING, RST_STREAM, floods.
 import { afterAll, expect, test } from "bun:test";
 import { encodeHeaders, FLAG, FRAME, frame, grpcFrame, grpcMessages, RawH2 } from "../../test/raw-h2.ts";
-import { type GrpcHandler, H2Server } from "./h2lite";
+import { type GrpcHandler, H2Server } from "./server";
 
 const Echo: GrpcHandler = { onMessage: (call, m) => void call.write(m), onHalfClose: (call) => call.end(0) };
 const server = new H2Server((p) => (p === "/t.T/Echo" ? Echo : undefined), { maxConcurrentStreams: 2, maxMessageBytes: 1000 });
