@@ -34,6 +34,7 @@ import { buildWebApp, pageUrl, startWebApp } from "../cli/web";
 import { fetchMetrics } from "./prom-histogram";
 import { createHistogram } from "./histogram";
 import { summarizeProfile } from "./profile-summary";
+import { busiestThreads, chromiumThreadTimes, summarizeTrace } from "./web-trace";
 import { positiveOption } from "./options";
 
 /** The JSON line printed last. */
@@ -70,8 +71,11 @@ Options:
                     worker's WebGL2), deck (the vehicles in deck.gl's ScatterplotLayer on the page's
                     thread), maplibre (the page on MapLibre GL alone, vehicles in a GeoJSON source),
                     or all three one after the other (default worker)
-  --profile         also record the page's CPU profile over the window (.fleet/logs/bench-web-<renderer>.cpuprofile)
-                    and list the functions that took the main thread (the profiler's own cost inflates the figures)
+  --profile         also record the page's CPU profile and a Chrome trace over the window
+                    (.fleet/logs/bench-web-<renderer>.cpuprofile, .trace.json) and list the functions that
+                    took the main thread, its long tasks (> 50 ms) with what ran in them and the thread
+                    time they had, and the Chromium threads' CPU and run-queue wait (/proc); the
+                    profiler's and the tracer's own cost inflate the figures
   --quick           a smoke run: 10,000 vehicles at 2,000 updates/s for 5 s
 `;
 
@@ -335,9 +339,22 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
       const measure = async (): Promise<WebFigures> => {
         // The page's input handler notes how long each event waited for the main thread.
         await page.evaluate(() => {
-          const w = window as unknown as { __inputDelays: number[] };
+          const w = window as unknown as { __inputDelays: number[]; __inputEvents: number };
           w.__inputDelays = [];
-          window.addEventListener("pointermove", (e) => w.__inputDelays.push(performance.now() - e.timeStamp), { capture: true });
+          w.__inputEvents = 0;
+          // Moves that came while the page was busy reach it as one event (Chromium coalesces them
+          // until the next frame): each counts, with its own wait.
+          window.addEventListener(
+            "pointermove",
+            (e) => {
+              const now = performance.now();
+              w.__inputEvents++;
+              const each = e.getCoalescedEvents?.() ?? [];
+              if (each.length === 0) w.__inputDelays.push(now - e.timeStamp);
+              for (const c of each) w.__inputDelays.push(now - c.timeStamp);
+            },
+            { capture: true },
+          );
         });
         await Bun.sleep(3000);
         const cdp = await page.context().newCDPSession(page);
@@ -348,11 +365,27 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
         };
         await page.evaluate(() => {
           (window as unknown as { __inputDelays: number[] }).__inputDelays = [];
+          (window as unknown as { __inputEvents: number }).__inputEvents = 0;
         });
         if (o.profile) {
           await cdp.send("Profiler.enable");
           await cdp.send("Profiler.start");
+          await browser.browser.startTracing(page, {
+            categories: [
+              "toplevel",
+              "devtools.timeline",
+              "disabled-by-default-devtools.timeline",
+              "v8",
+              "v8.execute",
+              "blink",
+              "input",
+              "gpu",
+              "cc",
+              "viz",
+            ],
+          });
         }
+        const threads0 = o.profile ? chromiumThreadTimes() : undefined;
         const m0 = await metrics();
         const f0 = await fleet<number>("frames()");
         const sent0 = sent;
@@ -382,6 +415,24 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
         // A page that never answered: its main thread was busy the whole time.
         const m1 = (await within(60_000, metrics())) ?? { ...m0, TaskDuration: m0.TaskDuration! + (performance.now() - t0) / 1000 };
         if (o.profile) {
+          const secs = (performance.now() - t0) / 1000;
+          say(`  ${renderer}: Chromium threads over the window (CPU share of a core, share of the time waiting for one):`);
+          for (const t of busiestThreads(threads0!, chromiumThreadTimes(), secs, 12))
+            say(`    ${t.cpu.toFixed(2).padStart(5)} cpu  ${t.wait.toFixed(2).padStart(5)} wait  ${t.name}`);
+          const traceFile = join(root, ".fleet", "logs", `bench-web-${renderer}.trace.json`);
+          const trace = await browser.browser.stopTracing();
+          await Bun.write(traceFile, trace);
+          const ts = summarizeTrace(trace.toString("utf8"));
+          say(
+            `  ${renderer}: trace ${traceFile}: main thread ${ts.main.tasks} tasks, ${(ts.main.busyMs / ts.main.spanMs).toFixed(2)} busy (wall), ${(ts.main.cpuMs / ts.main.spanMs).toFixed(2)} on a core; ${ts.longTasks.length} long tasks (> 50 ms):`,
+          );
+          for (const t of ts.longTasks)
+            say(
+              `    at ${(t.atMs / 1000).toFixed(2)} s: ${t.wallMs.toFixed(0)} ms wall, ${t.cpuMs.toFixed(0)} ms thread time: ${t.inside.map((i) => `${i.name} ${i.ms.toFixed(0)}`).join(", ")}`,
+            );
+          say(`  ${renderer}: other threads of the page and the GPU process (busy ms over the trace, thread ms):`);
+          for (const t of ts.threads.slice(0, 8))
+            say(`    ${t.busyMs.toFixed(0).padStart(6)} ${t.cpuMs.toFixed(0).padStart(6)}  ${t.name}`);
           const { profile } = await cdp.send("Profiler.stop");
           const file = join(root, ".fleet", "logs", `bench-web-${renderer}.cpuprofile`);
           await Bun.write(file, JSON.stringify(profile));
@@ -393,11 +444,13 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
         const frames = ((await within(60_000, fleet<number>("frames()"))) ?? f0) - f0;
         // The last moves are still on their way: a second to arrive before they are counted.
         await Bun.sleep(1000);
-        const delays =
-          (await within(
-            60_000,
-            page.evaluate(() => (window as unknown as { __inputDelays: number[] }).__inputDelays),
-          )) ?? [];
+        const { delays, events } = (await within(
+          60_000,
+          page.evaluate(() => {
+            const w = window as unknown as { __inputDelays: number[]; __inputEvents: number };
+            return { delays: w.__inputDelays, events: w.__inputEvents };
+          }),
+        )) ?? { delays: [], events: 0 };
         const h = createHistogram();
         for (const d of delays) h.record(d);
         // Moves the page had not handled by then (the last ones sent) waited at least until now.
@@ -418,7 +471,7 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
           bundle_gzip_bytes: gzipBytes,
         };
         say(
-          `  ${renderer}: busy per second ${busyPerSecond.map((b) => b.toFixed(2)).join(" ")}; ${moves} mouse moves, ${delays.length} handled in the window; ${frames} frames; page errors: ${opened.errors.length ? opened.errors.join("; ") : "none"}`,
+          `  ${renderer}: busy per second ${busyPerSecond.map((b) => b.toFixed(2)).join(" ")}; ${moves} mouse moves, ${delays.length} handled in the window (${delays.length - events} coalesced into a later event: they came within one frame); ${frames} frames; page errors: ${opened.errors.length ? opened.errors.join("; ") : "none"}`,
         );
         return f;
       };
