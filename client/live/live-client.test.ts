@@ -225,6 +225,95 @@ test("live client - queries: getVehicle, nearby, setStatus with a dispatcher's t
   expect(((await client.getVehicle(cab.id, { signal: abort.signal }).catch((e: unknown) => e)) as LiveError).code).toBe("aborted");
 }, 20_000);
 
+/**
+ * A TCP proxy to `target` that cuts every connection `cutAfterMs` after the server's first bytes
+ * back: a network that breaks a long stream mid-way (a real socket closed, not a fake server).
+ */
+async function cuttingProxy(target: URL, cutAfterMs: number) {
+  let cuts = 0;
+  const server = Bun.listen<{ upstream?: Promise<import("bun").Socket<undefined>>; timer?: Timer }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(client) {
+        client.data = {};
+        client.data.upstream = Bun.connect({
+          hostname: target.hostname,
+          port: Number(target.port),
+          socket: {
+            data(_up, bytes) {
+              client.write(bytes);
+              client.data.timer ??= setTimeout(() => {
+                cuts++;
+                client.end();
+                _up.end();
+              }, cutAfterMs);
+            },
+            close() {
+              client.end();
+            },
+          },
+        });
+      },
+      async data(client, bytes) {
+        (await client.data.upstream)!.write(bytes);
+      },
+      async close(client) {
+        clearTimeout(client.data.timer);
+        (await client.data.upstream)?.end();
+      },
+    },
+  });
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    get cuts() {
+      return cuts;
+    },
+    stop: () => server.stop(true),
+  };
+}
+
+test("live client - a replay cut off mid-way resumes on the next history server from its last point: each point once, in order", async () => {
+  const cab = await svc.vehicle(svc.unique("replayed"));
+  const start = Date.now();
+  const sent = 12;
+  for (let k = 0; k < sent; k++) {
+    await cab.send({ lat: 52.54 + k * 1e-4, lon: 13.43 });
+    await Bun.sleep(60);
+  }
+  const recorded = Date.now() - start;
+  const client = createLiveClient({
+    baseUrl: svc.trackers[0]!.url,
+    historyUrl: [svc.history!.url],
+    token: await svc.watchToken({ vehicles: [cab.id] }),
+  });
+  await until(
+    async () => (await client.track(cab.id, { from: start - 1000, to: Date.now() + 1000 })).totalPoints === sent,
+    "history to hold the points",
+  );
+  // At half speed the replay takes ~2 × what the points took to send; the proxy cuts it after a third of that.
+  const proxy = await cuttingProxy(new URL(svc.history!.url), (2 * recorded) / 3);
+  try {
+    const resuming = createLiveClient({
+      baseUrl: svc.trackers[0]!.url,
+      historyUrl: [proxy.url, svc.history!.url],
+      token: await svc.watchToken({ vehicles: [cab.id] }),
+    });
+    const replayed: number[] = [];
+    let beforeCut = 0;
+    for await (const batch of resuming.replay({ vehicleId: cab.id }, { from: start - 1000, to: Date.now() + 1000, speed: 0.5 })) {
+      if (proxy.cuts === 0) beforeCut += batch.length;
+      replayed.push(...batch.map((p) => p.seq));
+    }
+    expect(proxy.cuts).toBe(1);
+    expect(beforeCut).toBeGreaterThan(0);
+    expect(beforeCut).toBeLessThan(sent);
+    expect(replayed).toEqual(Array.from({ length: sent }, (_, i) => i + 1));
+  } finally {
+    proxy.stop();
+  }
+}, 30_000);
+
 test("live client - watchArea read as an async iterator: enter, move, exit when the vehicle leaves the box; leaving the loop closes it", async () => {
   const fleet = svc.unique("area");
   const bus = await svc.vehicle(svc.unique("bus"), fleet);

@@ -147,9 +147,15 @@ export interface LiveClient {
   setStatus(vehicleId: string, status: VehicleStatus, options?: CallOpts & { orderId?: string }): Promise<LiveVehicle>;
   /** A vehicle's track between two times, simplified to `maxPoints` (history). */
   track(vehicleId: string, options: TrackOptions): Promise<{ points: TrackPoint[]; totalPoints: number }>;
-  /** Replays a vehicle's or an area's points at `speed` × their pace, in the batches history sends them. */
+  /**
+   * Replays a vehicle's or an area's points at `speed` × their pace, in the batches history sends
+   * them; a break opens it again on the next history server from the last point handed on.
+   */
   replay(target: { vehicleId: string } | { area: LiveArea }, options: ReplayOptions): AsyncIterable<TrackPoint[]>;
 }
+
+/** Breaks in a row, with no new point between them, after which a replay gives up. */
+const MAX_REPLAY_BREAKS = 5;
 
 const list = <T>(v: T | readonly T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? [...(v as T[])] : [v as T]);
 const ms = (t: Date | number) => (typeof t === "number" ? t : t.getTime());
@@ -479,9 +485,8 @@ export function createLiveClient({
     },
     replay(target, { signal, from, to, speed = 1 }) {
       const what = "vehicleId" in target ? `replay of ${target.vehicleId}` : "replay of an area";
-      const req: MessageInitShape<typeof ReplayRequestSchema> = {
+      const base: MessageInitShape<typeof ReplayRequestSchema> = {
         target: "vehicleId" in target ? { case: "vehicleId", value: target.vehicleId } : { case: "area", value: areaMessage(target.area) },
-        from: timestampFromMs(ms(from)),
         to: timestampFromMs(ms(to)),
         speed,
       };
@@ -489,13 +494,53 @@ export function createLiveClient({
         async *[Symbol.asyncIterator]() {
           if (histories.length === 0)
             throw new LiveError("invalid-argument", `${what}: no history URL: pass historyUrl to createLiveClient`);
-          try {
-            // No deadline: a replay lasts as long as its range takes at its speed.
-            const stream = histories[historyIndex]!.replay(req, { headers: await headers(), signal });
-            for await (const r of stream) yield r.positions.map(pointOf);
-          } catch (err) {
+          // A replay that breaks (history restarting, the network) opens again on the next history
+          // server from the last point handed on: history replays a range in recorded order, so
+          // what came at that moment is known and skipped (vehicle and seq), nothing before it is
+          // asked for again, and nothing after it is missed. Gives up after MAX_REPLAY_BREAKS breaks in a row
+          // with nothing new between them.
+          let fromMs = ms(from);
+          /** The points handed on that were recorded at `fromMs`. */
+          let atFrom = new Set<string>();
+          let breaks = 0;
+          let refreshed = false;
+          for (;;) {
             if (signal?.aborted) throw abortedError(what);
-            throw toLiveError(err, what);
+            const index = historyIndex;
+            try {
+              const stream = histories[index]!.replay(
+                { ...base, from: timestampFromMs(fromMs) },
+                // No deadline: a replay lasts as long as its range takes at its speed.
+                { headers: await headers(), signal },
+              );
+              for await (const r of stream) {
+                const batch: TrackPoint[] = [];
+                for (const p of r.positions) {
+                  const point = pointOf(p);
+                  const key = `${point.vehicleId}\u0000${point.seq}`;
+                  if (point.recordedAtMs < fromMs || (point.recordedAtMs === fromMs && atFrom.has(key))) continue;
+                  if (point.recordedAtMs > fromMs) {
+                    fromMs = point.recordedAtMs;
+                    atFrom = new Set();
+                  }
+                  atFrom.add(key);
+                  batch.push(point);
+                }
+                if (batch.length === 0) continue;
+                breaks = 0;
+                refreshed = false;
+                yield batch;
+              }
+              return;
+            } catch (err) {
+              if (signal?.aborted) throw abortedError(what);
+              const e = toLiveError(err, what, { retrying: true });
+              if (!e.retryable && (refreshed || !tokenMayRefresh(e))) throw toLiveError(err, what);
+              if (!e.retryable) refreshed = true;
+              else if (++breaks > MAX_REPLAY_BREAKS) throw toLiveError(err, what);
+              historyIndex = (index + 1) % histories.length;
+              await sleep(Math.random() * Math.min(maxMs, initialMs * 2 ** (breaks - 1)), signal ?? new AbortController().signal);
+            }
           }
         },
       };
