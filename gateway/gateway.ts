@@ -20,7 +20,7 @@ import {
 } from "../lib/nats";
 import { createLogger, type Logger } from "../lib/log";
 import { Gauge, createRegistry, type Registry } from "../lib/metrics";
-import { createAuthInterceptor, createRpcInterceptor, serve, type Server } from "../lib/grpc";
+import { createAuthInterceptor, createNativeGrpc, createRpcInterceptor, serve, serveLite, type LiteServer, type Server } from "../lib/grpc";
 import { createBatcher } from "./batcher";
 import { createDurableSeqs, followPositions, type Follower } from "./durable-seqs";
 import { createIngestService } from "./ingest-service";
@@ -53,6 +53,9 @@ export interface Gateway {
   /** Base URL of the one port, e.g. http://127.0.0.1:50051. */
   readonly url: string;
   readonly port: number;
+  /** The vehicle port's URL (GATEWAY_VEHICLE_PORT: IngestService over gRPC on lib/h2), when it is on. */
+  readonly vehicleUrl: string | undefined;
+  readonly vehiclePort: number | undefined;
   /** Admin address of /metrics and /healthz (loopback by default). */
   readonly adminUrl: string;
   readonly instanceId: string;
@@ -163,6 +166,9 @@ export async function createGateway({
       beforeResume: () => follower!.caughtUp(RESUME_CATCH_UP_MS),
     });
 
+    // Outermost first: the rpc interceptor sees (and maps) auth failures too.
+    const interceptors = [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))];
+    const tls = config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined;
     const server: Server = await serve({
       routes: (router) => router.service(IngestService, ingest.service),
       // Upload and Sync over gRPC skip connect's per-message pipeline: see lib/grpc/router.ts.
@@ -171,7 +177,7 @@ export async function createGateway({
       port: config.gatewayPort,
       reusePort: config.gatewayReusePort,
       admin: { host: config.adminHost, port: config.gatewayAdminPort },
-      tls: config.tlsCert ? { cert: readFileSync(config.tlsCert), key: readFileSync(config.tlsKey) } : undefined,
+      tls,
       registry,
       log,
       maxMessageBytes: config.maxMessageBytes,
@@ -181,16 +187,43 @@ export async function createGateway({
       unaryBodyTimeoutMs: config.unaryBodyTimeout,
       idleTimeoutMs: config.idleTimeout,
       healthz: () => nats.connected(),
-      // Outermost first: the rpc interceptor sees (and maps) auth failures too.
-      interceptors: [createRpcInterceptor({ log, registry }), createAuthInterceptor(tokenKeys(config))],
+      interceptors,
     });
     log.info("listening", { url: server.url, instanceId, partitions: config.partitions });
+    let vehicles: LiteServer | undefined;
+    if (config.gatewayVehiclePort >= 0) {
+      try {
+        // The same native methods and interceptors as the main port, on lib/h2 (see lib/grpc/serve-lite.ts).
+        vehicles = await serveLite({
+          native: createNativeGrpc({
+            methods: ingest.nativeMethods,
+            interceptors,
+            maxMessageBytes: config.maxMessageBytes,
+            unaryBodyTimeoutMs: config.unaryBodyTimeout,
+          }),
+          host: config.host,
+          port: config.gatewayVehiclePort,
+          reusePort: config.gatewayReusePort,
+          tls,
+          log,
+          maxStreamsPerConnection: config.maxStreamsPerConnection,
+          maxConnections: config.maxConnections,
+          idleTimeoutMs: config.idleTimeout,
+          mainUrl: server.url,
+        });
+      } catch (err) {
+        await server.close();
+        throw err;
+      }
+      log.info("vehicle port listening", { url: vehicles.url, serves: "fleet.v1.IngestService over gRPC" });
+    }
 
     let closed: Promise<void> | undefined;
     const close = () =>
       (closed ??= (async () => {
         for (const t of timers) clearInterval(t);
         streams.close();
+        await vehicles?.close();
         await server.close();
         await follower?.stop();
         await nats.close();
@@ -199,6 +232,8 @@ export async function createGateway({
     return {
       url: server.url,
       port: server.port,
+      vehicleUrl: vehicles?.url,
+      vehiclePort: vehicles?.port,
       adminUrl: server.adminUrl,
       instanceId,
       registry,
@@ -207,9 +242,11 @@ export async function createGateway({
         draining = true;
         log.info("draining", { inFlight: batcher.inFlight, streams: streams.size });
         await server.stopAccepting();
+        await vehicles?.stopAccepting();
         streams.drain();
         const published = await batcher.drain(Math.max(0, until - Date.now()));
-        const finished = await server.settled(Math.max(0, until - Date.now()));
+        const finished =
+          (await server.settled(Math.max(0, until - Date.now()))) && ((await vehicles?.settled(Math.max(0, until - Date.now()))) ?? true);
         log.info("drained", { published, callsFinished: finished, unacked: batcher.inFlight });
         await close();
       },

@@ -186,6 +186,13 @@ const S = {
     false,
     "listen with SO_REUSEPORT, so that several gateway processes on one host share GATEWAY_PORT (set it on each of them)",
   ),
+  gatewayVehiclePort: int(
+    "GATEWAY_VEHICLE_PORT",
+    -1,
+    'a second gateway port for vehicles: IngestService over gRPC only, on a lean HTTP/2 server (lib/h2) at ~1/10 of the main port\'s memory and CPU per connection; same auth, limits, codes (-1: off; 0: any free port, logged as "vehicle port listening"); honours GATEWAY_REUSE_PORT and GATEWAY_TLS_CERT',
+    -1,
+    65535,
+  ),
   tlsCert: str("GATEWAY_TLS_CERT", "", "PEM certificate file: serve h2 over TLS instead of cleartext"),
   tlsKey: str("GATEWAY_TLS_KEY", "", "PEM private key file for GATEWAY_TLS_CERT"),
   maxMessageBytes: int("GATEWAY_MAX_MESSAGE_BYTES", 256 * 1024, "largest request message accepted", 1024, 16 * 1024 * 1024),

@@ -25,7 +25,7 @@ const Sync: GrpcHandler = {
     call.state = 0;
     call.sendHeaders();
   },
-  onMessage(call, _message) {
+  onMessage(call, _buf, _start, _end) {
     call.state = (call.state as number) + 1;
     call.write(ackBytes(call.state as number));
   },
@@ -34,7 +34,8 @@ const Sync: GrpcHandler = {
   },
 };
 const Echo: GrpcHandler = {
-  onMessage(call, message) {
+  onMessage(call, buf, start, end) {
+    const message = buf.subarray(start, end);
     call.write(message);
   },
   onHalfClose(call) {
@@ -42,7 +43,8 @@ const Echo: GrpcHandler = {
   },
 };
 const Flood: GrpcHandler = {
-  onMessage(call, message) {
+  onMessage(call, buf, start, end) {
+    const message = buf.subarray(start, end);
     const perTick = message.length >= 8 ? message.readUInt32BE(4) : 0;
     call.state = { left: message.readUInt32BE(0), perTick };
     if (perTick > 0) setImmediate(tick, call);
@@ -100,7 +102,8 @@ function addWatch(w: Watch, want: number, rounds: number): void {
   setImmediate(step);
 }
 const WatchMethod: GrpcHandler = {
-  onMessage(call, message) {
+  onMessage(call, buf, start, end) {
+    const message = buf.subarray(start, end);
     addWatch({ write: (m) => call.write(m), end: () => call.end(0) }, message.readUInt32BE(0), message.readUInt32BE(4));
   },
   onHalfClose() {},

@@ -39,8 +39,14 @@ export interface TestGateway {
   config: Config;
   stream: string;
   natsUrl: string;
-  /** host:port for grpc-js. */
+  /**
+   * host:port for grpc-js: the main port, or the vehicle port (GATEWAY_VEHICLE_PORT, lib/h2) when
+   * the test process runs with GATEWAY_TEST_LISTENER=vehicle (gateway/test/vehicle-port-*.test.ts
+   * run other files' grpc-js cases that way).
+   */
   target: string;
+  /** host:port of the main port, whichever `target` is. */
+  mainTarget: string;
   token(vehicleId: string, fleetId?: string): Promise<string>;
   /** Every point stored in this gateway's stream, in stream order. */
   stored(): Promise<Position[]>;
@@ -60,6 +66,7 @@ export async function startTestGateway(env: Record<string, string> = {}, options
     GATEWAY_MAX_FIX_RATE: "0",
     // Each test gateway has its own stream on the one test NATS, which reserves its max_bytes.
     FLEET_STREAM_MAX_BYTES: String(64 * 1024 * 1024),
+    ...(process.env.GATEWAY_TEST_LISTENER === "vehicle" ? { GATEWAY_VEHICLE_PORT: "0" } : {}),
     ...env,
   });
   const stream = uniqueName("GW");
@@ -77,7 +84,11 @@ export async function startTestGateway(env: Record<string, string> = {}, options
     config,
     stream,
     natsUrl: stack.natsUrl,
-    target: gateway.url.replace(/^https?:\/\//, ""),
+    target: (process.env.GATEWAY_TEST_LISTENER === "vehicle" && gateway.vehicleUrl ? gateway.vehicleUrl : gateway.url).replace(
+      /^https?:\/\//,
+      "",
+    ),
+    mainTarget: gateway.url.replace(/^https?:\/\//, ""),
     token: (vehicleId, fleetId = "fleet-a") => mintVehicleToken(tokenKeys(config), vehicleId, { fleetId }),
     stored: () => storedPoints(stack.natsUrl, stream),
   };

@@ -1,11 +1,27 @@
 import type http2 from "node:http2";
-import { fromBinary, type DescMethodStreaming, type DescMethodUnary, type DescService, type Message } from "@bufbuild/protobuf";
+import type { DescMessage, DescMethodStreaming, DescMethodUnary, DescService, Message, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues, type UnaryRequest } from "@connectrpc/connect";
-import { connectionKey, contextValuesPrototype, LazyHeaders, NativeContext, type RawHeaders } from "./context";
-import { FramedInput } from "./framed-input";
-import { FramedOutput } from "./framed-output";
-import { isUnary, type NativeMethod } from "./methods";
+import { connectionKey, LazyHeaders, NativeContext, type RawHeaders } from "./context";
+import type { MessageInput } from "./input";
+import type { NativeMethod } from "./methods";
 import { parseGrpcTimeout } from "./wire";
+
+/**
+ * The request side of a native call, whatever carries it: FramedInput on a node:http2 stream, or
+ * lib/grpc/serve-lite.ts's input on an h2lite stream (lib/h2).
+ */
+export interface CallInput extends MessageInput<Message> {
+  /** Fails the stream (protocol error, reset, deadline); before `start`, the handler gets it on start. */
+  fail(err: unknown): void;
+}
+
+/** The response side of a native call: headers with the first message, then trailers (or trailers only). */
+export interface CallOutput {
+  message(init: MessageInitShape<DescMessage>, headers: Headers): void;
+  /** Resolves once the client took enough of what was written (or the stream is gone); undefined: write on. */
+  writable(): Promise<void> | undefined;
+  end(headers: Headers, trailers: http2.OutgoingHttpHeaders): void;
+}
 
 /**
  * One native call: its context, both directions, and the request the interceptors see. The request
@@ -17,41 +33,28 @@ export class NativeCall implements AsyncIterable<never> {
   readonly stream = true;
   readonly requestMethod = "POST";
   readonly ctx: NativeContext;
-  readonly input: FramedInput;
-  readonly output: FramedOutput;
   /** The handler's response is written (or failed); a later 'close' is not a cancellation. */
   finished = false;
 
   constructor(
     readonly route: NativeMethod,
-    readonly raw: http2.ServerHttp2Stream,
     headers: RawHeaders,
-    /** The compatibility request, made only when `contextValues` wants one. */
-    req: http2.Http2ServerRequest | undefined,
-    maxMessageBytes: number,
-    contextValues: ((req: http2.Http2ServerRequest) => ContextValues) | undefined,
+    /** The call's context values; connectionKey is set on them. */
+    values: ContextValues,
+    /** The client connection (connectionKey): limits per connection. */
+    connection: object | undefined,
+    readonly input: CallInput,
+    readonly output: CallOutput,
   ) {
     const { method } = route;
     const header = new LazyHeaders(headers);
     const timeout = parseGrpcTimeout(header.get("grpc-timeout") ?? undefined);
-    this.input = new FramedInput(
-      raw,
-      route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))),
-      maxMessageBytes,
-    );
-    this.output = new FramedOutput(
-      raw,
-      method.output,
-      maxMessageBytes,
-      route.encode,
-      isUnary(route) ? undefined : route.writeHighWaterBytes,
-    );
     this.ctx = new NativeContext(
       method.parent,
       method,
       `http://${headers[":authority"] ?? "localhost"}${headers[":path"]}`,
       header,
-      ((req && contextValues?.(req)) ?? (Object.create(contextValuesPrototype) as ContextValues)).set(connectionKey, raw.session),
+      values.set(connectionKey, connection),
       timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
       this.input,
     );

@@ -21,7 +21,7 @@
  */
 import type http from "node:http";
 import type http2 from "node:http2";
-import { create, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -33,7 +33,9 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import { NativeCall, NativeUnaryRequest } from "./call";
-import { handlerContext, type RawHeaders } from "./context";
+import { contextValuesPrototype, handlerContext, type RawHeaders } from "./context";
+import { FramedInput } from "./framed-input";
+import { FramedOutput } from "./framed-output";
 import { single } from "./input";
 import { isUnary, type NativeMethod, type NativeStream, type NativeUnary } from "./methods";
 import { errorTrailers, GRPC_CONTENT_TYPES, headersObject } from "./wire";
@@ -60,6 +62,14 @@ export interface NativeGrpcOptions {
 }
 
 export interface NativeGrpc {
+  /** The native method served at `path` (`/package.Service/Method`), if any. */
+  methodAt(path: string): NativeMethod | undefined;
+  /**
+   * Runs a call made by another transport (lib/grpc/serve-lite.ts on lib/h2) through the same
+   * interceptors and handler; resolves once its response is written.
+   */
+  execute(call: NativeCall): Promise<void>;
+  readonly maxMessageBytes: number;
   /** Serves the request and returns true when it is a native method called over gRPC on HTTP/2; false leaves it to connect. */
   handle(req: http.IncomingMessage | http2.Http2ServerRequest): boolean;
   /**
@@ -137,15 +147,9 @@ export function createNativeGrpc({
   );
   const byPath = new Map(methods.map((s) => [`/${s.method.parent.typeName}/${s.method.name}`, s]));
 
-  const run = async (route: NativeMethod, raw: http2.ServerHttp2Stream, headers: RawHeaders, req: http2.Http2ServerRequest | undefined) => {
-    const stream = raw as CallStream;
-    const call = new NativeCall(route, stream, headers, req, maxMessageBytes, contextValues);
-    const { ctx, input, output } = call;
-    stream[CALL] = call;
-    stream.on("error", ignoreStreamError);
-    // `on`, not `once` (which wraps each listener in a closure per call): gone() is idempotent.
-    stream.on("aborted", onStreamGone);
-    stream.on("close", onStreamGone);
+  /** Runs a call through the interceptors and its handler, and writes its response; never rejects. */
+  const execute = async (call: NativeCall): Promise<void> => {
+    const { ctx, input, output, route } = call;
     try {
       if (isUnary(route)) {
         const res = await unaryChain(new NativeUnaryRequest(call));
@@ -167,6 +171,34 @@ export function createNativeGrpc({
       call.finished = true;
       input.stop();
       ctx.abort();
+    }
+  };
+
+  const run = async (route: NativeMethod, raw: http2.ServerHttp2Stream, headers: RawHeaders, req: http2.Http2ServerRequest | undefined) => {
+    const stream = raw as CallStream;
+    const { method } = route;
+    const values = (req && contextValues?.(req)) ?? (Object.create(contextValuesPrototype) as ContextValues);
+    const input = new FramedInput(
+      raw,
+      route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end))),
+      maxMessageBytes,
+    );
+    const output = new FramedOutput(
+      raw,
+      method.output,
+      maxMessageBytes,
+      route.encode,
+      isUnary(route) ? undefined : route.writeHighWaterBytes,
+    );
+    const call = new NativeCall(route, headers, values, raw.session, input, output);
+    stream[CALL] = call;
+    stream.on("error", ignoreStreamError);
+    // `on`, not `once` (which wraps each listener in a closure per call): gone() is idempotent.
+    stream.on("aborted", onStreamGone);
+    stream.on("close", onStreamGone);
+    try {
+      await execute(call);
+    } finally {
       // Whatever the client still sends is read and dropped, so its flow-control credit returns.
       stream.removeAllListeners("data");
       stream.resume();
@@ -174,6 +206,9 @@ export function createNativeGrpc({
   };
 
   return {
+    methodAt: (path) => byPath.get(path),
+    execute,
+    maxMessageBytes,
     handle(req) {
       if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
       const route = byPath.get(req.url ?? "");

@@ -74,8 +74,13 @@ export class HpackDecoder {
     this.maxSize = limit;
   }
 
-  /** Decodes one complete header block, appending name, value, name, value, … to `out`. */
-  decode(block: Buffer, out: string[]): void {
+  /**
+   * Decodes one complete header block, appending name, value, name, value, … to `out`. Returns false
+   * when the list is over SETTINGS_MAX_HEADER_LIST_SIZE: the block is still decoded to its end (the
+   * dynamic table must stay in step with the peer's), but fields past the limit are not appended.
+   */
+  decode(block: Buffer, out: string[]): boolean {
+    let within = true;
     this.pos = 0;
     const end = block.length;
     let listSize = 0;
@@ -109,9 +114,10 @@ export class HpackDecoder {
       }
       fields++;
       listSize += name.length + value.length + 32;
-      if (listSize > this.maxListSize) throw new HpackError("header list too large");
-      out.push(name, value);
+      if (listSize > this.maxListSize) within = false;
+      else out.push(name, value);
     }
+    return within;
   }
 
   private int(block: Uint8Array, prefixBits: number): number {

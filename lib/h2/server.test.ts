@@ -4,7 +4,10 @@ import { afterAll, expect, test } from "bun:test";
 import { encodeHeaders, FLAG, FRAME, frame, grpcFrame, grpcMessages, RawH2 } from "../../test/raw-h2.ts";
 import { type GrpcHandler, H2Server } from "./server";
 
-const Echo: GrpcHandler = { onMessage: (call, m) => void call.write(m), onHalfClose: (call) => call.end(0) };
+const Echo: GrpcHandler = {
+  onMessage: (call, buf, start, end) => void call.write(buf.subarray(start, end)),
+  onHalfClose: (call) => call.end(0),
+};
 const server = new H2Server((p) => (p === "/t.T/Echo" ? Echo : undefined), { maxConcurrentStreams: 2, maxMessageBytes: 1000 });
 const listener = server.listen("127.0.0.1", 0);
 afterAll(() => listener.stop(true));

@@ -1,12 +1,22 @@
 /**
- * A minimal HTTP/2 (h2c, prior knowledge) server for gRPC on Bun.listen's native sockets.
+ * A minimal HTTP/2 server for gRPC on Bun.listen's native sockets (h2c with prior knowledge, or
+ * TLS with ALPN "h2"): the gateway's vehicle listener (lib/grpc/serve-lite.ts, GATEWAY_VEHICLE_PORT).
  *
- * Why: node:http2 in Bun costs ~14 KB per connection with one open stream and ~4 µs of CPU per
- * message written; this is an experiment in what the protocol itself costs when each connection
- * is one object, each stream a small one, and writes are batched per tick into one send().
+ * Why: node:http2 in Bun costs ~14 KB per connection with one open stream and 0.34 µs of CPU per
+ * message written; here 2.1-2.2 KB and 0.09 µs (experiments/h2lite/README.md: 5,000 connections,
+ * RSS after GC), since each connection is one object, each stream a small one, and writes are
+ * batched per tick into one send() per connection.
  *
  * Scope: server side only; requests must be gRPC (POST, content-type application/grpc…);
  * responses are HEADERS, DATA, trailers. No server push, no priorities (PRIORITY is ignored).
+ *
+ * Hostile peers: streams above SETTINGS_MAX_CONCURRENT_STREAMS are refused, a header list above
+ * SETTINGS_MAX_HEADER_LIST_SIZE is answered RESOURCE_EXHAUSTED, a header block in CONTINUATIONs
+ * past twice that limit, more control frames (PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA)
+ * or more stream resets per second than the options allow end the connection with GOAWAY
+ * ENHANCE_YOUR_CALM; DATA beyond our window and bad WINDOW_UPDATEs are the RFC's errors; a peer
+ * that does not read is cut once `maxBufferedBytes` wait for it; a connection that receives
+ * nothing for `idleTimeoutMs` gets GOAWAY; past `maxConnections` a new connection is closed.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { grpcPercentEncode, HpackDecoder, HpackError, literal, RESPONSE_HEADERS } from "./hpack";
@@ -32,12 +42,10 @@ const FLAG_PRIORITY = 0x20;
 
 export const H2_NO_ERROR = 0;
 const PROTOCOL_ERROR = 1;
-const INTERNAL_ERROR = 2;
 const FLOW_CONTROL_ERROR = 3;
 const STREAM_CLOSED = 5;
 const FRAME_SIZE_ERROR = 6;
 const REFUSED_STREAM = 7;
-const CANCEL = 8;
 const COMPRESSION_ERROR = 9;
 const ENHANCE_YOUR_CALM = 11;
 
@@ -49,17 +57,45 @@ const MAX_FRAME_SIZE = 16384;
 const MAX_WINDOW = 2 ** 31 - 1;
 
 export interface H2Options {
+  /** SETTINGS_MAX_CONCURRENT_STREAMS: more open streams are refused (REFUSED_STREAM). Default 100. */
   maxConcurrentStreams?: number;
   /** Largest gRPC message accepted, bytes (grpc's default 4 MiB). */
   maxMessageBytes?: number;
+  /** SETTINGS_MAX_HEADER_LIST_SIZE (RFC 7541 sizes): a larger request is answered RESOURCE_EXHAUSTED. Default 16 KiB. */
   maxHeaderListSize?: number;
+  /** Connections open at once; past it a new one is closed at once. Default 10,000. */
+  maxConnections?: number;
+  /** A connection that receives nothing for this long gets GOAWAY and is closed (0: never). Default 0. */
+  idleTimeoutMs?: number;
+  /**
+   * Bytes a connection may hold unsent because its peer does not read: past it the connection is
+   * cut (its calls are cancelled). Streams wait for `onDrain` long before (see Call.write), so only
+   * a peer that stopped reading gets here. Default 1 MiB.
+   */
+  maxBufferedBytes?: number;
+  /** PING, SETTINGS, PRIORITY, RST_STREAM and empty DATA frames a peer may send per second. Default 1,000. */
+  maxControlFramesPerSecond?: number;
+  /** Open streams a peer may reset per second (rapid reset: each costs a call's start). Default 200. */
+  maxResetsPerSecond?: number;
+  /** Told of connections refused past maxConnections (the count so far) and of connections ended for a flood. */
+  onEvent?(event: "refused" | "flood" | "unread", count: number): void;
 }
 
 /** What a service implements for one method; `call.state` is the handler's per-call slot. */
 export interface GrpcHandler {
   onOpen?(call: Call, headers: string[]): void;
-  /** `message` is valid only during this call (it may be a view into the socket's chunk). */
-  onMessage(call: Call, message: Buffer): void;
+  /**
+   * The request's gRPC framing is bad: a compressed message, one above maxMessageBytes (`length`),
+   * or the stream ended inside a message. Nothing more of the stream is delivered. Without this
+   * the call ends at once with a status of its own.
+   */
+  onInvalid?(call: Call, problem: "compressed" | "too-large" | "truncated", length: number): void;
+  /**
+   * One message, at `buf[start, end)`: valid only during this call (it may lie in the socket's
+   * chunk). Offsets rather than a view: making a view of a Buffer costs about what decoding a
+   * point does (lib/grpc/input.ts).
+   */
+  onMessage(call: Call, buf: Buffer, start: number, end: number): void;
   onHalfClose(call: Call): void;
   onCancel?(call: Call): void;
   /** The call can take writes again after `write` returned false. */
@@ -87,6 +123,10 @@ export class Call {
   private pendingOff = 0;
   private pendingTrailers: Buffer | null = null;
   wantDrain = false;
+  /** The handler takes no messages for now: DATA received is not credited back (flow control holds the peer). */
+  private paused = false;
+  /** Bad framing was reported: the rest of the stream is dropped. */
+  private broken = false;
 
   constructor(
     readonly conn: H2Connection,
@@ -95,11 +135,25 @@ export class Call {
     this.sendWindow = conn.peerInitialWindow;
   }
 
-  /** Sends response headers now (otherwise they go with the first message). */
-  sendHeaders(): void {
+  /** Sends response headers now (otherwise they go with the first message); `extra`: more literal fields after the fixed ones. */
+  sendHeaders(extra?: Buffer): void {
     if (this.headersSent || this.localClosed) return;
     this.headersSent = true;
-    this.conn.frame(HEADERS, FLAG_END_HEADERS, this.id, RESPONSE_HEADERS);
+    this.conn.headers(this.id, 0, extra ? Buffer.concat([RESPONSE_HEADERS, extra]) : RESPONSE_HEADERS);
+  }
+
+  /** Stops crediting received DATA back to the peer, so that its flow-control window closes. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.recvUnacked >= WINDOW_UPDATE_AT && !this.remoteClosed) {
+      this.conn.windowUpdate(this.id, this.recvUnacked);
+      this.recvUnacked = 0;
+    }
   }
 
   /** Writes one gRPC message. Returns false when the caller should wait for `onDrain`. */
@@ -155,13 +209,22 @@ export class Call {
 
   /** Ends the call with a gRPC status (after any queued messages). */
   end(status: number, message?: string): void {
-    if (this.localClosed || this.pendingTrailers !== null) return;
     let block = status === 0 && !message ? GRPC_OK_TRAILERS : literal("grpc-status", String(status));
     if (message) block = Buffer.concat([block, literal("grpc-message", grpcPercentEncode(message))]);
+    this.endWith(block);
+  }
+
+  /**
+   * Ends the call with this trailer block (literal fields, grpc-status among them), after any
+   * queued messages; with no response headers sent yet it is a trailers-only response.
+   * `headers`: literal fields for the response headers of a trailers-only response.
+   */
+  endWith(block: Buffer, headers?: Buffer): void {
+    if (this.localClosed || this.pendingTrailers !== null) return;
     if (!this.headersSent) {
       // Trailers-only response: one HEADERS frame with the status.
       this.headersSent = true;
-      block = Buffer.concat([RESPONSE_HEADERS, block]);
+      block = headers ? Buffer.concat([RESPONSE_HEADERS, headers, block]) : Buffer.concat([RESPONSE_HEADERS, block]);
     }
     this.pendingTrailers = block;
     if (this.pending === null) this.sendTrailers();
@@ -171,7 +234,7 @@ export class Call {
     const block = this.pendingTrailers!;
     this.pendingTrailers = null;
     this.localClosed = true;
-    this.conn.frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, this.id, block);
+    this.conn.headers(this.id, FLAG_END_STREAM, block);
     // The client may still be sending: tell it to stop (what grpc servers do), then forget the stream.
     if (!this.remoteClosed) this.conn.rst(this.id, H2_NO_ERROR);
     this.conn.remove(this);
@@ -220,20 +283,24 @@ export class Call {
       this.conn.connError(FLOW_CONTROL_ERROR);
       return;
     }
-    if (!endStream && this.recvUnacked >= WINDOW_UPDATE_AT) {
+    if (!endStream && (!this.paused || this.broken) && this.recvUnacked >= WINDOW_UPDATE_AT) {
       this.conn.windowUpdate(this.id, this.recvUnacked);
       this.recvUnacked = 0;
+    }
+    if (this.broken) {
+      if (endStream) this.onRemoteEnd();
+      return;
     }
     const max = this.conn.maxMessageBytes;
     let off = start;
     while (off < end && !this.localClosed) {
       if (this.msgBuf === null) {
         if (end - off >= 5) {
-          if (payload[off] !== 0) return this.fail(12, "compressed messages are not supported");
+          if (payload[off] !== 0) return this.fail("compressed", 0);
           const len = payload.readUInt32BE(off + 1);
-          if (len > max) return this.fail(8, `message larger than ${max} bytes`);
+          if (len > max) return this.fail("too-large", len);
           if (end - off - 5 >= len) {
-            this.handler!.onMessage(this, payload.subarray(off + 5, off + 5 + len));
+            this.handler!.onMessage(this, payload, off + 5, off + 5 + len);
             off += 5 + len;
             continue;
           }
@@ -249,9 +316,9 @@ export class Call {
       if (this.msgFill < buf.length) break;
       if (buf.length === 5 && this.msgFill === 5) {
         // Only the prefix so far: now the length is known.
-        if (buf[0] !== 0) return this.fail(12, "compressed messages are not supported");
+        if (buf[0] !== 0) return this.fail("compressed", 0);
         const len = buf.readUInt32BE(1);
-        if (len > max) return this.fail(8, `message larger than ${max} bytes`);
+        if (len > max) return this.fail("too-large", len);
         if (len > 0) {
           this.msgBuf = Buffer.allocUnsafe(5 + len);
           this.msgBuf.set(buf, 0);
@@ -259,7 +326,7 @@ export class Call {
         }
       }
       this.msgBuf = null;
-      this.handler!.onMessage(this, buf.subarray(5));
+      this.handler!.onMessage(this, buf, 5, buf.length);
     }
     if (endStream) this.onRemoteEnd();
   }
@@ -271,13 +338,18 @@ export class Call {
       this.conn.remove(this);
       return;
     }
-    if (this.msgBuf !== null) return this.fail(13, "stream ended inside a message");
+    if (this.msgBuf !== null) return this.fail("truncated", 0);
+    if (this.broken) return;
     this.handler!.onHalfClose(this);
   }
 
-  private fail(status: number, message: string): void {
+  private fail(problem: "compressed" | "too-large" | "truncated", length: number): void {
     this.msgBuf = null;
-    this.end(status, message);
+    this.broken = true;
+    if (this.handler?.onInvalid) return this.handler.onInvalid(this, problem, length);
+    if (problem === "compressed") this.end(12, "compressed messages are not supported");
+    else if (problem === "too-large") this.end(8, `message larger than ${this.conn.maxMessageBytes} bytes`);
+    else this.end(13, "stream ended inside a message");
   }
 }
 
@@ -330,6 +402,12 @@ export class H2Connection {
   blocked = 0;
   private goingAway = false;
   closed = false;
+  /** Date.now() of the last bytes received (the server's idle sweep reads it). */
+  lastActive = Date.now();
+  /** Flood budgets: control frames and resets counted since `budgetStart` (ms). */
+  private budgetStart = 0;
+  private controlFrames = 0;
+  private resets = 0;
 
   constructor(
     readonly socket: Socket<H2Connection>,
@@ -369,6 +447,23 @@ export class H2Connection {
     return this.wbuf;
   }
 
+  /** A header block: HEADERS, then CONTINUATIONs when it is longer than the peer's largest frame. */
+  headers(id: number, flags: number, block: Buffer): void {
+    if (block.length <= this.peerMaxFrame) return this.frame(HEADERS, flags | FLAG_END_HEADERS, id, block);
+    let off = 0;
+    while (off < block.length) {
+      const n = Math.min(this.peerMaxFrame, block.length - off);
+      const last = off + n === block.length;
+      this.frame(
+        off === 0 ? HEADERS : CONTINUATION,
+        (off === 0 ? flags : 0) | (last ? FLAG_END_HEADERS : 0),
+        id,
+        block.subarray(off, off + n),
+      );
+      off += n;
+    }
+  }
+
   frame(type: number, flags: number, id: number, payload?: Uint8Array): void {
     const len = payload ? payload.length : 0;
     const buf = this.reserve(9 + len);
@@ -394,6 +489,15 @@ export class H2Connection {
       }
     }
     if (buf.length === POOL_BUFFER_BYTES && pool.length < 256) pool.push(buf);
+    // A peer that stopped reading (while it still sends, or with PINGs answered for it) is cut,
+    // not buffered for without bound.
+    if (this.backlog !== null && this.backlog.length > this.server.maxBufferedBytes && !this.closed) {
+      this.server.onEvent?.("unread", this.backlog.length);
+      this.backlog = null;
+      this.closed = true;
+      this.socket.terminate();
+      this.onClose();
+    }
   }
 
   onDrain(): void {
@@ -435,6 +539,35 @@ export class H2Connection {
     if (this.goingAway && this.calls.size === 0) this.close();
   }
 
+  /**
+   * Graceful close (drain, idle): GOAWAY NO_ERROR naming the last stream taken; streams already
+   * open go on, new ones are refused, and the connection closes once the last one ended.
+   */
+  goAway(): void {
+    if (this.closed || this.goingAway) return;
+    this.goingAway = true;
+    const p = Buffer.allocUnsafe(8);
+    p.writeUInt32BE(this.lastStreamId, 0);
+    p.writeUInt32BE(H2_NO_ERROR, 4);
+    this.frame(GOAWAY, 0, 0, p);
+    if (this.calls.size === 0) this.close();
+  }
+
+  /** Counts a frame against the peer's per-second budget; false (and the connection ended) past it. */
+  private spend(reset: boolean): boolean {
+    const now = Date.now();
+    if (now - this.budgetStart >= 1000) {
+      this.budgetStart = now;
+      this.controlFrames = 0;
+      this.resets = 0;
+    }
+    if (++this.controlFrames <= this.server.maxControlFramesPerSecond && (!reset || ++this.resets <= this.server.maxResetsPerSecond))
+      return true;
+    this.server.onEvent?.("flood", reset ? this.resets : this.controlFrames);
+    this.connError(ENHANCE_YOUR_CALM);
+    return false;
+  }
+
   /** Connection error: GOAWAY with `code`, then close. */
   connError(code: number): void {
     if (this.closed) return;
@@ -454,6 +587,7 @@ export class H2Connection {
   }
 
   onClose(): void {
+    this.server.connections.delete(this);
     this.closed = true;
     this.inBuf = null;
     this.hdrBlock = null;
@@ -471,6 +605,7 @@ export class H2Connection {
 
   onData(chunk: Buffer): void {
     if (this.closed) return;
+    this.lastActive = Date.now();
     let buf = chunk;
     if (this.inBuf !== null) {
       buf = Buffer.concat([this.inBuf, chunk]);
@@ -508,6 +643,7 @@ export class H2Connection {
     switch (type) {
       case DATA: {
         if (id === 0) return this.connError(PROTOCOL_ERROR);
+        if (len === 0 && !(flags & FLAG_END_STREAM) && !this.spend(false)) return;
         this.recvUnacked += len;
         if (this.recvUnacked > RECV_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
         if (this.recvUnacked >= WINDOW_UPDATE_AT) {
@@ -565,6 +701,7 @@ export class H2Connection {
       }
       case PRIORITY:
         if (len !== 5) return this.connError(FRAME_SIZE_ERROR);
+        this.spend(false);
         return;
       case RST_STREAM: {
         if (id === 0) return this.connError(PROTOCOL_ERROR);
@@ -572,8 +709,11 @@ export class H2Connection {
         const call = this.calls.get(id);
         if (call === undefined) {
           if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR);
+          this.spend(false);
           return;
         }
+        // A stream reset while open cost its start (a call through auth): rapid reset is a flood.
+        if (!this.spend(true)) return;
         this.remove(call);
         if (!call.localClosed) {
           call.localClosed = true;
@@ -589,18 +729,27 @@ export class H2Connection {
           return;
         }
         if (len % 6 !== 0) return this.connError(FRAME_SIZE_ERROR);
+        if (!this.spend(false)) return;
+        // The window's change is applied to the streams once per frame, not once per entry: a
+        // frame of 2,730 INITIAL_WINDOW_SIZE entries would otherwise walk every stream 2,730 times.
+        const before = this.peerInitialWindow;
         for (let o = start; o < end; o += 6) {
           const key = buf.readUInt16BE(o);
           const value = buf.readUInt32BE(o + 2);
           if (key === 4) {
             if (value > MAX_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
-            const delta = value - this.peerInitialWindow;
             this.peerInitialWindow = value;
-            for (const call of this.calls.values()) call.sendWindow += delta;
           } else if (key === 5) {
             if (value < 16384 || value > 16777215) return this.connError(PROTOCOL_ERROR);
             this.peerMaxFrame = value;
           } else if (key === 2 && value > 1) return this.connError(PROTOCOL_ERROR);
+        }
+        const delta = this.peerInitialWindow - before;
+        if (delta !== 0) {
+          for (const call of this.calls.values()) {
+            call.sendWindow += delta;
+            if (call.sendWindow > MAX_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
+          }
         }
         this.frame(SETTINGS, FLAG_ACK, 0);
         if (this.blocked > 0) this.flushBlocked();
@@ -609,6 +758,7 @@ export class H2Connection {
       case PING:
         if (id !== 0) return this.connError(PROTOCOL_ERROR);
         if (len !== 8) return this.connError(FRAME_SIZE_ERROR);
+        if (!this.spend(false)) return;
         if (!(flags & FLAG_ACK)) this.frame(PING, FLAG_ACK, 0, buf.subarray(start, end));
         return;
       case GOAWAY:
@@ -637,6 +787,7 @@ export class H2Connection {
       case PUSH_PROMISE:
         return this.connError(PROTOCOL_ERROR);
       default:
+        this.spend(false);
         return; // unknown frame types are ignored (RFC 9113 §4.1)
     }
   }
@@ -650,8 +801,9 @@ export class H2Connection {
 
   private onHeaderBlock(id: number, endStream: boolean, block: Buffer): void {
     const fields: string[] = [];
+    let within: boolean;
     try {
-      this.hpack.decode(block, fields);
+      within = this.hpack.decode(block, fields);
     } catch (err) {
       if (err instanceof HpackError) return this.connError(COMPRESSION_ERROR);
       throw err;
@@ -678,11 +830,16 @@ export class H2Connection {
     }
     const call = new Call(this, id);
     this.calls.set(id, call);
-    if (method !== "POST" || !contentType.startsWith("application/grpc")) {
+    if (!within) {
+      call.end(
+        8,
+        `request headers larger than ${this.server.maxHeaderListSize} bytes (SETTINGS_MAX_HEADER_LIST_SIZE): send fewer or shorter metadata`,
+      );
+    } else if (method !== "POST" || !contentType.startsWith("application/grpc")) {
       call.end(13, "expected a gRPC request (POST, content-type application/grpc)");
     } else {
       const handler = this.server.route(path);
-      if (handler === undefined) call.end(12, `unknown method ${path}`);
+      if (handler === undefined) call.end(12, this.server.unknownMethod(path));
       else {
         call.handler = handler;
         handler.onOpen?.(call, fields);
@@ -697,7 +854,18 @@ export class H2Server {
   readonly maxConcurrentStreams: number;
   readonly maxMessageBytes: number;
   readonly maxHeaderListSize: number;
+  readonly maxConnections: number;
+  readonly idleTimeoutMs: number;
+  readonly maxBufferedBytes: number;
+  readonly maxControlFramesPerSecond: number;
+  readonly maxResetsPerSecond: number;
+  readonly onEvent: H2Options["onEvent"];
+  /** The grpc-message of a call to a path no handler serves. */
+  unknownMethod: (path: string) => string = (path) => `unknown method ${path}`;
+  readonly connections = new Set<H2Connection>();
   listener: TCPSocketListener<H2Connection> | undefined;
+  private refused = 0;
+  private sweep: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     readonly route: Router,
@@ -706,24 +874,48 @@ export class H2Server {
     this.maxConcurrentStreams = options.maxConcurrentStreams ?? 100;
     this.maxMessageBytes = options.maxMessageBytes ?? 4 * 1024 * 1024;
     this.maxHeaderListSize = options.maxHeaderListSize ?? 16384;
+    this.maxConnections = options.maxConnections ?? 10_000;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
+    this.maxControlFramesPerSecond = options.maxControlFramesPerSecond ?? 1000;
+    this.maxResetsPerSecond = options.maxResetsPerSecond ?? 200;
+    this.onEvent = options.onEvent;
   }
 
-  /** `tls`: PEM cert and key; ALPN then offers only "h2" (gRPC clients ask for it). */
-  listen(hostname: string, port: number, tls?: { cert: string; key: string }): TCPSocketListener<H2Connection> {
+  /**
+   * `tls`: PEM cert and key; ALPN then offers only "h2" (gRPC clients ask for it). `reusePort`:
+   * SO_REUSEPORT, so that several processes share the port.
+   */
+  listen(
+    hostname: string,
+    port: number,
+    tls?: { cert: string | Buffer; key: string | Buffer },
+    reusePort = false,
+  ): TCPSocketListener<H2Connection> {
     const server = this;
     this.listener = Bun.listen<H2Connection>({
       hostname,
       port,
+      // Not in bun-types' TCPSocketListenOptions, but honoured by Bun 1.4.5 (two listeners with it share a port).
+      ...({ reusePort } as object),
       tls: tls ? { cert: tls.cert, key: tls.key, ALPNProtocols: Buffer.from([2, 0x68, 0x32]) } : undefined,
       socket: {
         open(socket) {
-          socket.data = new H2Connection(socket, server);
+          if (server.connections.size >= server.maxConnections) {
+            server.onEvent?.("refused", ++server.refused);
+            socket.terminate();
+            return;
+          }
+          socket.setNoDelay(true);
+          const conn = new H2Connection(socket, server);
+          socket.data = conn;
+          server.connections.add(conn);
         },
         data(socket, chunk) {
-          socket.data.onData(chunk);
+          socket.data?.onData(chunk);
         },
         drain(socket) {
-          socket.data.onDrain();
+          socket.data?.onDrain();
         },
         close(socket) {
           socket.data?.onClose();
@@ -733,9 +925,42 @@ export class H2Server {
         },
       },
     });
+    if (this.idleTimeoutMs > 0) {
+      // One sweep for all connections rather than a timer each (memory per connection is the point).
+      this.sweep = setInterval(() => this.closeIdle(), Math.max(100, Math.min(this.idleTimeoutMs / 4, 5000)));
+      this.sweep.unref();
+    }
     return this.listener;
   }
-}
 
-void CANCEL;
-void INTERNAL_ERROR;
+  private closeIdle(): void {
+    const before = Date.now() - this.idleTimeoutMs;
+    for (const conn of this.connections) if (conn.lastActive < before) conn.goAway();
+  }
+
+  /** Stops listening and sends every connection GOAWAY: open streams go on, new ones are refused. */
+  stopAccepting(): void {
+    this.listener?.stop(false);
+    for (const conn of this.connections) conn.goAway();
+  }
+
+  /** Resolves true once every connection has closed, false after `timeoutMs`. */
+  async settled(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.connections.size > 0) {
+      if (Date.now() >= until) return false;
+      await Bun.sleep(20);
+    }
+    return true;
+  }
+
+  /** Stops listening and cuts every connection (their calls are cancelled). */
+  close(): void {
+    clearInterval(this.sweep);
+    this.listener?.stop(true);
+    for (const conn of [...this.connections]) {
+      conn.socket.terminate();
+      conn.onClose();
+    }
+  }
+}
