@@ -29,6 +29,7 @@ import { mintWatchToken } from "../lib/auth";
 import { loadConfig } from "../lib/config";
 import { ensurePositionsStream, partitionOf, positionsSubject } from "../lib/nats";
 import { startServiceProcess, startStack } from "../dev";
+import type { Page } from "playwright-core";
 import { launchBrowser, openPage } from "../dev/browser";
 import { buildWebApp, pageUrl, startWebApp } from "../cli/web";
 import { fetchMetrics } from "./prom-histogram";
@@ -49,6 +50,13 @@ export interface WebFigures {
   heap_mb: number;
   bundle_bytes: number;
   bundle_gzip_bytes: number;
+  /** Seconds from the page's load to the snapshot shown whole. */
+  snapshot_s?: number;
+  /** Input delay p99 while the snapshot loaded (a mouse move every 100 ms then too). */
+  snapshot_input_delay_p99_ms?: number;
+  /** The page's long tasks (> 50 ms, PerformanceObserver) while the snapshot loaded, and the longest. */
+  snapshot_long_tasks?: number;
+  snapshot_longest_task_ms?: number;
 }
 
 const GOALS = { busyShare: 0.5, inputP99Ms: 100 };
@@ -67,20 +75,23 @@ Options:
   --vehicles N      vehicles in view, in 20 fleets (default 100000)
   --rate N          updates/s fed to the tracker (default 16700)
   --seconds N       measured window after a 3 s warm-up (default 10)
-  --renderer NAME   worker (the dashboard's: deck.gl for the camera and overlays, the vehicles in a
-                    worker's WebGL2), deck (the vehicles in deck.gl's ScatterplotLayer on the page's
-                    thread), maplibre (the page on MapLibre GL alone, vehicles in a GeoJSON source),
-                    or all three one after the other (default worker)
+  --renderer NAME   worker (the dashboard's: deck.gl for the camera and overlays, the vehicles drawn
+                    by a worker on a 2D OffscreenCanvas), worker-webgl (the same worker drawing with
+                    WebGL2), deck (the vehicles in deck.gl's ScatterplotLayer on the page's thread),
+                    maplibre (the page on MapLibre GL alone, vehicles in a GeoJSON source), or all
+                    four one after the other (default worker)
   --profile         also record the page's CPU profile and a Chrome trace over the window
                     (.fleet/logs/bench-web-<renderer>.cpuprofile, .trace.json) and list the functions that
                     took the main thread, its long tasks (> 50 ms) with what ran in them and the thread
                     time they had, and the Chromium threads' CPU and run-queue wait (/proc); the
                     profiler's and the tracer's own cost inflate the figures
+  --screenshot      also save what the page shows after the window (.fleet/logs/bench-web-<renderer>.png)
   --quick           a smoke run: 10,000 vehicles at 2,000 updates/s for 5 s
 `;
 
 interface Options {
   profile: boolean;
+  screenshot: boolean;
   vehicles: number;
   rate: number;
   seconds: number;
@@ -97,21 +108,23 @@ function parseOptions(argv: string[]): Options {
       renderer: { type: "string" },
       quick: { type: "boolean" },
       profile: { type: "boolean" },
+      screenshot: { type: "boolean" },
     },
     strict: true,
   });
   const quick = values.quick ?? false;
   const num = positiveOption;
   const renderer = values.renderer ?? "worker";
-  if (!["worker", "deck", "maplibre", "all"].includes(renderer))
-    throw new Error(`--renderer "${renderer}": expected worker, deck, maplibre or all`);
+  if (!["worker", "worker-webgl", "deck", "maplibre", "all"].includes(renderer))
+    throw new Error(`--renderer "${renderer}": expected worker, worker-webgl, deck, maplibre or all`);
   const vehicles = num("vehicles", values.vehicles, quick ? 10_000 : 100_000);
   return {
     profile: values.profile ?? false,
+    screenshot: values.screenshot ?? false,
     vehicles,
     rate: num("rate", values.rate, quick ? 2000 : 16_700),
     seconds: num("seconds", values.seconds, quick ? 5 : 10),
-    renderers: renderer === "all" ? ["worker", "deck", "maplibre"] : [renderer],
+    renderers: renderer === "all" ? ["worker", "worker-webgl", "deck", "maplibre"] : [renderer],
   };
 }
 
@@ -277,6 +290,38 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
     const browser = await launchBrowser();
     cleanups.push(() => browser.close());
 
+    /** With --profile: a Chrome trace of the page (what summarizeTrace reads). */
+    const startTrace = (page: Page) =>
+      browser.browser.startTracing(page, {
+        categories: [
+          "toplevel",
+          "devtools.timeline",
+          "disabled-by-default-devtools.timeline",
+          "v8",
+          "v8.execute",
+          "blink",
+          "input",
+          "gpu",
+          "cc",
+          "viz",
+        ],
+      });
+    const stopTrace = async (name: string) => {
+      const traceFile = join(root, ".fleet", "logs", name);
+      const trace = await browser.browser.stopTracing();
+      await Bun.write(traceFile, trace);
+      const ts = summarizeTrace(trace.toString("utf8"));
+      say(
+        `  trace ${traceFile}: main thread ${ts.main.tasks} tasks, ${(ts.main.busyMs / ts.main.spanMs).toFixed(2)} busy (wall), ${(ts.main.cpuMs / ts.main.spanMs).toFixed(2)} on a core; ${ts.longTasks.length} long tasks (> 50 ms):`,
+      );
+      for (const t of ts.longTasks)
+        say(
+          `    at ${(t.atMs / 1000).toFixed(2)} s: ${t.wallMs.toFixed(0)} ms wall, ${t.cpuMs.toFixed(0)} ms thread time: ${t.inside.map((i) => `${i.name} ${i.ms.toFixed(0)}`).join(", ")}`,
+        );
+      say("  other threads of the page and the GPU process (busy ms over the trace, thread ms):");
+      for (const t of ts.threads.slice(0, 8)) say(`    ${t.busyMs.toFixed(0).padStart(6)} ${t.cpuMs.toFixed(0).padStart(6)}  ${t.name}`);
+    };
+
     // The feed runs from here to the end: every 50 ms the next slice of vehicles moves.
     let feeding = true;
     let sent = 0;
@@ -321,12 +366,44 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
     for (const renderer of o.renderers) {
       const url = pageUrl(web.url, token, {
         box: `${BOX.minLat},${BOX.minLon},${BOX.maxLat},${BOX.maxLon}`,
-        ...(renderer === "worker" ? {} : { renderer }),
+        ...(renderer === "worker" ? {} : renderer === "worker-webgl" ? { points: "webgl" } : { renderer }),
       });
       say(`[${elapsed()}] ${renderer}: opening the dashboard; waiting for the ${fmt(o.vehicles)}-vehicle snapshot`);
       const opened = await openPage(browser.browser, url);
       const { page } = opened;
+      const loadStarted = performance.now();
       const fleet = <T>(expr: string) => page.evaluate(`window.__fleet && window.__fleet.${expr}`) as Promise<T>;
+      // The page's input handler notes how long each event waited for the main thread, and an
+      // observer the page's long tasks (> 50 ms), from the snapshot's start.
+      await page.evaluate(() => {
+        const w = window as unknown as { __inputDelays: number[]; __inputEvents: number; __longTasks: number[] };
+        w.__inputDelays = [];
+        w.__inputEvents = 0;
+        w.__longTasks = [];
+        // Moves that came while the page was busy reach it as one event (Chromium coalesces them
+        // until the next frame): each counts, with its own wait.
+        window.addEventListener(
+          "pointermove",
+          (e) => {
+            const now = performance.now();
+            w.__inputEvents++;
+            const each = e.getCoalescedEvents?.() ?? [];
+            if (each.length === 0) w.__inputDelays.push(now - e.timeStamp);
+            for (const c of each) w.__inputDelays.push(now - c.timeStamp);
+          },
+          { capture: true },
+        );
+        new PerformanceObserver((list) => {
+          for (const t of list.getEntries()) w.__longTasks.push(t.duration);
+        }).observe({ type: "longtask" });
+      });
+      if (o.profile) await startTrace(page);
+      // While the snapshot loads, a mouse move every 100 ms as in the window below.
+      const loadMoves: number[] = [];
+      const loadMover = setInterval(() => {
+        loadMoves.push(performance.now());
+        page.mouse.move(400 + (loadMoves.length % 2) * 40, 400).catch(() => {});
+      }, 100);
       const until = Date.now() + 180_000;
       while (!((await fleet<boolean>("live()")) && (await fleet<number>("vehicleCount()")) >= o.vehicles * 0.99)) {
         if (Date.now() > until || (await fleet<string>("connection()"))?.startsWith("waiting"))
@@ -335,27 +412,35 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
           );
         await Bun.sleep(500);
       }
-      say(`[${elapsed()}] ${renderer}: ${fmt(await fleet<number>("vehicleCount()"))} vehicles shown; 3 s warm-up`);
+      clearInterval(loadMover);
+      if (o.profile) {
+        say(`  ${renderer}: while the snapshot loaded:`);
+        await stopTrace(`bench-web-${renderer}-snapshot.trace.json`);
+      }
+      const snapshotS = (performance.now() - loadStarted) / 1000;
+      await Bun.sleep(1000);
+      const load = (await within(
+        60_000,
+        page.evaluate(() => {
+          const w = window as unknown as { __inputDelays: number[]; __longTasks: number[] };
+          return { delays: w.__inputDelays, longTasks: w.__longTasks };
+        }),
+      )) ?? { delays: [], longTasks: [] };
+      const loadH = createHistogram();
+      for (const d of load.delays) loadH.record(d);
+      const loadReadAt = performance.now();
+      const loadUnhandled = Math.max(0, loadMoves.length - load.delays.length);
+      for (const t of loadMoves.slice(loadMoves.length - loadUnhandled)) loadH.record(loadReadAt - t);
+      const snapshotFigures = {
+        snapshot_s: Number(snapshotS.toFixed(1)),
+        snapshot_input_delay_p99_ms: Number(loadH.quantile(0.99).toFixed(1)),
+        snapshot_long_tasks: load.longTasks.length,
+        snapshot_longest_task_ms: Math.round(Math.max(0, ...load.longTasks)),
+      };
+      say(
+        `[${elapsed()}] ${renderer}: ${fmt(await fleet<number>("vehicleCount()"))} vehicles shown after ${snapshotS.toFixed(1)} s; while it loaded: ${loadMoves.length} mouse moves, input delay p99 ${snapshotFigures.snapshot_input_delay_p99_ms} ms, ${load.longTasks.length} long tasks (> 50 ms), the longest ${snapshotFigures.snapshot_longest_task_ms} ms; 3 s warm-up`,
+      );
       const measure = async (): Promise<WebFigures> => {
-        // The page's input handler notes how long each event waited for the main thread.
-        await page.evaluate(() => {
-          const w = window as unknown as { __inputDelays: number[]; __inputEvents: number };
-          w.__inputDelays = [];
-          w.__inputEvents = 0;
-          // Moves that came while the page was busy reach it as one event (Chromium coalesces them
-          // until the next frame): each counts, with its own wait.
-          window.addEventListener(
-            "pointermove",
-            (e) => {
-              const now = performance.now();
-              w.__inputEvents++;
-              const each = e.getCoalescedEvents?.() ?? [];
-              if (each.length === 0) w.__inputDelays.push(now - e.timeStamp);
-              for (const c of each) w.__inputDelays.push(now - c.timeStamp);
-            },
-            { capture: true },
-          );
-        });
         await Bun.sleep(3000);
         const cdp = await page.context().newCDPSession(page);
         await cdp.send("Performance.enable");
@@ -366,24 +451,12 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
         await page.evaluate(() => {
           (window as unknown as { __inputDelays: number[] }).__inputDelays = [];
           (window as unknown as { __inputEvents: number }).__inputEvents = 0;
+          (window as unknown as { __longTasks: number[] }).__longTasks = [];
         });
         if (o.profile) {
           await cdp.send("Profiler.enable");
           await cdp.send("Profiler.start");
-          await browser.browser.startTracing(page, {
-            categories: [
-              "toplevel",
-              "devtools.timeline",
-              "disabled-by-default-devtools.timeline",
-              "v8",
-              "v8.execute",
-              "blink",
-              "input",
-              "gpu",
-              "cc",
-              "viz",
-            ],
-          });
+          await startTrace(page);
         }
         const threads0 = o.profile ? chromiumThreadTimes() : undefined;
         const m0 = await metrics();
@@ -419,20 +492,7 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
           say(`  ${renderer}: Chromium threads over the window (CPU share of a core, share of the time waiting for one):`);
           for (const t of busiestThreads(threads0!, chromiumThreadTimes(), secs, 12))
             say(`    ${t.cpu.toFixed(2).padStart(5)} cpu  ${t.wait.toFixed(2).padStart(5)} wait  ${t.name}`);
-          const traceFile = join(root, ".fleet", "logs", `bench-web-${renderer}.trace.json`);
-          const trace = await browser.browser.stopTracing();
-          await Bun.write(traceFile, trace);
-          const ts = summarizeTrace(trace.toString("utf8"));
-          say(
-            `  ${renderer}: trace ${traceFile}: main thread ${ts.main.tasks} tasks, ${(ts.main.busyMs / ts.main.spanMs).toFixed(2)} busy (wall), ${(ts.main.cpuMs / ts.main.spanMs).toFixed(2)} on a core; ${ts.longTasks.length} long tasks (> 50 ms):`,
-          );
-          for (const t of ts.longTasks)
-            say(
-              `    at ${(t.atMs / 1000).toFixed(2)} s: ${t.wallMs.toFixed(0)} ms wall, ${t.cpuMs.toFixed(0)} ms thread time: ${t.inside.map((i) => `${i.name} ${i.ms.toFixed(0)}`).join(", ")}`,
-            );
-          say(`  ${renderer}: other threads of the page and the GPU process (busy ms over the trace, thread ms):`);
-          for (const t of ts.threads.slice(0, 8))
-            say(`    ${t.busyMs.toFixed(0).padStart(6)} ${t.cpuMs.toFixed(0).padStart(6)}  ${t.name}`);
+          await stopTrace(`bench-web-${renderer}.trace.json`);
           const { profile } = await cdp.send("Profiler.stop");
           const file = join(root, ".fleet", "logs", `bench-web-${renderer}.cpuprofile`);
           await Bun.write(file, JSON.stringify(profile));
@@ -444,13 +504,13 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
         const frames = ((await within(60_000, fleet<number>("frames()"))) ?? f0) - f0;
         // The last moves are still on their way: a second to arrive before they are counted.
         await Bun.sleep(1000);
-        const { delays, events } = (await within(
+        const { delays, events, longTasks } = (await within(
           60_000,
           page.evaluate(() => {
-            const w = window as unknown as { __inputDelays: number[]; __inputEvents: number };
-            return { delays: w.__inputDelays, events: w.__inputEvents };
+            const w = window as unknown as { __inputDelays: number[]; __inputEvents: number; __longTasks: number[] };
+            return { delays: w.__inputDelays, events: w.__inputEvents, longTasks: w.__longTasks };
           }),
-        )) ?? { delays: [], events: 0 };
+        )) ?? { delays: [], events: 0, longTasks: [] };
         const h = createHistogram();
         for (const d of delays) h.record(d);
         // Moves the page had not handled by then (the last ones sent) waited at least until now.
@@ -469,9 +529,10 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
           heap_mb: Number((m1.JSHeapUsedSize! / 1024 / 1024).toFixed(1)),
           bundle_bytes: built.bundleBytes,
           bundle_gzip_bytes: gzipBytes,
+          ...snapshotFigures,
         };
         say(
-          `  ${renderer}: busy per second ${busyPerSecond.map((b) => b.toFixed(2)).join(" ")}; ${moves} mouse moves, ${delays.length} handled in the window (${delays.length - events} coalesced into a later event: they came within one frame); ${frames} frames; page errors: ${opened.errors.length ? opened.errors.join("; ") : "none"}`,
+          `  ${renderer}: busy per second ${busyPerSecond.map((b) => b.toFixed(2)).join(" ")}; ${moves} mouse moves, ${delays.length} handled in the window (${delays.length - events} coalesced into a later event: they came within one frame); ${longTasks.length} long tasks (> 50 ms)${longTasks.length ? `, the longest ${Math.round(Math.max(...longTasks))} ms` : ""}; ${frames} frames; page errors: ${opened.errors.length ? opened.errors.join("; ") : "none"}`,
         );
         return f;
       };
@@ -482,7 +543,16 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
       measuring.catch(() => {});
       const f = await within(deadlineMs, measuring);
       if (f) rows.push(f);
-      else {
+      if (f && o.screenshot) {
+        const shot = join(root, ".fleet", "logs", `bench-web-${renderer}.png`);
+        if (
+          await within(
+            30_000,
+            page.screenshot({ path: shot }).then(() => true),
+          )
+        )
+          say(`  ${renderer}: screenshot ${shot}`);
+      } else {
         say(
           `  ${renderer}: the page did not answer for ${deadlineMs / 1000} s: its main thread never came free; counted as busy all the time`,
         );
@@ -497,6 +567,7 @@ export async function runWebBench(argv: string[]): Promise<WebFigures> {
           heap_mb: Number.NaN,
           bundle_bytes: built.bundleBytes,
           bundle_gzip_bytes: gzipBytes,
+          ...snapshotFigures,
         });
       }
       await within(30_000, opened.close());

@@ -223,9 +223,10 @@ async function main(): Promise<void> {
     onClick: (x, y) => panel.clicked(x, y),
     onError: showError,
     vehicles: query.get("renderer") === "deck" ? "deck" : "worker",
+    points: query.get("points") === "webgl" ? "webgl2" : "2d",
   };
   // ?renderer=maplibre: the same page on MapLibre alone; ?renderer=deck: vehicles drawn by deck.gl on
-  // this thread. Both kept for bench web's comparison.
+  // this thread; ?points=webgl: the worker draws them with WebGL2. All kept for bench web's comparison.
   renderer =
     query.get("renderer") === "maplibre" ? (await import("./map-basemap")).createMaplibreRenderer(options) : createDeckRenderer(options);
   const r = renderer;

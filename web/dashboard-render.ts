@@ -41,6 +41,7 @@ export function createDeckRenderer({
   onClick,
   onError,
   vehicles = "worker",
+  points = "2d",
 }: MapRendererOptions): MapRenderer {
   let viewState = fitViewState(initial, container.clientWidth, container.clientHeight);
   let overlays: Overlays = {};
@@ -134,7 +135,7 @@ export function createDeckRenderer({
   canvas.style.height = "100%";
   container.append(canvas);
 
-  const worker = vehicles === "worker" ? startPointsWorker(container, canvas, onError) : undefined;
+  const worker = vehicles === "worker" ? startPointsWorker(container, canvas, points, onError) : undefined;
   const postView = () =>
     worker?.post({
       type: "view",
@@ -278,7 +279,7 @@ export function createDeckRenderer({
 }
 
 /** Starts map-points-worker.js on a canvas of its own under deck's (which draws the graticule and overlays over the vehicles). */
-function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, onError: (m: string) => void) {
+function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, context: "2d" | "webgl2", onError: (m: string) => void) {
   const canvas = document.createElement("canvas");
   canvas.style.position = "absolute";
   canvas.style.inset = "0";
@@ -294,6 +295,6 @@ function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, onE
     if (e.data.frames !== undefined) handle.frames = e.data.frames;
   };
   worker.onerror = (e) => onError(`vehicles: ${e.message}`);
-  handle.post({ type: "init", canvas: offscreen }, [offscreen]);
+  handle.post({ type: "init", canvas: offscreen, context }, [offscreen]);
   return handle;
 }

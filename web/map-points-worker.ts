@@ -1,18 +1,27 @@
 /// <reference lib="webworker" />
 /**
- * Draws the dashboard's vehicles in a worker, on an OffscreenCanvas with WebGL2: one GL point per
- * vehicle. Why a worker and not deck.gl's ScatterplotLayer on the page (bench/README.md, "web"):
- * without a GPU, WebGL runs on SwiftShader and the page's main thread waits for every frame it
- * draws (100,000 vehicles: deck.gl on the main thread left it busy all the time, input waited
- * seconds); drawn here, the main thread stays free for input and the stream whatever the frame
- * costs. deck.gl itself does not run in a worker (it builds DOM widgets), and its instanced,
- * anti-aliased circles cost ~4× the fragments of a point.
+ * Draws the dashboard's vehicles in a worker, on an OffscreenCanvas: a square of a few pixels per
+ * vehicle, rasterised here in JavaScript into an ImageData put on a 2D context (default), or one
+ * GL point per vehicle with WebGL2 (`?points=webgl`, kept for bench web's comparison). Why a
+ * worker and not deck.gl's ScatterplotLayer on the page (bench/README.md, "web"): without a GPU,
+ * WebGL runs on SwiftShader and the page's main thread waits for every frame it draws (100,000
+ * vehicles: deck.gl on the main thread left it busy all the time, input waited seconds); drawn
+ * here, the main thread stays free for input and the stream whatever the frame costs. deck.gl
+ * itself does not run in a worker (it builds DOM widgets), and its instanced, anti-aliased circles
+ * cost ~4× the fragments of a point.
+ *
+ * Why 2D by default: every WebGL context of the page, the worker's and deck.gl's on the main
+ * thread, is served by the one GPU process, in order. 100,000 points through SwiftShader took it
+ * ~250 ms a frame, and a synchronous call of deck.gl's context on the main thread (a getError, the
+ * read-back of its canvas for software compositing) waited behind that frame: the trace of bench
+ * web --profile showed a 164 ms main-thread task that was 146 ms of such a wait. The same squares
+ * written into an ImageData cost a few ms of this worker's time and nothing of the GPU process's.
  *
  * Messages in: WorkerMessage. Out: { frames } twice a second.
  */
 
 export type WorkerMessage =
-  | { type: "init"; canvas: OffscreenCanvas }
+  | { type: "init"; canvas: OffscreenCanvas; context?: "2d" | "webgl2" }
   | { type: "view"; longitude: number; latitude: number; zoom: number; width: number; height: number }
   /** Copies of MapState's buffers: [lon, lat] and RGBA per slot (alpha 0: not drawn). */
   | { type: "data"; positions: Float32Array; colours: Uint8Array; count: number };
@@ -35,6 +44,10 @@ out vec4 outColour;
 void main() { outColour = vColour; }`;
 
 let gl: WebGL2RenderingContext | undefined;
+let ctx2d: OffscreenCanvasRenderingContext2D | undefined;
+let image: ImageData | undefined;
+/** `image`'s pixels, one RGBA word each (the bytes in memory order, as `colours` holds them). */
+let pixels = new Uint32Array(0);
 let canvas: OffscreenCanvas | undefined;
 let screenBuffer: WebGLBuffer | null = null;
 let colourBuffer: WebGLBuffer | null = null;
@@ -56,6 +69,55 @@ const mercatorY = (lat: number) => {
   const s = Math.sin((Math.max(-85.05, Math.min(85.05, lat)) * Math.PI) / 180);
   return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
 };
+
+function setup2d(c: OffscreenCanvas): void {
+  canvas = c;
+  const context = c.getContext("2d", { alpha: true });
+  if (!context) {
+    postMessage({ error: "a 2D OffscreenCanvas is not available in this browser's workers" });
+    return;
+  }
+  ctx2d = context;
+}
+
+/** The points' size in pixels: they grow a little as the user zooms in (2 px for a city of 100,000, 5 px for a street). */
+const pointSize = () => Math.max(2, Math.min(6, view.zoom - 9));
+
+/** Draws every shown slot as a pointSize square (as a GL point is) into the ImageData, the later slot over the earlier. */
+function draw2d(): void {
+  if (!ctx2d || !canvas) return;
+  const { width, height } = view;
+  if (canvas.width !== width || canvas.height !== height || !image) {
+    canvas.width = width;
+    canvas.height = height;
+    image = ctx2d.createImageData(width, height);
+    pixels = new Uint32Array(image.data.buffer);
+  }
+  pixels.fill(0);
+  const scale = 512 * 2 ** view.zoom;
+  const cx = mercatorX(view.longitude);
+  const cy = mercatorY(view.latitude);
+  const size = Math.round(pointSize());
+  const half = size / 2;
+  const hw = width / 2 - half;
+  const hh = height / 2 - half;
+  const rgba = new Uint32Array(colours.buffer, colours.byteOffset, count);
+  for (let i = 0; i < count; i++) {
+    const c = rgba[i]!;
+    // Alpha is the top byte on little-endian machines (all the browsers' platforms): 0 is not drawn.
+    if (c >>> 24 === 0) continue;
+    // The square's top-left pixel, clipped to the canvas.
+    const x0 = Math.round((mercX[i]! - cx) * scale + hw);
+    const y0 = Math.round((mercY[i]! - cy) * scale + hh);
+    if (x0 >= width || y0 >= height || x0 + size <= 0 || y0 + size <= 0) continue;
+    const xa = Math.max(0, x0);
+    const xb = Math.min(width, x0 + size);
+    const yb = Math.min(height, y0 + size);
+    for (let y = Math.max(0, y0); y < yb; y++) pixels.fill(c, y * width + xa, y * width + xb);
+  }
+  ctx2d.putImageData(image, 0, 0);
+  frames++;
+}
 
 function setup(c: OffscreenCanvas): void {
   canvas = c;
@@ -110,8 +172,7 @@ function draw(): void {
   gl.clearColor(0, 0, 0, 0);
   gl.clear(gl.COLOR_BUFFER_BIT);
   gl.uniform2f(sizeUniform, view.width, view.height);
-  // Points grow a little as the user zooms in: 2 px for a city of 100,000, 5 px for a street.
-  gl.uniform1f(pointSizeUniform, Math.max(2, Math.min(6, view.zoom - 9)));
+  gl.uniform1f(pointSizeUniform, pointSize());
   gl.bindBuffer(gl.ARRAY_BUFFER, screenBuffer);
   gl.bufferData(gl.ARRAY_BUFFER, screen.subarray(0, 2 * count), gl.DYNAMIC_DRAW);
   if (coloursDirty) {
@@ -129,7 +190,8 @@ function schedule(): void {
   requestAnimationFrame(() => {
     dirty = false;
     try {
-      draw();
+      if (ctx2d) draw2d();
+      else draw();
     } catch (e) {
       postMessage({ error: String(e) });
     }
@@ -139,7 +201,8 @@ function schedule(): void {
 self.onmessage = (e: MessageEvent<WorkerMessage>) => {
   const m = e.data;
   if (m.type === "init") {
-    setup(m.canvas);
+    if (m.context === "webgl2") setup(m.canvas);
+    else setup2d(m.canvas);
   } else if (m.type === "view") {
     view = {
       longitude: m.longitude,

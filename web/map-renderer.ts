@@ -51,8 +51,10 @@ export interface MapRendererOptions {
   onClick: (x: number, y: number) => void;
   onError: (message: string) => void;
   /**
-   * Who draws the vehicles: "worker" (default), WebGL2 points on an OffscreenCanvas in
+   * Who draws the vehicles: "worker" (default), squares on an OffscreenCanvas in
    * map-points-worker.ts; "deck", a ScatterplotLayer on the page's thread (kept for bench web's comparison).
    */
   vehicles?: "worker" | "deck";
+  /** The worker's canvas: "2d" (default: rasterised in the worker) or "webgl2" (GL points; kept for bench web's comparison). */
+  points?: "2d" | "webgl2";
 }
