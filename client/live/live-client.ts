@@ -29,6 +29,30 @@ import {
   type TrackPoint,
 } from "./types";
 
+/**
+ * Work a watch does in one go before it lets the event loop run (a page's input, its timers). The
+ * tracker sends up to 500 events a message and a read may hold many: a dashboard's 100,000-vehicle
+ * snapshot was decoded and applied in tasks of 70-350 ms (bench web's long tasks), with input
+ * waiting that long. Between two events, once this much time went by, the loop yields.
+ */
+const SLICE_MS = 8;
+
+/** Lets the event loop run (input, timers, rendering) and resumes soon after: scheduler.yield where there is one. */
+function yieldToEventLoop(): Promise<void> {
+  const s = (globalThis as { scheduler?: { yield?: () => Promise<void> } }).scheduler;
+  if (typeof s?.yield === "function") return s.yield();
+  if (typeof setImmediate === "function") return new Promise((r) => setImmediate(r));
+  // A message is not clamped to 4 ms as a nested setTimeout is.
+  return new Promise((r) => {
+    const c = new MessageChannel();
+    c.port1.onmessage = () => {
+      c.port1.close();
+      r();
+    };
+    c.port2.postMessage(null);
+  });
+}
+
 /** Three of the tracker's default heartbeats (TRACKER_WATCH_HEARTBEAT, 10 s) and some slack. */
 const DEFAULT_IDLE_TIMEOUT_MS = 35_000;
 
@@ -351,6 +375,7 @@ export function createLiveClient({
           try {
             touch();
             const responses = open(trackers[tracker]!, { headers: await headers(), signal: stream.signal });
+            let sliceStart = performance.now();
             for await (const res of responses) {
               touch();
               for (const raw of res.events) {
@@ -367,6 +392,10 @@ export function createLiveClient({
                   stats.events++;
                   handOn(out);
                   yield out;
+                }
+                if (performance.now() - sliceStart >= SLICE_MS) {
+                  await yieldToEventLoop();
+                  sliceStart = performance.now();
                 }
               }
             }
