@@ -107,6 +107,8 @@ Options:
   --gateways N        gateway processes on the one port (default vehicles / ${VEHICLES_PER_GATEWAY}, at least 1)
   --peer-seconds N    length of each peer measurement (default 30)
   --skip-peers        no Redis floor, JetStream PubAck or Mosquitto phases
+  --vehicle-listener L  where the vehicles connect: "lite" (default), the gateways' vehicle port
+                      (GATEWAY_VEHICLE_PORT, lib/h2), or "main", GATEWAY_PORT (node:http2)
   --profile           run the first gateway and the tracker under \`bun --cpu-prof\` and print where
                       their time went (slower: figures of such a run are not comparable)
   --quick             smoke run: 5,000 vehicles, 30 s, short steps (figures not comparable)
@@ -124,6 +126,7 @@ interface Options {
   warmupSeconds: number;
   skipPeers: boolean;
   profile: boolean;
+  vehicleListener: "lite" | "main";
 }
 
 function parseOptions(argv: string[]): Options {
@@ -140,6 +143,7 @@ function parseOptions(argv: string[]): Options {
       gateways: { type: "string" },
       "peer-seconds": { type: "string" },
       "skip-peers": { type: "boolean" },
+      "vehicle-listener": { type: "string" },
       profile: { type: "boolean" },
       quick: { type: "boolean" },
     },
@@ -147,6 +151,8 @@ function parseOptions(argv: string[]): Options {
   });
   const quick = values.quick === true;
   const num = positiveOption;
+  const listener = values["vehicle-listener"] ?? "lite";
+  if (listener !== "lite" && listener !== "main") throw new Error(`--vehicle-listener: "lite" or "main", not "${listener}"`);
   const vehicles = Math.round(num("vehicles", values.vehicles, quick ? 5000 : 100_000));
   const steps =
     values.steps === undefined
@@ -169,6 +175,7 @@ function parseOptions(argv: string[]): Options {
     warmupSeconds: quick ? 3 : 10,
     skipPeers: values["skip-peers"] === true,
     profile: values.profile === true,
+    vehicleListener: listener,
   };
 }
 
@@ -363,16 +370,29 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
       mkdirSync(join(profileDir, name), { recursive: true });
       return { BUN_OPTIONS: `--cpu-prof --cpu-prof-dir=${join(profileDir, name)}` };
     };
+    notes.push(
+      o.vehicleListener === "lite"
+        ? "vehicles on the gateways' vehicle port (GATEWAY_VEHICLE_PORT, lib/h2)"
+        : "vehicles on the gateways' main port (node:http2)",
+    );
     if (o.profile) notes.push(`gateway-1 and the tracker ran under --cpu-prof (slower than without): profiles in ${profileDir}`);
 
     // ---- the platform ----
     const port = await freePort();
+    // The vehicles' port: the gateways' vehicle listener (lib/h2), or the main port.
+    const vehiclePort = o.vehicleListener === "lite" ? await freePort() : port;
     const gateways: ServiceProcess[] = [];
     for (let i = 0; i < o.gateways; i++) {
       // One after the other: the first creates the stream, the others find it.
       const g = await startServiceProcess({
         service: "gateway",
-        env: { ...env, GATEWAY_PORT: String(port), GATEWAY_REUSE_PORT: "true", ...(i === 0 ? profileEnv("gateway") : {}) },
+        env: {
+          ...env,
+          GATEWAY_PORT: String(port),
+          GATEWAY_REUSE_PORT: "true",
+          ...(o.vehicleListener === "lite" ? { GATEWAY_VEHICLE_PORT: String(vehiclePort) } : {}),
+          ...(i === 0 ? profileEnv("gateway") : {}),
+        },
         logFile: join(logDir, `platform-gateway-${i + 1}.log`),
       });
       gateways.push(g);
@@ -393,7 +413,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     const history = await startService("history");
     const archiver = await startService("archiver");
     say(
-      `[${elapsed()}] ${o.gateways} gateway process(es) on port ${port} (SO_REUSEPORT), tracker, history, archiver (logs: ${logDir}/platform-*.log)`,
+      `[${elapsed()}] ${o.gateways} gateway process(es) on port ${port} (SO_REUSEPORT)${o.vehicleListener === "lite" ? `, vehicles on their vehicle port ${vehiclePort} (lib/h2)` : ", vehicles on it (node:http2)"}, tracker, history, archiver (logs: ${logDir}/platform-*.log)`,
     );
     const nc = await natsConnect({ servers: stack.natsUrl });
     cleanups.push(() => nc.close());
@@ -460,7 +480,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     };
     say(`[${elapsed()}] ${fmt(o.vehicles)} vehicles from ${workerCount} load processes (127.0.0.2…), each its own connection and token`);
     const gwUrl = new URL(gateways[0]!.url);
-    const { ws: vehicles, open } = await spawnVehicles("h2", [{ host: gwUrl.hostname, port: Number(gwUrl.port) }], "load");
+    const { ws: vehicles, open } = await spawnVehicles("h2", [{ host: gwUrl.hostname, port: vehiclePort }], "load");
     f.connections = open;
     await Bun.sleep(2000);
     const gatewayRss = gateways.map((g) => rssBytes(g.pid));

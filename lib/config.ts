@@ -189,7 +189,7 @@ const S = {
   gatewayVehiclePort: int(
     "GATEWAY_VEHICLE_PORT",
     -1,
-    'a second gateway port for vehicles: IngestService over gRPC only, on a lean HTTP/2 server (lib/h2) at ~1/10 of the main port\'s memory and CPU per connection; same auth, limits, codes (-1: off; 0: any free port, logged as "vehicle port listening"); honours GATEWAY_REUSE_PORT and GATEWAY_TLS_CERT',
+    'a second gateway port for vehicles: IngestService over gRPC only, on a lean HTTP/2 server (lib/h2: less memory and CPU per connection than the main port\'s node:http2); the same auth, limits and codes (-1: off; 0: any free port, logged as "vehicle port listening"); honours GATEWAY_REUSE_PORT and GATEWAY_TLS_CERT',
     -1,
     65535,
   ),
