@@ -75,13 +75,20 @@ export async function buildWebApp({
     files.set(`/${basename(out.path)}`, out.path);
     if (out.kind === "entry-point") bundleBytes += out.size;
   }
-  // Chunks app.js imports statically load with it; a dynamic import() (MapLibre) only on demand.
-  const entry = await Bun.file(join(outDir, "app.js")).text();
+  // Chunks app.js and the map worker import statically (and what those import) load with them; a
+  // dynamic import() (MapLibre) only on demand. Minified, an import need not start a line.
   const staticChunks: string[] = [];
-  for (const m of entry.matchAll(/^import[^"';]*["']\.\/(chunk-[\w-]+\.js)["']/gm)) {
-    staticChunks.push(`/${m[1]}`);
-    bundleBytes += Bun.file(join(outDir, m[1]!)).size;
-  }
+  const scan = async (file: string) => {
+    const text = await Bun.file(join(outDir, file)).text();
+    for (const m of text.matchAll(/\bimport\s*(?:[^"'();]*?\bfrom\s*)?["']\.\/(chunk-[\w-]+\.js)["']/g)) {
+      if (staticChunks.includes(`/${m[1]}`)) continue;
+      staticChunks.push(`/${m[1]}`);
+      bundleBytes += Bun.file(join(outDir, m[1]!)).size;
+      await scan(m[1]!);
+    }
+  };
+  await scan("app.js");
+  await scan("map-points-worker.js");
   // MapLibre loads its worker by URL: served beside the bundle (only a style or ?renderer=maplibre fetch it).
   const worker = join(outDir, "maplibre-gl-worker.mjs");
   await Bun.write(worker, Bun.file(join(webDir, "..", "node_modules", "maplibre-gl", "dist", "maplibre-gl-worker.mjs")));

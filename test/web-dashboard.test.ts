@@ -335,7 +335,8 @@ browserTest(
       expect(styleRequests).toBeGreaterThan(0);
       expect(await page.locator("#map .maplibregl-canvas").count()).toBe(1);
       await page.waitForFunction(
-        (n) => (window as unknown as { __fleet: { vehicleCount(): number } }).__fleet.vehicleCount() >= n,
+        // The count is asked of the worker that keeps the vehicles: a promise.
+        async (n) => (await (window as unknown as { __fleet: { vehicleCount(): Promise<number> } }).__fleet.vehicleCount()) >= n,
         VEHICLES,
         { timeout: 20_000 },
       );

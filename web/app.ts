@@ -7,10 +7,11 @@
  */
 import type { MapViewState } from "@deck.gl/core";
 import { VehicleStatus } from "../gen/fleet/v1/position_pb";
-import { createLiveClient, type LiveClient, type LiveWatch } from "../client/live";
+import { createLiveClient, type LiveClient } from "../client/live";
 import { createDeckRenderer, fitViewState, type MapRenderer, type MapRendererOptions } from "./dashboard-render";
 import { createPanel } from "./dashboard-panel";
 import { createMapState, OFFLINE_COLOUR, parsePageParams, reachableUrl, STATUS_COLOURS, type Box, type PageParams } from "./map-state";
+import { createLocalSource, createWorkerSource, type VehicleSource, type WatchSignal } from "./map-source";
 import { nextWatchedArea } from "./map-view";
 
 /** The services `fleet up` started and the operator's map style; replaced by Bun.build's `define` (cli/web.ts). */
@@ -32,7 +33,7 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 const statusLine = $("status");
 const errorLine = $("error");
 
-const state = createMapState({ trailLength: 0 });
+let source: VehicleSource;
 let connection = "connecting";
 let watchedArea: Box | undefined;
 
@@ -44,49 +45,37 @@ function showError(text: string): void {
 const rgb = (c: readonly number[]) => `rgb(${c[0]},${c[1]},${c[2]})`;
 
 let live: LiveClient | undefined;
-let current: LiveWatch | undefined;
 
 /**
- * Opens the watch on the watched area, closing the one before (client/live's watchArea: it
- * reconnects by itself with a backoff and resumes without duplicates). A refused token stops the
- * page; a refused area (too large, too many vehicles) waits for the next view.
+ * The current watch's connection changed (client/live's watchArea reconnects by itself with a
+ * backoff and resumes without duplicates). A refused token stops the page; a refused area (too
+ * large, too many vehicles) waits for the next view.
  */
+function onWatchSignal(s: WatchSignal): void {
+  if (s.kind === "connection") {
+    if (s.state === "live") {
+      connection = "live";
+      showError("");
+    } else if (s.state === "reconnecting") {
+      connection = "reconnecting";
+      showError(s.error?.code === "resource-exhausted" ? `${s.error.message}: zoom in` : (s.error?.message ?? ""));
+    }
+    return;
+  }
+  const { error } = s;
+  if (error.code === "invalid-argument" || error.code === "resource-exhausted") {
+    connection = "waiting for a smaller view";
+    showError(`${error.message}: zoom in`);
+    return;
+  }
+  connection = "stopped";
+  showError(`${error.message}; not retrying: open the URL fleet up printed, or put a fresh token in #token=…`);
+}
+
+/** Opens the watch on the watched area, closing the one before. */
 function openWatch(): void {
-  current?.close();
-  state.restart();
   connection = "connecting";
-  const area = watchedArea!;
-  const watch = live!.watchArea(
-    { box: area },
-    {
-      onEvent: (e) => {
-        state.applyEvent(e);
-        renderer?.invalidate();
-      },
-      onConnection: (next, error) => {
-        if (current !== watch) return;
-        if (next === "live") {
-          connection = "live";
-          showError("");
-        } else if (next === "reconnecting") {
-          state.reconnecting();
-          connection = "reconnecting";
-          showError(error?.code === "resource-exhausted" ? `${error.message}: zoom in` : (error?.message ?? ""));
-        }
-      },
-      onError: (error) => {
-        if (current !== watch) return;
-        if (error.code === "invalid-argument" || error.code === "resource-exhausted") {
-          connection = "waiting for a smaller view";
-          showError(`${error.message}: zoom in`);
-          return;
-        }
-        connection = "stopped";
-        showError(`${error.message}; not retrying: open the URL fleet up printed, or put a fresh token in #token=…`);
-      },
-    },
-  );
-  current = watch;
+  source.open(watchedArea!);
 }
 
 let renderer: MapRenderer | undefined;
@@ -112,8 +101,7 @@ function buildFilters(): void {
   let fleet = "";
   let offline = true;
   const apply = () => {
-    state.setFilter({ statuses: new Set(statuses), fleets: fleet ? new Set([fleet]) : new Set(), offline });
-    renderer?.invalidate();
+    source.setFilter({ statuses: new Set(statuses), fleets: fleet ? new Set([fleet]) : new Set(), offline });
     void refreshCounts();
   };
   const box = (label: string, colour: string, onChange: (on: boolean) => void) => {
@@ -152,7 +140,7 @@ function buildFilters(): void {
   select.id = "fleet-filter";
   select.title = "fleet";
   const fill = () => {
-    const known = [...state.fleets].sort();
+    const known = source.summary().fleets;
     if (select.options.length === known.length + 1) return;
     select.replaceChildren(new Option("all fleets", ""), ...known.map((f) => new Option(f, f, false, f === fleet)));
   };
@@ -172,7 +160,7 @@ let refreshCounts: () => Promise<void> = async () => {};
 
 function startCounts(client: LiveClient): void {
   refreshCounts = async () => {
-    const fleetId = [...state.filter.fleets][0] ?? "";
+    const fleetId = [...source.filter.fleets][0] ?? "";
     try {
       const byStatus = await client.countByStatus({ fleetId });
       const total = [...byStatus.values()].reduce((a, b) => a + b, 0);
@@ -190,11 +178,11 @@ function startCounts(client: LiveClient): void {
 }
 
 function drawStatus(): void {
-  const now = Date.now();
-  const age = state.lastEventAtMs === undefined ? "–" : `${((now - state.lastEventAtMs) / 1000).toFixed(1)} s ago`;
+  const s = source.summary();
+  const age = s.lastEventAtMs === undefined ? "–" : `${((Date.now() - s.lastEventAtMs) / 1000).toFixed(1)} s ago`;
   statusLine.textContent =
-    `${connection} · ${state.shownCount()} shown of ${state.vehicles.size} in the watched area · ` +
-    `${state.updatesPerSecond(now).toFixed(0)} updates/s · last update ${age}`;
+    `${connection} · ${s.shown} shown of ${s.total} in the watched area · ` +
+    `${s.updatesPerSecond.toFixed(0)} updates/s · last update ${age}`;
 }
 
 async function main(): Promise<void> {
@@ -214,9 +202,13 @@ async function main(): Promise<void> {
   const historyRaw = query.get("history") ?? FLEET_HISTORY_URL;
   const historyUrl = historyRaw ? reachableUrl(historyRaw, location.hostname) : "";
   const container = $("map");
+  // ?renderer=maplibre and ?renderer=deck draw the vehicles on this thread, from its own MapState;
+  // the dashboard's worker keeps them itself (web/map-source.ts).
+  const rendererName = query.get("renderer");
+  const pageState = rendererName === "maplibre" || rendererName === "deck" ? createMapState({ trailLength: 0 }) : undefined;
   const options: MapRendererOptions = {
     container,
-    state,
+    state: pageState,
     initial: p.box,
     mapStyle: query.get("style") ?? WEB_MAP_STYLE,
     onViewChange: () => viewChanged(),
@@ -237,9 +229,22 @@ async function main(): Promise<void> {
 
   const historyFor = historyUrl ? { historyUrl } : {};
   live = createLiveClient({ baseUrl: trackerUrl, ...historyFor, token: p.token });
+  const worker = r.pointsWorker;
+  source =
+    worker && !pageState
+      ? createWorkerSource({ post: worker.post, listen: worker.listen, baseUrl: trackerUrl, token: p.token, onSignal: onWatchSignal })
+      : createLocalSource({
+          state: pageState ?? createMapState({ trailLength: 0 }),
+          baseUrl: trackerUrl,
+          token: p.token,
+          onSignal: onWatchSignal,
+          changed: () => r.invalidate(),
+          pickSlot: (x, y, maxPx) => r.pickVehicle(x, y, maxPx),
+          project: (lon, lat) => r.project(lon, lat),
+        });
   const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
   const panel = createPanel({
-    state,
+    source,
     renderer: r,
     live,
     hasHistory: historyUrl !== "",
@@ -251,37 +256,32 @@ async function main(): Promise<void> {
   buildFilters();
   startCounts(live);
   watchedArea = nextWatchedArea(undefined, r.viewBox());
-  // Once a second even without events: the status line's "last update … ago", offline vehicles pruned.
-  setInterval(() => {
-    state.prune();
-    r.invalidate();
-    drawStatus();
-  }, 1000);
+  // Once a second even without events: the status line's "last update … ago".
+  setInterval(drawStatus, 1000);
   drawStatus();
   window.addEventListener("hashchange", () => location.reload());
 
   // Hooks for the browser tests and the bench: what the page shows, without reading pixels.
   (window as unknown as { __fleet: unknown }).__fleet = {
-    vehicleCount: () => state.shownCount(),
-    vehicleIds: () => [...state.vehicles.keys()],
-    vehicle: (id: string) => {
-      const v = state.vehicles.get(id);
-      return v && { id: v.id, lat: v.lat, lon: v.lon, seq: v.seq, status: v.status, fleetId: v.fleetId, online: v.online };
-    },
+    // Asked of the worker that keeps the vehicles: promises (page.evaluate waits for them), answered
+    // after every change the page asked for before.
+    vehicleCount: () => source.shownCount(),
+    vehicleIds: () => source.ids(),
+    vehicle: (id: string) => source.vehicle(id),
     watchedArea: () => watchedArea && { ...watchedArea },
     watchChanges: () => watchChanges,
     connection: () => connection,
     error: () => (errorLine.hidden ? "" : errorLine.textContent),
-    live: () => state.live,
-    events: () => state.events,
-    updateRate: () => state.updatesPerSecond(),
+    live: () => source.summary().live,
+    events: () => source.summary().events,
+    updateRate: () => source.summary().updatesPerSecond,
     frames: () => r.frames,
     basemap: () => r.basemap,
     viewState: (): MapViewState => r.viewState,
     viewBox: () => r.viewBox(),
     counts: () => ({ text: counts, fleet: countsFor }),
     /** CSS pixel of a vehicle in the map's container, to click it. */
-    screenOf: (id: string) => panel.screenOf(id),
+    screenOf: (id: string) => source.screenOf(id),
     panel: () => panel.snapshot(),
   };
   openWatch();

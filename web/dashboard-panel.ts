@@ -7,11 +7,12 @@
  */
 import { LiveError, VehicleStatus, type LiveClient, type LiveVehicle } from "../client/live";
 import type { MapRenderer, Overlays } from "./dashboard-render";
-import type { MapState } from "./map-state";
+import type { VehicleSource } from "./map-source";
 import { findStops, trackRange, type Stop, type TrackPoint } from "./map-track";
 
 export interface PanelOptions {
-  state: MapState;
+  /** The vehicles in view (in the map worker, or on this thread). */
+  source: VehicleSource;
   renderer: MapRenderer;
   /** The page's client (its watch token; history when `hasHistory`). */
   live: LiveClient;
@@ -33,7 +34,7 @@ const statusName = (s: VehicleStatus) => (VehicleStatus[s] ?? String(s)).toLower
 /** A failed call in words: client/live's errors say what happened and what to do. */
 const message = (e: unknown) => (e instanceof LiveError ? e.message : e instanceof Error ? e.message : String(e));
 
-export function createPanel({ state, renderer, live, hasHistory, clientWithToken, dispatchToken, onError }: PanelOptions) {
+export function createPanel({ source, renderer, live, hasHistory, clientWithToken, dispatchToken, onError }: PanelOptions) {
   const history = hasHistory;
   let selected: LiveVehicle | undefined;
   let selectedId = "";
@@ -54,13 +55,13 @@ export function createPanel({ state, renderer, live, hasHistory, clientWithToken
   };
 
   const draw = () => {
-    const v = state.vehicles.get(selectedId);
+    const at = source.selectedPosition(selectedId);
     const o: Overlays = {
       track: track.map((p) => [p.lon, p.lat]),
       stops,
       highlighted: nearby.map((n) => [n.lon, n.lat]),
       pickup,
-      selected: v ? [v.lon, v.lat] : selected ? [selected.lon, selected.lat] : undefined,
+      selected: at ?? (selected ? [selected.lon, selected.lat] : undefined),
       replay: replay.at,
     };
     renderer.setOverlays(o);
@@ -104,6 +105,7 @@ export function createPanel({ state, renderer, live, hasHistory, clientWithToken
   async function select(id: string): Promise<void> {
     stopReplay();
     selectedId = id;
+    source.select(id);
     track = [];
     stops = [];
     replay.cursorMs = 0;
@@ -303,7 +305,7 @@ export function createPanel({ state, renderer, live, hasHistory, clientWithToken
   $("set-status-go").addEventListener("click", () => void setStatus());
   // The selected vehicle's ring follows it as it moves.
   setInterval(() => {
-    if (selectedId && state.vehicles.has(selectedId)) draw();
+    if (selectedId && source.selectedPosition(selectedId)) draw();
   }, 1000);
 
   return {
@@ -316,16 +318,12 @@ export function createPanel({ state, renderer, live, hasHistory, clientWithToken
         void findNearby(lon, lat);
         return;
       }
-      const slot = renderer.pickVehicle(x, y);
-      const v = slot === undefined ? undefined : state.vehicleAt(slot);
-      if (v) void select(v.id);
+      void source.pick(x, y).then((id) => {
+        if (id) void select(id);
+      });
     },
     select,
     findNearby,
-    screenOf(id: string): [number, number] | undefined {
-      const v = state.vehicles.get(id);
-      return v && renderer.project(v.lon, v.lat);
-    },
     snapshot() {
       return {
         selectedId,

@@ -8,7 +8,8 @@
  */
 import { Deck, MapView, WebMercatorViewport, type Layer, type MapViewState } from "@deck.gl/core";
 import { PathLayer, ScatterplotLayer } from "@deck.gl/layers";
-import type { Box } from "./map-state";
+import type { Box, MapState } from "./map-state";
+import type { SourceReply } from "./map-source";
 import { graticule } from "./map-view";
 import type { WorkerMessage } from "./map-points-worker";
 import type { MapRenderer, MapRendererOptions, Overlays } from "./map-renderer";
@@ -51,7 +52,7 @@ export function createDeckRenderer({
   let basemapState: MapRenderer["basemap"] = mapStyle ? "loading" : "none";
   const viewport = () => new WebMercatorViewport({ ...viewState, width: container.clientWidth, height: container.clientHeight });
 
-  const vehiclesLayer = () =>
+  const vehiclesLayer = (state: MapState) =>
     new ScatterplotLayer({
       id: "vehicles",
       // Binary attributes: the arrays MapState writes in place; a new `data` object (not new
@@ -97,7 +98,7 @@ export function createDeckRenderer({
           getWidth: 3,
         }),
       );
-    if (vehicles === "deck") list.push(vehiclesLayer());
+    if (vehicles === "deck" && state) list.push(vehiclesLayer(state));
     const rings = (id: string, points: [number, number][], colour: [number, number, number, number], radius: number, filled = false) =>
       new ScatterplotLayer({
         id,
@@ -180,7 +181,7 @@ export function createDeckRenderer({
     pending = true;
     const send = () => {
       pending = false;
-      if (state.version === drawnVersion) return;
+      if (!state || state.version === drawnVersion) return;
       drawnVersion = state.version;
       if (worker) {
         // Copies, handed over (transferred) rather than cloned a second time.
@@ -248,6 +249,7 @@ export function createDeckRenderer({
       const dLat = Math.abs(lat2 - lat);
       let best: number | undefined;
       let bestD = maxPx * maxPx;
+      if (!state) return undefined;
       const { positions, colours } = state;
       for (let i = 0; i < state.slotCount; i++) {
         if (colours[4 * i + 3] === 0) continue;
@@ -275,6 +277,7 @@ export function createDeckRenderer({
     get basemap() {
       return basemapState;
     },
+    pointsWorker: worker && { post: (m: WorkerMessage) => worker.post(m), listen: (fn) => worker.listeners.push(fn) },
   };
 }
 
@@ -289,10 +292,20 @@ function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, con
   container.insertBefore(canvas, above);
   const offscreen = canvas.transferControlToOffscreen();
   const worker = new Worker(new URL("/map-points-worker.js", location.href), { type: "module" });
-  const handle = { frames: 0, post: (m: WorkerMessage, transfer: Transferable[] = []) => worker.postMessage(m, transfer) };
-  worker.onmessage = (e: MessageEvent<{ frames?: number; error?: string }>) => {
-    if (e.data.error) onError(`vehicles: ${e.data.error}`);
-    if (e.data.frames !== undefined) handle.frames = e.data.frames;
+  const handle = {
+    frames: 0,
+    post: (m: WorkerMessage, transfer: Transferable[] = []) => worker.postMessage(m, transfer),
+    /** Who hears the worker's answers about the vehicles it keeps (web/map-source.ts). */
+    listeners: [] as ((m: SourceReply) => void)[],
+  };
+  worker.onmessage = (e: MessageEvent<{ frames?: number; error?: string } | SourceReply>) => {
+    const m = e.data;
+    if ("type" in m) {
+      for (const fn of handle.listeners) fn(m);
+      return;
+    }
+    if (m.error) onError(`vehicles: ${m.error}`);
+    if (m.frames !== undefined) handle.frames = m.frames;
   };
   worker.onerror = (e) => onError(`vehicles: ${e.message}`);
   handle.post({ type: "init", canvas: offscreen, context }, [offscreen]);

@@ -36,13 +36,15 @@ const EMPTY_STYLE: StyleSpecification = {
 /** The dashboard's map drawn by MapLibre alone: vehicles as a GeoJSON source, set again whenever they changed and the last set is done. */
 export function createMaplibreRenderer({
   container,
-  state,
+  state: given,
   initial,
   mapStyle,
   onViewChange,
   onClick,
   onError,
 }: MapRendererOptions): MapRenderer {
+  if (!given) throw new Error("the maplibre renderer draws the page's own MapState: pass `state`");
+  const state = given;
   const holder = document.createElement("div");
   holder.style.position = "absolute";
   holder.style.inset = "0";

@@ -17,14 +17,23 @@
  * web --profile showed a 164 ms main-thread task that was 146 ms of such a wait. The same squares
  * written into an ImageData cost a few ms of this worker's time and nothing of the GPU process's.
  *
- * Messages in: WorkerMessage. Out: { frames } twice a second.
+ * It also keeps the vehicles (the area watch and its MapState, web/map-source.ts) when the page
+ * asks it to with a SourceRequest: then no buffers come from the page, and it draws from its own.
+ *
+ * Messages in: WorkerMessage. Out: { frames } twice a second, SourceReply.
  */
+import { createMapState } from "./map-state";
+import { serveSource, type SourceRequest } from "./map-source";
 
 export type WorkerMessage =
   | { type: "init"; canvas: OffscreenCanvas; context?: "2d" | "webgl2" }
   | { type: "view"; longitude: number; latitude: number; zoom: number; width: number; height: number }
   /** Copies of MapState's buffers: [lon, lat] and RGBA per slot (alpha 0: not drawn). */
-  | { type: "data"; positions: Float32Array; colours: Uint8Array; count: number };
+  | { type: "data"; positions: Float32Array; colours: Uint8Array; count: number }
+  | SourceRequest;
+
+/** How often the vehicles are drawn again while events change them (a vehicle reports every few seconds). */
+const DATA_INTERVAL_MS = 200;
 
 const VERTEX = `#version 300 es
 in vec2 screen;
@@ -211,21 +220,61 @@ self.onmessage = (e: MessageEvent<WorkerMessage>) => {
       width: Math.max(1, Math.round(m.width)),
       height: Math.max(1, Math.round(m.height)),
     };
+  } else if (m.type === "data") {
+    setData(m.positions, m.colours, m.count);
   } else {
-    count = m.count;
-    if (mercX.length < count) {
-      mercX = new Float64Array(m.positions.length / 2);
-      mercY = new Float64Array(m.positions.length / 2);
-      screen = new Float32Array(m.positions.length);
-    }
-    for (let i = 0; i < count; i++) {
-      mercX[i] = mercatorX(m.positions[2 * i]!);
-      mercY[i] = mercatorY(m.positions[2 * i + 1]!);
-    }
-    colours = m.colours;
-    coloursDirty = true;
+    serve(m);
+    return;
   }
   schedule();
 };
+
+/** Takes the vehicles' buffers ([lon, lat] and RGBA per slot) and their Web Mercator for the next frames. */
+function setData(positions: Float32Array, rgba: Uint8Array, n: number): void {
+  count = n;
+  if (mercX.length < count) {
+    mercX = new Float64Array(positions.length / 2);
+    mercY = new Float64Array(positions.length / 2);
+    screen = new Float32Array(positions.length);
+  }
+  for (let i = 0; i < count; i++) {
+    mercX[i] = mercatorX(positions[2 * i]!);
+    mercY[i] = mercatorY(positions[2 * i + 1]!);
+  }
+  colours = rgba;
+  coloursDirty = true;
+}
+
+/** [lon, lat] in CSS pixels of the page's view, as draw() places it. */
+function project(lon: number, lat: number): [number, number] {
+  const scale = 512 * 2 ** view.zoom;
+  return [
+    (mercatorX(lon) - mercatorX(view.longitude)) * scale + view.width / 2,
+    (mercatorY(lat) - mercatorY(view.latitude)) * scale + view.height / 2,
+  ];
+}
+
+let serveOwned: ((m: SourceRequest) => void) | undefined;
+let ownedVersion = -1;
+let dataPending = false;
+/** The page's requests about the vehicles: the first one makes this worker keep them. */
+function serve(m: SourceRequest): void {
+  if (!serveOwned) {
+    const state = createMapState({ trailLength: 0 });
+    const changed = () => {
+      if (dataPending) return;
+      dataPending = true;
+      setTimeout(() => {
+        dataPending = false;
+        if (state.version === ownedVersion) return;
+        ownedVersion = state.version;
+        setData(state.positions, state.colours, state.slotCount);
+        schedule();
+      }, DATA_INTERVAL_MS);
+    };
+    serveOwned = serveSource(state, (r) => postMessage(r), changed, project);
+  }
+  serveOwned(m);
+}
 
 setInterval(() => postMessage({ frames }), 500);

@@ -5,6 +5,8 @@
  */
 import type { MapViewState } from "@deck.gl/core";
 import type { Box, MapState } from "./map-state";
+import type { WorkerMessage } from "./map-points-worker";
+import type { SourceReply } from "./map-source";
 
 export interface Overlays {
   /** A track to draw: [lon, lat] pairs. */
@@ -38,11 +40,17 @@ export interface MapRenderer {
   readonly frames: number;
   /** The operator's style (WEB_MAP_STYLE): "none" without one, then "loading", "loaded" or "failed". */
   readonly basemap: "none" | "loading" | "loaded" | "failed";
+  /** The map worker that draws the vehicles (the "worker" vehicles): it can also keep them (web/map-source.ts). */
+  readonly pointsWorker?: { post(m: WorkerMessage): void; listen(fn: (m: SourceReply) => void): void };
 }
 
 export interface MapRendererOptions {
   container: HTMLElement;
-  state: MapState;
+  /**
+   * The vehicles to draw from this thread's MapState; absent when the map worker keeps them
+   * itself (the default page: web/map-source.ts).
+   */
+  state?: MapState;
   /** The box to show first. */
   initial: Box;
   /** A MapLibre style URL to draw underneath; "" for the graticule. */
