@@ -192,6 +192,24 @@ export function chromiumThreadTimes(root = process.pid): Map<string, { cpu: numb
   return out;
 }
 
+/**
+ * Resident memory of the Chromium renderer processes under `root` (the page's, and a spare one
+ * Chromium may keep), MB: the page's main thread, its workers' heaps and Blink's memory together.
+ */
+export function rendererRssMb(root = process.pid): number {
+  let bytes = 0;
+  for (const pid of descendants(root)) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--type=renderer")) continue;
+      const m = /VmRSS:\s+(\d+)\s+kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+      if (m) bytes += Number(m[1]) * 1024;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return bytes / 1024 / 1024;
+}
+
 /** The threads that used the most CPU between two readings: share of a core used and share of the span waiting for one. */
 export function busiestThreads(
   before: Map<string, { cpu: number; wait: number }>,
