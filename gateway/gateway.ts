@@ -210,6 +210,7 @@ export async function createGateway({
           maxConnections: config.maxConnections,
           idleTimeoutMs: config.idleTimeout,
           mainUrl: server.url,
+          registry,
         });
       } catch (err) {
         await server.close();

@@ -18,6 +18,7 @@ import type http2 from "node:http2";
 import { type Call, type GrpcHandler, H2Server } from "../h2/server";
 import { literal } from "../h2/hpack";
 import type { Logger } from "../log";
+import { Counter, Gauge, type Registry } from "../metrics";
 import { type CallInput, type CallOutput, NativeCall } from "./call";
 import { contextValuesPrototype } from "./context";
 import type { MessageDecoder, MessageEncoder, MessageSink } from "./input";
@@ -46,6 +47,8 @@ export interface ServeLiteOptions {
   mainUrl: string;
   /** Bytes a connection may hold for a peer that does not read (default lib/h2's 1 MiB). */
   maxBufferedBytes?: number;
+  /** Where `vehicle_port_connections` and `vehicle_port_socket_writes_total` are registered. */
+  registry?: Registry;
 }
 
 export interface LiteServer {
@@ -311,6 +314,7 @@ export async function serveLite({
   idleTimeoutMs,
   mainUrl,
   maxBufferedBytes,
+  registry,
 }: ServeLiteOptions): Promise<LiteServer> {
   const handlers = new Map<string, GrpcHandler>();
   const methodOf = (path: string) => {
@@ -334,6 +338,25 @@ export async function serveLite({
       else log.info("connection cut: its client does not read", { port: "vehicle", unsentBytes: count });
     },
   });
+  if (registry) {
+    new Gauge({
+      name: "vehicle_port_connections",
+      help: "connections open on the vehicle port",
+      registers: [registry],
+      collect() {
+        this.set(server.connections.size);
+      },
+    });
+    new Counter({
+      name: "vehicle_port_socket_writes_total",
+      help: "socket writes of the vehicle port: all a connection's frames of one event-loop turn (acks of many streams) go in one",
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(server.writes);
+      },
+    });
+  }
   server.unknownMethod = (path) => `${path.slice(0, 200)} is not served on the vehicle port: call it on the main port ${mainUrl}`;
   let listener: ReturnType<H2Server["listen"]>;
   try {

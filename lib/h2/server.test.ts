@@ -2,7 +2,7 @@
 // decoded by libnghttp2): CONTINUATION, padding, 1-byte DATA frames, PING, RST_STREAM, floods.
 import { afterAll, expect, test } from "bun:test";
 import { encodeHeaders, FLAG, FRAME, frame, grpcFrame, grpcMessages, RawH2 } from "../../test/raw-h2.ts";
-import { type GrpcHandler, H2Server } from "./server";
+import { type Call, type GrpcHandler, H2Server } from "./server";
 
 const Echo: GrpcHandler = {
   onMessage: (call, buf, start, end) => void call.write(buf.subarray(start, end)),
@@ -74,4 +74,75 @@ test("endless CONTINUATION is a flood: GOAWAY ENHANCE_YOUR_CALM", async () => {
   for (let i = 0; i < 10; i++) c.send(frame(FRAME.CONTINUATION, 0, 1, Buffer.alloc(8000)));
   await c.until(() => c.goaway !== undefined);
   expect(c.goaway!.code).toBe(11);
+});
+
+test("what handlers write in one turn leaves in one write per connection", async () => {
+  // Each stream answers once all of them are open: 50 messages on 50 streams in one turn.
+  const calls: Call[] = [];
+  const Gather: GrpcHandler = {
+    onMessage: (call) => {
+      calls.push(call);
+      if (calls.length < 50) return;
+      const before = gather.writes;
+      for (const c of calls) c.write(Buffer.from("ack"));
+      void Promise.resolve().then(() => void (writesOfTurn = gather.writes - before));
+    },
+    onHalfClose: (call) => call.end(0),
+  };
+  let writesOfTurn = -1;
+  const gather = new H2Server(() => Gather, { maxConcurrentStreams: 100 });
+  const l = gather.listen("127.0.0.1", 0);
+  try {
+    const c = await RawH2.connect(l.port);
+    const ids = Array.from({ length: 50 }, () => c.request(req()));
+    for (const id of ids) await c.data(id, grpcFrame(Buffer.from("point")), 100, false);
+    await c.until(() => ids.every((id) => c.streams.get(id)!.data.length > 0));
+    expect(writesOfTurn).toBe(1);
+    c.close();
+  } finally {
+    l.stop(true);
+  }
+});
+
+test("a peer that stops reading is cut once maxBufferedBytes wait for it; another connection goes on", async () => {
+  const events: string[] = [];
+  const echo = new H2Server(() => Echo, { maxConcurrentStreams: 1000, maxBufferedBytes: 256 * 1024, onEvent: (e) => events.push(e) });
+  const l = echo.listen("127.0.0.1", 0);
+  try {
+    // Windows as large as allowed, so that only the socket holds the server's answers back.
+    const c = await RawH2.connect(l.port, [[4, 2 ** 31 - 1]]);
+    const inc = Buffer.alloc(4);
+    inc.writeUInt32BE(2 ** 31 - 1 - 65535);
+    c.send(frame(FRAME.WINDOW_UPDATE, 0, 0, inc));
+    c.socket.pause();
+    // 300 streams of 60 KB each (within each stream's window): 18 MB of echo that nobody reads.
+    const body = grpcFrame(Buffer.alloc(60_000 - 5, 7));
+    const block = encodeHeaders(req());
+    for (let i = 0; i < 300; i++) {
+      const id = 1 + 2 * i;
+      const frames = [frame(FRAME.HEADERS, FLAG.END_HEADERS, id, block)];
+      for (let off = 0; off < body.length; off += 16_384) {
+        const end = Math.min(body.length, off + 16_384);
+        frames.push(frame(FRAME.DATA, end === body.length ? FLAG.END_STREAM : 0, id, body.subarray(off, end)));
+      }
+      // Once the server cut it, the paused socket hears of it no more: no 'drain' then.
+      if (!c.socket.write(Buffer.concat(frames)))
+        await Promise.race([new Promise((resolve) => c.socket.once("drain", resolve)), Bun.sleep(1000)]);
+      if (events.includes("unread")) break;
+    }
+    const until = Date.now() + 5000;
+    while (!events.includes("unread") && Date.now() < until) await Bun.sleep(20);
+    expect(events).toContain("unread");
+    expect(echo.connections.size).toBe(0);
+    // Another client is served.
+    const d = await RawH2.connect(l.port);
+    const id = d.request(req());
+    await d.data(id, grpcFrame(Buffer.from("hello")), 100, true);
+    await d.until(() => d.done(id));
+    expect(grpcMessages(d.streams.get(id)!).map(String)).toEqual(["hello"]);
+    d.close();
+    c.close();
+  } finally {
+    l.stop(true);
+  }
 });

@@ -400,7 +400,8 @@ export class H2Connection {
   backlog: Buffer | null = null;
   /** Calls with DATA waiting for window. */
   blocked = 0;
-  private goingAway = false;
+  /** GOAWAY was sent or received: no new streams. */
+  goingAway = false;
   closed = false;
   /** Date.now() of the last bytes received (the server's idle sweep reads it). */
   lastActive = Date.now();
@@ -485,6 +486,7 @@ export class H2Connection {
       if (this.backlog !== null) this.backlog = Buffer.concat([this.backlog, buf.subarray(0, len)]);
       else {
         const n = this.socket.write(buf, 0, len);
+        this.server.writes++;
         if (n < len && n >= 0) this.backlog = Buffer.from(buf.subarray(n, len));
       }
     }
@@ -863,6 +865,8 @@ export class H2Server {
   /** The grpc-message of a call to a path no handler serves. */
   unknownMethod: (path: string) => string = (path) => `unknown method ${path}`;
   readonly connections = new Set<H2Connection>();
+  /** socket.write() calls so far (a connection's frames of one event-loop turn go in one). */
+  writes = 0;
   listener: TCPSocketListener<H2Connection> | undefined;
   private refused = 0;
   private sweep: ReturnType<typeof setInterval> | undefined;
@@ -933,9 +937,20 @@ export class H2Server {
     return this.listener;
   }
 
+  /**
+   * Idle for idleTimeoutMs: GOAWAY (its streams may finish). Still there, and silent, after twice
+   * that: cut, since a stream can outlive GOAWAY only with output its peer never takes.
+   */
   private closeIdle(): void {
-    const before = Date.now() - this.idleTimeoutMs;
-    for (const conn of this.connections) if (conn.lastActive < before) conn.goAway();
+    const now = Date.now();
+    for (const conn of this.connections) {
+      if (conn.lastActive >= now - this.idleTimeoutMs) continue;
+      if (!conn.goingAway) conn.goAway();
+      else if (conn.lastActive < now - 2 * this.idleTimeoutMs) {
+        conn.socket.terminate();
+        conn.onClose();
+      }
+    }
   }
 
   /** Stops listening and sends every connection GOAWAY: open streams go on, new ones are refused. */
