@@ -188,6 +188,33 @@ browserTest(
 );
 
 browserTest(
+  "dashboard - a drag pans the map and the arrow keys move it, also after the map sat still",
+  async () => {
+    const page = await dashboard();
+    await page.click("#zoom-fit");
+    // Still for a while: deck.gl's loop is held when nothing changed (web/dashboard-render.ts).
+    await Bun.sleep(1500);
+    const box = (await page.locator("#map").boundingBox())!;
+    const before = await hook<{ longitude: number; latitude: number }>(page, "viewState");
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.down();
+    for (let i = 1; i <= 5; i++) await page.mouse.move(box.x + box.width / 2 - i * 30, box.y + box.height / 2 - i * 20);
+    await page.mouse.up();
+    const dragged = await hook<{ longitude: number; latitude: number }>(page, "viewState");
+    // Dragged left and up: the view moved east and south.
+    expect(dragged.longitude).toBeGreaterThan(before.longitude);
+    expect(dragged.latitude).toBeLessThan(before.latitude);
+    await Bun.sleep(1500);
+    await page.locator("#map canvas").last().focus();
+    await page.keyboard.press("ArrowRight");
+    await waitFor("moved by the key", async () => (await hook<{ longitude: number }>(page, "viewState")).longitude > dragged.longitude);
+    await page.click("#zoom-fit");
+    expect(opened!.errors).toEqual([]);
+  },
+  60_000,
+);
+
+browserTest(
   "dashboard - clicking a vehicle shows its panel and today's track; replay plays and pauses",
   async () => {
     const page = await dashboard();

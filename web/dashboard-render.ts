@@ -149,7 +149,7 @@ export function createDeckRenderer({
   postView();
   new ResizeObserver(() => {
     postView();
-    deck.setProps({ layers: layers() });
+    update({ layers: layers() });
   }).observe(container);
 
   const deck = new Deck({
@@ -162,7 +162,7 @@ export function createDeckRenderer({
     layers: layers(),
     onViewStateChange: ({ viewState: next }) => {
       viewState = next as MapViewState;
-      deck.setProps({ viewState, layers: layers() });
+      update({ viewState, layers: layers() });
       postView();
       basemap?.jumpTo({ center: [viewState.longitude, viewState.latitude], zoom: viewState.zoom, bearing: 0, pitch: 0 });
       onViewChange(viewState);
@@ -170,9 +170,16 @@ export function createDeckRenderer({
     onClick: (info) => onClick(info.x, info.y),
     onAfterRender: () => {
       frames++;
+      loop.drew();
     },
     onError: (e) => onError(`WebGL: ${e.message}`),
   });
+  const loop = parkWhenIdle(deck, container);
+  /** deck.setProps, and deck's loop woken to draw them. */
+  function update(props: Parameters<typeof deck.setProps>[0]): void {
+    deck.setProps(props);
+    loop.wake();
+  }
 
   // The vehicles are redrawn at most once per animation frame (the worker: per WORKER_DATA_INTERVAL_MS), and only when events changed them.
   let pending = false;
@@ -189,7 +196,7 @@ export function createDeckRenderer({
         const colours = state.colours.slice(0, 4 * state.slotCount);
         worker.post({ type: "data", positions, colours, count: state.slotCount }, [positions.buffer, colours.buffer]);
       } else {
-        deck.setProps({ layers: layers() });
+        update({ layers: layers() });
       }
     };
     if (worker) setTimeout(send, WORKER_DATA_INTERVAL_MS);
@@ -224,14 +231,14 @@ export function createDeckRenderer({
     invalidate,
     setOverlays(o) {
       overlays = o;
-      deck.setProps({ layers: layers() });
+      update({ layers: layers() });
     },
     get viewState() {
       return viewState;
     },
     setViewState(v) {
       viewState = { ...viewState, ...v };
-      deck.setProps({ viewState, layers: layers() });
+      update({ viewState, layers: layers() });
       postView();
       basemap?.jumpTo({ center: [viewState.longitude, viewState.latitude], zoom: viewState.zoom });
       onViewChange(viewState);
@@ -278,6 +285,51 @@ export function createDeckRenderer({
       return basemapState;
     },
     pointsWorker: worker && { post: (m: WorkerMessage) => worker.post(m), listen: (fn) => worker.listeners.push(fn) },
+  };
+}
+
+/** Animation-loop requests with nothing drawn before deck's loop is held (half a second at 60 frames/s). */
+const IDLE_FRAMES = 30;
+
+/**
+ * deck.gl's animation loop asks the browser for a frame 60 times a second even when nothing on its
+ * canvas changes: with the vehicles in the worker, that was 83% of the page's main-thread time
+ * (bench web --profile: 604 main frames in 10 s). Its requests go through its loop's
+ * animationFrameProvider: after IDLE_FRAMES requests with nothing drawn, the next one is held
+ * until something may change what deck draws (new props, input on the map). Without that provider
+ * (another deck.gl version) the loop runs as before.
+ */
+function parkWhenIdle(deck: object, input: HTMLElement): { wake(): void; drew(): void } {
+  const PARKED = -1;
+  let idle = 0;
+  let parked: FrameRequestCallback | undefined;
+  const loop = (deck as unknown as { animationLoop?: { props?: Record<string, unknown> } }).animationLoop;
+  if (loop?.props && "animationFrameProvider" in loop.props)
+    loop.props.animationFrameProvider = {
+      requestAnimationFrame(cb: FrameRequestCallback): number {
+        if (idle++ < IDLE_FRAMES) return requestAnimationFrame(cb);
+        parked = cb;
+        return PARKED;
+      },
+      cancelAnimationFrame(id: number): void {
+        if (id === PARKED) parked = undefined;
+        else cancelAnimationFrame(id);
+      },
+    };
+  const wake = () => {
+    idle = 0;
+    const cb = parked;
+    parked = undefined;
+    if (cb) requestAnimationFrame(cb);
+  };
+  // Input deck's controller turns into a view change or a transition it plays over the next frames.
+  for (const type of ["pointerdown", "pointerup", "wheel", "keydown", "dblclick"])
+    input.addEventListener(type, wake, { capture: true, passive: true });
+  return {
+    wake,
+    drew: () => {
+      idle = 0;
+    },
   };
 }
 
