@@ -189,6 +189,43 @@ describe("vehicle port - HTTP/2 limits", () => {
   });
 });
 
+describe("vehicle port - calls end", () => {
+  const openSyncs = async () =>
+    Number(/rpc_open_streams\{procedure="Sync"[^}]*\} (\d+)/.exec(await t.gateway.registry.metrics())?.[1] ?? 0);
+  const untilOpenSyncs = async (n: number) => {
+    const until = Date.now() + 3000;
+    while ((await openSyncs()) !== n && Date.now() < until) await Bun.sleep(20);
+    return openSyncs();
+  };
+
+  test("vehicle port - a stream reset for the client's protocol error ends its call (WINDOW_UPDATE 0, trailers without END_STREAM, DATA after END_STREAM)", async () => {
+    // The keeper's Sync is open (its first answer came) before counting.
+    await keeper.c.until(() => keeper.c.streams.get(keeper.id)!.data.length > 0);
+    const before = await openSyncs();
+    const poisons: [string, (c: RawH2, id: number) => void][] = [
+      ["window-update-0", (c, id) => c.send(frame(FRAME.WINDOW_UPDATE, 0, id, Buffer.alloc(4)))],
+      ["trailers-open", (c, id) => c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, encodeHeaders([["x-t", "1"]])))],
+      [
+        "data-after-end",
+        (c, id) => c.send(Buffer.concat([frame(FRAME.DATA, FLAG.END_STREAM, id), frame(FRAME.DATA, 0, id, Buffer.alloc(5))])),
+      ],
+    ];
+    for (const [name, poison] of poisons) {
+      // No stream window: the Sync's first answer waits for it, so its handler waits too.
+      const c = await RawH2.connect(port, [[4, 0]]);
+      const v = `vp-poison-${name}`;
+      const id = c.request(request(await t.token(v)));
+      await c.data(id, syncPoint(v, 1), 16384, false);
+      expect(await untilOpenSyncs(before + 1)).toBe(before + 1);
+      poison(c, id);
+      await c.until(() => c.streams.get(id)!.reset !== undefined);
+      expect([name, await untilOpenSyncs(before)]).toEqual([name, before]);
+      expect(c.closed).toBe(false);
+      c.close();
+    }
+  });
+});
+
 describe("vehicle port - connections", () => {
   test("vehicle port - a connection that sends nothing gets GOAWAY NO_ERROR after twice GATEWAY_IDLE_TIMEOUT", async () => {
     const idle = await startTestGateway({ GATEWAY_VEHICLE_PORT: "0", GATEWAY_IDLE_TIMEOUT: "1s" });

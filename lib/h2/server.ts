@@ -240,13 +240,18 @@ export class Call {
     this.conn.remove(this);
   }
 
-  /** Aborts the call with RST_STREAM. */
+  /**
+   * Aborts the call with RST_STREAM (the peer's protocol error on this stream): a handler still
+   * running is told (onCancel), as for the peer's own RST_STREAM, or its call would never end.
+   */
   reset(code: number): void {
     if (this.localClosed && this.remoteClosed) return;
+    const wasOpen = !this.localClosed;
     this.localClosed = true;
     this.remoteClosed = true;
     this.conn.rst(this.id, code);
     this.conn.remove(this);
+    if (wasOpen) this.handler?.onCancel?.(this);
   }
 
   /** Sends queued DATA as far as both windows allow. */
