@@ -76,6 +76,25 @@ test("endless CONTINUATION is a flood: GOAWAY ENHANCE_YOUR_CALM", async () => {
   expect(c.goaway!.code).toBe(11);
 });
 
+test("empty or tiny CONTINUATION frames are a flood: GOAWAY ENHANCE_YOUR_CALM, a neighbour is served", async () => {
+  for (const size of [0, 1]) {
+    const c = await RawH2.connect(port);
+    // Our SETTINGS ACK (sent on the server's SETTINGS) must not fall inside the header block.
+    await c.until(() => c.serverSettings.size > 0);
+    // Bytes well within the header-list bound: only the number of frames tells the flood.
+    c.send(frame(FRAME.HEADERS, 0, 1, Buffer.alloc(1000, 0x40)));
+    c.send(Buffer.concat(Array.from({ length: 5000 }, () => frame(FRAME.CONTINUATION, 0, 1, Buffer.alloc(size, 0x40)))));
+    await c.until(() => c.goaway !== undefined && c.closed);
+    expect(c.goaway!.code).toBe(11);
+  }
+  const d = await RawH2.connect(port);
+  const id = d.request(req());
+  await d.data(id, grpcFrame(Buffer.from("next door")), 100, true);
+  await d.until(() => d.done(id));
+  expect(grpcMessages(d.streams.get(id)!).map(String)).toEqual(["next door"]);
+  d.close();
+});
+
 test("what handlers write in one turn leaves in one write per connection", async () => {
   // Each stream answers once all of them are open: 50 messages on 50 streams in one turn.
   const calls: Call[] = [];

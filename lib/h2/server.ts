@@ -11,8 +11,8 @@
  * responses are HEADERS, DATA, trailers. No server push, no priorities (PRIORITY is ignored).
  *
  * Hostile peers: streams above SETTINGS_MAX_CONCURRENT_STREAMS are refused, a header list above
- * SETTINGS_MAX_HEADER_LIST_SIZE is answered RESOURCE_EXHAUSTED, a header block in CONTINUATIONs
- * past twice that limit, more control frames (PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA)
+ * SETTINGS_MAX_HEADER_LIST_SIZE is answered RESOURCE_EXHAUSTED, a header block past twice that
+ * limit or in more than 8 CONTINUATIONs, more control frames (PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA)
  * or more stream resets per second than the options allow end the connection with GOAWAY
  * ENHANCE_YOUR_CALM; DATA beyond our window and bad WINDOW_UPDATEs are the RFC's errors; a peer
  * that does not read is cut once `maxBufferedBytes` wait for it; a connection that receives
@@ -55,6 +55,8 @@ const RECV_WINDOW = 65535;
 const WINDOW_UPDATE_AT = 32768;
 const MAX_FRAME_SIZE = 16384;
 const MAX_WINDOW = 2 ** 31 - 1;
+/** CONTINUATION frames a header block may take (nghttp2's default); more is a flood. */
+const MAX_CONTINUATIONS = 8;
 
 export interface H2Options {
   /** SETTINGS_MAX_CONCURRENT_STREAMS: more open streams are refused (REFUSED_STREAM). Default 100. */
@@ -394,7 +396,10 @@ export class H2Connection {
   /** Header block in progress (HEADERS without END_HEADERS), until its CONTINUATIONs. */
   private hdrStream = 0;
   private hdrEndStream = false;
-  private hdrBlock: Buffer | null = null;
+  /** Its fragments so far (copies: a socket chunk is not ours after its callback), joined once at END_HEADERS. */
+  private hdrParts: Buffer[] | null = null;
+  private hdrBytes = 0;
+  private hdrFrames = 0;
   wbuf: Buffer | null = null;
   wlen = 0;
   /** Offset in `wbuf` of the last frame when it is DATA of `lastDataStream` (else -1): later messages extend it. */
@@ -597,7 +602,7 @@ export class H2Connection {
     this.server.connections.delete(this);
     this.closed = true;
     this.inBuf = null;
-    this.hdrBlock = null;
+    this.hdrParts = null;
     const calls = [...this.calls.values()];
     this.calls.clear();
     for (const call of calls) {
@@ -690,17 +695,27 @@ export class H2Connection {
         if (flags & FLAG_END_HEADERS) return this.onHeaderBlock(id, endStream, buf.subarray(s, e));
         this.hdrStream = id;
         this.hdrEndStream = endStream;
-        this.hdrBlock = Buffer.from(buf.subarray(s, e));
+        this.hdrParts = [Buffer.from(buf.subarray(s, e))];
+        this.hdrBytes = e - s;
+        this.hdrFrames = 0;
         return;
       }
       case CONTINUATION: {
         if (this.hdrStream === 0 || id !== this.hdrStream) return this.connError(PROTOCOL_ERROR);
-        // A header block is bounded by our header-list limit: endless CONTINUATION is a flood.
-        if (this.hdrBlock!.length + len > 2 * this.server.maxHeaderListSize) return this.connError(ENHANCE_YOUR_CALM);
-        this.hdrBlock = Buffer.concat([this.hdrBlock!, buf.subarray(start, end)]);
+        // A header block is bounded by our header-list limit, and by a number of frames: a client
+        // splits a block only past the largest frame (16 KB), so even a block at the byte bound
+        // takes 2 CONTINUATIONs. Endless, empty or tiny ones are a flood (as nghttp2's cap of 8
+        // for CVE-2024-28182); each fragment is kept once and the block joined once at its end.
+        const parts = this.hdrParts!;
+        this.hdrBytes += len;
+        if (this.hdrBytes > 2 * this.server.maxHeaderListSize || ++this.hdrFrames > MAX_CONTINUATIONS) {
+          this.server.onEvent?.("flood", this.hdrFrames);
+          return this.connError(ENHANCE_YOUR_CALM);
+        }
+        if (len > 0) parts.push(Buffer.from(buf.subarray(start, end)));
         if (flags & FLAG_END_HEADERS) {
-          const block = this.hdrBlock;
-          this.hdrBlock = null;
+          const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.hdrBytes);
+          this.hdrParts = null;
           this.hdrStream = 0;
           this.onHeaderBlock(id, this.hdrEndStream, block);
         }
