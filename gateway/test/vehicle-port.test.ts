@@ -6,6 +6,7 @@
  * connection of the same port still gets its acks: nothing stalls a neighbour.
  */
 import { readFileSync } from "node:fs";
+import net from "node:net";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -331,6 +332,55 @@ describe("vehicle port - other clients", () => {
       await tls.gateway.close();
     }
   });
+
+  test("vehicle port - over TLS, connections that never finish the handshake are counted, bounded by FLEET_MAX_CONNECTIONS and closed", async () => {
+    const fixtures = join(import.meta.dir, "..", "..", "test", "fixtures");
+    const tls = await startTestGateway({
+      GATEWAY_VEHICLE_PORT: "0",
+      GATEWAY_TLS_CERT: join(fixtures, "localhost-cert.pem"),
+      GATEWAY_TLS_KEY: join(fixtures, "localhost-key.pem"),
+      GATEWAY_IDLE_TIMEOUT: "1s",
+      FLEET_MAX_CONNECTIONS: "5",
+    });
+    const silent: net.Socket[] = [];
+    try {
+      const counted = async () =>
+        Number(/vehicle_port_connections(?:\{[^}]*\})? (\d+)/.exec(await tls.gateway.registry.metrics())?.[1] ?? Number.NaN);
+      const connect = () => {
+        const s = net.connect(tls.gateway.vehiclePort!, "127.0.0.1");
+        const closed = new Promise<void>((resolve) => s.on("close", () => resolve()));
+        s.on("error", () => {});
+        silent.push(s);
+        return closed;
+      };
+      // TCP connections that never send a ClientHello.
+      const closed = Array.from({ length: 5 }, connect);
+      const until = Date.now() + 3000;
+      while ((await counted()) !== 5 && Date.now() < until) await Bun.sleep(20);
+      expect(await counted()).toBe(5);
+      // A sixth is past the bound: closed at once.
+      const sixth = connect();
+      expect(await Promise.race([sixth.then(() => "closed"), Bun.sleep(1000).then(() => "open")])).toBe("closed");
+      // The silent ones are cut (twice GATEWAY_IDLE_TIMEOUT without a handshake).
+      const t0 = Date.now();
+      await Promise.race([Promise.all(closed), Bun.sleep(8000)]);
+      expect(Date.now() - t0).toBeLessThan(8000);
+      expect(await counted()).toBe(0);
+      // A client that finishes its handshake is served.
+      const client = new IngestClient(
+        `localhost:${tls.gateway.vehiclePort}`,
+        grpc.credentials.createSsl(readFileSync(join(fixtures, "localhost-cert.pem"))),
+        { "grpc.use_local_subchannel_pool": 1 },
+      );
+      const r = await uploadPoints(client, await tls.token("vp-tls-silent"), [point("vp-tls-silent", 1)]);
+      client.close();
+      expect(r.error).toBeUndefined();
+      expect(r.response!.ack!.durableSeq).toBe(1);
+    } finally {
+      for (const s of silent) s.destroy();
+      await tls.gateway.close();
+    }
+  }, 20_000);
 
   test("vehicle port - curl over h2c: Resume answers, a bad token is UNAUTHENTICATED", async () => {
     const file = `/tmp/vp-curl-${process.pid}.bin`;

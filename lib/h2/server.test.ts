@@ -1,5 +1,8 @@
 // The server's edges, from the project's raw HTTP/2 client (test/raw-h2.ts: frames by hand, headers
 // decoded by libnghttp2): CONTINUATION, padding, 1-byte DATA frames, PING, RST_STREAM, floods.
+import { readFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
 import { afterAll, expect, test } from "bun:test";
 import { encodeHeaders, FLAG, FRAME, frame, grpcFrame, grpcMessages, RawH2 } from "../../test/raw-h2.ts";
 import { type Call, type GrpcHandler, H2Server } from "./server";
@@ -163,5 +166,30 @@ test("a peer that stops reading is cut once maxBufferedBytes wait for it; anothe
     c.close();
   } finally {
     l.stop(true);
+  }
+});
+
+test("over TLS, a connection without a handshake is counted and cut after handshakeTimeoutMs; a failed one at once", async () => {
+  const fixtures = join(import.meta.dir, "..", "..", "test", "fixtures");
+  const tls = { cert: readFileSync(join(fixtures, "localhost-cert.pem")), key: readFileSync(join(fixtures, "localhost-key.pem")) };
+  const secure = new H2Server(() => Echo, { handshakeTimeoutMs: 300 });
+  const l = secure.listen("127.0.0.1", 0, tls);
+  try {
+    const connect = (hello?: string) => {
+      const s = net.connect(l.port, "127.0.0.1");
+      s.on("error", () => {});
+      if (hello) s.write(hello);
+      return new Promise<number>((resolve) => s.on("close", () => resolve(Date.now())));
+    };
+    const t0 = Date.now();
+    const silent = connect();
+    const garbage = connect("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    await Bun.sleep(100);
+    expect(secure.connections.size).toBe(1); // the silent one; the failed handshake is gone
+    expect((await garbage) - t0).toBeLessThan(300);
+    expect((await silent) - t0).toBeGreaterThanOrEqual(300);
+    expect(secure.connections.size).toBe(0);
+  } finally {
+    secure.close();
   }
 });

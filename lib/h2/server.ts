@@ -16,7 +16,8 @@
  * or more stream resets per second than the options allow end the connection with GOAWAY
  * ENHANCE_YOUR_CALM; DATA beyond our window and bad WINDOW_UPDATEs are the RFC's errors; a peer
  * that does not read is cut once `maxBufferedBytes` wait for it; a connection that receives
- * nothing for `idleTimeoutMs` gets GOAWAY; past `maxConnections` a new connection is closed.
+ * nothing for `idleTimeoutMs` gets GOAWAY, and over TLS one without a completed handshake after
+ * `handshakeTimeoutMs` is cut; past `maxConnections` a new connection is closed.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { grpcPercentEncode, HpackDecoder, HpackError, literal, RESPONSE_HEADERS } from "./hpack";
@@ -69,6 +70,11 @@ export interface H2Options {
   maxConnections?: number;
   /** A connection that receives nothing for this long gets GOAWAY and is closed (0: never). Default 0. */
   idleTimeoutMs?: number;
+  /**
+   * Over TLS, a connection whose handshake has not completed this long after its accept (or after
+   * idleTimeoutMs, if sooner) is cut. Default 10 s (FLEET_HEADERS_TIMEOUT's default).
+   */
+  handshakeTimeoutMs?: number;
   /**
    * Bytes a connection may hold unsent because its peer does not read: past it the connection is
    * cut (its calls are cancelled). Streams wait for `onDrain` long before (see Call.write), so only
@@ -413,8 +419,13 @@ export class H2Connection {
   /** GOAWAY was sent or received: no new streams. */
   goingAway = false;
   closed = false;
-  /** Date.now() of the last bytes received (the server's idle sweep reads it). */
+  /** Date.now() of the last bytes received (the server's idle sweep reads it); before a TLS handshake, of the accept. */
   lastActive = Date.now();
+  /**
+   * The socket can carry frames: false until a TLS handshake completes (what is written before
+   * waits in `backlog`, as for a socket that does not take it).
+   */
+  ready: boolean;
   /** Flood budgets: control frames and resets counted since `budgetStart` (ms). */
   private budgetStart = 0;
   private controlFrames = 0;
@@ -423,7 +434,9 @@ export class H2Connection {
   constructor(
     readonly socket: Socket<H2Connection>,
     private readonly server: H2Server,
+    ready = true,
   ) {
+    this.ready = ready;
     this.hpack = new HpackDecoder(4096, server.maxHeaderListSize);
     // Server preface: our SETTINGS.
     const s = Buffer.allocUnsafe(12);
@@ -494,6 +507,7 @@ export class H2Connection {
     this.lastDataOff = -1;
     if (!this.closed) {
       if (this.backlog !== null) this.backlog = Buffer.concat([this.backlog, buf.subarray(0, len)]);
+      else if (!this.ready) this.backlog = Buffer.from(buf.subarray(0, len));
       else {
         const n = this.socket.write(buf, 0, len);
         this.server.writes++;
@@ -512,8 +526,14 @@ export class H2Connection {
     }
   }
 
+  /** The TLS handshake completed: what waited (our SETTINGS) goes out. */
+  onHandshake(): void {
+    this.ready = true;
+    this.onDrain();
+  }
+
   onDrain(): void {
-    if (this.backlog === null) return;
+    if (this.backlog === null || !this.ready) return;
     const n = this.socket.write(this.backlog);
     if (n < 0) return;
     if (n < this.backlog.length) {
@@ -594,7 +614,9 @@ export class H2Connection {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    this.socket.end();
+    // Before a TLS handshake nothing can be sent, and end() would wait for it.
+    if (this.ready) this.socket.end();
+    else this.socket.terminate();
     this.onClose();
   }
 
@@ -878,6 +900,7 @@ export class H2Server {
   readonly maxHeaderListSize: number;
   readonly maxConnections: number;
   readonly idleTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
   readonly maxBufferedBytes: number;
   readonly maxControlFramesPerSecond: number;
   readonly maxResetsPerSecond: number;
@@ -900,6 +923,7 @@ export class H2Server {
     this.maxHeaderListSize = options.maxHeaderListSize ?? 16384;
     this.maxConnections = options.maxConnections ?? 10_000;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.handshakeTimeoutMs = Math.min(options.handshakeTimeoutMs ?? 10_000, this.idleTimeoutMs || Number.POSITIVE_INFINITY);
     this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
     this.maxControlFramesPerSecond = options.maxControlFramesPerSecond ?? 1000;
     this.maxResetsPerSecond = options.maxResetsPerSecond ?? 200;
@@ -917,6 +941,17 @@ export class H2Server {
     reusePort = false,
   ): TCPSocketListener<H2Connection> {
     const server = this;
+    // With a `handshake` handler, Bun calls `open` at accept rather than after the TLS handshake
+    // (bun-types' SocketHandler.open): a connection that never completes one is then counted
+    // against maxConnections and swept; without it such connections were held, unseen, forever.
+    const handshake = tls
+      ? {
+          handshake(socket: Socket<H2Connection>, success: boolean) {
+            if (!success) socket.terminate();
+            else socket.data?.onHandshake();
+          },
+        }
+      : {};
     this.listener = Bun.listen<H2Connection>({
       hostname,
       port,
@@ -931,7 +966,7 @@ export class H2Server {
             return;
           }
           socket.setNoDelay(true);
-          const conn = new H2Connection(socket, server);
+          const conn = new H2Connection(socket, server, tls === undefined);
           socket.data = conn;
           server.connections.add(conn);
         },
@@ -947,11 +982,13 @@ export class H2Server {
         error(socket) {
           socket.data?.onClose();
         },
+        ...handshake,
       },
     });
-    if (this.idleTimeoutMs > 0) {
+    if (this.idleTimeoutMs > 0 || tls) {
       // One sweep for all connections rather than a timer each (memory per connection is the point).
-      this.sweep = setInterval(() => this.closeIdle(), Math.max(100, Math.min(this.idleTimeoutMs / 4, 5000)));
+      const every = Math.min(this.idleTimeoutMs || Number.POSITIVE_INFINITY, tls ? this.handshakeTimeoutMs : Number.POSITIVE_INFINITY);
+      this.sweep = setInterval(() => this.closeIdle(), Math.max(100, Math.min(every / 4, 5000)));
       this.sweep.unref();
     }
     return this.listener;
@@ -964,7 +1001,15 @@ export class H2Server {
   private closeIdle(): void {
     const now = Date.now();
     for (const conn of this.connections) {
-      if (conn.lastActive >= now - this.idleTimeoutMs) continue;
+      if (!conn.ready) {
+        // No TLS handshake yet: nothing can be said to it (no GOAWAY).
+        if (conn.lastActive < now - this.handshakeTimeoutMs) {
+          conn.socket.terminate();
+          conn.onClose();
+        }
+        continue;
+      }
+      if (this.idleTimeoutMs === 0 || conn.lastActive >= now - this.idleTimeoutMs) continue;
       if (!conn.goingAway) conn.goAway();
       else if (conn.lastActive < now - 2 * this.idleTimeoutMs) {
         conn.socket.terminate();
