@@ -225,6 +225,28 @@ describe("vehicle port - calls end", () => {
       c.close();
     }
   });
+
+  test("vehicle port - a call waiting for stream window ends at its grpc-timeout: RST_STREAM CANCEL, as its answers cannot leave", async () => {
+    await keeper.c.until(() => keeper.c.streams.get(keeper.id)!.data.length > 0);
+    const before = await openSyncs();
+    const c = await RawH2.connect(port, [[4, 0]]);
+    const v = "vp-deadline";
+    const id = c.request([...request(await t.token(v)), ["grpc-timeout", "1S"]]);
+    await c.data(id, syncPoint(v, 1), 16384, false);
+    // The client is alive (PINGs) but gives no window.
+    const ping = setInterval(() => c.send(frame(FRAME.PING, 0, 0, Buffer.alloc(8))), 300);
+    try {
+      const t0 = Date.now();
+      await c.until(() => c.done(id), 4000);
+      expect(Date.now() - t0).toBeLessThan(2500);
+      expect(c.streams.get(id)!.reset).toBe(8); // CANCEL
+      expect(await untilOpenSyncs(before)).toBe(before);
+      expect(c.closed).toBe(false);
+    } finally {
+      clearInterval(ping);
+      c.close();
+    }
+  });
 });
 
 describe("vehicle port - connections", () => {

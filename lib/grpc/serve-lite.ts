@@ -129,6 +129,9 @@ class LiteCall implements CallInput, CallOutput {
   }
 
   fail(err: unknown): void {
+    // The call is aborted (deadline, client gone; NativeContext.abort fails its input): a handler
+    // waiting for window (writable) must not wait on, or it outlives its deadline.
+    this.wake();
     if (this.stopped || this.done) return;
     if (!this.sink) {
       this.failure ??= err;
@@ -236,7 +239,7 @@ class LiteCall implements CallInput, CallOutput {
       if (value === undefined) continue;
       for (const v of Array.isArray(value) ? value : [value]) block = Buffer.concat([block, literal(key, String(v))]);
     }
-    this.h2.endWith(block, this.headersSent ? undefined : headerBlock(headers));
+    this.h2.endWith(block, this.headersSent ? undefined : headerBlock(headers), String(trailers["grpc-status"]) === "0");
     this.headersSent = true;
   }
 }

@@ -47,6 +47,7 @@ const FLOW_CONTROL_ERROR = 3;
 const STREAM_CLOSED = 5;
 const FRAME_SIZE_ERROR = 6;
 const REFUSED_STREAM = 7;
+const CANCEL = 8;
 const COMPRESSION_ERROR = 9;
 const ENHANCE_YOUR_CALM = 11;
 
@@ -219,16 +220,20 @@ export class Call {
   end(status: number, message?: string): void {
     let block = status === 0 && !message ? GRPC_OK_TRAILERS : literal("grpc-status", String(status));
     if (message) block = Buffer.concat([block, literal("grpc-message", grpcPercentEncode(message))]);
-    this.endWith(block);
+    this.endWith(block, undefined, status === 0);
   }
 
   /**
    * Ends the call with this trailer block (literal fields, grpc-status among them), after any
    * queued messages; with no response headers sent yet it is a trailers-only response.
-   * `headers`: literal fields for the response headers of a trailers-only response.
+   * `headers`: literal fields for the response headers of a trailers-only response. `ok`: the
+   * status is OK; a call that fails while DATA waits for window is reset (RST_STREAM CANCEL)
+   * instead, since its trailers would wait behind that DATA for a peer that gives none (a call
+   * past its deadline would otherwise outlive it for as long as the peer keeps the connection).
    */
-  endWith(block: Buffer, headers?: Buffer): void {
+  endWith(block: Buffer, headers?: Buffer, ok = true): void {
     if (this.localClosed || this.pendingTrailers !== null) return;
+    if (!ok && this.pending !== null) return this.abort(CANCEL);
     if (!this.headersSent) {
       // Trailers-only response: one HEADERS frame with the status.
       this.headersSent = true;
@@ -255,11 +260,16 @@ export class Call {
   reset(code: number): void {
     if (this.localClosed && this.remoteClosed) return;
     const wasOpen = !this.localClosed;
+    this.abort(code);
+    if (wasOpen) this.handler?.onCancel?.(this);
+  }
+
+  /** RST_STREAM, and the stream is forgotten. */
+  private abort(code: number): void {
     this.localClosed = true;
     this.remoteClosed = true;
     this.conn.rst(this.id, code);
     this.conn.remove(this);
-    if (wasOpen) this.handler?.onCancel?.(this);
   }
 
   /** Sends queued DATA as far as both windows allow. */
