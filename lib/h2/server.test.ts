@@ -193,3 +193,38 @@ test("over TLS, a connection without a handshake is counted and cut after handsh
     secure.close();
   }
 });
+
+test("a message's buffer grows with the bytes received, not with the length its prefix announces", async () => {
+  const big = new H2Server(() => Echo, { maxConcurrentStreams: 100, maxMessageBytes: 64 * 1024 * 1024 });
+  const l = big.listen("127.0.0.1", 0);
+  try {
+    const c = await RawH2.connect(l.port);
+    // 40 streams, each a prefix announcing 16 MiB and 10 bytes of it.
+    const prefix = Buffer.from([0, 0x01, 0, 0, 0]);
+    const block = encodeHeaders(req());
+    const before = process.memoryUsage().external;
+    const frames: Buffer[] = [];
+    for (let i = 0; i < 40; i++) {
+      const id = 1 + 2 * i;
+      frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, id, block), frame(FRAME.DATA, 0, id, Buffer.concat([prefix, Buffer.alloc(10)])));
+    }
+    c.send(Buffer.concat([...frames, frame(FRAME.PING, 0, 0, Buffer.alloc(8))]));
+    await c.until(() => c.pingAcks === 1);
+    expect(process.memoryUsage().external - before).toBeLessThan(16 * 1024 * 1024);
+    c.close();
+    // Messages split across frames still arrive whole: 200 KB in 1,000-byte frames, and one whose prefix is split.
+    const d = await RawH2.connect(l.port);
+    const body = Buffer.alloc(200_000);
+    for (let i = 0; i < body.length; i++) body[i] = i % 251;
+    const a = d.request(req());
+    await d.data(a, grpcFrame(body), 1000, true);
+    const b = d.request(req());
+    await d.data(b, Buffer.concat([grpcFrame(Buffer.from("one")), grpcFrame(Buffer.from("two"))]), 3, true);
+    await d.until(() => d.done(a) && d.done(b), 10_000);
+    expect(grpcMessages(d.streams.get(a)!)[0]!.equals(body)).toBe(true);
+    expect(grpcMessages(d.streams.get(b)!).map(String)).toEqual(["one", "two"]);
+    d.close();
+  } finally {
+    big.close();
+  }
+});

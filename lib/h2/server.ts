@@ -121,9 +121,13 @@ export class Call {
   state: unknown = undefined;
   sendWindow: number;
   private recvUnacked = 0;
-  /** A gRPC message split across DATA frames: its bytes so far (5-byte prefix included). */
+  /**
+   * A gRPC message split across DATA frames: its bytes so far (5-byte prefix included) in `msgBuf`,
+   * which grows with them; `msgNeed`: 5 while only the prefix is awaited, then 5 + its length.
+   */
   private msgBuf: Buffer | null = null;
   private msgFill = 0;
+  private msgNeed = 0;
   remoteClosed = false;
   localClosed = false;
   private headersSent = false;
@@ -317,7 +321,7 @@ export class Call {
     const max = this.conn.maxMessageBytes;
     let off = start;
     while (off < end && !this.localClosed) {
-      if (this.msgBuf === null) {
+      if (this.msgNeed === 0) {
         if (end - off >= 5) {
           if (payload[off] !== 0) return this.fail("compressed", 0);
           const len = payload.readUInt32BE(off + 1);
@@ -327,31 +331,47 @@ export class Call {
             off += 5 + len;
             continue;
           }
-          this.msgBuf = Buffer.allocUnsafe(5 + len);
-        } else this.msgBuf = Buffer.allocUnsafe(5);
+          this.msgNeed = 5 + len;
+        } else this.msgNeed = 5;
         this.msgFill = 0;
       }
-      const buf = this.msgBuf;
-      const n = Math.min(buf.length - this.msgFill, end - off);
-      buf.set(payload.subarray(off, off + n), this.msgFill);
-      this.msgFill += n;
+      const n = Math.min(this.msgNeed - this.msgFill, end - off);
+      const buf = this.hold(payload, off, n);
       off += n;
-      if (this.msgFill < buf.length) break;
-      if (buf.length === 5 && this.msgFill === 5) {
+      if (this.msgFill < this.msgNeed) break;
+      if (this.msgNeed === 5) {
         // Only the prefix so far: now the length is known.
         if (buf[0] !== 0) return this.fail("compressed", 0);
         const len = buf.readUInt32BE(1);
         if (len > max) return this.fail("too-large", len);
         if (len > 0) {
-          this.msgBuf = Buffer.allocUnsafe(5 + len);
-          this.msgBuf.set(buf, 0);
+          this.msgNeed = 5 + len;
           continue;
         }
       }
       this.msgBuf = null;
-      this.handler!.onMessage(this, buf, 5, buf.length);
+      this.msgNeed = 0;
+      this.handler!.onMessage(this, buf, 5, this.msgFill);
     }
     if (endStream) this.onRemoteEnd();
+  }
+
+  /**
+   * Appends `payload[off, off + n)` to the partial message. Its buffer grows with the bytes
+   * received (doubling, at most to the announced size), not to the size a 5-byte prefix announces:
+   * 500 prefixes announcing 4 MiB each took 1.6 GB of address space before any body arrived.
+   */
+  private hold(payload: Buffer, off: number, n: number): Buffer {
+    const fill = this.msgFill + n;
+    let buf = this.msgBuf;
+    if (buf === null || buf.length < fill) {
+      const grown = Buffer.allocUnsafe(Math.min(this.msgNeed, Math.max(fill, 2 * (buf?.length ?? 0), 256)));
+      if (buf !== null) buf.copy(grown, 0, 0, this.msgFill);
+      this.msgBuf = buf = grown;
+    }
+    payload.copy(buf, this.msgFill, off, off + n);
+    this.msgFill = fill;
+    return buf;
   }
 
   onRemoteEnd(): void {
@@ -361,13 +381,14 @@ export class Call {
       this.conn.remove(this);
       return;
     }
-    if (this.msgBuf !== null) return this.fail("truncated", 0);
+    if (this.msgNeed !== 0) return this.fail("truncated", 0);
     if (this.broken) return;
     this.handler!.onHalfClose(this);
   }
 
   private fail(problem: "compressed" | "too-large" | "truncated", length: number): void {
     this.msgBuf = null;
+    this.msgNeed = 0;
     this.broken = true;
     if (this.handler?.onInvalid) return this.handler.onInvalid(this, problem, length);
     if (problem === "compressed") this.end(12, "compressed messages are not supported");
