@@ -263,7 +263,8 @@ function methodHandler(route: NativeMethod, native: NativeGrpc, mainUrl: string)
   const decode: MessageDecoder<Message> = route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end)));
   return {
     onOpen(call, fields) {
-      const headers: Record<string, string | string[]> = {};
+      // No prototype (as node:http2's headers): a field named `constructor` or `__proto__` is data.
+      const headers: Record<string, string | string[]> = Object.create(null);
       for (let i = 0; i < fields.length; i += 2) {
         const name = fields[i]!;
         const value = fields[i + 1]!;

@@ -228,3 +228,46 @@ test("a message's buffer grows with the bytes received, not with the length its 
     big.close();
   }
 });
+
+test("RFC 9113: WINDOW_UPDATE on an idle stream, HEADERS with a lower stream id, PRIORITY on stream 0 are connection PROTOCOL_ERROR", async () => {
+  const cases: [string, (c: RawH2) => void][] = [
+    ["window-update-idle", (c) => c.send(frame(FRAME.WINDOW_UPDATE, 0, 99, Buffer.from([0, 0, 1, 0])))],
+    [
+      "lower-stream-id",
+      (c) => {
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 5, encodeHeaders(req())));
+        c.send(frame(FRAME.HEADERS, FLAG.END_HEADERS, 3, encodeHeaders(req())));
+      },
+    ],
+    ["priority-stream-0", (c) => c.send(frame(2, 0, 0, Buffer.from([0, 0, 0, 1, 16])))],
+  ];
+  for (const [name, send] of cases) {
+    const c = await RawH2.connect(port);
+    await c.until(() => c.serverSettings.size > 0);
+    send(c);
+    await c.until(() => c.goaway !== undefined && c.closed);
+    expect([name, c.goaway!.code]).toEqual([name, 1]);
+  }
+});
+
+test("RFC 9113 8.2: a malformed request header list is a stream PROTOCOL_ERROR; the connection goes on", async () => {
+  const c = await RawH2.connect(port);
+  const bad: [string, [string, string][]][] = [
+    ["uppercase name", [...req(), ["X-Upper", "1"]]],
+    ["connection header", [...req(), ["connection", "keep-alive"]]],
+    ["transfer-encoding", [...req(), ["transfer-encoding", "chunked"]]],
+    ["te other than trailers", [...req().filter(([k]) => k !== "te"), ["te", "gzip"]]],
+    ["pseudo-header after a regular one", [...req().filter(([k]) => k !== ":authority"), [":authority", "x"]]],
+    ["unknown pseudo-header", [[":protocol", "x"], ...req()]],
+    ["duplicate pseudo-header", [[":path", "/t.T/Echo"], ...req()]],
+    ["no :path", req().filter(([k]) => k !== ":path")],
+  ];
+  const ids = bad.map(([, headers]) => c.request(headers));
+  await c.until(() => ids.every((id) => c.done(id)));
+  expect(bad.map(([name], i) => [name, c.streams.get(ids[i]!)!.reset])).toEqual(bad.map(([name]) => [name, 1]));
+  const ok = c.request(req());
+  await c.data(ok, grpcFrame(Buffer.from("fine")), 100, true);
+  await c.until(() => c.done(ok));
+  expect(grpcMessages(c.streams.get(ok)!).map(String)).toEqual(["fine"]);
+  c.close();
+});

@@ -397,6 +397,56 @@ export class Call {
   }
 }
 
+/** Field names that are malformed in HTTP/2 (RFC 9113 8.2.1): uppercase, controls, space, DEL and above. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: these bytes are what RFC 9113 8.2.1 rules out.
+const BAD_NAME = /[\x00-\x20A-Z\x7f-\uffff]/;
+/** Field values that are malformed (RFC 9113 8.2.1): NUL, CR, LF, or whitespace at either end. */
+const BAD_VALUE = /[\0\r\n]|^[ \t]|[ \t]$/;
+/** Connection-specific fields, malformed in HTTP/2 (RFC 9113 8.2.2); `te` is allowed as "trailers" only. */
+const CONNECTION_SPECIFIC = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]);
+
+/**
+ * A request's header list checked as RFC 9113 8.2 and 8.3 say (null: malformed, a stream
+ * PROTOCOL_ERROR): lowercase names, no connection-specific fields, pseudo-headers first, each once,
+ * none unknown, and :method, :scheme and :path present. Once per stream, not per message.
+ */
+function checkRequest(fields: string[]): { path: string; method: string; contentType: string } | null {
+  let path: string | undefined;
+  let method: string | undefined;
+  let scheme: string | undefined;
+  let authority: string | undefined;
+  let contentType = "";
+  let regular = false;
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    if (BAD_VALUE.test(value)) return null;
+    if (name.charCodeAt(0) === 58) {
+      // A pseudo-header: before every regular field, once, and one of the request's four.
+      if (regular) return null;
+      if (name === ":path") {
+        if (path !== undefined || value === "") return null;
+        path = value;
+      } else if (name === ":method") {
+        if (method !== undefined) return null;
+        method = value;
+      } else if (name === ":scheme") {
+        if (scheme !== undefined) return null;
+        scheme = value;
+      } else if (name === ":authority") {
+        if (authority !== undefined) return null;
+        authority = value;
+      } else return null;
+      continue;
+    }
+    regular = true;
+    if (name === "" || BAD_NAME.test(name) || CONNECTION_SPECIFIC.has(name) || (name === "te" && value !== "trailers")) return null;
+    if (name === "content-type") contentType = value;
+  }
+  if (path === undefined || method === undefined || scheme === undefined) return null;
+  return { path, method, contentType };
+}
+
 function writeFrameHeader(buf: Buffer, o: number, length: number, type: number, flags: number, id: number): number {
   buf[o] = length >>> 16;
   buf[o + 1] = (length >>> 8) & 0xff;
@@ -775,6 +825,7 @@ export class H2Connection {
         return;
       }
       case PRIORITY:
+        if (id === 0) return this.connError(PROTOCOL_ERROR);
         if (len !== 5) return this.connError(FRAME_SIZE_ERROR);
         this.spend(false);
         return;
@@ -852,7 +903,10 @@ export class H2Connection {
           return;
         }
         const call = this.calls.get(id);
-        if (call === undefined) return;
+        if (call === undefined) {
+          if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR); // idle stream (RFC 9113 5.1)
+          return;
+        }
         if (inc === 0) return call.reset(PROTOCOL_ERROR);
         call.sendWindow += inc;
         if (call.sendWindow > MAX_WINDOW) return call.reset(FLOW_CONTROL_ERROR);
@@ -890,18 +944,20 @@ export class H2Connection {
       existing.onRemoteEnd();
       return;
     }
-    if (id <= this.lastStreamId) return; // a stream already closed: headers decoded for HPACK state only
-    if (id % 2 === 0) return this.connError(PROTOCOL_ERROR);
+    // A new stream's id must exceed every earlier one (RFC 9113 5.1.1); as Go's server, HEADERS on
+    // a stream no longer open is taken for that too (gRPC clients send no trailers).
+    if (id <= this.lastStreamId || id % 2 === 0) return this.connError(PROTOCOL_ERROR);
     this.lastStreamId = id;
     if (this.goingAway || this.calls.size >= this.server.maxConcurrentStreams) return this.rst(id, REFUSED_STREAM);
     let path = "";
     let method = "";
     let contentType = "";
-    for (let i = 0; i < fields.length; i += 2) {
-      const name = fields[i]!;
-      if (name === ":path") path = fields[i + 1]!;
-      else if (name === ":method") method = fields[i + 1]!;
-      else if (name === "content-type") contentType = fields[i + 1]!;
+    if (within) {
+      const request = checkRequest(fields);
+      if (request === null) return this.rst(id, PROTOCOL_ERROR);
+      path = request.path;
+      method = request.method;
+      contentType = request.contentType;
     }
     const call = new Call(this, id);
     this.calls.set(id, call);
