@@ -1,5 +1,5 @@
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createDirStore, localParquetFiles, localPathOf, type ArchiveObject, type ArchiveStore } from "./archive-store";
@@ -48,6 +48,34 @@ test("archive store - an S3 key holding ../ is not copied out of the cache folde
   expect(files.length).toBe(1);
   expect(files[0]!.startsWith(resolve(cache))).toBe(true);
   expect(files[0]!.endsWith(good)).toBe(true);
+});
+
+test("archive store - a cached copy of the same key and size is fetched again when the object's ETag changed", async () => {
+  // Another S3 server's bucket of the same name (each `fleet up` starts its own s3rver): same key, same size, other content.
+  const cache = join(dir, "cache-etag");
+  const key = "positions/day=2026-10-20/part-0.parquet";
+  let object = { etag: '"aaa"', body: "PAR1-run-1" };
+  let fetches = 0;
+  const bucket: ArchiveStore = {
+    kind: "s3",
+    root: "s3://fleet/",
+    put: async () => 0,
+    list: async (): Promise<ArchiveObject[]> => [{ key, size: object.body.length, etag: object.etag }],
+    fetch: async (_key, localFile) => {
+      fetches++;
+      mkdirSync(join(localFile, ".."), { recursive: true });
+      writeFileSync(localFile, object.body);
+    },
+    delete: async () => {},
+  };
+  const [first] = await localParquetFiles(bucket, cache, ["2026-10-20"]);
+  await localParquetFiles(bucket, cache, ["2026-10-20"]);
+  expect(fetches).toBe(1);
+  object = { etag: '"bbb"', body: "PAR1-run-2" };
+  const [second] = await localParquetFiles(bucket, cache, ["2026-10-20"]);
+  expect(second).toBe(first!);
+  expect(fetches).toBe(2);
+  expect(readFileSync(second!, "utf8")).toBe("PAR1-run-2");
 });
 
 test("archive store - a local folder refuses to read or delete a key outside it", async () => {

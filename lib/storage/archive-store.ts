@@ -5,7 +5,7 @@
  * reads local files only (no httpfs offline), so objects of S3 are copied to a cache folder first.
  */
 import { S3Client } from "bun";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { copyFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve, sep } from "node:path";
@@ -14,6 +14,8 @@ export interface ArchiveObject {
   /** Key relative to the archive root, e.g. positions/day=2026-11-10/part-0.parquet */
   key: string;
   size: number;
+  /** The store's tag of the object's content (S3's ETag), when it gives one. */
+  etag?: string;
 }
 
 export interface ArchiveStore {
@@ -96,7 +98,7 @@ export function createS3Store({ endpoint, bucket, accessKeyId, secretAccessKey, 
       let token: string | undefined;
       do {
         const page = await client.list({ prefix: pre + keyPrefix, continuationToken: token, maxKeys: 1000 });
-        for (const o of page.contents ?? []) out.push({ key: o.key.slice(pre.length), size: o.size ?? 0 });
+        for (const o of page.contents ?? []) out.push({ key: o.key.slice(pre.length), size: o.size ?? 0, etag: o.eTag });
         token = page.isTruncated ? page.nextContinuationToken : undefined;
       } while (token);
       return out.sort((a, b) => a.key.localeCompare(b.key));
@@ -184,10 +186,12 @@ export function defaultCacheDir(): string {
 
 /**
  * Local paths of the archive's Parquet files (of `days`, or all), for DuckDB. A local folder is read
- * in place; S3 objects are copied into `cacheDir` once (an object of the same key and size is reused:
- * objects are written once per generation and never changed, only overwritten by a retry of an
- * unfinished write, which does not get read before it is verified). A key that is no plain path
- * under the cache folder (see localPathOf) is not an object the archiver wrote: it is left out.
+ * in place; S3 objects are copied into `cacheDir` once, and a copy is reused while the object has the
+ * same size and ETag (kept beside the copy). The ETag is needed: the cache is named by bucket and
+ * prefix, and another S3 server's bucket of that name (every `fleet up` starts its own s3rver with
+ * bucket "fleet") holds other objects under the same keys, often of the same size, and by size alone
+ * a day archived by an earlier run would be read. A key that is no plain path under the cache folder
+ * (see localPathOf) is not an object the archiver wrote: it is left out.
  */
 export async function localParquetFiles(store: ArchiveStore, cacheDir: string, days?: string[]): Promise<string[]> {
   const objects = days ? (await Promise.all(days.map((d) => store.list(dayPrefix(d))))).flat() : await store.list(POSITIONS_PREFIX);
@@ -199,7 +203,15 @@ export async function localParquetFiles(store: ArchiveStore, cacheDir: string, d
     parquet.map(async (o) => {
       const local = localPathOf(base, o.key);
       if (local === undefined) return;
-      if (!existsSync(local) || statSync(local).size !== o.size) await store.fetch(o.key, local);
+      const tagFile = `${local}.etag`;
+      const fresh =
+        existsSync(local) &&
+        statSync(local).size === o.size &&
+        (o.etag === undefined || (existsSync(tagFile) && readFileSync(tagFile, "utf8") === o.etag));
+      if (!fresh) {
+        await store.fetch(o.key, local);
+        if (o.etag !== undefined) writeFileSync(tagFile, o.etag);
+      }
       out.push(local);
     }),
   );
