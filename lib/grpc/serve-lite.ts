@@ -239,7 +239,9 @@ class LiteCall implements CallInput, CallOutput {
       if (value === undefined) continue;
       for (const v of Array.isArray(value) ? value : [value]) block = Buffer.concat([block, literal(key, String(v))]);
     }
-    this.h2.endWith(block, this.headersSent ? undefined : headerBlock(headers), String(trailers["grpc-status"]) === "0");
+    // Past its deadline or cancelled: reset if its DATA still waits for window (lib/h2's endWith).
+    const status = String(trailers["grpc-status"]);
+    this.h2.endWith(block, this.headersSent ? undefined : headerBlock(headers), status === "1" || status === "4");
     this.headersSent = true;
   }
 }

@@ -271,3 +271,32 @@ test("RFC 9113 8.2: a malformed request header list is a stream PROTOCOL_ERROR; 
   expect(grpcMessages(c.streams.get(ok)!).map(String)).toEqual(["fine"]);
   c.close();
 });
+
+test("a call that fails while its DATA waits for window keeps its status: the trailers follow the DATA once the client reads", async () => {
+  const Fails: GrpcHandler = {
+    onMessage: (call) => {
+      call.write(Buffer.from("ack"));
+      call.end(3, "bad point: latitude out of range");
+    },
+    onHalfClose: () => {},
+  };
+  const failing = new H2Server(() => Fails, {});
+  const l = failing.listen("127.0.0.1", 0);
+  try {
+    // No stream window: the ack waits, and the status with it.
+    const c = await RawH2.connect(l.port, [[4, 0]]);
+    const id = c.request(req());
+    await c.data(id, grpcFrame(Buffer.from("point")), 100, false);
+    await Bun.sleep(200);
+    expect(c.streams.get(id)!.reset).toBeUndefined();
+    expect(c.done(id)).toBe(false);
+    c.send(frame(FRAME.WINDOW_UPDATE, 0, id, Buffer.from([0, 0, 1, 0])));
+    await c.until(() => c.done(id));
+    expect(grpcMessages(c.streams.get(id)!).map(String)).toEqual(["ack"]);
+    expect(c.header(id, "grpc-status")).toBe("3");
+    expect(c.header(id, "grpc-message")).toContain("latitude");
+    c.close();
+  } finally {
+    l.stop(true);
+  }
+});
