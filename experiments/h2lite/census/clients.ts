@@ -9,7 +9,15 @@ const conns: RawH2[] = [];
 for (let i = 0; i < n; i++) {
   const c = await RawH2.connect(port);
   const v = `census-${i}`;
-  const id = c.request([[":method","POST"],[":scheme","http"],[":path","/fleet.v1.IngestService/Sync"],[":authority","gateway"],["content-type","application/grpc"],["te","trailers"],["authorization",`Bearer ${tokens[i]}`]]);
+  const id = c.request([
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", "/fleet.v1.IngestService/Sync"],
+    [":authority", "gateway"],
+    ["content-type", "application/grpc"],
+    ["te", "trailers"],
+    ["authorization", `Bearer ${tokens[i]}`],
+  ]);
   await c.data(id, grpcFrame(toBinary(SyncRequestSchema, create(SyncRequestSchema, { position: point(v, 1) }))), 16384, false);
   conns.push(c);
 }

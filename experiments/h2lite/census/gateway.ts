@@ -9,16 +9,36 @@ const tokens: string[] = [];
 for (let i = 0; i < N; i++) tokens.push(await t.token(`census-${i}`));
 await Bun.write("/tmp/census-tokens.json", JSON.stringify(tokens));
 const rss = () => process.memoryUsage().rss;
-const snap = () => { Bun.gc(true); Bun.gc(true); return { rss: rss(), heap: heapStats() }; };
+const snap = () => {
+  Bun.gc(true);
+  Bun.gc(true);
+  return { rss: rss(), heap: heapStats() };
+};
 await Bun.sleep(500);
 const a = snap();
-const child = Bun.spawn(["/work/main/node_modules/.bin/bun", "/work/main/experiments/h2lite/census/clients.ts", String(t.gateway.vehiclePort), String(N), "/tmp/census-tokens.json"], { stdout: "pipe", stderr: "inherit" });
+const child = Bun.spawn(
+  [
+    "/work/main/node_modules/.bin/bun",
+    "/work/main/experiments/h2lite/census/clients.ts",
+    String(t.gateway.vehiclePort),
+    String(N),
+    "/tmp/census-tokens.json",
+  ],
+  { stdout: "pipe", stderr: "inherit" },
+);
 const reader = child.stdout.getReader();
 const { value } = await reader.read();
 console.log(new TextDecoder().decode(value));
 await Bun.sleep(2000);
 const b = snap();
-console.log("rss per conn", Math.round((b.rss - a.rss) / N), "heap per conn", Math.round((b.heap.heapSize - a.heap.heapSize) / N), "objects per conn", ((b.heap.objectCount - a.heap.objectCount) / N).toFixed(1));
+console.log(
+  "rss per conn",
+  Math.round((b.rss - a.rss) / N),
+  "heap per conn",
+  Math.round((b.heap.heapSize - a.heap.heapSize) / N),
+  "objects per conn",
+  ((b.heap.objectCount - a.heap.objectCount) / N).toFixed(1),
+);
 const diffs: [string, number][] = [];
 for (const k of new Set([...Object.keys(a.heap.objectTypeCounts), ...Object.keys(b.heap.objectTypeCounts)])) {
   const d = ((b.heap.objectTypeCounts as Record<string, number>)[k] ?? 0) - ((a.heap.objectTypeCounts as Record<string, number>)[k] ?? 0);
