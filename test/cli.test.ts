@@ -181,12 +181,20 @@ describe("fleet up", () => {
     const js = await fetch(`${base}app.js`);
     expect(js.status).toBe(200);
     expect(js.headers.get("content-type")).toContain("javascript");
-    const bundle = await js.text();
+    // The page's code: app.js, the map worker (it holds the area watch) and the chunks they import.
+    const texts = new Map<string, string>([["app.js", await js.text()]]);
+    const worker = await fetch(`${base}map-points-worker.js`);
+    expect(worker.status).toBe(200);
+    texts.set("map-points-worker.js", await worker.text());
+    for (const [, text] of texts)
+      for (const m of text.matchAll(/from\s*["']\.\/(chunk-[\w-]+\.js)["']/g))
+        if (!texts.has(m[1]!)) texts.set(m[1]!, await fetch(`${base}${m[1]}`).then((r) => r.text()));
+    const bundle = [...texts.values()].join("\n");
     // Bundled, not the source: no TypeScript imports left, connect-web and the tracker's URL inside.
     expect(bundle).not.toMatch(/^import /m);
     expect(bundle).toContain(".watchArea(");
     expect(bundle).toContain("createConnectTransport");
-    expect(bundle).toContain(JSON.stringify(tracker));
+    expect(texts.get("app.js")).toContain(JSON.stringify(tracker));
     // Only the page and its bundle: no files off the disk.
     for (const path of ["app.ts", "index.ts", "map-state.ts", "../package.json", "%2e%2e/package.json"]) {
       expect((await fetch(`${base}${path}`)).status).toBe(404);

@@ -450,7 +450,9 @@ describe("limits of a public endpoint", () => {
 
   test("limits - under a stream flood from 20 connections of another process (streams to the limit, rapid resets, reconnecting when cut) RSS stays bounded and /healthz answers within 1 s", async () => {
     const server = await start({ maxStreamsPerConnection: 100 });
+    Bun.gc(true);
     const before = process.memoryUsage().rss;
+    const heapBefore = process.memoryUsage().heapUsed;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss - before)), 5);
     const flood =
@@ -467,13 +469,21 @@ describe("limits of a public endpoint", () => {
     }
     const { streams, cut } = JSON.parse(await flood) as { streams: number; cut: number };
     clearInterval(sampler);
+    await Bun.sleep(200); // the server's side of the last streams closes
+    Bun.gc(true);
+    const retained = process.memoryUsage().heapUsed - heapBefore;
     console.log(
-      `stream flood: ${streams} streams, ${cut} connections cut, /healthz worst ${worst.toFixed(0)} ms, RSS peak growth ${(peak / 2 ** 20).toFixed(1)} MiB`,
+      `stream flood: ${streams} streams, ${cut} connections cut, /healthz worst ${worst.toFixed(0)} ms, RSS peak growth ${(peak / 2 ** 20).toFixed(1)} MiB, JS heap kept after GC ${(retained / 2 ** 20).toFixed(1)} MiB`,
     );
-    // ~15,000-35,000 streams and ~30 MiB here (2 shared cores), /healthz at worst ~0.5 s.
+    // 2026-12-07: ~210,000 streams in the flood's 2.5 s (it was 15,000-35,000 when this was
+    // written); RSS peak growth 36-48 MiB after a GC first (54-485 MiB without it: the garbage of
+    // the file's earlier tests, collected or not), the JS heap kept after a GC < 1 MiB, /healthz at
+    // worst ~50 ms. What must hold: nothing per stream is kept (64 MiB is ~300 bytes a stream),
+    // the peak stays bounded, and health answers.
     expect(streams).toBeGreaterThan(5000);
     expect(worst).toBeLessThan(1000);
-    expect(peak).toBeLessThan(100 * 1024 * 1024);
+    expect(retained).toBeLessThan(64 * 1024 * 1024);
+    expect(peak).toBeLessThan(256 * 1024 * 1024);
   });
 
   test("limits - connections past maxConnections are closed at once; the ones open are still served", async () => {
