@@ -300,3 +300,24 @@ test("a call that fails while its DATA waits for window keeps its status: the tr
     l.stop(true);
   }
 });
+
+test("DATA beyond a paused stream's window is GOAWAY FLOW_CONTROL_ERROR", async () => {
+  // The gateway's calls start paused (nothing credited before auth); a paused call's stream window
+  // is not given back, so 80 KB sent at once without waiting for any WINDOW_UPDATE exceeds it. (The
+  // same test through the gateway raced its auth: once the handler reads, the window is credited as
+  // DATA arrives, and a split read let the 80 KB fit: failed 1 in ~10 CI runs.)
+  const Paused: GrpcHandler = { onOpen: (call) => call.pause(), onMessage: () => {}, onHalfClose: () => {} };
+  const paused = new H2Server(() => Paused, {});
+  const l = paused.listen("127.0.0.1", 0);
+  try {
+    const c = await RawH2.connect(l.port);
+    const body = Buffer.alloc(81_920);
+    const frames = [frame(FRAME.HEADERS, FLAG.END_HEADERS, 1, encodeHeaders(req()))];
+    for (let off = 0; off < body.length; off += 16_384) frames.push(frame(FRAME.DATA, 0, 1, body.subarray(off, off + 16_384)));
+    c.send(Buffer.concat(frames));
+    await c.until(() => c.goaway !== undefined && c.closed);
+    expect(c.goaway!.code).toBe(3);
+  } finally {
+    l.stop(true);
+  }
+});
