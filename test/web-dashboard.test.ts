@@ -130,6 +130,11 @@ browserTest(
     const ids = (await hook<string[]>(page, "vehicleIds")).filter((id) => id.startsWith(prefix));
     expect(ids.length).toBe(VEHICLES);
     expect(await hook<string>(page, "connection")).toBe("live");
+    // WebGL here is software (--disable-gpu: SwiftShader), so the worker draws 2D squares; on a GPU it draws WebGL2 points.
+    const drawing = await hook<{ drawing: string; glRenderer: string }>(page, "drawing");
+    console.log(`dashboard: the worker draws with ${drawing.drawing} (WebGL renderer: ${drawing.glRenderer})`);
+    expect(drawing.drawing).toBe("2d");
+    expect(drawing.glRenderer).toMatch(/swiftshader|llvmpipe|softpipe|software|no WebGL2/i);
     const before = new Map<string, string>();
     for (const id of ids) {
       const v = await hook<{ lat: number; lon: number; seq: number }>(page, "vehicle", id);

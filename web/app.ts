@@ -215,10 +215,11 @@ async function main(): Promise<void> {
     onClick: (x, y) => panel.clicked(x, y),
     onError: showError,
     vehicles: query.get("renderer") === "deck" ? "deck" : "worker",
-    points: query.get("points") === "webgl" ? "webgl2" : "2d",
+    points: query.get("points") === "webgl" ? "webgl2" : query.get("points") === "2d" ? "2d" : "auto",
   };
   // ?renderer=maplibre: the same page on MapLibre alone; ?renderer=deck: vehicles drawn by deck.gl on
-  // this thread; ?points=webgl: the worker draws them with WebGL2. All kept for bench web's comparison.
+  // this thread (both kept for bench web's comparison); the worker draws WebGL2 points where WebGL
+  // runs on a GPU and 2D squares where it runs in software; ?points=webgl or ?points=2d forces one.
   renderer =
     query.get("renderer") === "maplibre" ? (await import("./map-basemap")).createMaplibreRenderer(options) : createDeckRenderer(options);
   const r = renderer;
@@ -276,6 +277,7 @@ async function main(): Promise<void> {
     events: () => source.summary().events,
     updateRate: () => source.summary().updatesPerSecond,
     frames: () => r.frames,
+    drawing: () => r.pointsWorker?.drawing() ?? { drawing: "deck", glRenderer: "" },
     basemap: () => r.basemap,
     viewState: (): MapViewState => r.viewState,
     viewBox: () => r.viewBox(),

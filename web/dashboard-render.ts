@@ -42,7 +42,7 @@ export function createDeckRenderer({
   onClick,
   onError,
   vehicles = "worker",
-  points = "2d",
+  points = "auto",
 }: MapRendererOptions): MapRenderer {
   let viewState = fitViewState(initial, container.clientWidth, container.clientHeight);
   let overlays: Overlays = {};
@@ -284,7 +284,11 @@ export function createDeckRenderer({
     get basemap() {
       return basemapState;
     },
-    pointsWorker: worker && { post: (m: WorkerMessage) => worker.post(m), listen: (fn) => worker.listeners.push(fn) },
+    pointsWorker: worker && {
+      post: (m: WorkerMessage) => worker.post(m),
+      listen: (fn) => worker.listeners.push(fn),
+      drawing: () => ({ drawing: worker.drawing, glRenderer: worker.glRenderer }),
+    },
   };
 }
 
@@ -334,7 +338,12 @@ function parkWhenIdle(deck: object, input: HTMLElement): { wake(): void; drew():
 }
 
 /** Starts map-points-worker.js on a canvas of its own under deck's (which draws the graticule and overlays over the vehicles). */
-function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, context: "2d" | "webgl2", onError: (m: string) => void) {
+function startPointsWorker(
+  container: HTMLElement,
+  above: HTMLCanvasElement,
+  context: "2d" | "webgl2" | "auto",
+  onError: (m: string) => void,
+) {
   const canvas = document.createElement("canvas");
   canvas.style.position = "absolute";
   canvas.style.inset = "0";
@@ -346,11 +355,14 @@ function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, con
   const worker = new Worker(new URL("/map-points-worker.js", location.href), { type: "module" });
   const handle = {
     frames: 0,
+    /** What the worker draws with, once it said ("2d" or "webgl2"), and the WebGL renderer it saw. */
+    drawing: "",
+    glRenderer: "",
     post: (m: WorkerMessage, transfer: Transferable[] = []) => worker.postMessage(m, transfer),
     /** Who hears the worker's answers about the vehicles it keeps (web/map-source.ts). */
     listeners: [] as ((m: SourceReply) => void)[],
   };
-  worker.onmessage = (e: MessageEvent<{ frames?: number; error?: string } | SourceReply>) => {
+  worker.onmessage = (e: MessageEvent<{ frames?: number; error?: string; drawing?: string; glRenderer?: string } | SourceReply>) => {
     const m = e.data;
     if ("type" in m) {
       for (const fn of handle.listeners) fn(m);
@@ -358,6 +370,10 @@ function startPointsWorker(container: HTMLElement, above: HTMLCanvasElement, con
     }
     if (m.error) onError(`vehicles: ${m.error}`);
     if (m.frames !== undefined) handle.frames = m.frames;
+    if (m.drawing !== undefined) {
+      handle.drawing = m.drawing;
+      handle.glRenderer = m.glRenderer ?? "";
+    }
   };
   worker.onerror = (e) => onError(`vehicles: ${e.message}`);
   handle.post({ type: "init", canvas: offscreen, context }, [offscreen]);

@@ -1,8 +1,9 @@
 /// <reference lib="webworker" />
 /**
  * Draws the dashboard's vehicles in a worker, on an OffscreenCanvas: a square of a few pixels per
- * vehicle, rasterised here in JavaScript into an ImageData put on a 2D context (default), or one
- * GL point per vehicle with WebGL2 (`?points=webgl`, kept for bench web's comparison). Why a
+ * vehicle, rasterised here in JavaScript into an ImageData put on a 2D context, or one GL point
+ * per vehicle with WebGL2: WebGL2 where WebGL runs on a GPU, 2D where it runs in software
+ * (chooseDrawing; `?points=webgl` or `?points=2d` forces one). Why a
  * worker and not deck.gl's ScatterplotLayer on the page (bench/README.md, "web"): without a GPU,
  * WebGL runs on SwiftShader and the page's main thread waits for every frame it draws (100,000
  * vehicles: deck.gl on the main thread left it busy all the time, input waited seconds); drawn
@@ -10,7 +11,7 @@
  * itself does not run in a worker (it builds DOM widgets), and its instanced, anti-aliased circles
  * cost ~4× the fragments of a point.
  *
- * Why 2D by default: every WebGL context of the page, the worker's and deck.gl's on the main
+ * Why 2D where WebGL is software: every WebGL context of the page, the worker's and deck.gl's on the main
  * thread, is served by the one GPU process, in order. 100,000 points through SwiftShader kept its
  * main thread busy ~80 ms a frame (3.4-4.2 s of each 10 s), and a synchronous call of deck.gl's context on the main thread (a getError, the
  * read-back of its canvas for software compositing) waited behind that frame: the trace of bench
@@ -26,7 +27,7 @@ import { createMapState } from "./map-state";
 import { serveSource, type SourceRequest } from "./map-source";
 
 export type WorkerMessage =
-  | { type: "init"; canvas: OffscreenCanvas; context?: "2d" | "webgl2" }
+  | { type: "init"; canvas: OffscreenCanvas; context?: "2d" | "webgl2" | "auto" }
   | { type: "view"; longitude: number; latitude: number; zoom: number; width: number; height: number }
   /** Copies of MapState's buffers: [lon, lat] and RGBA per slot (alpha 0: not drawn). */
   | { type: "data"; positions: Float32Array; colours: Uint8Array; count: number }
@@ -207,10 +208,26 @@ function schedule(): void {
   });
 }
 
+/**
+ * "auto": WebGL2 points where WebGL runs on a GPU, 2D squares where it runs in software
+ * (SwiftShader, llvmpipe): there the one GPU process drew 100,000 points ~80 ms a frame and the
+ * page's own WebGL waited behind it (bench web). Read from a 1 × 1 probe context, then let go.
+ */
+function chooseDrawing(): { drawing: "2d" | "webgl2"; renderer: string } {
+  const probe = new OffscreenCanvas(1, 1).getContext("webgl2");
+  if (!probe) return { drawing: "2d", renderer: "no WebGL2" };
+  const info = probe.getExtension("WEBGL_debug_renderer_info");
+  const renderer = String(probe.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : probe.RENDERER) ?? "");
+  probe.getExtension("WEBGL_lose_context")?.loseContext();
+  return { drawing: /swiftshader|llvmpipe|softpipe|software/i.test(renderer) ? "2d" : "webgl2", renderer };
+}
+
 self.onmessage = (e: MessageEvent<WorkerMessage>) => {
   const m = e.data;
   if (m.type === "init") {
-    if (m.context === "webgl2") setup(m.canvas);
+    const chosen = m.context === "auto" ? chooseDrawing() : { drawing: m.context ?? "2d", renderer: "" };
+    postMessage({ drawing: chosen.drawing, glRenderer: chosen.renderer });
+    if (chosen.drawing === "webgl2") setup(m.canvas);
     else setup2d(m.canvas);
   } else if (m.type === "view") {
     view = {

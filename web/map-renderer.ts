@@ -41,7 +41,12 @@ export interface MapRenderer {
   /** The operator's style (WEB_MAP_STYLE): "none" without one, then "loading", "loaded" or "failed". */
   readonly basemap: "none" | "loading" | "loaded" | "failed";
   /** The map worker that draws the vehicles (the "worker" vehicles): it can also keep them (web/map-source.ts). */
-  readonly pointsWorker?: { post(m: WorkerMessage): void; listen(fn: (m: SourceReply) => void): void };
+  readonly pointsWorker?: {
+    post(m: WorkerMessage): void;
+    listen(fn: (m: SourceReply) => void): void;
+    /** What the worker draws with ("2d" or "webgl2"; "" until it said) and the WebGL renderer it saw. */
+    drawing(): { drawing: string; glRenderer: string };
+  };
 }
 
 export interface MapRendererOptions {
@@ -63,6 +68,9 @@ export interface MapRendererOptions {
    * map-points-worker.ts; "deck", a ScatterplotLayer on the page's thread (kept for bench web's comparison).
    */
   vehicles?: "worker" | "deck";
-  /** The worker's canvas: "2d" (default: rasterised in the worker) or "webgl2" (GL points; kept for bench web's comparison). */
-  points?: "2d" | "webgl2";
+  /**
+   * The worker's canvas: "auto" (default: WebGL2 points when WebGL runs on a GPU, 2D squares when it
+   * runs in software), "2d" (rasterised in the worker) or "webgl2" (GL points).
+   */
+  points?: "2d" | "webgl2" | "auto";
 }
