@@ -50,8 +50,11 @@ if (why) {
     const outcome = await fault.run({ cluster, load, seconds: 1, log });
     const tallies = [...(await load.stop(20_000)), ...(outcome.extra ?? [])];
     log("load stopped");
-    // 15 s: with nats.js's default pull expiry (30 s) a sink whose consumer leader moved sat idle ~30 s.
-    const result = await check(cluster, tallies, 15_000);
+    // 15 s was enough in most runs (with nats.js's default pull expiry, 30 s, a sink whose consumer
+    // leader moved sat idle ~30 s); once in a clean CI run the tracker had applied nothing from about
+    // the heal on when 15 s ran out (not explained: its logs went with the run). 40 s: past the
+    // consumers' ack_wait (30 s), after which anything delivered into the cut is delivered again.
+    const result = await check(cluster, tallies, 40_000);
     log(`checked: sinks caught up in ${result.waitedMs} ms`);
     console.error(lines.join("\n"));
     expect(outcome.problems).toEqual([]);
@@ -63,5 +66,5 @@ if (why) {
     // Both sides: the majority's vehicles and, after the heal, the minority's.
     expect(outcome.extra!.every((t) => t.durableSeq > 0)).toBe(true);
     expect(result.acked).toBeGreaterThan(50);
-  }, 60_000);
+  }, 90_000);
 }
