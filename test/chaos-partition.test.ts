@@ -4,6 +4,7 @@
  * failing on a point that was acked and never stored. Its own 3-node NATS cluster (node 3 in a
  * network namespace) and service processes; Redis and PostgreSQL from the shared stack.
  */
+import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { check } from "../chaos/checker";
 import { startChaosCluster, type ChaosCluster } from "../chaos/cluster";
@@ -57,6 +58,15 @@ if (why) {
     const result = await check(cluster, tallies, 40_000);
     log(`checked: sinks caught up in ${result.waitedMs} ms`);
     console.error(lines.join("\n"));
+    if (result.problems.length > 0) {
+      // The cluster's folder (and its logs) goes with the run: show the sinks' last lines here.
+      for (const svc of [...cluster.trackers, ...cluster.history]) {
+        const text = await Bun.file(join(cluster.dir, `${svc.id}.log`))
+          .text()
+          .catch(() => "");
+        console.error(`--- ${svc.id}.log, last 60 lines:\n${text.split("\n").slice(-60).join("\n")}`);
+      }
+    }
     expect(outcome.problems).toEqual([]);
     expect(outcome.notes![0]).toMatch(
       /^minority publish answered Unavailable: "positions store unavailable, retry with backoff"; 0 pushed after the cut acked there while cut off/,
