@@ -1,18 +1,24 @@
-/** SIGTERM to a gateway process: in-flight points are published and acked, then it exits 0. */
+/**
+ * SIGTERM to a gateway process: in-flight points are published and acked, the stream ends OK, then
+ * it exits 0; on the main port and on the vehicle port (GATEWAY_VEHICLE_PORT, lib/h2) alike.
+ */
 import { expect, test } from "bun:test";
 import { create } from "@bufbuild/protobuf";
 import { SyncRequestSchema, type SyncResponse } from "../../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken } from "../../lib/auth";
-import { startServiceProcess, testStack } from "../../dev";
+import { freePort, startServiceProcess, testStack } from "../../dev";
 import { bearer, type grpc, grpcClient, point, SECRET, storedPoints, uniqueName } from "./helpers";
 
-test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", async () => {
+/** Ten points on an open Sync, SIGTERM while they wait in their batch; every one acked and stored. */
+async function drainCase(port: "main" | "vehicle"): Promise<void> {
   const stack = await testStack(["nats"]);
+  const vehiclePort = port === "vehicle" ? await freePort() : undefined;
   const gw = await startServiceProcess({
     service: "gateway",
     env: {
       ...stack.env(),
       GATEWAY_PORT: "0",
+      ...(vehiclePort === undefined ? {} : { GATEWAY_VEHICLE_PORT: String(vehiclePort) }),
       FLEET_JWT_SECRET: SECRET,
       LOG_LEVEL: "info",
       // Points wait in their batch long enough for SIGTERM to find them in flight.
@@ -22,8 +28,8 @@ test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", as
     },
   });
   const keys = { secret: SECRET, issuer: "fleet", audience: "fleet" };
-  const v = uniqueName("drain");
-  const client = grpcClient(gw.url.replace("http://", ""));
+  const v = uniqueName(port === "vehicle" ? "vpdrain" : "drain");
+  const client = grpcClient(vehiclePort === undefined ? gw.url.replace("http://", "") : `127.0.0.1:${vehiclePort}`);
   const acks: SyncResponse[] = [];
   const call = (client as unknown as { sync(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, SyncResponse> }).sync(
     bearer(await mintVehicleToken(keys, v)),
@@ -46,4 +52,8 @@ test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", as
   client.close();
   const stored = (await storedPoints(stack.natsUrl, "FLEET_POSITIONS")).filter((p) => p.vehicleId === v);
   expect(stored.map((p) => p.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-}, 60_000);
+}
+
+test("drain - SIGTERM acks in-flight points on an open stream, then exits 0", () => drainCase("main"), 60_000);
+
+test("vehicle port drain - SIGTERM acks in-flight points on an open stream, then exits 0", () => drainCase("vehicle"), 60_000);
