@@ -7,6 +7,24 @@ import { headersObject } from "./wire";
 /** Bytes written and not yet flushed past which a native call's handler waits (see `writable`). */
 const WRITE_HIGH_WATER = 64 * 1024;
 
+/**
+ * One response message's protobuf bytes, with the project's encoder when the method has one;
+ * larger than `maxBytes` is RESOURCE_EXHAUSTED naming the limit. Both native outputs (this one on
+ * node:http2 and the vehicle port's on lib/h2) encode through it.
+ */
+export function encodeResponse(
+  init: MessageInitShape<DescMessage>,
+  schema: DescMessage,
+  encode: MessageEncoder<Message> | undefined,
+  maxBytes: number,
+): Uint8Array {
+  const bytes = encode ? encode(init as Message) : toBinary(schema, create(schema, init));
+  if (bytes.length > maxBytes) {
+    throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${maxBytes}`, Code.ResourceExhausted);
+  }
+  return bytes;
+}
+
 /** The response side of one native call: headers on the first message, then trailers (or trailers only). */
 export class FramedOutput {
   private headersSent = false;
@@ -35,13 +53,7 @@ export class FramedOutput {
   }
 
   message(init: MessageInitShape<DescMessage>, headers: Headers): void {
-    const bytes = this.encode ? this.encode(init as Message) : toBinary(this.schema, create(this.schema, init));
-    if (bytes.length > this.maxBytes) {
-      throw new ConnectError(
-        `message size ${bytes.length} is larger than configured writeMaxBytes ${this.maxBytes}`,
-        Code.ResourceExhausted,
-      );
-    }
+    const bytes = encodeResponse(init, this.schema, this.encode, this.maxBytes);
     if (this.gone) return;
     if (!this.headersSent) {
       this.headersSent = true;

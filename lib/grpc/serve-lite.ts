@@ -12,7 +12,7 @@
  * One LiteCall per stream is both the call's input (pushed messages; while paused, received DATA is
  * not credited back, so HTTP/2 flow control holds the vehicle) and its output.
  */
-import { create, fromBinary, toBinary, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type Message, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
 import type http2 from "node:http2";
 import { type Call, type GrpcHandler, H2Server } from "../h2/server";
@@ -21,6 +21,7 @@ import type { Logger } from "../log";
 import { Counter, Gauge, type Registry } from "../metrics";
 import { type CallInput, type CallOutput, NativeCall } from "./call";
 import { contextValuesPrototype } from "./context";
+import { encodeResponse } from "./framed-output";
 import type { MessageDecoder, MessageEncoder, MessageSink } from "./input";
 import type { NativeMethod } from "./methods";
 import type { NativeGrpc } from "./router";
@@ -203,13 +204,7 @@ class LiteCall implements CallInput, CallOutput {
   }
 
   message(init: MessageInitShape<DescMessage>, headers: Headers): void {
-    const bytes = this.encode ? this.encode(init as Message) : toBinary(this.schema, create(this.schema, init));
-    if (bytes.length > this.maxBytes) {
-      throw new ConnectError(
-        `message size ${bytes.length} is larger than configured writeMaxBytes ${this.maxBytes}`,
-        Code.ResourceExhausted,
-      );
-    }
+    const bytes = encodeResponse(init, this.schema, this.encode, this.maxBytes);
     if (this.gone) return;
     if (!this.headersSent) {
       this.headersSent = true;
