@@ -85,15 +85,16 @@ export interface VehicleSource {
   screenOf(id: string): Promise<[number, number] | undefined>;
 }
 
-const infoOf = (v: {
-  id: string;
-  lat: number;
-  lon: number;
-  seq: number;
-  status: VehicleStatus;
-  fleetId: string;
-  online: boolean;
-}): VehicleInfo => ({ id: v.id, lat: v.lat, lon: v.lon, seq: v.seq, status: v.status, fleetId: v.fleetId, online: v.online });
+/** Only VehicleInfo's fields of a richer vehicle (a MapState entry): what crosses to the page. */
+const infoOf = (v: VehicleInfo): VehicleInfo => ({
+  id: v.id,
+  lat: v.lat,
+  lon: v.lon,
+  seq: v.seq,
+  status: v.status,
+  fleetId: v.fleetId,
+  online: v.online,
+});
 
 const filterMessage = (f: MapFilter): SourceRequest => ({
   type: "filter",
