@@ -189,7 +189,6 @@ export async function createGateway({
       healthz: () => nats.connected(),
       interceptors,
     });
-    log.info("listening", { url: server.url, instanceId, partitions: config.partitions });
     let vehicles: LiteServer | undefined;
     if (config.gatewayVehiclePort >= 0) {
       try {
@@ -218,6 +217,9 @@ export async function createGateway({
       }
       log.info("vehicle port listening", { url: vehicles.url, serves: "fleet.v1.IngestService over gRPC" });
     }
+    // "listening" is the line scripts wait for (dev/service-process.ts, fleet up): logged once every
+    // port accepts, so a vehicle told the gateway is up never finds its port closed.
+    log.info("listening", { url: server.url, vehicleUrl: vehicles?.url, instanceId, partitions: config.partitions });
 
     let closed: Promise<void> | undefined;
     const close = () =>

@@ -44,7 +44,13 @@ async function drainCase(port: "main" | "vehicle"): Promise<void> {
   // a fixed sleep raced the client's sending.
   const accepted = async () =>
     Number(/gateway_points_accepted_total\{[^}]*\} (\d+)/.exec(await (await fetch(`${gw.adminUrl}/metrics`)).text())?.[1] ?? 0);
-  while ((await accepted()) < 10) await Bun.sleep(5);
+  let early: grpc.ServiceError | null | undefined;
+  void ended.then((e) => (early = e));
+  while ((await accepted()) < 10) {
+    // A call that ended before SIGTERM fails here with its status, not by the test's timeout.
+    if (early !== undefined) throw new Error(`the call ended before SIGTERM: ${early?.message ?? "OK"}`);
+    await Bun.sleep(5);
+  }
   const exitCode = gw.stop("SIGTERM", 15_000);
   expect(await ended).toBeNull();
   expect(acks.at(-1)!.ack!.durableSeq).toBe(10);
