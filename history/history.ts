@@ -181,6 +181,7 @@ export async function createHistory({
         durable,
         maxRows: config.historyBatchRows,
         writers: config.historyWriters,
+        batchDelayMs: config.historyBatchDelay,
       });
     }
 

@@ -301,6 +301,11 @@ const S = {
   ),
   historyBatchRows: int("HISTORY_BATCH_MAX_ROWS", 20_000, "rows per write transaction at most", 1, 1_000_000),
   historyWriters: int("HISTORY_WRITERS", 2, "write transactions in flight per history process", 1, 64),
+  historyBatchDelay: duration(
+    "HISTORY_BATCH_DELAY",
+    "200ms",
+    "how long a write waits for more rows when fewer than HISTORY_BATCH_MAX_ROWS are queued (larger transactions: PostgreSQL's and history's CPU per row fall several-fold; rows become queryable this much later; 0: write at once)",
+  ),
   historyWriteTimeout: duration(
     "HISTORY_WRITE_TIMEOUT",
     "30s",
