@@ -266,6 +266,33 @@ class ProcessBook {
 /** Sums CPU seconds by service: "gateway-3" counts as "gateway", "load-2" as "loadgen". */
 const serviceOf = (name: string) => name.replace(/-\d+$/, "");
 
+/** Sum of a metric's series (every label set) in a Prometheus text page; 0 when absent. */
+function metricSum(page: string, name: string): number {
+  let sum = 0;
+  for (const m of page.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))) sum += Number(m[1]);
+  return sum;
+}
+
+/**
+ * How the pipeline batched: points per JetStream message (the gateways) and per history
+ * transaction, read from the services' own metrics. Per-message costs (NATS,
+ * the consumers' acks, a transaction's COMMIT) are shared by the points of a batch.
+ */
+async function batchCounters(adminUrls: { gateways: string[]; history: string }) {
+  const page = async (url: string) =>
+    await fetch(`${url}/metrics`)
+      .then((r) => r.text())
+      .catch(() => "");
+  const gw = await Promise.all(adminUrls.gateways.map(page));
+  const hi = await page(adminUrls.history);
+  return {
+    gatewayMessages: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_count"), 0),
+    gatewayPoints: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_sum"), 0),
+    historyTransactions: metricSum(hi, "history_batch_rows_count"),
+    historyRows: metricSum(hi, "history_batch_rows_sum"),
+  };
+}
+
 interface Window {
   ack: Histogram;
   watch: Histogram;
@@ -691,6 +718,8 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     setRate(vehicles, o.rate);
     await Bun.sleep(o.warmupSeconds * 1000);
     beginWindow();
+    const adminUrls = { gateways: gateways.map((g) => g.adminUrl), history: history.adminUrl };
+    const batches0 = await batchCounters(adminUrls);
     const cpu0 = book.cpu();
     const busy0 = machineBusySeconds();
     const mainStart = performance.now();
@@ -718,7 +747,16 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     }
     const cpu1 = book.cpu();
     const busy1 = machineBusySeconds();
+    const batches1 = await batchCounters(adminUrls);
     const main = await endWindow();
+    const perBatch = (points: keyof typeof batches1, n: keyof typeof batches1) =>
+      (batches1[points] - batches0[points]) / (batches1[n] - batches0[n]);
+    extra.pointsPerMessage = perBatch("gatewayPoints", "gatewayMessages");
+    extra.rowsPerTransaction = perBatch("historyRows", "historyTransactions");
+    extra.messagesPerS = (batches1.gatewayMessages - batches0.gatewayMessages) / ((performance.now() - mainStart) / 1000);
+    say(
+      `  batching in the main phase: ${fmt(extra.messagesPerS)} JetStream messages/s of ${fmt(extra.pointsPerMessage!, 1)} points each (gateways), ${fmt(extra.rowsPerTransaction!, 1)} rows per history transaction`,
+    );
     const mainSeconds = (performance.now() - mainStart) / 1000;
     mainCpu = Object.fromEntries(Object.keys(cpu1).map((k) => [k, cpu1[k]! - (cpu0[k] ?? 0)]));
     // What the machine's other processes (other users of this shared box) used meanwhile.
