@@ -30,8 +30,6 @@ export interface CallOutput {
  * the interceptor chain, so that the chain is built once per method instead of once per call.
  */
 export class NativeCall implements AsyncIterable<never> {
-  readonly stream = true;
-  readonly requestMethod = "POST";
   readonly ctx: NativeContext;
   /** The handler's response is written (or failed); a later 'close' is not a cancellation. */
   finished = false;
@@ -45,6 +43,8 @@ export class NativeCall implements AsyncIterable<never> {
     connection: object | undefined,
     readonly input: CallInput,
     readonly output: CallOutput,
+    /** Default: made of `headers`' :authority and :path (a transport that keeps no pseudo-headers passes its own). */
+    url = `http://${headers[":authority"] ?? "localhost"}${headers[":path"]}`,
   ) {
     const { method } = route;
     const header = new LazyHeaders(headers);
@@ -52,7 +52,7 @@ export class NativeCall implements AsyncIterable<never> {
     this.ctx = new NativeContext(
       method.parent,
       method,
-      `http://${headers[":authority"] ?? "localhost"}${headers[":path"]}`,
+      url,
       header,
       values.set(connectionKey, connection),
       timeout.timeoutMs === undefined ? undefined : Date.now() + timeout.timeoutMs,
@@ -66,7 +66,14 @@ export class NativeCall implements AsyncIterable<never> {
     if (timeout.error) this.input.fail(timeout.error);
   }
 
-  // StreamRequest, as the interceptors see it.
+  // StreamRequest, as the interceptors see it. Constants are getters, not fields: a field is 8
+  // bytes of every open call.
+  get stream(): true {
+    return true;
+  }
+  get requestMethod(): "POST" {
+    return "POST";
+  }
   get service(): DescService {
     return this.ctx.service;
   }

@@ -188,6 +188,8 @@ class LiteCall implements CallInput, CallOutput {
         if (m === FAILED) return this.fail(this.heldFailure);
         this.sink!.message(m);
       }
+      // Emptied: the array is not kept for the call's life (most calls hold none after their first point).
+      if (this.held !== null && this.held.length === 0) this.held = null;
       if (this.ended && !this.paused && !this.stopped && !this.done && (this.held === null || this.held.length === 0)) {
         this.done = true;
         this.sink!.end();
@@ -255,16 +257,24 @@ function headerBlock(headers: Headers): Buffer | undefined {
 const stateOf = (call: Call) => call.state as LiteCall;
 
 /** One handler per method (its route in a closure made once), the call's state in `call.state`. */
-function methodHandler(route: NativeMethod, native: NativeGrpc, mainUrl: string): GrpcHandler {
+function methodHandler(route: NativeMethod, path: string, native: NativeGrpc, mainUrl: string): GrpcHandler {
   const { method } = route;
   const decode: MessageDecoder<Message> = route.decode ?? ((buf, start, end) => fromBinary(method.input, buf.subarray(start, end)));
   return {
     onOpen(call, fields) {
       // No prototype (as node:http2's headers): a field named `constructor` or `__proto__` is data.
+      // Without the pseudo-headers, which the call's Headers never show and lib/h2 checked: the
+      // object lives as long as the call (a vehicle's Sync: its connection), and the URL is made
+      // here, of the route's own path string.
       const headers: Record<string, string | string[]> = Object.create(null);
+      let authority = "localhost";
       for (let i = 0; i < fields.length; i += 2) {
         const name = fields[i]!;
         const value = fields[i + 1]!;
+        if (name.charCodeAt(0) === 58) {
+          if (name === ":authority") authority = value;
+          continue;
+        }
         const had = headers[name];
         headers[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [had, value];
       }
@@ -276,7 +286,7 @@ function methodHandler(route: NativeMethod, native: NativeGrpc, mainUrl: string)
       const lite = new LiteCall(call, decode, method.output, route.encode, native.maxMessageBytes);
       call.state = lite;
       const values = Object.create(contextValuesPrototype) as ContextValues;
-      lite.native = new NativeCall(route, headers, values, call.conn, lite, lite);
+      lite.native = new NativeCall(route, headers, values, call.conn, lite, lite, `http://${authority}${path}`);
       void native.execute(lite.native);
     },
     onMessage(call, buf, start, end) {
@@ -322,7 +332,7 @@ export async function serveLite({
     const route = native.methodAt(path);
     if (!route) return undefined;
     let h = handlers.get(path);
-    if (!h) handlers.set(path, (h = methodHandler(route, native, mainUrl)));
+    if (!h) handlers.set(path, (h = methodHandler(route, path, native, mainUrl)));
     return h;
   };
   const server = new H2Server(methodOf, {

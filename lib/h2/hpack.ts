@@ -59,9 +59,12 @@ function huffmanDecode(src: Uint8Array, start: number, end: number): string {
 }
 
 export class HpackDecoder {
-  // Newest entry first (index 62 of the combined address space).
-  private names: string[] = [];
-  private values: string[] = [];
+  /**
+   * The dynamic table as name, value, name, value, …, newest entry first (index 62 of the combined
+   * address space). Made on the first insert: a client that never indexes (literals only, as the
+   * platform bench's vehicles) costs no array per connection.
+   */
+  private table: string[] | null = null;
   private size = 0;
   private maxSize: number;
   private pos = 0;
@@ -150,14 +153,14 @@ export class HpackDecoder {
 
   private nameAt(index: number): string {
     if (index <= 61) return STATIC_TABLE[index - 1]![0];
-    const name = this.names[index - 62];
+    const name = this.table?.[2 * (index - 62)];
     if (name === undefined) throw new HpackError("index beyond the dynamic table");
     return name;
   }
 
   private valueAt(index: number): string {
     if (index <= 61) return STATIC_TABLE[index - 1]![1];
-    const value = this.values[index - 62];
+    const value = this.table?.[2 * (index - 62) + 1];
     if (value === undefined) throw new HpackError("index beyond the dynamic table");
     return value;
   }
@@ -166,21 +169,20 @@ export class HpackDecoder {
     const entry = name.length + value.length + 32;
     if (entry > this.maxSize) {
       // An entry larger than the table empties it and is not added (RFC 7541 §4.4).
-      this.names.length = 0;
-      this.values.length = 0;
+      this.table = null;
       this.size = 0;
       return;
     }
     this.evict(entry);
-    this.names.unshift(name);
-    this.values.unshift(value);
+    (this.table ??= []).unshift(name, value);
     this.size += entry;
   }
 
   private evict(room: number): void {
-    while (this.size + room > this.maxSize && this.names.length > 0) {
-      const name = this.names.pop()!;
-      const value = this.values.pop()!;
+    const table = this.table;
+    while (this.size + room > this.maxSize && table !== null && table.length > 0) {
+      const value = table.pop()!;
+      const name = table.pop()!;
       this.size -= name.length + value.length + 32;
     }
   }

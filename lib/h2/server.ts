@@ -481,7 +481,13 @@ export class H2Connection {
   private inBuf: Buffer | null = null;
   private prefaceSeen = false;
   private readonly hpack: HpackDecoder;
-  private calls = new Map<number, Call>();
+  /**
+   * The open streams: the first in `call`, any others in `calls`, made on the second. A vehicle's
+   * connection holds one stream, and a Map with one entry costs ~260 B of heap (its storage is a
+   * 224-byte cell): a quarter of lib/h2's JS heap per such connection.
+   */
+  private call: Call | null = null;
+  private calls: Map<number, Call> | null = null;
   private lastStreamId = 0;
   sendWindow = 65535;
   peerInitialWindow = 65535;
@@ -537,6 +543,23 @@ export class H2Connection {
 
   get maxMessageBytes(): number {
     return this.server.maxMessageBytes;
+  }
+
+  private callOf(id: number): Call | undefined {
+    const call = this.call;
+    if (call !== null && call.id === id) return call;
+    return this.calls?.get(id);
+  }
+
+  private get openCount(): number {
+    return (this.call === null ? 0 : 1) + (this.calls?.size ?? 0);
+  }
+
+  /** The open streams, in a new array (for the rare walks over all of them: SETTINGS, window, drain, close). */
+  private openCalls(): Call[] {
+    const out = this.call === null ? [] : [this.call];
+    if (this.calls !== null) for (const call of this.calls.values()) out.push(call);
+    return out;
   }
 
   // --- output ---
@@ -629,7 +652,7 @@ export class H2Connection {
       return;
     }
     this.backlog = null;
-    for (const call of this.calls.values()) {
+    for (const call of this.openCalls()) {
       if (call.wantDrain && call.pending === null) {
         call.wantDrain = false;
         call.handler?.onDrain?.(call);
@@ -650,13 +673,14 @@ export class H2Connection {
   }
 
   remove(call: Call): void {
-    if (this.calls.get(call.id) !== call) return;
-    this.calls.delete(call.id);
+    if (this.call === call) this.call = null;
+    else if (this.calls?.get(call.id) === call) this.calls.delete(call.id);
+    else return;
     if (call.pending !== null) {
       call.pending = null;
       this.blocked--;
     }
-    if (this.goingAway && this.calls.size === 0) this.close();
+    if (this.goingAway && this.openCount === 0) this.close();
   }
 
   /**
@@ -670,7 +694,7 @@ export class H2Connection {
     p.writeUInt32BE(this.lastStreamId, 0);
     p.writeUInt32BE(H2_NO_ERROR, 4);
     this.frame(GOAWAY, 0, 0, p);
-    if (this.calls.size === 0) this.close();
+    if (this.openCount === 0) this.close();
   }
 
   /** Counts a frame against the peer's per-second budget; false (and the connection ended) past it. */
@@ -713,8 +737,9 @@ export class H2Connection {
     this.closed = true;
     this.inBuf = null;
     this.hdrParts = null;
-    const calls = [...this.calls.values()];
-    this.calls.clear();
+    const calls = this.openCalls();
+    this.call = null;
+    this.calls = null;
     for (const call of calls) {
       if (!call.localClosed) {
         call.localClosed = true;
@@ -781,7 +806,7 @@ export class H2Connection {
           e -= pad;
           if (e < s) return this.connError(PROTOCOL_ERROR);
         }
-        const call = this.calls.get(id);
+        const call = this.callOf(id);
         if (call === undefined) {
           if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR); // idle stream
           // A stream we closed or reset: its bytes were counted above. A client still sending after
@@ -843,7 +868,7 @@ export class H2Connection {
       case RST_STREAM: {
         if (id === 0) return this.connError(PROTOCOL_ERROR);
         if (len !== 4) return this.connError(FRAME_SIZE_ERROR);
-        const call = this.calls.get(id);
+        const call = this.callOf(id);
         if (call === undefined) {
           if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR);
           this.spend(false);
@@ -883,7 +908,7 @@ export class H2Connection {
         }
         const delta = this.peerInitialWindow - before;
         if (delta !== 0) {
-          for (const call of this.calls.values()) {
+          for (const call of this.openCalls()) {
             call.sendWindow += delta;
             if (call.sendWindow > MAX_WINDOW) return this.connError(FLOW_CONTROL_ERROR);
           }
@@ -901,7 +926,7 @@ export class H2Connection {
       case GOAWAY:
         if (id !== 0) return this.connError(PROTOCOL_ERROR);
         this.goingAway = true;
-        if (this.calls.size === 0) this.close();
+        if (this.openCount === 0) this.close();
         return;
       case WINDOW_UPDATE: {
         if (len !== 4) return this.connError(FRAME_SIZE_ERROR);
@@ -913,7 +938,7 @@ export class H2Connection {
           if (this.blocked > 0) this.flushBlocked();
           return;
         }
-        const call = this.calls.get(id);
+        const call = this.callOf(id);
         if (call === undefined) {
           if (id > this.lastStreamId) return this.connError(PROTOCOL_ERROR); // idle stream (RFC 9113 5.1)
           return;
@@ -933,7 +958,7 @@ export class H2Connection {
   }
 
   private flushBlocked(): void {
-    for (const call of this.calls.values()) {
+    for (const call of this.openCalls()) {
       if (this.sendWindow <= 0) return;
       if (call.pending !== null) call.flushPending();
     }
@@ -948,7 +973,7 @@ export class H2Connection {
       if (err instanceof HpackError) return this.connError(COMPRESSION_ERROR);
       throw err;
     }
-    const existing = this.calls.get(id);
+    const existing = this.callOf(id);
     if (existing !== undefined) {
       // Trailers from the client: must end the stream.
       if (!endStream || existing.remoteClosed) return existing.reset(PROTOCOL_ERROR);
@@ -959,7 +984,7 @@ export class H2Connection {
     // a stream no longer open is taken for that too (gRPC clients send no trailers).
     if (id <= this.lastStreamId || id % 2 === 0) return this.connError(PROTOCOL_ERROR);
     this.lastStreamId = id;
-    if (this.goingAway || this.calls.size >= this.server.maxConcurrentStreams) return this.rst(id, REFUSED_STREAM);
+    if (this.goingAway || this.openCount >= this.server.maxConcurrentStreams) return this.rst(id, REFUSED_STREAM);
     let path = "";
     let method = "";
     let contentType = "";
@@ -971,7 +996,8 @@ export class H2Connection {
       contentType = request.contentType;
     }
     const call = new Call(this, id);
-    this.calls.set(id, call);
+    if (this.call === null) this.call = call;
+    else (this.calls ??= new Map()).set(id, call);
     if (!within) {
       call.end(
         8,
