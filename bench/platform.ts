@@ -273,6 +273,25 @@ function metricSum(page: string, name: string): number {
   return sum;
 }
 
+/** Cumulative bucket counts of a histogram (every label set summed), by upper bound. */
+function metricBuckets(page: string, name: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const m of page.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, "gm"))) {
+    const le = m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]);
+    out.set(le, (out.get(le) ?? 0) + Number(m[2]));
+  }
+  return out;
+}
+
+/** The q-quantile of what a histogram counted between two scrapes, as the bucket bound it falls in (ms). */
+function bucketQuantileMs(before: Map<number, number>, after: Map<number, number>, q: number): number {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Number.POSITIVE_INFINITY) ?? 0) - (before.get(Number.POSITIVE_INFINITY) ?? 0);
+  if (total <= 0) return Number.NaN;
+  for (const le of bounds) if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= q * total) return le * 1000;
+  return Number.NaN;
+}
+
 /**
  * How the pipeline batched: points per JetStream message (the gateways) and per history
  * transaction, read from the services' own metrics. Per-message costs (NATS,
@@ -285,7 +304,14 @@ async function batchCounters(adminUrls: { gateways: string[]; history: string })
       .catch(() => "");
   const gw = await Promise.all(adminUrls.gateways.map(page));
   const hi = await page(adminUrls.history);
+  const sumBuckets = (name: string) => {
+    const out = new Map<number, number>();
+    for (const p of gw) for (const [le, v] of metricBuckets(p, name)) out.set(le, (out.get(le) ?? 0) + v);
+    return out;
+  };
   return {
+    publish: sumBuckets("gateway_publish_seconds"),
+    ackWait: sumBuckets("gateway_ack_wait_seconds"),
     gatewayMessages: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_count"), 0),
     gatewayPoints: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_sum"), 0),
     historyTransactions: metricSum(hi, "history_batch_rows_count"),
@@ -749,13 +775,17 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     const busy1 = machineBusySeconds();
     const batches1 = await batchCounters(adminUrls);
     const main = await endWindow();
-    const perBatch = (points: keyof typeof batches1, n: keyof typeof batches1) =>
+    const perBatch = (points: "gatewayPoints" | "historyRows", n: "gatewayMessages" | "historyTransactions") =>
       (batches1[points] - batches0[points]) / (batches1[n] - batches0[n]);
     extra.pointsPerMessage = perBatch("gatewayPoints", "gatewayMessages");
     extra.rowsPerTransaction = perBatch("historyRows", "historyTransactions");
     extra.messagesPerS = (batches1.gatewayMessages - batches0.gatewayMessages) / ((performance.now() - mainStart) / 1000);
+    // Where an ack's time goes: PubAck round trip, and the longest wait in the gateway (linger + publish + PubAck) per batch.
+    extra.publishP50 = bucketQuantileMs(batches0.publish, batches1.publish, 0.5);
+    extra.publishP99 = bucketQuantileMs(batches0.publish, batches1.publish, 0.99);
+    extra.inGatewayP99 = bucketQuantileMs(batches0.ackWait, batches1.ackWait, 0.99);
     say(
-      `  batching in the main phase: ${fmt(extra.messagesPerS)} JetStream messages/s of ${fmt(extra.pointsPerMessage!, 1)} points each (gateways), ${fmt(extra.rowsPerTransaction!, 1)} rows per history transaction`,
+      `  batching in the main phase: ${fmt(extra.messagesPerS)} JetStream messages/s of ${fmt(extra.pointsPerMessage!, 1)} points each (gateways), ${fmt(extra.rowsPerTransaction!, 1)} rows per history transaction; PubAck p50 / p99 ≤ ${fmt(extra.publishP50, 1)} / ${fmt(extra.publishP99, 1)} ms, a batch's longest wait in the gateway p99 ≤ ${fmt(extra.inGatewayP99, 1)} ms (the gateways' histograms: bucket bounds)`,
     );
     const mainSeconds = (performance.now() - mainStart) / 1000;
     mainCpu = Object.fromEntries(Object.keys(cpu1).map((k) => [k, cpu1[k]! - (cpu0[k] ?? 0)]));
