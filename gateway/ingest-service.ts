@@ -113,6 +113,8 @@ class IngestCall implements AckSink {
   /** onAckTaken of the ack taken last, called by ackSent: the refusals that held the reader are in that ack. */
   private onAckSent: (() => void) | undefined;
   private wake: (() => void) | undefined;
+  /** A Sync's response stream waiting for news of this call (see SyncResponses): polled in a microtask. */
+  waiting: Waiting | undefined;
 
   constructor(
     readonly vehicleId: string,
@@ -136,6 +138,11 @@ class IngestCall implements AckSink {
     if (w) {
       this.wake = undefined;
       w();
+    }
+    const r = this.waiting;
+    if (r) {
+      this.waiting = undefined;
+      pollLater(r);
     }
   }
 
@@ -183,6 +190,36 @@ class IngestCall implements AckSink {
   }
 }
 
+/** What waits for a call's news: polled once in a microtask after it (as an `await` on a promise resolved then would resume). */
+interface Waiting {
+  poll(): void;
+}
+
+// One microtask polls every Sync woken in the same turn (not a function or promise per Sync).
+const woken: Waiting[] = [];
+let pollScheduled = false;
+
+function pollWoken(): void {
+  pollScheduled = false;
+  for (let i = 0; i < woken.length; i++) woken[i]!.poll();
+  woken.length = 0;
+}
+
+function pollLater(w: Waiting): void {
+  woken.push(w);
+  if (!pollScheduled) {
+    pollScheduled = true;
+    queueMicrotask(pollWoken);
+  }
+}
+
+/** Where a Sync's response stream is: before its first ack, after it, reading, after a later ack, over. */
+const SYNC_NEW = 0;
+const SYNC_FIRST = 1;
+const SYNC_READING = 2;
+const SYNC_YIELDED = 3;
+const SYNC_DONE = 4;
+
 /** What a PointReader needs from the service. */
 interface ReaderDeps {
   batcher: Batcher;
@@ -200,12 +237,6 @@ interface TakeOptions {
   bytes: number;
   /** A point of another vehicle ends the call (PermissionError) instead of being refused alone. */
   foreignIsFatal: boolean;
-}
-
-/** How a PointReader reads. */
-interface ReaderOptions {
-  /** Past the unsent refusals bound, end reading and answer (Upload); false: wait for the client to read them (Sync). */
-  answerEarly: boolean;
 }
 
 /** Why a reader stopped reading for a while: bits, since several may hold at once. */
@@ -235,7 +266,11 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
     private readonly call: IngestCall,
     private readonly input: PointInput,
     private readonly deps: ReaderDeps,
-    private readonly options: ReaderOptions,
+    /**
+     * Past the unsent refusals bound, end reading and answer (Upload); false: wait for the client to
+     * read them (Sync). A flag, not an options object: the reader lives as long as its stream.
+     */
+    private readonly answerEarly: boolean,
   ) {
     this.watched = deps.streams.watch(this);
     if (deps.batcher.full) this.waitForRoom();
@@ -267,7 +302,7 @@ class PointReader implements MessageSink<{ position?: Position }>, Stoppable {
       call.rejected.length >= this.deps.maxUnsentRejections &&
       call.rejected.at(-1)!.reason !== RejectReason.DUPLICATE
     ) {
-      if (this.options.answerEarly) return this.finish(undefined);
+      if (this.answerEarly) return this.finish(undefined);
       if (!(this.blocked & ACK_UNREAD)) {
         this.block(ACK_UNREAD);
         call.onAckTaken = () => this.unblock(ACK_UNREAD);
@@ -510,7 +545,7 @@ export function createIngestService({
 
   const upload = async (input: PointInput, ctx: HandlerContext): Promise<UploadResponse> => {
     const call = begin(ctx);
-    const reader = new PointReader(call, input, reading, { answerEarly: true });
+    const reader = new PointReader(call, input, reading, true);
     while (!reader.done) await call.changed();
     // What was accepted before a failure still becomes durable; the vehicle learns how far from
     // the trailer, since a client stream cannot carry both a response and an error.
@@ -521,29 +556,115 @@ export function createIngestService({
     return { $typeName: "fleet.v1.UploadResponse", ack: ackOf(call) };
   };
 
-  async function* sync(input: PointInput, ctx: HandlerContext): AsyncIterable<SyncResponse> {
-    const call = begin(ctx);
-    // The resume point, right away.
-    yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-    const reader = new PointReader(call, input, reading, { answerEarly: false });
-    for (;;) {
-      if (call.hasNews) {
-        // Resumed once the response stream took the ack and is under its high-water mark, so a
-        // client that does not read holds the reader back (ackSent), through HTTP/2 flow control.
-        yield { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) };
-        // The reader may read on at once, synchronously, and its refusals do not wake this loop
-        // (it is not waiting): look for news again before waiting. Waiting here instead lost that
-        // wake-up, and a Sync past GATEWAY_MAX_UNSENT_REJECTIONS refusals hung for good.
-        call.ackSent();
-        continue;
-      }
-      if ((reader.done || call.error) && call.pending === 0) break;
-      await call.changed();
+  /**
+   * Sync's response stream: the ack of the resume point at once, then an ack whenever the call has
+   * news (points durable, refusals), until the stream is read to its end and its points settled;
+   * the durable seq goes into the trailers, and the call's failure is thrown.
+   *
+   * What an `async function*` with a loop awaiting `call.changed()` would do, as one object: a
+   * suspended async generator held its frames, its body function and a promise with its resolver
+   * for the life of the stream, ~300 B of each vehicle's ~5 KB of heap (experiments/h2lite/mem).
+   * As a generator does, it starts (begin: drain, token) on the first `next()`, reads from the
+   * second on, and takes the next ack only once the previous one was taken (`call.ackSent()`).
+   */
+  class SyncResponses implements AsyncIterableIterator<SyncResponse>, Waiting {
+    private state = SYNC_NEW;
+    private call: IngestCall | undefined;
+    private reader: PointReader | undefined;
+    /** The pending `next()`'s resolver, while the call has no news. */
+    private resolve: ((r: IteratorResult<SyncResponse> | Promise<never>) => void) | undefined;
+
+    constructor(
+      private readonly input: PointInput,
+      private readonly ctx: HandlerContext,
+    ) {}
+
+    [Symbol.asyncIterator](): AsyncIterableIterator<SyncResponse> {
+      return this;
     }
-    tellDurable(call, ctx);
-    if (call.error) throw call.error;
-    if (reader.failure !== undefined) throw reader.failure;
+
+    next(): Promise<IteratorResult<SyncResponse>> {
+      let r: IteratorResult<SyncResponse> | undefined;
+      try {
+        switch (this.state) {
+          case SYNC_NEW: {
+            const call = begin(this.ctx);
+            this.call = call;
+            this.state = SYNC_FIRST;
+            // The resume point, right away.
+            return Promise.resolve({ value: { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) }, done: false });
+          }
+          case SYNC_FIRST:
+            this.reader = new PointReader(this.call!, this.input, reading, false);
+            break;
+          case SYNC_YIELDED:
+            // The ack went out (or into a response stream under its high-water mark): a reader held
+            // back for unsent refusals reads on, which may add news at once.
+            this.call!.ackSent();
+            break;
+          case SYNC_DONE:
+            return Promise.resolve({ value: undefined, done: true });
+        }
+        this.state = SYNC_READING;
+        r = this.step();
+      } catch (err) {
+        this.state = SYNC_DONE;
+        return Promise.reject(err);
+      }
+      if (r !== undefined) return Promise.resolve(r);
+      return new Promise((resolve) => (this.resolve = resolve));
+    }
+
+    return(): Promise<IteratorResult<SyncResponse>> {
+      this.state = SYNC_DONE;
+      this.resolve = undefined;
+      if (this.call?.waiting === this) this.call.waiting = undefined;
+      return Promise.resolve({ value: undefined, done: true });
+    }
+
+    throw(err: unknown): Promise<IteratorResult<SyncResponse>> {
+      this.return();
+      return Promise.reject(err);
+    }
+
+    /** Woken by the call's news: answers the pending `next()` if there is news now. */
+    poll(): void {
+      const resolve = this.resolve;
+      if (resolve === undefined || this.state !== SYNC_READING) return;
+      let r: IteratorResult<SyncResponse> | undefined;
+      try {
+        r = this.step();
+      } catch (err) {
+        this.resolve = undefined;
+        resolve(Promise.reject(err));
+        return;
+      }
+      if (r === undefined) return;
+      this.resolve = undefined;
+      resolve(r);
+    }
+
+    /** The next response if there is one now (throws the call's failure at its end); undefined: wait for news. */
+    private step(): IteratorResult<SyncResponse> | undefined {
+      const call = this.call!;
+      const reader = this.reader!;
+      if (call.hasNews) {
+        this.state = SYNC_YIELDED;
+        return { value: { $typeName: "fleet.v1.SyncResponse", ack: ackOf(call) }, done: false };
+      }
+      if ((reader.done || call.error) && call.pending === 0) {
+        this.state = SYNC_DONE;
+        tellDurable(call, this.ctx);
+        if (call.error) throw call.error;
+        if (reader.failure !== undefined) throw reader.failure;
+        return { value: undefined, done: true };
+      }
+      call.waiting = this;
+      return undefined;
+    }
   }
+
+  const sync = (input: PointInput, ctx: HandlerContext): AsyncIterable<SyncResponse> => new SyncResponses(input, ctx);
 
   const service: ServiceImpl<typeof IngestService> = {
     upload: (requests, ctx) => upload(iterableInput(requests), ctx),

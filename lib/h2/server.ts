@@ -477,6 +477,18 @@ function flushAll(): void {
   dirty.length = 0;
 }
 
+/**
+ * A header block in progress: its stream, its fragments so far (copies: a socket chunk is not ours
+ * after its callback; joined once at END_HEADERS), their bytes and its CONTINUATIONs.
+ */
+interface HeaderBlock {
+  stream: number;
+  endStream: boolean;
+  parts: Buffer[];
+  bytes: number;
+  frames: number;
+}
+
 export class H2Connection {
   private inBuf: Buffer | null = null;
   private prefaceSeen = false;
@@ -493,13 +505,11 @@ export class H2Connection {
   peerInitialWindow = 65535;
   peerMaxFrame = 16384;
   private recvUnacked = 0;
-  /** Header block in progress (HEADERS without END_HEADERS), until its CONTINUATIONs. */
-  private hdrStream = 0;
-  private hdrEndStream = false;
-  /** Its fragments so far (copies: a socket chunk is not ours after its callback), joined once at END_HEADERS. */
-  private hdrParts: Buffer[] | null = null;
-  private hdrBytes = 0;
-  private hdrFrames = 0;
+  /**
+   * Header block in progress (HEADERS without END_HEADERS), until its CONTINUATIONs: an object of
+   * its own, made then, since its five fields on the connection took it past 256 bytes of heap.
+   */
+  private hdr: HeaderBlock | null = null;
   wbuf: Buffer | null = null;
   wlen = 0;
   /** Offset in `wbuf` of the last frame when it is DATA of `lastDataStream` (else -1): later messages extend it. */
@@ -736,7 +746,7 @@ export class H2Connection {
     this.server.connections.delete(this);
     this.closed = true;
     this.inBuf = null;
-    this.hdrParts = null;
+    this.hdr = null;
     const calls = this.openCalls();
     this.call = null;
     this.calls = null;
@@ -786,7 +796,7 @@ export class H2Connection {
 
   private onFrame(buf: Buffer, type: number, flags: number, id: number, start: number, end: number): void {
     const len = end - start;
-    if (this.hdrStream !== 0 && (type !== CONTINUATION || id !== this.hdrStream)) return this.connError(PROTOCOL_ERROR);
+    if (this.hdr !== null && (type !== CONTINUATION || id !== this.hdr.stream)) return this.connError(PROTOCOL_ERROR);
     switch (type) {
       case DATA: {
         if (id === 0) return this.connError(PROTOCOL_ERROR);
@@ -832,31 +842,27 @@ export class H2Connection {
         if (e < s) return this.connError(PROTOCOL_ERROR);
         const endStream = (flags & FLAG_END_STREAM) !== 0;
         if (flags & FLAG_END_HEADERS) return this.onHeaderBlock(id, endStream, buf.subarray(s, e));
-        this.hdrStream = id;
-        this.hdrEndStream = endStream;
-        this.hdrParts = [Buffer.from(buf.subarray(s, e))];
-        this.hdrBytes = e - s;
-        this.hdrFrames = 0;
+        this.hdr = { stream: id, endStream, parts: [Buffer.from(buf.subarray(s, e))], bytes: e - s, frames: 0 };
         return;
       }
       case CONTINUATION: {
-        if (this.hdrStream === 0 || id !== this.hdrStream) return this.connError(PROTOCOL_ERROR);
+        const hdr = this.hdr;
+        if (hdr === null || id !== hdr.stream) return this.connError(PROTOCOL_ERROR);
         // A header block is bounded by our header-list limit, and by a number of frames: a client
         // splits a block only past the largest frame (16 KB), so even a block at the byte bound
         // takes 2 CONTINUATIONs. Endless, empty or tiny ones are a flood (as nghttp2's cap of 8
         // for CVE-2024-28182); each fragment is kept once and the block joined once at its end.
-        const parts = this.hdrParts!;
-        this.hdrBytes += len;
-        if (this.hdrBytes > 2 * this.server.maxHeaderListSize || ++this.hdrFrames > MAX_CONTINUATIONS) {
-          this.server.onEvent?.("flood", this.hdrFrames);
+        const parts = hdr.parts;
+        hdr.bytes += len;
+        if (hdr.bytes > 2 * this.server.maxHeaderListSize || ++hdr.frames > MAX_CONTINUATIONS) {
+          this.server.onEvent?.("flood", hdr.frames);
           return this.connError(ENHANCE_YOUR_CALM);
         }
         if (len > 0) parts.push(Buffer.from(buf.subarray(start, end)));
         if (flags & FLAG_END_HEADERS) {
-          const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.hdrBytes);
-          this.hdrParts = null;
-          this.hdrStream = 0;
-          this.onHeaderBlock(id, this.hdrEndStream, block);
+          const block = parts.length === 1 ? parts[0]! : Buffer.concat(parts, hdr.bytes);
+          this.hdr = null;
+          this.onHeaderBlock(id, hdr.endStream, block);
         }
         return;
       }
