@@ -317,12 +317,13 @@ test("cluster - a service starting while its server does not answer yet tries ag
   }
 }, 30_000);
 
-test("cluster - a service starting while the cluster elects its JetStream leader waits for it, within the first connection's budget", async () => {
-  // The meta leader and one more member stopped: the survivor has no quorum and, once it notices
-  // (its /jsz names no meta leader), its JetStream does not answer or answers "temporarily
-  // unavailable"; once they are back the cluster elects a meta leader, answering so meanwhile (~4 s
-  // measured). Before, connectNats failed at the first such answer. (Were the survivor the leader, it
-  // would keep answering for ~20 s before it stepped down.)
+/**
+ * The meta leader and one more member stopped: the survivor has no quorum and, once it notices (its
+ * /jsz names no meta leader), its JetStream does not answer or answers "temporarily unavailable";
+ * once they are back the cluster elects a meta leader, answering so meanwhile (~4 s measured). (Were
+ * the survivor the leader, it would keep answering for ~20 s before it stepped down.)
+ */
+async function loseQuorum(): Promise<{ survivor: number; resume: () => void }> {
   const metaLeader = async (i: number): Promise<string | undefined> => {
     const jsz = await fetch(`${stack.natsNode(i).monitorUrl}/jsz`).then((r) => r.json());
     return jsz.meta_cluster?.leader || undefined;
@@ -330,18 +331,33 @@ test("cluster - a service starting while the cluster elects its JetStream leader
   const leaderName = await eventually(async () => (await metaLeader(0)) ?? Promise.reject(new Error("no meta leader yet")));
   const survivor = [0, 1, 2].find((i) => stack.natsNode(i).name !== leaderName)!;
   const pids = [0, 1, 2].filter((i) => i !== survivor).map((i) => stack.natsNode(i).pid()!);
+  const resume = () => {
+    for (const pid of pids) process.kill(pid, "SIGCONT");
+  };
   for (const pid of pids) process.kill(pid, "SIGSTOP");
-  const lines: string[] = [];
   try {
     await eventually(async () => {
       if (await metaLeader(survivor)) throw new Error("the survivor still follows a meta leader");
     }, 30_000);
+  } catch (err) {
+    resume();
+    throw err;
+  }
+  return { survivor, resume };
+}
+
+const NOT_READY = "jetstream is not ready on this server yet: asking again";
+
+test("cluster - a service starting while the cluster elects its JetStream leader waits for it, within the first connection's budget", async () => {
+  // Before, connectNats failed at the first "temporarily unavailable".
+  const { survivor, resume } = await loseQuorum();
+  const lines: string[] = [];
+  try {
     // The survivor still answers now and then: start clients until one is told to wait, then
     // bring the others back while it waits.
-    const warning = "jetstream is not ready on this server yet: asking again";
     let connecting: Promise<Nats> | undefined;
     await eventually(async () => {
-      if (lines.includes(warning)) return;
+      if (lines.includes(NOT_READY)) return;
       if (connecting) {
         const done = await Promise.race([connecting, Bun.sleep(100).then(() => undefined)]);
         if (done) {
@@ -357,11 +373,55 @@ test("cluster - a service starting while the cluster elects its JetStream leader
       });
       throw new Error("not told to wait yet");
     }, 30_000);
-    for (const pid of pids) process.kill(pid, "SIGCONT");
+    resume();
     const client = await connecting!;
     expect((await client.jsm.getAccountInfo()).api.total).toBeGreaterThan(0);
     await client.close();
   } finally {
-    for (const pid of pids) process.kill(pid, "SIGCONT");
+    resume();
   }
 }, 60_000);
+
+test("cluster - the positions stream set up while the cluster elects its JetStream leader waits for it (a service's start after its connection)", async () => {
+  // Connected before: the election starts between a service's connection and its stream's set-up.
+  // Every member: whichever survives, this client is connected to it.
+  const clients = await Promise.all(
+    [0, 1, 2].map((i) => connectNats({ url: stack.natsNode(i).url, name: `cluster test stream ${i}`, log: quiet })),
+  );
+  const { survivor, resume } = await loseQuorum().catch(async (err) => {
+    await Promise.all(clients.map((c) => c.close()));
+    throw err;
+  });
+  const client = clients[survivor]!;
+  const lines: string[] = [];
+  const stream = uniqueName("EL");
+  try {
+    const setUp = ensurePositionsStream(client.jsm, {
+      stream,
+      subjects: `${stream}.>`,
+      duplicateWindow: 60_000,
+      streamMaxAge: 3_600_000,
+      streamMaxBytes: 64 * 1024 ** 2,
+      log: recordingLogger(lines),
+    });
+    let settled: unknown;
+    setUp.then(
+      () => (settled = "created"),
+      (err) => (settled = err),
+    );
+    // Before, the first "temporarily unavailable" (or a request that timed out) failed the start.
+    await eventually(async () => {
+      if (settled !== undefined) throw new Error(`settled before the cluster came back: ${String(settled)}`);
+      if (!lines.includes(NOT_READY)) throw new Error("not told to wait yet");
+    }, 30_000).catch((err) => {
+      if (settled instanceof Error) throw settled;
+      throw err;
+    });
+    resume();
+    const info = await setUp;
+    expect(info.config.name).toBe(stream);
+  } finally {
+    resume();
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}, 90_000);

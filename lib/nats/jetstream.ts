@@ -289,6 +289,31 @@ const DEFAULT_STREAM_MAX_BYTES = 10 * 1024 ** 3;
  * the stream.
  */
 export async function ensurePositionsStream(jsm: JetStreamManager, config: PositionsStreamConfig): Promise<StreamInfo> {
+  // A service's start: a cluster electing its meta leader right after the connection was made
+  // (connectNats waits for a first answer, not for every later one) answers 10008 or not at all
+  // for seconds; asked again rather than failing the start.
+  const deadline = Date.now() + ELECTION_BUDGET_MS;
+  for (let warned = false; ; ) {
+    try {
+      return await ensurePositionsStreamOnce(jsm, config);
+    } catch (err) {
+      const notYet = isJetStreamUnavailable(err) || (err instanceof Error && err.name === "TimeoutError");
+      if (!notYet || Date.now() + 250 > deadline) throw err;
+      if (!warned)
+        config.log?.warn("jetstream is not ready on this server yet: asking again", {
+          stream: config.stream ?? POSITIONS_STREAM,
+          err: String(err),
+        });
+      warned = true;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+/** How long a service's start asks again while JetStream elects (ensurePositionsStream). */
+const ELECTION_BUDGET_MS = 20_000;
+
+async function ensurePositionsStreamOnce(jsm: JetStreamManager, config: PositionsStreamConfig): Promise<StreamInfo> {
   const name = config.stream ?? POSITIONS_STREAM;
   const wanted: Partial<StreamConfig> = {
     subjects: [config.subjects ?? POSITIONS_SUBJECTS],
