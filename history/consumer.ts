@@ -11,6 +11,7 @@
 import { nanos } from "@nats-io/nats-core";
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { CONSUMERS, partitionOf, POSITIONS_STREAM, type Nats } from "../lib/nats";
+import { logConsumeStatus } from "../lib/nats/consume-status";
 import type { Logger } from "../lib/log";
 import { Counter, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import { isDataException, isTransientPgError } from "../lib/storage";
@@ -134,6 +135,7 @@ export async function startHistoryConsumer({
   // or cut off) is noticed by its missed heartbeats (half of expires, twice) and pulled again in
   // ~5-10 s instead of 30-60 s, during which this writer would sit idle (chaos/: partition).
   const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending), expires: 5_000 });
+  logConsumeStatus(messages, log, { durable });
 
   // One queue per writer, and a subject always goes to the same writer: one vehicle's batches are
   // written in stream order within a process (its rollup legs depend on the previous batch).
@@ -175,7 +177,13 @@ export async function startHistoryConsumer({
       // A writer lingering for more rows is woken only once it has a full transaction's worth.
       if (lingering[i] === undefined || queuedRows[i]! >= maxRows) wake(i);
     }
-  })().catch((err) => log.error("history consumer stopped reading", { err }));
+  })().then(
+    // nats.js ends the iterator without an error when the connection closes: say so, or history goes quiet.
+    () => {
+      if (!stopping) log.error("history consumer stopped reading: the positions iterator ended");
+    },
+    (err) => log.error("history consumer stopped reading", { err }),
+  );
 
   /**
    * Writes the rows. A row PostgreSQL can never take (a data exception: a value out of its column's

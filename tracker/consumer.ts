@@ -15,6 +15,7 @@ import { nanos } from "@nats-io/nats-core";
 import type Redis from "ioredis";
 import { PositionBatchSchema } from "../gen/fleet/v1/position_pb";
 import type { Nats } from "../lib/nats";
+import { logConsumeStatus } from "../lib/nats/consume-status";
 import type { Logger } from "../lib/log";
 import { Counter, delayBuckets, Gauge, Histogram, latencyBuckets, type Registry } from "../lib/metrics";
 import type { LivePublisher } from "./live";
@@ -125,6 +126,7 @@ export async function startConsumer({
   const consumer = await nats.js.consumers.get(stream, durable);
   // expires 5 s (nats.js: 30 s): a pull lost with a consumer leader that moved is pulled again in ~5-10 s, not 30-60 s (see history/consumer.ts).
   const messages: ConsumerMessages = await consumer.consume({ max_messages: fetch, expires: 5_000 });
+  logConsumeStatus(messages, log, { durable });
 
   // num_pending as the server sees it, when idle too (the messages carry it while busy).
   const lagTimer = setInterval(() => {
@@ -222,7 +224,13 @@ export async function startConsumer({
       // Bounded: pull no further than `fetch` messages ahead of what Redis took.
       if (queue.length >= fetch) await new Promise<void>((resolve) => (roomWaiter = resolve));
     }
-  })().catch((err) => log.error("consumer stopped", { err }));
+  })().then(
+    // nats.js ends the iterator without an error when the connection closes: say so, or the tracker goes quiet.
+    () => {
+      if (!stopping) log.error("consumer stopped: the positions iterator ended");
+    },
+    (err) => log.error("consumer stopped", { err }),
+  );
 
   return {
     async stop() {
