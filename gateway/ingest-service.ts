@@ -112,16 +112,30 @@ class IngestCall implements AckSink {
   onAckTaken: (() => void) | undefined;
   /** onAckTaken of the ack taken last, called by ackSent: the refusals that held the reader are in that ack. */
   private onAckSent: (() => void) | undefined;
-  private wake: (() => void) | undefined;
-  /** A Sync's response stream waiting for news of this call (see SyncResponses): polled in a microtask. */
-  waiting: Waiting | undefined;
+  /**
+   * Who waits for this call's next news: the resolver of `changed()` (Upload, Publish), or a Sync's
+   * response stream, polled in a microtask (see SyncResponses). One field for both: a call lives
+   * as long as its stream, and a 13th field took the object from 112 to 160 B.
+   */
+  private wake: (() => void) | Waiting | undefined;
 
   constructor(
-    readonly vehicleId: string,
     readonly fleetId: string,
     readonly state: VehicleState,
     readonly limits: VehicleLimits,
   ) {}
+
+  get vehicleId(): string {
+    return this.state.vehicleId;
+  }
+
+  /** A Sync's response stream waits for news (undefined: it no longer does). */
+  set waiting(w: Waiting | undefined) {
+    this.wake = w;
+  }
+  get waiting(): Waiting | undefined {
+    return typeof this.wake === "object" ? this.wake : undefined;
+  }
 
   durable(): void {
     this.pending--;
@@ -135,15 +149,10 @@ class IngestCall implements AckSink {
 
   settled(): void {
     const w = this.wake;
-    if (w) {
-      this.wake = undefined;
-      w();
-    }
-    const r = this.waiting;
-    if (r) {
-      this.waiting = undefined;
-      pollLater(r);
-    }
+    if (w === undefined) return;
+    this.wake = undefined;
+    if (typeof w === "function") w();
+    else pollLater(w);
   }
 
   /** Resolves at the next batch completion (or reader event) touching this call. */
@@ -423,7 +432,7 @@ export function createIngestService({
     const claims = claimsOf(ctx);
     if (claims.role !== "vehicle") throw new PermissionError("sending positions needs a vehicle token");
     const state = seqs.state(claims.vehicleId);
-    return new IngestCall(claims.vehicleId, claims.fleetId, state, limiter.limits(claims.vehicleId));
+    return new IngestCall(claims.fleetId, state, limiter.limits(claims.vehicleId));
   };
 
   const flooded = (call: IngestCall, seq: number, waitMs: number) =>

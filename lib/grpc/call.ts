@@ -50,7 +50,6 @@ export class NativeCall implements AsyncIterable<never> {
     const header = new LazyHeaders(headers);
     const timeout = parseGrpcTimeout(header.get("grpc-timeout") ?? undefined);
     this.ctx = new NativeContext(
-      method.parent,
       method,
       url,
       header,

@@ -132,7 +132,6 @@ export class NativeContext implements HandlerContext {
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
-    readonly service: DescService,
     readonly method: DescMethod,
     readonly url: string,
     readonly requestHeader: Headers,
@@ -150,6 +149,9 @@ export class NativeContext implements HandlerContext {
   }
 
   // Getters, not fields: a field is 8 bytes of every open call.
+  get service(): DescService {
+    return this.method.parent;
+  }
   get protocolName(): string {
     return "grpc";
   }
