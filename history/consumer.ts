@@ -135,7 +135,7 @@ export async function startHistoryConsumer({
   // or cut off) is noticed by its missed heartbeats (half of expires, twice) and pulled again in
   // ~5-10 s instead of 30-60 s, during which this writer would sit idle (chaos/: partition).
   const messages: ConsumerMessages = await consumer.consume({ max_messages: Math.min(256, maxAckPending), expires: 5_000 });
-  logConsumeStatus(messages, log, { durable });
+  const status = logConsumeStatus(messages, log, { durable });
 
   // One queue per writer, and a subject always goes to the same writer: one vehicle's batches are
   // written in stream order within a process (its rollup legs depend on the previous batch).
@@ -160,6 +160,7 @@ export async function startHistoryConsumer({
 
   const reader = (async () => {
     for await (const msg of messages) {
+      status.delivered();
       let positions: Row[];
       try {
         positions = decodeBatchRows(msg.data);

@@ -126,7 +126,7 @@ export async function startConsumer({
   const consumer = await nats.js.consumers.get(stream, durable);
   // expires 5 s (nats.js: 30 s): a pull lost with a consumer leader that moved is pulled again in ~5-10 s, not 30-60 s (see history/consumer.ts).
   const messages: ConsumerMessages = await consumer.consume({ max_messages: fetch, expires: 5_000 });
-  logConsumeStatus(messages, log, { durable });
+  const status = logConsumeStatus(messages, log, { durable });
 
   // num_pending as the server sees it, when idle too (the messages carry it while busy).
   const lagTimer = setInterval(() => {
@@ -215,6 +215,7 @@ export async function startConsumer({
   redis.on("ready", kick);
   const loop = (async () => {
     for await (const m of messages) {
+      status.delivered();
       if (stopping) {
         m.nak();
         continue;
