@@ -51,10 +51,12 @@ if (why) {
     const outcome = await fault.run({ cluster, load, seconds: 1, log });
     const tallies = [...(await load.stop(20_000)), ...(outcome.extra ?? [])];
     log("load stopped");
-    // 15 s was enough in most runs (with nats.js's default pull expiry, 30 s, a sink whose consumer
-    // leader moved sat idle ~30 s); once in a clean CI run the tracker had applied nothing from about
-    // the heal on when 15 s ran out (not explained: its logs went with the run). 40 s: past the
-    // consumers' ack_wait (30 s), after which anything delivered into the cut is delivered again.
+    // A sink whose consumer leader sat on the cut-off node receives nothing until nats.js pulls
+    // again: chaos/consume-probe.ts measured 4-20 s after the heal (14 cycles, median 8 s; nats.js
+    // asks for the consumer every 5 s, each ask waiting up to its 5 s timeout, and once a pull was
+    // answered by heartbeats alone for ~18 s): likely why the tracker once ran past a 15 s check
+    // here. 40 s: past those and past the consumers' ack_wait (30 s), after which anything delivered
+    // into the cut is delivered again. The sinks log each stall ("jetstream consumer stalled").
     const result = await check(cluster, tallies, 40_000);
     log(`checked: sinks caught up in ${result.waitedMs} ms`);
     console.error(lines.join("\n"));
