@@ -485,7 +485,16 @@ browserTest(
     await page.click("#track-show");
     const shown = `${ARCHIVED_POINTS} points drawn of ${ARCHIVED_POINTS}, 0 stops`;
     await waitFor("the archived day's track", async () => (await page.textContent("#track-info")) === shown).catch(async (e: Error) => {
-      throw new Error(`${e.message}; the panel said "${await page.textContent("#track-info")}"`);
+      // Which side lost it (failed twice in five runs on 2026-12-07, "0 points drawn of 0" with a
+      // console 403): the page's selection, or history's own answer for the archived day.
+      const selected = (await hook<{ selectedId: string }>(page, "panel")).selectedId;
+      const asked = await history.getTrack(dayRange, reader).then(
+        (r) => `${r.totalPoints} points`,
+        (err: unknown) => String(err),
+      );
+      throw new Error(
+        `${e.message}; the panel said "${await page.textContent("#track-info")}" for ${selected} (the case's vehicle: ${id}); history's GetTrack of the day now: ${asked}; console: ${opened!.errors.slice(errorsBefore).join(" | ")}`,
+      );
     });
     expect((await hook<{ trackPoints: number }>(page, "panel")).trackPoints).toBe(ARCHIVED_POINTS);
 
