@@ -112,10 +112,14 @@ async function clickAVehicle(page: Page): Promise<string> {
     }
     return undefined;
   });
+  // A selection made by this click, loaded: the panel of a case before (a Nearby row, an order's
+  // driver) already had a vehicle, and the map's pick answers later (CI: the case went on with the
+  // old vehicle while the page showed the clicked one).
+  const before = (await hook<{ selections: number }>(page, "panel")).selections;
   await clickMap(page, at);
   const panel = await waitFor("the vehicle panel", async () => {
-    const p = await hook<{ selectedId: string; vehicle?: { id: string } }>(page, "panel");
-    return p.vehicle ? p : undefined;
+    const p = await hook<{ selectedId: string; selections: number; vehicle?: { id: string } }>(page, "panel");
+    return p.selections > before && p.vehicle?.id === p.selectedId ? p : undefined;
   });
   // The nearest vehicle to the click: the one aimed at, unless another drove under the cursor.
   expect(panel.selectedId.startsWith(prefix)).toBe(true);

@@ -38,6 +38,8 @@ export function createPanel({ source, renderer, live, hasHistory, clientWithToke
   const history = hasHistory;
   let selected: LiveVehicle | undefined;
   let selectedId = "";
+  /** Selections made so far: tells a test's click from the selection a case before it left. */
+  let selections = 0;
   let track: TrackPoint[] = [];
   let totalPoints = 0;
   let stops: Stop[] = [];
@@ -105,6 +107,7 @@ export function createPanel({ source, renderer, live, hasHistory, clientWithToke
   async function select(id: string): Promise<void> {
     stopReplay();
     selectedId = id;
+    selections++;
     source.select(id);
     track = [];
     stops = [];
@@ -327,6 +330,7 @@ export function createPanel({ source, renderer, live, hasHistory, clientWithToke
     snapshot() {
       return {
         selectedId,
+        selections,
         vehicle: selected && {
           id: selected.id,
           status: selected.status,
