@@ -4,12 +4,10 @@
  * transaction's worth is written at once.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectPostgres, migrate } from "../../lib/storage";
 import { createLogger } from "../../lib/log";
 import { createRegistry } from "../../lib/metrics";
 import { startHistoryConsumer } from "../consumer";
-import { createPositionWriter } from "../write-positions";
-import { countRows, eventually, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
+import { countRows, eventually, fixtureWriter, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;
 beforeAll(async () => {
@@ -23,13 +21,7 @@ const T0 = Date.UTC(2026, 10, 24, 9, 0, 0);
 
 /** A consumer of its own durable on the fixture's stream; returns its transaction count and stop. */
 async function consumer(batchDelayMs: number, maxRows: number) {
-  const mode = await migrate(fx.sql, { schema: fx.schema, log: createLogger({ level: "error" }), timescale: "off" });
-  const writer = createPositionWriter({
-    connect: () => connectPostgres({ url: fx.stack.databaseUrl, schema: fx.schema, max: 2, applicationName: "batch-delay writer" }),
-    deadlineMs: 30_000,
-    mode,
-    schema: fx.schema,
-  });
+  const writer = await fixtureWriter(fx, "batch-delay writer");
   const registry = createRegistry("batch-delay-test", { processMetrics: false });
   const c = await startHistoryConsumer({
     nats: fx.nats,

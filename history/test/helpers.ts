@@ -14,9 +14,10 @@ import { mintWatchToken, tokenKeys, type WatchGrant } from "../../lib/auth";
 import { loadConfig, type Config } from "../../lib/config";
 import { connectNats, ensurePositionsStream, HEADERS, type Nats } from "../../lib/nats";
 import { createLogger } from "../../lib/log";
-import { connectPostgres, guardPostgresClosedSocketWrite, type Sql } from "../../lib/storage";
+import { connectPostgres, guardPostgresClosedSocketWrite, migrate, type Sql } from "../../lib/storage";
 import { testStack, type Stack } from "../../dev";
 import { createHistory, type History } from "../history";
+import { createPositionWriter, type PositionWriter } from "../write-positions";
 
 export const SECRET = "history-test-secret";
 /** The test streams' size: each reserves it in the shared nats-server, whose storage is not 10 GiB a stream. */
@@ -151,3 +152,17 @@ export async function countRows(sql: Sql, vehicleLike = "%"): Promise<number> {
 }
 
 export const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } });
+
+/**
+ * A position writer on the fixture's schema (migrated first, plain partitions), with connections of
+ * its own named `applicationName`: what a test's own history consumer writes with.
+ */
+export async function fixtureWriter(fx: HistoryFixture, applicationName: string, deadlineMs = 30_000): Promise<PositionWriter> {
+  const mode = await migrate(fx.sql, { schema: fx.schema, log: createLogger({ level: "error" }), timescale: "off" });
+  return createPositionWriter({
+    connect: () => connectPostgres({ url: fx.stack.databaseUrl, schema: fx.schema, max: 2, applicationName }),
+    deadlineMs,
+    mode,
+    schema: fx.schema,
+  });
+}

@@ -5,12 +5,10 @@
  * memory grew ~10 MB/s while it was behind) and its rows were written a second time.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectPostgres, migrate } from "../../lib/storage";
 import { createLogger } from "../../lib/log";
 import { createRegistry } from "../../lib/metrics";
 import { startHistoryConsumer } from "../consumer";
-import { createPositionWriter } from "../write-positions";
-import { countRows, eventually, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
+import { countRows, eventually, fixtureWriter, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;
 beforeAll(async () => {
@@ -23,13 +21,7 @@ afterAll(async () => {
 const T0 = Date.UTC(2026, 10, 23, 9, 0, 0);
 
 test("slow writes - messages held past ack_wait while PostgreSQL is slow are not delivered again", async () => {
-  const mode = await migrate(fx.sql, { schema: fx.schema, log: createLogger({ level: "error" }), timescale: "off" });
-  const writer = createPositionWriter({
-    connect: () => connectPostgres({ url: fx.stack.databaseUrl, schema: fx.schema, max: 2, applicationName: "slow-writes writer" }),
-    deadlineMs: 30_000,
-    mode,
-    schema: fx.schema,
-  });
+  const writer = await fixtureWriter(fx, "slow-writes writer");
   const durable = uniqueName("slow");
   const ackWaitMs = 600;
   const registry = createRegistry("slow-writes-test", { processMetrics: false });

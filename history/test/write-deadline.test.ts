@@ -6,12 +6,10 @@
  * and holds uncommitted, which the batch's COPY waits on.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectPostgres, migrate } from "../../lib/storage";
 import { createLogger } from "../../lib/log";
 import { createRegistry } from "../../lib/metrics";
 import { startHistoryConsumer } from "../consumer";
-import { createPositionWriter } from "../write-positions";
-import { countRows, eventually, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
+import { countRows, eventually, fixtureWriter, historyFixture, pointAt, uniqueName, type HistoryFixture } from "./helpers";
 
 let fx: HistoryFixture;
 beforeAll(async () => {
@@ -24,15 +22,9 @@ afterAll(async () => {
 const T0 = Date.UTC(2026, 10, 22, 9, 0, 0);
 
 test("write deadline - a write that hangs is given up at HISTORY_WRITE_TIMEOUT, logged and counted, and retried on new connections until written", async () => {
-  const mode = await migrate(fx.sql, { schema: fx.schema, log: createLogger({ level: "error" }), timescale: "off" });
   const lines: string[] = [];
   const registry = createRegistry("write-deadline-test", { processMetrics: false });
-  const writer = createPositionWriter({
-    connect: () => connectPostgres({ url: fx.stack.databaseUrl, schema: fx.schema, max: 2, applicationName: "write-deadline writer" }),
-    deadlineMs: 1000,
-    mode,
-    schema: fx.schema,
-  });
+  const writer = await fixtureWriter(fx, "write-deadline writer", 1000);
   const consumer = await startHistoryConsumer({
     nats: fx.nats,
     writer,
