@@ -131,19 +131,15 @@ export async function connectNats({
    * …) fails at once.
    */
   async function managerWhenReady(nc: NatsConnection): Promise<JetStreamManager> {
-    for (let warned = false; ; ) {
-      try {
-        return await jetstreamManager(nc, { timeout: Math.max(500, Math.min(5_000, firstDeadline - Date.now())) });
-      } catch (err) {
-        const notYet = isJetStreamUnavailable(err) || (err instanceof Error && err.name === "TimeoutError");
-        if (!notYet || Date.now() + 250 > firstDeadline) {
-          await nc.close().catch(() => {});
-          throw err;
-        }
-        if (!warned) log.warn("jetstream is not ready on this server yet: asking again", { server: nc.getServer(), err: String(err) });
-        warned = true;
-        await new Promise((resolve) => setTimeout(resolve, 250));
-      }
+    try {
+      return await whileJetStreamElects(
+        () => jetstreamManager(nc, { timeout: Math.max(500, Math.min(5_000, firstDeadline - Date.now())) }),
+        firstDeadline,
+        (err) => log.warn(NOT_READY, { server: nc.getServer(), err: String(err) }),
+      );
+    } catch (err) {
+      await nc.close().catch(() => {});
+      throw err;
     }
   }
 
@@ -292,26 +288,36 @@ export async function ensurePositionsStream(jsm: JetStreamManager, config: Posit
   // A service's start: a cluster electing its meta leader right after the connection was made
   // (connectNats waits for a first answer, not for every later one) answers 10008 or not at all
   // for seconds; asked again rather than failing the start.
-  const deadline = Date.now() + ELECTION_BUDGET_MS;
+  return whileJetStreamElects(
+    () => ensurePositionsStreamOnce(jsm, config),
+    Date.now() + ELECTION_BUDGET_MS,
+    (err) => config.log?.warn(NOT_READY, { stream: config.stream ?? POSITIONS_STREAM, err: String(err) }),
+  );
+}
+
+/** How long a service's start asks again while JetStream elects (ensurePositionsStream). */
+const ELECTION_BUDGET_MS = 20_000;
+
+const NOT_READY = "jetstream is not ready on this server yet: asking again";
+
+/**
+ * Runs `op`, again every 250 ms while JetStream answers "temporarily unavailable" (10008) or does
+ * not answer (a cluster electing its meta leader, or without quorum), until `deadline`; `warn` is
+ * called once, at the first such answer. Any other error fails at once.
+ */
+async function whileJetStreamElects<T>(op: () => Promise<T>, deadline: number, warn: (err: unknown) => void): Promise<T> {
   for (let warned = false; ; ) {
     try {
-      return await ensurePositionsStreamOnce(jsm, config);
+      return await op();
     } catch (err) {
       const notYet = isJetStreamUnavailable(err) || (err instanceof Error && err.name === "TimeoutError");
       if (!notYet || Date.now() + 250 > deadline) throw err;
-      if (!warned)
-        config.log?.warn("jetstream is not ready on this server yet: asking again", {
-          stream: config.stream ?? POSITIONS_STREAM,
-          err: String(err),
-        });
+      if (!warned) warn(err);
       warned = true;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
 }
-
-/** How long a service's start asks again while JetStream elects (ensurePositionsStream). */
-const ELECTION_BUDGET_MS = 20_000;
 
 async function ensurePositionsStreamOnce(jsm: JetStreamManager, config: PositionsStreamConfig): Promise<StreamInfo> {
   const name = config.stream ?? POSITIONS_STREAM;
