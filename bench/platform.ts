@@ -42,6 +42,7 @@ import { createHistogram, type Histogram } from "./histogram";
 import { startMosquitto, type Mosquitto } from "./mosquitto";
 import { encodePosition, vehicleTemplate } from "./point-codec";
 import { childPids, cpuSeconds, machineBusySeconds, rssBytes } from "./proc";
+import { addHistograms, bucketBound, fetchMetrics, histogramBetween } from "./prom-histogram";
 import { summarizeProfile } from "./profile-summary";
 import { CITIES, cityCenter, fleetOf, type VehicleCommand, type VehicleEvent, type VehicleTally } from "./platform-vehicles";
 import { type Child, spawnChild } from "./watch";
@@ -266,58 +267,27 @@ class ProcessBook {
 /** Sums CPU seconds by service: "gateway-3" counts as "gateway", "load-2" as "loadgen". */
 const serviceOf = (name: string) => name.replace(/-\d+$/, "");
 
-/** Sum of a metric's series (every label set) in a Prometheus text page; 0 when absent. */
-function metricSum(page: string, name: string): number {
-  let sum = 0;
-  for (const m of page.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "gm"))) sum += Number(m[1]);
-  return sum;
-}
-
-/** Cumulative bucket counts of a histogram (every label set summed), by upper bound. */
-function metricBuckets(page: string, name: string): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const m of page.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, "gm"))) {
-    const le = m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]);
-    out.set(le, (out.get(le) ?? 0) + Number(m[2]));
-  }
-  return out;
-}
-
-/** The q-quantile of what a histogram counted between two scrapes, as the bucket bound it falls in (ms). */
-function bucketQuantileMs(before: Map<number, number>, after: Map<number, number>, q: number): number {
-  const bounds = [...after.keys()].sort((a, b) => a - b);
-  const total = (after.get(Number.POSITIVE_INFINITY) ?? 0) - (before.get(Number.POSITIVE_INFINITY) ?? 0);
-  if (total <= 0) return Number.NaN;
-  for (const le of bounds) if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= q * total) return le * 1000;
-  return Number.NaN;
+/** The gateways' and history's /metrics texts, read together: `batching` compares two readings. */
+async function readPipelineMetrics(adminUrls: { gateways: string[]; history: string }) {
+  const read = (url: string) => fetchMetrics(url).catch(() => "");
+  return { gateways: await Promise.all(adminUrls.gateways.map(read)), history: await read(adminUrls.history) };
 }
 
 /**
- * How the pipeline batched: points per JetStream message (the gateways) and per history
- * transaction, read from the services' own metrics. Per-message costs (NATS,
+ * How the pipeline batched between two readings: points per JetStream message (the gateways), rows
+ * per history transaction, and the gateways' PubAck and in-gateway waits. Per-message costs (NATS,
  * the consumers' acks, a transaction's COMMIT) are shared by the points of a batch.
  */
-async function batchCounters(adminUrls: { gateways: string[]; history: string }) {
-  const page = async (url: string) =>
-    await fetch(`${url}/metrics`)
-      .then((r) => r.text())
-      .catch(() => "");
-  const gw = await Promise.all(adminUrls.gateways.map(page));
-  const hi = await page(adminUrls.history);
-  const sumBuckets = (name: string) => {
-    const out = new Map<number, number>();
-    for (const p of gw) for (const [le, v] of metricBuckets(p, name)) out.set(le, (out.get(le) ?? 0) + v);
-    return out;
-  };
+function batching(before: PipelineMetrics, after: PipelineMetrics) {
+  const gateways = (name: string) => addHistograms(before.gateways.map((b, i) => histogramBetween(b, after.gateways[i]!, name)));
   return {
-    publish: sumBuckets("gateway_publish_seconds"),
-    ackWait: sumBuckets("gateway_ack_wait_seconds"),
-    gatewayMessages: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_count"), 0),
-    gatewayPoints: gw.reduce((a, p) => a + metricSum(p, "gateway_batch_points_sum"), 0),
-    historyTransactions: metricSum(hi, "history_batch_rows_count"),
-    historyRows: metricSum(hi, "history_batch_rows_sum"),
+    points: gateways("gateway_batch_points"),
+    publish: gateways("gateway_publish_seconds"),
+    ackWait: gateways("gateway_ack_wait_seconds"),
+    rows: histogramBetween(before.history, after.history, "history_batch_rows"),
   };
 }
+type PipelineMetrics = Awaited<ReturnType<typeof readPipelineMetrics>>;
 
 interface Window {
   ack: Histogram;
@@ -745,7 +715,7 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     await Bun.sleep(o.warmupSeconds * 1000);
     beginWindow();
     const adminUrls = { gateways: gateways.map((g) => g.adminUrl), history: history.adminUrl };
-    const batches0 = await batchCounters(adminUrls);
+    const pipeline0 = await readPipelineMetrics(adminUrls);
     const cpu0 = book.cpu();
     const busy0 = machineBusySeconds();
     const mainStart = performance.now();
@@ -773,17 +743,15 @@ export async function runPlatformBench(argv: string[]): Promise<PlatformFigures>
     }
     const cpu1 = book.cpu();
     const busy1 = machineBusySeconds();
-    const batches1 = await batchCounters(adminUrls);
+    const b = batching(pipeline0, await readPipelineMetrics(adminUrls));
     const main = await endWindow();
-    const perBatch = (points: "gatewayPoints" | "historyRows", n: "gatewayMessages" | "historyTransactions") =>
-      (batches1[points] - batches0[points]) / (batches1[n] - batches0[n]);
-    extra.pointsPerMessage = perBatch("gatewayPoints", "gatewayMessages");
-    extra.rowsPerTransaction = perBatch("historyRows", "historyTransactions");
-    extra.messagesPerS = (batches1.gatewayMessages - batches0.gatewayMessages) / ((performance.now() - mainStart) / 1000);
+    extra.pointsPerMessage = b.points.sum / b.points.count;
+    extra.rowsPerTransaction = b.rows.sum / b.rows.count;
+    extra.messagesPerS = b.points.count / ((performance.now() - mainStart) / 1000);
     // Where an ack's time goes: PubAck round trip, and the longest wait in the gateway (linger + publish + PubAck) per batch.
-    extra.publishP50 = bucketQuantileMs(batches0.publish, batches1.publish, 0.5);
-    extra.publishP99 = bucketQuantileMs(batches0.publish, batches1.publish, 0.99);
-    extra.inGatewayP99 = bucketQuantileMs(batches0.ackWait, batches1.ackWait, 0.99);
+    extra.publishP50 = bucketBound(b.publish, 0.5) * 1000;
+    extra.publishP99 = bucketBound(b.publish, 0.99) * 1000;
+    extra.inGatewayP99 = bucketBound(b.ackWait, 0.99) * 1000;
     say(
       `  batching in the main phase: ${fmt(extra.messagesPerS)} JetStream messages/s of ${fmt(extra.pointsPerMessage!, 1)} points each (gateways), ${fmt(extra.rowsPerTransaction!, 1)} rows per history transaction; PubAck p50 / p99 ≤ ${fmt(extra.publishP50, 1)} / ${fmt(extra.publishP99, 1)} ms, a batch's longest wait in the gateway p99 ≤ ${fmt(extra.inGatewayP99, 1)} ms (the gateways' histograms: bucket bounds)`,
     );

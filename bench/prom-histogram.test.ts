@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { bucketBound, histogramDelta, loopDelayLine, readHistogram } from "./prom-histogram";
+import { addHistograms, bucketBound, histogramDelta, loopDelayLine, readHistogram } from "./prom-histogram";
 
 const scrape = (a: number, b: number, inf: number, sum: number) => `# HELP x_seconds time
 # TYPE x_seconds histogram
@@ -52,4 +52,21 @@ test("prom histogram - the event-loop delay of a registry's process metrics coun
   const line = loopDelayLine(before, await registry.metrics());
   expect(line).toMatch(/> 20 ms [1-9]\d* \(of \d+ samples/);
   expect(loopDelayLine(before, before)).toBe("no event-loop samples");
+});
+
+test("prom histogram - the same histogram of several processes added: buckets by bound, counts and sums", () => {
+  const a = readHistogram(scrape(5, 9, 10, 2), "x_seconds");
+  const b = readHistogram(scrape(1, 1, 90, 30), "x_seconds");
+  const both = addHistograms([a, b]);
+  expect(both).toEqual({
+    buckets: [
+      [0.1, 6],
+      [0.5, 10],
+      [Infinity, 100],
+    ],
+    count: 100,
+    sum: 32,
+  });
+  expect(bucketBound(both, 0.5)).toBe(Infinity);
+  expect(bucketBound(both, 0.1)).toBe(0.5);
 });

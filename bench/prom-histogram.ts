@@ -32,6 +32,17 @@ export function histogramDelta(before: PromHistogram, after: PromHistogram): Pro
   };
 }
 
+/** Several histograms as one (the same metric of several processes): buckets, counts and sums added. */
+export function addHistograms(hs: PromHistogram[]): PromHistogram {
+  const buckets = new Map<number, number>();
+  for (const h of hs) for (const [le, n] of h.buckets) buckets.set(le, (buckets.get(le) ?? 0) + n);
+  return {
+    buckets: [...buckets].sort((a, b) => a[0] - b[0]),
+    count: hs.reduce((a, h) => a + h.count, 0),
+    sum: hs.reduce((a, h) => a + h.sum, 0),
+  };
+}
+
 /** A service's /metrics text (`url` is the service's admin URL, where /metrics is served). */
 export async function fetchMetrics(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`)).text();
