@@ -8,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import postgres from "postgres";
 import { IngestService } from "../gen/fleet/v1/ingest_pb";
 import { mintVehicleToken, mintWatchToken } from "../lib/auth";
+import { addHistograms, bucketBound, fetchMetrics, histogramBetween } from "../bench/prom-histogram";
 import { POSITIONS_STREAM } from "../lib/nats";
 import { CHAOS_KEYS, until, type ChaosCluster } from "./cluster";
 import { startLoad, type Load, type VehicleTally } from "./load";
@@ -271,27 +272,9 @@ const trackerKill: Fault = {
   },
 };
 
-/** Bucket counts of gateway_ack_wait_seconds over every gateway, by upper bound. */
-async function ackWaitBuckets(cluster: ChaosCluster): Promise<Map<number, number>> {
-  const out = new Map<number, number>();
-  for (const g of cluster.gateways) {
-    const text = await (await fetch(`${g.proc.adminUrl}/metrics`)).text();
-    for (const m of text.matchAll(/^gateway_ack_wait_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$/gm)) {
-      const le = m[1] === "+Inf" ? Number.POSITIVE_INFINITY : Number(m[1]);
-      out.set(le, (out.get(le) ?? 0) + Number(m[2]));
-    }
-  }
-  return out;
-}
-
-/** The p99 bucket bound (ms) of the difference of two bucket snapshots. */
-function p99Ms(before: Map<number, number>, after: Map<number, number>): { p99: number; batches: number } {
-  const les = [...after.keys()].sort((a, b) => a - b);
-  const total = (after.get(Number.POSITIVE_INFINITY) ?? 0) - (before.get(Number.POSITIVE_INFINITY) ?? 0);
-  for (const le of les) {
-    if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= 0.99 * total) return { p99: le * 1000, batches: total };
-  }
-  return { p99: Number.NaN, batches: total };
+/** Every gateway's /metrics text, in the cluster's order. */
+async function gatewayMetrics(cluster: ChaosCluster): Promise<string[]> {
+  return Promise.all(cluster.gateways.map((g) => fetchMetrics(g.proc.adminUrl)));
 }
 
 const rollingRestart: Fault = {
@@ -300,7 +283,7 @@ const rollingRestart: Fault = {
     const { cluster } = ctx;
     await settled(cluster);
     await dwell(ctx, 0.1);
-    const before = await ackWaitBuckets(cluster);
+    const before = await gatewayMetrics(cluster);
     const t0 = performance.now();
     for (const node of cluster.nats.nodes) {
       await node.stop("SIGTERM");
@@ -311,7 +294,10 @@ const rollingRestart: Fault = {
       await progresses(ctx.load, `acks after ${node.name}'s restart`);
     }
     const rollMs = Math.round(performance.now() - t0);
-    const { p99, batches } = p99Ms(before, await ackWaitBuckets(cluster));
+    const after = await gatewayMetrics(cluster);
+    const ackWait = addHistograms(before.map((b, i) => histogramBetween(b, after[i]!, "gateway_ack_wait_seconds")));
+    const p99 = bucketBound(ackWait, 0.99) * 1000;
+    const batches = ackWait.count;
     const p99Text = Number.isFinite(p99) ? `≤ ${p99} ms` : "above the largest bucket";
     return {
       injected: 3,
